@@ -1,0 +1,360 @@
+//! The gather: rows at given offsets into fresh memory, once.
+//!
+//! Fixed-width columns (primitive types and fixed-size lists of them) are written into ONE
+//! allocation, column after column, each column starting at its element alignment so that
+//! columns of one type lie back to back with no gap. The output batch's columns are slices of
+//! that allocation, which lets `tensor::batch_to_tensor` hand the whole block to torch
+//! without another copy. Other columns (bool, strings, nested) go through `arrow-select`.
+
+use std::sync::Arc;
+
+use arrow_array::{make_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_buffer::{BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer};
+use arrow_data::ArrayData;
+use arrow_schema::{DataType, Schema};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::store::{Loc, Store};
+
+/// Rows per parallel task; small batches stay on the calling thread.
+const BLOCK_ROWS: usize = 4096;
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
+
+/// How one column is laid out in the output.
+#[derive(Clone, Copy, Debug)]
+struct Fixed {
+    /// Bytes per row (element width times list size).
+    row_bytes: usize,
+    /// Element width in bytes: the alignment of the column's start.
+    elem_bytes: usize,
+    /// Fixed-size list length, or `None` for a primitive column.
+    list_size: Option<usize>,
+}
+
+fn fixed_layout(dt: &DataType) -> Option<Fixed> {
+    match dt {
+        DataType::Boolean => None,
+        dt if dt.is_primitive() => {
+            let w = dt.primitive_width()?;
+            Some(Fixed { row_bytes: w, elem_bytes: w, list_size: None })
+        }
+        DataType::FixedSizeList(child, size) => {
+            let child = child.data_type();
+            if matches!(child, DataType::Boolean) || !child.is_primitive() {
+                return None;
+            }
+            let w = child.primitive_width()?;
+            let size = usize::try_from(*size).ok()?;
+            Some(Fixed { row_bytes: w * size, elem_bytes: w, list_size: Some(size) })
+        }
+        _ => None,
+    }
+}
+
+/// Bytes of one chunk's column values (and the element count) starting at row 0.
+fn value_bytes(data: &ArrayData, layout: Fixed) -> &[u8] {
+    match layout.list_size {
+        None => {
+            let buf = &data.buffers()[0];
+            let start = data.offset() * layout.row_bytes;
+            &buf.as_slice()[start..start + data.len() * layout.row_bytes]
+        }
+        Some(size) => {
+            let child = &data.child_data()[0];
+            let buf = &child.buffers()[0];
+            let start = (child.offset() + data.offset() * size) * layout.elem_bytes;
+            &buf.as_slice()[start..start + data.len() * layout.row_bytes]
+        }
+    }
+}
+
+fn child_has_nulls(data: &ArrayData) -> bool {
+    data.child_data().iter().any(|c| c.null_count() > 0)
+}
+
+/// Copy rows `locs` of `srcs` (one byte slice per chunk) into `dst`, `row_bytes` each.
+fn copy_rows(srcs: &[&[u8]], locs: &[Loc], row_bytes: usize, dst: &mut [u8]) {
+    macro_rules! typed {
+        ($t:ty) => {{
+            // SAFETY: the output allocation is 64-byte aligned and every column starts at a
+            // multiple of its element width; sources are Arrow buffers, aligned to their type.
+            let dst: &mut [$t] = unsafe {
+                std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut $t, locs.len())
+            };
+            let srcs: Vec<&[$t]> = srcs
+                .iter()
+                .map(|s| unsafe {
+                    std::slice::from_raw_parts(s.as_ptr() as *const $t, s.len() / row_bytes)
+                })
+                .collect();
+            if let [only] = srcs.as_slice() {
+                for (d, &(_, r)) in dst.iter_mut().zip(locs) {
+                    *d = only[r];
+                }
+            } else {
+                for (d, &(c, r)) in dst.iter_mut().zip(locs) {
+                    *d = srcs[c][r];
+                }
+            }
+        }};
+    }
+    match row_bytes {
+        1 => typed!(u8),
+        2 => typed!(u16),
+        4 => typed!(u32),
+        8 => typed!(u64),
+        16 => typed!(u128),
+        _ => {
+            for (d, &(c, r)) in dst.chunks_exact_mut(row_bytes).zip(locs) {
+                d.copy_from_slice(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
+            }
+        }
+    }
+}
+
+/// Check alignment assumptions that `copy_rows` relies on.
+fn aligned(bytes: &[u8], elem: usize) -> bool {
+    (bytes.as_ptr() as usize) % elem.min(16) == 0
+}
+
+fn gather_nulls(columns: &[&ArrayData], locs: &[Loc]) -> Option<NullBuffer> {
+    if columns.iter().all(|c| c.null_count() == 0) {
+        return None;
+    }
+    let mut bits = BooleanBufferBuilder::new(locs.len());
+    for &(c, r) in locs {
+        bits.append(columns[c].is_valid(r));
+    }
+    Some(NullBuffer::new(bits.finish()))
+}
+
+/// Take rows `offsets` (negative counts from the end) of columns `columns` of `store`.
+pub fn take(store: &Store, offsets: &[i64], columns: &[usize]) -> Result<RecordBatch> {
+    let locs = store.resolve(offsets)?;
+    gather(store, &locs, columns)
+}
+
+/// Gather already-resolved locations.
+pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBatch> {
+    let schema = store.schema();
+    for &c in columns {
+        if c >= schema.fields().len() {
+            return Err(Error::Index(format!(
+                "column index {c} is out of range for a table of {} columns",
+                schema.fields().len()
+            )));
+        }
+    }
+    let n = locs.len();
+    let chunk_data: Vec<Vec<ArrayData>> = columns
+        .iter()
+        .map(|&c| store.chunks().iter().map(|b| b.column(c).to_data()).collect())
+        .collect();
+
+    // Plan the one allocation: fixed-width columns back to back at their alignment.
+    let mut plans: Vec<Option<(Fixed, usize)>> = Vec::with_capacity(columns.len());
+    let mut total = 0usize;
+    for (i, &c) in columns.iter().enumerate() {
+        let layout = fixed_layout(schema.field(c).data_type()).filter(|l| {
+            chunk_data[i].iter().all(|d| {
+                !(l.list_size.is_some() && child_has_nulls(d))
+                    && aligned(value_bytes(d, *l), l.elem_bytes)
+            })
+        });
+        plans.push(layout.map(|l| {
+            let start = total.next_multiple_of(l.elem_bytes);
+            total = start + n * l.row_bytes;
+            (l, start)
+        }));
+    }
+    let mut block = MutableBuffer::from_len_zeroed(total);
+
+    // Carve the allocation into one disjoint slice per fixed column and fill them.
+    {
+        let mut rest: &mut [u8] = block.as_slice_mut();
+        let mut at = 0usize;
+        let mut jobs: Vec<(usize, Fixed, &mut [u8])> = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            if let Some((layout, start)) = plan {
+                let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+                let (mine, tail) = tail.split_at_mut(n * layout.row_bytes);
+                rest = tail;
+                at = start + n * layout.row_bytes;
+                jobs.push((i, *layout, mine));
+            }
+        }
+        let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
+            let srcs: Vec<&[u8]> = chunk_data[i].iter().map(|d| value_bytes(d, layout)).collect();
+            let step = BLOCK_ROWS * layout.row_bytes;
+            if total >= PARALLEL_MIN_BYTES {
+                dst.par_chunks_mut(step)
+                    .zip(locs.par_chunks(BLOCK_ROWS))
+                    .for_each(|(d, l)| copy_rows(&srcs, l, layout.row_bytes, d));
+            } else {
+                copy_rows(&srcs, locs, layout.row_bytes, dst);
+            }
+        };
+        if total >= PARALLEL_MIN_BYTES {
+            jobs.into_par_iter().for_each(fill);
+        } else {
+            jobs.into_iter().for_each(fill);
+        }
+    }
+    let block: Buffer = block.into();
+
+    let interleave_locs: Vec<(usize, usize)> = locs.to_vec();
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    for (i, &c) in columns.iter().enumerate() {
+        let field = schema.field(c);
+        let array = match plans[i] {
+            Some((layout, start)) => {
+                let refs: Vec<&ArrayData> = chunk_data[i].iter().collect();
+                let nulls = gather_nulls(&refs, locs);
+                let values = block.slice_with_length(start, n * layout.row_bytes);
+                let data = match (layout.list_size, field.data_type()) {
+                    (Some(size), DataType::FixedSizeList(child, _)) => {
+                        let child = ArrayData::builder(child.data_type().clone())
+                            .len(n * size)
+                            .add_buffer(values)
+                            .build()?;
+                        ArrayData::builder(field.data_type().clone())
+                            .len(n)
+                            .nulls(nulls)
+                            .add_child_data(child)
+                            .build()?
+                    }
+                    _ => ArrayData::builder(field.data_type().clone())
+                        .len(n)
+                        .nulls(nulls)
+                        .add_buffer(values)
+                        .build()?,
+                };
+                make_array(data)
+            }
+            None => {
+                let sources: Vec<ArrayRef> =
+                    store.chunks().iter().map(|b| b.column(c).clone()).collect();
+                if sources.is_empty() {
+                    arrow_array::new_empty_array(field.data_type())
+                } else {
+                    let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
+                    arrow_select::interleave::interleave(&refs, &interleave_locs)?
+                }
+            }
+        };
+        arrays.push(array);
+    }
+    let out_schema = Arc::new(schema.project(columns)?);
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(out_schema, arrays, &options)?)
+}
+
+/// An empty batch with the given columns of `schema`.
+pub fn empty(schema: &Schema, columns: &[usize]) -> Result<RecordBatch> {
+    Ok(RecordBatch::new_empty(Arc::new(schema.project(columns)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float32Type, Int64Type};
+    use arrow_array::{FixedSizeListArray, Float32Array, Int64Array, StringArray};
+    use arrow_schema::Field;
+
+    fn store() -> Store {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Float32, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let chunk = |a: Vec<Option<i64>>, b: Vec<f32>, s: Vec<&str>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(a)),
+                    Arc::new(Float32Array::from(b)),
+                    Arc::new(StringArray::from(s)),
+                ],
+            )
+            .unwrap()
+        };
+        Store::new(
+            schema.clone(),
+            vec![
+                chunk(vec![Some(0), Some(1), None], vec![0.0, 0.5, 1.0], vec!["x", "y", "z"]),
+                chunk(vec![], vec![], vec![]),
+                chunk(vec![Some(3), Some(4)], vec![1.5, 2.0], vec!["u", "v"]),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn takes_across_chunks_in_order_with_duplicates_and_negatives() {
+        let s = store();
+        let out = take(&s, &[4, 0, -1, 2, 3, 3], &[0, 1, 2]).unwrap();
+        let a = out.column(0).as_primitive::<Int64Type>();
+        assert_eq!(
+            a.iter().collect::<Vec<_>>(),
+            vec![Some(4), Some(0), Some(4), None, Some(3), Some(3)]
+        );
+        let b = out.column(1).as_primitive::<Float32Type>();
+        assert_eq!(b.values().to_vec(), vec![2.0, 0.0, 2.0, 1.0, 1.5, 1.5]);
+        let st = out.column(2).as_string::<i32>();
+        assert_eq!(st.iter().flatten().collect::<Vec<_>>(), vec!["v", "x", "v", "z", "u", "u"]);
+    }
+
+    #[test]
+    fn fixed_columns_share_one_allocation() {
+        let s = store();
+        let out = take(&s, &[1, 2, 3], &[1, 0]).unwrap();
+        let p1 = out.column(0).to_data().buffers()[0].as_ptr() as usize;
+        let p0 = out.column(1).to_data().buffers()[0].as_ptr() as usize;
+        // float32 first (12 bytes), then int64 aligned to 8.
+        assert_eq!(p0 - p1, 16);
+    }
+
+    #[test]
+    fn out_of_range_names_offset_and_length() {
+        let err = take(&store(), &[0, 5], &[0]).unwrap_err().to_string();
+        assert!(err.contains("row offset 5") && err.contains("5 rows"), "{err}");
+        let err = take(&store(), &[-6], &[0]).unwrap_err().to_string();
+        assert!(err.contains("row offset -6"), "{err}");
+    }
+
+    #[test]
+    fn fixed_size_lists_gather_row_major() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "e",
+            DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, true)), 3),
+            false,
+        )]));
+        let values = Float32Array::from((0..12).map(|v| v as f32).collect::<Vec<_>>());
+        let list = FixedSizeListArray::new(
+            Arc::new(Field::new("item", DataType::Float32, true)),
+            3,
+            Arc::new(values),
+            None,
+        );
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(list)]).unwrap();
+        let s = Store::new(schema, vec![batch]).unwrap();
+        let out = take(&s, &[3, 1], &[0]).unwrap();
+        let l = out.column(0).as_fixed_size_list();
+        let v = l.values().as_primitive::<Float32Type>();
+        assert_eq!(v.values().to_vec(), vec![9.0, 10.0, 11.0, 3.0, 4.0, 5.0]);
+    }
+
+    #[test]
+    fn large_takes_match_small_takes() {
+        let n = 300_000usize;
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let a = Int64Array::from((0..n as i64).collect::<Vec<_>>());
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(a)]).unwrap();
+        let s = Store::new(schema, vec![batch.slice(0, 1000), batch.slice(1000, n - 1000)]).unwrap();
+        let offsets: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % n as i64).collect();
+        let out = take(&s, &offsets, &[0]).unwrap();
+        assert_eq!(out.column(0).as_primitive::<Int64Type>().values().to_vec(), offsets);
+    }
+}

@@ -1,0 +1,20 @@
+//! lancetorch's Rust core. This file only registers; each concept has its own module.
+
+pub mod dlpack;
+pub mod error;
+pub mod gather;
+pub mod store;
+pub mod tensor;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("DEBUG_BUILD", cfg!(debug_assertions))?;
+    m.add_class::<store::PyColumnStore>()?;
+    m.add_class::<dlpack::PyDLPackTensor>()?;
+    m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::result_dtype, m)?)?;
+    Ok(())
+}

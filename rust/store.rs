@@ -1,0 +1,223 @@
+//! The column store: Arrow record batches held by Rust, addressed by global row offset.
+//!
+//! Chunks are kept as they arrived (imported zero-copy through the Arrow C interfaces);
+//! a global offset maps to `(chunk, row)` through prefix sums of the chunk lengths.
+
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_schema::SchemaRef;
+use pyo3::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Where a row lives: `(chunk, row within chunk)`.
+pub type Loc = (usize, usize);
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    schema: SchemaRef,
+    chunks: Vec<RecordBatch>,
+    /// `starts[i]` is the global offset of the first row of chunk `i`; one extra entry holds
+    /// the total row count.
+    starts: Vec<u64>,
+}
+
+impl Store {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
+        let mut store = Store { schema, chunks: Vec::new(), starts: vec![0] };
+        store.push(batches)?;
+        Ok(store)
+    }
+
+    fn push(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        for batch in batches {
+            if !same_columns(&self.schema, &batch.schema()) {
+                return Err(schema_mismatch(&self.schema, &batch.schema()));
+            }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            let end = self.num_rows() + batch.num_rows() as u64;
+            // Keep the store's own schema (with its metadata) on every chunk.
+            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
+            self.chunks.push(batch);
+            self.starts.push(end);
+        }
+        Ok(())
+    }
+
+    /// A new store holding this one's chunks followed by `batches`; `self` is unchanged.
+    pub fn appended(&self, batches: Vec<RecordBatch>) -> Result<Self> {
+        let mut next = self.clone();
+        next.push(batches)?;
+        Ok(next)
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn chunks(&self) -> &[RecordBatch] {
+        &self.chunks
+    }
+
+    pub fn num_rows(&self) -> u64 {
+        *self.starts.last().expect("starts is never empty")
+    }
+
+    /// Map offsets (negative ones count from the end) to chunk locations, refusing any outside
+    /// the table.
+    pub fn resolve(&self, offsets: &[i64]) -> Result<Vec<Loc>> {
+        let n = self.num_rows() as i64;
+        let single = self.chunks.len() == 1;
+        offsets
+            .iter()
+            .enumerate()
+            .map(|(pos, &raw)| {
+                let off = if raw < 0 { raw + n } else { raw };
+                if off < 0 || off >= n {
+                    return Err(Error::Index(format!(
+                        "row offset {raw} (position {pos} of the request) is out of range \
+                         for a table of {n} rows"
+                    )));
+                }
+                if single {
+                    return Ok((0, off as usize));
+                }
+                let off = off as u64;
+                // The chunk whose start is the last one <= off.
+                let chunk = self.starts.partition_point(|&s| s <= off) - 1;
+                Ok((chunk, (off - self.starts[chunk]) as usize))
+            })
+            .collect()
+    }
+}
+
+/// Same column names and types in the same order (nullability and metadata may differ).
+pub fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields().iter())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+pub fn schema_mismatch(want: &SchemaRef, got: &SchemaRef) -> Error {
+    for field in want.fields() {
+        match got.field_with_name(field.name()) {
+            Err(_) => {
+                return Error::Value(format!(
+                    "field '{}' ({}) is missing from the new data",
+                    field.name(),
+                    field.data_type()
+                ))
+            }
+            Ok(other) if other.data_type() != field.data_type() => {
+                return Error::Value(format!(
+                    "field '{}' is {} in the table but {} in the new data; cast it first",
+                    field.name(),
+                    field.data_type(),
+                    other.data_type()
+                ))
+            }
+            Ok(_) => {}
+        }
+    }
+    for field in got.fields() {
+        if want.field_with_name(field.name()).is_err() {
+            return Error::Value(format!(
+                "field '{}' ({}) is not in the table",
+                field.name(),
+                field.data_type()
+            ));
+        }
+    }
+    Error::Value(format!(
+        "the new data's fields are in another order or nullability than the table's: \
+         table {:?}, data {:?}",
+        want.fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
+        got.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
+    ))
+}
+
+/// A memory table's data, held in Rust.
+#[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
+pub struct PyColumnStore {
+    pub inner: Arc<Store>,
+}
+
+fn read_stream(
+    reader: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = reader.0;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::from)?;
+    Ok((schema, batches))
+}
+
+#[pymethods]
+impl PyColumnStore {
+    /// Import any Arrow stream (a pyarrow Table or RecordBatchReader) without copying.
+    #[new]
+    fn new(
+        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+    ) -> PyResult<Self> {
+        let (schema, batches) = read_stream(data)?;
+        Ok(Self { inner: Arc::new(Store::new(schema, batches)?) })
+    }
+
+    /// A new store with the stream's batches appended; refuses a schema that differs.
+    fn appended(
+        &self,
+        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+    ) -> PyResult<Self> {
+        let (_, batches) = read_stream(data)?;
+        Ok(Self { inner: Arc::new(self.inner.appended(batches)?) })
+    }
+
+    #[getter]
+    fn num_rows(&self) -> u64 {
+        self.inner.num_rows()
+    }
+
+    #[getter]
+    fn schema(&self) -> arrow_pyarrow::PyArrowType<arrow_schema::Schema> {
+        arrow_pyarrow::PyArrowType(self.inner.schema().as_ref().clone())
+    }
+
+    /// Rows at `offsets` (an int64 Arrow array; negative counts from the end) of the columns
+    /// at positions `columns` (all when omitted), gathered with the GIL released.
+    #[pyo3(signature = (offsets, columns=None))]
+    fn take(
+        &self,
+        py: Python<'_>,
+        offsets: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
+        let offsets = offsets.0;
+        if offsets.data_type() != &arrow_schema::DataType::Int64 {
+            return Err(Error::Type(format!(
+                "row offsets must be int64, not {}",
+                offsets.data_type()
+            ))
+            .into());
+        }
+        if offsets.null_count() > 0 {
+            return Err(Error::Value("row offsets must not contain nulls".into()).into());
+        }
+        let offsets = arrow_array::Int64Array::from(offsets);
+        let columns =
+            columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
+        let store = self.inner.clone();
+        let batch = py.detach(|| crate::gather::take(&store, offsets.values(), &columns))?;
+        Ok(arrow_pyarrow::PyArrowType(batch))
+    }
+
+    /// The stored chunks as pyarrow record batches (no copy).
+    fn batches(&self) -> Vec<arrow_pyarrow::PyArrowType<RecordBatch>> {
+        self.inner.chunks().iter().cloned().map(arrow_pyarrow::PyArrowType).collect()
+    }
+}

@@ -1,0 +1,524 @@
+//! Arrow columns to one `(columns, rows)` tensor: type promotion, null policy, the zero-copy
+//! case and the one-copy case.
+
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_buffer::{Buffer, MutableBuffer};
+use arrow_schema::DataType;
+use half::f16;
+use pyo3::prelude::*;
+use rayon::prelude::*;
+
+use crate::dlpack::{DLDataType, HostTensor, PyDLPackTensor};
+use crate::error::{Error, Result};
+
+/// Element types a tensor can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DType {
+    Bool,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    F16,
+    F32,
+    F64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Bool,
+    Int,
+    Float,
+}
+
+impl DType {
+    pub const ALL: [DType; 12] = [
+        DType::Bool,
+        DType::I8,
+        DType::I16,
+        DType::I32,
+        DType::I64,
+        DType::U8,
+        DType::U16,
+        DType::U32,
+        DType::U64,
+        DType::F16,
+        DType::F32,
+        DType::F64,
+    ];
+
+    pub fn size(self) -> usize {
+        match self {
+            DType::Bool | DType::I8 | DType::U8 => 1,
+            DType::I16 | DType::U16 | DType::F16 => 2,
+            DType::I32 | DType::U32 | DType::F32 => 4,
+            DType::I64 | DType::U64 | DType::F64 => 8,
+        }
+    }
+
+    /// The name torch gives the type.
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::Bool => "bool",
+            DType::I8 => "int8",
+            DType::I16 => "int16",
+            DType::I32 => "int32",
+            DType::I64 => "int64",
+            DType::U8 => "uint8",
+            DType::U16 => "uint16",
+            DType::U32 => "uint32",
+            DType::U64 => "uint64",
+            DType::F16 => "float16",
+            DType::F32 => "float32",
+            DType::F64 => "float64",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Self> {
+        DType::ALL.into_iter().find(|d| d.name() == name).ok_or_else(|| {
+            Error::Type(format!(
+                "dtype {name} is not one a tensor can be built as; use one of {}",
+                DType::ALL.map(|d| d.name()).join(", ")
+            ))
+        })
+    }
+
+    pub fn from_arrow(dt: &DataType) -> Option<Self> {
+        Some(match dt {
+            DataType::Boolean => DType::Bool,
+            DataType::Int8 => DType::I8,
+            DataType::Int16 => DType::I16,
+            DataType::Int32 => DType::I32,
+            DataType::Int64 => DType::I64,
+            DataType::UInt8 => DType::U8,
+            DataType::UInt16 => DType::U16,
+            DataType::UInt32 => DType::U32,
+            DataType::UInt64 => DType::U64,
+            DataType::Float16 => DType::F16,
+            DataType::Float32 => DType::F32,
+            DataType::Float64 => DType::F64,
+            _ => return None,
+        })
+    }
+
+    pub fn dlpack(self) -> DLDataType {
+        let code = match self.kind() {
+            Kind::Bool => 6,
+            Kind::Int if self.signed() => 0,
+            Kind::Int => 1,
+            Kind::Float => 2,
+        };
+        DLDataType { code, bits: (self.size() * 8) as u8, lanes: 1 }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            DType::Bool => Kind::Bool,
+            DType::F16 | DType::F32 | DType::F64 => Kind::Float,
+            _ => Kind::Int,
+        }
+    }
+
+    fn signed(self) -> bool {
+        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64)
+    }
+
+    fn int(size: usize, signed: bool) -> DType {
+        match (size, signed) {
+            (1, true) => DType::I8,
+            (2, true) => DType::I16,
+            (4, true) => DType::I32,
+            (8, true) => DType::I64,
+            (1, false) => DType::U8,
+            (2, false) => DType::U16,
+            (4, false) => DType::U32,
+            _ => DType::U64,
+        }
+    }
+}
+
+/// The type that holds every column, as `torch.result_type` picks it for tensors: floats beat
+/// ints beat bool; the widest float wins; signed and unsigned ints meet in a signed int twice as
+/// wide as the unsigned one (uint8 with int8 gives int16). Torch has no rule for uint16-64 with
+/// signed ints; there we go on the same way (uint32 with int32 gives int64) and refuse uint64
+/// with a signed int, which no integer type holds.
+pub fn promote(dtypes: &[DType]) -> Result<DType> {
+    let Some(kind) = dtypes.iter().map(|d| d.kind()).max() else {
+        return Ok(DType::F32);
+    };
+    let widest = |pred: &dyn Fn(DType) -> bool| {
+        dtypes.iter().copied().filter(|&d| pred(d)).map(DType::size).max()
+    };
+    Ok(match kind {
+        Kind::Bool => DType::Bool,
+        Kind::Float => match widest(&|d| d.kind() == Kind::Float) {
+            Some(2) => DType::F16,
+            Some(4) => DType::F32,
+            _ => DType::F64,
+        },
+        Kind::Int => {
+            let s = widest(&|d| d.kind() == Kind::Int && d.signed());
+            let u = widest(&|d| d.kind() == Kind::Int && !d.signed());
+            match (s, u) {
+                (Some(s), None) => DType::int(s, true),
+                (None, Some(u)) => DType::int(u, false),
+                (Some(s), Some(u)) if u < 8 => DType::int(s.max(2 * u), true),
+                _ => {
+                    return Err(Error::Type(
+                        "uint64 and signed integer columns have no common integer type; pass \
+                         dtype= (for example torch.float64 or torch.int64)"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    })
+}
+
+/// Conversion into a tensor element type.
+trait Element: Copy + Send + Sync + 'static {
+    fn from_f64(v: f64) -> Self;
+    fn from_i64(v: i64) -> Self;
+    fn from_u64(v: u64) -> Self;
+}
+
+macro_rules! element {
+    ($($t:ty),*) => {$(
+        impl Element for $t {
+            #[inline(always)]
+            fn from_f64(v: f64) -> Self { v as $t }
+            #[inline(always)]
+            fn from_i64(v: i64) -> Self { v as $t }
+            #[inline(always)]
+            fn from_u64(v: u64) -> Self { v as $t }
+        }
+    )*};
+}
+element!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+impl Element for bool {
+    fn from_f64(v: f64) -> Self {
+        v != 0.0
+    }
+    fn from_i64(v: i64) -> Self {
+        v != 0
+    }
+    fn from_u64(v: u64) -> Self {
+        v != 0
+    }
+}
+
+impl Element for f16 {
+    fn from_f64(v: f64) -> Self {
+        f16::from_f64(v)
+    }
+    fn from_i64(v: i64) -> Self {
+        f16::from_f64(v as f64)
+    }
+    fn from_u64(v: u64) -> Self {
+        f16::from_f64(v as f64)
+    }
+}
+
+/// Write `src` (any numeric or bool array) into `dst`, converting; nulls become `fill`.
+fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::*;
+    macro_rules! run {
+        ($ty:ty, $f:ident) => {{
+            let values = src.as_primitive::<$ty>().values();
+            for (d, &v) in dst.iter_mut().zip(values.iter()) {
+                *d = T::$f(v as _);
+            }
+        }};
+    }
+    match src.data_type() {
+        DataType::Boolean => {
+            let values = src.as_boolean().values();
+            for (d, v) in dst.iter_mut().zip(values.iter()) {
+                *d = T::from_i64(v as i64);
+            }
+        }
+        DataType::Int8 => run!(Int8Type, from_i64),
+        DataType::Int16 => run!(Int16Type, from_i64),
+        DataType::Int32 => run!(Int32Type, from_i64),
+        DataType::Int64 => run!(Int64Type, from_i64),
+        DataType::UInt8 => run!(UInt8Type, from_u64),
+        DataType::UInt16 => run!(UInt16Type, from_u64),
+        DataType::UInt32 => run!(UInt32Type, from_u64),
+        DataType::UInt64 => run!(UInt64Type, from_u64),
+        DataType::Float16 => {
+            let values = src.as_primitive::<Float16Type>().values();
+            for (d, &v) in dst.iter_mut().zip(values.iter()) {
+                *d = T::from_f64(v.to_f64());
+            }
+        }
+        DataType::Float32 => run!(Float32Type, from_f64),
+        DataType::Float64 => run!(Float64Type, from_f64),
+        other => unreachable!("checked before conversion: {other}"),
+    }
+    if let (Some(fill), Some(nulls)) = (fill, src.logical_nulls()) {
+        for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+            dst[i] = fill;
+        }
+    }
+}
+
+/// What to do with nulls: refuse them (`None`) or write this value in their place.
+pub type NullFill = Option<f64>;
+
+struct Column<'a> {
+    name: &'a str,
+    chunks: Vec<&'a ArrayRef>,
+}
+
+fn check_columns<'a>(batches: &'a [RecordBatch], fill: NullFill) -> Result<(Vec<Column<'a>>, Vec<DType>)> {
+    let Some(first) = batches.first() else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let schema = first.schema_ref();
+    let mut columns = Vec::new();
+    let mut dtypes = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        let dtype = DType::from_arrow(field.data_type()).ok_or_else(|| {
+            Error::Type(format!(
+                "column '{}' is {}; a tensor holds numeric and bool columns only: select the \
+                 numeric columns (select_columns([...])) or read this one with format='arrow'",
+                field.name(),
+                field.data_type()
+            ))
+        })?;
+        let chunks: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
+        let nulls: usize = chunks.iter().map(|c| c.logical_null_count()).sum();
+        if nulls > 0 && fill.is_none() {
+            return Err(Error::Value(format!(
+                "column '{}' has {nulls} null value(s); pass null_value= (for example \
+                 float('nan') or 0) to fill them, or filter those rows out",
+                field.name()
+            )));
+        }
+        columns.push(Column { name: field.name(), chunks });
+        dtypes.push(dtype);
+    }
+    Ok((columns, dtypes))
+}
+
+/// The column's values start address, when it is a plain primitive array.
+fn values_ptr(array: &ArrayRef, size: usize) -> *const u8 {
+    let data = array.to_data();
+    // SAFETY: pointer arithmetic inside the buffer (offset is within bounds by construction).
+    unsafe { data.buffers()[0].as_ptr().add(data.offset() * size) }
+}
+
+/// The tensor without a copy, when the columns already lie back to back in memory with one
+/// type and no nulls (as `gather::take` writes them).
+fn zero_copy(columns: &[Column], dtypes: &[DType], target: DType, rows: usize) -> Option<HostTensor> {
+    if columns.is_empty() || rows == 0 || target == DType::Bool {
+        return None;
+    }
+    if columns.iter().any(|c| c.chunks.len() != 1) || dtypes.iter().any(|&d| d != target) {
+        return None;
+    }
+    let size = target.size();
+    let base = values_ptr(columns[0].chunks[0], size);
+    let step = rows * size;
+    for (i, c) in columns.iter().enumerate() {
+        let array = c.chunks[0];
+        if array.null_count() > 0 || values_ptr(array, size) as usize != base as usize + i * step {
+            return None;
+        }
+    }
+    let owners: Vec<Buffer> = columns.iter().map(|c| c.chunks[0].to_data().buffers()[0].clone()).collect();
+    // SAFETY: column i covers [base + i*step, base + (i+1)*step) and its buffer is kept alive
+    // in `owners`, so the whole (columns, rows) block stays valid.
+    Some(unsafe { HostTensor::new(base, target, vec![columns.len() as i64, rows as i64], owners) })
+}
+
+fn fill_value<T: Element>(fill: NullFill, target: DType, name: &str) -> Result<Option<T>> {
+    let Some(v) = fill else { return Ok(None) };
+    if target.kind() != Kind::Float && (!v.is_finite() || v.fract() != 0.0) {
+        return Err(Error::Value(format!(
+            "null_value={v} cannot be stored in column '{name}' as {}; pass a whole number or \
+             dtype=torch.float32",
+            target.name()
+        )));
+    }
+    Ok(Some(T::from_f64(v)))
+}
+
+fn copy_as<T: Element>(columns: &[Column], rows: usize, fill: NullFill, target: DType) -> Result<Buffer> {
+    let mut out = MutableBuffer::from_len_zeroed(columns.len() * rows * std::mem::size_of::<T>());
+    // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows elements of T.
+    let all: &mut [T] = unsafe {
+        std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, columns.len() * rows)
+    };
+    if rows == 0 {
+        return Ok(out.into());
+    }
+    let fills = columns
+        .iter()
+        .map(|c| fill_value::<T>(fill, target, c.name))
+        .collect::<Result<Vec<_>>>()?;
+    let work = |((dst, col), fill): ((&mut [T], &Column), &Option<T>)| {
+        let mut at = 0;
+        for chunk in &col.chunks {
+            let n = chunk.len();
+            convert_into(chunk.as_ref(), &mut dst[at..at + n], *fill);
+            at += n;
+        }
+    };
+    let jobs = all.chunks_mut(rows).zip(columns.iter()).zip(fills.iter());
+    if columns.len() * rows >= 1 << 18 {
+        jobs.collect::<Vec<_>>().into_par_iter().for_each(work);
+    } else {
+        jobs.for_each(work);
+    }
+    Ok(out.into())
+}
+
+/// Build the `(columns, rows)` tensor of `batches` (chunks of one table).
+pub fn batch_to_tensor(batches: &[RecordBatch], dtype: Option<DType>, fill: NullFill) -> Result<HostTensor> {
+    let (columns, dtypes) = check_columns(batches, fill)?;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    let target = match dtype {
+        Some(d) => d,
+        None => promote(&dtypes)?,
+    };
+    if let Some(t) = zero_copy(&columns, &dtypes, target, rows) {
+        return Ok(t);
+    }
+    let buffer = match target {
+        DType::Bool => copy_as::<bool>(&columns, rows, fill, target)?,
+        DType::I8 => copy_as::<i8>(&columns, rows, fill, target)?,
+        DType::I16 => copy_as::<i16>(&columns, rows, fill, target)?,
+        DType::I32 => copy_as::<i32>(&columns, rows, fill, target)?,
+        DType::I64 => copy_as::<i64>(&columns, rows, fill, target)?,
+        DType::U8 => copy_as::<u8>(&columns, rows, fill, target)?,
+        DType::U16 => copy_as::<u16>(&columns, rows, fill, target)?,
+        DType::U32 => copy_as::<u32>(&columns, rows, fill, target)?,
+        DType::U64 => copy_as::<u64>(&columns, rows, fill, target)?,
+        DType::F16 => copy_as::<f16>(&columns, rows, fill, target)?,
+        DType::F32 => copy_as::<f32>(&columns, rows, fill, target)?,
+        DType::F64 => copy_as::<f64>(&columns, rows, fill, target)?,
+    };
+    Ok(HostTensor::from_buffer(buffer, target, vec![columns.len() as i64, rows as i64]))
+}
+
+/// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
+/// dtype name and null fill value.
+#[pyfunction]
+#[pyo3(signature = (batches, dtype=None, null_value=None))]
+pub fn batches_to_tensor(
+    py: Python<'_>,
+    batches: Vec<arrow_pyarrow::PyArrowType<RecordBatch>>,
+    dtype: Option<&str>,
+    null_value: Option<f64>,
+) -> PyResult<PyDLPackTensor> {
+    let dtype = dtype.map(DType::from_name).transpose()?;
+    let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.0).collect();
+    let tensor = py.detach(|| batch_to_tensor(&batches, dtype, null_value))?;
+    Ok(PyDLPackTensor::new(tensor))
+}
+
+/// The dtype `batch_to_tensor` would pick for these torch dtype names.
+#[pyfunction]
+pub fn result_dtype(dtypes: Vec<String>) -> PyResult<&'static str> {
+    let dtypes = dtypes.iter().map(|d| DType::from_name(d)).collect::<Result<Vec<_>>>()?;
+    Ok(promote(&dtypes)?.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    use arrow_array::{Float32Array, Int64Array, Int8Array, UInt8Array};
+    use arrow_schema::{Field, Schema};
+
+    use crate::gather;
+    use crate::store::Store;
+
+    fn read<T: Copy>(t: &HostTensor) -> Vec<T> {
+        let n = t.shape().iter().product::<i64>() as usize;
+        unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n).to_vec() }
+    }
+
+    #[test]
+    fn promotion_follows_torch() {
+        use DType::*;
+        assert_eq!(promote(&[F32, I64]).unwrap(), F32);
+        assert_eq!(promote(&[I64, F16]).unwrap(), F16);
+        assert_eq!(promote(&[U8, I8]).unwrap(), I16);
+        assert_eq!(promote(&[U8, I32]).unwrap(), I32);
+        assert_eq!(promote(&[Bool, U8]).unwrap(), U8);
+        assert_eq!(promote(&[Bool, Bool]).unwrap(), Bool);
+        assert_eq!(promote(&[F16, F64, I8]).unwrap(), F64);
+        assert!(promote(&[U64, I8]).is_err());
+    }
+
+    #[test]
+    fn gathered_same_type_columns_are_not_copied() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Float32, false),
+            Field::new("b", DataType::Float32, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Float32Array::from(vec![1.0, 2.0, 3.0])),
+                Arc::new(Float32Array::from(vec![10.0, 20.0, 30.0])),
+            ],
+        )
+        .unwrap();
+        let store = Store::new(schema, vec![batch]).unwrap();
+        let taken = gather::take(&store, &[2, 0], &[0, 1]).unwrap();
+        let t = batch_to_tensor(std::slice::from_ref(&taken), None, None).unwrap();
+        assert_eq!(t.data_ptr(), taken.column(0).to_data().buffers()[0].as_ptr());
+        assert_eq!(read::<f32>(&t), vec![3.0, 1.0, 30.0, 10.0]);
+    }
+
+    #[test]
+    fn mixed_types_and_chunks_copy_once_with_promotion_and_fill() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i", DataType::Int8, true),
+            Field::new("u", DataType::UInt8, false),
+        ]));
+        let chunk = |i: Vec<Option<i8>>, u: Vec<u8>| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int8Array::from(i)), Arc::new(UInt8Array::from(u))],
+            )
+            .unwrap()
+        };
+        let batches = vec![chunk(vec![Some(-1), None], vec![200, 1]), chunk(vec![Some(5)], vec![7])];
+        let err = batch_to_tensor(&batches, None, None).unwrap_err().to_string();
+        assert!(err.contains("'i'") && err.contains("1 null"), "{err}");
+        let t = batch_to_tensor(&batches, None, Some(-9.0)).unwrap();
+        assert_eq!(t.dtype(), DType::I16);
+        assert_eq!(read::<i16>(&t), vec![-1, -9, 5, 200, 1, 7]);
+        let err = batch_to_tensor(&batches, None, Some(f64::NAN)).unwrap_err().to_string();
+        assert!(err.contains("null_value"), "{err}");
+    }
+
+    #[test]
+    fn strings_are_refused_by_name() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("x", DataType::Int64, false),
+            Field::new("caption", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1])),
+                Arc::new(arrow_array::StringArray::from(vec!["a"])),
+            ],
+        )
+        .unwrap();
+        let err = batch_to_tensor(&[batch], None, None).unwrap_err().to_string();
+        assert!(err.contains("'caption'") && err.contains("Utf8"), "{err}");
+    }
+}
