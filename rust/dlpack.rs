@@ -92,13 +92,22 @@ impl HostTensor {
         for i in (0..shape.len().saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * shape[i + 1];
         }
-        HostTensor { data, dtype, shape, strides, _owners: owners }
+        HostTensor {
+            data,
+            dtype,
+            shape,
+            strides,
+            _owners: owners,
+        }
     }
 
     /// The tensor over a whole buffer of `shape`, C-contiguous.
     pub fn from_buffer(buffer: Buffer, dtype: DType, shape: Vec<i64>) -> Self {
         let need: i64 = shape.iter().product::<i64>() * dtype.size() as i64;
-        assert!(buffer.len() as i64 >= need, "buffer smaller than its tensor");
+        assert!(
+            buffer.len() as i64 >= need,
+            "buffer smaller than its tensor"
+        );
         let data = buffer.as_ptr();
         // SAFETY: checked the size above; the buffer owns the memory.
         unsafe { Self::new(data, dtype, shape, vec![buffer]) }
@@ -119,7 +128,10 @@ impl HostTensor {
     fn dl_tensor(&mut self) -> DLTensor {
         DLTensor {
             data: self.data as *mut c_void,
-            device: DLDevice { device_type: DL_CPU, device_id: 0 },
+            device: DLDevice {
+                device_type: DL_CPU,
+                device_id: 0,
+            },
             ndim: self.shape.len() as i32,
             dtype: self.dtype.dlpack(),
             shape: self.shape.as_mut_ptr(),
@@ -213,7 +225,11 @@ impl PyDLPackTensor {
     pub fn new(tensor: HostTensor) -> Self {
         let shape = tensor.shape().to_vec();
         let dtype = tensor.dtype();
-        PyDLPackTensor { inner: Mutex::new(Some(tensor)), shape, dtype }
+        PyDLPackTensor {
+            inner: Mutex::new(Some(tensor)),
+            shape,
+            dtype,
+        }
     }
 }
 
@@ -242,9 +258,14 @@ impl PyDLPackTensor {
                 "copy=True is not supported; copy the tensor after from_dlpack",
             ));
         }
-        let tensor = self.inner.lock().expect("dlpack lock").take().ok_or_else(|| {
-            PyBufferError::new_err("this tensor was already handed to a DLPack consumer")
-        })?;
+        let tensor = self
+            .inner
+            .lock()
+            .expect("dlpack lock")
+            .take()
+            .ok_or_else(|| {
+                PyBufferError::new_err("this tensor was already handed to a DLPack consumer")
+            })?;
         let versioned = matches!(max_version, Some((major, _)) if major >= 1);
         // SAFETY: the pointer comes from a leaked Box, and the destructor frees it only while
         // the capsule keeps its original name (i.e. no consumer took ownership).
@@ -297,7 +318,14 @@ mod tests {
             assert_eq!(m.version.major, 1);
             assert_eq!(m.dl_tensor.ndim, 2);
             assert_eq!(*m.dl_tensor.shape.add(1), 3);
-            assert_eq!(m.dl_tensor.dtype, DLDataType { code: 0, bits: 32, lanes: 1 });
+            assert_eq!(
+                m.dl_tensor.dtype,
+                DLDataType {
+                    code: 0,
+                    bits: 32,
+                    lanes: 1
+                }
+            );
             assert_eq!(m.dl_tensor.data as *const u8, buf.as_ptr());
             assert_eq!(*(m.dl_tensor.data as *const i32).add(4), 4);
             (m.deleter.unwrap())(managed);
@@ -311,7 +339,14 @@ mod tests {
         let buf = Buffer::from_vec(vec![1.0f64, 2.0]);
         let managed = HostTensor::from_buffer(buf.clone(), DType::F64, vec![2]).into_legacy();
         unsafe {
-            assert_eq!((*managed).dl_tensor.dtype, DLDataType { code: 2, bits: 64, lanes: 1 });
+            assert_eq!(
+                (*managed).dl_tensor.dtype,
+                DLDataType {
+                    code: 2,
+                    bits: 64,
+                    lanes: 1
+                }
+            );
             ((*managed).deleter.unwrap())(managed);
         }
         assert_eq!(buf.strong_count(), 1);

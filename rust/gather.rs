@@ -37,7 +37,11 @@ fn fixed_layout(dt: &DataType) -> Option<Fixed> {
         DataType::Boolean => None,
         dt if dt.is_primitive() => {
             let w = dt.primitive_width()?;
-            Some(Fixed { row_bytes: w, elem_bytes: w, list_size: None })
+            Some(Fixed {
+                row_bytes: w,
+                elem_bytes: w,
+                list_size: None,
+            })
         }
         DataType::FixedSizeList(child, size) => {
             let child = child.data_type();
@@ -46,7 +50,11 @@ fn fixed_layout(dt: &DataType) -> Option<Fixed> {
             }
             let w = child.primitive_width()?;
             let size = usize::try_from(*size).ok()?;
-            Some(Fixed { row_bytes: w * size, elem_bytes: w, list_size: Some(size) })
+            Some(Fixed {
+                row_bytes: w * size,
+                elem_bytes: w,
+                list_size: Some(size),
+            })
         }
         _ => None,
     }
@@ -79,9 +87,8 @@ fn copy_rows(srcs: &[&[u8]], locs: &[Loc], row_bytes: usize, dst: &mut [u8]) {
         ($t:ty) => {{
             // SAFETY: the output allocation is 64-byte aligned and every column starts at a
             // multiple of its element width; sources are Arrow buffers, aligned to their type.
-            let dst: &mut [$t] = unsafe {
-                std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut $t, locs.len())
-            };
+            let dst: &mut [$t] =
+                unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut $t, locs.len()) };
             let srcs: Vec<&[$t]> = srcs
                 .iter()
                 .map(|s| unsafe {
@@ -149,7 +156,13 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     let n = locs.len();
     let chunk_data: Vec<Vec<ArrayData>> = columns
         .iter()
-        .map(|&c| store.chunks().iter().map(|b| b.column(c).to_data()).collect())
+        .map(|&c| {
+            store
+                .chunks()
+                .iter()
+                .map(|b| b.column(c).to_data())
+                .collect()
+        })
         .collect();
 
     // Plan the one allocation: fixed-width columns back to back at their alignment.
@@ -185,7 +198,10 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
             }
         }
         let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
-            let srcs: Vec<&[u8]> = chunk_data[i].iter().map(|d| value_bytes(d, layout)).collect();
+            let srcs: Vec<&[u8]> = chunk_data[i]
+                .iter()
+                .map(|d| value_bytes(d, layout))
+                .collect();
             let step = BLOCK_ROWS * layout.row_bytes;
             if total >= PARALLEL_MIN_BYTES {
                 dst.par_chunks_mut(step)
@@ -247,7 +263,9 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     }
     let out_schema = Arc::new(schema.project(columns)?);
     let options = RecordBatchOptions::new().with_row_count(Some(n));
-    Ok(RecordBatch::try_new_with_options(out_schema, arrays, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        out_schema, arrays, &options,
+    )?)
 }
 
 /// An empty batch with the given columns of `schema`.
@@ -283,7 +301,11 @@ mod tests {
         Store::new(
             schema.clone(),
             vec![
-                chunk(vec![Some(0), Some(1), None], vec![0.0, 0.5, 1.0], vec!["x", "y", "z"]),
+                chunk(
+                    vec![Some(0), Some(1), None],
+                    vec![0.0, 0.5, 1.0],
+                    vec!["x", "y", "z"],
+                ),
                 chunk(vec![], vec![], vec![]),
                 chunk(vec![Some(3), Some(4)], vec![1.5, 2.0], vec!["u", "v"]),
             ],
@@ -303,7 +325,10 @@ mod tests {
         let b = out.column(1).as_primitive::<Float32Type>();
         assert_eq!(b.values().to_vec(), vec![2.0, 0.0, 2.0, 1.0, 1.5, 1.5]);
         let st = out.column(2).as_string::<i32>();
-        assert_eq!(st.iter().flatten().collect::<Vec<_>>(), vec!["v", "x", "v", "z", "u", "u"]);
+        assert_eq!(
+            st.iter().flatten().collect::<Vec<_>>(),
+            vec!["v", "x", "v", "z", "u", "u"]
+        );
     }
 
     #[test]
@@ -319,7 +344,10 @@ mod tests {
     #[test]
     fn out_of_range_names_offset_and_length() {
         let err = take(&store(), &[0, 5], &[0]).unwrap_err().to_string();
-        assert!(err.contains("row offset 5") && err.contains("5 rows"), "{err}");
+        assert!(
+            err.contains("row offset 5") && err.contains("5 rows"),
+            "{err}"
+        );
         let err = take(&store(), &[-6], &[0]).unwrap_err().to_string();
         assert!(err.contains("row offset -6"), "{err}");
     }
@@ -352,9 +380,16 @@ mod tests {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
         let a = Int64Array::from((0..n as i64).collect::<Vec<_>>());
         let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(a)]).unwrap();
-        let s = Store::new(schema, vec![batch.slice(0, 1000), batch.slice(1000, n - 1000)]).unwrap();
+        let s = Store::new(
+            schema,
+            vec![batch.slice(0, 1000), batch.slice(1000, n - 1000)],
+        )
+        .unwrap();
         let offsets: Vec<i64> = (0..n as i64).map(|i| (i * 7919) % n as i64).collect();
         let out = take(&s, &offsets, &[0]).unwrap();
-        assert_eq!(out.column(0).as_primitive::<Int64Type>().values().to_vec(), offsets);
+        assert_eq!(
+            out.column(0).as_primitive::<Int64Type>().values().to_vec(),
+            offsets
+        );
     }
 }

@@ -25,7 +25,11 @@ pub struct Store {
 
 impl Store {
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
-        let mut store = Store { schema, chunks: Vec::new(), starts: vec![0] };
+        let mut store = Store {
+            schema,
+            chunks: Vec::new(),
+            starts: vec![0],
+        };
         store.push(batches)?;
         Ok(store)
     }
@@ -33,7 +37,20 @@ impl Store {
     fn push(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         for batch in batches {
             if !same_columns(&self.schema, &batch.schema()) {
-                return Err(schema_mismatch(&self.schema, &batch.schema()));
+                return Err(Error::Value(format!(
+                    "new data has columns {:?}, the table has {:?}",
+                    batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name(), f.data_type()))
+                        .collect::<Vec<_>>(),
+                    self.schema
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                )));
             }
             if batch.num_rows() == 0 {
                 continue;
@@ -69,28 +86,18 @@ impl Store {
     /// Map offsets (negative ones count from the end) to chunk locations, refusing any outside
     /// the table.
     pub fn resolve(&self, offsets: &[i64]) -> Result<Vec<Loc>> {
-        let n = self.num_rows() as i64;
-        let single = self.chunks.len() == 1;
-        offsets
-            .iter()
-            .enumerate()
-            .map(|(pos, &raw)| {
-                let off = if raw < 0 { raw + n } else { raw };
-                if off < 0 || off >= n {
-                    return Err(Error::Index(format!(
-                        "row offset {raw} (position {pos} of the request) is out of range \
-                         for a table of {n} rows"
-                    )));
-                }
-                if single {
-                    return Ok((0, off as usize));
-                }
-                let off = off as u64;
+        let rows = normalize(offsets, self.num_rows())?;
+        if self.chunks.len() == 1 {
+            return Ok(rows.into_iter().map(|r| (0, r as usize)).collect());
+        }
+        Ok(rows
+            .into_iter()
+            .map(|off| {
                 // The chunk whose start is the last one <= off.
                 let chunk = self.starts.partition_point(|&s| s <= off) - 1;
-                Ok((chunk, (off - self.starts[chunk]) as usize))
+                (chunk, (off - self.starts[chunk]) as usize)
             })
-            .collect()
+            .collect())
     }
 }
 
@@ -103,42 +110,50 @@ pub fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
             .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
-pub fn schema_mismatch(want: &SchemaRef, got: &SchemaRef) -> Error {
-    for field in want.fields() {
-        match got.field_with_name(field.name()) {
-            Err(_) => {
-                return Error::Value(format!(
-                    "field '{}' ({}) is missing from the new data",
-                    field.name(),
-                    field.data_type()
-                ))
+/// Map offsets (negative ones count from the end) into `0..num_rows`, refusing any outside.
+pub fn normalize(offsets: &[i64], num_rows: u64) -> Result<Vec<u64>> {
+    let n = num_rows as i64;
+    offsets
+        .iter()
+        .enumerate()
+        .map(|(pos, &raw)| {
+            let off = if raw < 0 { raw + n } else { raw };
+            if off < 0 || off >= n {
+                return Err(Error::Index(format!(
+                    "row offset {raw} (position {pos} of the request) is out of range for a \
+                     table of {n} rows"
+                )));
             }
-            Ok(other) if other.data_type() != field.data_type() => {
-                return Error::Value(format!(
-                    "field '{}' is {} in the table but {} in the new data; cast it first",
-                    field.name(),
-                    field.data_type(),
-                    other.data_type()
-                ))
-            }
-            Ok(_) => {}
-        }
+            Ok(off as u64)
+        })
+        .collect()
+}
+
+fn int64_values(offsets: arrow_data::ArrayData) -> Result<arrow_array::Int64Array> {
+    if offsets.data_type() != &arrow_schema::DataType::Int64 {
+        return Err(Error::Type(format!(
+            "row offsets must be int64, not {}",
+            offsets.data_type()
+        )));
     }
-    for field in got.fields() {
-        if want.field_with_name(field.name()).is_err() {
-            return Error::Value(format!(
-                "field '{}' ({}) is not in the table",
-                field.name(),
-                field.data_type()
-            ));
-        }
+    if offsets.null_count() > 0 {
+        return Err(Error::Type("row offsets must not contain nulls".into()));
     }
-    Error::Value(format!(
-        "the new data's fields are in another order or nullability than the table's: \
-         table {:?}, data {:?}",
-        want.fields().iter().map(|f| f.name()).collect::<Vec<_>>(),
-        got.fields().iter().map(|f| f.name()).collect::<Vec<_>>()
-    ))
+    Ok(arrow_array::Int64Array::from(offsets))
+}
+
+/// Offsets made non-negative and checked against `num_rows`, as an int64 Arrow array.
+#[pyfunction]
+pub fn normalize_offsets(
+    offsets: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
+    num_rows: u64,
+) -> PyResult<arrow_pyarrow::PyArrowType<arrow_data::ArrayData>> {
+    let offsets = int64_values(offsets.0)?;
+    let rows = normalize(offsets.values(), num_rows)?;
+    let out = arrow_array::Int64Array::from_iter_values(rows.into_iter().map(|r| r as i64));
+    Ok(arrow_pyarrow::PyArrowType(arrow_array::Array::into_data(
+        out,
+    )))
 }
 
 /// A memory table's data, held in Rust.
@@ -166,7 +181,9 @@ impl PyColumnStore {
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
-        Ok(Self { inner: Arc::new(Store::new(schema, batches)?) })
+        Ok(Self {
+            inner: Arc::new(Store::new(schema, batches)?),
+        })
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.
@@ -175,7 +192,9 @@ impl PyColumnStore {
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
     ) -> PyResult<Self> {
         let (_, batches) = read_stream(data)?;
-        Ok(Self { inner: Arc::new(self.inner.appended(batches)?) })
+        Ok(Self {
+            inner: Arc::new(self.inner.appended(batches)?),
+        })
     }
 
     #[getter]
@@ -197,20 +216,8 @@ impl PyColumnStore {
         offsets: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
         columns: Option<Vec<usize>>,
     ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
-        let offsets = offsets.0;
-        if offsets.data_type() != &arrow_schema::DataType::Int64 {
-            return Err(Error::Type(format!(
-                "row offsets must be int64, not {}",
-                offsets.data_type()
-            ))
-            .into());
-        }
-        if offsets.null_count() > 0 {
-            return Err(Error::Value("row offsets must not contain nulls".into()).into());
-        }
-        let offsets = arrow_array::Int64Array::from(offsets);
-        let columns =
-            columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
+        let offsets = int64_values(offsets.0)?;
+        let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
         let store = self.inner.clone();
         let batch = py.detach(|| crate::gather::take(&store, offsets.values(), &columns))?;
         Ok(arrow_pyarrow::PyArrowType(batch))
@@ -218,6 +225,11 @@ impl PyColumnStore {
 
     /// The stored chunks as pyarrow record batches (no copy).
     fn batches(&self) -> Vec<arrow_pyarrow::PyArrowType<RecordBatch>> {
-        self.inner.chunks().iter().cloned().map(arrow_pyarrow::PyArrowType).collect()
+        self.inner
+            .chunks()
+            .iter()
+            .cloned()
+            .map(arrow_pyarrow::PyArrowType)
+            .collect()
     }
 }

@@ -79,12 +79,15 @@ impl DType {
     }
 
     pub fn from_name(name: &str) -> Result<Self> {
-        DType::ALL.into_iter().find(|d| d.name() == name).ok_or_else(|| {
-            Error::Type(format!(
-                "dtype {name} is not one a tensor can be built as; use one of {}",
-                DType::ALL.map(|d| d.name()).join(", ")
-            ))
-        })
+        DType::ALL
+            .into_iter()
+            .find(|d| d.name() == name)
+            .ok_or_else(|| {
+                Error::Type(format!(
+                    "dtype {name} is not one a tensor can be built as; use one of {}",
+                    DType::ALL.map(|d| d.name()).join(", ")
+                ))
+            })
     }
 
     pub fn from_arrow(dt: &DataType) -> Option<Self> {
@@ -112,7 +115,11 @@ impl DType {
             Kind::Int => 1,
             Kind::Float => 2,
         };
-        DLDataType { code, bits: (self.size() * 8) as u8, lanes: 1 }
+        DLDataType {
+            code,
+            bits: (self.size() * 8) as u8,
+            lanes: 1,
+        }
     }
 
     fn kind(self) -> Kind {
@@ -151,7 +158,12 @@ pub fn promote(dtypes: &[DType]) -> Result<DType> {
         return Ok(DType::F32);
     };
     let widest = |pred: &dyn Fn(DType) -> bool| {
-        dtypes.iter().copied().filter(|&d| pred(d)).map(DType::size).max()
+        dtypes
+            .iter()
+            .copied()
+            .filter(|&d| pred(d))
+            .map(DType::size)
+            .max()
     };
     Ok(match kind {
         Kind::Bool => DType::Bool,
@@ -262,7 +274,12 @@ fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
         other => unreachable!("checked before conversion: {other}"),
     }
     if let (Some(fill), Some(nulls)) = (fill, src.logical_nulls()) {
-        for i in nulls.iter().enumerate().filter(|(_, valid)| !valid).map(|(i, _)| i) {
+        for i in nulls
+            .iter()
+            .enumerate()
+            .filter(|(_, valid)| !valid)
+            .map(|(i, _)| i)
+        {
             dst[i] = fill;
         }
     }
@@ -276,7 +293,10 @@ struct Column<'a> {
     chunks: Vec<&'a ArrayRef>,
 }
 
-fn check_columns<'a>(batches: &'a [RecordBatch], fill: NullFill) -> Result<(Vec<Column<'a>>, Vec<DType>)> {
+fn check_columns<'a>(
+    batches: &'a [RecordBatch],
+    fill: NullFill,
+) -> Result<(Vec<Column<'a>>, Vec<DType>)> {
     let Some(first) = batches.first() else {
         return Ok((Vec::new(), Vec::new()));
     };
@@ -301,7 +321,10 @@ fn check_columns<'a>(batches: &'a [RecordBatch], fill: NullFill) -> Result<(Vec<
                 field.name()
             )));
         }
-        columns.push(Column { name: field.name(), chunks });
+        columns.push(Column {
+            name: field.name(),
+            chunks,
+        });
         dtypes.push(dtype);
     }
     Ok((columns, dtypes))
@@ -316,7 +339,12 @@ fn values_ptr(array: &ArrayRef, size: usize) -> *const u8 {
 
 /// The tensor without a copy, when the columns already lie back to back in memory with one
 /// type and no nulls (as `gather::take` writes them).
-fn zero_copy(columns: &[Column], dtypes: &[DType], target: DType, rows: usize) -> Option<HostTensor> {
+fn zero_copy(
+    columns: &[Column],
+    dtypes: &[DType],
+    target: DType,
+    rows: usize,
+) -> Option<HostTensor> {
     if columns.is_empty() || rows == 0 || target == DType::Bool {
         return None;
     }
@@ -332,10 +360,20 @@ fn zero_copy(columns: &[Column], dtypes: &[DType], target: DType, rows: usize) -
             return None;
         }
     }
-    let owners: Vec<Buffer> = columns.iter().map(|c| c.chunks[0].to_data().buffers()[0].clone()).collect();
+    let owners: Vec<Buffer> = columns
+        .iter()
+        .map(|c| c.chunks[0].to_data().buffers()[0].clone())
+        .collect();
     // SAFETY: column i covers [base + i*step, base + (i+1)*step) and its buffer is kept alive
     // in `owners`, so the whole (columns, rows) block stays valid.
-    Some(unsafe { HostTensor::new(base, target, vec![columns.len() as i64, rows as i64], owners) })
+    Some(unsafe {
+        HostTensor::new(
+            base,
+            target,
+            vec![columns.len() as i64, rows as i64],
+            owners,
+        )
+    })
 }
 
 fn fill_value<T: Element>(fill: NullFill, target: DType, name: &str) -> Result<Option<T>> {
@@ -350,12 +388,16 @@ fn fill_value<T: Element>(fill: NullFill, target: DType, name: &str) -> Result<O
     Ok(Some(T::from_f64(v)))
 }
 
-fn copy_as<T: Element>(columns: &[Column], rows: usize, fill: NullFill, target: DType) -> Result<Buffer> {
+fn copy_as<T: Element>(
+    columns: &[Column],
+    rows: usize,
+    fill: NullFill,
+    target: DType,
+) -> Result<Buffer> {
     let mut out = MutableBuffer::from_len_zeroed(columns.len() * rows * std::mem::size_of::<T>());
     // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows elements of T.
-    let all: &mut [T] = unsafe {
-        std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, columns.len() * rows)
-    };
+    let all: &mut [T] =
+        unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, columns.len() * rows) };
     if rows == 0 {
         return Ok(out.into());
     }
@@ -381,7 +423,11 @@ fn copy_as<T: Element>(columns: &[Column], rows: usize, fill: NullFill, target: 
 }
 
 /// Build the `(columns, rows)` tensor of `batches` (chunks of one table).
-pub fn batch_to_tensor(batches: &[RecordBatch], dtype: Option<DType>, fill: NullFill) -> Result<HostTensor> {
+pub fn batch_to_tensor(
+    batches: &[RecordBatch],
+    dtype: Option<DType>,
+    fill: NullFill,
+) -> Result<HostTensor> {
     let (columns, dtypes) = check_columns(batches, fill)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let target = match dtype {
@@ -405,7 +451,11 @@ pub fn batch_to_tensor(batches: &[RecordBatch], dtype: Option<DType>, fill: Null
         DType::F32 => copy_as::<f32>(&columns, rows, fill, target)?,
         DType::F64 => copy_as::<f64>(&columns, rows, fill, target)?,
     };
-    Ok(HostTensor::from_buffer(buffer, target, vec![columns.len() as i64, rows as i64]))
+    Ok(HostTensor::from_buffer(
+        buffer,
+        target,
+        vec![columns.len() as i64, rows as i64],
+    ))
 }
 
 /// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
@@ -427,7 +477,10 @@ pub fn batches_to_tensor(
 /// The dtype `batch_to_tensor` would pick for these torch dtype names.
 #[pyfunction]
 pub fn result_dtype(dtypes: Vec<String>) -> PyResult<&'static str> {
-    let dtypes = dtypes.iter().map(|d| DType::from_name(d)).collect::<Result<Vec<_>>>()?;
+    let dtypes = dtypes
+        .iter()
+        .map(|d| DType::from_name(d))
+        .collect::<Result<Vec<_>>>()?;
     Ok(promote(&dtypes)?.name())
 }
 
@@ -477,7 +530,10 @@ mod tests {
         let store = Store::new(schema, vec![batch]).unwrap();
         let taken = gather::take(&store, &[2, 0], &[0, 1]).unwrap();
         let t = batch_to_tensor(std::slice::from_ref(&taken), None, None).unwrap();
-        assert_eq!(t.data_ptr(), taken.column(0).to_data().buffers()[0].as_ptr());
+        assert_eq!(
+            t.data_ptr(),
+            taken.column(0).to_data().buffers()[0].as_ptr()
+        );
         assert_eq!(read::<f32>(&t), vec![3.0, 1.0, 30.0, 10.0]);
     }
 
@@ -494,13 +550,20 @@ mod tests {
             )
             .unwrap()
         };
-        let batches = vec![chunk(vec![Some(-1), None], vec![200, 1]), chunk(vec![Some(5)], vec![7])];
-        let err = batch_to_tensor(&batches, None, None).unwrap_err().to_string();
+        let batches = vec![
+            chunk(vec![Some(-1), None], vec![200, 1]),
+            chunk(vec![Some(5)], vec![7]),
+        ];
+        let err = batch_to_tensor(&batches, None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'i'") && err.contains("1 null"), "{err}");
         let t = batch_to_tensor(&batches, None, Some(-9.0)).unwrap();
         assert_eq!(t.dtype(), DType::I16);
         assert_eq!(read::<i16>(&t), vec![-1, -9, 5, 200, 1, 7]);
-        let err = batch_to_tensor(&batches, None, Some(f64::NAN)).unwrap_err().to_string();
+        let err = batch_to_tensor(&batches, None, Some(f64::NAN))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("null_value"), "{err}");
     }
 
@@ -518,7 +581,9 @@ mod tests {
             ],
         )
         .unwrap();
-        let err = batch_to_tensor(&[batch], None, None).unwrap_err().to_string();
+        let err = batch_to_tensor(&[batch], None, None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'caption'") && err.contains("Utf8"), "{err}");
     }
 }

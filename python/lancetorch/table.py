@@ -1,0 +1,178 @@
+"""Tables: Arrow data in memory (held by the Rust column store) or a Lance dataset on disk.
+
+A Table is a ``torch.utils.data.Dataset``: ``len(table)`` rows, ``table.__getitems__(indices)``
+gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
+``lancetorch.util.tbl_to_tensor`` turns into one ``(columns, rows)`` tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import _native
+from ._arrow import as_offsets, as_table, conform
+
+
+class _MemoryBackend:
+    """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
+
+    def __init__(self, store: _native.ColumnStore) -> None:
+        self.store = store
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.store.schema
+
+    def count_rows(self) -> int:
+        return self.store.num_rows
+
+    def take(self, offsets: pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        return self.store.take(offsets, columns)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_batches(self.store.batches(), schema=self.schema)
+
+    def append(self, data: pa.Table) -> None:
+        self.store = self.store.appended(data)
+
+
+class _LanceBackend:
+    """A Lance dataset read through pylance; random takes go sorted and are reordered in Rust."""
+
+    def __init__(self, uri: str, storage_options: dict[str, str] | None) -> None:
+        import lance
+
+        self.uri = uri
+        self.storage_options = storage_options
+        self.dataset = lance.dataset(uri, storage_options=storage_options)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.dataset.schema
+
+    def count_rows(self) -> int:
+        return self.dataset.count_rows()
+
+    def take(self, offsets: pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
+        rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
+        unique, inverse = np.unique(rows, return_inverse=True)
+        fetched = self.dataset.take(unique, columns=names)
+        return _native.ColumnStore(fetched).take(pa.array(inverse.astype(np.int64)))
+
+    def to_arrow(self) -> pa.Table:
+        return self.dataset.to_table()
+
+    def append(self, data: pa.Table) -> None:
+        import lance
+
+        lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
+        self.dataset = lance.dataset(self.uri, storage_options=self.storage_options)
+
+
+class Table:
+    """A named table: a PyTorch map-style Dataset over its rows.
+
+    >>> import lancetorch, pyarrow as pa
+    >>> db = lancetorch.connect("memory://")
+    >>> t = db.create_table("t", pa.table({"x": [10, 20, 30]}))
+    >>> t.__getitems__([2, 0]).column("x").to_pylist()
+    [30, 10]
+    """
+
+    def __init__(self, name: str, backend: _MemoryBackend | _LanceBackend) -> None:
+        self._name = name
+        self._backend = backend
+
+    # -- construction (used by Connection and unpickling) --------------------------------------
+    @classmethod
+    def _memory(cls, name: str, data: pa.Table) -> Table:
+        return cls(name, _MemoryBackend(_native.ColumnStore(data)))
+
+    @classmethod
+    def _lance(cls, name: str, uri: str, storage_options: dict[str, str] | None) -> Table:
+        return cls(name, _LanceBackend(uri, storage_options))
+
+    # -- description ----------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def uri(self) -> str | None:
+        """Where the table's Lance dataset lives, or ``None`` for a memory table."""
+        return self._backend.uri if isinstance(self._backend, _LanceBackend) else None
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._backend.schema
+
+    def count_rows(self) -> int:
+        return self._backend.count_rows()
+
+    def __len__(self) -> int:
+        return self._backend.count_rows()
+
+    def __repr__(self) -> str:
+        where = self.uri or "memory"
+        return f"Table({self._name!r}, {where}, {len(self)} rows, columns={self.schema.names})"
+
+    def to_arrow(self) -> pa.Table:
+        return self._backend.to_arrow()
+
+    # -- writing --------------------------------------------------------------------------------
+    def add(self, data: Any) -> None:
+        """Append rows. The data must have the table's fields (in any order; types that cast
+        without loss are cast); otherwise ValueError names the field and nothing is written."""
+        new = conform(as_table(data, self.schema), self.schema, self._name)
+        if new.num_rows:
+            self._backend.append(new)
+
+    # -- reading --------------------------------------------------------------------------------
+    def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
+        if columns is None:
+            return None
+        names = self.schema.names
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise ValueError(
+                f"column '{missing[0]}' is not in table '{self._name}'; its columns are {names}"
+            )
+        return [names.index(c) for c in columns]
+
+    def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> pa.RecordBatch:
+        """Rows at ``offsets`` (list, numpy or torch integers; negative counts from the end)
+        in the order given, duplicates kept, as one RecordBatch."""
+        return self._backend.take(as_offsets(offsets), self._column_positions(columns))
+
+    def __getitems__(self, indices: Any) -> pa.RecordBatch:
+        return self.take_offsets(indices)
+
+    def __getitem__(self, index: Any) -> pa.RecordBatch:
+        """One row as a one-row RecordBatch; a slice gives those rows."""
+        if isinstance(index, slice):
+            return self.take_offsets(range(*index.indices(len(self))))
+        if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"a row index must be an integer, got {index!r}")
+        return self.take_offsets([int(index)])
+
+    # -- pickling -------------------------------------------------------------------------------
+    def __reduce__(self) -> tuple:
+        if isinstance(self._backend, _LanceBackend):
+            b = self._backend
+            return (Table._lance, (self._name, b.uri, b.storage_options))
+        return (_unpickle_memory_table, (self._name, _to_ipc(self.to_arrow())))
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _unpickle_memory_table(name: str, ipc: bytes) -> Table:
+    return Table._memory(name, pa.ipc.open_stream(ipc).read_all())

@@ -1,0 +1,75 @@
+"""Collate helpers: Arrow batches to torch tensors.
+
+``tbl_to_tensor`` gives one ``(columns, rows)`` tensor built in Rust and handed to torch
+through DLPack. Column types meet as ``torch.result_type`` would combine them: any float
+column makes the result float (the widest float present), signed and unsigned integers meet
+in a wider signed integer (uint8 with int8 gives int16), bool alone stays bool. ``dtype=``
+forces a type instead. Batches from a lancetorch take whose columns share one type are
+handed over without a copy; anything else costs exactly one copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from . import _native
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "lancetorch.util needs PyTorch: pip install torch (or lancetorch[torch])"
+        ) from None
+    return torch
+
+
+def _batches(data: Any) -> list[pa.RecordBatch]:
+    if isinstance(data, pa.RecordBatch):
+        return [data]
+    if isinstance(data, (list, tuple)) and all(isinstance(b, pa.RecordBatch) for b in data):
+        return list(data)
+    if hasattr(data, "to_arrow") and hasattr(data, "_backend"):  # a lancetorch Table
+        data = data.to_arrow()
+    if not isinstance(data, pa.Table):
+        if hasattr(data, "__arrow_c_array__"):
+            return [pa.record_batch(data)]
+        if hasattr(data, "__arrow_c_stream__"):
+            data = pa.table(data)
+        else:
+            raise TypeError(
+                f"tbl_to_tensor takes Arrow data (a RecordBatch, a Table or a list of "
+                f"RecordBatches), got {type(data).__name__}"
+            )
+    return data.to_batches() or [pa.RecordBatch.from_pylist([], schema=data.schema)]
+
+
+def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
+    """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
+
+    ``data`` is a RecordBatch (what a Table's ``__getitems__`` returns), a pyarrow Table, a
+    list of RecordBatches or a lancetorch Table. Strings, lists and structs raise TypeError
+    naming the column; nulls raise ValueError unless ``null_value`` says what to put there.
+
+    >>> import pyarrow as pa
+    >>> tbl_to_tensor(pa.record_batch({"a": [1, 2], "b": [0.5, 1.5]}))
+    tensor([[1.0000, 2.0000],
+            [0.5000, 1.5000]], dtype=torch.float64)
+    """
+    torch = _torch()
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    return torch.from_dlpack(_native.batches_to_tensor(_batches(data), name, null_value))
+
+
+def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
+    """The same as :func:`tbl_to_tensor`, for one batch."""
+    return tbl_to_tensor(batch, dtype=dtype, null_value=null_value)
+
+
+def passthrough(batch: Any) -> Any:
+    """A collate function that returns the batch as it is; unlike ``lambda x: x`` it can be
+    pickled to spawned DataLoader workers."""
+    return batch
