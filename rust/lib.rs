@@ -3,6 +3,7 @@
 pub mod dlpack;
 pub mod error;
 pub mod gather;
+pub mod permutation;
 pub mod store;
 pub mod tensor;
 
@@ -17,5 +18,10 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::result_dtype, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_sequential_split, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_hash_split, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_shuffle_splits, m)?)?;
     Ok(())
 }

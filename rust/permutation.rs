@@ -1,0 +1,496 @@
+//! Permutation math: seeded shuffles (whole rows or clumps of contiguous rows), random,
+//! sequential and hash splits.
+//!
+//! Orders are a pure function of the seed: xoshiro256++ seeded through `seed_from_u64`,
+//! Lemire's unbiased bounded integers, Fisher-Yates from the last position down. Changing any
+//! of these changes every seeded epoch of every user: the golden-vector tests lock them.
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_schema::DataType;
+use pyo3::prelude::*;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::error::{Error, Result};
+
+pub fn generator(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed)
+}
+
+/// A uniform integer in `0..n` (`n > 0`), without modulo bias (Lemire 2019).
+pub fn below(rng: &mut Xoshiro256PlusPlus, n: u64) -> u64 {
+    let mut m = (rng.next_u64() as u128) * (n as u128);
+    if (m as u64) < n {
+        let threshold = n.wrapping_neg() % n;
+        while (m as u64) < threshold {
+            m = (rng.next_u64() as u128) * (n as u128);
+        }
+    }
+    (m >> 64) as u64
+}
+
+/// Fisher-Yates, from the last position down.
+pub fn shuffle_in_place<T>(items: &mut [T], rng: &mut Xoshiro256PlusPlus) {
+    for i in (1..items.len()).rev() {
+        let j = below(rng, i as u64 + 1) as usize;
+        items.swap(i, j);
+    }
+}
+
+/// `rows` reordered: clumps of `clump` consecutive entries (the last one may be shorter) are
+/// shuffled as units and keep their inner order; `clump = 1` shuffles single rows.
+pub fn shuffle_clumps(rows: &[u64], clump: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<u64> {
+    if clump <= 1 {
+        let mut out = rows.to_vec();
+        shuffle_in_place(&mut out, rng);
+        return out;
+    }
+    let mut clumps: Vec<&[u64]> = rows.chunks(clump).collect();
+    shuffle_in_place(&mut clumps, rng);
+    clumps.concat()
+}
+
+/// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given.
+pub fn split_sizes(
+    n: u64,
+    ratios: Option<&[f64]>,
+    counts: Option<&[u64]>,
+    fixed: Option<u64>,
+) -> Result<Vec<u64>> {
+    let given = [ratios.is_some(), counts.is_some(), fixed.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(Error::Value(
+            "give exactly one of ratios=, counts= or fixed= to say how to split".into(),
+        ));
+    }
+    let sizes = if let Some(ratios) = ratios {
+        if ratios.is_empty() {
+            return Err(Error::Value(
+                "ratios= is empty; give at least one ratio".into(),
+            ));
+        }
+        if let Some(r) = ratios.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
+            return Err(Error::Value(format!("ratio {r} must be a number above 0")));
+        }
+        let total: f64 = ratios.iter().sum();
+        if total > 1.0 + 1e-9 {
+            return Err(Error::Value(format!(
+                "ratios {ratios:?} sum to {total}, above 1; they are fractions of the rows"
+            )));
+        }
+        // Cumulative rounding: sizes add up to round(total * n), all rows when total is 1.
+        let mut sizes = Vec::with_capacity(ratios.len());
+        let (mut acc, mut prev) = (0.0f64, 0u64);
+        for (i, r) in ratios.iter().enumerate() {
+            acc += r;
+            let end = if i + 1 == ratios.len() && (acc - 1.0).abs() <= 1e-9 {
+                n
+            } else {
+                ((acc * n as f64).round() as u64).min(n)
+            };
+            sizes.push(end.saturating_sub(prev));
+            prev = end.max(prev);
+        }
+        sizes
+    } else if let Some(counts) = counts {
+        if counts.is_empty() {
+            return Err(Error::Value(
+                "counts= is empty; give at least one count".into(),
+            ));
+        }
+        let total: u64 = counts.iter().sum();
+        if total > n {
+            return Err(Error::Value(format!(
+                "counts {counts:?} add up to {total} rows but only {n} rows are there to split"
+            )));
+        }
+        counts.to_vec()
+    } else {
+        let k = fixed.unwrap_or(0);
+        if k == 0 {
+            return Err(Error::Value("fixed= must be at least 1 split".into()));
+        }
+        (0..k).map(|i| n / k + u64::from(i < n % k)).collect()
+    };
+    if let Some(i) = sizes.iter().position(|&s| s == 0) {
+        return Err(Error::Value(format!(
+            "split {i} would be empty with {n} rows to split ({sizes:?}); ask for fewer or \
+             larger splits"
+        )));
+    }
+    Ok(sizes)
+}
+
+/// Rows and their split ids: the first `sizes[0]` rows of `rows` go to split 0, and so on.
+/// Rows past the sum of `sizes` are dropped.
+fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
+    let mut out_rows = Vec::new();
+    let mut ids = Vec::new();
+    let mut at = 0usize;
+    for (split, &size) in sizes.iter().enumerate() {
+        let end = at + size as usize;
+        out_rows.extend_from_slice(&rows[at..end]);
+        ids.extend(std::iter::repeat_n(split as u32, size as usize));
+        at = end;
+    }
+    (out_rows, ids)
+}
+
+/// A random split: rows shuffled (in clumps when asked) and cut into `sizes`; each split's rows
+/// come back in ascending row order (shuffle them with [`shuffle_splits`]).
+pub fn random_split(rows: &[u64], sizes: &[u64], seed: u64, clump: usize) -> (Vec<u64>, Vec<u32>) {
+    let mut rng = generator(seed);
+    let shuffled = shuffle_clumps(rows, clump, &mut rng);
+    let (mut rows, ids) = cut(&shuffled, sizes);
+    let mut at = 0;
+    for &size in sizes {
+        rows[at..at + size as usize].sort_unstable();
+        at += size as usize;
+    }
+    (rows, ids)
+}
+
+/// A sequential split: the first rows to split 0, the next to split 1, and so on.
+pub fn sequential_split(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
+    cut(rows, sizes)
+}
+
+/// Shuffle the rows of each split (in clumps when asked); splits stay grouped in id order.
+pub fn shuffle_splits(rows: &[u64], ids: &[u32], seed: u64, clump: usize) -> (Vec<u64>, Vec<u32>) {
+    let mut rng = generator(seed);
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| ids[i]); // stable: rows keep their order within a split
+    let mut out_rows = Vec::with_capacity(rows.len());
+    let mut out_ids = Vec::with_capacity(rows.len());
+    let mut start = 0;
+    while start < order.len() {
+        let id = ids[order[start]];
+        let end = start + order[start..].iter().take_while(|&&i| ids[i] == id).count();
+        let group: Vec<u64> = order[start..end].iter().map(|&i| rows[i]).collect();
+        out_rows.extend(shuffle_clumps(&group, clump, &mut rng));
+        out_ids.extend(std::iter::repeat_n(id, end - start));
+        start = end;
+    }
+    (out_rows, out_ids)
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+const NULL_MARK: u64 = 0x6e75_6c6c_6e75_6c6c;
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(FNV_OFFSET, |h, &b| (h ^ b as u64).wrapping_mul(FNV_PRIME))
+}
+
+fn mix(mut z: u64) -> u64 {
+    // splitmix64's finaliser: spreads FNV's low-entropy high bits.
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// A stable 64-bit hash of each value of `array`, folded into `hashes`.
+fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
+    let value_hash = |i: usize| -> Result<u64> {
+        if array.is_null(i) {
+            return Ok(NULL_MARK);
+        }
+        Ok(match array.data_type() {
+            DataType::Boolean => fnv1a(&[array.as_boolean().value(i) as u8]),
+            DataType::Utf8 => fnv1a(array.as_string::<i32>().value(i).as_bytes()),
+            DataType::LargeUtf8 => fnv1a(array.as_string::<i64>().value(i).as_bytes()),
+            DataType::Utf8View => fnv1a(array.as_string_view().value(i).as_bytes()),
+            DataType::Binary => fnv1a(array.as_binary::<i32>().value(i)),
+            DataType::LargeBinary => fnv1a(array.as_binary::<i64>().value(i)),
+            DataType::BinaryView => fnv1a(array.as_binary_view().value(i)),
+            DataType::FixedSizeBinary(_) => fnv1a(array.as_fixed_size_binary().value(i)),
+            dt if dt.is_primitive() => {
+                let w = dt.primitive_width().expect("primitive types have a width");
+                let data = array.to_data();
+                let start = (data.offset() + i) * w;
+                fnv1a(&data.buffers()[0].as_slice()[start..start + w])
+            }
+            other => {
+                return Err(Error::Type(format!(
+                    "column '{name}' is {other}; split_hash takes number, string, binary and \
+                     bool columns"
+                )))
+            }
+        })
+    };
+    for (i, h) in hashes.iter_mut().enumerate() {
+        *h = mix(*h ^ value_hash(i)?);
+    }
+    Ok(())
+}
+
+/// The stable hash of each row of `batches` (all their columns).
+pub fn row_hashes(batches: &[RecordBatch]) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for batch in batches {
+        let mut hashes = vec![0u64; batch.num_rows()];
+        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
+            fold_column(column, field.name(), &mut hashes)?;
+        }
+        out.extend(hashes);
+    }
+    Ok(out)
+}
+
+/// A hash split: each row's split depends only on its key hash, so it never moves when other
+/// rows are added or removed. `weights[i]` buckets out of `sum(weights) + discard` go to split
+/// `i`; the `discard` buckets drop the row.
+pub fn hash_split(
+    rows: &[u64],
+    hashes: &[u64],
+    weights: &[u64],
+    discard: u64,
+) -> Result<(Vec<u64>, Vec<u32>)> {
+    if weights.is_empty() || weights.contains(&0) {
+        return Err(Error::Value(format!(
+            "split_weights {weights:?} must be one or more weights above 0"
+        )));
+    }
+    let total: u64 = weights.iter().sum::<u64>() + discard;
+    let mut bounds = Vec::with_capacity(weights.len());
+    let mut acc = 0;
+    for w in weights {
+        acc += w;
+        bounds.push(acc);
+    }
+    let mut out_rows = Vec::new();
+    let mut ids = Vec::new();
+    for (&row, &h) in rows.iter().zip(hashes) {
+        let bucket = h % total;
+        if let Some(split) = bounds.iter().position(|&b| bucket < b) {
+            out_rows.push(row);
+            ids.push(split as u32);
+        }
+    }
+    Ok((out_rows, ids))
+}
+
+// ---- Python bindings ------------------------------------------------------------------------
+
+type PyArrow<T> = arrow_pyarrow::PyArrowType<T>;
+
+fn u64_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u64>> {
+    if data.data_type() != &DataType::UInt64 || data.null_count() > 0 {
+        return Err(Error::Type(format!(
+            "{what} must be uint64 without nulls, not {}",
+            data.data_type()
+        )));
+    }
+    Ok(UInt64Array::from(data).values().to_vec())
+}
+
+fn u32_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u32>> {
+    if data.data_type() != &DataType::UInt32 || data.null_count() > 0 {
+        return Err(Error::Type(format!(
+            "{what} must be uint32 without nulls, not {}",
+            data.data_type()
+        )));
+    }
+    Ok(UInt32Array::from(data).values().to_vec())
+}
+
+fn to_py(
+    (rows, ids): (Vec<u64>, Vec<u32>),
+) -> (
+    PyArrow<arrow_data::ArrayData>,
+    PyArrow<arrow_data::ArrayData>,
+) {
+    (
+        arrow_pyarrow::PyArrowType(UInt64Array::from(rows).into_data()),
+        arrow_pyarrow::PyArrowType(UInt32Array::from(ids).into_data()),
+    )
+}
+
+fn clump_arg(clump_size: Option<i64>) -> Result<usize> {
+    match clump_size {
+        None => Ok(1),
+        Some(c) if c >= 1 => Ok(c as usize),
+        Some(c) => Err(Error::Value(format!(
+            "clump_size={c} must be 1 or more rows"
+        ))),
+    }
+}
+
+#[pyfunction]
+#[pyo3(name = "split_sizes", signature = (n, ratios=None, counts=None, fixed=None))]
+pub fn py_split_sizes(
+    n: u64,
+    ratios: Option<Vec<f64>>,
+    counts: Option<Vec<u64>>,
+    fixed: Option<u64>,
+) -> PyResult<Vec<u64>> {
+    Ok(split_sizes(n, ratios.as_deref(), counts.as_deref(), fixed)?)
+}
+
+#[pyfunction]
+#[pyo3(name = "random_split", signature = (rows, sizes, seed, clump_size=None))]
+pub fn py_random_split(
+    py: Python<'_>,
+    rows: PyArrow<arrow_data::ArrayData>,
+    sizes: Vec<u64>,
+    seed: u64,
+    clump_size: Option<i64>,
+) -> PyResult<(
+    PyArrow<arrow_data::ArrayData>,
+    PyArrow<arrow_data::ArrayData>,
+)> {
+    let rows = u64_values(rows.0, "rows")?;
+    let clump = clump_arg(clump_size)?;
+    check_sizes(&sizes, rows.len())?;
+    Ok(to_py(
+        py.detach(|| random_split(&rows, &sizes, seed, clump)),
+    ))
+}
+
+fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
+    if sizes.iter().sum::<u64>() > n as u64 {
+        return Err(Error::Value(format!(
+            "split sizes {sizes:?} exceed the {n} rows"
+        )));
+    }
+    Ok(())
+}
+
+#[pyfunction]
+#[pyo3(name = "sequential_split")]
+pub fn py_sequential_split(
+    rows: PyArrow<arrow_data::ArrayData>,
+    sizes: Vec<u64>,
+) -> PyResult<(
+    PyArrow<arrow_data::ArrayData>,
+    PyArrow<arrow_data::ArrayData>,
+)> {
+    let rows = u64_values(rows.0, "rows")?;
+    check_sizes(&sizes, rows.len())?;
+    Ok(to_py(sequential_split(&rows, &sizes)))
+}
+
+#[pyfunction]
+#[pyo3(name = "hash_split")]
+pub fn py_hash_split(
+    py: Python<'_>,
+    rows: PyArrow<arrow_data::ArrayData>,
+    keys: Vec<PyArrow<RecordBatch>>,
+    weights: Vec<u64>,
+    discard: u64,
+) -> PyResult<(
+    PyArrow<arrow_data::ArrayData>,
+    PyArrow<arrow_data::ArrayData>,
+)> {
+    let rows = u64_values(rows.0, "rows")?;
+    let keys: Vec<RecordBatch> = keys.into_iter().map(|k| k.0).collect();
+    let out = py.detach(|| -> Result<_> {
+        let hashes = row_hashes(&keys)?;
+        if hashes.len() != rows.len() {
+            return Err(Error::Value(format!(
+                "{} key rows for {} rows",
+                hashes.len(),
+                rows.len()
+            )));
+        }
+        hash_split(&rows, &hashes, &weights, discard)
+    })?;
+    Ok(to_py(out))
+}
+
+#[pyfunction]
+#[pyo3(name = "shuffle_splits", signature = (rows, ids, seed, clump_size=None))]
+pub fn py_shuffle_splits(
+    py: Python<'_>,
+    rows: PyArrow<arrow_data::ArrayData>,
+    ids: PyArrow<arrow_data::ArrayData>,
+    seed: u64,
+    clump_size: Option<i64>,
+) -> PyResult<(
+    PyArrow<arrow_data::ArrayData>,
+    PyArrow<arrow_data::ArrayData>,
+)> {
+    let rows = u64_values(rows.0, "rows")?;
+    let ids = u32_values(ids.0, "split ids")?;
+    let clump = clump_arg(clump_size)?;
+    Ok(to_py(
+        py.detach(|| shuffle_splits(&rows, &ids, seed, clump)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn golden_shuffle() {
+        let rows: Vec<u64> = (0..10).collect();
+        let mut rng = generator(42);
+        let out = shuffle_clumps(&rows, 1, &mut rng);
+        assert_eq!(out, GOLDEN_42);
+        let mut rng = generator(7);
+        let out = shuffle_clumps(&rows, 3, &mut rng);
+        assert_eq!(out, GOLDEN_7_CLUMP3);
+    }
+    const GOLDEN_42: [u64; 10] = [5, 3, 1, 0, 9, 6, 4, 7, 2, 8];
+    const GOLDEN_7_CLUMP3: [u64; 10] = [6, 7, 8, 3, 4, 5, 9, 0, 1, 2];
+
+    #[test]
+    fn below_is_in_range_and_covers_it() {
+        let mut rng = generator(1);
+        let mut seen = [0u32; 7];
+        for _ in 0..7000 {
+            seen[below(&mut rng, 7) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 800), "{seen:?}");
+    }
+
+    #[test]
+    fn sizes_from_ratios_counts_fixed() {
+        assert_eq!(
+            split_sizes(10, Some(&[0.8, 0.2]), None, None).unwrap(),
+            vec![8, 2]
+        );
+        assert_eq!(
+            split_sizes(10, Some(&[0.5, 0.3]), None, None).unwrap(),
+            vec![5, 3]
+        );
+        assert_eq!(
+            split_sizes(10, None, Some(&[3, 3]), None).unwrap(),
+            vec![3, 3]
+        );
+        assert_eq!(split_sizes(10, None, None, Some(3)).unwrap(), vec![4, 3, 3]);
+        assert!(split_sizes(10, Some(&[0.8, 0.3]), None, None).is_err());
+        assert!(split_sizes(10, None, Some(&[8, 3]), None).is_err());
+        assert!(split_sizes(10, Some(&[0.99, 0.01]), None, None).is_err());
+        assert!(split_sizes(10, None, None, None).is_err());
+        assert!(split_sizes(10, Some(&[0.5]), Some(&[1]), None).is_err());
+    }
+
+    #[test]
+    fn random_split_partitions() {
+        let rows: Vec<u64> = (0..100).collect();
+        let (r, ids) = random_split(&rows, &[70, 20], 3, 1);
+        assert_eq!(r.len(), 90);
+        assert_eq!(ids.iter().filter(|&&i| i == 0).count(), 70);
+        let mut seen = r.clone();
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 90);
+    }
+
+    #[test]
+    fn hash_split_is_stable_per_row() {
+        let hashes: Vec<u64> = (0..1000u64).map(mix).collect();
+        let rows: Vec<u64> = (0..1000).collect();
+        let (r1, i1) = hash_split(&rows, &hashes, &[9, 1], 0).unwrap();
+        let (r2, i2) = hash_split(&rows[500..], &hashes[500..], &[9, 1], 0).unwrap();
+        let first: std::collections::HashMap<u64, u32> = r1.into_iter().zip(i1).collect();
+        for (r, i) in r2.into_iter().zip(i2) {
+            assert_eq!(first[&r], i);
+        }
+    }
+}
