@@ -211,6 +211,19 @@ unsafe extern "C" fn drop_legacy_capsule(capsule: *mut ffi::PyObject) {
     }
 }
 
+/// A legacy DLPack capsule owning `tensor` until a consumer takes it.
+pub fn legacy_capsule(py: Python<'_>, tensor: HostTensor) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: see `__dlpack__`.
+    unsafe {
+        let raw = ffi::PyCapsule_New(
+            tensor.into_legacy() as *mut c_void,
+            LEGACY_NAME.as_ptr(),
+            Some(drop_legacy_capsule),
+        );
+        Bound::from_owned_ptr_or_err(py, raw)
+    }
+}
+
 /// A tensor waiting to be taken by a DLPack consumer: `torch.from_dlpack(t)`.
 ///
 /// It can be consumed once; the capsule it hands out owns the memory from then on.
@@ -270,19 +283,14 @@ impl PyDLPackTensor {
         // SAFETY: the pointer comes from a leaked Box, and the destructor frees it only while
         // the capsule keeps its original name (i.e. no consumer took ownership).
         unsafe {
-            let raw = if versioned {
-                ffi::PyCapsule_New(
-                    tensor.into_versioned() as *mut c_void,
-                    VERSIONED_NAME.as_ptr(),
-                    Some(drop_versioned_capsule),
-                )
-            } else {
-                ffi::PyCapsule_New(
-                    tensor.into_legacy() as *mut c_void,
-                    LEGACY_NAME.as_ptr(),
-                    Some(drop_legacy_capsule),
-                )
-            };
+            if !versioned {
+                return legacy_capsule(py, tensor);
+            }
+            let raw = ffi::PyCapsule_New(
+                tensor.into_versioned() as *mut c_void,
+                VERSIONED_NAME.as_ptr(),
+                Some(drop_versioned_capsule),
+            );
             Bound::from_owned_ptr_or_err(py, raw)
         }
     }

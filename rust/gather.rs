@@ -17,9 +17,11 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::store::{Loc, Store};
 
-/// Rows per parallel task; small batches stay on the calling thread.
+/// Rows per parallel task within one column.
 const BLOCK_ROWS: usize = 4096;
-const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// Output size from which columns are gathered on the thread pool (a random gather is bound
+/// by memory latency, so even a 1024-row batch of a few columns gains from a second core).
+const PARALLEL_MIN_BYTES: usize = 32 << 10;
 
 /// How one column is laid out in the output.
 #[derive(Clone, Copy, Debug)]
@@ -184,6 +186,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     let mut block = MutableBuffer::from_len_zeroed(total);
 
     // Carve the allocation into one disjoint slice per fixed column and fill them.
+    let parallel = crate::threads::parallel(total, PARALLEL_MIN_BYTES);
     {
         let mut rest: &mut [u8] = block.as_slice_mut();
         let mut at = 0usize;
@@ -211,7 +214,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                 copy_rows(&srcs, locs, layout.row_bytes, dst);
             }
         };
-        if total >= PARALLEL_MIN_BYTES {
+        if parallel && jobs.len() > 1 {
             jobs.into_par_iter().for_each(fill);
         } else {
             jobs.into_iter().for_each(fill);

@@ -1,11 +1,13 @@
 //! lancetorch's Rust core. This file only registers; each concept has its own module.
 
+pub mod bridge;
 pub mod dlpack;
 pub mod error;
 pub mod gather;
 pub mod permutation;
 pub mod store;
 pub mod tensor;
+pub mod threads;
 
 use pyo3::prelude::*;
 
@@ -23,5 +25,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_sequential_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_hash_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_shuffle_splits, m)?)?;
+    m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
     Ok(())
 }

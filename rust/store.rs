@@ -129,31 +129,17 @@ pub fn normalize(offsets: &[i64], num_rows: u64) -> Result<Vec<u64>> {
         .collect()
 }
 
-fn int64_values(offsets: arrow_data::ArrayData) -> Result<arrow_array::Int64Array> {
-    if offsets.data_type() != &arrow_schema::DataType::Int64 {
-        return Err(Error::Type(format!(
-            "row offsets must be int64, not {}",
-            offsets.data_type()
-        )));
-    }
-    if offsets.null_count() > 0 {
-        return Err(Error::Type("row offsets must not contain nulls".into()));
-    }
-    Ok(arrow_array::Int64Array::from(offsets))
-}
-
 /// Offsets made non-negative and checked against `num_rows`, as an int64 Arrow array.
 #[pyfunction]
-pub fn normalize_offsets(
-    offsets: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
+pub fn normalize_offsets<'py>(
+    py: Python<'py>,
+    offsets: &Bound<'py, PyAny>,
     num_rows: u64,
-) -> PyResult<arrow_pyarrow::PyArrowType<arrow_data::ArrayData>> {
-    let offsets = int64_values(offsets.0)?;
-    let rows = normalize(offsets.values(), num_rows)?;
+) -> PyResult<Bound<'py, PyAny>> {
+    let offsets = crate::bridge::offsets_from_py(offsets)?;
+    let rows = normalize(&offsets, num_rows)?;
     let out = arrow_array::Int64Array::from_iter_values(rows.into_iter().map(|r| r as i64));
-    Ok(arrow_pyarrow::PyArrowType(arrow_array::Array::into_data(
-        out,
-    )))
+    arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
 }
 
 /// A memory table's data, held in Rust.
@@ -210,17 +196,17 @@ impl PyColumnStore {
     /// Rows at `offsets` (an int64 Arrow array; negative counts from the end) of the columns
     /// at positions `columns` (all when omitted), gathered with the GIL released.
     #[pyo3(signature = (offsets, columns=None))]
-    fn take(
+    fn take<'py>(
         &self,
-        py: Python<'_>,
-        offsets: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
+        py: Python<'py>,
+        offsets: &Bound<'py, PyAny>,
         columns: Option<Vec<usize>>,
-    ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
-        let offsets = int64_values(offsets.0)?;
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let offsets = crate::bridge::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
         let store = self.inner.clone();
-        let batch = py.detach(|| crate::gather::take(&store, offsets.values(), &columns))?;
-        Ok(arrow_pyarrow::PyArrowType(batch))
+        let batch = py.detach(|| crate::gather::take(&store, &offsets, &columns))?;
+        crate::bridge::batch_to_py(py, batch)
     }
 
     /// The stored chunks as pyarrow record batches (no copy).

@@ -6,6 +6,7 @@ use arrow_buffer::{Buffer, MutableBuffer};
 use arrow_schema::DataType;
 use half::f16;
 use pyo3::prelude::*;
+use pyo3::types::PyList;
 use rayon::prelude::*;
 
 use crate::dlpack::{DLDataType, HostTensor, PyDLPackTensor};
@@ -414,7 +415,7 @@ fn copy_as<T: Element>(
         }
     };
     let jobs = all.chunks_mut(rows).zip(columns.iter()).zip(fills.iter());
-    if columns.len() * rows >= 1 << 18 {
+    if crate::threads::parallel(columns.len() * rows * std::mem::size_of::<T>(), 1 << 20) {
         jobs.collect::<Vec<_>>().into_par_iter().for_each(work);
     } else {
         jobs.for_each(work);
@@ -459,19 +460,27 @@ pub fn batch_to_tensor(
 }
 
 /// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
-/// dtype name and null fill value.
+/// dtype name and null fill value. Returns a DLPack provider, or with `capsule=True` a legacy
+/// DLPack capsule (what `torch.from_dlpack` takes with the least work).
 #[pyfunction]
-#[pyo3(signature = (batches, dtype=None, null_value=None))]
-pub fn batches_to_tensor(
-    py: Python<'_>,
-    batches: Vec<arrow_pyarrow::PyArrowType<RecordBatch>>,
+#[pyo3(signature = (batches, dtype=None, null_value=None, capsule=false))]
+pub fn batches_to_tensor<'py>(
+    py: Python<'py>,
+    batches: &Bound<'py, PyList>,
     dtype: Option<&str>,
     null_value: Option<f64>,
-) -> PyResult<PyDLPackTensor> {
+    capsule: bool,
+) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
-    let batches: Vec<RecordBatch> = batches.into_iter().map(|b| b.0).collect();
+    let batches = batches
+        .iter()
+        .map(|b| crate::bridge::batch_from_py(&b))
+        .collect::<PyResult<Vec<_>>>()?;
     let tensor = py.detach(|| batch_to_tensor(&batches, dtype, null_value))?;
-    Ok(PyDLPackTensor::new(tensor))
+    if capsule {
+        return crate::dlpack::legacy_capsule(py, tensor);
+    }
+    Ok(Bound::new(py, PyDLPackTensor::new(tensor))?.into_any())
 }
 
 /// The dtype `batch_to_tensor` would pick for these torch dtype names.

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
@@ -28,5 +29,8 @@ if _native.DEBUG_BUILD:
         RuntimeWarning,
         stacklevel=2,
     )
+
+# A forked child has no thread-pool threads: keep the core on the calling thread there.
+os.register_at_fork(after_in_child=_native.mark_forked)
 
 __all__ = ["Connection", "Table", "connect", "__version__"]

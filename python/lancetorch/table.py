@@ -29,7 +29,7 @@ class _MemoryBackend:
     def count_rows(self) -> int:
         return self.store.num_rows
 
-    def take(self, offsets: pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+    def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
         return self.store.take(offsets, columns)
 
     def to_arrow(self) -> pa.Table:
@@ -56,7 +56,7 @@ class _LanceBackend:
     def count_rows(self) -> int:
         return self.dataset.count_rows()
 
-    def take(self, offsets: pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+    def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
         names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
@@ -146,7 +146,13 @@ class Table:
     def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> pa.RecordBatch:
         """Rows at ``offsets`` (list, numpy or torch integers; negative counts from the end)
         in the order given, duplicates kept, as one RecordBatch."""
-        return self._backend.take(as_offsets(offsets), self._column_positions(columns))
+        positions = self._column_positions(columns)
+        if type(offsets) is list:  # the DataLoader's batch: read by Rust without conversion
+            try:
+                return self._backend.take(offsets, positions)
+            except TypeError:
+                pass  # not all plain ints: as_offsets accepts numpy ints or explains the problem
+        return self._backend.take(as_offsets(offsets), positions)
 
     def __getitems__(self, indices: Any) -> pa.RecordBatch:
         return self.take_offsets(indices)

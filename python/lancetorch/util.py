@@ -61,7 +61,8 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     """
     torch = _torch()
     name = None if dtype is None else str(dtype).removeprefix("torch.")
-    return torch.from_dlpack(_native.batches_to_tensor(_batches(data), name, null_value))
+    capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
+    return torch.from_dlpack(capsule)
 
 
 def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:

@@ -1,0 +1,276 @@
+"""Loader benchmark: rows/s of one shuffled DataLoader epoch, several ways of serving the rows.
+
+Every workload reads the same data (``--rows`` rows of 16 float32 features f0..f15 and an
+int64 ``label`` in 0..9) through ``torch.utils.data.DataLoader(batch_size, shuffle=True)``
+in the main process (no workers). Each is measured after one warm-up batch; workloads that
+are slow (plain Python, disk) time a bounded number of batches and say so.
+
+    python benches/bench_loaders.py                  # 1M rows, batch 1024
+    python benches/bench_loaders.py --rows 50000     # a quick check
+
+Results go to benches/results/bench_loaders.json. To add a workload, write a function that
+takes the shared ``Data`` and returns a ``(DataLoader, rows_in_batch)`` pair and add it to
+``WORKLOADS``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import lancetorch
+from lancetorch.util import tbl_to_tensor
+
+N_FEATURES = 16
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_loaders.json"
+
+
+# -- the data every workload reads -------------------------------------------------------------
+@dataclass
+class Data:
+    features: np.ndarray  # (rows, 16) float32
+    labels: np.ndarray  # (rows,) int64
+    batch_size: int
+    tmpdir: str  # where disk tables go; removed at the end
+
+    @property
+    def rows(self) -> int:
+        return len(self.labels)
+
+    def arrow(self) -> pa.Table:
+        columns = {f"f{i}": self.features[:, i] for i in range(N_FEATURES)}
+        columns["label"] = self.labels
+        return pa.table(columns)
+
+
+def make_data(rows: int, batch_size: int, tmpdir: str, seed: int = 0) -> Data:
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((rows, N_FEATURES), dtype=np.float32)
+    labels = rng.integers(0, 10, size=rows, dtype=np.int64)
+    return Data(features, labels, batch_size, tmpdir)
+
+
+# -- datasets for the baselines ----------------------------------------------------------------
+class RowDictDataset(Dataset):
+    """What many users write today: one dict per row, batched by PyTorch's default collate."""
+
+    def __init__(self, features: np.ndarray, labels: np.ndarray) -> None:
+        self.features = features
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"features": self.features[i], "label": int(self.labels[i])}
+
+
+class NumpyDataset(Dataset):
+    """Rows of a row-major (rows, 17) float32 array, gathered with numpy fancy indexing."""
+
+    def __init__(self, matrix: np.ndarray) -> None:
+        self.matrix = matrix
+
+    def __len__(self) -> int:
+        return len(self.matrix)
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return torch.from_numpy(self.matrix[indices])
+
+
+class ConstantDataset(Dataset):
+    """The DataLoader machinery alone: every batch is the same preallocated tensor."""
+
+    def __init__(self, rows: int, batch_size: int) -> None:
+        self.rows = rows
+        self.batch = torch.zeros((N_FEATURES + 1, batch_size), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def __getitems__(self, indices: list[int]) -> torch.Tensor:
+        return self.batch[:, : len(indices)]
+
+
+def identity(batch: Any) -> Any:
+    """A collate function that hands the batch through (module level, so it pickles)."""
+    return batch
+
+
+# -- workloads: (name, make_loader, bounded?) ---------------------------------------------------
+# make_loader(data) -> (DataLoader, rows_in(batch) -> int)
+Loader = tuple[DataLoader, Callable[[Any], int]]
+
+
+def plain_python(data: Data) -> Loader:
+    loader = DataLoader(
+        RowDictDataset(data.features, data.labels), batch_size=data.batch_size, shuffle=True
+    )
+    return loader, lambda b: len(b["label"])
+
+
+def numpy_fancy_index(data: Data) -> Loader:
+    matrix = np.concatenate([data.features, data.labels[:, None].astype(np.float32)], axis=1)
+    loader = DataLoader(
+        NumpyDataset(np.ascontiguousarray(matrix)),
+        batch_size=data.batch_size,
+        shuffle=True,
+        collate_fn=identity,
+    )
+    return loader, lambda b: b.shape[0]
+
+
+def lancetorch_memory(data: Data) -> Loader:
+    table = lancetorch.connect("memory://").create_table("bench", data.arrow(), mode="overwrite")
+    loader = DataLoader(table, batch_size=data.batch_size, shuffle=True, collate_fn=tbl_to_tensor)
+    return loader, lambda b: b.shape[1]
+
+
+def lancetorch_disk(data: Data) -> Loader:
+    db = lancetorch.connect(os.path.join(data.tmpdir, "db"))
+    table = db.create_table("bench", data.arrow(), mode="overwrite")
+    loader = DataLoader(table, batch_size=data.batch_size, shuffle=True, collate_fn=tbl_to_tensor)
+    return loader, lambda b: b.shape[1]
+
+
+def dataloader_only(data: Data) -> Loader:
+    loader = DataLoader(
+        ConstantDataset(data.rows, data.batch_size),
+        batch_size=data.batch_size,
+        shuffle=True,
+        collate_fn=identity,
+    )
+    return loader, lambda b: b.shape[1]
+
+
+@dataclass
+class Workload:
+    name: str
+    make_loader: Callable[[Data], Loader]
+    bound: str | None = None  # name of the option that bounds the timed batches, if any
+
+
+WORKLOADS = [
+    Workload("plain python (row dicts + default collate)", plain_python, bound="max_batches"),
+    Workload("numpy fancy indexing", numpy_fancy_index),
+    Workload("lancetorch memory table", lancetorch_memory),
+    Workload("lancetorch disk table (Lance)", lancetorch_disk, bound="disk_batches"),
+    Workload("DataLoader machinery alone", dataloader_only),
+]
+
+
+# -- measuring ---------------------------------------------------------------------------------
+def measure(loader: DataLoader, rows_in: Callable[[Any], int], max_batches: int | None) -> dict:
+    """Time the loader's epoch after one warm-up batch; stop after ``max_batches`` if given."""
+    it = iter(loader)
+    next(it)  # warm-up: first batch (iterator set-up, first take) is not timed
+    batches = rows = 0
+    start = time.perf_counter()
+    for batch in it:
+        rows += rows_in(batch)
+        batches += 1
+        if max_batches is not None and batches >= max_batches:
+            break
+    seconds = time.perf_counter() - start
+    return {
+        "batches_timed": batches,
+        "rows_timed": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds if seconds > 0 else float("nan"),
+        "whole_epoch": max_batches is None or batches < max_batches,
+    }
+
+
+def run(args: argparse.Namespace) -> dict:
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lancetorch-bench-") as tmpdir:
+        data = make_data(args.rows, args.batch_size, tmpdir)
+        for w in WORKLOADS:
+            t0 = time.perf_counter()
+            loader, rows_in = w.make_loader(data)
+            setup = time.perf_counter() - t0
+            bound = getattr(args, w.bound) if w.bound else None
+            r = measure(loader, rows_in, bound)
+            results.append({"name": w.name, "setup_s": setup, **r})
+            print(f"  measured {w.name}: {r['rows_per_s']:,.0f} rows/s", file=sys.stderr)
+            del loader
+    base = results[0]["rows_per_s"]
+    for r in results:
+        r["ratio_to_plain_python"] = r["rows_per_s"] / base
+    return {
+        "benchmark": "shuffled DataLoader epoch, rows/s (main process, no workers)",
+        "rows": args.rows,
+        "columns": f"{N_FEATURES} float32 + int64 label",
+        "batch_size": args.batch_size,
+        "max_batches": args.max_batches,
+        "disk_batches": args.disk_batches,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "pyarrow": pa.__version__,
+            "numpy": np.__version__,
+            "lancetorch": lancetorch.__version__,
+        },
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "results": results,
+    }
+
+
+def print_table(report: dict) -> None:
+    print(
+        f"shuffled epoch over {report['rows']:,} rows x {report['columns']}, "
+        f"batch {report['batch_size']}, {report['cpu_count']} CPUs"
+    )
+    width = max(len(r["name"]) for r in report["results"])
+    print(f"{'loader':<{width}}  {'rows/s':>13}  {'vs plain':>8}  timed")
+    for r in report["results"]:
+        timed = "whole epoch" if r["whole_epoch"] else f"first {r['batches_timed']} batches"
+        print(
+            f"{r['name']:<{width}}  {r['rows_per_s']:>13,.0f}  "
+            f"{r['ratio_to_plain_python']:>7.1f}x  {timed}"
+        )
+
+
+def write_json(report: dict) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(RESULTS)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument(
+        "--max-batches", type=int, default=100,
+        help="batches timed for the plain-Python loader (default 100)",
+    )
+    p.add_argument(
+        "--disk-batches", type=int, default=20,
+        help="batches timed for the disk table, whose takes go through pylance (default 20)",
+    )
+    args = p.parse_args()
+    report = run(args)
+    print_table(report)
+    write_json(report)
+    print("results written to benches/results/bench_loaders.json")
+
+
+if __name__ == "__main__":
+    main()

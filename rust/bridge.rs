@@ -1,0 +1,96 @@
+//! The hot-path crossings between Python and the core: a batch out to pyarrow and back, and
+//! row offsets in, each in one call through the Arrow C Data Interface (no validation pass
+//! over data that pyarrow or this crate already produced).
+
+use std::sync::Arc;
+
+use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::{Array, Int64Array, RecordBatch, RecordBatchOptions, StructArray};
+use arrow_data::ArrayData;
+use arrow_schema::{DataType, Schema};
+use pyo3::exceptions::{PyIndexError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyInt, PyList, PyType};
+
+use crate::error::Error;
+
+fn record_batch_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
+    static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+    TYPE.import(py, "pyarrow", "RecordBatch")
+}
+
+/// A `pyarrow.RecordBatch` over the batch's buffers (no copy).
+pub fn batch_to_py<'py>(py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+    let data = StructArray::from(batch.clone()).into_data();
+    let (mut array, schema) = to_ffi(&data).map_err(Error::from)?;
+    // The struct export carries no schema metadata; export the batch schema itself.
+    let schema = FFI_ArrowSchema::try_from(batch.schema().as_ref())
+        .map_err(Error::from)
+        .map(|s| {
+            drop(schema);
+            s
+        })?;
+    let mut schema = schema;
+    record_batch_type(py)?.call_method1(
+        pyo3::intern!(py, "_import_from_c"),
+        (&raw mut array as usize, &raw mut schema as usize),
+    )
+}
+
+/// A pyarrow RecordBatch (or anything with `__arrow_c_array__` of struct type) as a Rust
+/// batch, trusting its producer.
+pub fn batch_from_py(obj: &Bound<'_, PyAny>) -> PyResult<RecordBatch> {
+    let py = obj.py();
+    let mut array = FFI_ArrowArray::empty();
+    let mut schema = FFI_ArrowSchema::empty();
+    obj.call_method1(
+        pyo3::intern!(py, "_export_to_c"),
+        (&raw mut array as usize, &raw mut schema as usize),
+    )?;
+    // SAFETY: pyarrow filled both structs; from_ffi takes over the array's release callback.
+    let data = unsafe { from_ffi(array, &schema) }.map_err(Error::from)?;
+    let schema = Arc::new(Schema::try_from(&schema).map_err(Error::from)?);
+    let rows = data.len();
+    let struct_array = StructArray::from(data);
+    let (_, columns, _) = struct_array.into_parts();
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema, columns, &options).map_err(Error::from)?)
+}
+
+/// Row offsets from a list of Python ints (the DataLoader's batch) or an int64 pyarrow array.
+///
+/// A list holding anything but plain ints raises TypeError; the Python layer then explains
+/// which element and why (or accepts numpy integers through the array path).
+pub fn offsets_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    if let Ok(list) = obj.cast::<PyList>() {
+        let mut out = Vec::with_capacity(list.len());
+        for (pos, item) in list.iter().enumerate() {
+            let int = item.cast_exact::<PyInt>().map_err(|_| {
+                PyTypeError::new_err(format!("row offset at position {pos} is not an int"))
+            })?;
+            out.push(int.extract::<i64>().map_err(|_| {
+                PyIndexError::new_err(format!(
+                    "row offset {int} (position {pos} of the request) is out of range"
+                ))
+            })?);
+        }
+        return Ok(out);
+    }
+    let mut array = FFI_ArrowArray::empty();
+    let mut schema = FFI_ArrowSchema::empty();
+    obj.call_method1(
+        pyo3::intern!(obj.py(), "_export_to_c"),
+        (&raw mut array as usize, &raw mut schema as usize),
+    )?;
+    // SAFETY: as in batch_from_py.
+    let data: ArrayData = unsafe { from_ffi(array, &schema) }.map_err(Error::from)?;
+    if data.data_type() != &DataType::Int64 || data.null_count() > 0 {
+        return Err(Error::Type(format!(
+            "row offsets must be int64 without nulls, not {}",
+            data.data_type()
+        ))
+        .into());
+    }
+    Ok(Int64Array::from(data).values().to_vec())
+}

@@ -1,0 +1,37 @@
+"""Shared fixtures: a memory connection and a connection to a fresh directory."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+import lancetorch
+
+
+@pytest.fixture
+def mem_db() -> lancetorch.Connection:
+    return lancetorch.connect("memory://")
+
+
+@pytest.fixture
+def dir_db(tmp_path) -> lancetorch.Connection:
+    return lancetorch.connect(tmp_path)
+
+
+@pytest.fixture(params=["memory", "disk"])
+def any_db(request, tmp_path) -> lancetorch.Connection:
+    """Each test using it runs once on a memory connection and once on a directory."""
+    if request.param == "memory":
+        return lancetorch.connect("memory://")
+    return lancetorch.connect(tmp_path / "db")
+
+
+def sample_table(n: int = 10) -> pa.Table:
+    """Rows whose every column identifies the row, so a wrong row shows up in any column."""
+    return pa.table(
+        {
+            "id": pa.array(range(n), type=pa.int64()),
+            "x": pa.array([i * 0.5 for i in range(n)], type=pa.float64()),
+            "s": pa.array([f"row{i}" for i in range(n)], type=pa.string()),
+        }
+    )

@@ -1,0 +1,262 @@
+"""Connections: connect, create/open/drop tables, names, and Lance interop."""
+
+from __future__ import annotations
+
+import os
+
+import lance
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+from conftest import sample_table
+
+import lancetorch
+
+EXPECTED = pa.table({"a": pa.array([1, 2, 3], pa.int64()), "b": pa.array(["x", "y", "z"])})
+
+
+def test_connect_memory():
+    db = lancetorch.connect("memory://")
+    assert db.uri == "memory://"
+    assert db.table_names() == []
+
+
+def test_connect_directory_not_created_until_first_table(tmp_path):
+    root = tmp_path / "sub" / "db"
+    db = lancetorch.connect(root)
+    assert db.uri == str(root)
+    assert db.table_names() == []
+    assert not root.exists()
+    db.create_table("t", EXPECTED)
+    assert (root / "t.lance").is_dir()
+    assert db.table_names() == ["t"]
+
+
+def test_connect_str_and_file_uri(tmp_path):
+    lancetorch.connect(str(tmp_path)).create_table("t", EXPECTED)
+    assert lancetorch.connect(f"file://{tmp_path}").open_table("t").to_arrow().equals(EXPECTED)
+
+
+def _reader():
+    return pa.RecordBatchReader.from_batches(EXPECTED.schema, EXPECTED.to_batches())
+
+
+SOURCES = {
+    "pyarrow_table": lambda: EXPECTED,
+    "record_batch": lambda: EXPECTED.combine_chunks().to_batches()[0],
+    "record_batch_reader": _reader,
+    "polars": lambda: pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}),
+    "pandas": lambda: pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}),
+    "list_of_dicts": lambda: [{"a": 1, "b": "x"}, {"a": 2, "b": "y"}, {"a": 3, "b": "z"}],
+    "dict_of_columns": lambda: {"a": [1, 2, 3], "b": ["x", "y", "z"]},
+}
+
+
+def _normalize(tbl: pa.Table) -> pa.Table:
+    # polars writes large_string/string_view and pandas may too; compare values by type family
+    return tbl.cast(pa.schema([("a", pa.int64()), ("b", pa.string())]))
+
+
+@pytest.mark.parametrize("source", sorted(SOURCES))
+def test_create_table_from(any_db, source):
+    table = any_db.create_table("t", SOURCES[source]())
+    assert table.name == "t"
+    assert len(table) == 3
+    assert table.schema.names == ["a", "b"]
+    assert _normalize(table.to_arrow()).equals(EXPECTED)
+    assert _normalize(pa.Table.from_batches([table.__getitems__([2, 0])])).to_pydict() == {
+        "a": [3, 1],
+        "b": ["z", "x"],
+    }
+    assert any_db.table_names() == ["t"]
+    assert _normalize(any_db.open_table("t").to_arrow()).equals(EXPECTED)
+
+
+def test_create_table_from_polars_uses_capsule(mem_db):
+    df = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    assert hasattr(df, "__arrow_c_stream__")
+    table = mem_db.create_table("t", df)
+    assert _normalize(table.to_arrow()).equals(EXPECTED)
+
+
+def test_create_table_from_schema_only(any_db):
+    schema = pa.schema([("a", pa.int64()), ("b", pa.string())])
+    table = any_db.create_table("t", schema=schema)
+    assert len(table) == 0
+    assert table.schema.names == ["a", "b"]
+    assert table.schema.field("a").type == pa.int64()
+
+
+def test_create_table_without_data_or_schema(any_db):
+    with pytest.raises(ValueError, match="data or a schema"):
+        any_db.create_table("t")
+
+
+def test_create_existing_raises_naming_it(any_db):
+    any_db.create_table("things", EXPECTED)
+    with pytest.raises(ValueError, match="'things'.*already exists"):
+        any_db.create_table("things", sample_table(5))
+    # the original is untouched
+    assert any_db.open_table("things").to_arrow().equals(EXPECTED)
+
+
+def test_overwrite_replaces(any_db):
+    any_db.create_table("t", EXPECTED)
+    new = sample_table(7)
+    table = any_db.create_table("t", new, mode="overwrite")
+    assert len(table) == 7
+    assert table.to_arrow().equals(new)
+    assert any_db.open_table("t").to_arrow().equals(new)
+    assert any_db.table_names() == ["t"]
+
+
+def test_overwrite_of_missing_table_creates_it(any_db):
+    table = any_db.create_table("t", EXPECTED, mode="overwrite")
+    assert table.to_arrow().equals(EXPECTED)
+
+
+def test_exist_ok_returns_existing(any_db):
+    any_db.create_table("t", EXPECTED)
+    table = any_db.create_table("t", sample_table(5), exist_ok=True)
+    assert len(table) == 3
+    assert table.to_arrow().equals(EXPECTED)
+
+
+def test_invalid_mode(any_db):
+    with pytest.raises(ValueError, match="mode"):
+        any_db.create_table("t", EXPECTED, mode="append")
+
+
+def test_open_missing_names_it_and_lists_existing(any_db):
+    any_db.create_table("alpha", EXPECTED)
+    any_db.create_table("beta", EXPECTED)
+    with pytest.raises(FileNotFoundError) as info:
+        any_db.open_table("gamma")
+    msg = str(info.value)
+    assert "'gamma'" in msg
+    assert "alpha" in msg and "beta" in msg
+
+
+def test_open_missing_on_empty_connection(any_db):
+    with pytest.raises(FileNotFoundError, match="'nope'"):
+        any_db.open_table("nope")
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b", ".", "../x", "/abs", "-x", "a b", 3])
+def test_invalid_names_refused_before_writing(tmp_path, name):
+    root = tmp_path / "db"
+    root.mkdir()
+    db = lancetorch.connect(root)
+    with pytest.raises(ValueError, match="invalid table name"):
+        db.create_table(name, EXPECTED)
+    with pytest.raises(ValueError, match="invalid table name"):
+        db.create_table(name, EXPECTED, mode="overwrite")
+    with pytest.raises(ValueError, match="invalid table name"):
+        db.open_table(name)
+    with pytest.raises(ValueError, match="invalid table name"):
+        db.drop_table(name)
+    assert list(root.iterdir()) == []
+    assert [p for p in tmp_path.rglob("*") if p != root] == []
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b"])
+def test_invalid_names_refused_in_memory(mem_db, name):
+    with pytest.raises(ValueError, match="invalid table name"):
+        mem_db.create_table(name, EXPECTED)
+    assert mem_db.table_names() == []
+
+
+def test_valid_unusual_names(any_db):
+    for name in ["a.b", "x-1", "_under", "T9"]:
+        any_db.create_table(name, EXPECTED)
+    assert any_db.table_names() == sorted(["a.b", "x-1", "_under", "T9"])
+    assert any_db.open_table("a.b").to_arrow().equals(EXPECTED)
+
+
+def test_table_names_sorted_and_contains(any_db):
+    for name in ["c", "a", "b"]:
+        any_db.create_table(name, EXPECTED)
+    assert any_db.table_names() == ["a", "b", "c"]
+    assert "b" in any_db
+    assert "d" not in any_db
+
+
+def test_table_names_ignores_other_entries(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", EXPECTED)
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "other_dir").mkdir()
+    assert db.table_names() == ["t"]
+
+
+def test_drop_table(any_db):
+    any_db.create_table("keep", EXPECTED)
+    any_db.create_table("gone", EXPECTED)
+    any_db.drop_table("gone")
+    assert any_db.table_names() == ["keep"]
+    with pytest.raises(FileNotFoundError, match="'gone'"):
+        any_db.open_table("gone")
+    with pytest.raises(FileNotFoundError, match="'gone'"):
+        any_db.drop_table("gone")
+    # the name is free again
+    assert len(any_db.create_table("gone", sample_table(4))) == 4
+
+
+def test_drop_table_removes_directory(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", EXPECTED)
+    db.drop_table("t")
+    assert not (tmp_path / "t.lance").exists()
+
+
+def test_memory_connections_are_independent():
+    a = lancetorch.connect("memory://")
+    b = lancetorch.connect("memory://")
+    a.create_table("t", EXPECTED)
+    assert b.table_names() == []
+
+
+def test_unsupported_scheme():
+    with pytest.raises(ValueError, match="s3://bucket"):
+        lancetorch.connect("s3://bucket/path")
+
+
+# -- interop with pylance ---------------------------------------------------------------------
+
+
+def test_written_by_lancetorch_opens_with_lance(tmp_path):
+    data = sample_table(100)
+    lancetorch.connect(tmp_path).create_table("t", data)
+    ds = lance.dataset(str(tmp_path / "t.lance"))
+    assert ds.count_rows() == 100
+    assert ds.to_table().equals(data)
+
+
+def test_written_by_lance_opens_with_lancetorch(tmp_path):
+    data = sample_table(100)
+    lance.write_dataset(data, tmp_path / "w.lance")
+    db = lancetorch.connect(tmp_path)
+    assert db.table_names() == ["w"]
+    table = db.open_table("w")
+    assert len(table) == 100
+    assert table.to_arrow().equals(data)
+    got = table.__getitems__([99, 0, 50])
+    assert got.column("id").to_pylist() == [99, 0, 50]
+    assert got.column("s").to_pylist() == ["row99", "row0", "row50"]
+
+
+def test_directory_create_table_from_lance_dataset(tmp_path):
+    data = sample_table(20)
+    ds = lance.write_dataset(data, tmp_path / "src.lance")
+    db = lancetorch.connect(tmp_path / "db")
+    table = db.create_table("copy", ds)
+    assert table.to_arrow().equals(data)
+    assert os.path.isdir(tmp_path / "db" / "copy.lance")
+
+
+def test_create_from_numpy_backed_dict(mem_db):
+    table = mem_db.create_table("t", {"a": np.arange(5, dtype=np.int32)})
+    assert table.schema.field("a").type == pa.int32()
+    assert table.to_arrow().column("a").to_pylist() == [0, 1, 2, 3, 4]

@@ -1,0 +1,563 @@
+"""Tables as map-style Datasets: length, schema, append, random takes, pickling."""
+
+from __future__ import annotations
+
+import pickle
+import re
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from conftest import sample_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lancetorch
+
+
+@pytest.fixture
+def table(any_db):
+    return any_db.create_table("t", sample_table(10))
+
+
+def ids(batch: pa.RecordBatch) -> list[int]:
+    return batch.column("id").to_pylist()
+
+
+def assert_rows(batch: pa.RecordBatch, rows: list[int]) -> None:
+    """Every column of `batch` holds exactly the sample_table rows `rows`, in order."""
+    assert isinstance(batch, pa.RecordBatch)
+    assert batch.num_rows == len(rows)
+    assert batch.column("id").to_pylist() == rows
+    assert batch.column("x").to_pylist() == [r * 0.5 for r in rows]
+    assert batch.column("s").to_pylist() == [f"row{r}" for r in rows]
+
+
+# -- description --------------------------------------------------------------------------------
+
+
+def test_len_count_rows_schema(table):
+    assert len(table) == 10
+    assert table.count_rows() == 10
+    assert table.schema == sample_table().schema
+    assert table.name == "t"
+
+
+def test_to_arrow(table):
+    assert table.to_arrow().equals(sample_table(10))
+
+
+def test_uri(mem_db, dir_db, tmp_path):
+    assert mem_db.create_table("t", sample_table(3)).uri is None
+    assert dir_db.create_table("t", sample_table(3)).uri == str(tmp_path / "t.lance")
+
+
+def test_repr(table):
+    r = repr(table)
+    assert "'t'" in r and "10 rows" in r
+
+
+def test_is_a_torch_dataset_shape(table):
+    # DataLoader only needs __len__ and __getitem__/__getitems__
+    assert len(table) == 10
+    assert_rows(table.__getitems__([0]), [0])
+
+
+# -- add ----------------------------------------------------------------------------------------
+
+
+def test_add_appends(table):
+    table.add(pa.table({"id": [10, 11], "x": [5.0, 5.5], "s": ["row10", "row11"]}))
+    assert len(table) == 12
+    assert table.count_rows() == 12
+    assert table.to_arrow().equals(sample_table(12))
+    assert_rows(table.__getitems__([11, 0, 10, 9]), [11, 0, 10, 9])
+
+
+def test_add_many_times_and_take_across_chunks(table):
+    full = sample_table(40)
+    for start in range(10, 40, 10):
+        table.add(full.slice(start, 10))
+    assert len(table) == 40
+    assert table.to_arrow().equals(full)
+    assert_rows(table.__getitems__([39, 5, 25, 15, -1, 10]), [39, 5, 25, 15, 39, 10])
+
+
+def test_add_reordered_fields_and_safe_cast(table):
+    table.add({"s": ["row10"], "x": pa.array([5.0], pa.float32()), "id": pa.array([10], pa.int32())})
+    assert table.schema == sample_table().schema
+    assert table.to_arrow().equals(sample_table(11))
+
+
+def test_add_list_of_dicts(table):
+    table.add([{"id": 10, "x": 5.0, "s": "row10"}])
+    assert table.to_arrow().equals(sample_table(11))
+
+
+def test_add_empty_changes_nothing(table):
+    table.add(sample_table(0))
+    assert len(table) == 10
+    assert table.to_arrow().equals(sample_table(10))
+
+
+def _bad_adds():
+    return {
+        # type of another family: names field and both types
+        "type": (
+            pa.table({"id": ["a"], "x": [1.0], "s": ["q"]}),
+            ["'id'", "int64", "string"],
+        ),
+        "type_other_field": (
+            pa.table({"id": [10], "x": ["nope"], "s": ["q"]}),
+            ["'x'", "double", "string"],
+        ),
+        # lossy cast in the same family
+        "lossy": (
+            pa.table({"id": [10], "x": [1.0], "s": pa.array([1], pa.int64())}),
+            ["'s'", "string", "int64"],
+        ),
+        "extra": (
+            pa.table({"id": [10], "x": [1.0], "s": ["q"], "extra": [1]}),
+            ["'extra'"],
+        ),
+        "missing": (pa.table({"id": [10], "x": [1.0]}), ["'s'"]),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_bad_adds()))
+def test_add_schema_mismatch_raises_and_changes_nothing(table, case):
+    data, words = _bad_adds()[case]
+    with pytest.raises(ValueError) as info:
+        table.add(data)
+    msg = str(info.value)
+    for word in words:
+        assert word in msg, (word, msg)
+    assert len(table) == 10
+    assert table.count_rows() == 10
+    assert table.to_arrow().equals(sample_table(10))
+    assert_rows(table.__getitems__(range(10)), list(range(10)))
+
+
+def test_add_lossy_numeric_cast_refused(any_db):
+    t = any_db.create_table("t", pa.table({"v": pa.array([1, 2], pa.int8())}))
+    with pytest.raises(ValueError) as info:
+        t.add(pa.table({"v": pa.array([1000], pa.int64())}))
+    msg = str(info.value)
+    assert "'v'" in msg and "int8" in msg and "int64" in msg
+    assert t.to_arrow().column("v").to_pylist() == [1, 2]
+    assert len(t) == 2
+    # a value that fits casts fine
+    t.add(pa.table({"v": pa.array([100], pa.int64())}))
+    assert t.to_arrow().column("v").to_pylist() == [1, 2, 100]
+    assert t.schema.field("v").type == pa.int8()
+
+
+def test_add_mismatch_leaves_reopened_disk_table_unchanged(dir_db):
+    dir_db.create_table("t", sample_table(10))
+    t = dir_db.open_table("t")
+    with pytest.raises(ValueError):
+        t.add(pa.table({"id": ["a"], "x": [1.0], "s": ["q"]}))
+    reopened = dir_db.open_table("t")
+    assert len(reopened) == 10
+    assert reopened.to_arrow().equals(sample_table(10))
+
+
+# -- __getitems__ -------------------------------------------------------------------------------
+
+
+def test_getitems_list(table):
+    assert_rows(table.__getitems__([3, 1, 4, 1, 5, 9, 2, 6]), [3, 1, 4, 1, 5, 9, 2, 6])
+
+
+def test_getitems_tuple(table):
+    assert_rows(table.__getitems__((7, 0)), [7, 0])
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+)
+def test_getitems_numpy(table, dtype):
+    assert_rows(table.__getitems__(np.array([9, 0, 4, 4], dtype=dtype)), [9, 0, 4, 4])
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.int16, np.int32, np.int64])
+def test_getitems_numpy_negative(table, dtype):
+    assert_rows(table.__getitems__(np.array([-1, -10, 2], dtype=dtype)), [9, 0, 2])
+
+
+def test_getitems_numpy_scalars_in_list(table):
+    assert_rows(table.__getitems__([np.int32(3), np.uint8(1), np.int64(-1)]), [3, 1, 9])
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8]
+)
+def test_getitems_torch(table, dtype):
+    assert_rows(table.__getitems__(torch.tensor([8, 2, 2, 0], dtype=dtype)), [8, 2, 2, 0])
+
+
+def test_getitems_torch_negative(table):
+    assert_rows(table.__getitems__(torch.tensor([-2, 1])), [8, 1])
+
+
+def test_getitems_torch_randperm(table):
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    assert_rows(table.__getitems__(perm), perm.tolist())
+
+
+def test_getitems_pyarrow_array(table):
+    assert_rows(table.__getitems__(pa.array([5, 6], pa.int32())), [5, 6])
+
+
+@pytest.mark.parametrize(
+    "rng", [range(10), range(2, 8), range(0, 10, 3), range(9, -1, -1), range(5, 5)]
+)
+def test_getitems_range(table, rng):
+    assert_rows(table.__getitems__(rng), list(rng))
+
+
+def test_duplicates_kept(table):
+    assert_rows(table.__getitems__([4] * 5 + [1, 4]), [4] * 5 + [1, 4])
+
+
+def test_negative_indices(table):
+    assert_rows(table.__getitems__([-1, -10, -5, 0]), [9, 0, 5, 0])
+
+
+@pytest.mark.parametrize("bad", [[8], [-8], [0, 1, 25], [2**40], [-(2**40)], [3, -9, 1]])
+def test_out_of_range(any_db, bad):
+    t = any_db.create_table("t", sample_table(7))
+    offender = next(b for b in bad if not -7 <= b < 7)
+    with pytest.raises(IndexError) as info:
+        t.__getitems__(bad)
+    msg = str(info.value)
+    assert re.search(rf"(?<![\d-]){offender}(?!\d)", msg), msg  # names the offset
+    assert re.search(r"\b7\b", msg), msg  # and the table length
+
+
+@pytest.mark.parametrize("bad", [[10], [-11]])
+def test_out_of_range_just_past_the_ends(any_db, bad):
+    t = any_db.create_table("t", sample_table(10))
+    with pytest.raises(IndexError) as info:
+        t.__getitems__([0] + bad)
+    msg = str(info.value)
+    assert str(bad[0]) in msg
+    assert len(re.findall(r"\b10\b", msg)) >= (2 if bad[0] == 10 else 1), msg
+
+
+@pytest.mark.parametrize("bad", [[2**63], [-(2**63) - 1]])
+def test_offset_beyond_int64(table, bad):
+    with pytest.raises(IndexError, match=str(bad[0])):
+        table.__getitems__(bad)
+
+
+def test_out_of_range_numpy_and_torch(table):
+    with pytest.raises(IndexError, match=r"\b12\b"):
+        table.__getitems__(np.array([1, 12]))
+    with pytest.raises(IndexError, match=r"\b12\b"):
+        table.__getitems__(torch.tensor([1, 12]))
+    with pytest.raises(IndexError, match=str(2**64 - 1)):
+        table.__getitems__(np.array([2**64 - 1], dtype=np.uint64))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [1.0],
+        [0, 2.5],
+        [True],
+        [0, False],
+        [np.bool_(True)],
+        ["1"],
+        [None],
+        [0, None],
+        [[0]],
+        1.0,
+        True,
+        "0",
+        np.array([0.0, 1.0]),
+        np.array([1.0], dtype=np.float16),
+        np.array([True, False]),
+        np.array(["0"]),
+        torch.tensor([0.0, 1.0]),
+        torch.tensor([1.0], dtype=torch.float64),
+        torch.tensor([True, False]),
+        pa.array([0.0]),
+        pa.array(["0"]),
+    ],
+    ids=repr,
+)
+def test_non_integer_offsets_raise_typeerror(table, bad):
+    with pytest.raises(TypeError):
+        table.__getitems__(bad)
+
+
+def test_two_dimensional_offsets_refused(table):
+    with pytest.raises(TypeError, match="one-dimensional"):
+        table.__getitems__(np.array([[0, 1]]))
+
+
+@pytest.mark.parametrize(
+    "empty", [[], (), range(0), np.array([], dtype=np.int64), torch.tensor([], dtype=torch.int64)],
+    ids=["list", "tuple", "range", "numpy", "torch"],
+)
+def test_empty_request(table, empty):
+    batch = table.__getitems__(empty)
+    assert isinstance(batch, pa.RecordBatch)
+    assert batch.num_rows == 0
+    assert batch.schema == table.schema
+
+
+# -- __getitem__ / take_offsets -----------------------------------------------------------------
+
+
+def test_getitem_one_row(table):
+    assert_rows(table[3], [3])
+    assert_rows(table[-1], [9])
+    assert_rows(table[np.int64(7)], [7])
+
+
+def test_getitem_slice(table):
+    assert_rows(table[2:5], [2, 3, 4])
+    assert_rows(table[::-3], [9, 6, 3, 0])
+
+
+def test_getitem_out_of_range(table):
+    with pytest.raises(IndexError):
+        table[10]
+
+
+@pytest.mark.parametrize("bad", [1.0, True, "1", None, [1]], ids=repr)
+def test_getitem_non_integer(table, bad):
+    with pytest.raises(TypeError):
+        table[bad]
+
+
+def test_take_offsets(table):
+    assert_rows(table.take_offsets([6, 6, -4]), [6, 6, 6])
+
+
+def test_take_offsets_columns(table):
+    batch = table.take_offsets([2, 0], columns=["s", "id"])
+    assert batch.schema.names == ["s", "id"]
+    assert batch.column("s").to_pylist() == ["row2", "row0"]
+    assert batch.column("id").to_pylist() == [2, 0]
+
+
+def test_take_offsets_unknown_column(table):
+    with pytest.raises(ValueError, match="'nope'"):
+        table.take_offsets([0], columns=["nope"])
+
+
+def test_big_random_take_disk_and_memory(any_db):
+    data = sample_table(5000)
+    t = any_db.create_table("big", data)
+    rng = np.random.default_rng(1)
+    idx = rng.integers(-5000, 5000, size=2000)
+    got = t.__getitems__(idx)
+    norm = np.where(idx < 0, idx + 5000, idx)
+    assert pa.Table.from_batches([got]).equals(data.take(pa.array(norm)))
+
+
+# -- pickling -----------------------------------------------------------------------------------
+
+
+def test_pickle_disk_table_holds_no_data(dir_db):
+    t = dir_db.create_table("t", sample_table(10_000))
+    blob = pickle.dumps(t)
+    assert len(blob) < 1000
+    back = pickle.loads(blob)
+    assert len(back) == 10_000
+    assert back.name == "t"
+    assert back.uri == t.uri
+    assert_rows(back.__getitems__([9999, 0, 1234]), [9999, 0, 1234])
+    assert back.to_arrow().equals(t.to_arrow())
+
+
+def test_pickle_disk_table_sees_appends_made_before_pickling(dir_db):
+    t = dir_db.create_table("t", sample_table(10))
+    t.add(sample_table(12).slice(10))
+    back = pickle.loads(pickle.dumps(t))
+    assert back.to_arrow().equals(sample_table(12))
+
+
+def test_pickle_memory_table_by_value(mem_db):
+    t = mem_db.create_table("t", sample_table(10_000))
+    blob = pickle.dumps(t)
+    assert len(blob) > 10_000 * 8  # the int64 column alone
+    mem_db.drop_table("t")
+    del t
+    back = pickle.loads(blob)
+    assert back.name == "t"
+    assert back.uri is None
+    assert back.to_arrow().equals(sample_table(10_000))
+    assert_rows(back.__getitems__([5, -1]), [5, 9999])
+
+
+def test_pickle_memory_table_after_add(mem_db):
+    t = mem_db.create_table("t", sample_table(5))
+    t.add(sample_table(8).slice(5))
+    back = pickle.loads(pickle.dumps(t))
+    assert back.to_arrow().equals(sample_table(8))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import pickle, sys
+    table = pickle.loads(sys.stdin.buffer.read())
+    batch = table.__getitems__([7, 0, -1, 7])
+    out = {"len": len(table), "name": table.name, "rows": batch.to_pydict(),
+           "schema": str(table.schema)}
+    sys.stdout.buffer.write(pickle.dumps(out))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_unpickle_in_another_process(tmp_path, kind):
+    db = lancetorch.connect("memory://" if kind == "memory" else tmp_path)
+    t = db.create_table("t", sample_table(10))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        input=pickle.dumps(t),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    out = pickle.loads(proc.stdout)
+    assert out["len"] == 10
+    assert out["name"] == "t"
+    assert out["schema"] == str(t.schema)
+    assert out["rows"] == t.__getitems__([7, 0, -1, 7]).to_pydict()
+    assert out["rows"]["id"] == [7, 0, 9, 7]
+    assert out["rows"]["s"] == ["row7", "row0", "row9", "row7"]
+
+
+# -- property test: takes agree with pyarrow ----------------------------------------------------
+
+_NUMERIC = [
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "float32", "float64",
+]
+
+
+def _chunk(rng: np.random.Generator, n: int, start: int) -> pa.RecordBatch:
+    cols = {}
+    for name in _NUMERIC:
+        dt = np.dtype(name)
+        if dt.kind in "iu":
+            info = np.iinfo(dt)
+            values = rng.integers(info.min, info.max, size=n, dtype=dt, endpoint=True)
+        else:
+            values = (rng.standard_normal(n) * 100).astype(dt)
+        cols[name] = pa.array(values)
+    cols["bool"] = pa.array(rng.random(n) < 0.5)
+    cols["string"] = pa.array([f"s{start + i}" * (i % 3) for i in range(n)], pa.string())
+    mask = rng.random(n) < 0.3
+    cols["null_int32"] = pa.array(rng.integers(-1000, 1000, n).astype(np.int32), mask=mask)
+    cols["null_float64"] = pa.array(rng.standard_normal(n), mask=rng.random(n) < 0.3)
+    cols["null_string"] = pa.array(
+        [None if m else f"n{start + i}" for i, m in enumerate(rng.random(n) < 0.3)],
+        pa.string(),
+    )
+    cols["null_bool"] = pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.3)
+    cols["row"] = pa.array(np.arange(start, start + n, dtype=np.int64))
+    return pa.record_batch(cols)
+
+
+@st.composite
+def table_and_indices(draw):
+    sizes = draw(st.lists(st.integers(0, 40), min_size=1, max_size=5).filter(lambda s: sum(s) > 0))
+    seed = draw(st.integers(0, 2**32 - 1))
+    n = sum(sizes)
+    idx = draw(st.lists(st.integers(-n, n - 1), max_size=3 * n))
+    if idx and draw(st.booleans()):
+        idx = idx + draw(st.lists(st.sampled_from(idx), max_size=10))  # more duplicates
+    as_type = draw(st.sampled_from(["list", "numpy", "torch"]))
+    use_concat = draw(st.booleans())
+    return sizes, seed, idx, as_type, use_concat
+
+
+@settings(max_examples=50, deadline=None)
+@given(table_and_indices())
+def test_getitems_matches_pyarrow_take(case):
+    sizes, seed, idx, as_type, use_concat = case
+    rng = np.random.default_rng(seed)
+    batches, start = [], 0
+    for size in sizes:
+        batches.append(_chunk(rng, size, start))
+        start += size
+    if use_concat:
+        pt = pa.concat_tables([pa.Table.from_batches([b]) for b in batches])
+    else:
+        pt = pa.Table.from_batches(batches)
+    n = pt.num_rows
+    assert pt.num_columns == len(_NUMERIC) + 7
+
+    db = lancetorch.connect("memory://")
+    t = db.create_table("t", pt)
+    assert len(t) == n
+    arg = {"list": idx, "numpy": np.array(idx, dtype=np.int64),
+           "torch": torch.tensor(idx, dtype=torch.int64)}[as_type]
+    got = t.__getitems__(arg)
+
+    norm = [i + n if i < 0 else i for i in idx]
+    expected = pt.take(pa.array(norm, pa.int64()))
+    assert got.schema == pt.schema
+    assert got.num_rows == len(idx)
+    assert got.column("row").to_pylist() == norm
+    assert pa.Table.from_batches([got], schema=pt.schema).equals(expected)
+
+
+def test_sliced_input_chunks_with_nulls(any_db):
+    """Chunks that are slices (non-zero offsets, bit-packed validity/bools) take correctly."""
+    rng = np.random.default_rng(7)
+    n = 100
+    base = pa.table(
+        {
+            "i": pa.array(np.arange(n), mask=rng.random(n) < 0.3),
+            "b": pa.array(rng.random(n) < 0.5, mask=rng.random(n) < 0.2),
+            "s": pa.array([str(i) if i % 4 else None for i in range(n)]),
+            "f16": pa.array(np.arange(n).astype(np.float16)),
+        }
+    )
+    pt = pa.concat_tables([base.slice(3, 20), base.slice(37, 41), base.slice(90, 5)])
+    t = any_db.create_table("t", pt)
+    idx = rng.integers(-len(pt), len(pt), 300)
+    norm = np.where(idx < 0, idx + len(pt), idx)
+    got = pa.Table.from_batches([t.__getitems__(idx)])
+    assert got.equals(pt.take(pa.array(norm)))
+
+
+def test_disk_take_every_type(dir_db):
+    rng = np.random.default_rng(3)
+    pt = pa.Table.from_batches([_chunk(rng, 30, 0), _chunk(rng, 25, 30)])
+    t = dir_db.create_table("t", pt)
+    idx = [54, 0, -1, 3, 3, 31, -55, 29, 30]
+    norm = [i + 55 if i < 0 else i for i in idx]
+    got = t.__getitems__(idx)
+    assert got.column("row").to_pylist() == norm
+    assert pa.Table.from_batches([got]).equals(pt.take(pa.array(norm)))
+
+
+def test_empty_table_take(any_db):
+    t = any_db.create_table("e", pa.table({"a": pa.array([], pa.int64())}))
+    assert len(t) == 0
+    assert t.__getitems__([]).num_rows == 0
+    with pytest.raises(IndexError, match=r"\b0 rows"):
+        t.__getitems__([0])
+    with pytest.raises(IndexError):
+        t.__getitems__([-1])
+    assert len(pickle.loads(pickle.dumps(t))) == 0
+
+
+def test_create_with_schema_casts_data(any_db):
+    t = any_db.create_table("t", {"a": [1, 2]}, schema=pa.schema([("a", pa.float32())]))
+    assert t.schema.field("a").type == pa.float32()
+    assert t.__getitems__([1, 0]).column("a").to_pylist() == [2.0, 1.0]
