@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use arrow_array::ffi::{from_ffi, to_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
 use arrow_array::{Array, Int64Array, RecordBatch, RecordBatchOptions, StructArray};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Schema};
@@ -20,22 +20,34 @@ fn record_batch_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     TYPE.import(py, "pyarrow", "RecordBatch")
 }
 
-/// A `pyarrow.RecordBatch` over the batch's buffers (no copy).
-pub fn batch_to_py<'py>(py: Python<'py>, batch: RecordBatch) -> PyResult<Bound<'py, PyAny>> {
+/// A `pyarrow.RecordBatch` over the batch's buffers (no copy). `schema` is the batch's
+/// schema as a pyarrow object when the caller has one ready: pyarrow then skips building it
+/// again, which is most of the cost of a crossing for a batch of many columns.
+pub fn batch_to_py<'py>(
+    py: Python<'py>,
+    batch: RecordBatch,
+    schema: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let data = StructArray::from(batch.clone()).into_data();
-    let (mut array, schema) = to_ffi(&data).map_err(Error::from)?;
-    // The struct export carries no schema metadata; export the batch schema itself.
-    let schema = FFI_ArrowSchema::try_from(batch.schema().as_ref())
-        .map_err(Error::from)
-        .map(|s| {
-            drop(schema);
-            s
-        })?;
-    let mut schema = schema;
-    record_batch_type(py)?.call_method1(
-        pyo3::intern!(py, "_import_from_c"),
-        (&raw mut array as usize, &raw mut schema as usize),
-    )
+    let mut array = FFI_ArrowArray::new(&data);
+    let import = pyo3::intern!(py, "_import_from_c");
+    match schema {
+        Some(schema) => {
+            record_batch_type(py)?.call_method1(import, (&raw mut array as usize, schema))
+        }
+        None => {
+            // The struct's own export carries no schema metadata: export the batch schema.
+            let mut schema =
+                FFI_ArrowSchema::try_from(batch.schema().as_ref()).map_err(Error::from)?;
+            record_batch_type(py)?
+                .call_method1(import, (&raw mut array as usize, &raw mut schema as usize))
+        }
+    }
+}
+
+/// A pyarrow Schema object for `schema`.
+pub fn schema_to_py<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py, PyAny>> {
+    arrow_pyarrow::ToPyArrow::to_pyarrow(schema, py)
 }
 
 /// A pyarrow RecordBatch (or anything with `__arrow_c_array__` of struct type) as a Rust

@@ -19,9 +19,9 @@ use crate::store::{Loc, Store};
 
 /// Rows per parallel task within one column.
 const BLOCK_ROWS: usize = 4096;
-/// Output size from which columns are gathered on the thread pool (a random gather is bound
-/// by memory latency, so even a 1024-row batch of a few columns gains from a second core).
-const PARALLEL_MIN_BYTES: usize = 32 << 10;
+/// Output size from which columns are gathered on the thread pool (below it, waking the pool
+/// costs more than it saves).
+const PARALLEL_MIN_BYTES: usize = 1 << 20;
 
 /// How one column is laid out in the output.
 #[derive(Clone, Copy, Debug)]
@@ -200,13 +200,29 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                 jobs.push((i, *layout, mine));
             }
         }
+        // Primitive columns held by the row-major block are served from it in one pass.
+        if let Some(rows_block) = store.row_block(columns) {
+            let (from_block, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(i, l, _)| {
+                l.list_size.is_none() && rows_block.slot(columns[*i]).is_some()
+            });
+            jobs = rest;
+            let mut outs: Vec<(usize, usize, &mut [u8])> = from_block
+                .into_iter()
+                .map(|(i, _, dst)| {
+                    let (off, w) = rows_block.slot(columns[i]).expect("checked above");
+                    (off, w, dst)
+                })
+                .collect();
+            let rows: Vec<u64> = locs.iter().map(|&l| store.global(l)).collect();
+            rows_block.gather(&rows, &mut outs, parallel);
+        }
         let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
             let srcs: Vec<&[u8]> = chunk_data[i]
                 .iter()
                 .map(|d| value_bytes(d, layout))
                 .collect();
             let step = BLOCK_ROWS * layout.row_bytes;
-            if total >= PARALLEL_MIN_BYTES {
+            if parallel && dst.len() > step {
                 dst.par_chunks_mut(step)
                     .zip(locs.par_chunks(BLOCK_ROWS))
                     .for_each(|(d, l)| copy_rows(&srcs, l, layout.row_bytes, d));
@@ -394,5 +410,78 @@ mod tests {
             out.column(0).as_primitive::<Int64Type>().values().to_vec(),
             offsets
         );
+    }
+
+    #[test]
+    fn row_block_serves_wide_tables_with_the_same_rows() {
+        use arrow_array::{Int16Array, Int8Array, UInt32Array};
+        let n = 100_000usize;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, false),
+            Field::new("b", DataType::Float32, false),
+            Field::new("c", DataType::Int8, false),
+            Field::new("d", DataType::Int16, false),
+            Field::new("nulls", DataType::UInt32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from((0..n as i64).collect::<Vec<_>>())),
+                Arc::new(Float32Array::from(
+                    (0..n).map(|i| i as f32 * 0.5).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int8Array::from(
+                    (0..n).map(|i| (i % 127) as i8).collect::<Vec<_>>(),
+                )),
+                Arc::new(Int16Array::from(
+                    (0..n).map(|i| (i % 30000) as i16).collect::<Vec<_>>(),
+                )),
+                Arc::new(UInt32Array::from(
+                    (0..n)
+                        .map(|i| (i % 3 != 0).then_some(i as u32))
+                        .collect::<Vec<_>>(),
+                )),
+            ],
+        )
+        .unwrap();
+        let chunks = vec![
+            batch.slice(0, 777),
+            batch.slice(777, 60_000),
+            batch.slice(60_777, n - 60_777),
+        ];
+        let store = Store::new(schema, chunks).unwrap();
+        assert!(store.row_block(&[0, 1]).is_some());
+        assert!(
+            store.row_block(&[4, 0]).is_none(),
+            "one block column is not enough"
+        );
+        // Past the parallel threshold too: 80_000 rows x 19 bytes.
+        for len in [1000usize, 80_000] {
+            let offsets: Vec<i64> = (0..len as i64)
+                .map(|i| (i * 7919 + 13) % n as i64)
+                .collect();
+            let out = take(&store, &offsets, &[3, 0, 4, 2, 1]).unwrap();
+            let want = |i: usize| offsets[i] as usize;
+            let d = out
+                .column(0)
+                .as_primitive::<arrow_array::types::Int16Type>();
+            let a = out.column(1).as_primitive::<Int64Type>();
+            let nl = out
+                .column(2)
+                .as_primitive::<arrow_array::types::UInt32Type>();
+            let c = out.column(3).as_primitive::<arrow_array::types::Int8Type>();
+            let b = out.column(4).as_primitive::<Float32Type>();
+            for i in 0..len {
+                let r = want(i);
+                assert_eq!(a.value(i), r as i64);
+                assert_eq!(b.value(i), r as f32 * 0.5);
+                assert_eq!(c.value(i), (r % 127) as i8);
+                assert_eq!(d.value(i), (r % 30000) as i16);
+                assert_eq!(nl.is_valid(i), r % 3 != 0);
+                if r % 3 != 0 {
+                    assert_eq!(nl.value(i), r as u32);
+                }
+            }
+        }
     }
 }

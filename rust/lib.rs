@@ -5,6 +5,7 @@ pub mod dlpack;
 pub mod error;
 pub mod gather;
 pub mod permutation;
+pub mod rows;
 pub mod store;
 pub mod tensor;
 pub mod threads;

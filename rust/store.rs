@@ -3,24 +3,39 @@
 //! Chunks are kept as they arrived (imported zero-copy through the Arrow C interfaces);
 //! a global offset maps to `(chunk, row)` through prefix sums of the chunk lengths.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use pyo3::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::rows::RowBlock;
 
 /// Where a row lives: `(chunk, row within chunk)`.
 pub type Loc = (usize, usize);
 
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Store {
     schema: SchemaRef,
     chunks: Vec<RecordBatch>,
     /// `starts[i]` is the global offset of the first row of chunk `i`; one extra entry holds
     /// the total row count.
     starts: Vec<u64>,
+    /// Row-major copy of the fixed-width columns, built on the first shuffled take that
+    /// gains from it (`None` inside when the table does not qualify).
+    rows: OnceLock<Option<RowBlock>>,
+}
+
+impl Clone for Store {
+    fn clone(&self) -> Self {
+        Store {
+            schema: self.schema.clone(),
+            chunks: self.chunks.clone(),
+            starts: self.starts.clone(),
+            rows: OnceLock::new(),
+        }
+    }
 }
 
 impl Store {
@@ -29,6 +44,7 @@ impl Store {
             schema,
             chunks: Vec::new(),
             starts: vec![0],
+            rows: OnceLock::new(),
         };
         store.push(batches)?;
         Ok(store)
@@ -77,6 +93,22 @@ impl Store {
 
     pub fn chunks(&self) -> &[RecordBatch] {
         &self.chunks
+    }
+
+    /// The row-major block for shuffled reads of `columns`, when two or more of them are in
+    /// it (built on first use).
+    pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
+        if self.num_rows() < crate::rows::MIN_ROWS || columns.len() < 2 {
+            return None;
+        }
+        let block = self.rows.get_or_init(|| RowBlock::build(self)).as_ref()?;
+        let held = columns.iter().filter(|&&c| block.slot(c).is_some()).count();
+        (held >= 2).then_some(block)
+    }
+
+    /// The global offset of a location.
+    pub fn global(&self, (chunk, row): Loc) -> u64 {
+        self.starts[chunk] + row as u64
     }
 
     pub fn num_rows(&self) -> u64 {
@@ -146,6 +178,30 @@ pub fn normalize_offsets<'py>(
 #[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
 pub struct PyColumnStore {
     pub inner: Arc<Store>,
+    /// pyarrow schemas of the column selections taken so far, reused for every batch.
+    schemas: std::sync::Mutex<std::collections::HashMap<Vec<usize>, Py<PyAny>>>,
+}
+
+impl PyColumnStore {
+    fn wrap(store: Store) -> Self {
+        PyColumnStore {
+            inner: Arc::new(store),
+            schemas: Default::default(),
+        }
+    }
+
+    fn py_schema<'py>(&self, py: Python<'py>, columns: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+        let mut cache = self.schemas.lock().expect("schema cache lock");
+        if let Some(s) = cache.get(columns) {
+            return Ok(s.bind(py).clone());
+        }
+        let projected = self.inner.schema().project(columns).map_err(Error::from)?;
+        let schema = crate::bridge::schema_to_py(py, &projected)?;
+        if cache.len() < 64 {
+            cache.insert(columns.to_vec(), schema.clone().unbind());
+        }
+        Ok(schema)
+    }
 }
 
 fn read_stream(
@@ -167,9 +223,7 @@ impl PyColumnStore {
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
-        Ok(Self {
-            inner: Arc::new(Store::new(schema, batches)?),
-        })
+        Ok(Self::wrap(Store::new(schema, batches)?))
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.
@@ -178,9 +232,7 @@ impl PyColumnStore {
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
     ) -> PyResult<Self> {
         let (_, batches) = read_stream(data)?;
-        Ok(Self {
-            inner: Arc::new(self.inner.appended(batches)?),
-        })
+        Ok(Self::wrap(self.inner.appended(batches)?))
     }
 
     #[getter]
@@ -205,8 +257,18 @@ impl PyColumnStore {
         let offsets = crate::bridge::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
         let store = self.inner.clone();
+        for &c in &columns {
+            if c >= store.schema().fields().len() {
+                return Err(Error::Index(format!(
+                    "column index {c} is out of range for a table of {} columns",
+                    store.schema().fields().len()
+                ))
+                .into());
+            }
+        }
+        let schema = self.py_schema(py, &columns)?;
         let batch = py.detach(|| crate::gather::take(&store, &offsets, &columns))?;
-        crate::bridge::batch_to_py(py, batch)
+        crate::bridge::batch_to_py(py, batch, Some(&schema))
     }
 
     /// The stored chunks as pyarrow record batches (no copy).
