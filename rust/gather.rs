@@ -214,7 +214,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                 })
                 .collect();
             let rows: Vec<u64> = locs.iter().map(|&l| store.global(l)).collect();
-            rows_block.gather(&rows, &mut outs, parallel);
+            rows_block.gather(&rows, &mut outs);
         }
         let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
             let srcs: Vec<&[u8]> = chunk_data[i]

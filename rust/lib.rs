@@ -18,6 +18,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEBUG_BUILD", cfg!(debug_assertions))?;
     m.add_class::<store::PyColumnStore>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;
+    m.add_class::<tensor::PyGathered>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::result_dtype, m)?)?;

@@ -17,9 +17,62 @@ pub const MIN_ROWS: u64 = 1 << 16;
 /// Rows per parallel task when building or gathering.
 const TASK_ROWS: usize = 1 << 14;
 
+/// A zeroed allocation aligned to 2 MiB and offered to the kernel for huge pages: a random
+/// row read then rarely misses the TLB as well as the cache.
+struct HugeBytes {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+}
+
+// SAFETY: a plain owned allocation.
+unsafe impl Send for HugeBytes {}
+unsafe impl Sync for HugeBytes {}
+
+impl HugeBytes {
+    const ALIGN: usize = 2 << 20;
+
+    fn zeroed(len: usize) -> Self {
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).expect("row block layout");
+        // SAFETY: non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        #[cfg(target_os = "linux")]
+        // SAFETY: advice on memory we own; failure only means normal pages.
+        unsafe {
+            libc::madvise(raw as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
+        }
+        HugeBytes { ptr, layout }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `layout.size()` initialised (zeroed) bytes owned by self.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    }
+}
+
+impl Drop for HugeBytes {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
+    }
+}
+
+impl std::fmt::Debug for HugeBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HugeBytes({} bytes)", self.layout.size())
+    }
+}
+
 #[derive(Debug)]
 pub struct RowBlock {
-    data: Vec<u64>,
+    data: HugeBytes,
     /// Bytes per row, a multiple of 8.
     stride: usize,
     /// For each store column: `(byte offset within a row, width)` when it is in the block.
@@ -79,12 +132,9 @@ impl RowBlock {
         if available_bytes().is_some_and(|free| bytes > free / 4) {
             return None;
         }
-        let mut data = vec![0u64; rows * stride / 8];
+        let mut data = HugeBytes::zeroed(rows * stride);
         {
-            // SAFETY: a u64 vector viewed as bytes.
-            let bytes: &mut [u8] = unsafe {
-                std::slice::from_raw_parts_mut(data.as_mut_ptr() as *mut u8, rows * stride)
-            };
+            let bytes: &mut [u8] = &mut data.as_mut_slice()[..rows * stride];
             let mut start = 0usize;
             let mut jobs = Vec::new();
             let mut rest = bytes;
@@ -130,13 +180,12 @@ impl RowBlock {
 
     /// Write rows `rows` (global offsets) of the columns in `outs` (`(row offset, width,
     /// destination)`) into their destinations, row `k` at position `k`.
-    pub fn gather(&self, rows: &[u64], outs: &mut [(usize, usize, &mut [u8])], parallel: bool) {
-        // SAFETY: the u64 vector viewed as bytes.
-        let bytes: &[u8] = unsafe {
-            std::slice::from_raw_parts(self.data.as_ptr() as *const u8, self.data.len() * 8)
-        };
+    /// Large gathers are split over the thread pool (for a batch of a thousand rows, waking
+    /// it costs about what a second core saves).
+    pub fn gather(&self, rows: &[u64], outs: &mut [(usize, usize, &mut [u8])]) {
+        let bytes = self.data.as_slice();
         let stride = self.stride;
-        if !parallel || rows.len() <= TASK_ROWS {
+        if rows.len() <= TASK_ROWS || !crate::threads::parallel(rows.len() * stride, 1 << 20) {
             gather_rows(bytes, stride, rows, outs);
             return;
         }
@@ -165,35 +214,48 @@ impl RowBlock {
     }
 }
 
-#[inline(always)]
-fn copy_value<const W: usize>(dst: &mut [u8], k: usize, row: &[u8], off: usize) {
-    let v: [u8; W] = row[off..off + W].try_into().expect("slot inside the row");
-    dst[k * W..(k + 1) * W].copy_from_slice(&v);
-}
-
+/// Rows copied whole into a small row-major scratch (one cache miss each, prefetched ahead),
+/// then each column read out of the scratch in a tight loop of its own width.
 fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [(usize, usize, &mut [u8])]) {
-    const AHEAD: usize = 8;
+    const AHEAD: usize = 32;
+    let words = stride / 8;
+    // SAFETY: the block is 2 MiB aligned and `stride` a multiple of 8.
+    let block: &[u64] =
+        unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u64, bytes.len() / 8) };
+    let mut scratch = vec![0u64; rows.len() * words];
     for (k, &r) in rows.iter().enumerate() {
         #[cfg(target_arch = "x86_64")]
         if let Some(&next) = rows.get(k + AHEAD) {
             // SAFETY: prefetch is a hint; the address is inside the block.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                let p = bytes.as_ptr().add(next as usize * stride);
-                _mm_prefetch(p as *const i8, _MM_HINT_T0);
+                let p = block.as_ptr().add(next as usize * words) as *const i8;
+                _mm_prefetch(p, _MM_HINT_T0);
                 if stride > 64 {
-                    _mm_prefetch(p.add(64) as *const i8, _MM_HINT_T0);
+                    _mm_prefetch(p.add(64), _MM_HINT_T0);
                 }
             }
         }
-        let row = &bytes[r as usize * stride..(r as usize + 1) * stride];
-        for (off, w, dst) in outs.iter_mut() {
-            match *w {
-                8 => copy_value::<8>(dst, k, row, *off),
-                4 => copy_value::<4>(dst, k, row, *off),
-                2 => copy_value::<2>(dst, k, row, *off),
-                _ => copy_value::<1>(dst, k, row, *off),
-            }
+        let r = r as usize;
+        scratch[k * words..(k + 1) * words].copy_from_slice(&block[r * words..(r + 1) * words]);
+    }
+    // SAFETY: the scratch viewed as bytes.
+    let scratch: &[u8] =
+        unsafe { std::slice::from_raw_parts(scratch.as_ptr() as *const u8, scratch.len() * 8) };
+    for (off, w, dst) in outs.iter_mut() {
+        match *w {
+            8 => column_out::<8>(scratch, stride, *off, dst),
+            4 => column_out::<4>(scratch, stride, *off, dst),
+            2 => column_out::<2>(scratch, stride, *off, dst),
+            _ => column_out::<1>(scratch, stride, *off, dst),
         }
+    }
+}
+
+#[inline(always)]
+fn column_out<const W: usize>(scratch: &[u8], stride: usize, off: usize, dst: &mut [u8]) {
+    for (d, row) in dst.chunks_exact_mut(W).zip(scratch.chunks_exact(stride)) {
+        let v: [u8; W] = row[off..off + W].try_into().expect("slot inside the row");
+        d.copy_from_slice(&v);
     }
 }

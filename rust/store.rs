@@ -254,21 +254,34 @@ impl PyColumnStore {
         offsets: &Bound<'py, PyAny>,
         columns: Option<Vec<usize>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.take_with_twin(py, offsets, columns)?.0)
+    }
+
+    /// `take`, and beside the pyarrow batch its Rust twin, which turns into a tensor without
+    /// crossing back from pyarrow.
+    #[pyo3(signature = (offsets, columns=None))]
+    fn take_with_twin<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: &Bound<'py, PyAny>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<(Bound<'py, PyAny>, crate::tensor::PyGathered)> {
         let offsets = crate::bridge::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
-        let store = self.inner.clone();
         for &c in &columns {
-            if c >= store.schema().fields().len() {
+            if c >= self.inner.schema().fields().len() {
                 return Err(Error::Index(format!(
                     "column index {c} is out of range for a table of {} columns",
-                    store.schema().fields().len()
+                    self.inner.schema().fields().len()
                 ))
                 .into());
             }
         }
         let schema = self.py_schema(py, &columns)?;
+        let store = self.inner.clone();
         let batch = py.detach(|| crate::gather::take(&store, &offsets, &columns))?;
-        crate::bridge::batch_to_py(py, batch, Some(&schema))
+        let twin = crate::tensor::PyGathered::new(batch.clone());
+        Ok((crate::bridge::batch_to_py(py, batch, Some(&schema))?, twin))
     }
 
     /// The stored chunks as pyarrow record batches (no copy).

@@ -483,6 +483,35 @@ pub fn batches_to_tensor<'py>(
     Ok(Bound::new(py, PyDLPackTensor::new(tensor))?.into_any())
 }
 
+/// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
+#[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
+pub struct PyGathered {
+    batch: RecordBatch,
+}
+
+impl PyGathered {
+    pub fn new(batch: RecordBatch) -> Self {
+        PyGathered { batch }
+    }
+}
+
+#[pymethods]
+impl PyGathered {
+    /// The `(columns, rows)` tensor as a legacy DLPack capsule (see `batches_to_tensor`).
+    #[pyo3(signature = (dtype=None, null_value=None))]
+    fn tensor<'py>(
+        &self,
+        py: Python<'py>,
+        dtype: Option<&str>,
+        null_value: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dtype = dtype.map(DType::from_name).transpose()?;
+        let batch = std::slice::from_ref(&self.batch);
+        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value))?;
+        crate::dlpack::legacy_capsule(py, tensor)
+    }
+}
+
 /// The dtype `batch_to_tensor` would pick for these torch dtype names.
 #[pyfunction]
 pub fn result_dtype(dtypes: Vec<String>) -> PyResult<&'static str> {

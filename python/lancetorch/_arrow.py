@@ -3,12 +3,33 @@ indices to an int64 Arrow array, and new data conformed to a table's schema."""
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 _INT64_MAX = np.iinfo(np.int64).max
+
+
+# Batches gathered by the core, by id, with a weak reference that proves identity and the
+# Rust twin that becomes a tensor without reading the pyarrow batch back. An entry leaves when
+# its batch is collected.
+_TWINS: dict[int, tuple[weakref.ref, Any]] = {}
+
+
+def remember_twin(batch: pa.RecordBatch, twin: Any) -> pa.RecordBatch:
+    key = id(batch)
+    _TWINS[key] = (weakref.ref(batch, lambda _, key=key: _TWINS.pop(key, None)), twin)
+    return batch
+
+
+def twin_of(batch: Any) -> Any:
+    """The Rust twin of a batch the core gathered, or None."""
+    entry = _TWINS.get(id(batch))
+    if entry is not None and entry[0]() is batch:
+        return entry[1]
+    return None
 
 
 def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:

@@ -16,7 +16,15 @@ class ColumnStore:
     def take(
         self, offsets: list[int] | pa.Int64Array, columns: list[int] | None = None
     ) -> pa.RecordBatch: ...
+    def take_with_twin(
+        self, offsets: list[int] | pa.Int64Array, columns: list[int] | None = None
+    ) -> tuple[pa.RecordBatch, Gathered]: ...
     def batches(self) -> list[pa.RecordBatch]: ...
+
+class Gathered:
+    """A batch gathered by the core, kept in Rust beside its pyarrow twin."""
+
+    def tensor(self, dtype: str | None = None, null_value: float | None = None) -> object: ...
 
 class DLPackTensor:
     """A tensor waiting for one DLPack consumer, e.g. ``torch.from_dlpack``."""

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import as_offsets, as_table, conform
+from ._arrow import as_offsets, as_table, conform, remember_twin
 
 
 class _MemoryBackend:
@@ -30,7 +30,7 @@ class _MemoryBackend:
         return self.store.num_rows
 
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
-        return self.store.take(offsets, columns)
+        return remember_twin(*self.store.take_with_twin(offsets, columns))
 
     def to_arrow(self) -> pa.Table:
         return pa.Table.from_batches(self.store.batches(), schema=self.schema)
@@ -61,7 +61,8 @@ class _LanceBackend:
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
         fetched = self.dataset.take(unique, columns=names)
-        return _native.ColumnStore(fetched).take(pa.array(inverse.astype(np.int64)))
+        store = _native.ColumnStore(fetched)
+        return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
     def to_arrow(self) -> pa.Table:
         return self.dataset.to_table()

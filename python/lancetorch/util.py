@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import _native
+from ._arrow import twin_of
 
 
 def _torch():
@@ -61,6 +62,9 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     """
     torch = _torch()
     name = None if dtype is None else str(dtype).removeprefix("torch.")
+    twin = twin_of(data)
+    if twin is not None:  # gathered by the core: convert its Rust twin, no crossing back
+        return torch.from_dlpack(twin.tensor(name, null_value))
     capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
     return torch.from_dlpack(capsule)
 
