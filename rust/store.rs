@@ -25,6 +25,9 @@ pub struct Store {
     /// Row-major copy of the fixed-width columns, built on the first shuffled take that
     /// gains from it (`None` inside when the table does not qualify).
     rows: OnceLock<Option<RowBlock>>,
+    /// Whether shuffled reads may build the row-major block (a second copy of the fixed-width
+    /// columns); off for tables mapped from shared memory, where it would be one per process.
+    row_major: bool,
 }
 
 impl Clone for Store {
@@ -34,6 +37,7 @@ impl Clone for Store {
             chunks: self.chunks.clone(),
             starts: self.starts.clone(),
             rows: OnceLock::new(),
+            row_major: self.row_major,
         }
     }
 }
@@ -45,6 +49,7 @@ impl Store {
             chunks: Vec::new(),
             starts: vec![0],
             rows: OnceLock::new(),
+            row_major: true,
         };
         store.push(batches)?;
         Ok(store)
@@ -80,6 +85,13 @@ impl Store {
         Ok(())
     }
 
+    /// This store without the row-major block for shuffled reads.
+    pub fn without_row_block(mut self) -> Self {
+        self.row_major = false;
+        self.rows = OnceLock::new();
+        self
+    }
+
     /// A new store holding this one's chunks followed by `batches`; `self` is unchanged.
     pub fn appended(&self, batches: Vec<RecordBatch>) -> Result<Self> {
         let mut next = self.clone();
@@ -98,7 +110,7 @@ impl Store {
     /// The row-major block for shuffled reads of `columns`, when two or more of them are in
     /// it (built on first use).
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
-        if self.num_rows() < crate::rows::MIN_ROWS || columns.len() < 2 {
+        if !self.row_major || self.num_rows() < crate::rows::MIN_ROWS || columns.len() < 2 {
             return None;
         }
         let block = self.rows.get_or_init(|| RowBlock::build(self)).as_ref()?;
@@ -218,12 +230,16 @@ fn read_stream(
 #[pymethods]
 impl PyColumnStore {
     /// Import any Arrow stream (a pyarrow Table or RecordBatchReader) without copying.
+    /// `row_major=False` never builds the row-major block for shuffled reads.
     #[new]
+    #[pyo3(signature = (data, row_major=true))]
     fn new(
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+        row_major: bool,
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
-        Ok(Self::wrap(Store::new(schema, batches)?))
+        let store = Store::new(schema, batches)?;
+        Ok(Self::wrap(if row_major { store } else { store.without_row_block() }))
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.

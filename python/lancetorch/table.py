@@ -7,6 +7,11 @@ gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
 
 from __future__ import annotations
 
+import os
+import tempfile
+import uuid
+import weakref
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,8 +24,21 @@ from ._arrow import as_offsets, as_table, conform, remember_twin
 class _MemoryBackend:
     """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
 
-    def __init__(self, store: _native.ColumnStore) -> None:
+    def __init__(self, store: _native.ColumnStore, shared_file: str | None = None) -> None:
         self.store = store
+        # An Arrow IPC file in shared memory holding this store's rows, for worker processes:
+        # (the store it was written from, its path). Removed with this backend.
+        self._shared: tuple[_native.ColumnStore, str] | None = (
+            (store, shared_file) if shared_file else None
+        )
+
+    def shared_file(self) -> str:
+        """The path of a shared-memory copy of the rows, written on first use."""
+        if self._shared is None or self._shared[0] is not self.store:
+            path = _write_shared(self.to_arrow())
+            weakref.finalize(self, _unlink_quietly, path)
+            self._shared = (self.store, path)
+        return self._shared[1]
 
     @property
     def schema(self) -> pa.Schema:
@@ -167,11 +185,68 @@ class Table:
         return self.take_offsets([int(index)])
 
     # -- pickling -------------------------------------------------------------------------------
+    # Plain pickle: a disk table as its location, a memory table by value. To multiprocessing
+    # workers a memory table travels as shared memory instead (see _reduce_for_workers).
     def __reduce__(self) -> tuple:
         if isinstance(self._backend, _LanceBackend):
             b = self._backend
             return (Table._lance, (self._name, b.uri, b.storage_options))
         return (_unpickle_memory_table, (self._name, _to_ipc(self.to_arrow())))
+
+
+def _shared_dir(nbytes: int) -> str:
+    """/dev/shm when it has room (page cache, never written to disk), else the temp dir."""
+    shm = "/dev/shm"
+    try:
+        stat = os.statvfs(shm)
+        if stat.f_bavail * stat.f_frsize > 2 * nbytes:
+            return shm
+    except OSError:
+        pass
+    return tempfile.gettempdir()
+
+
+def _write_shared(table: pa.Table) -> str:
+    path = os.path.join(
+        _shared_dir(table.nbytes), f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow"
+    )
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return path
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def _open_shared_table(name: str, path: str) -> Table:
+    """A memory table in a worker process, mapped from the parent's shared-memory file:
+    every worker reads the same pages, none holds a copy of its own."""
+    try:
+        source = pa.memory_map(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"the shared memory of memory table '{name}' ({path}) is gone: the process that "
+            "created the table has ended or dropped it. Send memory tables only to workers of "
+            "a live process, or use a table on disk"
+        ) from None
+    data = pa.ipc.open_file(source).read_all()
+    return Table(name, _MemoryBackend(_native.ColumnStore(data, row_major=False), path))
+
+
+def _reduce_for_workers(table: Table) -> tuple:
+    """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table as a
+    shared-memory file the workers map, anything else as with plain pickle."""
+    backend = table._backend
+    if isinstance(backend, _MemoryBackend):
+        return (_open_shared_table, (table.name, backend.shared_file()))
+    return table.__reduce__()
+
+
+ForkingPickler.register(Table, _reduce_for_workers)
 
 
 def _to_ipc(table: pa.Table) -> bytes:
