@@ -111,7 +111,13 @@ class Connection:
         )
         return self.open_table(name)
 
-    def open_table(self, name: str) -> Table:
+    def open_table(
+        self, name: str, *, cache: bool | str = "auto", cache_budget: int | None = None
+    ) -> Table:
+        """Open table ``name``. For tables on disk, ``cache`` says whether the columns a read
+        needs are read once into memory and served from there: ``"auto"`` when they fit
+        ``cache_budget`` bytes (default: half the available memory), ``True`` always,
+        ``False`` never (every random read goes to Lance)."""
         _check_name(name)
         if self._memory is not None:
             if name not in self._memory:
@@ -119,7 +125,7 @@ class Connection:
             return self._memory[name]
         if name not in self.table_names():
             raise self._missing(name)
-        return Table._lance(name, self._path(name), self._storage_options)
+        return Table._lance(name, self._path(name), self._storage_options, cache, cache_budget)
 
     def drop_table(self, name: str) -> None:
         _check_name(name)

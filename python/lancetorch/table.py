@@ -57,30 +57,120 @@ class _MemoryBackend:
         self.store = self.store.appended(data)
 
 
-class _LanceBackend:
-    """A Lance dataset read through pylance; random takes go sorted and are reordered in Rust."""
+def available_memory() -> int:
+    """Bytes of memory the kernel says are available now."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None) -> None:
+
+def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
+    """Bytes the columns take in memory (variable-width columns guessed at 64 bytes a row)."""
+    total = 0
+    for name in names:
+        t = schema.field(name).type
+        if pa.types.is_fixed_size_list(t) and t.value_type.bit_width:
+            total += rows * t.list_size * max(t.value_type.bit_width // 8, 1)
+        else:
+            try:
+                total += rows * max(t.bit_width // 8, 1)
+            except ValueError:  # variable width
+                total += rows * 64
+    return total
+
+
+class _LanceBackend:
+    """A Lance dataset read through pylance.
+
+    With ``cache`` on (``"auto"``: when the columns read fit ``cache_budget`` bytes, default
+    half the available memory; ``True``: always; ``False``: never) the columns a take needs are
+    read once by sequential scan into the Rust column store, and random batches are served from
+    memory from then on. Without it, random takes go to Lance sorted and are reordered in Rust.
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None,
+        cache: bool | str = "auto",
+        cache_budget: int | None = None,
+    ) -> None:
         import lance
 
+        if cache not in (True, False, "auto"):
+            raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
         self.uri = uri
         self.storage_options = storage_options
+        self.cache = cache
+        self.cache_budget = cache_budget
         self.dataset = lance.dataset(uri, storage_options=storage_options)
+        # (column names, their rows in the column store) once read; (store, shared file path)
+        # once written to shared memory for workers.
+        self._cached: tuple[list[str], _native.ColumnStore] | None = None
+        self._shared: tuple[_native.ColumnStore, str] | None = None
 
     @property
     def schema(self) -> pa.Schema:
         return self.dataset.schema
 
     def count_rows(self) -> int:
+        if self._cached is not None:
+            return self._cached[1].num_rows
         return self.dataset.count_rows()
+
+    def _cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        """The cached columns covering ``names``, reading them now if the budget allows."""
+        if self.cache is False:
+            return None
+        if self._cached is not None and set(names) <= set(self._cached[0]):
+            return self._cached
+        have = set(names) | set(self._cached[0] if self._cached else ())
+        wanted = [n for n in self.schema.names if n in have]
+        rows = self.dataset.count_rows()
+        budget = self.cache_budget if self.cache_budget is not None else available_memory() // 2
+        if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
+            return None
+        from tqdm.auto import tqdm
+
+        batches = []
+        with tqdm(
+            total=rows, unit="rows", desc=f"reading {os.path.basename(self.uri)}", disable=None,
+            leave=False,
+        ) as progress:
+            for batch in self.dataset.to_batches(columns=wanted, batch_size=1 << 16):
+                batches.append(batch)
+                progress.update(batch.num_rows)
+        table = pa.Table.from_batches(batches, schema=pa.schema([self.schema.field(n) for n in wanted]))
+        self._cached = (wanted, _native.ColumnStore(table))
+        return self._cached
 
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
         names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
+        cached = self._cache_for(names)
+        if cached is not None:
+            positions = [cached[0].index(n) for n in names]
+            return remember_twin(*cached[1].take_with_twin(offsets, positions))
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
         fetched = self.dataset.take(unique, columns=names)
         store = _native.ColumnStore(fetched)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
+
+    def shared_cache(self) -> tuple[list[str], str] | None:
+        """All columns cached and written to shared memory for workers, when the cache allows."""
+        cached = self._cache_for(self.schema.names)
+        if cached is None:
+            return None
+        if self._shared is None or self._shared[0] is not cached[1]:
+            path = _write_shared(pa.Table.from_batches(cached[1].batches(), schema=cached[1].schema))
+            weakref.finalize(self, _unlink_quietly, path)
+            self._shared = (cached[1], path)
+        return cached[0], self._shared[1]
 
     def to_arrow(self) -> pa.Table:
         return self.dataset.to_table()
@@ -90,6 +180,7 @@ class _LanceBackend:
 
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
         self.dataset = lance.dataset(self.uri, storage_options=self.storage_options)
+        self._cached = None
 
 
 class Table:
@@ -112,8 +203,15 @@ class Table:
         return cls(name, _MemoryBackend(_native.ColumnStore(data)))
 
     @classmethod
-    def _lance(cls, name: str, uri: str, storage_options: dict[str, str] | None) -> Table:
-        return cls(name, _LanceBackend(uri, storage_options))
+    def _lance(
+        cls,
+        name: str,
+        uri: str,
+        storage_options: dict[str, str] | None,
+        cache: bool | str = "auto",
+        cache_budget: int | None = None,
+    ) -> Table:
+        return cls(name, _LanceBackend(uri, storage_options, cache, cache_budget))
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -190,7 +288,7 @@ class Table:
     def __reduce__(self) -> tuple:
         if isinstance(self._backend, _LanceBackend):
             b = self._backend
-            return (Table._lance, (self._name, b.uri, b.storage_options))
+            return (Table._lance, (self._name, b.uri, b.storage_options, b.cache, b.cache_budget))
         return (_unpickle_memory_table, (self._name, _to_ipc(self.to_arrow())))
 
 
@@ -237,12 +335,27 @@ def _open_shared_table(name: str, path: str) -> Table:
     return Table(name, _MemoryBackend(_native.ColumnStore(data, row_major=False), path))
 
 
+def _open_cached_lance_table(
+    name: str, location: tuple, columns: list[str], path: str
+) -> Table:
+    """A disk table in a worker, its cache mapped from the parent's shared-memory file."""
+    table = Table._lance(name, *location)
+    shared = _open_shared_table(name, path)._backend.store
+    table._backend._cached = (columns, shared)
+    return table
+
+
 def _reduce_for_workers(table: Table) -> tuple:
-    """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table as a
-    shared-memory file the workers map, anything else as with plain pickle."""
+    """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table, and
+    a disk table's cache, as a shared-memory file that every worker maps; otherwise as with
+    plain pickle."""
     backend = table._backend
     if isinstance(backend, _MemoryBackend):
         return (_open_shared_table, (table.name, backend.shared_file()))
+    shared = backend.shared_cache()
+    if shared is not None:
+        location = (backend.uri, backend.storage_options, backend.cache, backend.cache_budget)
+        return (_open_cached_lance_table, (table.name, location, *shared))
     return table.__reduce__()
 
 
