@@ -32,7 +32,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import lancetorch
-from lancetorch.util import tbl_to_tensor
+from lancetorch.permutation import Permutation
+from lancetorch.util import passthrough, tbl_to_tensor
 
 N_FEATURES = 16
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_loaders.json"
@@ -139,10 +140,68 @@ def lancetorch_memory(data: Data) -> Loader:
     return loader, lambda b: b.shape[1]
 
 
-def lancetorch_disk(data: Data) -> Loader:
+def _disk_table(data: Data, **options: Any) -> lancetorch.Table:
     db = lancetorch.connect(os.path.join(data.tmpdir, "db"))
-    table = db.create_table("bench", data.arrow(), mode="overwrite")
+    if "bench" not in db.table_names():
+        db.create_table("bench", data.arrow())
+    return db.open_table("bench", **options)
+
+
+def lancetorch_disk(data: Data) -> Loader:
+    """The warm-up batch reads the table into memory (the cache); the epoch then runs on it."""
+    table = _disk_table(data)
     loader = DataLoader(table, batch_size=data.batch_size, shuffle=True, collate_fn=tbl_to_tensor)
+    return loader, lambda b: b.shape[1]
+
+
+def lancetorch_disk_uncached(data: Data) -> Loader:
+    """Every batch is a random take through Lance (sorted, reordered in Rust)."""
+    table = _disk_table(data, cache=False)
+    loader = DataLoader(table, batch_size=data.batch_size, shuffle=True, collate_fn=tbl_to_tensor)
+    return loader, lambda b: b.shape[1]
+
+
+def _permutation(data: Data, format: str) -> Permutation:
+    table = lancetorch.connect("memory://").create_table("bench", data.arrow())
+    return Permutation.identity(table).with_format(format)
+
+
+def permutation_torch_col(data: Data) -> Loader:
+    perm = _permutation(data, "torch_col")
+    loader = DataLoader(perm, batch_size=data.batch_size, shuffle=True, collate_fn=passthrough)
+    return loader, lambda b: b.shape[1]
+
+
+def permutation_torch(data: Data) -> Loader:
+    perm = _permutation(data, "torch")
+    loader = DataLoader(perm, batch_size=data.batch_size, shuffle=True)
+    return loader, lambda b: b.shape[0]
+
+
+def permutation_torch_dict(data: Data) -> Loader:
+    perm = _permutation(data, "torch_dict")
+    loader = DataLoader(perm, batch_size=data.batch_size, shuffle=True)
+    return loader, lambda b: len(b["label"])
+
+
+def permutation_python(data: Data) -> Loader:
+    perm = _permutation(data, "python")
+    loader = DataLoader(perm, batch_size=data.batch_size, shuffle=True)
+    return loader, lambda b: len(b["label"])
+
+
+def lancetorch_memory_2_workers(data: Data) -> Loader:
+    """Two spawned workers, each mapping the table from shared memory (start-up not timed)."""
+    table = lancetorch.connect("memory://").create_table("bench", data.arrow())
+    loader = DataLoader(
+        table,
+        batch_size=data.batch_size,
+        shuffle=True,
+        collate_fn=tbl_to_tensor,
+        num_workers=2,
+        multiprocessing_context="spawn",
+        persistent_workers=True,
+    )
     return loader, lambda b: b.shape[1]
 
 
@@ -167,7 +226,13 @@ WORKLOADS = [
     Workload("plain python (row dicts + default collate)", plain_python, bound="max_batches"),
     Workload("numpy fancy indexing", numpy_fancy_index),
     Workload("lancetorch memory table", lancetorch_memory),
-    Workload("lancetorch disk table (Lance)", lancetorch_disk, bound="disk_batches"),
+    Workload("lancetorch disk table, cached", lancetorch_disk),
+    Workload("lancetorch disk table, cache=False", lancetorch_disk_uncached, bound="disk_batches"),
+    Workload("Permutation torch_col + passthrough", permutation_torch_col),
+    Workload("Permutation torch + default collate", permutation_torch),
+    Workload("Permutation torch_dict + default collate", permutation_torch_dict),
+    Workload("Permutation python + default collate", permutation_python, bound="max_batches"),
+    Workload("lancetorch memory table, 2 spawn workers", lancetorch_memory_2_workers),
     Workload("DataLoader machinery alone", dataloader_only),
 ]
 
@@ -175,8 +240,10 @@ WORKLOADS = [
 # -- measuring ---------------------------------------------------------------------------------
 def measure(loader: DataLoader, rows_in: Callable[[Any], int], max_batches: int | None) -> dict:
     """Time the loader's epoch after one warm-up batch; stop after ``max_batches`` if given."""
+    t0 = time.perf_counter()
     it = iter(loader)
-    next(it)  # warm-up: first batch (iterator set-up, first take) is not timed
+    next(it)  # warm-up: first batch (iterator and worker set-up, first take, cache) not timed
+    warmup = time.perf_counter() - t0
     batches = rows = 0
     start = time.perf_counter()
     for batch in it:
@@ -186,6 +253,7 @@ def measure(loader: DataLoader, rows_in: Callable[[Any], int], max_batches: int 
             break
     seconds = time.perf_counter() - start
     return {
+        "warmup_s": warmup,
         "batches_timed": batches,
         "rows_timed": rows,
         "seconds": seconds,
@@ -237,12 +305,12 @@ def print_table(report: dict) -> None:
         f"batch {report['batch_size']}, {report['cpu_count']} CPUs"
     )
     width = max(len(r["name"]) for r in report["results"])
-    print(f"{'loader':<{width}}  {'rows/s':>13}  {'vs plain':>8}  timed")
+    print(f"{'loader':<{width}}  {'rows/s':>13}  {'vs plain':>8}  {'warm-up s':>9}  timed")
     for r in report["results"]:
         timed = "whole epoch" if r["whole_epoch"] else f"first {r['batches_timed']} batches"
         print(
             f"{r['name']:<{width}}  {r['rows_per_s']:>13,.0f}  "
-            f"{r['ratio_to_plain_python']:>7.1f}x  {timed}"
+            f"{r['ratio_to_plain_python']:>7.1f}x  {r['warmup_s']:>9.2f}  {timed}"
         )
 
 
@@ -263,7 +331,8 @@ def main() -> None:
     )
     p.add_argument(
         "--disk-batches", type=int, default=20,
-        help="batches timed for the disk table, whose takes go through pylance (default 20)",
+        help="batches timed for the uncached disk table, whose takes go through Lance "
+        "(default 20)",
     )
     args = p.parse_args()
     report = run(args)

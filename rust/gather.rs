@@ -206,7 +206,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                 l.list_size.is_none() && rows_block.slot(columns[*i]).is_some()
             });
             jobs = rest;
-            let mut outs: Vec<(usize, usize, &mut [u8])> = from_block
+            let mut outs: Vec<crate::rows::ColumnOut> = from_block
                 .into_iter()
                 .map(|(i, _, dst)| {
                     let (off, w) = rows_block.slot(columns[i]).expect("checked above");

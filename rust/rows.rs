@@ -70,6 +70,9 @@ impl std::fmt::Debug for HugeBytes {
     }
 }
 
+/// Where one output column goes: `(byte offset within a row, width, destination)`.
+pub type ColumnOut<'a> = (usize, usize, &'a mut [u8]);
+
 #[derive(Debug)]
 pub struct RowBlock {
     data: HugeBytes,
@@ -182,7 +185,7 @@ impl RowBlock {
     /// destination)`) into their destinations, row `k` at position `k`.
     /// Large gathers are split over the thread pool (for a batch of a thousand rows, waking
     /// it costs about what a second core saves).
-    pub fn gather(&self, rows: &[u64], outs: &mut [(usize, usize, &mut [u8])]) {
+    pub fn gather(&self, rows: &[u64], outs: &mut [ColumnOut]) {
         let bytes = self.data.as_slice();
         let stride = self.stride;
         if rows.len() <= TASK_ROWS || !crate::threads::parallel(rows.len() * stride, 1 << 20) {
@@ -190,8 +193,8 @@ impl RowBlock {
             return;
         }
         // Split every destination at the same row boundaries and gather the blocks in parallel.
-        let mut tasks: Vec<(usize, Vec<(usize, usize, &mut [u8])>)> = Vec::new();
-        let mut rests: Vec<(usize, usize, &mut [u8])> = outs
+        let mut tasks: Vec<(usize, Vec<ColumnOut>)> = Vec::new();
+        let mut rests: Vec<ColumnOut> = outs
             .iter_mut()
             .map(|(o, w, d)| (*o, *w, &mut **d))
             .collect();
@@ -216,7 +219,7 @@ impl RowBlock {
 
 /// Rows copied whole into a small row-major scratch (one cache miss each, prefetched ahead),
 /// then each column read out of the scratch in a tight loop of its own width.
-fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [(usize, usize, &mut [u8])]) {
+fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]) {
     const AHEAD: usize = 32;
     let words = stride / 8;
     // SAFETY: the block is 2 MiB aligned and `stride` a multiple of 8.
