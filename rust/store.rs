@@ -239,7 +239,11 @@ impl PyColumnStore {
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
         let store = Store::new(schema, batches)?;
-        Ok(Self::wrap(if row_major { store } else { store.without_row_block() }))
+        Ok(Self::wrap(if row_major {
+            store
+        } else {
+            store.without_row_block()
+        }))
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.
