@@ -108,15 +108,33 @@ class _LanceBackend:
         self.storage_options = storage_options
         self.cache = cache
         self.cache_budget = cache_budget
-        self.dataset = lance.dataset(uri, storage_options=storage_options)
+        self._open(lance.dataset(uri, storage_options=storage_options))
         # (column names, their rows in the column store) once read; (store, shared file path)
         # once written to shared memory for workers.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
         self._shared: tuple[_native.ColumnStore, str] | None = None
 
+    def _open(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self._pid = os.getpid()
+        self._schema = dataset.schema
+
+    @property
+    def dataset(self) -> Any:
+        """The pylance dataset, refused in a process forked from the one that opened it:
+        Lance is not fork-safe, and using it there can crash the process."""
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"the Lance dataset {self.uri} was opened before this process was forked, and "
+                "Lance cannot be used across fork. Use DataLoader(..., "
+                "multiprocessing_context='spawn') or 'forkserver', or read the table into "
+                "memory before the workers start (open_table(name, cache=True) and one take)"
+            )
+        return self._dataset
+
     @property
     def schema(self) -> pa.Schema:
-        return self.dataset.schema
+        return self._schema
 
     def count_rows(self) -> int:
         if self._cached is not None:
@@ -179,7 +197,7 @@ class _LanceBackend:
         import lance
 
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
-        self.dataset = lance.dataset(self.uri, storage_options=self.storage_options)
+        self._open(lance.dataset(self.uri, storage_options=self.storage_options))
         self._cached = None
 
 

@@ -1,0 +1,682 @@
+"""Reading permutations: views, indexing, output formats, DataLoader (in-process and workers)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pytest
+import torch
+from conftest import sample_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+
+import lancetorch
+from lancetorch.permutation import Permutation, PermutationBuilder, Permutations
+from lancetorch.util import passthrough, tbl_to_tensor
+
+PROPS = settings(max_examples=30, deadline=None)
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def table(any_db):
+    return any_db.create_table("t", sample_table(10))
+
+
+@pytest.fixture
+def shuffled(table):
+    """All 10 rows in a seeded shuffled order, and that order."""
+    perm = PermutationBuilder(table).shuffle(seed=42).execute()
+    order = perm.column("row_offset").to_pylist()
+    assert sorted(order) == list(range(10)) and order != list(range(10))
+    return Permutation.from_tables(table, perm), order
+
+
+def row(i: int) -> dict:
+    return {"id": i, "x": i * 0.5, "s": f"row{i}"}
+
+
+def ids(perm: Permutation) -> list[int]:
+    """The id of every row of the permutation, in order, read as Arrow."""
+    return perm.with_format("arrow").take_offsets(range(len(perm))).column("id").to_pylist()
+
+
+def embedding_table(n: int = 10) -> pa.Table:
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(n * 8, dtype=np.float32)), 8)
+    return pa.table(
+        {
+            "id": pa.array(range(n), type=pa.int64()),
+            "x": pa.array([i * 0.5 for i in range(n)], type=pa.float64()),
+            "emb": emb,
+        }
+    )
+
+
+# -- construction ---------------------------------------------------------------------------------
+
+
+def test_identity(table):
+    p = Permutation.identity(table)
+    assert len(p) == p.num_rows == 10
+    assert p.num_columns == 3
+    assert p.column_names == ["id", "x", "s"]
+    assert p.shape == (10, 3)
+    assert p.schema == sample_table().schema
+    assert p.take_offsets(range(10)) == [row(i) for i in range(10)]
+    assert "Permutation(" in repr(p)
+
+
+def test_from_tables_without_permutation_is_identity(table):
+    p = Permutation.from_tables(table)
+    assert ids(p) == list(range(10))
+    with pytest.raises(ValueError, match="split= needs a permutation_table"):
+        Permutation.from_tables(table, split="train")
+
+
+def test_from_tables_with_splits(any_db):
+    base = any_db.create_table("base", sample_table(20))
+    perm = (
+        PermutationBuilder(base)
+        .split_random(counts=[12, 8], seed=3, split_names=["tr", "te"])
+        .shuffle(seed=4)
+        .execute()
+    )
+    rows = perm.column("row_offset").to_pylist()
+    split = perm.column("split_id").to_pylist()
+    train = [r for r, s in zip(rows, split) if s == 0]
+    test = [r for r, s in zip(rows, split) if s == 1]
+    any_db.create_table("perm", perm)
+    saved = any_db.open_table("perm")
+    for source in (perm, saved):
+        assert ids(Permutation.from_tables(base, source)) == rows
+        assert ids(Permutation.from_tables(base, source, split="tr")) == train
+        assert ids(Permutation.from_tables(base, source, split=0)) == train
+        assert ids(Permutation.from_tables(base, source, split="te")) == test
+        assert ids(Permutation.from_tables(base, source, split=1)) == test
+        with pytest.raises(KeyError, match="nope.*tr.*te"):
+            Permutation.from_tables(base, source, split="nope")
+        with pytest.raises(KeyError, match="split 2 does not exist"):
+            Permutation.from_tables(base, source, split=2)
+
+
+def test_from_tables_row_past_the_base_table(mem_db):
+    big = mem_db.create_table("big", sample_table(20))
+    small = mem_db.create_table("small", sample_table(5))
+    perm = PermutationBuilder(big).execute()
+    with pytest.raises(ValueError, match="refers to row 19 but table 'small' has 5 rows"):
+        Permutation.from_tables(small, perm)
+
+
+def test_not_a_permutation_table(mem_db, table):
+    with pytest.raises(ValueError, match="not a permutation table"):
+        Permutation.from_tables(table, pa.table({"a": [1]}))
+
+
+# -- Permutations ---------------------------------------------------------------------------------
+
+
+def test_permutations(any_db):
+    base = any_db.create_table("base", sample_table(30))
+    perm = PermutationBuilder(base).split_sequential(counts=[20, 6, 4]).execute()
+    perms = Permutations(base, perm)
+    assert perms.split_names == ["train", "validation", "test"]
+    assert len(perms) == 3
+    assert ids(perms["train"]) == ids(perms[0]) == list(range(20))
+    assert ids(perms["validation"]) == ids(perms[1]) == list(range(20, 26))
+    assert ids(perms["test"]) == ids(perms[2]) == list(range(26, 30))
+    d = perms.split_dict
+    assert list(d) == ["train", "validation", "test"]
+    assert [ids(p) for p in d.values()] == [list(range(20)), list(range(20, 26)), list(range(26, 30))]
+    assert [len(p) for p in perms] == [20, 6, 4]
+    names = perms.split_names
+    names.append("mutated")
+    assert perms.split_names == ["train", "validation", "test"]
+
+
+def test_permutations_unknown_split(table):
+    perms = Permutations(table, PermutationBuilder(table).split_sequential(fixed=2).execute())
+    with pytest.raises(KeyError, match=r"'valid' does not exist; splits: \['train', 'test'\]"):
+        perms["valid"]
+    with pytest.raises(KeyError, match=r"split 2 does not exist.*'train'.*'test'"):
+        perms[2]
+    with pytest.raises(KeyError, match="split -1 does not exist"):
+        perms[-1]
+
+
+# -- indexing -------------------------------------------------------------------------------------
+
+
+def test_getitem(shuffled):
+    p, order = shuffled
+    for pos in range(10):
+        assert p[pos] == row(order[pos])
+        assert p[np.int64(pos)] == row(order[pos])
+    assert p[-1] == row(order[-1])
+    assert p[-10] == row(order[0])
+    assert p[2:5] == [row(i) for i in order[2:5]]
+    assert p[::-3] == [row(i) for i in order[::-3]]
+
+
+def test_getitems_list_numpy_torch(shuffled):
+    p, order = shuffled
+    want = [row(order[i]) for i in [7, 0, 7, 3]]
+    assert p.__getitems__([7, 0, 7, 3]) == want
+    assert p.__getitems__(np.array([7, 0, 7, 3])) == want
+    assert p.__getitems__(np.array([7, 0, 7, 3], dtype=np.uint32)) == want
+    assert p.__getitems__(torch.tensor([7, 0, 7, 3])) == want
+    assert p.take_offsets([7, 0, 7, 3]) == want
+    assert p.take_offsets([-1, -10]) == [row(order[9]), row(order[0])]
+    assert p.__getitems__([]) == []
+
+
+@pytest.mark.parametrize("bad", ["a", 1.5, None, True, np.bool_(False), [1]])
+def test_getitem_bad_type(shuffled, bad):
+    p, _ = shuffled
+    with pytest.raises(TypeError, match="must be an integer"):
+        p[bad]
+
+
+@pytest.mark.parametrize("bad", [["a"], [1.5], [0, None]])
+def test_getitems_bad_type(shuffled, bad):
+    p, _ = shuffled
+    with pytest.raises(TypeError, match="must be integers"):
+        p.__getitems__(bad)
+
+
+def test_out_of_range(shuffled):
+    p, _ = shuffled
+    for bad in (10, -11, 1000):
+        with pytest.raises(IndexError, match="out of range"):
+            p[bad]
+    with pytest.raises(IndexError, match="out of range"):
+        p.__getitems__([0, 10])
+    q = p.with_skip(3).with_take(4)  # a window of 4 rows
+    with pytest.raises(IndexError, match="out of range"):
+        q[4]
+    with pytest.raises(IndexError, match="out of range"):
+        q.take_offsets([-5])
+
+
+# -- iteration ------------------------------------------------------------------------------------
+
+
+def test_iter_batches(shuffled):
+    p, order = shuffled
+    batches = list(p.iter(batch_size=4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert [r for b in batches for r in b] == [row(i) for i in order]
+    batches = list(p.iter(batch_size=4, skip_last_batch=True))
+    assert [r for b in batches for r in b] == [row(i) for i in order[:8]]
+    assert [len(b) for b in p.iter(5, skip_last_batch=True)] == [5, 5]
+    assert list(p) == [[row(i) for i in order]]  # default batch size 100
+    assert [len(b) for b in p.with_batch_size(3)] == [3, 3, 3, 1]
+    arrow = list(p.with_format("arrow").iter(batch_size=6))
+    assert [b.column("id").to_pylist() for b in arrow] == [order[:6], order[6:]]
+    with pytest.raises(ValueError, match="batch_size=0"):
+        list(p.iter(batch_size=0))
+
+
+# -- views return new objects ---------------------------------------------------------------------
+
+
+def test_views_leave_the_original_unchanged(shuffled):
+    p, order = shuffled
+    before = (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter()))
+    views = [
+        p.select_columns(["s", "id"]),
+        p.remove_columns(["x"]),
+        p.rename_column("x", "value"),
+        p.rename_columns({"x": "value", "s": "name"}),
+        p.with_batch_size(3),
+        p.with_format("arrow"),
+        p.with_transform(lambda b: b.num_rows),
+        p.with_skip(2),
+        p.with_take(5),
+        p.with_connection_factory(passthrough),
+    ]
+    for v in views:
+        assert v is not p
+        assert isinstance(v, Permutation)
+    assert (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter())) == before
+    sel, rem, ren, rens, bs, arrow, tr, skip, take, _ = views
+    assert sel.column_names == ["s", "id"]
+    assert sel[0] == {"s": f"row{order[0]}", "id": order[0]}
+    assert sel.schema.names == ["s", "id"]
+    assert sel.shape == (10, 2)
+    assert rem.column_names == ["id", "s"]
+    assert rem[1] == {"id": order[1], "s": f"row{order[1]}"}
+    assert ren.column_names == ["id", "value", "s"]
+    assert ren[0] == {"id": order[0], "value": order[0] * 0.5, "s": f"row{order[0]}"}
+    assert ren.schema.field("value").type == pa.float64()
+    assert rens.column_names == ["id", "value", "name"]
+    assert rens[3] == {"id": order[3], "value": order[3] * 0.5, "name": f"row{order[3]}"}
+    assert [len(b) for b in bs] == [3, 3, 3, 1]
+    assert isinstance(arrow[0], pa.RecordBatch)
+    assert arrow[0].column("id").to_pylist() == [order[0]]
+    assert tr.take_offsets([1, 2, 3]) == 3
+    assert ids(skip) == order[2:]
+    assert ids(take) == order[:5]
+
+
+def test_views_chain(shuffled):
+    p, order = shuffled
+    q = p.select_columns(["id", "x"]).rename_column("x", "half").with_skip(1).with_take(3)
+    assert q.column_names == ["id", "half"]
+    assert q.take_offsets(range(3)) == [{"id": i, "half": i * 0.5} for i in order[1:4]]
+    q2 = q.rename_column("half", "h").select_columns(["h"])
+    assert q2.take_offsets([0, 2]) == [{"h": order[1] * 0.5}, {"h": order[3] * 0.5}]
+    seen = []
+    q.with_transform(lambda b: seen.append(b.schema.names)).take_offsets([0])
+    assert seen == [["id", "half"]]  # only the selected columns reach the transform
+
+
+def test_view_errors(shuffled):
+    p, _ = shuffled
+    with pytest.raises(ValueError, match="column 'nope' is not in this permutation"):
+        p.select_columns(["id", "nope"])
+    with pytest.raises(ValueError, match="column 'nope'"):
+        p.remove_columns(["nope"])
+    with pytest.raises(ValueError, match="column 'nope'"):
+        p.rename_column("nope", "x2")
+    with pytest.raises(ValueError, match="two columns named 'id'"):
+        p.rename_column("x", "id")
+    with pytest.raises(ValueError, match="column 'x' is not in this permutation"):
+        p.rename_column("x", "value").select_columns(["x"])
+    with pytest.raises(ValueError, match="unknown format 'tensor'"):
+        p.with_format("tensor")
+    with pytest.raises(TypeError, match="transform must be callable"):
+        p.with_transform("arrow")
+    with pytest.raises(TypeError, match="factory must be callable"):
+        p.with_connection_factory(None)
+    for bad in (0, -1, True):
+        with pytest.raises(ValueError, match="batch_size"):
+            p.with_batch_size(bad)
+    with pytest.raises(ValueError, match="must not be negative"):
+        p.with_skip(-1)
+    with pytest.raises(ValueError, match="must not be negative"):
+        p.with_take(-1)
+
+
+def test_with_format_resets_transform(shuffled):
+    p, order = shuffled
+    q = p.with_transform(lambda b: "T").with_format("python")
+    assert q[0] == row(order[0])
+
+
+# -- skip / take compose as slices ----------------------------------------------------------------
+
+_SHUFFLED: dict[int, tuple[Permutation, list[int]]] = {}
+
+
+def shuffled_mem(n: int) -> tuple[Permutation, list[int]]:
+    if n not in _SHUFFLED:
+        t = lancetorch.connect("memory://").create_table("t", sample_table(n))
+        perm = PermutationBuilder(t).shuffle(seed=n).execute()
+        _SHUFFLED[n] = (Permutation.from_tables(t, perm), perm.column("row_offset").to_pylist())
+    return _SHUFFLED[n]
+
+
+def test_skip_take_examples(shuffled):
+    p, order = shuffled
+    assert ids(p.with_skip(3).with_take(4)) == order[3:][:4]
+    assert ids(p.with_take(4).with_skip(3)) == order[:4][3:]
+    assert ids(p.with_skip(20)) == []
+    assert len(p.with_skip(20)) == 0
+    assert ids(p.with_take(20)) == order
+    assert ids(p.with_skip(2).with_skip(3)) == order[5:]
+    assert ids(p.with_take(6).with_take(8)) == order[:6]
+    assert [r["id"] for b in p.with_skip(7) for r in b] == order[7:]
+
+
+@PROPS
+@given(
+    n=st.integers(0, 40),
+    ops=st.lists(st.tuples(st.sampled_from(["skip", "take"]), st.integers(0, 45)), max_size=5),
+)
+def test_skip_take_compose_as_slices(n, ops):
+    if n == 0:
+        t = lancetorch.connect("memory://").create_table("t", sample_table(0))
+        p, order = Permutation.identity(t), []
+    else:
+        p, order = shuffled_mem(n)
+    expected = list(range(len(order)))  # positions of the full permutation
+    for op, k in ops:
+        if op == "skip":
+            p, expected = p.with_skip(k), expected[k:]
+        else:
+            p, expected = p.with_take(k), expected[:k]
+    want = [order[i] for i in expected]
+    assert len(p) == p.num_rows == len(want)
+    assert ids(p) == want
+    assert [r["id"] for b in p.iter(batch_size=7) for r in b] == want
+    if want:
+        assert p[-1]["id"] == want[-1]
+        assert p[0]["id"] == want[0]
+
+
+# -- output formats -------------------------------------------------------------------------------
+
+FORMATS = [
+    "python", "python_col", "arrow", "numpy", "pandas", "polars",
+    "torch_col", "torch", "torch_row", "torch_dict",
+]  # fmt: skip
+TORCH_FORMATS = {"torch_col", "torch", "torch_row", "torch_dict"}
+
+
+def as_rows(fmt: str, out, names: list[str]) -> list[dict]:
+    """Any format's batch as a list of row dicts of plain Python values."""
+
+    def plain(v):
+        return v.item() if hasattr(v, "item") else v
+
+    if fmt == "python":
+        assert isinstance(out, list)
+        return out
+    if fmt == "python_col":
+        assert isinstance(out, dict) and list(out) == names
+        return [dict(zip(names, vals)) for vals in zip(*out.values())]
+    if fmt == "arrow":
+        assert isinstance(out, pa.RecordBatch)
+        return out.to_pylist()
+    if fmt == "numpy":
+        assert isinstance(out, dict) and all(isinstance(a, np.ndarray) for a in out.values())
+        n = len(next(iter(out.values())))
+        return [{k: plain(out[k][i]) for k in names} for i in range(n)]
+    if fmt == "pandas":
+        assert isinstance(out, pd.DataFrame) and list(out.columns) == names
+        return [{k: plain(v) for k, v in r.items()} for r in out.to_dict("records")]
+    if fmt == "polars":
+        assert isinstance(out, pl.DataFrame) and out.columns == names
+        return out.to_dicts()
+    if fmt == "torch_col":
+        assert isinstance(out, torch.Tensor) and out.shape[0] == len(names)
+        return [dict(zip(names, vals)) for vals in out.T.tolist()]
+    if fmt in ("torch", "torch_row"):
+        assert isinstance(out, list) and all(isinstance(t, torch.Tensor) for t in out)
+        return [dict(zip(names, t.tolist())) for t in out]
+    if fmt == "torch_dict":
+        assert isinstance(out, list)
+        return [{k: r[k].item() for k in names} for r in out]
+    raise AssertionError(fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_each_format_gives_the_rows(shuffled, fmt):
+    p, order = shuffled
+    if fmt in TORCH_FORMATS:
+        p = p.select_columns(["id", "x"])
+    q = p.with_format(fmt)
+    names = q.column_names
+    want = [{k: row(order[i])[k] for k in names} for i in [4, 0, 9, 4]]
+    assert as_rows(fmt, q.__getitems__([4, 0, 9, 4]), names) == want
+    assert as_rows(fmt, q.take_offsets(np.array([4, 0, 9, 4])), names) == want
+    first = q[4]  # one row: the row itself in row formats, a one-row batch otherwise
+    if fmt in ("python", "torch", "torch_row", "torch_dict"):
+        assert as_rows(fmt, [first], names) == want[:1]
+    else:
+        assert as_rows(fmt, first, names) == want[:1]
+
+
+def test_format_shapes(shuffled):
+    p, order = shuffled
+    num = p.select_columns(["id", "x"])
+    col = num.with_format("torch_col").take_offsets([0, 1, 2])
+    assert col.shape == (2, 3) and col.dtype == torch.float64
+    assert col[0].tolist() == order[:3]
+    rows = num.with_format("torch").take_offsets([0, 1, 2])
+    assert len(rows) == 3 and all(t.shape == (2,) for t in rows)
+    assert [t[0].item() for t in rows] == order[:3]
+    assert num.with_format("torch_row").take_offsets([5])[0].tolist() == [order[5], order[5] * 0.5]
+    d = num.with_format("torch_dict").take_offsets([0, 1])
+    assert d[1]["id"].dtype == torch.int64 and d[1]["id"].item() == order[1]
+    assert d[1]["x"].dtype == torch.float64 and d[1]["x"].item() == order[1] * 0.5
+    cols = p.with_format("python_col").take_offsets([2, 3])
+    assert cols == {
+        "id": order[2:4],
+        "x": [i * 0.5 for i in order[2:4]],
+        "s": [f"row{i}" for i in order[2:4]],
+    }
+    npy = p.with_format("numpy").take_offsets([2, 3])
+    assert npy["id"].dtype == np.int64 and npy["id"].tolist() == order[2:4]
+    assert npy["s"].tolist() == [f"row{i}" for i in order[2:4]]
+
+
+def test_embedding_column_numpy_and_torch_dict(any_db):
+    t = any_db.create_table("e", embedding_table(10))
+    p = Permutation.identity(t)
+    npy = p.with_format("numpy").take_offsets([3, 1, 7])
+    assert npy["emb"].shape == (3, 8)
+    assert npy["emb"].dtype == np.float32
+    assert npy["emb"].tolist() == [list(range(r * 8, r * 8 + 8)) for r in (3, 1, 7)]
+    assert npy["id"].tolist() == [3, 1, 7]
+    rows = p.with_format("torch_dict").take_offsets([3, 1])
+    assert rows[0]["emb"].shape == (8,)
+    assert rows[1]["emb"].tolist() == list(range(8, 16))
+    batch = next(iter(DataLoader(p.with_format("torch_dict"), batch_size=4)))
+    assert set(batch) == {"id", "x", "emb"}
+    assert batch["emb"].shape == (4, 8) and batch["emb"].dtype == torch.float32
+    assert batch["emb"].tolist() == [list(range(r * 8, r * 8 + 8)) for r in range(4)]
+    assert batch["id"].tolist() == [0, 1, 2, 3]
+    assert batch["x"].tolist() == [0.0, 0.5, 1.0, 1.5]
+
+
+# -- formats with the DataLoader's default collate ------------------------------------------------
+
+
+def test_torch_col_with_default_collate_fails_and_passthrough_fixes_it(table):
+    p = Permutation.identity(table).select_columns(["id", "x"]).with_format("torch_col")
+    with pytest.raises(TypeError, match="must be tuple of Tensors, not Tensor"):
+        next(iter(DataLoader(p, batch_size=4)))
+    batches = list(DataLoader(p, batch_size=4, collate_fn=passthrough))
+    assert [b.shape for b in batches] == [(2, 4), (2, 4), (2, 2)]
+    assert torch.cat(batches, dim=1)[0].tolist() == list(range(10))
+    assert torch.cat(batches, dim=1)[1].tolist() == [i * 0.5 for i in range(10)]
+    assert pickle.loads(pickle.dumps(passthrough)) is passthrough
+
+
+@pytest.mark.parametrize("fmt", ["torch", "torch_row"])
+def test_torch_rows_default_collate_stacks(table, fmt):
+    p = Permutation.identity(table).select_columns(["x", "id"]).with_format(fmt)
+    batch = next(iter(DataLoader(p, batch_size=4)))
+    assert batch.shape == (4, 2)
+    assert batch.tolist() == [[i * 0.5, i] for i in range(4)]
+
+
+def test_torch_dict_default_collate(table):
+    p = Permutation.identity(table).select_columns(["id", "x"]).with_format("torch_dict")
+    batches = list(DataLoader(p, batch_size=4))
+    assert [set(b) for b in batches] == [{"id", "x"}] * 3
+    assert torch.cat([b["id"] for b in batches]).tolist() == list(range(10))
+    assert torch.cat([b["x"] for b in batches]).tolist() == [i * 0.5 for i in range(10)]
+    assert batches[0]["id"].dtype == torch.int64
+
+
+def test_python_default_collate(table):
+    batch = next(iter(DataLoader(Permutation.identity(table), batch_size=3)))
+    assert batch["id"].tolist() == [0, 1, 2]
+    assert batch["x"].tolist() == [0.0, 0.5, 1.0]
+    assert batch["s"] == ["row0", "row1", "row2"]
+
+
+@PROPS
+@given(
+    n=st.integers(1, 40),
+    picks=st.lists(st.integers(0, 10**6), max_size=15),
+    negate=st.lists(st.booleans(), max_size=15),
+)
+def test_formats_agree(n, picks, negate):
+    p, order = shuffled_mem(n)
+    indices = [
+        (k % n) - n if (i < len(negate) and negate[i]) else k % n for i, k in enumerate(picks)
+    ]
+    want = [row(order[i]) for i in indices]
+    for fmt in FORMATS:
+        q = p.with_format(fmt)
+        if fmt in TORCH_FORMATS:
+            q = q.select_columns(["id", "x"])
+        names = q.column_names
+        got = as_rows(fmt, q.__getitems__(indices), names) if indices else None
+        if indices:
+            assert got == [{k: w[k] for k in names} for w in want], fmt
+        else:  # an empty request: no rows, whatever the container
+            out = q.__getitems__(indices)
+            assert len(out) == 0 or (fmt == "torch_col" and out.shape[1] == 0) or (
+                fmt in ("python_col", "numpy") and all(len(v) == 0 for v in out.values())
+            ), fmt
+
+
+# -- DataLoader in this process -------------------------------------------------------------------
+
+
+def test_dataloader_shuffle_gives_each_row_once(any_db):
+    t = any_db.create_table("t", sample_table(300))
+    perm = PermutationBuilder(t).filter("id % 5 != 0").shuffle(seed=1).execute()
+    p = Permutation.from_tables(t, perm)
+    expected = [i for i in range(300) if i % 5]
+    loader = DataLoader(p, batch_size=64, shuffle=True)
+    epochs = []
+    for _ in range(2):
+        seen = []
+        for batch in loader:
+            assert batch["x"].tolist() == [i * 0.5 for i in batch["id"].tolist()]
+            assert batch["s"] == [f"row{i}" for i in batch["id"].tolist()]
+            seen.extend(batch["id"].tolist())
+        assert sorted(seen) == expected
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]
+
+
+def test_pickle_round_trip(any_db):
+    t = any_db.create_table("t", sample_table(20))
+    perm = PermutationBuilder(t).split_random(ratios=[0.5, 0.5], seed=1).shuffle(seed=2).execute()
+    p = Permutations(t, perm)["test"].select_columns(["id", "s"]).with_skip(2).with_format("arrow")
+    back = pickle.loads(pickle.dumps(p))
+    assert back.column_names == ["id", "s"]
+    assert len(back) == len(p) == 8
+    assert back.take_offsets(range(8)).equals(p.take_offsets(range(8)))
+
+
+# -- DataLoader workers (spawned processes) -------------------------------------------------------
+
+
+def _epochs(loader, column: str = "id", epochs: int = 2) -> list[list[int]]:
+    out = []
+    for _ in range(epochs):
+        seen = []
+        for batch in loader:
+            if isinstance(batch, dict):
+                values = batch[column].tolist()
+                if "x" in batch:
+                    assert batch["x"].tolist() == [v * 0.5 for v in values]
+            elif isinstance(batch, torch.Tensor):  # tbl_to_tensor over (id, x)
+                values = batch[0].long().tolist()
+                assert batch[1].tolist() == [v * 0.5 for v in values]
+            else:
+                raise AssertionError(type(batch))
+            seen.extend(values)
+        out.append(seen)
+    return out
+
+
+def _workers(**kw) -> dict:
+    return dict(num_workers=2, multiprocessing_context="spawn", persistent_workers=True, **kw)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["memory", "disk"])
+def test_workers_every_row_once_per_epoch(tmp_path, kind):
+    db = lancetorch.connect("memory://" if kind == "memory" else tmp_path)
+    t = db.create_table("t", sample_table(400).select(["id", "x"]))
+    perm = PermutationBuilder(t).split_random(ratios=[0.75, 0.25], seed=5).execute()
+    train = Permutations(t, perm)["train"]
+    expected_train = sorted(ids(train))
+    assert len(expected_train) == 300
+    # a Permutation, shuffled by the DataLoader
+    loader = DataLoader(train, batch_size=32, shuffle=True, **_workers())
+    epochs = _epochs(loader)
+    for seen in epochs:
+        assert sorted(seen) == expected_train
+    assert epochs[0] != epochs[1]
+    del loader
+    # the Table itself, in order, with the reference's collate
+    loader = DataLoader(t, batch_size=50, shuffle=False, collate_fn=tbl_to_tensor, **_workers())
+    for seen in _epochs(loader):
+        assert seen == list(range(400))
+    del loader
+
+
+@pytest.mark.slow
+def test_workers_with_connection_factory(tmp_path, monkeypatch):
+    import _factories
+
+    secret = "SECRET-XYZ-123"
+    db = lancetorch.connect(tmp_path, storage_options={"secret_key": secret})
+    base = db.create_table("base", sample_table(300).select(["id", "x"]))
+    perm = PermutationBuilder(base).shuffle(seed=3).execute()
+    p = Permutation.from_tables(base, perm)
+    assert secret.encode() in pickle.dumps(p)  # without a factory the connection travels
+    pf = p.with_connection_factory(_factories.open_table)
+    assert secret.encode() not in pickle.dumps(pf)
+    monkeypatch.setenv(_factories.DB_ENV, str(tmp_path))
+    monkeypatch.setenv(_factories.SECRET_ENV, secret)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([TESTS_DIR, os.environ.get("PYTHONPATH", "")]))
+    back = pickle.loads(pickle.dumps(pf))  # reopened through the factory
+    assert back.take_offsets(range(300)) == p.take_offsets(range(300))
+    loader = DataLoader(pf, batch_size=40, shuffle=True, **_workers())
+    for seen in _epochs(loader):
+        assert sorted(seen) == list(range(300))
+    del loader
+    loader = DataLoader(pf, batch_size=40, shuffle=False, **_workers())
+    assert _epochs(loader, epochs=1)[0] == perm.column("row_offset").to_pylist()
+    del loader
+
+
+_FORK_CHILD = textwrap.dedent(
+    """
+    import sys, tempfile
+    import pyarrow as pa, torch, lancetorch
+    from lancetorch.permutation import Permutation, PermutationBuilder
+
+    for kind in ("memory", "disk"):
+        db = lancetorch.connect("memory://" if kind == "memory" else tempfile.mkdtemp())
+        t = db.create_table("t", pa.table({"id": pa.array(range(300), pa.int64())}))
+        p = Permutation.from_tables(t, PermutationBuilder(t).shuffle(seed=1).execute())
+        assert p[0]["id"] == p.take_offsets([0])[0]["id"]  # use the core before forking
+        loader = torch.utils.data.DataLoader(
+            p, batch_size=32, shuffle=True, num_workers=2, multiprocessing_context="fork"
+        )
+        for epoch in range(2):
+            seen = sorted(i for b in loader for i in b["id"].tolist())
+            assert seen == list(range(300)), (kind, epoch, seen[:10])
+        print("OK", kind, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_fork_workers_work_or_fail_clearly(tmp_path):
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _FORK_CHILD],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"fork DataLoader hung for 60 s; output so far: {e.stdout!r} {e.stderr!r}")
+    if proc.returncode == 0:
+        assert proc.stdout.split("\n")[:2] == ["OK memory", "OK disk"]
+    else:  # a clear error at the start: an exception that names fork
+        assert "Error" in proc.stderr and "fork" in proc.stderr.lower(), proc.stderr[-2000:]
+        assert "AssertionError" not in proc.stderr, proc.stderr[-2000:]
