@@ -169,20 +169,20 @@ def test_split_random_clumps_stay_whole_when_sizes_align(any_db):
                 assert rows[i : i + 3] == [start, start + 1, start + 2], (split, rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="split_random(clump_size=) cuts exact split sizes through a clump: with 10 rows, "
-    "clump_size=3 and ratios [0.5, 0.5], clump (0, 1, 2) lands partly in each split",
-)
-def test_split_random_clump_never_straddles_two_splits(table):
+def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
+    """Split sizes are exact, so a cut may fall inside a clump: at most one clump per boundary
+    between splits is shared by two splits (as the README says); every other clump is whole."""
     for seed in range(20):
         perm = PermutationBuilder(table).split_random(
             ratios=[0.5, 0.5], clump_size=3, seed=seed
         ).execute()
         split_of = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
-        for start in range(0, 10, 3):
-            clump = [r for r in range(start, min(start + 3, 10))]
-            assert len({split_of[r] for r in clump}) == 1, (seed, clump, splits_of(perm))
+        shared = [
+            start
+            for start in range(0, 10, 3)
+            if len({split_of[r] for r in range(start, min(start + 3, 10))}) > 1
+        ]
+        assert len(shared) <= 1, (seed, shared, splits_of(perm))
 
 
 # -- split_sequential -----------------------------------------------------------------------------
