@@ -165,6 +165,8 @@ def as_offsets(indices: Any) -> pa.Array:
         if indices.is_floating_point() or indices.is_complex() or str(indices.dtype) == "torch.bool":
             raise TypeError(f"row offsets must be integers, got a tensor of {indices.dtype}")
         return _from_numpy(indices.detach().cpu().numpy())
+    if isinstance(indices, pa.Int64Array) and indices.null_count == 0:
+        return indices
     if isinstance(indices, (pa.Array, pa.ChunkedArray)):
         if not pa.types.is_integer(indices.type):
             raise TypeError(f"row offsets must be integers, got an Arrow array of {indices.type}")

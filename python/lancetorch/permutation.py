@@ -23,6 +23,7 @@ import pyarrow as pa
 from . import _native
 from ._arrow import as_offsets
 from .table import Table
+from .util import _torch, tbl_to_tensor
 
 ROW_OFFSET = "row_offset"
 SPLIT_ID = "split_id"
@@ -299,12 +300,6 @@ def split_names_of(permutation_table: Any) -> list[str]:
 
 
 # ---- output formats -----------------------------------------------------------------------------
-def _torch():
-    from .util import _torch
-
-    return _torch()
-
-
 class Transforms:
     """The built-in output formats, as functions from a ``pyarrow.RecordBatch``."""
 
@@ -346,15 +341,11 @@ class Transforms:
 
     @staticmethod
     def arrow2torch_col(batch: pa.RecordBatch) -> Any:
-        from .util import tbl_to_tensor
-
         return tbl_to_tensor(batch)
 
     @staticmethod
     def arrow2torch(batch: pa.RecordBatch) -> list[Any]:
         """Per-row tensors: views into one ``(columns, rows)`` tensor from the Rust take."""
-        from .util import tbl_to_tensor
-
         return list(tbl_to_tensor(batch).T.unbind(0))
 
     @staticmethod
@@ -369,13 +360,9 @@ class Transforms:
                 if column.null_count:
                     raise ValueError(f"column '{name}' has {column.null_count} null lists")
                 size = column.type.list_size
-                from .util import tbl_to_tensor
-
                 flat = tbl_to_tensor(pa.record_batch({name: column.flatten()}))[0]
                 columns.append(flat.view(len(column), size).unbind(0))
             else:
-                from .util import tbl_to_tensor
-
                 columns.append(tbl_to_tensor(pa.record_batch({name: column}))[0].unbind(0))
         return [dict(zip(names, values)) for values in zip(*columns)] if names else []
 
@@ -580,10 +567,13 @@ class Permutation:
         return self._copy(_factory=factory)
 
     # -- reading ------------------------------------------------------------------------------
-    def _arrow(self, positions: np.ndarray) -> pa.RecordBatch:
+    def _arrow(self, positions: pa.Array) -> pa.RecordBatch:
         """Rows at (checked, non-negative) positions of this view, as Arrow."""
-        positions = positions + self._window[0]
-        rows = positions if self._rows is None else self._rows[positions]
+        lo = self._window[0]
+        if self._rows is None:
+            rows = positions if lo == 0 else pa.array(positions.to_numpy() + lo)
+        else:
+            rows = pa.array(self._rows[positions.to_numpy() + lo])
         batch = self._base().take_offsets(rows, columns=self._columns)
         if self._renames:
             batch = batch.rename_columns([self._renames.get(c, c) for c in batch.schema.names])
@@ -594,11 +584,21 @@ class Permutation:
             return self._transform(batch)
         return _FORMATS[self._format](batch)
 
-    def _positions(self, indices: Any) -> np.ndarray:
-        return _native.normalize_offsets(as_offsets(indices), len(self)).to_numpy()
+    def _positions(self, indices: Any) -> pa.Array:
+        """Indices checked against this view's length, negative ones counted from the end."""
+        if type(indices) is list:  # the DataLoader's batch: read by Rust without conversion
+            try:
+                return _native.normalize_offsets(indices, len(self))
+            except TypeError:
+                pass  # not all plain ints: as_offsets accepts numpy ints or explains why
+        return _native.normalize_offsets(as_offsets(indices), len(self))
 
     def take_offsets(self, offsets: Any) -> Any:
         """Rows at these positions of the permutation, in the output format."""
+        base = self._base()
+        if self._rows is None and self._window == (0, len(base)) and not self._renames:
+            # All rows in table order: positions are row offsets, checked by the take itself.
+            return self._output(base.take_offsets(offsets, columns=self._columns))
         return self._output(self._arrow(self._positions(offsets)))
 
     def __getitems__(self, indices: Any) -> Any:
@@ -625,7 +625,7 @@ class Permutation:
             stop = min(start + size, n)
             if skip_last_batch and stop - start < size:
                 return
-            yield self._output(self._arrow(np.arange(start, stop, dtype=np.int64)))
+            yield self._output(self._arrow(pa.array(np.arange(start, stop, dtype=np.int64))))
 
     def __iter__(self) -> Iterator[Any]:
         return self.iter()
