@@ -4,6 +4,7 @@ pub mod bridge;
 pub mod dlpack;
 pub mod error;
 pub mod gather;
+pub mod loader;
 pub mod permutation;
 pub mod rows;
 pub mod store;
@@ -19,6 +20,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyColumnStore>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;
     m.add_class::<tensor::PyGathered>()?;
+    m.add_class::<loader::PyPrefetcher>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::result_dtype, m)?)?;
@@ -27,6 +29,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_sequential_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_hash_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_shuffle_splits, m)?)?;
+    m.add_function(wrap_pyfunction!(permutation::py_epoch_order, m)?)?;
     m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
     Ok(())
 }

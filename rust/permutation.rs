@@ -51,6 +51,18 @@ pub fn shuffle_clumps(rows: &[u64], clump: usize, rng: &mut Xoshiro256PlusPlus) 
     clumps.concat()
 }
 
+/// The seed of epoch `epoch` of a shuffle seeded with `seed`: the two mixed so that
+/// neighbouring epochs (and neighbouring seeds) give unrelated orders.
+pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
+    mix(seed ^ mix(epoch.wrapping_add(0x9e37_79b9_7f4a_7c15)))
+}
+
+/// Positions `0..n` in the shuffled order of `epoch` (clumps of `clump` positions move as one).
+pub fn epoch_order(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u64> {
+    let positions: Vec<u64> = (0..n).collect();
+    shuffle_clumps(&positions, clump, &mut generator(epoch_seed(seed, epoch)))
+}
+
 /// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given.
 pub fn split_sizes(
     n: u64,
@@ -421,9 +433,34 @@ pub fn py_shuffle_splits(
     ))
 }
 
+/// `epoch_order` for Python: an int64 Arrow array of positions.
+#[pyfunction]
+#[pyo3(name = "epoch_order", signature = (n, seed, epoch, clump_size=None))]
+pub fn py_epoch_order(
+    py: Python<'_>,
+    n: u64,
+    seed: u64,
+    epoch: u64,
+    clump_size: Option<i64>,
+) -> PyResult<PyArrow<arrow_data::ArrayData>> {
+    let clump = clump_arg(clump_size)?;
+    let order = py.detach(|| epoch_order(n, seed, epoch, clump));
+    let order = arrow_array::Int64Array::from_iter_values(order.into_iter().map(|v| v as i64));
+    Ok(arrow_pyarrow::PyArrowType(order.into_data()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn golden_epoch_orders() {
+        assert_eq!(epoch_order(8, 42, 0, 1), GOLDEN_EPOCH_0);
+        assert_eq!(epoch_order(8, 42, 1, 1), GOLDEN_EPOCH_1);
+        assert_ne!(epoch_order(1000, 42, 0, 1), epoch_order(1000, 42, 1, 1));
+    }
+    const GOLDEN_EPOCH_0: [u64; 8] = [2, 5, 3, 6, 4, 0, 1, 7];
+    const GOLDEN_EPOCH_1: [u64; 8] = [1, 3, 4, 7, 5, 2, 0, 6];
 
     #[test]
     fn golden_shuffle() {

@@ -1,0 +1,270 @@
+//! The prefetching loader: a Rust thread gathers the next batches of an epoch and turns them
+//! into tensors while Python trains on the current one. Nothing on that thread touches Python.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::tensor::{batch_to_tensor, DType, NullFill};
+
+/// Nanosecond and count totals, shared by the producing thread and Python.
+#[derive(Default)]
+struct Stats {
+    take_ns: AtomicU64,
+    convert_ns: AtomicU64,
+    batches: AtomicU64,
+    rows: AtomicU64,
+    bytes: AtomicU64,
+}
+
+/// What the thread needs to make one epoch's batches.
+pub struct Plan {
+    pub store: Arc<Store>,
+    /// Row offsets in epoch order.
+    pub rows: Vec<i64>,
+    pub columns: Vec<usize>,
+    pub batch_size: usize,
+    pub drop_last: bool,
+    pub dtype: Option<DType>,
+    pub fill: NullFill,
+}
+
+impl Plan {
+    fn batches(&self) -> impl Iterator<Item = &[i64]> {
+        let full = self.rows.len() / self.batch_size;
+        let keep_tail = !self.drop_last && self.rows.len() % self.batch_size != 0;
+        self.rows
+            .chunks(self.batch_size)
+            .take(full + usize::from(keep_tail))
+    }
+}
+
+fn produce(
+    plan: Plan,
+    stats: Arc<Stats>,
+    send: std::sync::mpsc::SyncSender<Result<crate::dlpack::HostTensor>>,
+) {
+    for offsets in plan.batches() {
+        let t0 = Instant::now();
+        let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
+        let t1 = Instant::now();
+        let tensor =
+            batch.and_then(|b| batch_to_tensor(std::slice::from_ref(&b), plan.dtype, plan.fill));
+        let t2 = Instant::now();
+        stats
+            .take_ns
+            .fetch_add((t1 - t0).as_nanos() as u64, Ordering::Relaxed);
+        stats
+            .convert_ns
+            .fetch_add((t2 - t1).as_nanos() as u64, Ordering::Relaxed);
+        if let Ok(t) = &tensor {
+            let elems: i64 = t.shape().iter().product();
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats
+                .rows
+                .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(elems as u64 * t.dtype().size() as u64, Ordering::Relaxed);
+        }
+        let failed = tensor.is_err();
+        // A closed channel means the consumer stopped: end quietly.
+        if send.send(tensor).is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// One epoch of prefetched `(columns, rows)` tensors.
+#[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
+pub struct PyPrefetcher {
+    receiver: Mutex<Option<Receiver<Result<crate::dlpack::HostTensor>>>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<Stats>,
+}
+
+impl PyPrefetcher {
+    pub fn start(plan: Plan, depth: usize) -> Result<Self> {
+        if plan.batch_size == 0 {
+            return Err(Error::Value("batch_size must be 1 or more".into()));
+        }
+        let n = plan.store.num_rows() as i64;
+        if let Some(bad) = plan.rows.iter().find(|&&r| r < 0 || r >= n) {
+            return Err(Error::Index(format!(
+                "row offset {bad} is out of range for a table of {n} rows"
+            )));
+        }
+        let (send, receive) = sync_channel(depth.max(1));
+        let stats = Arc::new(Stats::default());
+        let thread_stats = stats.clone();
+        let worker = std::thread::Builder::new()
+            .name("lancetorch-prefetch".into())
+            .spawn(move || produce(plan, thread_stats, send))
+            .map_err(|e| Error::Value(format!("cannot start the prefetch thread: {e}")))?;
+        Ok(PyPrefetcher {
+            receiver: Mutex::new(Some(receive)),
+            worker: Mutex::new(Some(worker)),
+            stats,
+        })
+    }
+
+    fn stop(&self) {
+        // Dropping the receiver makes the producer's next send fail, so it ends.
+        self.receiver.lock().expect("prefetch lock").take();
+        if let Some(worker) = self.worker.lock().expect("prefetch lock").take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Drop for PyPrefetcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[pymethods]
+impl PyPrefetcher {
+    /// Start prefetching `rows` (int64 row offsets in read order) of `store`.
+    #[new]
+    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        store: &crate::store::PyColumnStore,
+        rows: &Bound<'_, PyAny>,
+        columns: Vec<usize>,
+        batch_size: usize,
+        drop_last: bool,
+        depth: usize,
+        dtype: Option<&str>,
+        null_value: Option<f64>,
+    ) -> PyResult<Self> {
+        let rows = crate::bridge::offsets_from_py(rows)?;
+        let fields = store.inner.schema().fields().len();
+        if let Some(&c) = columns.iter().find(|&&c| c >= fields) {
+            return Err(Error::Index(format!(
+                "column index {c} is out of range for {fields} columns"
+            ))
+            .into());
+        }
+        let plan = Plan {
+            store: store.inner.clone(),
+            rows,
+            columns,
+            batch_size,
+            drop_last,
+            dtype: dtype.map(DType::from_name).transpose()?,
+            fill: null_value,
+        };
+        Ok(Self::start(plan, depth)?)
+    }
+
+    /// The next batch as a legacy DLPack capsule, or `None` at the end of the epoch. Waits
+    /// with the GIL released.
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let received = py.detach(|| {
+            let guard = self.receiver.lock().expect("prefetch lock");
+            guard.as_ref().map(|receiver| receiver.recv())
+        });
+        let Some(received) = received else {
+            return Ok(None);
+        };
+        match received {
+            Ok(Ok(tensor)) => Ok(Some(crate::dlpack::legacy_capsule(py, tensor)?)),
+            Ok(Err(e)) => {
+                self.stop();
+                Err(e.into())
+            }
+            Err(_) => {
+                self.stop();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stop the thread and drop what it prepared.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.stop());
+    }
+
+    /// Totals so far: seconds in the take and in the conversion, batches, rows, bytes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let s = &self.stats;
+        let d = PyDict::new(py);
+        d.set_item("take_s", s.take_ns.load(Ordering::Relaxed) as f64 * 1e-9)?;
+        d.set_item(
+            "convert_s",
+            s.convert_ns.load(Ordering::Relaxed) as f64 * 1e-9,
+        )?;
+        d.set_item("batches", s.batches.load(Ordering::Relaxed))?;
+        d.set_item("rows", s.rows.load(Ordering::Relaxed))?;
+        d.set_item("bytes", s.bytes.load(Ordering::Relaxed))?;
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, RecordBatch};
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn plan(n: i64, batch_size: usize, drop_last: bool) -> Plan {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from((0..n).collect::<Vec<_>>()))],
+        )
+        .unwrap();
+        Plan {
+            store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
+            rows: (0..n).rev().collect(),
+            columns: vec![0],
+            batch_size,
+            drop_last,
+            dtype: None,
+            fill: None,
+        }
+    }
+
+    fn drain(p: PyPrefetcher) -> Vec<Vec<i64>> {
+        let receiver = p.receiver.lock().unwrap().take().unwrap();
+        receiver
+            .iter()
+            .map(|t| {
+                let t = t.unwrap();
+                let n = t.shape().iter().product::<i64>() as usize;
+                unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n).to_vec() }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_row_once_in_order_with_or_without_the_tail() {
+        let got = drain(PyPrefetcher::start(plan(10, 4, false), 2).unwrap());
+        assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2], vec![1, 0]]);
+        let got = drain(PyPrefetcher::start(plan(10, 4, true), 2).unwrap());
+        assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2]]);
+    }
+
+    #[test]
+    fn stopping_early_ends_the_thread() {
+        let p = PyPrefetcher::start(plan(100_000, 10, false), 1).unwrap();
+        p.stop(); // joins: would hang if the producer could not see the consumer leave
+        assert!(p.worker.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn bad_rows_refused_before_the_thread_starts() {
+        let mut bad = plan(5, 2, false);
+        bad.rows.push(5);
+        assert!(PyPrefetcher::start(bad, 2).is_err());
+    }
+}

@@ -1,0 +1,119 @@
+"""Loader: batches prepared ahead on a Rust thread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+import lancetorch
+from lancetorch.loader import Loader
+from lancetorch.permutation import Permutation, permutation_builder
+from lancetorch.sampler import BatchSampler
+from lancetorch.util import tbl_to_tensor
+
+N = 3000
+
+
+def data(n: int = N) -> pa.Table:
+    return pa.table(
+        {
+            "id": np.arange(n),
+            "x": np.arange(n, dtype=np.float32) * 2,
+            "label": (np.arange(n) % 7).astype(np.int8),
+        }
+    )
+
+
+@pytest.fixture(params=["memory", "disk"])
+def table(request, tmp_path):
+    db = lancetorch.connect("memory://" if request.param == "memory" else tmp_path)
+    return db.create_table("t", data())
+
+
+def ids_of(batches):
+    return torch.cat([b[0] for b in batches]).long().tolist()
+
+
+def test_every_row_once_per_epoch_and_rows_intact(table):
+    loader = Loader(table, 256, seed=5)
+    assert len(loader) == -(-N // 256)
+    for _ in range(2):
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        assert sorted(ids_of(batches)) == list(range(N))
+        for b in batches:
+            assert b.shape[0] == 3 and b.dtype == torch.float32
+            assert torch.equal(b[1], b[0] * 2) and torch.equal(b[2], b[0] % 7)
+
+
+def test_order_is_the_samplers(table):
+    loader = Loader(table, 100, seed=9)
+    want = BatchSampler(N, 100, seed=9).order(0)
+    assert ids_of(list(loader)) == want.tolist()
+    loader.set_epoch(0)
+    assert ids_of(list(loader)) == want.tolist()
+    assert ids_of(list(loader)) == BatchSampler(N, 100, seed=9).order(1).tolist()
+
+
+def test_same_tensor_as_tbl_to_tensor(table):
+    loader = Loader(table, 64, seed=2, drop_last=True)
+    order = BatchSampler(N, 64, seed=2).order(0)
+    for k, b in enumerate(loader):
+        assert torch.equal(b, tbl_to_tensor(table.__getitems__(order[k * 64 : (k + 1) * 64])))
+    assert k + 1 == N // 64 == len(loader)
+
+
+def test_unshuffled_and_dtype(table):
+    batches = list(Loader(table, 1000, shuffle=False, dtype=torch.float64))
+    assert ids_of(batches) == list(range(N))
+    assert batches[0].dtype == torch.float64
+
+
+def test_permutation_columns_and_split(table):
+    perm_table = permutation_builder(table).split_sequential(counts=[1000, 500]).execute()
+    test = Permutation.from_tables(table, perm_table, "test").select_columns(["x", "id"])
+    batches = list(Loader(test, 128, seed=0))
+    assert sorted(torch.cat([b[1] for b in batches]).long().tolist()) == list(range(1000, 1500))
+    assert all(torch.equal(b[0], b[1] * 2) for b in batches)
+    skipped = Permutation.identity(table).with_skip(10).with_take(20)
+    assert sorted(ids_of(list(Loader(skipped, 7)))) == list(range(10, 30))
+
+
+def test_break_and_exceptions_stop_cleanly(table):
+    loader = Loader(table, 10, seed=1, prefetch=2)
+    for _ in loader:
+        break
+    with pytest.raises(RuntimeError, match="boom"):
+        for _ in loader:
+            raise RuntimeError("boom")
+    assert sorted(ids_of(list(loader))) == list(range(N)), "still usable afterwards"
+
+
+def test_stats_add_up(table):
+    loader = Loader(table, 500, seed=0)
+    list(loader)
+    s = loader.stats()
+    assert s["batches"] == len(loader) and s["rows"] == N
+    assert s["bytes"] == N * 3 * 4
+    assert 0.0 <= s["wait_fraction"] <= 1.0
+    assert all(s[k] >= 0 for k in ("index_s", "take_s", "convert_s", "wait_s", "total_s"))
+
+
+def test_disk_table_that_cannot_be_cached_is_refused(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", data(10))
+    with pytest.raises(ValueError, match="in memory"):
+        Loader(db.open_table("t", cache=False), 4)
+
+
+def test_strings_refused_by_name():
+    t = lancetorch.connect("memory://").create_table("s", pa.table({"a": [1], "name": ["x"]}))
+    with pytest.raises(TypeError, match="'name'"):
+        list(Loader(t, 1))
+
+
+def test_not_a_table():
+    with pytest.raises(TypeError, match="Table or Permutation"):
+        Loader([1, 2, 3], 2)
