@@ -32,7 +32,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import lancetorch
+from lancetorch.loader import Loader as PrefetchLoader
 from lancetorch.permutation import Permutation
+from lancetorch.sampler import BatchSampler
 from lancetorch.util import passthrough, tbl_to_tensor
 
 N_FEATURES = 16
@@ -113,7 +115,7 @@ def identity(batch: Any) -> Any:
 
 # -- workloads: (name, make_loader, bounded?) ---------------------------------------------------
 # make_loader(data) -> (DataLoader, rows_in(batch) -> int)
-Loader = tuple[DataLoader, Callable[[Any], int]]
+Loader = tuple[Any, Callable[[Any], int]]  # anything iterable, and the rows in one batch
 
 
 def plain_python(data: Data) -> Loader:
@@ -205,6 +207,38 @@ def lancetorch_memory_2_workers(data: Data) -> Loader:
     return loader, lambda b: b.shape[1]
 
 
+def lancetorch_batch_sampler(data: Data) -> Loader:
+    """Index batches from lancetorch's BatchSampler: no Python int per row."""
+    table = lancetorch.connect("memory://").create_table("bench", data.arrow())
+    sampler = BatchSampler(table, data.batch_size, seed=0)
+    loader = DataLoader(table, batch_sampler=sampler, collate_fn=tbl_to_tensor)
+    return loader, lambda b: b.shape[1]
+
+
+def lancetorch_prefetch_loader(data: Data) -> Loader:
+    """lancetorch's Loader: batches gathered and converted ahead on a Rust thread."""
+    table = lancetorch.connect("memory://").create_table("bench", data.arrow())
+    return PrefetchLoader(table, data.batch_size, seed=0), lambda b: b.shape[1]
+
+
+class ReadyIndexTake:
+    """The memory limit: numpy ``take`` of row-major rows with every index ready, no loader."""
+
+    def __init__(self, matrix: np.ndarray, batch_size: int) -> None:
+        self.matrix = matrix
+        self.order = np.random.default_rng(0).permutation(len(matrix))
+        self.batch_size = batch_size
+
+    def __iter__(self):
+        for i in range(0, len(self.order), self.batch_size):
+            yield self.matrix.take(self.order[i : i + self.batch_size], axis=0)
+
+
+def numpy_ready_index(data: Data) -> Loader:
+    matrix = np.concatenate([data.features, data.labels[:, None].astype(np.float32)], axis=1)
+    return ReadyIndexTake(np.ascontiguousarray(matrix), data.batch_size), lambda b: b.shape[0]
+
+
 def dataloader_only(data: Data) -> Loader:
     loader = DataLoader(
         ConstantDataset(data.rows, data.batch_size),
@@ -233,12 +267,15 @@ WORKLOADS = [
     Workload("Permutation torch_dict + default collate", permutation_torch_dict),
     Workload("Permutation python + default collate", permutation_python, bound="max_batches"),
     Workload("lancetorch memory table, 2 spawn workers", lancetorch_memory_2_workers),
-    Workload("DataLoader machinery alone", dataloader_only),
+    Workload("lancetorch BatchSampler + DataLoader", lancetorch_batch_sampler),
+    Workload("lancetorch Loader (Rust prefetch)", lancetorch_prefetch_loader),
+    Workload("DataLoader machinery alone (limit)", dataloader_only),
+    Workload("numpy take, ready index, no loader (limit)", numpy_ready_index),
 ]
 
 
 # -- measuring ---------------------------------------------------------------------------------
-def measure(loader: DataLoader, rows_in: Callable[[Any], int], max_batches: int | None) -> dict:
+def measure(loader: Any, rows_in: Callable[[Any], int], max_batches: int | None) -> dict:
     """Time the loader's epoch after one warm-up batch; stop after ``max_batches`` if given."""
     t0 = time.perf_counter()
     it = iter(loader)
