@@ -11,7 +11,7 @@ use std::sync::Arc;
 use arrow_array::{make_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_buffer::{BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer};
 use arrow_data::ArrayData;
-use arrow_schema::{DataType, Schema};
+use arrow_schema::DataType;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
@@ -51,7 +51,7 @@ fn fixed_layout(dt: &DataType) -> Option<Fixed> {
                 return None;
             }
             let w = child.primitive_width()?;
-            let size = usize::try_from(*size).ok()?;
+            let size = usize::try_from(*size).ok().filter(|&s| s > 0)?;
             Some(Fixed {
                 row_bytes: w * size,
                 elem_bytes: w,
@@ -84,7 +84,10 @@ fn child_has_nulls(data: &ArrayData) -> bool {
 }
 
 /// Copy rows `locs` of `srcs` (one byte slice per chunk) into `dst`, `row_bytes` each.
-fn copy_rows(srcs: &[&[u8]], locs: &[Loc], row_bytes: usize, dst: &mut [u8]) {
+/// Primitive columns (`row_bytes` is the element width, to which destination and sources are
+/// aligned) copy as typed values; fixed-size list rows copy as bytes.
+fn copy_rows(srcs: &[&[u8]], locs: &[Loc], layout: Fixed, dst: &mut [u8]) {
+    let row_bytes = layout.row_bytes;
     macro_rules! typed {
         ($t:ty) => {{
             // SAFETY: the output allocation is 64-byte aligned and every column starts at a
@@ -108,12 +111,12 @@ fn copy_rows(srcs: &[&[u8]], locs: &[Loc], row_bytes: usize, dst: &mut [u8]) {
             }
         }};
     }
-    match row_bytes {
-        1 => typed!(u8),
-        2 => typed!(u16),
-        4 => typed!(u32),
-        8 => typed!(u64),
-        16 => typed!(u128),
+    match (layout.list_size, row_bytes) {
+        (None, 1) => typed!(u8),
+        (None, 2) => typed!(u16),
+        (None, 4) => typed!(u32),
+        (None, 8) => typed!(u64),
+        (None, 16) => typed!(u128),
         _ => {
             for (d, &(c, r)) in dst.chunks_exact_mut(row_bytes).zip(locs) {
                 d.copy_from_slice(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
@@ -225,9 +228,9 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
             if parallel && dst.len() > step {
                 dst.par_chunks_mut(step)
                     .zip(locs.par_chunks(BLOCK_ROWS))
-                    .for_each(|(d, l)| copy_rows(&srcs, l, layout.row_bytes, d));
+                    .for_each(|(d, l)| copy_rows(&srcs, l, layout, d));
             } else {
-                copy_rows(&srcs, locs, layout.row_bytes, dst);
+                copy_rows(&srcs, locs, layout, dst);
             }
         };
         if parallel && jobs.len() > 1 {
@@ -238,7 +241,6 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     }
     let block: Buffer = block.into();
 
-    let interleave_locs: Vec<(usize, usize)> = locs.to_vec();
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, &c) in columns.iter().enumerate() {
         let field = schema.field(c);
@@ -274,7 +276,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                     arrow_array::new_empty_array(field.data_type())
                 } else {
                     let refs: Vec<&dyn Array> = sources.iter().map(|a| a.as_ref()).collect();
-                    arrow_select::interleave::interleave(&refs, &interleave_locs)?
+                    arrow_select::interleave::interleave(&refs, locs)?
                 }
             }
         };
@@ -287,18 +289,13 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     )?)
 }
 
-/// An empty batch with the given columns of `schema`.
-pub fn empty(schema: &Schema, columns: &[usize]) -> Result<RecordBatch> {
-    Ok(RecordBatch::new_empty(Arc::new(schema.project(columns)?)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, Int64Type};
     use arrow_array::{FixedSizeListArray, Float32Array, Int64Array, StringArray};
-    use arrow_schema::Field;
+    use arrow_schema::{Field, Schema};
 
     fn store() -> Store {
         let schema = Arc::new(Schema::new(vec![
@@ -482,6 +479,41 @@ mod tests {
                     assert_eq!(nl.value(i), r as u32);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn odd_fixed_size_lists_copy_as_bytes() {
+        use arrow_array::Int8Array;
+        for size in [0i32, 4] {
+            let item = Arc::new(Field::new("item", DataType::Float32, true));
+            let schema = Arc::new(Schema::new(vec![
+                Field::new("c", DataType::Int8, false),
+                Field::new("e", DataType::FixedSizeList(item.clone(), size), false),
+            ]));
+            let values = Float32Array::from((0..3 * size).map(|v| v as f32).collect::<Vec<_>>());
+            let list = FixedSizeListArray::from(
+                ArrayData::builder(DataType::FixedSizeList(item, size))
+                    .len(3)
+                    .add_child_data(values.into_data())
+                    .build()
+                    .unwrap(),
+            );
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int8Array::from(vec![1, 2, 3])), Arc::new(list)],
+            )
+            .unwrap();
+            let s = Store::new(schema, vec![batch]).unwrap();
+            let out = take(&s, &[2, 1, 0], &[0, 1]).unwrap();
+            let l = out.column(1).as_fixed_size_list();
+            let v = l.values().as_primitive::<Float32Type>().values().to_vec();
+            let s = size as usize;
+            let want: Vec<f32> = [2, 1, 0]
+                .iter()
+                .flat_map(|r| (r * s..(r + 1) * s).map(|v| v as f32))
+                .collect();
+            assert_eq!(v, want, "list size {size}");
         }
     }
 }

@@ -12,7 +12,7 @@ use pyo3::types::PyDict;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::tensor::{batch_to_tensor, DType, NullFill};
+use crate::tensor::{batch_to_tensor, DType, NullFill, Share};
 
 /// Nanosecond and count totals, shared by the producing thread and Python.
 #[derive(Default)]
@@ -55,8 +55,14 @@ fn produce(
         let t0 = Instant::now();
         let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
         let t1 = Instant::now();
-        let tensor =
-            batch.and_then(|b| batch_to_tensor(std::slice::from_ref(&b), plan.dtype, plan.fill));
+        let tensor = batch.and_then(|b| {
+            batch_to_tensor(
+                std::slice::from_ref(&b),
+                plan.dtype,
+                plan.fill,
+                Share::Allowed,
+            )
+        });
         let t2 = Instant::now();
         stats
             .take_ns

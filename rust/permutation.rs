@@ -111,7 +111,10 @@ pub fn split_sizes(
                 "counts= is empty; give at least one count".into(),
             ));
         }
-        let total: u64 = counts.iter().sum();
+        let total = counts
+            .iter()
+            .try_fold(0u64, |a, &c| a.checked_add(c))
+            .unwrap_or(u64::MAX);
         if total > n {
             return Err(Error::Value(format!(
                 "counts {counts:?} add up to {total} rows but only {n} rows are there to split"
@@ -266,7 +269,10 @@ pub fn hash_split(
             "split_weights {weights:?} must be one or more weights above 0"
         )));
     }
-    let total: u64 = weights.iter().sum::<u64>() + discard;
+    let total = weights
+        .iter()
+        .try_fold(discard, |a, &w| a.checked_add(w))
+        .ok_or_else(|| Error::Value(format!("split_weights {weights:?} and discard_weight {discard} add up past 2**64; use smaller weights")))?;
     let mut bounds = Vec::with_capacity(weights.len());
     let mut acc = 0;
     for w in weights {
@@ -363,7 +369,8 @@ pub fn py_random_split(
 }
 
 fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
-    if sizes.iter().sum::<u64>() > n as u64 {
+    let total = sizes.iter().try_fold(0u64, |a, &c| a.checked_add(c));
+    if total.is_none_or(|t| t > n as u64) {
         return Err(Error::Value(format!(
             "split sizes {sizes:?} exceed the {n} rows"
         )));
@@ -517,6 +524,13 @@ mod tests {
         seen.sort();
         seen.dedup();
         assert_eq!(seen.len(), 90);
+    }
+
+    #[test]
+    fn sums_that_overflow_are_refused() {
+        assert!(split_sizes(10, None, Some(&[u64::MAX, 2]), None).is_err());
+        assert!(check_sizes(&[u64::MAX, 2], 10).is_err());
+        assert!(hash_split(&[0], &[0], &[1 << 63, 1 << 63], 0).is_err());
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl Store {
     /// The row-major block for shuffled reads of `columns`, when two or more of them are in
     /// it (built on first use).
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
-        if !self.row_major || self.num_rows() < crate::rows::MIN_ROWS || columns.len() < 2 {
+        if !self.row_major
+            || crate::threads::forked()
+            || self.num_rows() < crate::rows::MIN_ROWS
+            || columns.len() < 2
+        {
             return None;
         }
         let block = self.rows.get_or_init(|| RowBlock::build(self)).as_ref()?;
@@ -203,12 +207,13 @@ impl PyColumnStore {
     }
 
     fn py_schema<'py>(&self, py: Python<'py>, columns: &[usize]) -> PyResult<Bound<'py, PyAny>> {
-        let mut cache = self.schemas.lock().expect("schema cache lock");
-        if let Some(s) = cache.get(columns) {
+        if let Some(s) = self.schemas.lock().expect("schema cache lock").get(columns) {
             return Ok(s.bind(py).clone());
         }
+        // Built without the lock held: it calls into Python, where another thread may run.
         let projected = self.inner.schema().project(columns).map_err(Error::from)?;
         let schema = crate::bridge::schema_to_py(py, &projected)?;
+        let mut cache = self.schemas.lock().expect("schema cache lock");
         if cache.len() < 64 {
             cache.insert(columns.to_vec(), schema.clone().unbind());
         }

@@ -302,6 +302,25 @@ fn check_columns<'a>(
         return Ok((Vec::new(), Vec::new()));
     };
     let schema = first.schema_ref();
+    for (k, batch) in batches.iter().enumerate().skip(1) {
+        if !crate::store::same_columns(schema, batch.schema_ref()) {
+            return Err(Error::Type(format!(
+                "batch {k} has columns {:?} but batch 0 has {:?}; all batches of one tensor \
+                 need the same column names and types",
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().to_string(), f.data_type().to_string()))
+                    .collect::<Vec<_>>(),
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().to_string(), f.data_type().to_string()))
+                    .collect::<Vec<_>>(),
+            )));
+        }
+    }
     let mut columns = Vec::new();
     let mut dtypes = Vec::new();
     for (i, field) in schema.fields().iter().enumerate() {
@@ -379,10 +398,23 @@ fn zero_copy(
 
 fn fill_value<T: Element>(fill: NullFill, target: DType, name: &str) -> Result<Option<T>> {
     let Some(v) = fill else { return Ok(None) };
-    if target.kind() != Kind::Float && (!v.is_finite() || v.fract() != 0.0) {
+    let fits = match target {
+        DType::Bool => v == 0.0 || v == 1.0,
+        DType::F16 | DType::F32 | DType::F64 => true,
+        int => {
+            let bits = (int.size() * 8) as i32;
+            let (lo, hi) = if int.signed() {
+                (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0)
+            } else {
+                (0.0, 2f64.powi(bits) - 1.0)
+            };
+            v.is_finite() && v.fract() == 0.0 && (lo..=hi).contains(&v)
+        }
+    };
+    if !fits {
         return Err(Error::Value(format!(
-            "null_value={v} cannot be stored in column '{name}' as {}; pass a whole number or \
-             dtype=torch.float32",
+            "null_value={v} cannot be stored in column '{name}' as {}; pass a value that fits \
+             or dtype=torch.float32",
             target.name()
         )));
     }
@@ -423,11 +455,21 @@ fn copy_as<T: Element>(
     Ok(out.into())
 }
 
+/// Whether the tensor may share the batches' memory instead of copying it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Share {
+    /// Only for memory the core allocated for this batch (a gather's output): a user's
+    /// buffers may be read-only maps, or data that must not change under them.
+    Allowed,
+    Never,
+}
+
 /// Build the `(columns, rows)` tensor of `batches` (chunks of one table).
 pub fn batch_to_tensor(
     batches: &[RecordBatch],
     dtype: Option<DType>,
     fill: NullFill,
+    share: Share,
 ) -> Result<HostTensor> {
     let (columns, dtypes) = check_columns(batches, fill)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -435,8 +477,10 @@ pub fn batch_to_tensor(
         Some(d) => d,
         None => promote(&dtypes)?,
     };
-    if let Some(t) = zero_copy(&columns, &dtypes, target, rows) {
-        return Ok(t);
+    if share == Share::Allowed {
+        if let Some(t) = zero_copy(&columns, &dtypes, target, rows) {
+            return Ok(t);
+        }
     }
     let buffer = match target {
         DType::Bool => copy_as::<bool>(&columns, rows, fill, target)?,
@@ -476,7 +520,7 @@ pub fn batches_to_tensor<'py>(
         .iter()
         .map(|b| crate::bridge::batch_from_py(&b))
         .collect::<PyResult<Vec<_>>>()?;
-    let tensor = py.detach(|| batch_to_tensor(&batches, dtype, null_value))?;
+    let tensor = py.detach(|| batch_to_tensor(&batches, dtype, null_value, Share::Never))?;
     if capsule {
         return crate::dlpack::legacy_capsule(py, tensor);
     }
@@ -507,19 +551,9 @@ impl PyGathered {
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
         let batch = std::slice::from_ref(&self.batch);
-        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value))?;
+        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value, Share::Allowed))?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
-}
-
-/// The dtype `batch_to_tensor` would pick for these torch dtype names.
-#[pyfunction]
-pub fn result_dtype(dtypes: Vec<String>) -> PyResult<&'static str> {
-    let dtypes = dtypes
-        .iter()
-        .map(|d| DType::from_name(d))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(promote(&dtypes)?.name())
 }
 
 #[cfg(test)]
@@ -567,7 +601,11 @@ mod tests {
         .unwrap();
         let store = Store::new(schema, vec![batch]).unwrap();
         let taken = gather::take(&store, &[2, 0], &[0, 1]).unwrap();
-        let t = batch_to_tensor(std::slice::from_ref(&taken), None, None).unwrap();
+        let t = batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Allowed).unwrap();
+        let copied =
+            batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Never).unwrap();
+        assert_ne!(copied.data_ptr(), t.data_ptr());
+        assert_eq!(read::<f32>(&copied), read::<f32>(&t));
         assert_eq!(
             t.data_ptr(),
             taken.column(0).to_data().buffers()[0].as_ptr()
@@ -592,14 +630,14 @@ mod tests {
             chunk(vec![Some(-1), None], vec![200, 1]),
             chunk(vec![Some(5)], vec![7]),
         ];
-        let err = batch_to_tensor(&batches, None, None)
+        let err = batch_to_tensor(&batches, None, None, Share::Never)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'i'") && err.contains("1 null"), "{err}");
-        let t = batch_to_tensor(&batches, None, Some(-9.0)).unwrap();
+        let t = batch_to_tensor(&batches, None, Some(-9.0), Share::Never).unwrap();
         assert_eq!(t.dtype(), DType::I16);
         assert_eq!(read::<i16>(&t), vec![-1, -9, 5, 200, 1, 7]);
-        let err = batch_to_tensor(&batches, None, Some(f64::NAN))
+        let err = batch_to_tensor(&batches, None, Some(f64::NAN), Share::Never)
             .unwrap_err()
             .to_string();
         assert!(err.contains("null_value"), "{err}");
@@ -619,7 +657,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let err = batch_to_tensor(&[batch], None, None)
+        let err = batch_to_tensor(&[batch], None, None, Share::Never)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'caption'") && err.contains("Utf8"), "{err}");

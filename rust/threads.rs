@@ -15,6 +15,11 @@ pub fn parallel(bytes: usize, threshold: usize) -> bool {
     bytes >= threshold && !FORKED.load(Ordering::Relaxed) && rayon::current_num_threads() > 1
 }
 
+/// Whether this process was forked from one that loaded the core.
+pub fn forked() -> bool {
+    FORKED.load(Ordering::Relaxed)
+}
+
 /// Called in a forked child: stop using the thread pool there.
 #[pyfunction]
 pub fn mark_forked() {

@@ -684,3 +684,25 @@ def test_fork_workers_work_or_fail_clearly(tmp_path):
     for kind, line in zip(("memory", "disk"), lines):
         if not line.startswith(f"OK {kind}"):  # else the error must say that fork is the cause
             assert line.startswith(f"ERR {kind} ") and "fork" in line.lower(), line
+
+
+def test_empty_column_selection_is_consistent(mem_db):
+    t = mem_db.create_table("e", pa.table({"a": [1, 2], "b": [3, 4]}))
+    p = Permutation.identity(t).select_columns([])
+    assert p.column_names == [] and p.schema.names == [] and p.num_columns == 0
+
+
+def test_duplicate_columns_refused(mem_db):
+    t = mem_db.create_table("d", pa.table({"a": [1, 2], "b": [3, 4]}))
+    with pytest.raises(ValueError, match="twice"):
+        Permutation.identity(t).select_columns(["a", "a"])
+    with pytest.raises(ValueError, match="twice"):
+        t.take_offsets([0], columns=["b", "b"])
+    assert t.take_offsets([1], columns="b").to_pydict() == {"b": [4]}
+
+
+@pytest.mark.parametrize("bad", [pa.array([0, -1], pa.int64()), pa.array([0, 2**64 - 1], pa.uint64())])
+def test_permutation_table_rows_outside_the_table_refused(mem_db, bad):
+    t = mem_db.create_table("r", pa.table({"a": range(10)}))
+    with pytest.raises(ValueError, match="refers to row"):
+        Permutation.from_tables(t, pa.table({"row_offset": bad}))

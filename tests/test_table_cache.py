@@ -117,3 +117,86 @@ def test_worker_tensor_from_shared_table(mem_db):
     back = _to_worker(mem_db.create_table("f", data))
     batch = back.__getitems__([5, 0])
     assert tbl_to_tensor(batch).tolist() == [[5.0, 0.0], [6.0, 1.0], [7.0, 2.0], [8.0, 3.0]]
+
+
+def test_pickled_disk_table_keeps_its_version(disk):
+    t = disk.open_table("t", cache=False)
+    blob = pickle.dumps(t)
+    t.add(sample_table(5))
+    assert len(pickle.loads(blob)) == N, "offsets keep meaning the rows they meant"
+    assert len(pickle.loads(pickle.dumps(t))) == N + 5
+
+
+def test_workers_do_not_each_cache_what_the_parent_could_not(disk):
+    t = disk.open_table("t", cache="auto", cache_budget=1)
+    back = _to_worker(t)
+    assert back._backend.cache is False
+    assert back.__getitems__([1]).column("id").to_pylist() == [1]
+
+
+def _shared_files():
+    import glob
+
+    return set(glob.glob("/dev/shm/lancetorch-*.arrow"))
+
+
+def test_shared_files_are_replaced_and_removed(mem_db):
+    import gc
+
+    before = _shared_files()
+    t = mem_db.create_table("t", sample_table(5))
+    _to_worker(t)
+    first = _shared_files() - before
+    assert len(first) == 1
+    t.add(sample_table(2))
+    _to_worker(t)
+    second = _shared_files() - before
+    assert len(second) == 1 and second != first, "the old copy goes when the rows change"
+    mem_db.drop_table("t")
+    del t
+    gc.collect()
+    assert _shared_files() - before == set()
+
+
+FORK_SCRIPT = """
+import os, sys, warnings
+import pyarrow as pa
+import lancetorch
+t = lancetorch.connect("memory://").create_table("t", pa.table({"a": [1, 2, 3]}))
+path = t._backend.shared_file()
+pid = os.fork()
+if pid == 0:
+    sys.exit(0)  # a normal exit: exit hooks run in the child
+os.waitpid(pid, 0)
+print(os.path.exists(path))
+"""
+
+
+def test_a_forked_child_leaves_the_parents_shared_file():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", FORK_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from lancetorch import table as table_module
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f"lancetorch-{int(dead.stdout)}-{'0' * 32}.arrow"
+    stale.write_bytes(b"x")
+    mine = tmp_path / f"lancetorch-{__import__('os').getpid()}-{'1' * 32}.arrow"
+    mine.write_bytes(b"x")
+    monkeypatch.setattr(table_module, "_shared_dir", lambda nbytes: str(tmp_path))
+    monkeypatch.setattr(table_module, "_swept", set())
+    path = table_module._write_shared(sample_table(3))
+    assert not stale.exists() and mine.exists()
+    table_module._unlink_if_owner(path, __import__("os").getpid())

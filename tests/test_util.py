@@ -495,3 +495,42 @@ def test_mixed_memory_take_is_a_correct_copy(mem_db):
     t = tbl_to_tensor(batch)
     assert t.dtype == torch.float32
     assert t.tolist() == [[3.0, 1.0], [2.5, 0.5]]
+
+
+def test_user_batches_are_copied_even_when_their_columns_touch(tmp_path):
+    """Columns that happen to lie back to back (an Arrow IPC file, a memory map) are not
+    handed out as a writable tensor over memory lancetorch does not own."""
+    path = str(tmp_path / "t.arrow")
+    data = pa.table({"a": np.arange(8, dtype=np.float32), "b": np.arange(8, dtype=np.float32)})
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, data.schema) as w:
+        w.write_table(data)
+    mapped = pa.ipc.open_file(pa.memory_map(path)).read_all()
+    t = tbl_to_tensor(mapped)
+    assert t.data_ptr() != mapped.column(0).chunks[0].buffers()[1].address
+    t.mul_(2)  # writing to the copy is fine and leaves the mapped data alone
+    assert mapped.column("a").to_pylist() == list(range(8))
+    assert t[0].tolist() == [2.0 * i for i in range(8)]
+
+
+def test_batches_of_different_columns_refused():
+    a = pa.record_batch({"x": pa.array([1, 2], pa.int64())})
+    b = pa.record_batch({"x": pa.array([0.5, 2.7], pa.float64())})
+    with pytest.raises(TypeError, match="batch 1"):
+        tbl_to_tensor([a, b])
+    with pytest.raises(TypeError, match="batch 1"):
+        tbl_to_tensor([a, pa.record_batch({"x": ["s", "t"]})])
+
+
+@pytest.mark.parametrize(
+    "type_, fill", [(pa.int8(), 1000), (pa.uint8(), -1), (pa.int16(), 0.5), (pa.bool_(), 2)]
+)
+def test_fill_values_that_do_not_fit_are_refused(type_, fill):
+    first = True if pa.types.is_boolean(type_) else 1
+    batch = pa.record_batch({"v": pa.array([first, None], type_)})
+    with pytest.raises(ValueError, match="null_value"):
+        tbl_to_tensor(batch, null_value=fill)
+
+
+def test_fill_values_at_the_edges_fit():
+    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.int8())}), null_value=-128)[0].tolist() == [1, -128]
+    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.uint8())}), null_value=255)[0].tolist() == [1, 255]

@@ -244,7 +244,7 @@ class PermutationBuilder:
                     rows_arr, ids_arr = _native.sequential_split(rows_arr, sizes)
                 k = len(sizes)
             elif kind == "hash":
-                keys = self._table.to_arrow().select(args["columns"]).take(pa.array(rows))
+                keys = self._table._read_columns(args["columns"]).take(pa.array(rows))
                 rows_arr, ids_arr = _native.hash_split(
                     rows_arr, keys.to_batches(), args["weights"], args["discard"]
                 )
@@ -434,17 +434,25 @@ class Permutation:
         arrow = permutation_table.to_arrow() if isinstance(permutation_table, Table) else permutation_table
         arrow = pa.table(arrow) if not isinstance(arrow, pa.Table) else arrow
         names = split_names_of(arrow)
-        rows = arrow.column(ROW_OFFSET).to_numpy().astype(np.int64)
+        offsets = arrow.column(ROW_OFFSET)
+        if not pa.types.is_integer(offsets.type) or offsets.null_count:
+            raise ValueError(
+                f"the permutation table's '{ROW_OFFSET}' column must hold integers without "
+                f"nulls, not {offsets.type} with {offsets.null_count} nulls"
+            )
+        raw = offsets.to_numpy()
+        if raw.size and (raw.min() < 0 or raw.max() >= len(base_table)):
+            bad = raw.min() if raw.min() < 0 else raw.max()
+            raise ValueError(
+                f"the permutation table refers to row {int(bad)} but table "
+                f"'{base_table.name}' has {len(base_table)} rows; rebuild the permutation"
+            )
+        rows = raw.astype(np.int64)
         if split is not None:
             split_id = _split_index(split, names)
             if SPLIT_ID in arrow.schema.names:
                 ids = arrow.column(SPLIT_ID).to_numpy()
                 rows = rows[ids == split_id]
-        if rows.size and rows.max() >= len(base_table):
-            raise ValueError(
-                f"the permutation table refers to row {int(rows.max())} but table "
-                f"'{base_table.name}' has {len(base_table)} rows; rebuild the permutation"
-            )
         return cls(base_table, rows)
 
     def _copy(self, **changes: Any) -> Permutation:
@@ -467,10 +475,13 @@ class Permutation:
     def num_rows(self) -> int:
         return len(self)
 
+    def _base_columns(self) -> list[str]:
+        """The base table's names of the columns this view reads."""
+        return self._columns if self._columns is not None else self._base().schema.names
+
     @property
     def column_names(self) -> list[str]:
-        base = self._columns if self._columns is not None else self._base().schema.names
-        return [self._renames.get(c, c) for c in base]
+        return [self._renames.get(c, c) for c in self._base_columns()]
 
     @property
     def num_columns(self) -> int:
@@ -483,7 +494,7 @@ class Permutation:
     @property
     def schema(self) -> pa.Schema:
         schema = self._base().schema
-        fields = [schema.field(c) for c in (self._columns or schema.names)]
+        fields = [schema.field(c) for c in self._base_columns()]
         return pa.schema([f.with_name(self._renames.get(f.name, f.name)) for f in fields])
 
     def __repr__(self) -> str:
@@ -500,7 +511,10 @@ class Permutation:
         missing = [c for c in columns if c not in current]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in this permutation; columns: {current}")
-        back = {self._renames.get(c, c): c for c in (self._columns or self._base().schema.names)}
+        dup = next((c for c in columns if list(columns).count(c) > 1), None)
+        if dup is not None:
+            raise ValueError(f"column '{dup}' is named twice in {list(columns)}")
+        back = {self._renames.get(c, c): c for c in self._base_columns()}
         return [back[c] for c in columns]
 
     def select_columns(self, columns: Sequence[str]) -> Permutation:
@@ -509,7 +523,7 @@ class Permutation:
 
     def remove_columns(self, columns: Sequence[str]) -> Permutation:
         drop = set(self._check_columns(columns))
-        keep = [c for c in (self._columns or self._base().schema.names) if c not in drop]
+        keep = [c for c in self._base_columns() if c not in drop]
         return self._copy(_columns=keep)
 
     def rename_column(self, old: str, new: str) -> Permutation:
@@ -520,7 +534,7 @@ class Permutation:
         renames = dict(self._renames)
         for b, new in zip(base, mapping.values()):
             renames[b] = new
-        names = [renames.get(c, c) for c in (self._columns or self._base().schema.names)]
+        names = [renames.get(c, c) for c in self._base_columns()]
         dup = next((n for n in names if names.count(n) > 1), None)
         if dup is not None:
             raise ValueError(f"renaming would give two columns named {dup!r}")

@@ -8,6 +8,7 @@ gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import uuid
 import weakref
@@ -21,24 +22,39 @@ from . import _native
 from ._arrow import as_offsets, as_table, conform, remember_twin
 
 
+class _SharedCopy:
+    """A column store's rows as an Arrow IPC file in shared memory, for worker processes to map.
+
+    Written on first use and again when the store changes (the old file is removed; workers
+    that mapped it keep their mapping). Removed when this object goes or the process exits,
+    and only by the process that wrote it (a forked child exiting leaves it alone).
+    """
+
+    def __init__(self, store: _native.ColumnStore | None = None, path: str | None = None) -> None:
+        self._store = store  # a worker's copy of a parent's file: known, not owned
+        self._path = path
+        self._release: weakref.finalize | None = None
+
+    def path_for(self, store: _native.ColumnStore) -> str:
+        if self._store is not store or self._path is None:
+            if self._release is not None:
+                self._release()
+            path = _write_shared(pa.Table.from_batches(store.batches(), schema=store.schema))
+            self._release = weakref.finalize(self, _unlink_if_owner, path, os.getpid())
+            self._store, self._path = store, path
+        return self._path
+
+
 class _MemoryBackend:
     """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
 
     def __init__(self, store: _native.ColumnStore, shared_file: str | None = None) -> None:
         self.store = store
-        # An Arrow IPC file in shared memory holding this store's rows, for worker processes:
-        # (the store it was written from, its path). Removed with this backend.
-        self._shared: tuple[_native.ColumnStore, str] | None = (
-            (store, shared_file) if shared_file else None
-        )
+        self._shared = _SharedCopy(store, shared_file)
 
     def shared_file(self) -> str:
         """The path of a shared-memory copy of the rows, written on first use."""
-        if self._shared is None or self._shared[0] is not self.store:
-            path = _write_shared(self.to_arrow())
-            weakref.finalize(self, _unlink_quietly, path)
-            self._shared = (self.store, path)
-        return self._shared[1]
+        return self._shared.path_for(self.store)
 
     @property
     def schema(self) -> pa.Schema:
@@ -52,6 +68,9 @@ class _MemoryBackend:
 
     def to_arrow(self) -> pa.Table:
         return pa.Table.from_batches(self.store.batches(), schema=self.schema)
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        return self.to_arrow().select(columns)
 
     def append(self, data: pa.Table) -> None:
         self.store = self.store.appended(data)
@@ -74,13 +93,13 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
     total = 0
     for name in names:
         t = schema.field(name).type
-        if pa.types.is_fixed_size_list(t) and t.value_type.bit_width:
-            total += rows * t.list_size * max(t.value_type.bit_width // 8, 1)
-        else:
-            try:
+        try:
+            if pa.types.is_fixed_size_list(t):
+                total += rows * t.list_size * max(t.value_type.bit_width // 8, 1)
+            else:
                 total += rows * max(t.bit_width // 8, 1)
-            except ValueError:  # variable width
-                total += rows * 64
+        except ValueError:  # variable width
+            total += rows * 64
     return total
 
 
@@ -99,6 +118,7 @@ class _LanceBackend:
         storage_options: dict[str, str] | None,
         cache: bool | str = "auto",
         cache_budget: int | None = None,
+        version: int | None = None,
     ) -> None:
         import lance
 
@@ -108,16 +128,21 @@ class _LanceBackend:
         self.storage_options = storage_options
         self.cache = cache
         self.cache_budget = cache_budget
-        self._open(lance.dataset(uri, storage_options=storage_options))
-        # (column names, their rows in the column store) once read; (store, shared file path)
-        # once written to shared memory for workers.
+        self._open(lance.dataset(uri, version=version, storage_options=storage_options))
+        # (column names, their rows in the column store) once read.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
-        self._shared: tuple[_native.ColumnStore, str] | None = None
+        self._shared = _SharedCopy()
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
         self._pid = os.getpid()
         self._schema = dataset.schema
+        self.version = dataset.version
+
+    def location(self, cache: bool | str | None = None) -> tuple:
+        """Arguments of ``Table._lance`` that reopen this version of the dataset elsewhere."""
+        cache = self.cache if cache is None else cache
+        return (self.uri, self.storage_options, cache, self.cache_budget, self.version)
 
     @property
     def dataset(self) -> Any:
@@ -176,22 +201,22 @@ class _LanceBackend:
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
         fetched = self.dataset.take(unique, columns=names)
-        store = _native.ColumnStore(fetched)
+        store = _native.ColumnStore(fetched, row_major=False)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
     def shared_cache(self) -> tuple[list[str], str] | None:
-        """All columns cached and written to shared memory for workers, when the cache allows."""
-        cached = self._cache_for(self.schema.names)
+        """The cache written to shared memory for workers: all columns when the cache allows,
+        else the columns read so far; None when nothing is cached."""
+        cached = self._cache_for(self.schema.names) or self._cached
         if cached is None:
             return None
-        if self._shared is None or self._shared[0] is not cached[1]:
-            path = _write_shared(pa.Table.from_batches(cached[1].batches(), schema=cached[1].schema))
-            weakref.finalize(self, _unlink_quietly, path)
-            self._shared = (cached[1], path)
-        return cached[0], self._shared[1]
+        return cached[0], self._shared.path_for(cached[1])
 
     def to_arrow(self) -> pa.Table:
         return self.dataset.to_table()
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        return self.dataset.to_table(columns=columns)
 
     def append(self, data: pa.Table) -> None:
         import lance
@@ -228,8 +253,9 @@ class Table:
         storage_options: dict[str, str] | None,
         cache: bool | str = "auto",
         cache_budget: int | None = None,
+        version: int | None = None,
     ) -> Table:
-        return cls(name, _LanceBackend(uri, storage_options, cache, cache_budget))
+        return cls(name, _LanceBackend(uri, storage_options, cache, cache_budget, version))
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -258,6 +284,10 @@ class Table:
     def to_arrow(self) -> pa.Table:
         return self._backend.to_arrow()
 
+    def _read_columns(self, columns: list[str]) -> pa.Table:
+        """Some columns of every row, reading only those."""
+        return self._backend.read_columns(columns)
+
     # -- writing --------------------------------------------------------------------------------
     def add(self, data: Any) -> None:
         """Append rows. The data must have the table's fields (in any order; types that cast
@@ -270,6 +300,11 @@ class Table:
     def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
         if columns is None:
             return None
+        if isinstance(columns, str):
+            columns = [columns]
+        dup = next((c for c in columns if list(columns).count(c) > 1), None)
+        if dup is not None:
+            raise ValueError(f"column '{dup}' is named twice in {list(columns)}")
         names = self.schema.names
         missing = [c for c in columns if c not in names]
         if missing:
@@ -305,8 +340,8 @@ class Table:
     # workers a memory table travels as shared memory instead (see _reduce_for_workers).
     def __reduce__(self) -> tuple:
         if isinstance(self._backend, _LanceBackend):
-            b = self._backend
-            return (Table._lance, (self._name, b.uri, b.storage_options, b.cache, b.cache_budget))
+            # The version read here: rows appended or deleted later do not shift the offsets.
+            return (Table._lance, (self._name, *self._backend.location()))
         return (_unpickle_memory_table, (self._name, _to_ipc(self.to_arrow())))
 
 
@@ -322,16 +357,43 @@ def _shared_dir(nbytes: int) -> str:
     return tempfile.gettempdir()
 
 
+_SHARED_NAME = re.compile(r"^lancetorch-(\d+)-[0-9a-f]{32}\.arrow$")
+_swept: set[str] = set()
+
+
+def _sweep(directory: str) -> None:
+    """Remove shared copies left by processes that died before cleaning up (once a process)."""
+    if directory in _swept:
+        return
+    _swept.add(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _SHARED_NAME.match(name)
+        if not match:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            _unlink_if_owner(os.path.join(directory, name), os.getpid())
+        except OSError:
+            pass  # alive, someone else's
+
+
 def _write_shared(table: pa.Table) -> str:
-    path = os.path.join(
-        _shared_dir(table.nbytes), f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow"
-    )
+    directory = _shared_dir(table.nbytes)
+    _sweep(directory)
+    path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
     return path
 
 
-def _unlink_quietly(path: str) -> None:
+def _unlink_if_owner(path: str, owner: int) -> None:
+    if os.getpid() != owner:
+        return
     try:
         os.unlink(path)
     except OSError:
@@ -372,9 +434,9 @@ def _reduce_for_workers(table: Table) -> tuple:
         return (_open_shared_table, (table.name, backend.shared_file()))
     shared = backend.shared_cache()
     if shared is not None:
-        location = (backend.uri, backend.storage_options, backend.cache, backend.cache_budget)
-        return (_open_cached_lance_table, (table.name, location, *shared))
-    return table.__reduce__()
+        return (_open_cached_lance_table, (table.name, backend.location(), *shared))
+    # The parent could not cache it: workers must not each try (and each hold a copy).
+    return (Table._lance, (table.name, *backend.location(cache=False)))
 
 
 ForkingPickler.register(Table, _reduce_for_workers)
