@@ -143,12 +143,12 @@ fn gather_nulls(columns: &[&ArrayData], locs: &[Loc]) -> Option<NullBuffer> {
 
 /// Take rows `offsets` (negative counts from the end) of columns `columns` of `store`.
 pub fn take(store: &Store, offsets: &[i64], columns: &[usize]) -> Result<RecordBatch> {
-    let locs = store.resolve(offsets)?;
-    gather(store, &locs, columns)
+    let rows = crate::store::normalize(offsets, store.num_rows())?;
+    gather(store, &rows, columns)
 }
 
-/// Gather already-resolved locations.
-pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBatch> {
+/// Gather rows (checked global offsets) of `columns`.
+pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBatch> {
     let schema = store.schema();
     for &c in columns {
         if c >= schema.fields().len() {
@@ -158,10 +158,23 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
             )));
         }
     }
-    let n = locs.len();
+    let n = rows.len();
+    // Columns held by the row-major block are read from it; the others from their chunks,
+    // which needs each row's (chunk, row) location.
+    let row_block = store.row_block(columns);
+    let in_block = |c: usize| row_block.is_some_and(|b| b.slot(c).is_some());
+    let locs: Vec<Loc> = if columns.iter().all(|&c| in_block(c)) {
+        Vec::new()
+    } else {
+        store.locate(rows)
+    };
+    let locs = locs.as_slice();
     let chunk_data: Vec<Vec<ArrayData>> = columns
         .iter()
         .map(|&c| {
+            if in_block(c) {
+                return Vec::new();
+            }
             store
                 .chunks()
                 .iter()
@@ -175,10 +188,11 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
     let mut total = 0usize;
     for (i, &c) in columns.iter().enumerate() {
         let layout = fixed_layout(schema.field(c).data_type()).filter(|l| {
-            chunk_data[i].iter().all(|d| {
-                !(l.list_size.is_some() && child_has_nulls(d))
-                    && aligned(value_bytes(d, *l), l.elem_bytes)
-            })
+            in_block(c)
+                || chunk_data[i].iter().all(|d| {
+                    !(l.list_size.is_some() && child_has_nulls(d))
+                        && aligned(value_bytes(d, *l), l.elem_bytes)
+                })
         });
         plans.push(layout.map(|l| {
             let start = total.next_multiple_of(l.elem_bytes);
@@ -204,10 +218,10 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
             }
         }
         // Primitive columns held by the row-major block are served from it in one pass.
-        if let Some(rows_block) = store.row_block(columns) {
-            let (from_block, rest): (Vec<_>, Vec<_>) = jobs.into_iter().partition(|(i, l, _)| {
-                l.list_size.is_none() && rows_block.slot(columns[*i]).is_some()
-            });
+        if let Some(rows_block) = row_block {
+            let (from_block, rest): (Vec<_>, Vec<_>) = jobs
+                .into_iter()
+                .partition(|(i, _, _)| in_block(columns[*i]));
             jobs = rest;
             let mut outs: Vec<crate::rows::ColumnOut> = from_block
                 .into_iter()
@@ -216,8 +230,7 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
                     (off, w, dst)
                 })
                 .collect();
-            let rows: Vec<u64> = locs.iter().map(|&l| store.global(l)).collect();
-            rows_block.gather(&rows, &mut outs);
+            rows_block.gather(rows, &mut outs);
         }
         let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
             let srcs: Vec<&[u8]> = chunk_data[i]
@@ -246,8 +259,13 @@ pub fn gather(store: &Store, locs: &[Loc], columns: &[usize]) -> Result<RecordBa
         let field = schema.field(c);
         let array = match plans[i] {
             Some((layout, start)) => {
+                // Block columns have no nulls (the block holds only such columns).
                 let refs: Vec<&ArrayData> = chunk_data[i].iter().collect();
-                let nulls = gather_nulls(&refs, locs);
+                let nulls = if in_block(c) {
+                    None
+                } else {
+                    gather_nulls(&refs, locs)
+                };
                 let values = block.slice_with_length(start, n * layout.row_bytes);
                 let data = match (layout.list_size, field.data_type()) {
                     (Some(size), DataType::FixedSizeList(child, _)) => {

@@ -122,30 +122,22 @@ impl Store {
         (held >= 2).then_some(block)
     }
 
-    /// The global offset of a location.
-    pub fn global(&self, (chunk, row): Loc) -> u64 {
-        self.starts[chunk] + row as u64
-    }
-
     pub fn num_rows(&self) -> u64 {
         *self.starts.last().expect("starts is never empty")
     }
 
-    /// Map offsets (negative ones count from the end) to chunk locations, refusing any outside
-    /// the table.
-    pub fn resolve(&self, offsets: &[i64]) -> Result<Vec<Loc>> {
-        let rows = normalize(offsets, self.num_rows())?;
+    /// The chunk locations of checked global offsets.
+    pub fn locate(&self, rows: &[u64]) -> Vec<Loc> {
         if self.chunks.len() == 1 {
-            return Ok(rows.into_iter().map(|r| (0, r as usize)).collect());
+            return rows.iter().map(|&r| (0, r as usize)).collect();
         }
-        Ok(rows
-            .into_iter()
-            .map(|off| {
+        rows.iter()
+            .map(|&off| {
                 // The chunk whose start is the last one <= off.
                 let chunk = self.starts.partition_point(|&s| s <= off) - 1;
                 (chunk, (off - self.starts[chunk]) as usize)
             })
-            .collect())
+            .collect()
     }
 }
 

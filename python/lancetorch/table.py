@@ -129,8 +129,10 @@ class _LanceBackend:
         self.cache = cache
         self.cache_budget = cache_budget
         self._open(lance.dataset(uri, version=version, storage_options=storage_options))
-        # (column names, their rows in the column store) once read.
+        # (column names, their rows in the column store) once read; per column selection
+        # asked for, the store serving it and the positions of the columns there.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
+        self._served: dict[tuple[int, ...] | None, tuple[_native.ColumnStore, list[int]]] = {}
         self._shared = _SharedCopy()
 
     def _open(self, dataset: Any) -> None:
@@ -193,10 +195,15 @@ class _LanceBackend:
         return self._cached
 
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        key = None if columns is None else tuple(columns)
+        hit = self._served.get(key)
+        if hit is not None and self._cached is not None and hit[0] is self._cached[1]:
+            return remember_twin(*hit[0].take_with_twin(offsets, hit[1]))
         names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
         cached = self._cache_for(names)
         if cached is not None:
             positions = [cached[0].index(n) for n in names]
+            self._served[key] = (cached[1], positions)
             return remember_twin(*cached[1].take_with_twin(offsets, positions))
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
