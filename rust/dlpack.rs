@@ -113,6 +113,17 @@ impl HostTensor {
         unsafe { Self::new(data, dtype, shape, vec![buffer]) }
     }
 
+    /// The same elements under another C-contiguous shape.
+    pub fn reshaped(self, shape: Vec<i64>) -> Self {
+        assert_eq!(
+            shape.iter().product::<i64>(),
+            self.shape.iter().product::<i64>(),
+            "reshape keeps the element count"
+        );
+        // SAFETY: same memory, same element count, same owners.
+        unsafe { Self::new(self.data, self.dtype, shape, self._owners) }
+    }
+
     pub fn data_ptr(&self) -> *const u8 {
         self.data
     }

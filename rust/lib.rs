@@ -23,6 +23,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loader::PyPrefetcher>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::batch_column_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_sequential_split, m)?)?;

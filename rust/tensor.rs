@@ -455,6 +455,24 @@ fn copy_as<T: Element>(
     Ok(out.into())
 }
 
+/// `copy_as` for a runtime target type.
+fn copy_to(columns: &[Column], rows: usize, fill: NullFill, target: DType) -> Result<Buffer> {
+    match target {
+        DType::Bool => copy_as::<bool>(columns, rows, fill, target),
+        DType::I8 => copy_as::<i8>(columns, rows, fill, target),
+        DType::I16 => copy_as::<i16>(columns, rows, fill, target),
+        DType::I32 => copy_as::<i32>(columns, rows, fill, target),
+        DType::I64 => copy_as::<i64>(columns, rows, fill, target),
+        DType::U8 => copy_as::<u8>(columns, rows, fill, target),
+        DType::U16 => copy_as::<u16>(columns, rows, fill, target),
+        DType::U32 => copy_as::<u32>(columns, rows, fill, target),
+        DType::U64 => copy_as::<u64>(columns, rows, fill, target),
+        DType::F16 => copy_as::<f16>(columns, rows, fill, target),
+        DType::F32 => copy_as::<f32>(columns, rows, fill, target),
+        DType::F64 => copy_as::<f64>(columns, rows, fill, target),
+    }
+}
+
 /// Whether the tensor may share the batches' memory instead of copying it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Share {
@@ -482,20 +500,7 @@ pub fn batch_to_tensor(
             return Ok(t);
         }
     }
-    let buffer = match target {
-        DType::Bool => copy_as::<bool>(&columns, rows, fill, target)?,
-        DType::I8 => copy_as::<i8>(&columns, rows, fill, target)?,
-        DType::I16 => copy_as::<i16>(&columns, rows, fill, target)?,
-        DType::I32 => copy_as::<i32>(&columns, rows, fill, target)?,
-        DType::I64 => copy_as::<i64>(&columns, rows, fill, target)?,
-        DType::U8 => copy_as::<u8>(&columns, rows, fill, target)?,
-        DType::U16 => copy_as::<u16>(&columns, rows, fill, target)?,
-        DType::U32 => copy_as::<u32>(&columns, rows, fill, target)?,
-        DType::U64 => copy_as::<u64>(&columns, rows, fill, target)?,
-        DType::F16 => copy_as::<f16>(&columns, rows, fill, target)?,
-        DType::F32 => copy_as::<f32>(&columns, rows, fill, target)?,
-        DType::F64 => copy_as::<f64>(&columns, rows, fill, target)?,
-    };
+    let buffer = copy_to(&columns, rows, fill, target)?;
     Ok(HostTensor::from_buffer(
         buffer,
         target,
@@ -527,6 +532,92 @@ pub fn batches_to_tensor<'py>(
     Ok(Bound::new(py, PyDLPackTensor::new(tensor))?.into_any())
 }
 
+/// One column as a tensor: `(rows,)` for a numeric or bool column, `(rows, size)` for a
+/// fixed-size list of numbers (embeddings), shared with a gather's output when allowed.
+pub fn column_to_tensor(
+    batch: &RecordBatch,
+    index: usize,
+    dtype: Option<DType>,
+    fill: NullFill,
+    share: Share,
+) -> Result<HostTensor> {
+    let schema = batch.schema();
+    if index >= schema.fields().len() {
+        return Err(Error::Index(format!(
+            "column index {index} is out of range for a batch of {} columns",
+            schema.fields().len()
+        )));
+    }
+    let field = schema.field(index);
+    let rows = batch.num_rows();
+    let DataType::FixedSizeList(child, size) = field.data_type() else {
+        let single = batch.project(&[index])?;
+        let t = batch_to_tensor(&[single], dtype, fill, share)?;
+        return Ok(t.reshaped(vec![rows as i64]));
+    };
+    let size = *size as usize;
+    let elem = DType::from_arrow(child.data_type()).ok_or_else(|| {
+        Error::Type(format!(
+            "column '{}' is a list of {}; a tensor holds numbers: read it with format='arrow'",
+            field.name(),
+            child.data_type()
+        ))
+    })?;
+    let array = batch.column(index);
+    if array.logical_null_count() > 0 {
+        return Err(Error::Value(format!(
+            "column '{}' has {} null list(s); filter those rows out",
+            field.name(),
+            array.logical_null_count()
+        )));
+    }
+    use arrow_array::cast::AsArray;
+    let values = array.as_fixed_size_list().values().slice(0, rows * size);
+    let nulls = values.logical_null_count();
+    if nulls > 0 && fill.is_none() {
+        return Err(Error::Value(format!(
+            "column '{}' has {nulls} null value(s) inside its lists; pass null_value= to fill them",
+            field.name()
+        )));
+    }
+    let target = dtype.unwrap_or(elem);
+    let shape = vec![rows as i64, size as i64];
+    if share == Share::Allowed
+        && target == elem
+        && elem != DType::Bool
+        && nulls == 0
+        && rows * size > 0
+    {
+        let data = values.to_data();
+        let owner = data.buffers()[0].clone();
+        let ptr = values_ptr(&values, elem.size());
+        // SAFETY: `values` covers rows * size elements from `ptr`, owned by `owner`.
+        return Ok(unsafe { HostTensor::new(ptr, elem, shape, vec![owner]) });
+    }
+    let column = Column {
+        name: field.name(),
+        chunks: vec![&values],
+    };
+    let buffer = copy_to(std::slice::from_ref(&column), rows * size, fill, target)?;
+    Ok(HostTensor::from_buffer(buffer, target, shape))
+}
+
+/// `column_to_tensor` for a user's pyarrow batch (always a copy).
+#[pyfunction]
+#[pyo3(signature = (batch, index, dtype=None, null_value=None))]
+pub fn batch_column_to_tensor<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyAny>,
+    index: usize,
+    dtype: Option<&str>,
+    null_value: Option<f64>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let dtype = dtype.map(DType::from_name).transpose()?;
+    let batch = crate::bridge::batch_from_py(batch)?;
+    let tensor = py.detach(|| column_to_tensor(&batch, index, dtype, null_value, Share::Never))?;
+    crate::dlpack::legacy_capsule(py, tensor)
+}
+
 /// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
 #[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
 pub struct PyGathered {
@@ -552,6 +643,22 @@ impl PyGathered {
         let dtype = dtype.map(DType::from_name).transpose()?;
         let batch = std::slice::from_ref(&self.batch);
         let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value, Share::Allowed))?;
+        crate::dlpack::legacy_capsule(py, tensor)
+    }
+
+    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory.
+    #[pyo3(signature = (index, dtype=None, null_value=None))]
+    fn column<'py>(
+        &self,
+        py: Python<'py>,
+        index: usize,
+        dtype: Option<&str>,
+        null_value: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let dtype = dtype.map(DType::from_name).transpose()?;
+        let batch = &self.batch;
+        let tensor =
+            py.detach(|| column_to_tensor(batch, index, dtype, null_value, Share::Allowed))?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
 }

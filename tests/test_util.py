@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import lancetorch
 from lancetorch import _native
-from lancetorch.util import batch_to_tensor, passthrough, tbl_to_tensor
+from lancetorch.util import batch_to_tensor, column_to_tensor, passthrough, tbl_to_tensor
 
 NUMERIC = [
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
@@ -534,3 +534,43 @@ def test_fill_values_that_do_not_fit_are_refused(type_, fill):
 def test_fill_values_at_the_edges_fit():
     assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.int8())}), null_value=-128)[0].tolist() == [1, -128]
     assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.uint8())}), null_value=255)[0].tolist() == [1, 255]
+
+
+def _embedding_table(n=50, dim=8):
+    values = pa.array(np.arange(n * dim, dtype=np.float32))
+    emb = pa.FixedSizeListArray.from_arrays(values, dim)
+    return pa.table({"id": np.arange(n), "emb": emb})
+
+
+def test_column_to_tensor_embeddings_share_the_take(mem_db):
+    t = mem_db.create_table("e", _embedding_table())
+    batch = t.__getitems__([7, 2, 7])
+    x = column_to_tensor(batch, "emb")
+    assert x.shape == (3, 8) and x.dtype == torch.float32
+    assert x[:, 0].tolist() == [56.0, 16.0, 56.0] and x[1].tolist() == list(range(16, 24))
+    assert x.data_ptr() == batch.column(1).values.buffers()[1].address
+    assert column_to_tensor(batch, 0).tolist() == [7, 2, 7]
+    assert column_to_tensor(batch, "emb", dtype=torch.float64).dtype == torch.float64
+
+
+def test_column_to_tensor_user_batches_copy(mem_db):
+    data = _embedding_table(10, 4)
+    batch = data.to_batches()[0].slice(3, 4)
+    x = column_to_tensor(batch, "emb")
+    assert x.tolist() == [[float(v) for v in range(r * 4, r * 4 + 4)] for r in range(3, 7)]
+    assert x.data_ptr() != batch.column(1).values.buffers()[1].address
+
+
+def test_column_to_tensor_errors():
+    strings = pa.record_batch({"s": ["a"]})
+    with pytest.raises(TypeError, match="'s'"):
+        column_to_tensor(strings, "s")
+    with pytest.raises(ValueError, match="'nope'"):
+        column_to_tensor(strings, "nope")
+    lists = pa.FixedSizeListArray.from_arrays(pa.array(["a", "b"]), 2)
+    with pytest.raises(TypeError, match="list of"):
+        column_to_tensor(pa.record_batch({"l": lists}), "l")
+    holes = pa.FixedSizeListArray.from_arrays(pa.array([1.0, None], pa.float32()), 2)
+    with pytest.raises(ValueError, match="null"):
+        column_to_tensor(pa.record_batch({"h": holes}), "h")
+    assert column_to_tensor(pa.record_batch({"h": holes}), "h", null_value=0).tolist() == [[1.0, 0.0]]

@@ -25,6 +25,9 @@ class Gathered:
     """A batch gathered by the core, kept in Rust beside its pyarrow twin."""
 
     def tensor(self, dtype: str | None = None, null_value: float | None = None) -> object: ...
+    def column(
+        self, index: int, dtype: str | None = None, null_value: float | None = None
+    ) -> object: ...
 
 class DLPackTensor:
     """A tensor waiting for one DLPack consumer, e.g. ``torch.from_dlpack``."""
@@ -50,6 +53,9 @@ def batches_to_tensor(
     null_value: float | None = None,
     capsule: bool = False,
 ) -> DLPackTensor | object: ...
+def batch_column_to_tensor(
+    batch: pa.RecordBatch, index: int, dtype: str | None = None, null_value: float | None = None
+) -> object: ...
 def split_sizes(
     n: int,
     ratios: list[float] | None = None,
@@ -68,7 +74,6 @@ def hash_split(
 def shuffle_splits(
     rows: pa.UInt64Array, ids: pa.UInt32Array, seed: int, clump_size: int | None = None
 ) -> tuple[pa.UInt64Array, pa.UInt32Array]: ...
-def result_dtype(dtypes: list[str]) -> str: ...
 def mark_forked() -> None: ...
 def epoch_order(
     n: int, seed: int, epoch: int, clump_size: int | None = None

@@ -69,6 +69,36 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     return torch.from_dlpack(capsule)
 
 
+def column_to_tensor(
+    batch: pa.RecordBatch, column: str | int, *, dtype: Any = None, null_value: float | None = None
+) -> Any:
+    """One column of a batch as a tensor: ``(rows,)`` for a numeric or bool column, ``(rows,
+    size)`` for a fixed-size list of numbers (an embedding). Shares the memory of a batch a
+    lancetorch take returned; any other batch costs one copy.
+
+    >>> import pyarrow as pa
+    >>> emb = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)
+    >>> column_to_tensor(pa.record_batch({"emb": emb}), "emb")
+    tensor([[1., 2.],
+            [3., 4.]])
+    """
+    torch = _torch()
+    if not isinstance(batch, pa.RecordBatch):
+        raise TypeError(f"column_to_tensor takes a pyarrow RecordBatch, got {type(batch).__name__}")
+    names = batch.schema.names
+    if isinstance(column, str):
+        if column not in names:
+            raise ValueError(f"column '{column}' is not in the batch; its columns are {names}")
+        index = names.index(column)
+    else:
+        index = int(column)
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    twin = twin_of(batch)
+    if twin is not None:
+        return torch.from_dlpack(twin.column(index, name, null_value))
+    return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
+
+
 def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
     """The same as :func:`tbl_to_tensor`, for one batch."""
     return tbl_to_tensor(batch, dtype=dtype, null_value=null_value)
