@@ -706,3 +706,15 @@ def test_permutation_table_rows_outside_the_table_refused(mem_db, bad):
     t = mem_db.create_table("r", pa.table({"a": range(10)}))
     with pytest.raises(ValueError, match="refers to row"):
         Permutation.from_tables(t, pa.table({"row_offset": bad}))
+
+
+def test_iter_shuffled_follows_the_sampler(mem_db):
+    from lancetorch.sampler import BatchSampler
+
+    t = mem_db.create_table("it", pa.table({"id": range(250)}))
+    p = Permutation.identity(t).with_skip(10).with_format("python_col")
+    got = [v for b in p.iter(64, shuffle=True, seed=3, epoch=2) for v in b["id"]]
+    want = (BatchSampler(240, 64, seed=3).order(2) + 10).tolist()
+    assert got == want and sorted(got) == list(range(10, 250))
+    kept = [len(b["id"]) for b in p.iter(64, skip_last_batch=True, shuffle=True, seed=3)]
+    assert kept == [64, 64, 64]

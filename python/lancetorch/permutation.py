@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets
+from .sampler import BatchSampler
 from .table import Table
 from .util import _torch, tbl_to_tensor
 
@@ -629,17 +630,23 @@ class Permutation:
             return out[0]
         return out
 
-    def iter(self, batch_size: int | None = None, skip_last_batch: bool = False) -> Iterator[Any]:
-        """Batches of ``batch_size`` rows (default: ``with_batch_size``, 100) in order."""
-        size = self._batch_size if batch_size is None else int(batch_size)
-        if size < 1:
-            raise ValueError(f"batch_size={batch_size} must be 1 or more")
-        n = len(self)
-        for start in range(0, n, size):
-            stop = min(start + size, n)
-            if skip_last_batch and stop - start < size:
-                return
-            yield self._output(self._arrow(pa.array(np.arange(start, stop, dtype=np.int64))))
+    def iter(
+        self,
+        batch_size: int | None = None,
+        skip_last_batch: bool = False,
+        *,
+        shuffle: bool = False,
+        seed: int | None = None,
+        epoch: int = 0,
+    ) -> Iterator[Any]:
+        """Batches of ``batch_size`` rows (default: ``with_batch_size``, 100): in order, or
+        with ``shuffle=True`` in the order :class:`lancetorch.sampler.BatchSampler` gives for
+        ``(seed, epoch)``."""
+        size = self._batch_size if batch_size is None else batch_size
+        sampler = BatchSampler(len(self), size, shuffle=shuffle, seed=seed, drop_last=skip_last_batch)
+        sampler.set_epoch(epoch)
+        for positions in sampler:
+            yield self._output(self._arrow(pa.array(positions)))
 
     def __iter__(self) -> Iterator[Any]:
         return self.iter()
