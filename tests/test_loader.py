@@ -117,3 +117,29 @@ def test_strings_refused_by_name():
 def test_not_a_table():
     with pytest.raises(TypeError, match="Table or Permutation"):
         Loader([1, 2, 3], 2)
+
+
+def test_profiler_ranges(table):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        list(Loader(table, 1000, profile=True))
+    names = {e.name for e in prof.events()}
+    assert "lancetorch.loader.wait" in names
+
+
+EXIT_SCRIPT = """
+import numpy as np, pyarrow as pa, lancetorch
+from lancetorch.loader import Loader
+t = lancetorch.connect("memory://").create_table("t", pa.table({"a": np.arange(200_000)}))
+it = iter(Loader(t, 10, prefetch=2))
+next(it)
+print("leaving with the loader mid-epoch")
+"""
+
+
+def test_interpreter_exits_with_a_loader_mid_epoch():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "leaving" in out.stdout

@@ -8,6 +8,7 @@ the GIL released: no worker processes, nothing pickled. ``stats()`` says where t
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any, Iterator
 
@@ -25,7 +26,8 @@ class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on a Rust thread.
 
     ``prefetch`` batches are prepared ahead. ``pin_memory=True`` pins each batch for fast
-    copies to a GPU when CUDA is present. ``set_epoch`` / ``len`` / ``drop_last`` behave as
+    copies to a GPU when CUDA is present. ``profile=True`` marks the waits and the pinning as
+    ``torch.profiler`` ranges (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` / ``drop_last`` behave as
     with :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of
     the loop, an exception, or the loader being collected stops the thread.
 
@@ -44,6 +46,7 @@ class Loader:
         pin_memory: bool = False,
         dtype: Any = None,
         null_value: float | None = None,
+        profile: bool = False,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -67,6 +70,7 @@ class Loader:
         self._pin = bool(pin_memory)
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
         self._null_value = null_value
+        self._profile = bool(profile)
         self._stats = {"index_s": 0.0, "take_s": 0.0, "convert_s": 0.0, "pin_s": 0.0,
                        "wait_s": 0.0, "total_s": 0.0, "batches": 0, "rows": 0, "bytes": 0}
 
@@ -111,17 +115,24 @@ class Loader:
             null_value=self._null_value,
         )
         pin = self._pin and torch.cuda.is_available()
+        if self._profile:
+            wait_range = lambda: torch.profiler.record_function("lancetorch.loader.wait")  # noqa: E731
+            pin_range = lambda: torch.profiler.record_function("lancetorch.loader.pin")  # noqa: E731
+        else:
+            wait_range = pin_range = contextlib.nullcontext
         try:
             while True:
                 t0 = time.perf_counter()
-                capsule = prefetcher.next()
+                with wait_range():
+                    capsule = prefetcher.next()
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
                     return
                 batch = torch.from_dlpack(capsule)
                 if pin:
-                    batch = batch.pin_memory()
+                    with pin_range():
+                        batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
                 yield batch
         finally:
