@@ -101,11 +101,43 @@ def test_stats_add_up(table):
     assert all(s[k] >= 0 for k in ("index_s", "take_s", "convert_s", "wait_s", "total_s"))
 
 
-def test_disk_table_that_cannot_be_cached_is_refused(tmp_path):
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_disk_table_beyond_the_cache_is_read_by_windows(tmp_path, shuffle, drop_last):
     db = lancetorch.connect(tmp_path)
-    db.create_table("t", data(10))
-    with pytest.raises(ValueError, match="in memory"):
-        Loader(db.open_table("t", cache=False), 4)
+    db.create_table("t", data())
+    table = db.open_table("t", cache=False)
+    loader = Loader(table, 100, seed=4, shuffle=shuffle, drop_last=drop_last,
+                    window_rows=700, clump_size=64)
+    assert table._backend._cached is None
+    for epoch in range(2):
+        batches = list(loader)
+        assert len(batches) == len(loader)
+        assert all(b.shape[1] == 100 for b in batches[:-1])
+        ids = ids_of(batches)
+        if drop_last:
+            assert len(ids) == N - N % 100 and len(set(ids)) == len(ids)
+        else:
+            assert sorted(ids) == list(range(N))
+        assert all(torch.equal(b[1], b[0] * 2) for b in batches)
+        if not shuffle:
+            assert ids == list(range(len(ids)))
+    assert loader.stats()["read_s"] > 0
+
+
+def test_windowed_order_is_seeded_and_clumps_stay_in_their_window(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", data())
+    table = db.open_table("t", cache=False)
+    first = ids_of(list(Loader(table, 50, seed=1, window_rows=256, clump_size=32)))
+    again = ids_of(list(Loader(table, 50, seed=1, window_rows=256, clump_size=32)))
+    other = ids_of(list(Loader(table, 50, seed=2, window_rows=256, clump_size=32)))
+    assert first == again and first != other
+    # A window holds 8 clumps: the rows of one clump all come within about one window.
+    where = {row: i for i, row in enumerate(first)}
+    for clump in range(0, N, 32):
+        spots = [where[r] for r in range(clump, min(clump + 32, N))]
+        assert max(spots) - min(spots) < 256 + 50
 
 
 def test_strings_refused_by_name():

@@ -31,7 +31,13 @@ class Loader:
     with :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of
     the loop, an exception, or the loader being collected stops the thread.
 
-    The rows must be in memory: a memory table, or a disk table whose columns fit its cache.
+    A memory table, or a disk table whose columns fit its cache, is read from memory in the
+    order of ``BatchSampler(seed=...)``. A disk table that does not fit is read by windows:
+    clumps of ``clump_size`` neighbouring rows in shuffled order, ``window_rows`` rows in
+    memory at a time (the next window read on a background thread), rows shuffled within each
+    window. Every row still comes once per epoch; a row's neighbours within its clump share
+    its window, and two rows of different clumps share a window with probability about
+    ``window_rows / rows``.
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class Loader:
         dtype: Any = None,
         null_value: float | None = None,
         profile: bool = False,
+        window_rows: int = 1 << 18,
+        clump_size: int = 4096,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -61,8 +69,21 @@ class Loader:
             raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
         self._rows = rows
         names = list(columns) if columns is not None else self._table.schema.names
+        missing = [c for c in names if c not in self._table.schema.names]
+        if missing:
+            raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
+        self._names = names
+        if int(clump_size) < 1 or int(window_rows) < 1:
+            raise ValueError(
+                f"clump_size={clump_size} and window_rows={window_rows} must be 1 or more"
+            )
+        self._clump = int(clump_size)
+        self._window_rows = int(window_rows)
         self._store, self._columns = self._in_memory(names)
-        n = len(rows) if rows is not None else self._store.num_rows
+        if self._store is None:
+            n = len(rows) if rows is not None else len(self._table)
+        else:
+            n = len(rows) if rows is not None else self._store.num_rows
         self._sampler = BatchSampler(n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
         if int(prefetch) < 1:
             raise ValueError(f"prefetch={prefetch} must be 1 or more")
@@ -71,24 +92,20 @@ class Loader:
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
         self._null_value = null_value
         self._profile = bool(profile)
-        self._stats = {"index_s": 0.0, "take_s": 0.0, "convert_s": 0.0, "pin_s": 0.0,
-                       "wait_s": 0.0, "total_s": 0.0, "batches": 0, "rows": 0, "bytes": 0}
+        self._stats = {"index_s": 0.0, "read_s": 0.0, "take_s": 0.0, "convert_s": 0.0,
+                       "pin_s": 0.0, "wait_s": 0.0, "total_s": 0.0, "batches": 0, "rows": 0,
+                       "bytes": 0}
 
-    def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore, list[int]]:
+    def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
+        """The store holding the columns and their positions there; ``(None, [])`` for a disk
+        table that does not fit its cache (read by windows)."""
         backend = self._table._backend
         if isinstance(backend, _MemoryBackend):
             store, held = backend.store, backend.schema.names
         elif isinstance(backend, _LanceBackend) and (cached := backend._cache_for(names)):
             held, store = cached
         else:
-            raise ValueError(
-                f"Loader needs table '{self._table.name}' in memory, but its columns do not fit "
-                "the cache (or cache=False): open it with cache=True, a larger cache_budget, or "
-                "read it with torch.utils.data.DataLoader"
-            )
-        missing = [n for n in names if n not in held]
-        if missing:
-            raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
+            return None, []
         return store, [held.index(n) for n in names]
 
     def __len__(self) -> int:
@@ -97,22 +114,82 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         self._sampler.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[Any]:
-        torch = _torch()
-        start = time.perf_counter()
-        order = self._sampler.order()
-        self._sampler.set_epoch(self._sampler.epoch + 1)
-        rows = order if self._rows is None else self._rows[order]
-        self._stats["index_s"] += time.perf_counter() - start
-        prefetcher = _native.Prefetcher(
-            self._store,
+    def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
+                    drop_last: bool) -> _native.Prefetcher:
+        return _native.Prefetcher(
+            store,
             pa.array(np.ascontiguousarray(rows, dtype=np.int64)),
-            self._columns,
+            columns,
             self._sampler.batch_size,
-            drop_last=self._sampler.drop_last,
+            drop_last=drop_last,
             depth=self._prefetch,
             dtype=self._dtype,
             null_value=self._null_value,
+        )
+
+    def _epoch_in_memory(self, epoch: int) -> Iterator[_native.Prefetcher]:
+        start = time.perf_counter()
+        order = self._sampler.order(epoch)
+        rows = order if self._rows is None else self._rows[order]
+        self._stats["index_s"] += time.perf_counter() - start
+        yield self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
+
+    def _epoch_by_windows(self, epoch: int) -> Iterator[_native.Prefetcher]:
+        """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
+        order, read ``window_rows`` at a time (the next window on a background thread), rows
+        shuffled within each window. Rows a window leaves short of a full batch open the next."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        n, size, clump = self._sampler.n, self._sampler.batch_size, self._clump
+        clumps = -(-n // clump)
+        shuffle = self._sampler.shuffle
+        clump_order = (
+            _native.epoch_order(clumps, self._sampler.seed, epoch).to_numpy()
+            if shuffle
+            else np.arange(clumps)
+        )
+        per_window = max(1, self._window_rows // clump)
+        groups = [np.sort(clump_order[i : i + per_window]) for i in range(0, clumps, per_window)]
+        dataset = self._table._backend.dataset
+        mask = (1 << 64) - 1
+
+        def read(k: int, carried: np.ndarray) -> tuple[_native.ColumnStore, np.ndarray, np.ndarray]:
+            t0 = time.perf_counter()
+            group = groups[k]
+            positions = np.concatenate(
+                [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
+            )
+            if shuffle:
+                window_seed = (self._sampler.seed + 1 + k) & mask
+                positions = positions[_native.epoch_order(len(positions), window_seed, epoch).to_numpy()]
+            positions = np.concatenate([carried, positions])
+            last = k == len(groups) - 1
+            keep = len(positions) if last else len(positions) - len(positions) % size
+            positions, carry = positions[:keep], positions[keep:]
+            rows = positions if self._rows is None else self._rows[positions]
+            unique, local = np.unique(rows, return_inverse=True)
+            table = dataset.take(unique, columns=self._names)
+            self._stats["read_s"] += time.perf_counter() - t0
+            return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
+
+        columns = list(range(len(self._names)))
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
+            pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if groups else None
+            for k in range(len(groups)):
+                store, local, carry = pending.result()
+                if k + 1 < len(groups):
+                    pending = pool.submit(read, k + 1, carry)
+                last = k == len(groups) - 1
+                yield self._prefetcher(store, local, columns, self._sampler.drop_last and last)
+
+    def __iter__(self) -> Iterator[Any]:
+        torch = _torch()
+        start = time.perf_counter()
+        epoch = self._sampler.epoch
+        self._sampler.set_epoch(epoch + 1)
+        sources = (
+            self._epoch_in_memory(epoch) if self._store is not None
+            else self._epoch_by_windows(epoch)
         )
         pin = self._pin and torch.cuda.is_available()
         if self._profile:
@@ -120,11 +197,19 @@ class Loader:
             pin_range = lambda: torch.profiler.record_function("lancetorch.loader.pin")  # noqa: E731
         else:
             wait_range = pin_range = contextlib.nullcontext
+        prefetcher = None
         try:
             while True:
                 t0 = time.perf_counter()
                 with wait_range():
-                    capsule = prefetcher.next()
+                    capsule = prefetcher.next() if prefetcher is not None else None
+                    while capsule is None:
+                        if prefetcher is not None:
+                            self._close(prefetcher)
+                        prefetcher = next(sources, None)
+                        if prefetcher is None:
+                            break
+                        capsule = prefetcher.next()
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
@@ -136,13 +221,19 @@ class Loader:
                     self._stats["pin_s"] += time.perf_counter() - t1
                 yield batch
         finally:
-            prefetcher.close()
-            for key, value in prefetcher.stats().items():
-                self._stats[key] += value
+            if prefetcher is not None:
+                self._close(prefetcher)
+            sources.close()
             self._stats["total_s"] += time.perf_counter() - start
 
+    def _close(self, prefetcher: _native.Prefetcher) -> None:
+        prefetcher.close()
+        for key, value in prefetcher.stats().items():
+            self._stats[key] += value
+
     def stats(self) -> dict[str, float]:
-        """Totals over finished epochs: seconds spent making the index (``index_s``), in the
+        """Totals over finished epochs: seconds spent making the index (``index_s``), reading
+        windows of a table too large for memory (``read_s``, on a background thread), in the
         take and the conversion on the Rust thread (``take_s``, ``convert_s``), pinning
         (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and bytes delivered;
         rows and bytes per second of the loop; and ``wait_fraction``, the share of the loop's
