@@ -54,7 +54,7 @@ class Loader:
         null_value: float | None = None,
         profile: bool = False,
         window_rows: int = 1 << 18,
-        clump_size: int = 4096,
+        clump_size: int = 16384,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
