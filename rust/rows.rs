@@ -157,9 +157,11 @@ impl RowBlock {
                     let data = chunk.column(c).to_data();
                     let src = &data.buffers()[0].as_slice()[(data.offset() + first) * w..];
                     let off = slots[c].expect("slot of a block column").0;
-                    for i in 0..n {
-                        part[i * stride + off..i * stride + off + w]
-                            .copy_from_slice(&src[i * w..(i + 1) * w]);
+                    match w {
+                        8 => column_in::<8>(src, part, stride, off, n),
+                        4 => column_in::<4>(src, part, stride, off, n),
+                        2 => column_in::<2>(src, part, stride, off, n),
+                        _ => column_in::<1>(src, part, stride, off, n),
                     }
                 }
             };
@@ -252,6 +254,19 @@ fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]
             2 => column_out::<2>(scratch, stride, *off, dst),
             _ => column_out::<1>(scratch, stride, *off, dst),
         }
+    }
+}
+
+/// Write `n` values of width `W` from a column into their slot of consecutive rows.
+#[inline(always)]
+fn column_in<const W: usize>(src: &[u8], rows: &mut [u8], stride: usize, off: usize, n: usize) {
+    for (row, v) in rows
+        .chunks_exact_mut(stride)
+        .zip(src[..n * W].chunks_exact(W))
+        .take(n)
+    {
+        let v: [u8; W] = v.try_into().expect("W bytes");
+        row[off..off + W].copy_from_slice(&v);
     }
 }
 
