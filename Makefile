@@ -28,8 +28,11 @@ test-rust:
 test-python:
 	$(PY) -m pytest -q
 
+# The loader benchmark: every workload in its own process, rows/s and peak memory, the
+# 1e5..1e7-row scaling pass; writes benches/results/bench_loaders.{json,png} (about 6 minutes).
 bench: install
-	$(PY) benches/bench_loaders.py
+	$(PIP) install --quiet matplotlib
+	$(PY) benches/bench_loaders.py --scaling
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist

@@ -585,14 +585,14 @@ WORKLOADS = [
         lancetorch_disk_over_budget_clumped, group="beyond", bound="clump_batches",
     ),
     Workload(
-        "emb-memcpy", "memcpy of the same bytes (limit)", emb_memcpy, group="emb", data="emb",
+        "emb-memcpy", "emb: memcpy of the same bytes (limit)", emb_memcpy, group="emb", data="emb",
         ref=True,
     ),
     Workload(
-        "emb-lancetorch", "lancetorch DataLoader + emb collate", emb_lancetorch, group="emb",
+        "emb-lancetorch", "emb: lancetorch DataLoader + column collate", emb_lancetorch, group="emb",
         data="emb",
     ),
-    Workload("emb-numpy", "numpy fancy indexing", emb_numpy_fancy_index, group="emb", data="emb"),
+    Workload("emb-numpy", "emb: numpy fancy indexing", emb_numpy_fancy_index, group="emb", data="emb"),
 ]
 
 SCALING = [
@@ -670,6 +670,8 @@ def run_workload(args: argparse.Namespace) -> dict:
         "peak_rss_mib": _memory.self_peak_mib(),  # getrusage(RUSAGE_SELF).ru_maxrss
         **ctx.info,
     }
+    if epoch_peak is not None and base is not None:
+        out["epoch_peak_over_base_mib"] = epoch_peak - base
     if w.key == "2-workers":
         out["workers_peak_mib"] = _memory.children_peak_mib()
     if rows and r["rows_timed"]:
@@ -784,6 +786,13 @@ def _ratios(results: list[dict]) -> None:
             r["ratio_to_group_ref"] = r["rows_per_s"] / refs[r["group"]]
 
 
+def _over_base(r: dict) -> float | None:
+    """The epoch's peak beyond what the process held with its imports alone."""
+    if r.get("epoch_peak_mib") is None or r.get("base_rss_mib") is None:
+        return None
+    return r["epoch_peak_mib"] - r["base_rss_mib"]
+
+
 def _mib(x: float | None) -> str:
     return "-" if x is None else f"{x:,.0f}"
 
@@ -797,7 +806,7 @@ def print_table(report: dict) -> None:
     width = max([len(r["name"]) for r in results] + [30])
     head = (
         f"  {'loader':<{width}}  {'rows/s':>12}  {'vs plain':>8}  {'vs ref':>7}  {'peak MiB':>8}  "
-        f"{'epoch MiB':>9}  {'warm-up s':>9}  timed"
+        f"{'epoch MiB':>9}  {'over base':>9}  {'warm-up s':>9}  timed"
     )
     fmt = dict(
         rows=report["rows"],
@@ -825,7 +834,8 @@ def print_table(report: dict) -> None:
                 f"  {r['name']:<{width}}  {r['rows_per_s']:>12,.0f}  "
                 f"{'' if plain is None else f'{plain:.1f}x':>8}  "
                 f"{'' if ref is None else f'{ref:.2f}x':>7}  {_mib(r['peak_rss_mib']):>8}  "
-                f"{_mib(r.get('epoch_peak_mib')):>9}  {r['warmup_s']:>9.2f}  {timed}"
+                f"{_mib(r.get('epoch_peak_mib')):>9}  {_mib(_over_base(r)):>9}  {r['warmup_s']:>9.2f}  "
+                f"{timed}"
             )
             if "workers_peak_mib" in r:
                 print(f"  {'':<{width}}  workers peak {r['workers_peak_mib']:,.0f} MiB "
@@ -842,9 +852,9 @@ def print_table(report: dict) -> None:
     print(
         "peak MiB: the workload process's ru_maxrss (imports, data generation and set-up "
         "included); epoch MiB: its peak during the warm-up batch and the timed batches "
-        "(VmHWM reset after set-up, source arrays dropped)"
-        + (f"; a process with the imports alone holds about {statistics.median(bases):,.0f} MiB"
-           if bases else "")
+        "(VmHWM reset after set-up, source arrays dropped); over base: epoch MiB less the "
+        "process's resident memory after its imports, before any data"
+        + (f" (about {statistics.median(bases):,.0f} MiB, mostly torch)" if bases else "")
         + "."
     )
     for n in notes:
