@@ -288,6 +288,14 @@ def lancetorch_disk_over_budget_clumped(ctx: Context) -> Loader:
     return loader, lambda b: b.shape[1]
 
 
+def lancetorch_disk_over_budget_windows(ctx: Context) -> Loader:
+    """Cache refused (a 1-byte budget); lancetorch's Loader reads windows of shuffled clumps,
+    the next window on a background thread."""
+    data = ctx.data()
+    table = _disk_table(data, cache_budget=1)
+    return PrefetchLoader(table, data.batch_size, seed=0), lambda b: b.shape[1]
+
+
 def lance_torch_dataset(ctx: Context) -> Loader:
     """pylance's own PyTorch dataset: an IterableDataset over a sequential scan (it has no
     shuffled epoch; ``samples=`` draws a sample, not a permutation)."""
@@ -583,6 +591,10 @@ WORKLOADS = [
     Workload(
         "disk-clumped", f"lancetorch disk, budget 1 B, BatchSampler clump {CLUMP_SIZE}",
         lancetorch_disk_over_budget_clumped, group="beyond", bound="clump_batches",
+    ),
+    Workload(
+        "disk-windows", "lancetorch Loader, budget 1 B, windows of shuffled clumps",
+        lancetorch_disk_over_budget_windows, group="beyond",
     ),
     Workload(
         "emb-memcpy", "emb: memcpy of the same bytes (limit)", emb_memcpy, group="emb", data="emb",

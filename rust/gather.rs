@@ -237,10 +237,14 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
                 .iter()
                 .map(|d| value_bytes(d, layout))
                 .collect();
-            let step = BLOCK_ROWS * layout.row_bytes;
+            // Wide rows (embeddings) are worth splitting even within one batch.
+            let task_rows = n
+                .div_ceil(2 * rayon::current_num_threads())
+                .clamp(64, BLOCK_ROWS);
+            let step = task_rows * layout.row_bytes;
             if parallel && dst.len() > step {
                 dst.par_chunks_mut(step)
-                    .zip(locs.par_chunks(BLOCK_ROWS))
+                    .zip(locs.par_chunks(task_rows))
                     .for_each(|(d, l)| copy_rows(&srcs, l, layout, d));
             } else {
                 copy_rows(&srcs, locs, layout, dst);

@@ -133,6 +133,7 @@ class _LanceBackend:
         # asked for, the store serving it and the positions of the columns there.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
         self._served: dict[tuple[int, ...] | None, tuple[_native.ColumnStore, list[int]]] = {}
+        self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
 
     def _open(self, dataset: Any) -> None:
@@ -176,9 +177,12 @@ class _LanceBackend:
             return self._cached
         have = set(names) | set(self._cached[0] if self._cached else ())
         wanted = [n for n in self.schema.names if n in have]
+        if frozenset(wanted) in self._refused:
+            return None
         rows = self.dataset.count_rows()
         budget = self.cache_budget if self.cache_budget is not None else available_memory() // 2
         if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
+            self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
             return None
         from tqdm.auto import tqdm
 
@@ -190,7 +194,10 @@ class _LanceBackend:
             for batch in self.dataset.to_batches(columns=wanted, batch_size=1 << 16):
                 batches.append(batch)
                 progress.update(batch.num_rows)
-        table = pa.Table.from_batches(batches, schema=pa.schema([self.schema.field(n) for n in wanted]))
+        schema = pa.schema([self.schema.field(n) for n in wanted])
+        # One compact copy: scanned batches can hold on to larger decoded buffers.
+        table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+        del batches
         self._cached = (wanted, _native.ColumnStore(table))
         return self._cached
 
@@ -231,6 +238,7 @@ class _LanceBackend:
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
         self._open(lance.dataset(self.uri, storage_options=self.storage_options))
         self._cached = None
+        self._refused.clear()
 
 
 class Table:
