@@ -967,7 +967,7 @@ def main() -> None:
             import _chart
 
             _chart.write_chart(report, CHART)
-            print(f"chart written to {CHART}")
+            print(f"chart written to {os.path.relpath(CHART)}")
         except ImportError as e:
             print(f"no chart: {e} (pip install matplotlib)")
 
