@@ -469,7 +469,11 @@ mod tests {
             batch.slice(60_777, n - 60_777),
         ];
         let store = Store::new(schema, chunks).unwrap();
+        // The first ask starts the build elsewhere and reads the columns meanwhile.
+        let early = take(&store, &[5, 99_999, 0], &[0, 1]).unwrap();
+        store.wait_for_row_block();
         assert!(store.row_block(&[0, 1]).is_some());
+        assert_eq!(take(&store, &[5, 99_999, 0], &[0, 1]).unwrap(), early);
         assert!(
             store.row_block(&[4, 0]).is_none(),
             "one block column is not enough"

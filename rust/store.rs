@@ -3,6 +3,7 @@
 //! Chunks are kept as they arrived (imported zero-copy through the Arrow C interfaces);
 //! a global offset maps to `(chunk, row)` through prefix sums of the chunk lengths.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
@@ -24,7 +25,9 @@ pub struct Store {
     starts: Vec<u64>,
     /// Row-major copy of the fixed-width columns, built on the first shuffled take that
     /// gains from it (`None` inside when the table does not qualify).
-    rows: OnceLock<Option<RowBlock>>,
+    rows: Arc<OnceLock<Option<RowBlock>>>,
+    /// Set once a thread has started building `rows`.
+    building: Arc<AtomicBool>,
     /// Whether shuffled reads may build the row-major block (a second copy of the fixed-width
     /// columns); off for tables mapped from shared memory, where it would be one per process.
     row_major: bool,
@@ -36,7 +39,8 @@ impl Clone for Store {
             schema: self.schema.clone(),
             chunks: self.chunks.clone(),
             starts: self.starts.clone(),
-            rows: OnceLock::new(),
+            rows: Arc::default(),
+            building: Arc::default(),
             row_major: self.row_major,
         }
     }
@@ -48,7 +52,8 @@ impl Store {
             schema,
             chunks: Vec::new(),
             starts: vec![0],
-            rows: OnceLock::new(),
+            rows: Arc::default(),
+            building: Arc::default(),
             row_major: true,
         };
         store.push(batches)?;
@@ -88,7 +93,7 @@ impl Store {
     /// This store without the row-major block for shuffled reads.
     pub fn without_row_block(mut self) -> Self {
         self.row_major = false;
-        self.rows = OnceLock::new();
+        self.rows = Arc::default();
         self
     }
 
@@ -108,7 +113,8 @@ impl Store {
     }
 
     /// The row-major block for shuffled reads of `columns`, when two or more of them are in
-    /// it (built on first use).
+    /// it. The first call starts building it on a thread of its own and returns `None`: reads
+    /// go to the columns until the block is ready, so the first batches do not wait for it.
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
         if !self.row_major
             || crate::threads::forked()
@@ -117,9 +123,38 @@ impl Store {
         {
             return None;
         }
-        let block = self.rows.get_or_init(|| RowBlock::build(self)).as_ref()?;
+        let Some(block) = self.rows.get() else {
+            self.start_row_block();
+            return None;
+        };
+        let block = block.as_ref()?;
         let held = columns.iter().filter(|&&c| block.slot(c).is_some()).count();
         (held >= 2).then_some(block)
+    }
+
+    fn start_row_block(&self) {
+        if self.building.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let source = self.clone();
+        let rows = self.rows.clone();
+        let spawned = std::thread::Builder::new()
+            .name("lancetorch-row-block".into())
+            .spawn(move || {
+                rows.get_or_init(|| RowBlock::build(&source));
+            });
+        if spawned.is_err() {
+            // No thread: build here instead.
+            self.rows.get_or_init(|| RowBlock::build(self));
+        }
+    }
+
+    /// Wait until the row-major block is built (or known not to be), starting it if needed.
+    pub fn wait_for_row_block(&self) {
+        if self.row_major && !crate::threads::forked() && self.num_rows() >= crate::rows::MIN_ROWS {
+            self.start_row_block();
+            self.rows.wait();
+        }
     }
 
     pub fn num_rows(&self) -> u64 {
