@@ -336,6 +336,14 @@ impl PyColumnStore {
         Ok((crate::bridge::batch_to_py(py, batch, Some(&schema))?, twin))
     }
 
+    /// Build the row-major block for shuffled reads now (with the GIL released) instead of
+    /// in the background on the first shuffled take: for a reader about to go through a
+    /// whole shuffled epoch.
+    fn prepare_shuffled_reads(&self, py: Python<'_>) {
+        let store = self.inner.clone();
+        py.detach(|| store.wait_for_row_block());
+    }
+
     /// The stored chunks as pyarrow record batches (no copy).
     fn batches(&self) -> Vec<arrow_pyarrow::PyArrowType<RecordBatch>> {
         self.inner

@@ -129,6 +129,8 @@ class Loader:
 
     def _epoch_in_memory(self, epoch: int) -> Iterator[_native.Prefetcher]:
         start = time.perf_counter()
+        if self._sampler.shuffle:
+            self._store.prepare_shuffled_reads()
         order = self._sampler.order(epoch)
         rows = order if self._rows is None else self._rows[order]
         self._stats["index_s"] += time.perf_counter() - start
