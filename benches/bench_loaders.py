@@ -62,6 +62,7 @@ from lancetorch.util import passthrough, tbl_to_tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _memory  # noqa: E402  (benches/_memory.py)
+from demo import RowDictDataset  # noqa: E402  (benches/demo.py)
 
 N_FEATURES = 16
 EMB_DIM = 768
@@ -148,18 +149,7 @@ class Context:
 
 
 # -- datasets for the baselines ----------------------------------------------------------------
-class RowDictDataset(Dataset):
-    """What many users write today: one dict per row, batched by PyTorch's default collate."""
-
-    def __init__(self, features: np.ndarray, labels: np.ndarray) -> None:
-        self.features = features
-        self.labels = labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"features": self.features[i], "label": int(self.labels[i])}
+# RowDictDataset (one dict per row, what many users write today) comes from demo.py.
 
 
 class NumpyDataset(Dataset):

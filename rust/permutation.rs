@@ -295,24 +295,29 @@ pub fn hash_split(
 
 type PyArrow<T> = arrow_pyarrow::PyArrowType<T>;
 
-fn u64_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u64>> {
-    if data.data_type() != &DataType::UInt64 || data.null_count() > 0 {
+/// The values of a primitive Arrow array of type `T` without nulls; `what` names it in errors.
+fn values_of<T: arrow_array::ArrowPrimitiveType>(
+    data: arrow_data::ArrayData,
+    what: &str,
+) -> Result<Vec<T::Native>> {
+    if data.data_type() != &T::DATA_TYPE || data.null_count() > 0 {
         return Err(Error::Type(format!(
-            "{what} must be uint64 without nulls, not {}",
+            "{what} must be {} without nulls, not {}",
+            T::DATA_TYPE,
             data.data_type()
         )));
     }
-    Ok(UInt64Array::from(data).values().to_vec())
+    Ok(arrow_array::PrimitiveArray::<T>::from(data)
+        .values()
+        .to_vec())
+}
+
+fn u64_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u64>> {
+    values_of::<arrow_array::types::UInt64Type>(data, what)
 }
 
 fn u32_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u32>> {
-    if data.data_type() != &DataType::UInt32 || data.null_count() > 0 {
-        return Err(Error::Type(format!(
-            "{what} must be uint32 without nulls, not {}",
-            data.data_type()
-        )));
-    }
-    Ok(UInt32Array::from(data).values().to_vec())
+    values_of::<arrow_array::types::UInt32Type>(data, what)
 }
 
 fn to_py(
