@@ -1,5 +1,6 @@
 //! lancetorch's Rust core. This file only registers; each concept has its own module.
 
+pub mod bijection;
 pub mod bridge;
 pub mod dlpack;
 pub mod error;
@@ -30,6 +31,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_hash_split, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_shuffle_splits, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_epoch_order, m)?)?;
+    m.add_function(wrap_pyfunction!(bijection::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
     Ok(())
 }

@@ -8,6 +8,14 @@ import pytest
 import lancetorch
 
 
+@pytest.fixture(autouse=True)
+def _one_process_world(monkeypatch):
+    """Tests run as a single process unless they say otherwise: a RANK / WORLD_SIZE in the
+    environment that runs them must not shard their reads."""
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+
+
 @pytest.fixture
 def mem_db() -> lancetorch.Connection:
     return lancetorch.connect("memory://")

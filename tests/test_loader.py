@@ -175,3 +175,48 @@ def test_interpreter_exits_with_a_loader_mid_epoch():
     out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "leaving" in out.stdout
+
+
+def test_loader_shards_by_rank(table):
+    per_rank = [ids_of(list(Loader(table, 64, seed=5, rank=r, world_size=3))) for r in range(3)]
+    assert len({len(ids) for ids in per_rank}) == 1
+    every = sum(per_rank, [])
+    assert sorted(set(every)) == list(range(N)) and len(every) == -(-N // 3) * 3
+    sampler = BatchSampler(N, 64, seed=5, rank=1, world_size=3)
+    assert per_rank[1] == sampler.shard_rows(0).tolist(), "the sampler's order"
+
+
+def test_loader_resumes_mid_epoch(table):
+    whole = Loader(table, 100, seed=8, world_size=1)
+    first_epoch, second_epoch = ids_of(list(whole)), ids_of(list(whole))
+    stopped = Loader(table, 100, seed=8, world_size=1)
+    head = []
+    for i, batch in enumerate(stopped):
+        head += ids_of([batch])
+        if i == 2:
+            break
+    state = stopped.state_dict()
+    assert state["epoch"] == 0 and state["position"] == 300
+    resumed = Loader(table, 100, seed=8, world_size=1)
+    resumed.load_state_dict(state)
+    assert len(resumed) == len(whole) - 3
+    assert head + ids_of(list(resumed)) == first_epoch
+    assert ids_of(list(resumed)) == second_epoch
+    two = [Loader(table, 100, seed=8, rank=r, world_size=2) for r in range(2)]
+    for loader in two:
+        loader.load_state_dict(state)
+    rest = sum((ids_of(list(loader)) for loader in two), [])
+    assert set(rest) == set(first_epoch[300:]) and not set(rest) & set(head)
+
+
+def test_windowed_loader_refuses_what_it_cannot_resume(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", data())
+    table = db.open_table("t", cache=False)
+    with pytest.raises(ValueError, match="not shared among 2 ranks"):
+        Loader(table, 100, seed=1, rank=0, world_size=2)
+    loader = Loader(table, 100, seed=1, window_rows=300, clump_size=50)
+    with pytest.raises(ValueError, match="resume at the start of an epoch only"):
+        loader.load_state_dict({**loader.state_dict(), "position": 200})
+    loader.load_state_dict({**loader.state_dict(), "epoch": 1})
+    assert sorted(ids_of(list(loader))) == list(range(N))

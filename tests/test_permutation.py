@@ -718,3 +718,19 @@ def test_iter_shuffled_follows_the_sampler(mem_db):
     assert got == want and sorted(got) == list(range(10, 250))
     kept = [len(b["id"]) for b in p.iter(64, skip_last_batch=True, shuffle=True, seed=3)]
     assert kept == [64, 64, 64]
+
+
+def test_shuffled_iter_is_a_training_read_sharded_by_rank(mem_db, monkeypatch):
+    perm = Permutation.identity(mem_db.create_table("t", sample_table(50))).with_format("arrow")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    seen = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        ids = [i for b in perm.iter(8, shuffle=True, seed=3) for i in b.column("id").to_pylist()]
+        assert len(ids) == 25
+        seen += ids
+    assert sorted(seen) == list(range(50))
+    in_order = [i for b in perm.iter(8) for i in b.column("id").to_pylist()]
+    assert in_order == list(range(50)), "a read in order is not sharded unless asked"
+    asked = [i for b in perm.iter(8, rank=0, world_size=2) for i in b.column("id").to_pylist()]
+    assert asked == list(range(0, 50, 2))

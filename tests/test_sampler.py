@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lancetorch
+from lancetorch import _native
 from lancetorch.sampler import BatchSampler
 from lancetorch.util import tbl_to_tensor
 
@@ -73,3 +74,180 @@ def test_dataloader_with_batch_sampler_gives_every_row_once():
         ids = torch.cat([b[0] for b in batches]).long()
         assert sorted(ids.tolist()) == list(range(n))
         assert all(torch.equal(b[0], b[1]) for b in batches), "id and x come from the same row"
+
+
+# ---- the bijection order ------------------------------------------------------------------------
+def bijection(n, seed, epoch, positions=None):
+    positions = np.arange(n, dtype=np.int64) if positions is None else np.asarray(positions)
+    return _native.bijection_rows(n, seed, epoch, pa.array(positions, pa.int64())).to_numpy()
+
+
+def test_golden_bijection_orders():
+    """Locked, as the Fisher-Yates orders are: resumed runs depend on them."""
+    assert bijection(10, 42, 0).tolist() == [4, 2, 9, 6, 8, 0, 3, 5, 1, 7]
+    assert bijection(10, 42, 1).tolist() == [4, 1, 9, 0, 8, 7, 5, 3, 6, 2]
+    # A table of three billion rows: no index array, any position at once.
+    assert bijection(3_000_000_000, 7, 2, [0, 1, 2_999_999_999]).tolist() == [
+        2_968_442_575, 695_869_406, 2_328_829_011,
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 5000), seed=st.integers(0, 2**64 - 1), epoch=st.integers(0, 1000))
+def test_bijection_reads_every_row_once(n, seed, epoch):
+    rows = bijection(n, seed, epoch)
+    assert np.array_equal(np.sort(rows), np.arange(n))
+    some = np.array([0, n // 2, n - 1])
+    assert np.array_equal(bijection(n, seed, epoch, some), rows[some]), "position by position"
+
+
+def test_bijection_is_uniform_enough():
+    """Which row comes first, over 20000 seeds: each of 10 rows about 2000 times."""
+    first = [int(bijection(10, s, 0, [0])[0]) for s in range(20000)]
+    counts = np.bincount(first, minlength=10)
+    assert counts.min() > 1800 and counts.max() < 2200, counts
+    assert (bijection(1000, 1, 0) == bijection(1000, 1, 1)).sum() < 10, "epochs unrelated"
+
+
+def test_bijection_refuses_positions_outside():
+    with pytest.raises(IndexError, match="position 5"):
+        bijection(5, 1, 0, [0, 5])
+
+
+def test_sampler_order_choice():
+    assert BatchSampler(10, 2, seed=1).order_kind == "fisher-yates"
+    big = BatchSampler(10**10, 4096, seed=1)
+    assert big.order_kind == "bijection"
+    first = next(iter(big))
+    assert first.dtype == np.int64 and len(first) == 4096 and len(set(first.tolist())) == 4096
+    assert first.min() >= 0 and first.max() < 10**10
+    s = BatchSampler(100, 7, seed=5, order="bijection")
+    assert sorted(np.concatenate(list(s)).tolist()) == list(range(100))
+    assert s.order(0).tolist() == bijection(100, 5, 0).tolist()
+    with pytest.raises(ValueError, match="clump_size needs order='fisher-yates'"):
+        BatchSampler(100, 7, order="bijection", clump_size=4)
+    with pytest.raises(ValueError, match="order must be one of"):
+        BatchSampler(100, 7, order="random")
+
+
+# ---- sharding across ranks ------------------------------------------------------------------------
+def shards(n, bs, world, **kw):
+    return [np.concatenate(list(BatchSampler(n, bs, rank=r, world_size=world, **kw)) or
+                           [np.array([], dtype=np.int64)]) for r in range(world)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(0, 400), bs=st.integers(1, 40), world=st.integers(1, 5),
+       seed=st.integers(0, 2**64 - 1), order=st.sampled_from(["fisher-yates", "bijection"]))
+def test_ranks_split_every_epoch(n, bs, world, seed, order):
+    padded = shards(n, bs, world, seed=seed, order=order)
+    assert len({len(s) for s in padded}) == 1, "every rank reads as many rows"
+    every = np.concatenate(padded)
+    assert len(every) == -(-n // world) * world
+    assert sorted(set(every.tolist())) == list(range(n))
+    full = BatchSampler(n, bs, seed=seed, order=order, world_size=1).order(0)
+    for r, s in enumerate(padded):  # rank r reads positions r, r + W, ... of the one order
+        positions = np.arange(r, len(s) * world, world) % max(n, 1)
+        assert np.array_equal(s, full[positions])
+    dropped = shards(n, bs, world, seed=seed, order=order, uneven="drop")
+    every = np.concatenate(dropped)
+    assert len(every) == n - n % world and len(set(every.tolist())) == len(every)
+
+
+def test_rank_and_world_from_the_environment(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    s = BatchSampler(30, 5, seed=9)
+    assert (s.rank, s.world_size) == (1, 3) and len(s) == 2
+    assert BatchSampler(30, 5, seed=9, world_size=1, rank=0).world_size == 1
+    with pytest.raises(ValueError, match="same seed on every rank"):
+        BatchSampler(30, 5)
+    assert BatchSampler(30, 5, shuffle=False).world_size == 3, "in order: no seed needed"
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ValueError, match="WORLD_SIZE='two' is not an integer"):
+        BatchSampler(30, 5, seed=1)
+    with pytest.raises(ValueError, match="rank=3 with world_size=3"):
+        BatchSampler(30, 5, seed=1, rank=3, world_size=3)
+
+
+def test_dataloader_workers_within_a_rank_do_not_overlap():
+    n = 3000
+    table = lancetorch.connect("memory://").create_table("t", pa.table({"id": np.arange(n)}))
+    seen = []
+    for rank in range(2):
+        sampler = BatchSampler(table, 128, seed=11, rank=rank, world_size=2)
+        loader = torch.utils.data.DataLoader(
+            table, batch_sampler=sampler, collate_fn=tbl_to_tensor, num_workers=2,
+            multiprocessing_context="spawn",
+        )
+        ids = torch.cat([b[0] for b in loader]).tolist()
+        assert len(ids) == len(set(ids)) == n // 2
+        assert ids == sampler.shard_rows(0).tolist(), "in the sampler's order"
+        seen += ids
+    assert sorted(seen) == list(range(n))
+
+
+# ---- resuming -------------------------------------------------------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 300), bs=st.integers(1, 30), stop=st.integers(0, 40),
+       world=st.integers(1, 4), later=st.integers(1, 4), seed=st.integers(0, 2**63),
+       order=st.sampled_from(["fisher-yates", "bijection"]))
+def test_resume_reads_exactly_the_rest(n, bs, stop, world, later, seed, order):
+    """Stop every rank after ``stop`` batches, resume on ``later`` ranks: the epoch's rows not
+    yet read come once each (padding aside) and nothing read before comes again."""
+    kw = dict(seed=seed, order=order)
+    first = [BatchSampler(n, bs, rank=r, world_size=world, **kw) for r in range(world)]
+    iters = [iter(s) for s in first]
+    before = []
+    for it in iters:
+        for _ in range(stop):
+            batch = next(it, None)
+            if batch is not None:
+                before.append(batch)
+    states = [s.state_dict() for s in first]
+    assert all(st_ == states[0] for st_ in states), "every rank saves the same state"
+    state = states[0]
+    resumed = [BatchSampler(n, bs, rank=r, world_size=later, **kw) for r in range(later)]
+    for s in resumed:
+        s.load_state_dict(state)
+    after = [np.concatenate(list(s) or [np.array([], dtype=np.int64)]) for s in resumed]
+    read_before = set(np.concatenate(before).tolist()) if before else set()
+    if state["epoch"] == 1:  # the first run had finished the epoch
+        assert state["position"] == 0 and read_before == set(range(n))
+        return
+    rest = np.concatenate(after)
+    order = first[0].order(0)
+    assert len(read_before) == state["position"] and read_before == set(order[: state["position"]].tolist())
+    assert set(rest.tolist()) == set(order[state["position"]:].tolist())
+    assert len(rest) == -(-(n - state["position"]) // later) * later
+    assert [s.epoch for s in resumed] == [1] * later, "then the next epoch"
+
+
+def test_resume_continues_in_the_same_order():
+    a = BatchSampler(1000, 64, seed=3, world_size=1)
+    whole = list(a)
+    b = BatchSampler(1000, 64, seed=3, world_size=1)
+    it = iter(b)
+    head = [next(it) for _ in range(5)]
+    state = b.state_dict()
+    assert state["position"] == 5 * 64 and state["epoch"] == 0
+    c = BatchSampler(1000, 64, seed=3, world_size=1)
+    c.load_state_dict(state)
+    assert len(c) == len(whole) - 5
+    assert all(np.array_equal(x, y) for x, y in zip(head + list(c), whole))
+    assert b.state_dict(batches=2)["position"] == 2 * 64, "a loop behind the sampler says so"
+    with pytest.raises(ValueError, match="only 5 batches"):
+        b.state_dict(batches=6)
+
+
+def test_resume_refuses_a_state_of_another_order():
+    state = BatchSampler(100, 10, seed=1, world_size=1).state_dict()
+    with pytest.raises(ValueError, match="rows=100"):
+        BatchSampler(101, 10, seed=1, world_size=1).load_state_dict(state)
+    with pytest.raises(ValueError, match="shuffle=True"):
+        BatchSampler(100, 10, shuffle=False).load_state_dict(state)
+    with pytest.raises(ValueError, match="not a BatchSampler state"):
+        BatchSampler(100, 10, seed=1).load_state_dict({"epoch": 0})
+    other_seed = BatchSampler(100, 10, seed=2, world_size=1)
+    other_seed.load_state_dict(state)
+    assert other_seed.seed == 1, "the saved seed wins: the order is the saved one"

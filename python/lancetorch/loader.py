@@ -31,6 +31,11 @@ class Loader:
     with :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of
     the loop, an exception, or the loader being collected stops the thread.
 
+    Under ``torch.distributed`` (or with ``rank``/``world_size`` given) each rank reads its
+    share of every epoch, as :class:`lancetorch.sampler.BatchSampler` with the same
+    ``uneven`` and ``order`` arguments gives it. ``state_dict()`` / ``load_state_dict()``
+    resume mid-epoch from the last batch the loop received.
+
     A memory table, or a disk table whose columns fit its cache, is read from memory in the
     order of ``BatchSampler(seed=...)``. A disk table that does not fit is read by windows:
     clumps of ``clump_size`` neighbouring rows in shuffled order, ``window_rows`` rows in
@@ -55,6 +60,10 @@ class Loader:
         profile: bool = False,
         window_rows: int = 1 << 18,
         clump_size: int = 16384,
+        rank: int | None = None,
+        world_size: int | None = None,
+        uneven: str = "pad",
+        order: str = "auto",
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -84,7 +93,17 @@ class Loader:
             n = len(rows) if rows is not None else len(self._table)
         else:
             n = len(rows) if rows is not None else self._store.num_rows
-        self._sampler = BatchSampler(n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self._sampler = BatchSampler(
+            n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
+            world_size=world_size, uneven=uneven, order=order,
+        )
+        if self._store is None and self._sampler.world_size > 1:
+            raise ValueError(
+                f"table '{self._table.name}' does not fit its cache and is read by windows, "
+                f"which are not shared among {self._sampler.world_size} ranks yet: raise "
+                "cache_budget (or open it with cache=True), or pass world_size=1 to read all "
+                "rows on every rank"
+            )
         if int(prefetch) < 1:
             raise ValueError(f"prefetch={prefetch} must be 1 or more")
         self._prefetch = int(prefetch)
@@ -114,6 +133,22 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         self._sampler.set_epoch(epoch)
 
+    def state_dict(self) -> dict[str, Any]:
+        """Where reading stands, counting the batches this loader's loop has received; see
+        :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
+        return self._sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
+        order, on as many ranks as there are now."""
+        if self._store is None and int(state.get("position", 0)):
+            raise ValueError(
+                f"table '{self._table.name}' is read by windows, which resume at the start of "
+                "an epoch only: load a state saved at the end of an epoch, or raise "
+                "cache_budget so that the table is read from memory"
+            )
+        self._sampler.load_state_dict(state)
+
     def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
                     drop_last: bool) -> _native.Prefetcher:
         return _native.Prefetcher(
@@ -127,11 +162,11 @@ class Loader:
             null_value=self._null_value,
         )
 
-    def _epoch_in_memory(self, epoch: int) -> Iterator[_native.Prefetcher]:
+    def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
         start = time.perf_counter()
         if self._sampler.shuffle:
             self._store.prepare_shuffled_reads()
-        order = self._sampler.order(epoch)
+        order = self._sampler.shard_rows(epoch, position)
         rows = order if self._rows is None else self._rows[order]
         self._stats["index_s"] += time.perf_counter() - start
         yield self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
@@ -187,10 +222,10 @@ class Loader:
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()
         start = time.perf_counter()
-        epoch = self._sampler.epoch
-        self._sampler.set_epoch(epoch + 1)
+        epoch, position = self._sampler._begin()
+        progress = self._sampler._progress
         sources = (
-            self._epoch_in_memory(epoch) if self._store is not None
+            self._epoch_in_memory(epoch, position) if self._store is not None
             else self._epoch_by_windows(epoch)
         )
         pin = self._pin and torch.cuda.is_available()
@@ -221,6 +256,7 @@ class Loader:
                     with pin_range():
                         batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
+                progress[2] += 1
                 yield batch
         finally:
             if prefetcher is not None:

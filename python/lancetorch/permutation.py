@@ -638,12 +638,23 @@ class Permutation:
         shuffle: bool = False,
         seed: int | None = None,
         epoch: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
     ) -> Iterator[Any]:
         """Batches of ``batch_size`` rows (default: ``with_batch_size``, 100): in order, or
         with ``shuffle=True`` in the order :class:`lancetorch.sampler.BatchSampler` gives for
-        ``(seed, epoch)``."""
+        ``(seed, epoch)``.
+
+        A shuffled read is a training read: under ``torch.distributed`` (or ``RANK`` and
+        ``WORLD_SIZE``) each rank gets its own share of the epoch, as with ``BatchSampler``.
+        A read in order gives every row unless ``rank`` and ``world_size`` are passed."""
         size = self._batch_size if batch_size is None else batch_size
-        sampler = BatchSampler(len(self), size, shuffle=shuffle, seed=seed, drop_last=skip_last_batch)
+        if not shuffle and (rank is None or world_size is None):
+            rank, world_size = 0, 1
+        sampler = BatchSampler(
+            len(self), size, shuffle=shuffle, seed=seed, drop_last=skip_last_batch, rank=rank,
+            world_size=world_size,
+        )
         sampler.set_epoch(epoch)
         for positions in sampler:
             yield self._output(self._arrow(pa.array(positions)))

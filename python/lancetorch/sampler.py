@@ -1,30 +1,116 @@
-"""Index batches made in Rust, for ``DataLoader(dataset, batch_sampler=...)``.
+"""Index batches made in Rust, for ``DataLoader(dataset, batch_sampler=...)``, sharded across
+the ranks of a ``torch.distributed`` job and resumable mid-epoch.
 
 PyTorch's ``RandomSampler`` + ``BatchSampler`` build a Python list of ints for every batch,
 which caps a shuffled epoch at a few million rows a second however fast the dataset is.
-:class:`BatchSampler` shuffles the positions once per epoch in Rust and yields slices of one
-int64 numpy array; a lancetorch Table or Permutation takes such an array without making a
-Python object per row.
+:class:`BatchSampler` orders the positions in Rust and yields slices of int64 numpy arrays; a
+lancetorch Table or Permutation takes such an array without making a Python object per row.
+
+An epoch is one global order of all ``n`` positions, a pure function of ``(seed, epoch)``.
+Rank ``r`` of ``W`` reads global positions ``r, r + W, r + 2W, ...`` of it, so after every rank
+has read ``k`` rows the first ``k * W`` positions of the order are read and nothing else: the
+state to resume from is ``(seed, epoch, position)``, whatever the number of ranks.
 """
 
 from __future__ import annotations
 
+import os
 import secrets
+import sys
 from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from . import _native
 
+#: Up to this many rows an epoch's order is a Fisher-Yates shuffle held as one index array
+#: (8 bytes a row); beyond it, a seeded bijection computed position by position.
+FISHER_YATES_MAX_ROWS = 1 << 26
+_ORDERS = ("auto", "fisher-yates", "bijection")
+_UNEVEN = ("pad", "drop")
+
+
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+
+
+def _torch_distributed() -> Any:
+    """``torch.distributed`` when it is imported and initialised (never imports torch)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist
+    return None
+
+
+def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: as given; else ``torch.distributed``'s when it
+    is initialised; else the ``RANK`` and ``WORLD_SIZE`` environment variables (set by
+    ``torchrun``); else ``(0, 1)``."""
+    if rank is None or world_size is None:
+        dist = _torch_distributed()
+        if dist is not None:
+            found = (dist.get_rank(), dist.get_world_size())
+        else:
+            env_rank, env_world = _env_int("RANK"), _env_int("WORLD_SIZE")
+            found = (env_rank or 0, env_world or 1)
+        rank = found[0] if rank is None else rank
+        world_size = found[1] if world_size is None else world_size
+    rank, world_size = int(rank), int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(
+            f"rank={rank} with world_size={world_size}: the world size must be 1 or more and "
+            "the rank between 0 and world_size - 1"
+        )
+    return rank, world_size
+
+
+def _shared_seed(seed: int | None, world_size: int) -> int:
+    """The seed: as given; else a random one, the same on every rank of a sharded read."""
+    if seed is not None:
+        return int(seed) & ((1 << 64) - 1)
+    if world_size == 1:
+        return secrets.randbits(64)
+    dist = _torch_distributed()
+    if dist is None:
+        raise ValueError(
+            f"a shuffled read sharded across {world_size} ranks needs the same seed on every "
+            "rank: pass seed=..., or initialise torch.distributed so that rank 0's is shared"
+        )
+    chosen = [secrets.randbits(64) if dist.get_rank() == 0 else None]
+    dist.broadcast_object_list(chosen, src=0)
+    return int(chosen[0])
+
 
 class BatchSampler:
-    """Batches of positions ``0..n``: shuffled per epoch from ``(seed, epoch)``, or in order.
+    """Batches of positions ``0..n``: shuffled per epoch from ``(seed, epoch)``, or in order;
+    this rank's share when the read is sharded.
 
     ``set_epoch(e)`` chooses the order of the next pass (as with ``DistributedSampler``); a
     pass that ends without a ``set_epoch`` moves on to the next epoch by itself. With the same
     seed and epoch the order is the same on every machine and every release.
 
-    >>> s = BatchSampler(10, batch_size=4, seed=42)
+    Sharding: ``rank`` and ``world_size`` default to those of ``torch.distributed`` (or
+    ``RANK``/``WORLD_SIZE``); pass ``world_size=1`` to read everything on every rank. Every
+    rank gets the same number of rows: ``uneven="pad"`` (default, as ``DistributedSampler``)
+    repeats the first rows of the epoch's remainder to fill the last round,
+    ``uneven="drop"`` leaves out the last ``n % world_size`` positions of the order.
+
+    ``order``: ``"fisher-yates"`` shuffles an index array (8 bytes a row);
+    ``"bijection"`` computes each position's row from ``(seed, epoch, position)`` with no
+    memory at all, for tables of billions of rows; ``"auto"`` picks Fisher-Yates up to
+    :data:`FISHER_YATES_MAX_ROWS` rows. ``clump_size`` keeps runs of neighbouring rows
+    together (Fisher-Yates only).
+
+    ``state_dict()`` / ``load_state_dict()`` stop and resume mid-epoch; see there.
+
+    >>> s = BatchSampler(10, batch_size=4, seed=42, world_size=1)
     >>> [len(b) for b in s]
     [4, 4, 2]
     """
@@ -38,39 +124,160 @@ class BatchSampler:
         seed: int | None = None,
         drop_last: bool = False,
         clump_size: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        uneven: str = "pad",
+        order: str = "auto",
     ) -> None:
         n = data_source if isinstance(data_source, (int, np.integer)) else len(data_source)
         if isinstance(n, bool) or int(n) < 0:
             raise ValueError(f"the number of rows must be 0 or more, got {n!r}")
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size!r} must be 1 or more")
+        if uneven not in _UNEVEN:
+            raise ValueError(f"uneven must be one of {_UNEVEN}, got {uneven!r}")
+        if order not in _ORDERS:
+            raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
         self.n = int(n)
+        if order == "auto":
+            order = "fisher-yates" if self.n <= FISHER_YATES_MAX_ROWS else "bijection"
+        if order == "bijection" and clump_size not in (None, 1):
+            raise ValueError(
+                "clump_size needs order='fisher-yates': the bijection order moves single rows"
+            )
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self.seed = secrets.randbits(64) if seed is None else int(seed)
+        self.rank, self.world_size = distributed_rank(rank, world_size)
+        self.seed = _shared_seed(seed, self.world_size if shuffle else 1)
         self.drop_last = drop_last
         self.clump_size = clump_size
-        self.epoch = 0
+        self.uneven = uneven
+        self.order_kind = order
+        self.epoch = 0  # the epoch the next pass reads
+        self._start = 0  # and the global position it starts at
+        self._progress: list[int] | None = None  # [epoch, start, batches] of the pass underway
+        self._cached_order: tuple[int, np.ndarray] | None = None
 
+    # -- orders -----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         if int(epoch) < 0:
             raise ValueError(f"epoch must be 0 or more, got {epoch}")
-        self.epoch = int(epoch)
+        self.epoch, self._start, self._progress = int(epoch), 0, None
 
     def order(self, epoch: int | None = None) -> np.ndarray:
-        """All positions of ``epoch`` (default: the current one) in read order."""
+        """All positions of ``epoch`` (default: the current one) in global read order."""
         epoch = self.epoch if epoch is None else epoch
+        return self.rows_at(epoch, np.arange(self.n, dtype=np.int64))
+
+    def rows_at(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """The positions read at ``positions`` of ``epoch``'s global order."""
         if not self.shuffle:
-            return np.arange(self.n, dtype=np.int64)
-        return _native.epoch_order(self.n, self.seed, epoch, self.clump_size).to_numpy()
+            return positions
+        if self.order_kind == "bijection":
+            rows = _native.bijection_rows(self.n, self.seed, epoch, pa.array(positions, pa.int64()))
+            return rows.to_numpy()
+        if self._cached_order is None or self._cached_order[0] != epoch:
+            whole = _native.epoch_order(self.n, self.seed, epoch, self.clump_size).to_numpy()
+            self._cached_order = (epoch, whole)
+        return self._cached_order[1][positions]
+
+    # -- this rank's share --------------------------------------------------------------------
+    def shard_size(self, start: int = 0) -> int:
+        """Rows this rank reads in an epoch that starts at global position ``start``."""
+        remaining = max(self.n - start, 0)
+        if self.uneven == "pad":
+            return -(-remaining // self.world_size)
+        return remaining // self.world_size
+
+    def shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+        """Global positions of this rank's rows ``lo..hi`` in an epoch started at ``start``."""
+        positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
+        if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
+            positions = start + (positions - start) % (self.n - start)
+        return positions
+
+    def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
+        """Everything this rank reads in ``epoch`` from global position ``start``, in order."""
+        return self.rows_at(epoch, self.shard_positions(start, 0, self.shard_size(start)))
+
+    def _batches(self, rows: int) -> int:
+        return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
 
     def __len__(self) -> int:
-        if self.drop_last:
-            return self.n // self.batch_size
-        return -(-self.n // self.batch_size)
+        """Batches in the next pass (shorter when resuming mid-epoch)."""
+        return self._batches(self.shard_size(self._start))
+
+    # -- passes and resuming ----------------------------------------------------------------
+    def _begin(self) -> tuple[int, int]:
+        """Start a pass: its ``(epoch, start)``; the pass after it reads the next epoch."""
+        epoch, start = self.epoch, self._start
+        self.epoch, self._start = epoch + 1, 0
+        self._progress = [epoch, start, 0]
+        return epoch, start
 
     def __iter__(self) -> Iterator[np.ndarray]:
-        order = self.order()
-        self.epoch += 1
-        for i in range(len(self)):
-            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+        epoch, start = self._begin()
+        size, step = self.shard_size(start), self.batch_size
+        progress = self._progress
+        for k in range(self._batches(size)):
+            lo, hi = k * step, min((k + 1) * step, size)
+            batch = self.rows_at(epoch, self.shard_positions(start, lo, hi))
+            progress[2] = k + 1
+            yield batch
+
+    def state_dict(self, batches: int | None = None) -> dict[str, Any]:
+        """Where reading stands: ``{"epoch", "position", "seed", ...}``, enough to resume.
+
+        ``position`` counts the rows of the epoch's global order read by all ranks together.
+        By default the batches this sampler has handed out count as read; a DataLoader with
+        worker processes draws batches ahead of the training loop, so pass ``batches=``, the
+        number of batches of the current pass the loop has finished."""
+        if self._progress is None:
+            epoch, position = self.epoch, self._start
+        else:
+            epoch, start, handed = self._progress
+            done = handed if batches is None else int(batches)
+            if batches is not None and not 0 <= done <= handed:
+                raise ValueError(
+                    f"batches={batches}: only {handed} batches of this pass were handed out"
+                )
+            if done >= self._batches(self.shard_size(start)):
+                epoch, position = epoch + 1, 0  # the pass is complete
+            else:
+                position = start + done * self.batch_size * self.world_size
+        return {
+            "epoch": epoch,
+            "position": position,
+            "seed": self.seed,
+            "rows": self.n,
+            "shuffle": self.shuffle,
+            "order": self.order_kind,
+            "clump_size": self.clump_size,
+            "world_size": self.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``: the next pass reads the rest of that epoch, in the
+        same order, then the epochs after it. The number of ranks (and the batch size) may
+        differ from the run that saved the state: the remaining positions are shared among
+        the ranks there are now, none read twice, none left out (beyond ``uneven`` padding)."""
+        for key, mine in (
+            ("rows", self.n),
+            ("shuffle", self.shuffle),
+            ("order", self.order_kind),
+            ("clump_size", self.clump_size),
+        ):
+            if key not in state:
+                raise ValueError(f"not a BatchSampler state: it has no '{key}'")
+            if state[key] != mine:
+                raise ValueError(
+                    f"the state was saved by a sampler with {key}={state[key]!r}, this one has "
+                    f"{key}={mine!r}: its positions would name other rows; build the sampler "
+                    "as it was built then"
+                )
+        position = int(state["position"])
+        if not 0 <= position <= self.n:
+            raise ValueError(f"position {position} is outside the epoch's {self.n} rows")
+        self.seed = int(state["seed"])
+        self.epoch, self._start, self._progress = int(state["epoch"]), position, None
+        self._cached_order = None
