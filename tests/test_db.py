@@ -219,8 +219,8 @@ def test_memory_connections_are_independent():
 
 
 def test_unsupported_scheme():
-    with pytest.raises(ValueError, match="s3://bucket"):
-        lancetorch.connect("s3://bucket/path")
+    with pytest.raises(ValueError, match="s3://bucket/prefix"):
+        lancetorch.connect("gs://bucket/path")
 
 
 # -- interop with pylance ---------------------------------------------------------------------

@@ -1,15 +1,18 @@
-"""Connections: where tables live. ``memory://`` keeps them in this process; a directory
-holds one Lance dataset per table, ``<uri>/<name>.lance``."""
+"""Connections: where tables live. ``memory://`` keeps them in this process; a directory, or
+a prefix on S3-compatible object storage (``s3://bucket/prefix``), holds one Lance dataset per
+table, ``<uri>/<name>.lance``."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
-from typing import Any
+from typing import Any, Iterator
 
 import pyarrow as pa
 
+from . import _objectstore
 from ._arrow import as_table
 from .table import Table
 
@@ -32,6 +35,10 @@ class Connection:
         self._uri = uri
         self._storage_options = dict(storage_options) if storage_options else None
         self._memory: dict[str, Table] | None = {} if uri == "memory://" else None
+        self._store: _objectstore.ObjectStore | None = None
+        if _objectstore.is_object_store(uri):
+            self._store = _objectstore.ObjectStore(uri, self._storage_options)
+            self._storage_options = _objectstore.lance_options(self._storage_options)
 
     @property
     def uri(self) -> str:
@@ -41,12 +48,16 @@ class Connection:
         return f"Connection({self._uri!r})"
 
     def _path(self, name: str) -> str:
+        if self._store is not None:
+            return f"{self._store.uri}/{name}.lance"
         return os.path.join(self._uri, f"{name}.lance")
 
     def table_names(self) -> list[str]:
         """Names of the tables here, sorted."""
         if self._memory is not None:
             return sorted(self._memory)
+        if self._store is not None:
+            return sorted(d[: -len(".lance")] for d in self._store.datasets() if d.endswith(".lance"))
         if not os.path.isdir(self._uri):
             return []
         return sorted(
@@ -101,15 +112,27 @@ class Connection:
             return created
         import lance
 
-        os.makedirs(self._uri, exist_ok=True)
+        if self._store is None:
+            os.makedirs(self._uri, exist_ok=True)
         exists = name in self.table_names()
-        lance.write_dataset(
-            table,
-            self._path(name),
-            mode="overwrite" if exists else "create",
-            storage_options=self._storage_options,
-        )
+        with self._explained(f"write table '{name}'"):
+            lance.write_dataset(
+                table,
+                self._path(name),
+                mode="overwrite" if exists else "create",
+                storage_options=self._storage_options,
+            )
         return self.open_table(name)
+
+    @contextlib.contextmanager
+    def _explained(self, doing: str) -> Iterator[None]:
+        """Storage errors of an object store said plainly (bucket, credentials, no answer)."""
+        try:
+            yield
+        except Exception as e:
+            if self._store is None or not _objectstore.is_io_error(e):
+                raise
+            raise self._store.explain(e, doing) from e
 
     def open_table(
         self, name: str, *, cache: bool | str = "auto", cache_budget: int | None = None
@@ -125,7 +148,8 @@ class Connection:
             return self._memory[name]
         if name not in self.table_names():
             raise self._missing(name)
-        return Table._lance(name, self._path(name), self._storage_options, cache, cache_budget)
+        with self._explained(f"open table '{name}'"):
+            return Table._lance(name, self._path(name), self._storage_options, cache, cache_budget)
 
     def drop_table(self, name: str) -> None:
         _check_name(name)
@@ -135,20 +159,35 @@ class Connection:
             return
         if name not in self.table_names():
             raise self._missing(name)
-        shutil.rmtree(self._path(name))
+        if self._store is not None:
+            self._store.remove(f"{name}.lance")
+        else:
+            shutil.rmtree(self._path(name))
 
 
 def connect(uri: str | os.PathLike, *, storage_options: dict[str, str] | None = None) -> Connection:
-    """Connect to ``"memory://"`` or a local directory (created when the first table is).
+    """Connect to ``"memory://"``, a local directory (created when the first table is), or a
+    prefix on S3-compatible object storage, ``"s3://bucket/prefix"``.
 
-    ``storage_options`` are passed to Lance for every dataset opened or written.
+    ``storage_options`` are passed to Lance for every dataset opened or written. For object
+    storage they hold the endpoint, region, keys and ``allow_http`` (``aws_endpoint``,
+    ``aws_region``, ``aws_access_key_id``, ``aws_secret_access_key``, ``allow_http``);
+    whatever is absent comes from the ``AWS_*`` environment variables. Reads retry a bounded
+    number of times (``client_max_retries``, default 3, within ``client_retry_timeout``
+    seconds, default 20). The bucket is checked now: a missing bucket raises
+    FileNotFoundError, refused credentials PermissionError, no answer ConnectionError.
     """
     uri = os.fspath(uri)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
+    if _objectstore.is_object_store(uri):
+        connection = Connection(uri, storage_options)
+        connection._store.check()
+        return connection
     if "://" in uri and uri != "memory://":
         raise ValueError(
-            f"{uri!r}: only 'memory://' and local directories are supported in this release"
+            f"{uri!r}: lancetorch connects to 'memory://', local directories and "
+            f"{', '.join(s + 'bucket/prefix' for s in _objectstore.SCHEMES)}"
         )
     if uri != "memory://":
         uri = os.path.abspath(os.path.expanduser(uri))

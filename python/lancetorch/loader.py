@@ -187,7 +187,8 @@ class Loader:
         )
         per_window = max(1, self._window_rows // clump)
         groups = [np.sort(clump_order[i : i + per_window]) for i in range(0, clumps, per_window)]
-        dataset = self._table._backend.dataset
+        backend = self._table._backend
+        dataset = backend.dataset
         mask = (1 << 64) - 1
 
         def read(k: int, carried: np.ndarray) -> tuple[_native.ColumnStore, np.ndarray, np.ndarray]:
@@ -205,7 +206,8 @@ class Loader:
             positions, carry = positions[:keep], positions[keep:]
             rows = positions if self._rows is None else self._rows[positions]
             unique, local = np.unique(rows, return_inverse=True)
-            table = dataset.take(unique, columns=self._names)
+            with backend.reading(int(rows[0]) if len(rows) else 0):
+                table = dataset.take(unique, columns=self._names)
             self._stats["read_s"] += time.perf_counter() - t0
             return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
 

@@ -7,19 +7,21 @@ gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
 import uuid
 import weakref
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_table, conform, remember_twin
+from ._objectstore import is_io_error, read_failure
 
 
 class _SharedCopy:
@@ -114,6 +116,7 @@ class _LanceBackend:
 
     def __init__(
         self,
+        name: str,
         uri: str,
         storage_options: dict[str, str] | None,
         cache: bool | str = "auto",
@@ -124,6 +127,7 @@ class _LanceBackend:
 
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+        self.name = name
         self.uri = uri
         self.storage_options = storage_options
         self.cache = cache
@@ -135,6 +139,18 @@ class _LanceBackend:
         self._served: dict[tuple[int, ...] | None, tuple[_native.ColumnStore, list[int]]] = {}
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
+
+    @contextlib.contextmanager
+    def reading(self, offset: int | Callable[[], int]) -> Iterator[None]:
+        """Storage errors while reading from ``offset`` (or where ``offset()`` says reading
+        had got to) as one OSError naming the table, the offset and the retry limits."""
+        try:
+            yield
+        except Exception as e:
+            if not is_io_error(e):
+                raise
+            at = offset() if callable(offset) else offset
+            raise read_failure(e, self.name, self.uri, at, self.storage_options) from e
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
@@ -190,7 +206,7 @@ class _LanceBackend:
         with tqdm(
             total=rows, unit="rows", desc=f"reading {os.path.basename(self.uri)}", disable=None,
             leave=False,
-        ) as progress:
+        ) as progress, self.reading(lambda: progress.n):
             for batch in self.dataset.to_batches(columns=wanted, batch_size=1 << 16):
                 batches.append(batch)
                 progress.update(batch.num_rows)
@@ -214,7 +230,8 @@ class _LanceBackend:
             return remember_twin(*cached[1].take_with_twin(offsets, positions))
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
-        fetched = self.dataset.take(unique, columns=names)
+        with self.reading(int(rows[0]) if len(rows) else 0):
+            fetched = self.dataset.take(unique, columns=names)
         store = _native.ColumnStore(fetched, row_major=False)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
@@ -227,10 +244,12 @@ class _LanceBackend:
         return cached[0], self._shared.path_for(cached[1])
 
     def to_arrow(self) -> pa.Table:
-        return self.dataset.to_table()
+        with self.reading(0):
+            return self.dataset.to_table()
 
     def read_columns(self, columns: list[str]) -> pa.Table:
-        return self.dataset.to_table(columns=columns)
+        with self.reading(0):
+            return self.dataset.to_table(columns=columns)
 
     def append(self, data: pa.Table) -> None:
         import lance
@@ -270,7 +289,7 @@ class Table:
         cache_budget: int | None = None,
         version: int | None = None,
     ) -> Table:
-        return cls(name, _LanceBackend(uri, storage_options, cache, cache_budget, version))
+        return cls(name, _LanceBackend(name, uri, storage_options, cache, cache_budget, version))
 
     # -- description ----------------------------------------------------------------------------
     @property
