@@ -220,3 +220,22 @@ def test_windowed_loader_refuses_what_it_cannot_resume(tmp_path):
         loader.load_state_dict({**loader.state_dict(), "position": 200})
     loader.load_state_dict({**loader.state_dict(), "epoch": 1})
     assert sorted(ids_of(list(loader))) == list(range(N))
+
+
+def test_set_epoch_keeps_a_resumed_position(table):
+    """The usual loop calls set_epoch(e) every epoch: after load_state_dict it must not undo
+    the resume, while moving to another epoch starts that one from its beginning."""
+    first = Loader(table, 100, seed=8, world_size=1)
+    whole = ids_of(list(first))
+    stopped = Loader(table, 100, seed=8, world_size=1)
+    for i, _ in enumerate(stopped):
+        if i == 1:
+            break
+    state = stopped.state_dict()
+    resumed = Loader(table, 100, seed=8, world_size=1)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(state["epoch"])
+    assert ids_of(list(resumed)) == whole[200:]
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)
+    assert sorted(ids_of(list(resumed))) == list(range(N))

@@ -160,9 +160,13 @@ class BatchSampler:
 
     # -- orders -----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
+        """Read ``epoch`` next, from its start; or, when a loaded state stopped part way
+        through that very epoch, from where it stopped."""
         if int(epoch) < 0:
             raise ValueError(f"epoch must be 0 or more, got {epoch}")
-        self.epoch, self._start, self._progress = int(epoch), 0, None
+        if int(epoch) != self.epoch:
+            self._start = 0
+        self.epoch, self._progress = int(epoch), None
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """All positions of ``epoch`` (default: the current one) in global read order."""
