@@ -185,3 +185,31 @@ def test_server_stopping_mid_epoch_is_a_clear_error(tmp_path):
         assert "client_max_retries=1" in message
     finally:
         server.stop()
+
+
+def test_a_store_that_never_answers_is_a_clear_error_not_a_hang(tmp_path):
+    """The server is frozen (SIGSTOP): it accepts connections and answers nothing."""
+    import signal
+
+    from _seaweed import SeaweedServer
+
+    server = SeaweedServer(tmp_path)
+    server.start()
+    try:
+        server.create_bucket("frozen")
+        db = lancetorch.connect("s3://frozen/db", storage_options=server.options, read_timeout=3)
+        db.create_table("events", numbers(20000))
+        table = db.open_table("events", cache=False)
+        assert table.__getitems__([1]).column("id").to_pylist() == [1]
+        os.killpg(server.process.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        try:
+            with pytest.raises(OSError, match=r"table 'events'.*row offset 7000.*read_timeout=3s"):
+                table.__getitems__([7000, 19999])
+            assert time.monotonic() - started < 30
+        finally:
+            os.killpg(server.process.pid, signal.SIGCONT)
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match="read_timeout=0"):
+        lancetorch.connect("s3://frozen/db", read_timeout=0)

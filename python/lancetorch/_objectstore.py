@@ -10,7 +10,8 @@ environment variables, read in the process that uses them (never written anywher
 from __future__ import annotations
 
 import os
-from typing import Any
+import threading
+from typing import Any, Callable
 
 SCHEMES = ("s3://",)
 
@@ -164,7 +165,7 @@ def explain(error: BaseException, doing: str, bucket: str, endpoint: str) -> OSE
             "aws_access_key_id / aws_secret_access_key in storage_options, or "
             "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY in the environment"
         )
-    if any(m in text for m in _UNREACHABLE):
+    if isinstance(error, ReadTimeout) or any(m in text for m in _UNREACHABLE):
         return ConnectionError(
             f"cannot {doing}: no answer from {endpoint} for bucket '{bucket}' ({_first_line(text)})"
         )
@@ -182,12 +183,40 @@ def is_io_error(error: BaseException) -> bool:
     return isinstance(error, OSError) or "LanceError(IO)" in text or "S3 error" in text
 
 
+class ReadTimeout(TimeoutError):
+    """A read that did not finish in its time; the call may still be running, abandoned."""
+
+
+def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` on a thread of its own, given up after ``seconds``: a store
+    that accepts connections and never answers cannot hang the reader."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn(*args, **kwargs)))
+        except BaseException as e:  # handed to the caller
+            outcome.append((False, e))
+
+    worker = threading.Thread(target=run, name="lancetorch-read", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise ReadTimeout(f"no answer within read_timeout={seconds:g}s")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
 def read_failure(
     error: BaseException, table: str, uri: str, offset: int, options: dict[str, Any] | None
 ) -> OSError:
     """A read that failed part way: the table, where reading had got to, and the limits."""
     opts = options or {}
     limits = ", ".join(f"{k}={opts.get(k, DEFAULT_OPTIONS[k])}" for k in DEFAULT_OPTIONS)
+    if isinstance(error, ReadTimeout):
+        limits += f" and {error}"
     if is_object_store(uri):
         bucket = split_uri(uri)[0]
         endpoint = _setting(dict(opts), "endpoint") or "AWS S3"

@@ -31,8 +31,14 @@ def _check_name(name: Any) -> None:
 class Connection:
     """A place that holds tables. Make one with :func:`lancetorch.connect`."""
 
-    def __init__(self, uri: str, storage_options: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        storage_options: dict[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
         self._uri = uri
+        self._read_timeout = read_timeout
         self._storage_options = dict(storage_options) if storage_options else None
         self._memory: dict[str, Table] | None = {} if uri == "memory://" else None
         self._store: _objectstore.ObjectStore | None = None
@@ -149,7 +155,10 @@ class Connection:
         if name not in self.table_names():
             raise self._missing(name)
         with self._explained(f"open table '{name}'"):
-            return Table._lance(name, self._path(name), self._storage_options, cache, cache_budget)
+            return Table._lance(
+                name, self._path(name), self._storage_options, cache, cache_budget,
+                read_timeout=self._read_timeout,
+            )
 
     def drop_table(self, name: str) -> None:
         _check_name(name)
@@ -165,7 +174,12 @@ class Connection:
             shutil.rmtree(self._path(name))
 
 
-def connect(uri: str | os.PathLike, *, storage_options: dict[str, str] | None = None) -> Connection:
+def connect(
+    uri: str | os.PathLike,
+    *,
+    storage_options: dict[str, str] | None = None,
+    read_timeout: float | None = 60.0,
+) -> Connection:
     """Connect to ``"memory://"``, a local directory (created when the first table is), or a
     prefix on S3-compatible object storage, ``"s3://bucket/prefix"``.
 
@@ -174,14 +188,19 @@ def connect(uri: str | os.PathLike, *, storage_options: dict[str, str] | None = 
     ``aws_region``, ``aws_access_key_id``, ``aws_secret_access_key``, ``allow_http``);
     whatever is absent comes from the ``AWS_*`` environment variables. Reads retry a bounded
     number of times (``client_max_retries``, default 3, within ``client_retry_timeout``
-    seconds, default 20). The bucket is checked now: a missing bucket raises
-    FileNotFoundError, refused credentials PermissionError, no answer ConnectionError.
+    seconds, default 20), and any one read of an object-store table that has no answer
+    after ``read_timeout`` seconds (``None``: no limit) fails, naming the table and the row
+    offset, rather than wait on a store that accepts connections and never answers. The bucket
+    is checked now: a missing bucket raises FileNotFoundError, refused credentials
+    PermissionError, no answer ConnectionError.
     """
+    if read_timeout is not None and not read_timeout > 0:
+        raise ValueError(f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None")
     uri = os.fspath(uri)
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if _objectstore.is_object_store(uri):
-        connection = Connection(uri, storage_options)
+        connection = Connection(uri, storage_options, read_timeout)
         connection._store.check()
         return connection
     if "://" in uri and uri != "memory://":

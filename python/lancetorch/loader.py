@@ -206,8 +206,9 @@ class Loader:
             positions, carry = positions[:keep], positions[keep:]
             rows = positions if self._rows is None else self._rows[positions]
             unique, local = np.unique(rows, return_inverse=True)
-            with backend.reading(int(rows[0]) if len(rows) else 0):
-                table = dataset.take(unique, columns=self._names)
+            table = backend.call(
+                int(rows[0]) if len(rows) else 0, dataset.take, unique, columns=self._names
+            )
             self._stats["read_s"] += time.perf_counter() - t0
             return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
 

@@ -7,21 +7,20 @@ gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import tempfile
 import uuid
 import weakref
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_table, conform, remember_twin
-from ._objectstore import is_io_error, read_failure
+from ._objectstore import is_io_error, read_failure, within
 
 
 class _SharedCopy:
@@ -122,6 +121,7 @@ class _LanceBackend:
         cache: bool | str = "auto",
         cache_budget: int | None = None,
         version: int | None = None,
+        read_timeout: float | None = None,
     ) -> None:
         import lance
 
@@ -132,7 +132,10 @@ class _LanceBackend:
         self.storage_options = storage_options
         self.cache = cache
         self.cache_budget = cache_budget
-        self._open(lance.dataset(uri, version=version, storage_options=storage_options))
+        self.read_timeout = read_timeout
+        self._open(
+            self.call(0, lance.dataset, uri, version=version, storage_options=storage_options)
+        )
         # (column names, their rows in the column store) once read; per column selection
         # asked for, the store serving it and the positions of the columns there.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
@@ -140,17 +143,18 @@ class _LanceBackend:
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
 
-    @contextlib.contextmanager
-    def reading(self, offset: int | Callable[[], int]) -> Iterator[None]:
-        """Storage errors while reading from ``offset`` (or where ``offset()`` says reading
-        had got to) as one OSError naming the table, the offset and the retry limits."""
+    def call(self, offset: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a read through Lance starting at row ``offset``: a storage
+        error, or no answer within ``read_timeout`` seconds, becomes one OSError naming the
+        table, the offset and the limits."""
         try:
-            yield
+            if self.read_timeout is None:
+                return fn(*args, **kwargs)
+            return within(self.read_timeout, fn, *args, **kwargs)
         except Exception as e:
             if not is_io_error(e):
                 raise
-            at = offset() if callable(offset) else offset
-            raise read_failure(e, self.name, self.uri, at, self.storage_options) from e
+            raise read_failure(e, self.name, self.uri, offset, self.storage_options) from e
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
@@ -161,7 +165,10 @@ class _LanceBackend:
     def location(self, cache: bool | str | None = None) -> tuple:
         """Arguments of ``Table._lance`` that reopen this version of the dataset elsewhere."""
         cache = self.cache if cache is None else cache
-        return (self.uri, self.storage_options, cache, self.cache_budget, self.version)
+        return (
+            self.uri, self.storage_options, cache, self.cache_budget, self.version,
+            self.read_timeout,
+        )
 
     @property
     def dataset(self) -> Any:
@@ -206,8 +213,9 @@ class _LanceBackend:
         with tqdm(
             total=rows, unit="rows", desc=f"reading {os.path.basename(self.uri)}", disable=None,
             leave=False,
-        ) as progress, self.reading(lambda: progress.n):
-            for batch in self.dataset.to_batches(columns=wanted, batch_size=1 << 16):
+        ) as progress:
+            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 16))
+            while (batch := self.call(progress.n, next, scan, None)) is not None:
                 batches.append(batch)
                 progress.update(batch.num_rows)
         schema = pa.schema([self.schema.field(n) for n in wanted])
@@ -230,8 +238,7 @@ class _LanceBackend:
             return remember_twin(*cached[1].take_with_twin(offsets, positions))
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
-        with self.reading(int(rows[0]) if len(rows) else 0):
-            fetched = self.dataset.take(unique, columns=names)
+        fetched = self.call(int(rows[0]) if len(rows) else 0, self.dataset.take, unique, columns=names)
         store = _native.ColumnStore(fetched, row_major=False)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
@@ -244,12 +251,10 @@ class _LanceBackend:
         return cached[0], self._shared.path_for(cached[1])
 
     def to_arrow(self) -> pa.Table:
-        with self.reading(0):
-            return self.dataset.to_table()
+        return self.call(0, self.dataset.to_table)
 
     def read_columns(self, columns: list[str]) -> pa.Table:
-        with self.reading(0):
-            return self.dataset.to_table(columns=columns)
+        return self.call(0, self.dataset.to_table, columns=columns)
 
     def append(self, data: pa.Table) -> None:
         import lance
@@ -288,8 +293,12 @@ class Table:
         cache: bool | str = "auto",
         cache_budget: int | None = None,
         version: int | None = None,
+        read_timeout: float | None = None,
     ) -> Table:
-        return cls(name, _LanceBackend(name, uri, storage_options, cache, cache_budget, version))
+        return cls(
+            name,
+            _LanceBackend(name, uri, storage_options, cache, cache_budget, version, read_timeout),
+        )
 
     # -- description ----------------------------------------------------------------------------
     @property
