@@ -209,17 +209,36 @@ def test_loader_resumes_mid_epoch(table):
     assert set(rest) == set(first_epoch[300:]) and not set(rest) & set(head)
 
 
-def test_windowed_loader_refuses_what_it_cannot_resume(tmp_path):
+@pytest.mark.parametrize("world", [2, 3])
+def test_windowed_reads_shard_and_resume(tmp_path, world):
     db = lancetorch.connect(tmp_path)
     db.create_table("t", data())
     table = db.open_table("t", cache=False)
-    with pytest.raises(ValueError, match="not shared among 2 ranks"):
-        Loader(table, 100, seed=1, rank=0, world_size=2)
-    loader = Loader(table, 100, seed=1, window_rows=300, clump_size=50)
-    with pytest.raises(ValueError, match="resume at the start of an epoch only"):
-        loader.load_state_dict({**loader.state_dict(), "position": 200})
-    loader.load_state_dict({**loader.state_dict(), "epoch": 1})
-    assert sorted(ids_of(list(loader))) == list(range(N))
+    kw = dict(seed=1, window_rows=300, clump_size=50)
+    glob = ids_of(list(Loader(table, 100, world_size=1, **kw)))  # the windowed global order
+    assert sorted(glob) == list(range(N))
+    per_rank = [ids_of(list(Loader(table, 100, rank=r, world_size=world, **kw))) for r in range(world)]
+    shard = -(-N // world)
+    for r, ids in enumerate(per_rank):
+        expected = [glob[p % N] for p in range(r, shard * world, world)]
+        assert ids == expected, "rank r reads positions r, r + W, ... of the one order"
+    stopped = Loader(table, 100, world_size=1, **kw)
+    for i, _ in enumerate(stopped):
+        if i == 2:
+            break
+    state = stopped.state_dict()
+    assert state["position"] == 300 and state["order"].startswith("windows")
+    resumed = Loader(table, 100, world_size=1, **kw)
+    resumed.load_state_dict(state)
+    assert ids_of(list(resumed)) == glob[300:]
+    others = [Loader(table, 100, rank=r, world_size=world, **kw) for r in range(world)]
+    for loader in others:
+        loader.load_state_dict(state)
+    rest = sum((ids_of(list(loader)) for loader in others), [])
+    assert set(rest) == set(glob[300:]) and len(rest) == -(-(N - 300) // world) * world
+    in_memory = Loader(db.open_table("t"), 100, world_size=1, **kw)
+    with pytest.raises(ValueError, match="in the order 'windows"):
+        in_memory.load_state_dict(state)
 
 
 def test_set_epoch_keeps_a_resumed_position(table):

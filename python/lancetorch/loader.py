@@ -97,13 +97,6 @@ class Loader:
             n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
             world_size=world_size, uneven=uneven, order=order,
         )
-        if self._store is None and self._sampler.world_size > 1:
-            raise ValueError(
-                f"table '{self._table.name}' does not fit its cache and is read by windows, "
-                f"which are not shared among {self._sampler.world_size} ranks yet: raise "
-                "cache_budget (or open it with cache=True), or pass world_size=1 to read all "
-                "rows on every rank"
-            )
         if int(prefetch) < 1:
             raise ValueError(f"prefetch={prefetch} must be 1 or more")
         self._prefetch = int(prefetch)
@@ -133,21 +126,28 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         self._sampler.set_epoch(epoch)
 
+    def _order_name(self) -> str:
+        if self._store is not None:
+            return self._sampler.order_kind
+        return f"windows(clump_size={self._clump}, window_rows={self._window_rows})"
+
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
         :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
-        return self._sampler.state_dict()
+        return {**self._sampler.state_dict(), "order": self._order_name()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
-        order, on as many ranks as there are now."""
-        if self._store is None and int(state.get("position", 0)):
+        order, on as many ranks as there are now. A table read by windows resumes in its
+        windowed order: the state must come from a Loader reading it the same way."""
+        if state.get("order") != self._order_name():
             raise ValueError(
-                f"table '{self._table.name}' is read by windows, which resume at the start of "
-                "an epoch only: load a state saved at the end of an epoch, or raise "
-                "cache_budget so that the table is read from memory"
+                f"the state was saved reading in the order {state.get('order')!r}, this loader "
+                f"reads table '{self._table.name}' in the order {self._order_name()!r}: its "
+                "positions would name other rows; read it as it was read then (the same cache "
+                "decision, clump_size and window_rows)"
             )
-        self._sampler.load_state_dict(state)
+        self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
 
     def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
                     drop_last: bool) -> _native.Prefetcher:
@@ -171,56 +171,97 @@ class Loader:
         self._stats["index_s"] += time.perf_counter() - start
         yield self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
 
-    def _epoch_by_windows(self, epoch: int) -> Iterator[_native.Prefetcher]:
-        """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
-        order, read ``window_rows`` at a time (the next window on a background thread), rows
-        shuffled within each window. Rows a window leaves short of a full batch open the next."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        n, size, clump = self._sampler.n, self._sampler.batch_size, self._clump
+    def _windows(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """The windows of ``epoch``: each one's clumps, and the global position each starts at
+        (the last entry is the number of rows)."""
+        n, clump = self._sampler.n, self._clump
         clumps = -(-n // clump)
-        shuffle = self._sampler.shuffle
-        clump_order = (
-            _native.epoch_order(clumps, self._sampler.seed, epoch).to_numpy()
-            if shuffle
-            else np.arange(clumps)
-        )
+        if self._sampler.shuffle:
+            clump_order = _native.epoch_order(clumps, self._sampler.seed, epoch).to_numpy()
+        else:
+            clump_order = np.arange(clumps)
         per_window = max(1, self._window_rows // clump)
         groups = [np.sort(clump_order[i : i + per_window]) for i in range(0, clumps, per_window)]
+        sizes = [int(np.minimum((g + 1) * clump, n).sum() - (g * clump).sum()) for g in groups]
+        return groups, np.cumsum([0] + sizes)
+
+    def _window_order(self, epoch: int, group: np.ndarray, k: int) -> np.ndarray:
+        """The positions of window ``k`` in read order: its clumps' rows, shuffled."""
+        n, clump = self._sampler.n, self._clump
+        positions = np.concatenate(
+            [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
+        )
+        if self._sampler.shuffle:
+            window_seed = (self._sampler.seed + 1 + k) & ((1 << 64) - 1)
+            positions = positions[_native.epoch_order(len(positions), window_seed, epoch).to_numpy()]
+        return positions
+
+    def _epoch_by_windows(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
+        """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
+        order, read ``window_rows`` at a time (the next window on a background thread), rows
+        shuffled within each window. The windows one after another are the epoch's global
+        order; this rank reads its positions of it from ``position`` on, as BatchSampler
+        shards its order (padding, when asked, comes from the epoch's first window read).
+        Rows a window leaves short of a full batch open the next."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        sampler = self._sampler
+        size, world = sampler.batch_size, sampler.world_size
+        groups, starts = self._windows(epoch)
+        shard = sampler.shard_size(position)
+        end = position + shard * world  # global positions this pass covers (beyond n: padding)
+        first = position + sampler.rank  # this rank's first global position
+        todo = [k for k in range(len(groups)) if starts[k + 1] > position]
         backend = self._table._backend
         dataset = backend.dataset
-        mask = (1 << 64) - 1
 
-        def read(k: int, carried: np.ndarray) -> tuple[_native.ColumnStore, np.ndarray, np.ndarray]:
+        def mine(k: int) -> np.ndarray:
+            """This rank's positions (of the permutation) in window ``k``, in read order."""
+            lo, hi = max(int(starts[k]), position), min(int(starts[k + 1]), end)
+            g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
+            order = self._window_order(epoch, groups[k], k)
+            out = order[g - starts[k]]
+            if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
+                pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
+                wrapped = position + (pad - position) % (sampler.n - position)
+                out = np.concatenate([out, self._positions_at(epoch, groups, starts, wrapped)])
+            return out
+
+        def read(i: int, carried: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
             t0 = time.perf_counter()
-            group = groups[k]
-            positions = np.concatenate(
-                [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
-            )
-            if shuffle:
-                window_seed = (self._sampler.seed + 1 + k) & mask
-                positions = positions[_native.epoch_order(len(positions), window_seed, epoch).to_numpy()]
-            positions = np.concatenate([carried, positions])
-            last = k == len(groups) - 1
+            positions = np.concatenate([carried, mine(todo[i])])
+            last = i == len(todo) - 1
             keep = len(positions) if last else len(positions) - len(positions) % size
             positions, carry = positions[:keep], positions[keep:]
+            if not len(positions):
+                return None, positions, carry
             rows = positions if self._rows is None else self._rows[positions]
             unique, local = np.unique(rows, return_inverse=True)
-            table = backend.call(
-                int(rows[0]) if len(rows) else 0, dataset.take, unique, columns=self._names
-            )
+            table = backend.call(int(rows[0]), dataset.take, unique, columns=self._names)
             self._stats["read_s"] += time.perf_counter() - t0
             return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
 
         columns = list(range(len(self._names)))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
-            pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if groups else None
-            for k in range(len(groups)):
+            pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if todo else None
+            for i in range(len(todo)):
                 store, local, carry = pending.result()
-                if k + 1 < len(groups):
-                    pending = pool.submit(read, k + 1, carry)
-                last = k == len(groups) - 1
-                yield self._prefetcher(store, local, columns, self._sampler.drop_last and last)
+                if i + 1 < len(todo):
+                    pending = pool.submit(read, i + 1, carry)
+                if store is not None:
+                    last = i == len(todo) - 1
+                    yield self._prefetcher(store, local, columns, sampler.drop_last and last)
+
+    def _positions_at(
+        self, epoch: int, groups: list[np.ndarray], starts: np.ndarray, g: np.ndarray
+    ) -> np.ndarray:
+        """The permutation positions at global positions ``g`` of the windowed order."""
+        out = np.empty(len(g), dtype=np.int64)
+        windows = np.searchsorted(starts, g, side="right") - 1
+        for k in np.unique(windows):
+            here = windows == k
+            out[here] = self._window_order(epoch, groups[k], int(k))[g[here] - starts[k]]
+        return out
 
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()
@@ -229,7 +270,7 @@ class Loader:
         progress = self._sampler._progress
         sources = (
             self._epoch_in_memory(epoch, position) if self._store is not None
-            else self._epoch_by_windows(epoch)
+            else self._epoch_by_windows(epoch, position)
         )
         pin = self._pin and torch.cuda.is_available()
         if self._profile:
