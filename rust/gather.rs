@@ -200,7 +200,12 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
             (l, start)
         }));
     }
-    let mut block = MutableBuffer::from_len_zeroed(total);
+    // Not zeroed: every byte of every column is written below, and the alignment gaps
+    // between columns are zeroed as the allocation is carved. (Zeroing all of it would write
+    // each page twice.)
+    let mut block = MutableBuffer::with_capacity(total);
+    // SAFETY: u8 has no invalid values; the bytes are all written before the buffer is read.
+    unsafe { block.set_len(total) };
 
     // Carve the allocation into one disjoint slice per fixed column and fill them.
     let parallel = crate::threads::parallel(total, PARALLEL_MIN_BYTES);
@@ -210,7 +215,8 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
         let mut jobs: Vec<(usize, Fixed, &mut [u8])> = Vec::new();
         for (i, plan) in plans.iter().enumerate() {
             if let Some((layout, start)) = plan {
-                let (_, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+                let (gap, tail) = std::mem::take(&mut rest).split_at_mut(start - at);
+                gap.fill(0);
                 let (mine, tail) = tail.split_at_mut(n * layout.row_bytes);
                 rest = tail;
                 at = start + n * layout.row_bytes;
