@@ -4,6 +4,7 @@ processes through shared memory."""
 from __future__ import annotations
 
 import pickle
+import sys
 from multiprocessing.reduction import ForkingPickler
 
 import numpy as np
@@ -200,3 +201,27 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
     path = table_module._write_shared(sample_table(3))
     assert not stale.exists() and mine.exists()
     table_module._unlink_if_owner(path, __import__("os").getpid())
+
+
+def test_progress_bar_only_where_someone_sees_it(monkeypatch):
+    import io
+
+    from lancetorch.table import _Count, _progress
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())
+    counter = _progress(10, "reading t")
+    assert isinstance(counter, _Count)
+    with counter as c:
+        c.update(4)
+        c.update(6)
+    assert c.n == 10
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    with _progress(10, "reading t") as bar:
+        bar.update(10)
+    assert type(bar).__module__.startswith("tqdm") and bar.n == 10

@@ -89,7 +89,7 @@ class ObjectStore:
             access_key=_setting(options, "access_key"),
             secret_key=_setting(options, "secret_key"),
             session_token=_setting(options, "session_token"),
-            region=_setting(options, "region") or "us-east-1",
+            region=_setting(options, "region"),  # unset: the AWS SDK finds the bucket's
             endpoint_override=endpoint,
             scheme=scheme,
             connect_timeout=5,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tempfile
 import uuid
 import weakref
@@ -102,6 +103,31 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
         except ValueError:  # variable width
             total += rows * 64
     return total
+
+
+class _Count:
+    """Rows read, where no progress bar is shown."""
+
+    n = 0
+
+    def update(self, rows: int) -> None:
+        self.n += rows
+
+    def __enter__(self) -> _Count:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm progress bar on a terminal or in a notebook; elsewhere a plain count (and tqdm
+    is not imported at all)."""
+    if (sys.stderr is not None and sys.stderr.isatty()) or "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="rows", desc=desc, leave=False)
+    return _Count()
 
 
 class _LanceBackend:
@@ -207,20 +233,16 @@ class _LanceBackend:
         if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
             self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
             return None
-        from tqdm.auto import tqdm
-
         batches = []
-        with tqdm(
-            total=rows, unit="rows", desc=f"reading {os.path.basename(self.uri)}", disable=None,
-            leave=False,
-        ) as progress:
-            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 16))
+        with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
+            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 18))
             while (batch := self.call(progress.n, next, scan, None)) is not None:
                 batches.append(batch)
                 progress.update(batch.num_rows)
         schema = pa.schema([self.schema.field(n) for n in wanted])
-        # One compact copy: scanned batches can hold on to larger decoded buffers.
-        table = pa.Table.from_batches(batches, schema=schema).combine_chunks()
+        # The scanned batches as they are (the column store reads across chunks): Lance's
+        # decoded buffers hold just the values, and a combined copy would double the peak.
+        table = pa.Table.from_batches(batches, schema=schema)
         del batches
         self._cached = (wanted, _native.ColumnStore(table))
         return self._cached
