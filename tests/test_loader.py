@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch
 
 import lancetorch
@@ -258,3 +260,45 @@ def test_set_epoch_keeps_a_resumed_position(table):
     resumed.load_state_dict(state)
     resumed.set_epoch(1)
     assert sorted(ids_of(list(resumed))) == list(range(N))
+
+
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory):
+    db = lancetorch.connect(tmp_path_factory.mktemp("windows"))
+    db.create_table("t", data())
+    return db.open_table("t", cache=False)
+
+
+@settings(max_examples=25, deadline=None)
+@given(skip=st.integers(0, 500), n=st.integers(1, 700), bs=st.integers(1, 90),
+       clump=st.integers(1, 64), window=st.integers(1, 300), world=st.integers(1, 3),
+       later=st.integers(1, 3), stop=st.integers(0, 12), seed=st.integers(0, 2**32))
+def test_windowed_shards_and_resumes_against_the_one_order(
+    uncached, skip, n, bs, clump, window, world, later, stop, seed
+):
+    view = Permutation.identity(uncached).with_skip(skip).with_take(n)
+    kw = dict(seed=seed, window_rows=window, clump_size=clump)
+    order = ids_of(list(Loader(view, bs, world_size=1, **kw)))
+    assert sorted(order) == list(range(skip, skip + n))
+    shard = -(-n // world)
+    loaders = [Loader(view, bs, rank=r, world_size=world, **kw) for r in range(world)]
+    for r, loader in enumerate(loaders):
+        assert ids_of(list(loader)) == [order[p % n] for p in range(r, shard * world, world)]
+    for loader in loaders:  # epoch 1: stop every rank after `stop` batches
+        for i, _ in enumerate(loader):
+            if i + 1 >= stop:
+                break
+    states = [loader.state_dict() for loader in loaders]
+    assert all(s == states[0] for s in states)
+    state = states[0]
+    if state["epoch"] != 1:
+        return  # the pass ended before the stop
+    whole = Loader(view, bs, world_size=1, **kw)
+    whole.set_epoch(1)
+    epoch1 = ids_of(list(whole))
+    resumed = [Loader(view, bs, rank=r, world_size=later, **kw) for r in range(later)]
+    for loader in resumed:
+        loader.load_state_dict(state)
+    rest = sum((ids_of(list(loader)) for loader in resumed), [])
+    p = state["position"]
+    assert set(rest) == set(epoch1[p:]) and len(rest) == -(-(n - p) // later) * later
