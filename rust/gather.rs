@@ -204,7 +204,8 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
     // between columns are zeroed as the allocation is carved. (Zeroing all of it would write
     // each page twice.)
     let mut block = MutableBuffer::with_capacity(total);
-    // SAFETY: u8 has no invalid values; the bytes are all written before the buffer is read.
+    // SAFETY: the allocation holds `total` bytes. The slices carved from it below are only
+    // written (every byte: each column's rows, and the gaps zeroed) before anything reads it.
     unsafe { block.set_len(total) };
 
     // Carve the allocation into one disjoint slice per fixed column and fill them.

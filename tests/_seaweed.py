@@ -90,17 +90,24 @@ class SeaweedServer:
         )
         log.close()
         deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"weed exited with {self.process.returncode}; see {self.directory}/weed.log")
-            try:
-                self.create_bucket("ready-check")
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"weed did not answer in {timeout}s; see {self.directory}/weed.log")
-                time.sleep(0.5)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"weed exited with {self.process.returncode}; see {self.directory}/weed.log"
+                    )
+                try:
+                    self.create_bucket("ready-check")
+                    return
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(
+                            f"weed did not answer in {timeout}s; see {self.directory}/weed.log"
+                        ) from None
+                    time.sleep(0.5)
+        except BaseException:
+            self.stop()  # not left running by a failed or interrupted start
+            raise
 
     def filesystem(self):
         from pyarrow import fs

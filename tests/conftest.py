@@ -51,10 +51,12 @@ def s3_server(tmp_path_factory):
     from _seaweed import SeaweedServer
 
     server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
-    server.start()
-    server.create_bucket("tests")
-    yield server
-    server.stop()
+    try:
+        server.start()
+        server.create_bucket("tests")
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture

@@ -734,3 +734,5 @@ def test_shuffled_iter_is_a_training_read_sharded_by_rank(mem_db, monkeypatch):
     assert in_order == list(range(50)), "a read in order is not sharded unless asked"
     asked = [i for b in perm.iter(8, rank=0, world_size=2) for i in b.column("id").to_pylist()]
     assert asked == list(range(0, 50, 2))
+    mine = [i for b in perm.iter(8, world_size=2) for i in b.column("id").to_pylist()]
+    assert mine == list(range(1, 50, 2)), "the environment's rank, with the world size asked"

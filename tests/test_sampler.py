@@ -160,6 +160,9 @@ def test_rank_and_world_from_the_environment(monkeypatch):
     s = BatchSampler(30, 5, seed=9)
     assert (s.rank, s.world_size) == (1, 3) and len(s) == 2
     assert BatchSampler(30, 5, seed=9, world_size=1, rank=0).world_size == 1
+    alone = BatchSampler(30, 5, seed=9, world_size=1)  # rank 1 of 3 asks for every row
+    assert (alone.rank, alone.world_size) == (0, 1) and len(alone) == 6
+    assert BatchSampler(30, 5, seed=9, world_size=3).rank == 1, "the found rank, same world"
     with pytest.raises(ValueError, match="same seed on every rank"):
         BatchSampler(30, 5)
     assert BatchSampler(30, 5, shuffle=False).world_size == 3, "in order: no seed needed"

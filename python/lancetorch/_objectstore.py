@@ -107,16 +107,23 @@ class ObjectStore:
         ``_versions`` (a store with real directories can keep emptied ones)."""
         from pyarrow import fs
 
-        def has_version(name: str) -> bool:
-            selector = fs.FileSelector(self._key(f"{name}/_versions"), allow_not_found=True)
-            return any(i.type == fs.FileType.File for i in self.fs.get_file_info(selector))
-
         try:
             infos = self.fs.get_file_info(fs.FileSelector(self._key(), allow_not_found=True))
             names = [i.base_name for i in infos if i.type == fs.FileType.Directory]
-            return [n for n in names if has_version(n)]
+            return [n for n in names if self.has_dataset(n)]
         except OSError as e:
             raise self.explain(e, "list tables") from e
+
+    def has_dataset(self, name: str) -> bool:
+        """Whether directory ``name`` under the prefix holds a Lance dataset (a file in its
+        ``_versions``)."""
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self._key(f"{name}/_versions"), allow_not_found=True)
+        try:
+            return any(i.type == fs.FileType.File for i in self.fs.get_file_info(selector))
+        except OSError as e:
+            raise self.explain(e, f"look for {name}") from e
 
     def check(self) -> None:
         """The bucket exists and the credentials are accepted, or an error that says which."""
@@ -209,22 +216,27 @@ def within(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) ->
     raise value
 
 
+class StorageReadError(OSError):
+    """A read of a table that storage failed: the message names the table, what was being
+    read and the limits that applied."""
+
+
 def read_failure(
-    error: BaseException, table: str, uri: str, offset: int, options: dict[str, Any] | None
-) -> OSError:
-    """A read that failed part way: the table, where reading had got to, and the limits."""
+    error: BaseException, table: str, uri: str, what: str, options: dict[str, Any] | None
+) -> StorageReadError:
+    """A read that failed: the table, ``what`` was being read (for example "a take of 1024
+    rows starting at row offset 5000"), the cause and, on object storage, the limits."""
+    if not is_object_store(uri):
+        return StorageReadError(
+            f"reading table '{table}' ({uri}) failed in {what}: {_first_line(str(error))}"
+        )
     opts = options or {}
     limits = ", ".join(f"{k}={opts.get(k, DEFAULT_OPTIONS[k])}" for k in DEFAULT_OPTIONS)
-    if isinstance(error, ReadTimeout):
-        limits += f" and {error}"
-    if is_object_store(uri):
-        bucket = split_uri(uri)[0]
-        endpoint = _setting(dict(opts), "endpoint") or "AWS S3"
-        cause = str(explain(error, "read", bucket, endpoint))
-    else:
-        cause = _first_line(str(error))
-    return OSError(
-        f"reading table '{table}' ({uri}) failed at row offset {offset}: {cause}. Retries "
-        f"were bounded by {limits} (settable in storage_options); rows before offset "
-        f"{offset} were delivered"
+    bucket = split_uri(uri)[0]
+    endpoint = _setting(dict(opts), "endpoint") or "AWS S3"
+    cause = str(explain(error, "read", bucket, endpoint))
+    timeout = f"; {error} (connect(..., read_timeout=))" if isinstance(error, ReadTimeout) else ""
+    return StorageReadError(
+        f"reading table '{table}' ({uri}) failed in {what}: {cause}. Retries were bounded by "
+        f"{limits} (settable in storage_options){timeout}"
     )

@@ -73,7 +73,15 @@ class Connection:
         )
 
     def __contains__(self, name: str) -> bool:
-        return name in self.table_names()
+        return self._exists(name)
+
+    def _exists(self, name: str) -> bool:
+        """Whether table ``name`` is here (one request on object storage, not a listing)."""
+        if self._memory is not None:
+            return name in self._memory
+        if self._store is not None:
+            return self._store.has_dataset(f"{name}.lance")
+        return os.path.isdir(self._path(name))
 
     def _missing(self, name: str) -> FileNotFoundError:
         return FileNotFoundError(
@@ -97,7 +105,7 @@ class Connection:
         _check_name(name)
         if mode not in _MODES:
             raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
-        if mode == "create" and name in self.table_names():
+        if mode == "create" and self._exists(name):
             if exist_ok:
                 return self.open_table(name)
             raise ValueError(
@@ -120,7 +128,7 @@ class Connection:
 
         if self._store is None:
             os.makedirs(self._uri, exist_ok=True)
-        exists = name in self.table_names()
+        exists = self._exists(name)
         with self._explained(f"write table '{name}'"):
             lance.write_dataset(
                 table,
@@ -136,7 +144,9 @@ class Connection:
         try:
             yield
         except Exception as e:
-            if self._store is None or not _objectstore.is_io_error(e):
+            if self._store is None or isinstance(e, _objectstore.StorageReadError):
+                raise
+            if not _objectstore.is_io_error(e):
                 raise
             raise self._store.explain(e, doing) from e
 
@@ -152,7 +162,7 @@ class Connection:
             if name not in self._memory:
                 raise self._missing(name)
             return self._memory[name]
-        if name not in self.table_names():
+        if not self._exists(name):
             raise self._missing(name)
         with self._explained(f"open table '{name}'"):
             return Table._lance(
@@ -166,7 +176,7 @@ class Connection:
             if self._memory.pop(name, None) is None:
                 raise self._missing(name)
             return
-        if name not in self.table_names():
+        if not self._exists(name):
             raise self._missing(name)
         if self._store is not None:
             self._store.remove(f"{name}.lance")

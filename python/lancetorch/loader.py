@@ -18,7 +18,7 @@ import pyarrow as pa
 from . import _native
 from .permutation import Permutation
 from .sampler import BatchSampler
-from .table import Table, _LanceBackend, _MemoryBackend
+from .table import Table, _LanceBackend, _MemoryBackend, _take_of
 from .util import _torch
 
 
@@ -201,7 +201,8 @@ class Loader:
         order, read ``window_rows`` at a time (the next window on a background thread), rows
         shuffled within each window. The windows one after another are the epoch's global
         order; this rank reads its positions of it from ``position`` on, as BatchSampler
-        shards its order (padding, when asked, comes from the epoch's first window read).
+        shards its order (padding, when asked, repeats the first positions from
+        ``position`` on, read again with the last window).
         Rows a window leaves short of a full batch open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -237,7 +238,7 @@ class Loader:
                 return None, positions, carry
             rows = positions if self._rows is None else self._rows[positions]
             unique, local = np.unique(rows, return_inverse=True)
-            table = backend.call(int(rows[0]), dataset.take, unique, columns=self._names)
+            table = backend.call(_take_of(rows), dataset.take, unique, columns=self._names)
             self._stats["read_s"] += time.perf_counter() - t0
             return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
 

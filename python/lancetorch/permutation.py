@@ -649,7 +649,7 @@ class Permutation:
         ``WORLD_SIZE``) each rank gets its own share of the epoch, as with ``BatchSampler``.
         A read in order gives every row unless ``rank`` and ``world_size`` are passed."""
         size = self._batch_size if batch_size is None else batch_size
-        if not shuffle and (rank is None or world_size is None):
+        if not shuffle and rank is None and world_size is None:
             rank, world_size = 0, 1
         sampler = BatchSampler(
             len(self), size, shuffle=shuffle, seed=seed, drop_last=skip_last_batch, rank=rank,

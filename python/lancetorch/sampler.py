@@ -52,7 +52,9 @@ def _torch_distributed() -> Any:
 def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """``(rank, world_size)`` of this process: as given; else ``torch.distributed``'s when it
     is initialised; else the ``RANK`` and ``WORLD_SIZE`` environment variables (set by
-    ``torchrun``); else ``(0, 1)``."""
+    ``torchrun``); else ``(0, 1)``. A ``world_size`` given without a rank takes the found
+    rank when the found world has that size, else rank 0 (``world_size=1``: read
+    everything, whichever rank this is)."""
     if rank is None or world_size is None:
         dist = _torch_distributed()
         if dist is not None:
@@ -60,7 +62,8 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
         else:
             env_rank, env_world = _env_int("RANK"), _env_int("WORLD_SIZE")
             found = (env_rank or 0, env_world or 1)
-        rank = found[0] if rank is None else rank
+        if rank is None:
+            rank = found[0] if world_size is None or int(world_size) == found[1] else 0
         world_size = found[1] if world_size is None else world_size
     rank, world_size = int(rank), int(world_size)
     if world_size < 1 or not 0 <= rank < world_size:
@@ -99,8 +102,11 @@ class BatchSampler:
     Sharding: ``rank`` and ``world_size`` default to those of ``torch.distributed`` (or
     ``RANK``/``WORLD_SIZE``); pass ``world_size=1`` to read everything on every rank. Every
     rank gets the same number of rows: ``uneven="pad"`` (default, as ``DistributedSampler``)
-    repeats the first rows of the epoch's remainder to fill the last round,
-    ``uneven="drop"`` leaves out the last ``n % world_size`` positions of the order.
+    repeats the first rows still to read (from the start of the epoch, or of a resumed
+    remainder) to fill the last round, ``uneven="drop"`` leaves out the last
+    ``rows % world_size`` of them. A shuffled sampler built without a seed while
+    ``torch.distributed`` runs is a collective: rank 0 picks the seed and broadcasts it, so
+    every rank must build it at the same point (on NCCL, after ``torch.cuda.set_device``).
 
     ``order``: ``"fisher-yates"`` shuffles an index array (8 bytes a row);
     ``"bijection"`` computes each position's row from ``(seed, epoch, position)`` with no
@@ -180,10 +186,14 @@ class BatchSampler:
         if self.order_kind == "bijection":
             rows = _native.bijection_rows(self.n, self.seed, epoch, pa.array(positions, pa.int64()))
             return rows.to_numpy()
+        return self._fisher_yates(epoch)[positions]
+
+    def _fisher_yates(self, epoch: int) -> np.ndarray:
+        """The whole order of ``epoch`` (kept for the epoch's later batches)."""
         if self._cached_order is None or self._cached_order[0] != epoch:
             whole = _native.epoch_order(self.n, self.seed, epoch, self.clump_size).to_numpy()
             self._cached_order = (epoch, whole)
-        return self._cached_order[1][positions]
+        return self._cached_order[1]
 
     # -- this rank's share --------------------------------------------------------------------
     def shard_size(self, start: int = 0) -> int:
@@ -202,7 +212,15 @@ class BatchSampler:
 
     def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
         """Everything this rank reads in ``epoch`` from global position ``start``, in order."""
-        return self.rows_at(epoch, self.shard_positions(start, 0, self.shard_size(start)))
+        size = self.shard_size(start)
+        if self.order_kind == "bijection" or not self.shuffle:
+            return self.rows_at(epoch, self.shard_positions(start, 0, size))
+        # Fisher-Yates: a strided slice of the epoch's order, then the padding.
+        whole = self._fisher_yates(epoch)
+        mine = whole[start + self.rank : min(start + size * self.world_size, self.n) : self.world_size]
+        if len(mine) < size:
+            mine = np.concatenate([mine, self.rows_at(epoch, self.shard_positions(start, len(mine), size))])
+        return np.ascontiguousarray(mine)
 
     def _batches(self, rows: int) -> int:
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)

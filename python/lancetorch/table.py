@@ -105,6 +105,17 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
     return total
 
 
+def _scan_at(rows: int) -> str:
+    return f"a sequential scan, after {rows} rows (row offset {rows} was next)"
+
+
+def _take_of(rows: np.ndarray) -> str:
+    """A take, described by its size and first row (rows in the order they were asked)."""
+    if not len(rows):
+        return "a take of no rows"
+    return f"a take of {len(rows)} rows starting at row offset {int(rows[0])}"
+
+
 class _Count:
     """Rows read, where no progress bar is shown."""
 
@@ -160,7 +171,7 @@ class _LanceBackend:
         self.cache_budget = cache_budget
         self.read_timeout = read_timeout
         self._open(
-            self.call(0, lance.dataset, uri, version=version, storage_options=storage_options)
+            self.call("opening it", lance.dataset, uri, version=version, storage_options=storage_options)
         )
         # (column names, their rows in the column store) once read; per column selection
         # asked for, the store serving it and the positions of the columns there.
@@ -169,10 +180,10 @@ class _LanceBackend:
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
 
-    def call(self, offset: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)``, a read through Lance starting at row ``offset``: a storage
-        error, or no answer within ``read_timeout`` seconds, becomes one OSError naming the
-        table, the offset and the limits."""
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a read through Lance of ``what`` (words for the message):
+        a storage error, or no answer within ``read_timeout`` seconds, becomes one
+        StorageReadError naming the table, what was read and the limits."""
         try:
             if self.read_timeout is None:
                 return fn(*args, **kwargs)
@@ -180,7 +191,7 @@ class _LanceBackend:
         except Exception as e:
             if not is_io_error(e):
                 raise
-            raise read_failure(e, self.name, self.uri, offset, self.storage_options) from e
+            raise read_failure(e, self.name, self.uri, what, self.storage_options) from e
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
@@ -236,7 +247,7 @@ class _LanceBackend:
         batches = []
         with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
             scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 18))
-            while (batch := self.call(progress.n, next, scan, None)) is not None:
+            while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:
                 batches.append(batch)
                 progress.update(batch.num_rows)
         schema = pa.schema([self.schema.field(n) for n in wanted])
@@ -260,7 +271,7 @@ class _LanceBackend:
             return remember_twin(*cached[1].take_with_twin(offsets, positions))
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
-        fetched = self.call(int(rows[0]) if len(rows) else 0, self.dataset.take, unique, columns=names)
+        fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
         store = _native.ColumnStore(fetched, row_major=False)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
@@ -273,10 +284,10 @@ class _LanceBackend:
         return cached[0], self._shared.path_for(cached[1])
 
     def to_arrow(self) -> pa.Table:
-        return self.call(0, self.dataset.to_table)
+        return self.call("a scan of every row", self.dataset.to_table)
 
     def read_columns(self, columns: list[str]) -> pa.Table:
-        return self.call(0, self.dataset.to_table, columns=columns)
+        return self.call(f"a scan of columns {columns}", self.dataset.to_table, columns=columns)
 
     def append(self, data: pa.Table) -> None:
         import lance
