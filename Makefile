@@ -16,7 +16,7 @@ $(PY):
 # Build the release extension and install it (editable Python sources) with its dependencies.
 install: $(PY)
 	$(PIP) install --quiet $(DEPS) $(TEST_DEPS)
-	$(VENV)/bin/maturin develop --release --quiet
+	PIP_QUIET=1 $(VENV)/bin/maturin develop --release --quiet
 
 # The main job: a 1M-row demo table, one epoch of a small model, rows/s beside plain Python.
 demo: install
