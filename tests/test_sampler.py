@@ -254,3 +254,21 @@ def test_resume_refuses_a_state_of_another_order():
     other_seed = BatchSampler(100, 10, seed=2, world_size=1)
     other_seed.load_state_dict(state)
     assert other_seed.seed == 1, "the saved seed wins: the order is the saved one"
+
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(0, 300), world=st.integers(1, 5), data=st.data(),
+       uneven=st.sampled_from(["pad", "drop"]), order=st.sampled_from(["fisher-yates", "bijection"]))
+def test_shard_rows_is_the_batches_joined(n, world, data, uneven, order):
+    """``shard_rows`` (what Loader reads) slices the order; the batches look each position
+    up: both must give the same rows, resumed or not."""
+    rank = data.draw(st.integers(0, world - 1))
+    start = data.draw(st.integers(0, n))
+    s = BatchSampler(n, 7, seed=5, rank=rank, world_size=world, uneven=uneven, order=order)
+    size = s.shard_size(start)
+    expected = s.rows_at(0, s.shard_positions(start, 0, size))
+    assert s.shard_rows(0, start).tolist() == expected.tolist()
+    full = s.order(0)
+    positions = [start + i * world + rank for i in range(size)]
+    wrapped = [p if p < n else start + (p - start) % (n - start) for p in positions]
+    assert expected.tolist() == [int(full[p]) for p in wrapped]
