@@ -387,6 +387,13 @@ def lancetorch_prefetch_loader(ctx: Context) -> Loader:
     return PrefetchLoader(_memory_table(data), data.batch_size, seed=0), lambda b: b.shape[1]
 
 
+def lancetorch_prefetch_loader_2_threads(ctx: Context) -> Loader:
+    """lancetorch's Loader with two Rust threads preparing batches (in order)."""
+    data = ctx.data()
+    loader = PrefetchLoader(_memory_table(data), data.batch_size, seed=0, threads=2)
+    return loader, lambda b: b.shape[1]
+
+
 def lancetorch_prefetch_loader_sequential(ctx: Context) -> Loader:
     data = ctx.data()
     loader = PrefetchLoader(_memory_table(data), data.batch_size, shuffle=False)
@@ -552,6 +559,7 @@ WORKLOADS = [
     Workload("2-workers", "lancetorch memory table, 2 spawn workers", lancetorch_memory_2_workers),
     Workload("batch-sampler", "lancetorch BatchSampler + DataLoader", lancetorch_batch_sampler),
     Workload("loader", "lancetorch Loader (Rust prefetch)", lancetorch_prefetch_loader),
+    Workload("loader-2-threads", "lancetorch Loader, threads=2", lancetorch_prefetch_loader_2_threads),
     Workload("limit-dataloader", "DataLoader machinery alone (limit)", dataloader_only),
     Workload("limit-numpy-take", "numpy take, ready index, no loader (limit)", numpy_ready_index),
     Workload(

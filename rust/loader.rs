@@ -1,7 +1,11 @@
-//! The prefetching loader: a Rust thread gathers the next batches of an epoch and turns them
-//! into tensors while Python trains on the current one. Nothing on that thread touches Python.
+//! The prefetching loader: Rust threads gather the next batches of an epoch and turn them into
+//! tensors while Python trains on the current one. Nothing on those threads touches Python.
+//!
+//! With `threads` producers, producer `w` makes batches `w, w + threads, ...`, each into a
+//! channel of its own; the consumer takes batch `k` from channel `k % threads`, so batches
+//! arrive in epoch order however the producers race.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -47,11 +51,12 @@ impl Plan {
 }
 
 fn produce(
-    plan: Plan,
+    plan: Arc<Plan>,
+    (me, threads): (usize, usize),
     stats: Arc<Stats>,
     send: std::sync::mpsc::SyncSender<Result<crate::dlpack::HostTensor>>,
 ) {
-    for offsets in plan.batches() {
+    for offsets in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
         let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
         let t1 = Instant::now();
@@ -91,13 +96,16 @@ fn produce(
 /// One epoch of prefetched `(columns, rows)` tensors.
 #[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
 pub struct PyPrefetcher {
-    receiver: Mutex<Option<Receiver<Result<crate::dlpack::HostTensor>>>>,
-    worker: Mutex<Option<JoinHandle<()>>>,
+    /// One channel per producer; empty once stopped.
+    receivers: Mutex<Vec<Receiver<Result<crate::dlpack::HostTensor>>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// Batches handed out so far: the next comes from channel `next % threads`.
+    next: AtomicUsize,
     stats: Arc<Stats>,
 }
 
 impl PyPrefetcher {
-    pub fn start(plan: Plan, depth: usize) -> Result<Self> {
+    pub fn start(plan: Plan, depth: usize, threads: usize) -> Result<Self> {
         if plan.batch_size == 0 {
             return Err(Error::Value("batch_size must be 1 or more".into()));
         }
@@ -107,24 +115,52 @@ impl PyPrefetcher {
                 "row offset {bad} is out of range for a table of {n} rows"
             )));
         }
-        let (send, receive) = sync_channel(depth.max(1));
+        let threads = threads.max(1);
+        let plan = Arc::new(plan);
         let stats = Arc::new(Stats::default());
-        let thread_stats = stats.clone();
-        let worker = std::thread::Builder::new()
-            .name("lancetorch-prefetch".into())
-            .spawn(move || produce(plan, thread_stats, send))
-            .map_err(|e| Error::Value(format!("cannot start the prefetch thread: {e}")))?;
-        Ok(PyPrefetcher {
-            receiver: Mutex::new(Some(receive)),
-            worker: Mutex::new(Some(worker)),
-            stats,
-        })
+        let prefetcher = PyPrefetcher {
+            receivers: Mutex::new(Vec::new()),
+            workers: Mutex::new(Vec::new()),
+            next: AtomicUsize::new(0),
+            stats: stats.clone(),
+        };
+        // Each producer runs `depth / threads` batches ahead (at least one).
+        let ahead = depth.max(1).div_ceil(threads);
+        for me in 0..threads {
+            let (send, receive) = sync_channel(ahead);
+            let (plan, stats) = (plan.clone(), stats.clone());
+            let worker = std::thread::Builder::new()
+                .name(format!("lancetorch-prefetch-{me}"))
+                .spawn(move || produce(plan, (me, threads), stats, send))
+                .map_err(|e| Error::Value(format!("cannot start a prefetch thread: {e}")))?;
+            prefetcher
+                .receivers
+                .lock()
+                .expect("prefetch lock")
+                .push(receive);
+            prefetcher
+                .workers
+                .lock()
+                .expect("prefetch lock")
+                .push(worker);
+        }
+        Ok(prefetcher)
+    }
+
+    /// The next batch in epoch order; `None` at the end (or once stopped).
+    fn receive(&self) -> Option<std::result::Result<Result<crate::dlpack::HostTensor>, ()>> {
+        let receivers = self.receivers.lock().expect("prefetch lock");
+        if receivers.is_empty() {
+            return None;
+        }
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        Some(receivers[k % receivers.len()].recv().map_err(|_| ()))
     }
 
     fn stop(&self) {
-        // Dropping the receiver makes the producer's next send fail, so it ends.
-        self.receiver.lock().expect("prefetch lock").take();
-        if let Some(worker) = self.worker.lock().expect("prefetch lock").take() {
+        // Dropping the receivers makes each producer's next send fail, so they end.
+        self.receivers.lock().expect("prefetch lock").clear();
+        for worker in self.workers.lock().expect("prefetch lock").drain(..) {
             let _ = worker.join();
         }
     }
@@ -140,7 +176,7 @@ impl Drop for PyPrefetcher {
 impl PyPrefetcher {
     /// Start prefetching `rows` (int64 row offsets in read order) of `store`.
     #[new]
-    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None))]
+    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         store: &crate::store::PyColumnStore,
@@ -151,6 +187,7 @@ impl PyPrefetcher {
         depth: usize,
         dtype: Option<&str>,
         null_value: Option<f64>,
+        threads: usize,
     ) -> PyResult<Self> {
         let rows = crate::bridge::offsets_from_py(rows)?;
         let fields = store.inner.schema().fields().len();
@@ -169,16 +206,13 @@ impl PyPrefetcher {
             dtype: dtype.map(DType::from_name).transpose()?,
             fill: null_value,
         };
-        Ok(Self::start(plan, depth)?)
+        Ok(Self::start(plan, depth, threads)?)
     }
 
     /// The next batch as a legacy DLPack capsule, or `None` at the end of the epoch. Waits
     /// with the GIL released.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let received = py.detach(|| {
-            let guard = self.receiver.lock().expect("prefetch lock");
-            guard.as_ref().map(|receiver| receiver.recv())
-        });
+        let received = py.detach(|| self.receive());
         let Some(received) = received else {
             return Ok(None);
         };
@@ -241,36 +275,47 @@ mod tests {
     }
 
     fn drain(p: PyPrefetcher) -> Vec<Vec<i64>> {
-        let receiver = p.receiver.lock().unwrap().take().unwrap();
-        receiver
-            .iter()
-            .map(|t| {
-                let t = t.unwrap();
-                let n = t.shape().iter().product::<i64>() as usize;
-                unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n).to_vec() }
-            })
-            .collect()
+        let mut out = Vec::new();
+        while let Some(Ok(t)) = p.receive() {
+            let t = t.unwrap();
+            let n = t.shape().iter().product::<i64>() as usize;
+            out.push(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n).to_vec() });
+        }
+        out
     }
 
     #[test]
     fn every_row_once_in_order_with_or_without_the_tail() {
-        let got = drain(PyPrefetcher::start(plan(10, 4, false), 2).unwrap());
-        assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2], vec![1, 0]]);
-        let got = drain(PyPrefetcher::start(plan(10, 4, true), 2).unwrap());
-        assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2]]);
+        for threads in [1, 2, 3, 5] {
+            let got = drain(PyPrefetcher::start(plan(10, 4, false), 2, threads).unwrap());
+            assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2], vec![1, 0]]);
+            let got = drain(PyPrefetcher::start(plan(10, 4, true), 2, threads).unwrap());
+            assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2]]);
+        }
+        let got = drain(PyPrefetcher::start(plan(1000, 3, false), 4, 3).unwrap());
+        let want: Vec<Vec<i64>> = (0..1000)
+            .rev()
+            .collect::<Vec<_>>()
+            .chunks(3)
+            .map(|c| c.to_vec())
+            .collect();
+        assert_eq!(got, want, "in epoch order whichever producer is ahead");
     }
 
     #[test]
-    fn stopping_early_ends_the_thread() {
-        let p = PyPrefetcher::start(plan(100_000, 10, false), 1).unwrap();
-        p.stop(); // joins: would hang if the producer could not see the consumer leave
-        assert!(p.worker.lock().unwrap().is_none());
+    fn stopping_early_ends_the_threads() {
+        for threads in [1, 2] {
+            let p = PyPrefetcher::start(plan(100_000, 10, false), 1, threads).unwrap();
+            p.stop(); // joins: would hang if a producer could not see the consumer leave
+            assert!(p.workers.lock().unwrap().is_empty());
+            assert!(p.receive().is_none());
+        }
     }
 
     #[test]
     fn bad_rows_refused_before_the_thread_starts() {
         let mut bad = plan(5, 2, false);
         bad.rows.push(5);
-        assert!(PyPrefetcher::start(bad, 2).is_err());
+        assert!(PyPrefetcher::start(bad, 2, 1).is_err());
     }
 }

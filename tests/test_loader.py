@@ -302,3 +302,17 @@ def test_windowed_shards_and_resumes_against_the_one_order(
     rest = sum((ids_of(list(loader)) for loader in resumed), [])
     p = state["position"]
     assert set(rest) == set(epoch1[p:]) and len(rest) == -(-(n - p) // later) * later
+
+
+def test_more_threads_same_batches_in_the_same_order(table):
+    one = [b.clone() for b in Loader(table, 64, seed=3, world_size=1)]
+    for threads in (2, 3):
+        many = list(Loader(table, 64, seed=3, world_size=1, threads=threads))
+        assert len(many) == len(one) and all(torch.equal(a, b) for a, b in zip(one, many))
+    loader = Loader(table, 64, seed=3, world_size=1, threads=2)
+    for i, _ in enumerate(loader):
+        if i == 3:
+            break  # stops both threads
+    assert loader.state_dict()["position"] == 4 * 64
+    with pytest.raises(ValueError, match="threads=0"):
+        Loader(table, 64, threads=0)

@@ -25,7 +25,9 @@ from .util import _torch
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on a Rust thread.
 
-    ``prefetch`` batches are prepared ahead. ``pin_memory=True`` pins each batch for fast
+    ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
+    help where cores are idle while the model trains, and batches still come in order).
+    ``pin_memory=True`` pins each batch for fast
     copies to a GPU when CUDA is present. ``profile=True`` marks the waits and the pinning as
     ``torch.profiler`` ranges (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` / ``drop_last`` behave as
     with :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of
@@ -64,6 +66,7 @@ class Loader:
         world_size: int | None = None,
         uneven: str = "pad",
         order: str = "auto",
+        threads: int = 1,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -99,6 +102,9 @@ class Loader:
         )
         if int(prefetch) < 1:
             raise ValueError(f"prefetch={prefetch} must be 1 or more")
+        if isinstance(threads, bool) or int(threads) < 1:
+            raise ValueError(f"threads={threads!r} must be 1 or more")
+        self._threads = int(threads)
         self._prefetch = int(prefetch)
         self._pin = bool(pin_memory)
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
@@ -160,6 +166,7 @@ class Loader:
             depth=self._prefetch,
             dtype=self._dtype,
             null_value=self._null_value,
+            threads=self._threads,
         )
 
     def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
