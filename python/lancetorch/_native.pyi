@@ -82,7 +82,7 @@ def epoch_order(
 def bijection_rows(n: int, seed: int, epoch: int, positions: pa.Int64Array) -> pa.Int64Array: ...
 
 class Prefetcher:
-    """One epoch of (columns, rows) tensors, prepared ahead on a Rust thread."""
+    """One epoch of (columns, rows) tensors, prepared ahead on Rust threads, in order."""
 
     def __init__(
         self,

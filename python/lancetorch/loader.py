@@ -1,9 +1,9 @@
-"""An in-process loader that prepares the next batches on a Rust thread.
+"""An in-process loader that prepares the next batches on Rust threads.
 
 ``Loader(table_or_permutation, batch_size=1024)`` yields ``(columns, rows)`` tensors (as the
-``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop. A Rust thread
-gathers and converts the following batches while the model trains on the current one, with
-the GIL released: no worker processes, nothing pickled. ``stats()`` says where the time went.
+``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop. Rust threads
+(one by default) gather and convert the following batches while the model trains on the
+current one, with the GIL released: no worker processes, nothing pickled. ``stats()`` says where the time went.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .util import _torch
 
 
 class Loader:
-    """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on a Rust thread.
+    """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
     ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
     help where cores are idle while the model trains, and batches still come in order).
@@ -324,8 +324,9 @@ class Loader:
     def stats(self) -> dict[str, float]:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
         windows of a table too large for memory (``read_s``, on a background thread), in the
-        take and the conversion on the Rust thread (``take_s``, ``convert_s``), pinning
-        (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and bytes delivered;
+        take and the conversion on the Rust threads (``take_s``, ``convert_s``, summed over the
+        threads), pinning (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and
+        bytes delivered;
         rows and bytes per second of the loop; and ``wait_fraction``, the share of the loop's
         time the consumer spent waiting for data."""
         s = dict(self._stats)
