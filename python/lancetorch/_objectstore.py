@@ -131,11 +131,12 @@ class ObjectStore:
 
         try:
             bucket = self.fs.get_file_info(self.bucket)
+            if bucket.type == fs.FileType.NotFound:
+                raise OSError("NoSuchBucket")
+            # One listing of the prefix: the credentials are good for reading it.
+            self.fs.get_file_info(fs.FileSelector(self._key(), allow_not_found=True))
         except OSError as e:
             raise self.explain(e, "open the connection") from e
-        if bucket.type == fs.FileType.NotFound:
-            raise self.explain(OSError("NoSuchBucket"), "open the connection")
-        self.datasets()
 
     def remove(self, name: str) -> None:
         try:

@@ -199,8 +199,8 @@ def connect(
     whatever is absent comes from the ``AWS_*`` environment variables. Reads retry a bounded
     number of times (``client_max_retries``, default 3, within ``client_retry_timeout``
     seconds, default 20), and any one read of an object-store table that has no answer
-    after ``read_timeout`` seconds (``None``: no limit) fails, naming the table and the row
-    offset, rather than wait on a store that accepts connections and never answers. The bucket
+    after ``read_timeout`` seconds (``None``: no limit) fails, naming the table and what was
+    being read, rather than wait on a store that accepts connections and never answers. The bucket
     is checked now: a missing bucket raises FileNotFoundError, refused credentials
     PermissionError, no answer ConnectionError.
     """

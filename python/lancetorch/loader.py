@@ -3,7 +3,8 @@
 ``Loader(table_or_permutation, batch_size=1024)`` yields ``(columns, rows)`` tensors (as the
 ``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop. Rust threads
 (one by default) gather and convert the following batches while the model trains on the
-current one, with the GIL released: no worker processes, nothing pickled. ``stats()`` says where the time went.
+current one, with the GIL released: no worker processes, nothing pickled. ``stats()`` says
+where the time went.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ class Loader:
 
     ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
     help where cores are idle while the model trains, and batches still come in order).
-    ``pin_memory=True`` pins each batch for fast
-    copies to a GPU when CUDA is present. ``profile=True`` marks the waits and the pinning as
-    ``torch.profiler`` ranges (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` / ``drop_last`` behave as
-    with :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of
-    the loop, an exception, or the loader being collected stops the thread.
+    ``pin_memory=True`` pins each batch for fast copies to a GPU when CUDA is present.
+    ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
+    (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
+    ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
+    the order. Breaking out of the loop, an exception, or the loader being collected stops
+    the threads.
 
     Under ``torch.distributed`` (or with ``rank``/``world_size`` given) each rank reads its
     share of every epoch, as :class:`lancetorch.sampler.BatchSampler` with the same

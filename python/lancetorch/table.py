@@ -171,7 +171,7 @@ class _LanceBackend:
         self.cache_budget = cache_budget
         self.read_timeout = read_timeout
         self._open(
-            self.call("opening it", lance.dataset, uri, version=version, storage_options=storage_options)
+            self.call("opening the dataset", lance.dataset, uri, version=version, storage_options=storage_options)
         )
         # (column names, their rows in the column store) once read; per column selection
         # asked for, the store serving it and the positions of the columns there.
