@@ -485,8 +485,9 @@ mod tests {
             store.row_block(&[4, 0]).is_none(),
             "one block column is not enough"
         );
-        // Past the parallel threshold too: 80_000 rows x 19 bytes.
-        for len in [1000usize, 80_000] {
+        // Around the 256-row tiles of the block gather, and past the parallel threshold
+        // (80_000 rows x 19 bytes).
+        for len in [0usize, 1, 255, 256, 257, 1000, 80_000] {
             let offsets: Vec<i64> = (0..len as i64)
                 .map(|i| (i * 7919 + 13) % n as i64)
                 .collect();

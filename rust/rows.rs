@@ -35,14 +35,18 @@ impl HugeBytes {
         let layout =
             std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).expect("row block layout");
         // SAFETY: non-zero size.
-        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let raw = unsafe { std::alloc::alloc(layout) };
         let ptr =
             std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        // The advice comes before the first write: pages already touched stay small until the
+        // kernel gets round to merging them, and the block would miss the TLB on most reads.
         #[cfg(target_os = "linux")]
         // SAFETY: advice on memory we own; failure only means normal pages.
         unsafe {
             libc::madvise(raw as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
         }
+        // SAFETY: `layout.size()` bytes allocated above.
+        unsafe { std::ptr::write_bytes(raw, 0, layout.size()) };
         HugeBytes { ptr, layout }
     }
 
@@ -222,38 +226,63 @@ impl RowBlock {
 /// Rows copied whole into a small row-major scratch (one cache miss each, prefetched ahead),
 /// then each column read out of the scratch in a tight loop of its own width.
 fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]) {
-    const AHEAD: usize = 32;
     let words = stride / 8;
     // SAFETY: the block is 2 MiB aligned and `stride` a multiple of 8.
     let block: &[u64] =
         unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u64, bytes.len() / 8) };
-    let mut scratch = vec![0u64; rows.len() * words];
-    for (k, &r) in rows.iter().enumerate() {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.resize(TILE_ROWS.min(rows.len()) * words, 0);
+        for (t, tile) in rows.chunks(TILE_ROWS).enumerate() {
+            let scratch = &mut scratch[..tile.len() * words];
+            rows_into(block, words, rows, t * TILE_ROWS, scratch);
+            // SAFETY: the scratch viewed as bytes.
+            let scratch: &[u8] = unsafe {
+                std::slice::from_raw_parts(scratch.as_ptr() as *const u8, scratch.len() * 8)
+            };
+            let first = t * TILE_ROWS;
+            for (off, w, dst) in outs.iter_mut() {
+                let dst = &mut dst[first * *w..(first + tile.len()) * *w];
+                match *w {
+                    8 => column_out::<8>(scratch, stride, *off, dst),
+                    4 => column_out::<4>(scratch, stride, *off, dst),
+                    2 => column_out::<2>(scratch, stride, *off, dst),
+                    _ => column_out::<1>(scratch, stride, *off, dst),
+                }
+            }
+        }
+    });
+}
+
+/// Rows per pass of `gather_rows`: its scratch stays in the core's own cache.
+const TILE_ROWS: usize = 256;
+
+thread_local! {
+    /// The row-major scratch of `gather_rows`, kept between batches (at most `TILE_ROWS`
+    /// rows): a fresh one per batch costs an allocation, its zeroing, and a free large enough
+    /// to make the allocator consolidate its free lists.
+    static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Rows `rows[first..]` of the block copied whole into `scratch` (as many as it holds), one
+/// after another; the rows `AHEAD` places on, in this tile or the next, are prefetched.
+fn rows_into(block: &[u64], words: usize, rows: &[u64], first: usize, scratch: &mut [u64]) {
+    const AHEAD: usize = 32;
+    let n = scratch.len() / words;
+    for (k, &r) in rows[first..first + n].iter().enumerate() {
         #[cfg(target_arch = "x86_64")]
-        if let Some(&next) = rows.get(k + AHEAD) {
+        if let Some(&next) = rows.get(first + k + AHEAD) {
             // SAFETY: prefetch is a hint; the address is inside the block.
             unsafe {
                 use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
                 let p = block.as_ptr().add(next as usize * words) as *const i8;
                 _mm_prefetch(p, _MM_HINT_T0);
-                if stride > 64 {
+                if words > 8 {
                     _mm_prefetch(p.add(64), _MM_HINT_T0);
                 }
             }
         }
         let r = r as usize;
         scratch[k * words..(k + 1) * words].copy_from_slice(&block[r * words..(r + 1) * words]);
-    }
-    // SAFETY: the scratch viewed as bytes.
-    let scratch: &[u8] =
-        unsafe { std::slice::from_raw_parts(scratch.as_ptr() as *const u8, scratch.len() * 8) };
-    for (off, w, dst) in outs.iter_mut() {
-        match *w {
-            8 => column_out::<8>(scratch, stride, *off, dst),
-            4 => column_out::<4>(scratch, stride, *off, dst),
-            2 => column_out::<2>(scratch, stride, *off, dst),
-            _ => column_out::<1>(scratch, stride, *off, dst),
-        }
     }
 }
 
