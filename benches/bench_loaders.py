@@ -16,8 +16,9 @@ memory is the workload's. The workloads, grouped as the printed table groups the
   cache is refused: lancetorch's clumped BatchSampler (runs of 4096 neighbouring rows) beside
   a per-batch random take through Lance (``cache=False``);
 * embeddings: ``--emb-rows`` (200K) rows of a ``fixed_size_list<float32, 768>`` column
-  ``emb`` + int64 label, shuffled, to ``(rows, 768)`` tensors, beside the limit: a memcpy of
-  the same bytes (contiguous 1024-row slices of a row-major array into one buffer);
+  ``emb`` + int64 label, shuffled, to ``(rows, 768)`` tensors (through the DataLoader with a
+  column collate, and through ``Loader(per_column=True)``), beside the limit: a memcpy of the
+  same bytes (contiguous 1024-row slices of a row-major array into one buffer);
 * scaling (``--scaling``): seconds per epoch of the lancetorch memory table (DataLoader +
   ``tbl_to_tensor``) and of ``lancetorch.loader.Loader`` from 1e5 to 1e7 rows.
 
@@ -489,6 +490,20 @@ def emb_lancetorch(ctx: Context) -> Loader:
     return loader, rows_in
 
 
+def emb_loader(ctx: Context) -> Loader:
+    """lancetorch's Loader, one tensor per column: the ``(rows, 768)`` embedding tensor shares
+    the gather's output; the next batches are gathered on a Rust thread meanwhile."""
+    emb = ctx.emb()
+    table = lancetorch.connect("memory://").create_table("emb", emb.arrow())
+    loader = PrefetchLoader(table, emb.batch_size, seed=0, per_column=True)
+
+    def rows_in(b: dict) -> int:
+        assert b["emb"].shape[1] == EMB_DIM and b["emb"].dtype == torch.float32
+        return b["emb"].shape[0]
+
+    return loader, rows_in
+
+
 def emb_numpy_fancy_index(ctx: Context) -> Loader:
     emb = ctx.emb()
     loader = DataLoader(NumpyDataset(emb.emb), batch_size=emb.batch_size, shuffle=True, collate_fn=identity)
@@ -605,6 +620,10 @@ WORKLOADS = [
     ),
     Workload(
         "emb-lancetorch", "emb: lancetorch DataLoader + column collate", emb_lancetorch, group="emb",
+        data="emb",
+    ),
+    Workload(
+        "emb-loader", "emb: lancetorch Loader(per_column=True)", emb_loader, group="emb",
         data="emb",
     ),
     Workload("emb-numpy", "emb: numpy fancy indexing", emb_numpy_fancy_index, group="emb", data="emb"),

@@ -4,6 +4,10 @@
 //! With `threads` producers, producer `w` makes batches `w, w + threads, ...`, each into a
 //! channel of its own; the consumer takes batch `k` from channel `k % threads`, so batches
 //! arrive in epoch order however the producers race.
+//!
+//! A batch is one `(columns, rows)` tensor, or with `per_column` one tensor per column
+//! (`(rows,)`, or `(rows, size)` for a fixed-size list such as an embedding) sharing the
+//! gather's output.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -14,9 +18,10 @@ use std::time::Instant;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::dlpack::HostTensor;
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::tensor::{batch_to_tensor, DType, NullFill, Share};
+use crate::tensor::{batch_to_tensor, column_to_tensor, DType, NullFill, Share};
 
 /// Nanosecond and count totals, shared by the producing thread and Python.
 #[derive(Default)]
@@ -38,9 +43,28 @@ pub struct Plan {
     pub drop_last: bool,
     pub dtype: Option<DType>,
     pub fill: NullFill,
+    /// One tensor per column instead of one `(columns, rows)` tensor.
+    pub per_column: bool,
 }
 
 impl Plan {
+    /// The tensors of one gathered batch.
+    fn tensors(&self, batch: &arrow_array::RecordBatch) -> Result<Vec<HostTensor>> {
+        if self.per_column {
+            (0..batch.num_columns())
+                .map(|i| column_to_tensor(batch, i, self.dtype, self.fill, Share::Allowed))
+                .collect()
+        } else {
+            let one = batch_to_tensor(
+                std::slice::from_ref(batch),
+                self.dtype,
+                self.fill,
+                Share::Allowed,
+            )?;
+            Ok(vec![one])
+        }
+    }
+
     fn batches(&self) -> impl Iterator<Item = &[i64]> {
         let full = self.rows.len() / self.batch_size;
         let keep_tail = !self.drop_last && self.rows.len() % self.batch_size != 0;
@@ -54,20 +78,13 @@ fn produce(
     plan: Arc<Plan>,
     (me, threads): (usize, usize),
     stats: Arc<Stats>,
-    send: std::sync::mpsc::SyncSender<Result<crate::dlpack::HostTensor>>,
+    send: std::sync::mpsc::SyncSender<Result<Vec<HostTensor>>>,
 ) {
     for offsets in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
         let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
         let t1 = Instant::now();
-        let tensor = batch.and_then(|b| {
-            batch_to_tensor(
-                std::slice::from_ref(&b),
-                plan.dtype,
-                plan.fill,
-                Share::Allowed,
-            )
-        });
+        let tensors = batch.and_then(|b| plan.tensors(&b));
         let t2 = Instant::now();
         stats
             .take_ns
@@ -75,33 +92,35 @@ fn produce(
         stats
             .convert_ns
             .fetch_add((t2 - t1).as_nanos() as u64, Ordering::Relaxed);
-        if let Ok(t) = &tensor {
-            let elems: i64 = t.shape().iter().product();
+        if let Ok(ts) = &tensors {
+            let bytes: u64 = ts
+                .iter()
+                .map(|t| t.shape().iter().product::<i64>() as u64 * t.dtype().size() as u64)
+                .sum();
             stats.batches.fetch_add(1, Ordering::Relaxed);
             stats
                 .rows
                 .fetch_add(offsets.len() as u64, Ordering::Relaxed);
-            stats
-                .bytes
-                .fetch_add(elems as u64 * t.dtype().size() as u64, Ordering::Relaxed);
+            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
-        let failed = tensor.is_err();
+        let failed = tensors.is_err();
         // A closed channel means the consumer stopped: end quietly.
-        if send.send(tensor).is_err() || failed {
+        if send.send(tensors).is_err() || failed {
             return;
         }
     }
 }
 
-/// One epoch of prefetched `(columns, rows)` tensors.
+/// One epoch of prefetched batches.
 #[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
 pub struct PyPrefetcher {
     /// One channel per producer; empty once stopped.
-    receivers: Mutex<Vec<Receiver<Result<crate::dlpack::HostTensor>>>>,
+    receivers: Mutex<Vec<Receiver<Result<Vec<HostTensor>>>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Batches handed out so far: the next comes from channel `next % threads`.
     next: AtomicUsize,
     stats: Arc<Stats>,
+    per_column: bool,
 }
 
 impl PyPrefetcher {
@@ -123,6 +142,7 @@ impl PyPrefetcher {
             workers: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             stats: stats.clone(),
+            per_column: plan.per_column,
         };
         // Each producer runs `depth / threads` batches ahead (at least one).
         let ahead = depth.max(1).div_ceil(threads);
@@ -148,7 +168,7 @@ impl PyPrefetcher {
     }
 
     /// The next batch in epoch order; `None` at the end (or once stopped).
-    fn receive(&self) -> Option<std::result::Result<Result<crate::dlpack::HostTensor>, ()>> {
+    fn receive(&self) -> Option<std::result::Result<Result<Vec<HostTensor>>, ()>> {
         let receivers = self.receivers.lock().expect("prefetch lock");
         if receivers.is_empty() {
             return None;
@@ -176,7 +196,7 @@ impl Drop for PyPrefetcher {
 impl PyPrefetcher {
     /// Start prefetching `rows` (int64 row offsets in read order) of `store`.
     #[new]
-    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1))]
+    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1, per_column=false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         store: &crate::store::PyColumnStore,
@@ -188,6 +208,7 @@ impl PyPrefetcher {
         dtype: Option<&str>,
         null_value: Option<f64>,
         threads: usize,
+        per_column: bool,
     ) -> PyResult<Self> {
         let rows = crate::bridge::offsets_from_py(rows)?;
         let fields = store.inner.schema().fields().len();
@@ -205,19 +226,30 @@ impl PyPrefetcher {
             drop_last,
             dtype: dtype.map(DType::from_name).transpose()?,
             fill: null_value,
+            per_column,
         };
         Ok(Self::start(plan, depth, threads)?)
     }
 
-    /// The next batch as a legacy DLPack capsule, or `None` at the end of the epoch. Waits
-    /// with the GIL released.
+    /// The next batch as a legacy DLPack capsule (with `per_column`, a list of them, one per
+    /// column), or `None` at the end of the epoch. Waits with the GIL released.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let received = py.detach(|| self.receive());
         let Some(received) = received else {
             return Ok(None);
         };
         match received {
-            Ok(Ok(tensor)) => Ok(Some(crate::dlpack::legacy_capsule(py, tensor)?)),
+            Ok(Ok(tensors)) if self.per_column => {
+                let capsules = tensors
+                    .into_iter()
+                    .map(|t| crate::dlpack::legacy_capsule(py, t))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(Some(pyo3::types::PyList::new(py, capsules)?.into_any()))
+            }
+            Ok(Ok(tensors)) => {
+                let tensor = tensors.into_iter().next().expect("one tensor per batch");
+                Ok(Some(crate::dlpack::legacy_capsule(py, tensor)?))
+            }
             Ok(Err(e)) => {
                 self.stop();
                 Err(e.into())
@@ -271,13 +303,14 @@ mod tests {
             drop_last,
             dtype: None,
             fill: None,
+            per_column: false,
         }
     }
 
     fn drain(p: PyPrefetcher) -> Vec<Vec<i64>> {
         let mut out = Vec::new();
         while let Some(Ok(t)) = p.receive() {
-            let t = t.unwrap();
+            let t = t.unwrap().pop().unwrap();
             let n = t.shape().iter().product::<i64>() as usize;
             out.push(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n).to_vec() });
         }
@@ -300,6 +333,56 @@ mod tests {
             .map(|c| c.to_vec())
             .collect();
         assert_eq!(got, want, "in epoch order whichever producer is ahead");
+    }
+
+    #[test]
+    fn per_column_batches_keep_each_column_shape() {
+        use arrow_array::{FixedSizeListArray, Float32Array};
+        let n = 10i64;
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("emb", DataType::FixedSizeList(item.clone(), 3), false),
+            Field::new("id", DataType::Int64, false),
+        ]));
+        let values = Float32Array::from_iter_values((0..3 * n).map(|v| v as f32));
+        let emb = FixedSizeListArray::new(item, 3, Arc::new(values), None);
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(emb), Arc::new(Int64Array::from_iter_values(0..n))],
+        )
+        .unwrap();
+        let plan = Plan {
+            store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
+            rows: vec![7, 2, 9, 0],
+            columns: vec![0, 1],
+            batch_size: 3,
+            drop_last: false,
+            dtype: None,
+            fill: None,
+            per_column: true,
+        };
+        let p = PyPrefetcher::start(plan, 2, 2).unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(ts)) = p.receive() {
+            let ts = ts.unwrap();
+            assert_eq!(ts.len(), 2);
+            let rows = ts[1].shape()[0];
+            assert_eq!(ts[0].shape(), &[rows, 3]);
+            assert_eq!(ts[1].shape(), &[rows]);
+            // SAFETY: float32 (rows, 3) and int64 (rows,) tensors of the gather's output.
+            let emb = unsafe {
+                std::slice::from_raw_parts(ts[0].data_ptr() as *const f32, 3 * rows as usize)
+            };
+            let ids = unsafe {
+                std::slice::from_raw_parts(ts[1].data_ptr() as *const i64, rows as usize)
+            };
+            for (k, &id) in ids.iter().enumerate() {
+                let want: Vec<f32> = (0..3).map(|j| (3 * id + j) as f32).collect();
+                assert_eq!(&emb[3 * k..3 * k + 3], want.as_slice());
+            }
+            got.extend_from_slice(ids);
+        }
+        assert_eq!(got, vec![7, 2, 9, 0]);
     }
 
     #[test]

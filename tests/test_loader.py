@@ -142,6 +142,52 @@ def test_windowed_order_is_seeded_and_clumps_stay_in_their_window(tmp_path):
         assert max(spots) - min(spots) < 256 + 50
 
 
+def _embedding_table(db, n: int = 500, dim: int = 4) -> lancetorch.Table:
+    values = pa.array(np.arange(n * dim, dtype=np.float32))
+    return db.create_table(
+        "e",
+        pa.table({
+            "id": np.arange(n),
+            "emb": pa.FixedSizeListArray.from_arrays(values, dim),
+            "odd": np.arange(n) % 2 == 1,
+        }),
+    )
+
+
+@pytest.mark.parametrize("where", ["memory", "disk", "disk beyond the cache"])
+def test_per_column_batches_hold_embeddings_as_rows(tmp_path, where):
+    db = lancetorch.connect("memory://" if where == "memory" else tmp_path)
+    t = _embedding_table(db)
+    if where == "disk beyond the cache":
+        t = db.open_table("e", cache_budget=1)
+    loader = Loader(t, 64, seed=3, per_column=True, window_rows=200, clump_size=50)
+    with pytest.raises(TypeError, match="'emb' .* per_column=True"):
+        Loader(t, 64)  # one (columns, rows) tensor cannot hold a list column
+    seen = []
+    for b in loader:
+        assert list(b) == ["id", "emb", "odd"]
+        rows = b["id"].shape[0]
+        assert b["emb"].shape == (rows, 4) and b["emb"].dtype == torch.float32
+        assert b["odd"].shape == (rows,) and b["odd"].dtype == torch.bool
+        want = (b["id"][:, None] * 4 + torch.arange(4)).float()
+        assert torch.equal(b["emb"], want)
+        assert torch.equal(b["odd"], b["id"] % 2 == 1)
+        seen += b["id"].tolist()
+    assert sorted(seen) == list(range(500))
+    s = loader.stats()
+    assert s["rows"] == 500 and s["bytes"] == 500 * (8 + 4 * 4 + 1)
+
+
+def test_per_column_order_and_dtype_match_the_plain_take():
+    t = _embedding_table(lancetorch.connect("memory://"))
+    order = BatchSampler(500, 100, seed=8).order(0)
+    for k, b in enumerate(Loader(t, 100, seed=8, per_column=True, dtype=torch.float64)):
+        taken = t.__getitems__(order[k * 100 : (k + 1) * 100])
+        assert all(v.dtype == torch.float64 for v in b.values())
+        assert b["id"].tolist() == taken.column("id").to_pylist()
+        assert b["emb"].tolist() == taken.column("emb").to_pylist()
+
+
 def test_strings_refused_by_name():
     t = lancetorch.connect("memory://").create_table("s", pa.table({"a": [1], "name": ["x"]}))
     with pytest.raises(TypeError, match="'name'"):

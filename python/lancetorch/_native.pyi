@@ -82,7 +82,8 @@ def epoch_order(
 def bijection_rows(n: int, seed: int, epoch: int, positions: pa.Int64Array) -> pa.Int64Array: ...
 
 class Prefetcher:
-    """One epoch of (columns, rows) tensors, prepared ahead on Rust threads, in order."""
+    """One epoch of batches prepared ahead on Rust threads, in order: each one (columns, rows)
+    tensor, or with per_column=True a list of one tensor per column."""
 
     def __init__(
         self,
@@ -96,7 +97,8 @@ class Prefetcher:
         dtype: str | None = None,
         null_value: float | None = None,
         threads: int = 1,
+        per_column: bool = False,
     ) -> None: ...
-    def next(self) -> object | None: ...
+    def next(self) -> object | list[object] | None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, float]: ...

@@ -1,7 +1,9 @@
 """An in-process loader that prepares the next batches on Rust threads.
 
 ``Loader(table_or_permutation, batch_size=1024)`` yields ``(columns, rows)`` tensors (as the
-``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop. Rust threads
+``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop; with
+``per_column=True`` it yields a dict of one tensor per column instead (embeddings as
+``(rows, size)``). Rust threads
 (one by default) gather and convert the following batches while the model trains on the
 current one, with the GIL released: no worker processes, nothing pickled. ``stats()`` says
 where the time went.
@@ -29,6 +31,10 @@ class Loader:
     ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
     help where cores are idle while the model trains, and batches still come in order).
     ``pin_memory=True`` pins each batch for fast copies to a GPU when CUDA is present.
+    ``per_column=True`` yields ``{column: tensor}`` per batch, each as
+    :func:`lancetorch.util.column_to_tensor` gives it: ``(rows,)`` for a number or bool
+    column, ``(rows, size)`` for a fixed-size list of numbers (an embedding), all sharing the
+    gathered memory; ``dtype`` then applies to every column.
     ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
     (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
     ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
@@ -69,6 +75,7 @@ class Loader:
         uneven: str = "pad",
         order: str = "auto",
         threads: int = 1,
+        per_column: bool = False,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -87,6 +94,14 @@ class Loader:
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
         self._names = names
+        schema = self._table.schema
+        lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
+        if lists and not per_column:
+            raise TypeError(
+                f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True for one tensor per column (this one "
+                "as (rows, size)), or leave it out with select_columns"
+            )
         if int(clump_size) < 1 or int(window_rows) < 1:
             raise ValueError(
                 f"clump_size={clump_size} and window_rows={window_rows} must be 1 or more"
@@ -109,6 +124,7 @@ class Loader:
         self._threads = int(threads)
         self._prefetch = int(prefetch)
         self._pin = bool(pin_memory)
+        self._per_column = bool(per_column)
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
         self._null_value = null_value
         self._profile = bool(profile)
@@ -169,6 +185,7 @@ class Loader:
             dtype=self._dtype,
             null_value=self._null_value,
             threads=self._threads,
+            per_column=self._per_column,
         )
 
     def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
@@ -305,10 +322,16 @@ class Loader:
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
                     return
-                batch = torch.from_dlpack(capsule)
+                if self._per_column:
+                    batch = {n: torch.from_dlpack(c) for n, c in zip(self._names, capsule)}
+                else:
+                    batch = torch.from_dlpack(capsule)
                 if pin:
                     with pin_range():
-                        batch = batch.pin_memory()
+                        if self._per_column:
+                            batch = {n: t.pin_memory() for n, t in batch.items()}
+                        else:
+                            batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
                 progress[2] += 1
                 yield batch
