@@ -20,7 +20,8 @@ memory is the workload's. The workloads, grouped as the printed table groups the
   column collate, and through ``Loader(per_column=True)``), beside the limit: a memcpy of the
   same bytes (contiguous 1024-row slices of a row-major array into one buffer);
 * scaling (``--scaling``): seconds per epoch of the lancetorch memory table (DataLoader +
-  ``tbl_to_tensor``) and of ``lancetorch.loader.Loader`` from 1e5 to 1e7 rows.
+  ``tbl_to_tensor``), of ``lancetorch.loader.Loader`` and of the DataLoader machinery alone
+  from 1e5 to 1e7 rows.
 
 Each workload is timed after one warm-up batch (iterator and worker start-up, the first
 take); slow ones time a bounded number of batches and say so. The cached disk table's first
@@ -634,6 +635,10 @@ SCALING = [
              group="scaling", bound="scaling_max_batches"),
     Workload("scale-loader", "lancetorch Loader (Rust prefetch)", scale_loader, group="scaling",
              bound="scaling_max_batches"),
+    # The DataLoader's own cost per row grows with the table: a Python list of every row's
+    # index at each epoch's start (and, in some torch releases, a second one at its end).
+    Workload("scale-machinery", "DataLoader machinery alone (limit)", dataloader_only,
+             group="scaling", bound="scaling_max_batches"),
 ]
 BY_KEY = {w.key: w for w in WORKLOADS + SCALING}
 
