@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -86,9 +87,30 @@ def _shared_seed(seed: int | None, world_size: int) -> int:
             f"a shuffled read sharded across {world_size} ranks needs the same seed on every "
             "rank: pass seed=..., or initialise torch.distributed so that rank 0's is shared"
         )
-    chosen = [secrets.randbits(64) if dist.get_rank() == 0 else None]
-    dist.broadcast_object_list(chosen, src=0)
-    return int(chosen[0])
+    torch = sys.modules["torch"]
+    nccl = "nccl" in str(dist.get_backend()) and "gloo" not in str(dist.get_backend())
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
+    chosen = secrets.randbits(64) if dist.get_rank() == 0 else 0
+    box = torch.tensor([chosen - (1 << 64) if chosen >= 1 << 63 else chosen], device=device)
+    dist.broadcast(box, src=0)
+    _until_released(box)
+    return int(box.item()) & ((1 << 64) - 1)
+
+
+def _until_released(tensor: Any, limit_s: float = 5.0) -> None:
+    """Wait (briefly) until a finished collective's worker thread has let go of ``tensor``.
+
+    That thread drops its references a moment after the collective returns, and dropping a
+    reference to a tensor that Python knows takes the GIL; if the interpreter is exiting by
+    then (a sampler built just before the script ends), torch aborts the process with
+    "terminate called without an active exception". Waiting here keeps that drop within the
+    script's life."""
+    use_count = getattr(tensor, "_use_count", None)
+    if use_count is None:
+        return
+    deadline = time.monotonic() + limit_s
+    while use_count() > 1 and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 class BatchSampler:
