@@ -79,26 +79,19 @@ fn ints_of_list(list: &Bound<'_, PyList>) -> PyResult<Vec<i64>> {
     let n = list.len();
     let mut out = Vec::with_capacity(n);
     for pos in 0..n {
-        // SAFETY: `pos` is below the length of a list this thread holds with the GIL, and
-        // nothing in this loop runs Python code that could shrink it. The reference is
-        // borrowed and used before the next call into Python.
-        let item = unsafe { ffi::PyList_GetItem(list.as_ptr(), pos as ffi::Py_ssize_t) };
-        // SAFETY: `item` is a live object (checked non-null first).
-        if item.is_null() || unsafe { ffi::PyLong_CheckExact(item) } == 0 {
-            if item.is_null() {
-                return Err(PyErr::fetch(py));
-            }
+        // An owned reference: safe however other threads treat the list meanwhile.
+        let item = list.get_item(pos)?;
+        // SAFETY: `item` is a live object for as long as `item` is held.
+        if unsafe { ffi::PyLong_CheckExact(item.as_ptr()) } == 0 {
             return Err(PyTypeError::new_err(format!(
                 "row offset at position {pos} is not an int"
             )));
         }
-        // SAFETY: an exact int: no `__index__` runs.
-        let value = unsafe { ffi::PyLong_AsLongLong(item) };
+        // SAFETY: as above; an exact int runs no `__index__`.
+        let value = unsafe { ffi::PyLong_AsLongLong(item.as_ptr()) };
         if value == -1 && PyErr::take(py).is_some() {
-            // SAFETY: as above; the borrowed item is still in the list.
-            let int = unsafe { Bound::from_borrowed_ptr(py, item) };
             return Err(PyIndexError::new_err(format!(
-                "row offset {int} (position {pos} of the request) is out of range"
+                "row offset {item} (position {pos} of the request) is out of range"
             )));
         }
         out.push(value);

@@ -231,15 +231,16 @@ fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]
     let block: &[u64] =
         unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u64, bytes.len() / 8) };
     SCRATCH.with_borrow_mut(|scratch| {
-        scratch.resize(TILE_ROWS.min(rows.len()) * words, 0);
-        for (t, tile) in rows.chunks(TILE_ROWS).enumerate() {
+        let tile_rows = (TILE_BYTES / stride).clamp(16, 256);
+        scratch.resize(tile_rows.min(rows.len()) * words, 0);
+        for (t, tile) in rows.chunks(tile_rows).enumerate() {
             let scratch = &mut scratch[..tile.len() * words];
-            rows_into(block, words, rows, t * TILE_ROWS, scratch);
+            rows_into(block, words, rows, t * tile_rows, scratch);
             // SAFETY: the scratch viewed as bytes.
             let scratch: &[u8] = unsafe {
                 std::slice::from_raw_parts(scratch.as_ptr() as *const u8, scratch.len() * 8)
             };
-            let first = t * TILE_ROWS;
+            let first = t * tile_rows;
             for (off, w, dst) in outs.iter_mut() {
                 let dst = &mut dst[first * *w..(first + tile.len()) * *w];
                 match *w {
@@ -253,13 +254,13 @@ fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]
     });
 }
 
-/// Rows per pass of `gather_rows`: its scratch stays in the core's own cache.
-const TILE_ROWS: usize = 256;
+/// Scratch bytes per pass of `gather_rows` (16 to 256 rows): it stays in the core's own cache.
+const TILE_BYTES: usize = 32 << 10;
 
 thread_local! {
-    /// The row-major scratch of `gather_rows`, kept between batches (at most `TILE_ROWS`
-    /// rows): a fresh one per batch costs an allocation, its zeroing, and a free large enough
-    /// to make the allocator consolidate its free lists.
+    /// The row-major scratch of `gather_rows`, kept between batches (one tile): a fresh one
+    /// per batch costs an allocation, its zeroing, and a free large enough to make the
+    /// allocator consolidate its free lists.
     static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 

@@ -188,6 +188,37 @@ def test_per_column_order_and_dtype_match_the_plain_take():
         assert b["emb"].tolist() == taken.column("emb").to_pylist()
 
 
+@pytest.mark.parametrize("where", ["memory", "disk beyond the cache"])
+def test_per_column_keys_follow_a_permutations_selection_and_renames(tmp_path, where):
+    db = lancetorch.connect("memory://" if where == "memory" else tmp_path)
+    t = _embedding_table(db)
+    if where == "disk beyond the cache":
+        t = db.open_table("e", cache_budget=1)
+    view = Permutation.identity(t).select_columns(["emb", "id"]).rename_column("emb", "vec")
+    batches = list(Loader(view, 128, seed=1, per_column=True, window_rows=200, clump_size=50))
+    assert all(list(b) == ["vec", "id"] for b in batches)
+    for b in batches:
+        assert torch.equal(b["vec"][:, 0], (b["id"] * 4).float())
+    assert sorted(torch.cat([b["id"] for b in batches]).tolist()) == list(range(500))
+
+
+def test_pinning_pins_every_column(monkeypatch):
+    pinned = []
+
+    def pin(tensor):
+        pinned.append(tensor.data_ptr())
+        return tensor.clone()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    t = _embedding_table(lancetorch.connect("memory://"))
+    loader = Loader(t, 200, seed=0, per_column=True, pin_memory=True)
+    batches = list(loader)
+    assert len(pinned) == 3 * len(batches)
+    assert all(b["emb"].shape[1] == 4 for b in batches)
+    assert loader.stats()["pin_s"] > 0
+
+
 def test_strings_refused_by_name():
     t = lancetorch.connect("memory://").create_table("s", pa.table({"a": [1], "name": ["x"]}))
     with pytest.raises(TypeError, match="'name'"):

@@ -31,10 +31,12 @@ class Loader:
     ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
     help where cores are idle while the model trains, and batches still come in order).
     ``pin_memory=True`` pins each batch for fast copies to a GPU when CUDA is present.
-    ``per_column=True`` yields ``{column: tensor}`` per batch, each as
-    :func:`lancetorch.util.column_to_tensor` gives it: ``(rows,)`` for a number or bool
-    column, ``(rows, size)`` for a fixed-size list of numbers (an embedding), all sharing the
-    gathered memory; ``dtype`` then applies to every column.
+    ``per_column=True`` yields ``{column: tensor}`` per batch (a Permutation's renamed
+    columns under their new names), each as :func:`lancetorch.util.column_to_tensor` gives
+    it: ``(rows,)`` for a number or bool column, ``(rows, size)`` for a fixed-size list of
+    numbers (an embedding); number columns of their own type share the gathered memory
+    (bools, and columns that ``dtype`` converts, are copied once); ``dtype`` applies to every
+    column.
     ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
     (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
     ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
@@ -82,10 +84,12 @@ class Loader:
             lo, hi = data._window
             rows = np.arange(lo, hi, dtype=np.int64) if data._rows is None else data._rows[lo:hi]
             columns = data._columns
+            renames = data._renames
         elif isinstance(data, Table):
             self._table = data
             rows = None
             columns = None
+            renames = {}
         else:
             raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
         self._rows = rows
@@ -94,13 +98,14 @@ class Loader:
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
         self._names = names
+        self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
         schema = self._table.schema
         lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
         if lists and not per_column:
             raise TypeError(
                 f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
                 "tensor cannot hold; pass per_column=True for one tensor per column (this one "
-                "as (rows, size)), or leave it out with select_columns"
+                "as (rows, size)), or leave it out with a Permutation's select_columns"
             )
         if int(clump_size) < 1 or int(window_rows) < 1:
             raise ValueError(
@@ -265,6 +270,7 @@ class Loader:
             rows = positions if self._rows is None else self._rows[positions]
             unique, local = np.unique(rows, return_inverse=True)
             table = backend.call(_take_of(rows), dataset.take, unique, columns=self._names)
+            table = table.select(self._names)  # in the order asked for, whatever Lance gives
             self._stats["read_s"] += time.perf_counter() - t0
             return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
 
@@ -323,7 +329,7 @@ class Loader:
                 if capsule is None:
                     return
                 if self._per_column:
-                    batch = {n: torch.from_dlpack(c) for n, c in zip(self._names, capsule)}
+                    batch = {n: torch.from_dlpack(c) for n, c in zip(self._keys, capsule)}
                 else:
                     batch = torch.from_dlpack(capsule)
                 if pin:
