@@ -76,27 +76,38 @@ pub fn batch_from_py(obj: &Bound<'_, PyAny>) -> PyResult<RecordBatch> {
 /// times more than the read.
 fn ints_of_list(list: &Bound<'_, PyList>) -> PyResult<Vec<i64>> {
     let py = list.py();
-    let n = list.len();
-    let mut out = Vec::with_capacity(n);
-    for pos in 0..n {
-        // An owned reference: safe however other threads treat the list meanwhile.
-        let item = list.get_item(pos)?;
-        // SAFETY: `item` is a live object for as long as `item` is held.
-        if unsafe { ffi::PyLong_CheckExact(item.as_ptr()) } == 0 {
-            return Err(PyTypeError::new_err(format!(
-                "row offset at position {pos} is not an int"
-            )));
+    // The critical section keeps other threads from changing the list while its items are
+    // read through borrowed references (a no-op where the GIL does that already); owned
+    // references would cost a reference count write to every int.
+    pyo3::sync::critical_section::with_critical_section(list.as_any(), || {
+        let n = list.len();
+        let mut out = Vec::with_capacity(n);
+        for pos in 0..n {
+            // SAFETY: `pos` is below the length of a list nothing else can change meanwhile;
+            // the borrowed item is used before anything runs that could drop it.
+            let item = unsafe { ffi::PyList_GetItem(list.as_ptr(), pos as ffi::Py_ssize_t) };
+            if item.is_null() {
+                return Err(PyErr::fetch(py));
+            }
+            // SAFETY: `item` is a live object.
+            if unsafe { ffi::PyLong_CheckExact(item) } == 0 {
+                return Err(PyTypeError::new_err(format!(
+                    "row offset at position {pos} is not an int"
+                )));
+            }
+            // SAFETY: as above; an exact int runs no `__index__`.
+            let value = unsafe { ffi::PyLong_AsLongLong(item) };
+            if value == -1 && PyErr::take(py).is_some() {
+                // SAFETY: as above.
+                let int = unsafe { Bound::from_borrowed_ptr(py, item) };
+                return Err(PyIndexError::new_err(format!(
+                    "row offset {int} (position {pos} of the request) is out of range"
+                )));
+            }
+            out.push(value);
         }
-        // SAFETY: as above; an exact int runs no `__index__`.
-        let value = unsafe { ffi::PyLong_AsLongLong(item.as_ptr()) };
-        if value == -1 && PyErr::take(py).is_some() {
-            return Err(PyIndexError::new_err(format!(
-                "row offset {item} (position {pos} of the request) is out of range"
-            )));
-        }
-        out.push(value);
-    }
-    Ok(out)
+        Ok(out)
+    })
 }
 
 /// Row offsets from a list of Python ints (the DataLoader's batch) or an int64 pyarrow array.
