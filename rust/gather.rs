@@ -14,8 +14,10 @@ use arrow_data::ArrayData;
 use arrow_schema::DataType;
 use rayon::prelude::*;
 
+use crate::dlpack::HostTensor;
 use crate::error::{Error, Result};
 use crate::store::{Loc, Store};
+use crate::tensor::{promote, DType};
 
 /// Rows per parallel task within one column.
 const BLOCK_ROWS: usize = 4096;
@@ -139,6 +141,74 @@ fn gather_nulls(columns: &[&ArrayData], locs: &[Loc]) -> Option<NullBuffer> {
         bits.append(columns[c].is_valid(r));
     }
     Some(NullBuffer::new(bits.finish()))
+}
+
+/// The `(columns, rows)` tensor of rows `rows` (checked global offsets) of `columns`, gathered
+/// and converted in one pass from the row-major block: no batch in between, no second copy.
+/// `None` where that path does not apply (a column the block does not hold, a type a tensor
+/// does not take, a batch large enough for the parallel gather): take and convert instead.
+pub fn gather_tensor(
+    store: &Store,
+    rows: &[u64],
+    columns: &[usize],
+    dtype: Option<DType>,
+) -> Option<Result<HostTensor>> {
+    if rows.len() > crate::rows::MAX_CONVERTED_ROWS {
+        return None;
+    }
+    let block = store.row_block(columns)?;
+    let schema = store.schema();
+    let mut typed = Vec::with_capacity(columns.len());
+    let mut dtypes = Vec::with_capacity(columns.len());
+    for &c in columns {
+        block.slot(c)?;
+        let dt = schema.field(c).data_type();
+        dtypes.push(DType::from_arrow(dt)?);
+        typed.push((c, dt));
+    }
+    let target = match dtype {
+        Some(d) => d,
+        None => match promote(&dtypes) {
+            Ok(d) => d,
+            Err(e) => return Some(Err(e)),
+        },
+    };
+    let n = rows.len();
+    let bytes = columns.len() * n * target.size();
+    let mut buffer = if target == DType::Bool {
+        MutableBuffer::from_len_zeroed(bytes) // only valid bools behind a `&mut [bool]`
+    } else {
+        let mut buffer = MutableBuffer::with_capacity(bytes);
+        // SAFETY: the allocation holds `bytes` bytes; every element is written below (each
+        // column once for each row) before anything reads the buffer.
+        unsafe { buffer.set_len(bytes) };
+        buffer
+    };
+    macro_rules! fill {
+        ($t:ty) => {{
+            // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows values.
+            let out: &mut [$t] = unsafe {
+                std::slice::from_raw_parts_mut(buffer.as_mut_ptr() as *mut $t, columns.len() * n)
+            };
+            block.gather_converted(rows, &typed, out);
+        }};
+    }
+    match target {
+        DType::Bool => fill!(bool),
+        DType::I8 => fill!(i8),
+        DType::I16 => fill!(i16),
+        DType::I32 => fill!(i32),
+        DType::I64 => fill!(i64),
+        DType::U8 => fill!(u8),
+        DType::U16 => fill!(u16),
+        DType::U32 => fill!(u32),
+        DType::U64 => fill!(u64),
+        DType::F16 => fill!(half::f16),
+        DType::F32 => fill!(f32),
+        DType::F64 => fill!(f64),
+    }
+    let shape = vec![columns.len() as i64, n as i64];
+    Some(Ok(HostTensor::from_buffer(buffer.into(), target, shape)))
 }
 
 /// Take rows `offsets` (negative counts from the end) of columns `columns` of `store`.
@@ -514,6 +584,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn tensor_from_the_block_equals_take_then_convert() {
+        use crate::tensor::{batch_to_tensor, Share};
+        use arrow_array::{Float16Array, Float64Array, Int8Array, UInt16Array, UInt64Array};
+        let n = 70_000usize;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("i8", DataType::Int8, false),
+            Field::new("u16", DataType::UInt16, false),
+            Field::new("f16", DataType::Float16, false),
+            Field::new("f32", DataType::Float32, false),
+            Field::new("i64", DataType::Int64, false),
+            Field::new("f64", DataType::Float64, false),
+            Field::new("u64", DataType::UInt64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int8Array::from_iter_values((0..n).map(|i| (i % 251) as i8))),
+                Arc::new(UInt16Array::from_iter_values(
+                    (0..n).map(|i| (i * 7) as u16),
+                )),
+                Arc::new(Float16Array::from_iter_values(
+                    (0..n).map(|i| half::f16::from_f32((i % 1000) as f32 * 0.25)),
+                )),
+                Arc::new(Float32Array::from_iter_values(
+                    (0..n).map(|i| i as f32 * 0.5),
+                )),
+                Arc::new(Int64Array::from_iter_values(
+                    (0..n as i64).map(|i| i - 35_000),
+                )),
+                Arc::new(Float64Array::from_iter_values(
+                    (0..n).map(|i| i as f64 / 3.0),
+                )),
+                Arc::new(UInt64Array::from_iter_values(
+                    (0..n as u64).map(|i| i << 40),
+                )),
+            ],
+        )
+        .unwrap();
+        let store = Store::new(
+            schema,
+            vec![batch.slice(0, 30_001), batch.slice(30_001, n - 30_001)],
+        )
+        .unwrap();
+        store.wait_for_row_block();
+        let bytes = |t: &HostTensor| {
+            let len = t.shape().iter().product::<i64>() as usize * t.dtype().size();
+            // SAFETY: the tensor's own elements.
+            unsafe { std::slice::from_raw_parts(t.data_ptr(), len).to_vec() }
+        };
+        let cases: [(&[usize], Option<DType>); 5] = [
+            (&[0, 1, 2, 3, 4, 5], None),    // promoted to float32
+            (&[4, 0, 1], None),             // ints: int64
+            (&[3, 5, 6], Some(DType::F64)), // uint64 with floats, asked for
+            (&[1, 2, 3, 5], Some(DType::F16)),
+            (&[0, 4, 6], Some(DType::Bool)),
+        ];
+        for len in [0usize, 1, 300, 1024, 5000] {
+            let rows: Vec<u64> = (0..len as u64)
+                .map(|k| (k * 7919 + 11) % n as u64)
+                .collect();
+            let offsets: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+            for (columns, dtype) in cases {
+                let fused = gather_tensor(&store, &rows, columns, dtype)
+                    .expect("every column is in the block")
+                    .unwrap();
+                let taken = take(&store, &offsets, columns).unwrap();
+                let want = batch_to_tensor(std::slice::from_ref(&taken), dtype, None, Share::Never)
+                    .unwrap();
+                assert_eq!(fused.shape(), want.shape(), "{columns:?} {len}");
+                assert_eq!(fused.dtype(), want.dtype(), "{columns:?}");
+                assert_eq!(bytes(&fused), bytes(&want), "{columns:?} {dtype:?} {len}");
+            }
+        }
+        // Not for a column outside the block, nor for a batch the parallel gather serves.
+        let big: Vec<u64> = (0..crate::rows::MAX_CONVERTED_ROWS as u64 + 1).collect();
+        assert!(gather_tensor(&store, &big, &[0, 1], None).is_none());
     }
 
     #[test]

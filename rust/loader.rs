@@ -82,9 +82,22 @@ fn produce(
 ) {
     for offsets in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
-        let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
-        let t1 = Instant::now();
-        let tensors = batch.and_then(|b| plan.tensors(&b));
+        // From the row-major block the tensor is gathered and converted in one pass (counted
+        // as take); otherwise a batch is taken, then converted.
+        let fused = if plan.per_column {
+            None
+        } else {
+            let rows: Vec<u64> = offsets.iter().map(|&r| r as u64).collect();
+            crate::gather::gather_tensor(&plan.store, &rows, &plan.columns, plan.dtype)
+        };
+        let (tensors, t1) = match fused {
+            Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),
+            None => {
+                let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
+                let t1 = Instant::now();
+                (batch.and_then(|b| plan.tensors(&b)), t1)
+            }
+        };
         let t2 = Instant::now();
         stats
             .take_ns

@@ -16,6 +16,8 @@ use crate::store::Store;
 pub const MIN_ROWS: u64 = 1 << 16;
 /// Rows per parallel task when building or gathering.
 const TASK_ROWS: usize = 1 << 14;
+/// The most rows `RowBlock::gather_converted` takes (one thread's share of a large gather).
+pub const MAX_CONVERTED_ROWS: usize = TASK_ROWS;
 
 /// A zeroed allocation aligned to 2 MiB and offered to the kernel for huge pages: a random
 /// row read then rarely misses the TLB as well as the cache.
@@ -187,6 +189,28 @@ impl RowBlock {
         self.slots.get(column).copied().flatten()
     }
 
+    /// Rows `rows` (global offsets) of `columns` (store columns the block holds, with their
+    /// Arrow types) converted into `out`, a `(columns, rows)` array: the gather and the
+    /// conversion of a `(columns, rows)` tensor in one pass, for a batch of at most
+    /// [`MAX_CONVERTED_ROWS`] rows (larger ones gain from the parallel gather instead).
+    pub(crate) fn gather_converted<T: crate::tensor::Element>(
+        &self,
+        rows: &[u64],
+        columns: &[(usize, &DataType)],
+        out: &mut [T],
+    ) {
+        let n = rows.len();
+        let stride = self.stride;
+        for_each_tile(self.data.as_slice(), stride, rows, |scratch, first| {
+            let k = scratch.len() / stride;
+            for (j, &(c, dt)) in columns.iter().enumerate() {
+                let (off, _) = self.slot(c).expect("a column the block holds");
+                let dst = &mut out[j * n + first..j * n + first + k];
+                crate::tensor::convert_slot(dt, scratch, stride, off, dst);
+            }
+        });
+    }
+
     /// Write rows `rows` (global offsets) of the columns in `outs` (`(row offset, width,
     /// destination)`) into their destinations, row `k` at position `k`.
     /// Large gathers are split over the thread pool (for a batch of a thousand rows, waking
@@ -226,6 +250,23 @@ impl RowBlock {
 /// Rows copied whole into a small row-major scratch (one cache miss each, prefetched ahead),
 /// then each column read out of the scratch in a tight loop of its own width.
 fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]) {
+    for_each_tile(bytes, stride, rows, |scratch, first| {
+        let n = scratch.len() / stride;
+        for (off, w, dst) in outs.iter_mut() {
+            let dst = &mut dst[first * *w..(first + n) * *w];
+            match *w {
+                8 => column_out::<8>(scratch, stride, *off, dst),
+                4 => column_out::<4>(scratch, stride, *off, dst),
+                2 => column_out::<2>(scratch, stride, *off, dst),
+                _ => column_out::<1>(scratch, stride, *off, dst),
+            }
+        }
+    });
+}
+
+/// Copy `rows` of the block, a tile at a time, into the thread's scratch, and hand each tile
+/// (its rows side by side, `stride` bytes each) to `emit` with the position of its first row.
+fn for_each_tile(bytes: &[u8], stride: usize, rows: &[u64], mut emit: impl FnMut(&[u8], usize)) {
     let words = stride / 8;
     // SAFETY: the block is 2 MiB aligned and `stride` a multiple of 8.
     let block: &[u64] =
@@ -240,16 +281,7 @@ fn gather_rows(bytes: &[u8], stride: usize, rows: &[u64], outs: &mut [ColumnOut]
             let scratch: &[u8] = unsafe {
                 std::slice::from_raw_parts(scratch.as_ptr() as *const u8, scratch.len() * 8)
             };
-            let first = t * tile_rows;
-            for (off, w, dst) in outs.iter_mut() {
-                let dst = &mut dst[first * *w..(first + tile.len()) * *w];
-                match *w {
-                    8 => column_out::<8>(scratch, stride, *off, dst),
-                    4 => column_out::<4>(scratch, stride, *off, dst),
-                    2 => column_out::<2>(scratch, stride, *off, dst),
-                    _ => column_out::<1>(scratch, stride, *off, dst),
-                }
-            }
+            emit(scratch, t * tile_rows);
         }
     });
 }

@@ -193,7 +193,7 @@ pub fn promote(dtypes: &[DType]) -> Result<DType> {
 }
 
 /// Conversion into a tensor element type.
-trait Element: Copy + Send + Sync + 'static {
+pub(crate) trait Element: Copy + Send + Sync + 'static {
     fn from_f64(v: f64) -> Self;
     fn from_i64(v: i64) -> Self;
     fn from_u64(v: u64) -> Self;
@@ -283,6 +283,46 @@ fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
         {
             dst[i] = fill;
         }
+    }
+}
+
+/// The values at byte `off` of each `stride`-byte row of `rows` (rows of a row-major block,
+/// the values of Arrow type `dt`, a number type without nulls), converted into `dst` as
+/// `convert_into` converts a column.
+pub(crate) fn convert_slot<T: Element>(
+    dt: &DataType,
+    rows: &[u8],
+    stride: usize,
+    off: usize,
+    dst: &mut [T],
+) {
+    macro_rules! run {
+        ($s:ty, $f:ident) => {{
+            const W: usize = std::mem::size_of::<$s>();
+            for (d, row) in dst.iter_mut().zip(rows.chunks_exact(stride)) {
+                let bytes: [u8; W] = row[off..off + W].try_into().expect("slot inside the row");
+                *d = T::$f(<$s>::from_ne_bytes(bytes) as _);
+            }
+        }};
+    }
+    match dt {
+        DataType::Int8 => run!(i8, from_i64),
+        DataType::Int16 => run!(i16, from_i64),
+        DataType::Int32 => run!(i32, from_i64),
+        DataType::Int64 => run!(i64, from_i64),
+        DataType::UInt8 => run!(u8, from_u64),
+        DataType::UInt16 => run!(u16, from_u64),
+        DataType::UInt32 => run!(u32, from_u64),
+        DataType::UInt64 => run!(u64, from_u64),
+        DataType::Float16 => {
+            for (d, row) in dst.iter_mut().zip(rows.chunks_exact(stride)) {
+                let bytes: [u8; 2] = row[off..off + 2].try_into().expect("slot inside the row");
+                *d = T::from_f64(f16::from_ne_bytes(bytes).to_f64());
+            }
+        }
+        DataType::Float32 => run!(f32, from_f64),
+        DataType::Float64 => run!(f64, from_f64),
+        other => unreachable!("checked before conversion: {other}"),
     }
 }
 

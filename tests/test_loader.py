@@ -67,6 +67,26 @@ def test_same_tensor_as_tbl_to_tensor(table):
     assert k + 1 == N // 64 == len(loader)
 
 
+@pytest.mark.parametrize("dtype", [None, torch.float64, torch.int32])
+def test_large_table_batches_equal_take_then_tbl_to_tensor(dtype):
+    """Tables of 65,536 rows or more are read from the row-major block, gathered and
+    converted in one pass: the same tensors as a take and tbl_to_tensor."""
+    n = 70_000
+    rng = np.random.default_rng(4)
+    t = lancetorch.connect("memory://").create_table("big", pa.table({
+        "id": np.arange(n),
+        "x": rng.standard_normal(n).astype(np.float32),
+        "small": rng.integers(-100, 100, n).astype(np.int8),
+        "half": rng.standard_normal(n).astype(np.float16),
+    }))
+    order = BatchSampler(n, 4096, seed=6).order(0)
+    batches = list(Loader(t, 4096, seed=6, dtype=dtype))
+    assert len(batches) == -(-n // 4096)
+    for k, b in enumerate(batches):
+        want = tbl_to_tensor(t.__getitems__(order[k * 4096 : (k + 1) * 4096]), dtype=dtype)
+        assert b.dtype == want.dtype and torch.equal(b, want)
+
+
 def test_unshuffled_and_dtype(table):
     batches = list(Loader(table, 1000, shuffle=False, dtype=torch.float64))
     assert ids_of(batches) == list(range(N))

@@ -356,7 +356,8 @@ class Loader:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
         windows of a table too large for memory (``read_s``, on a background thread), in the
         take and the conversion on the Rust threads (``take_s``, ``convert_s``, summed over the
-        threads), pinning (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and
+        threads; a batch gathered and converted in one pass from the row-major block counts
+        as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and
         bytes delivered;
         rows and bytes per second of the loop; and ``wait_fraction``, the share of the loop's
         time the consumer spent waiting for data."""
