@@ -286,11 +286,11 @@ fn for_each_tile(bytes: &[u8], stride: usize, rows: &[u64], mut emit: impl FnMut
     });
 }
 
-/// Scratch bytes per pass of `gather_rows` (16 to 256 rows): it stays in the core's own cache.
+/// Scratch bytes per tile (16 to 256 rows): the tile stays in the core's own cache.
 const TILE_BYTES: usize = 32 << 10;
 
 thread_local! {
-    /// The row-major scratch of `gather_rows`, kept between batches (one tile): a fresh one
+    /// The row-major scratch of `for_each_tile`, kept between batches (one tile): a fresh one
     /// per batch costs an allocation, its zeroing, and a free large enough to make the
     /// allocator consolidate its free lists.
     static SCRATCH: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
