@@ -3,10 +3,9 @@
 ``Loader(table_or_permutation, batch_size=1024)`` yields ``(columns, rows)`` tensors (as the
 ``torch_col`` format and ``tbl_to_tensor`` do) for one epoch per ``for`` loop; with
 ``per_column=True`` it yields a dict of one tensor per column instead (embeddings as
-``(rows, size)``). Rust threads
-(one by default) gather and convert the following batches while the model trains on the
-current one, with the GIL released: no worker processes, nothing pickled. ``stats()`` says
-where the time went.
+``(rows, size)``). Rust threads (one by default) gather and convert the following batches
+while the model trains on the current one, with the GIL released: no worker processes,
+nothing pickled. ``stats()`` says where the time went.
 """
 
 from __future__ import annotations
