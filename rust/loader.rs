@@ -6,8 +6,8 @@
 //! arrive in epoch order however the producers race.
 //!
 //! A batch is one `(columns, rows)` tensor, or with `per_column` one tensor per column
-//! (`(rows,)`, or `(rows, size)` for a fixed-size list such as an embedding) sharing the
-//! gather's output.
+//! (`(rows,)`, or `(rows, size)` for a fixed-size list such as an embedding), each sharing the
+//! gather's output unless it needs converting.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
