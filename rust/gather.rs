@@ -246,9 +246,10 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
                 return Vec::new();
             }
             store
-                .chunks()
+                .arrays(c)
+                .expect("a column outside the block has its arrays")
                 .iter()
-                .map(|b| b.column(c).to_data())
+                .map(|a| a.to_data())
                 .collect()
         })
         .collect();
@@ -369,8 +370,9 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
                 make_array(data)
             }
             None => {
-                let sources: Vec<ArrayRef> =
-                    store.chunks().iter().map(|b| b.column(c).clone()).collect();
+                let sources = store
+                    .arrays(c)
+                    .expect("only fixed-width columns are in the block");
                 if sources.is_empty() {
                     arrow_array::new_empty_array(field.data_type())
                 } else {
@@ -545,16 +547,22 @@ mod tests {
             batch.slice(777, 60_000),
             batch.slice(60_777, n - 60_777),
         ];
-        let store = Store::new(schema, chunks).unwrap();
-        // The first ask starts the build elsewhere and reads the columns meanwhile.
-        let early = take(&store, &[5, 99_999, 0], &[0, 1]).unwrap();
-        store.wait_for_row_block();
-        assert!(store.row_block(&[0, 1]).is_some());
-        assert_eq!(take(&store, &[5, 99_999, 0], &[0, 1]).unwrap(), early);
-        assert!(
-            store.row_block(&[4, 0]).is_none(),
-            "one block column is not enough"
-        );
+        let store = Store::new(schema.clone(), chunks.clone()).unwrap();
+        let plain = Store::columns_only(schema, chunks.clone()).unwrap();
+        assert!(store.row_block(&[0]).is_some() && plain.row_block(&[0, 1]).is_none());
+        // The block is the only copy of the columns it holds; the nullable one stays Arrow.
+        assert!((0..4).all(|c| store.arrays(c).is_none()));
+        assert!(store.arrays(4).is_some());
+        // Exported, the table is what went in, chunk by chunk.
+        assert_eq!(store.batches().unwrap(), chunks);
+        for columns in [&[0usize, 1][..], &[1], &[4], &[4, 2]] {
+            let offsets = [5, 99_999, 0, 60_777, 776, 777];
+            assert_eq!(
+                take(&store, &offsets, columns).unwrap(),
+                take(&plain, &offsets, columns).unwrap(),
+                "{columns:?}"
+            );
+        }
         // Around the 256-row tiles of the block gather, and past the parallel threshold
         // (80_000 rows x 19 bytes).
         for len in [0usize, 1, 255, 256, 257, 1000, 80_000] {
@@ -630,7 +638,6 @@ mod tests {
             vec![batch.slice(0, 30_001), batch.slice(30_001, n - 30_001)],
         )
         .unwrap();
-        store.wait_for_row_block();
         let bytes = |t: &HostTensor| {
             let len = t.shape().iter().product::<i64>() as usize * t.dtype().size();
             // SAFETY: the tensor's own elements.

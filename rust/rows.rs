@@ -1,9 +1,9 @@
 //! A row-major copy of a table's fixed-width numeric columns, for shuffled reads.
 //!
 //! Gathering random rows from separate column arrays costs one cache miss per value; from
-//! rows laid side by side it costs about one per row. A memory table of many rows builds this
-//! block on its first shuffled take of two or more of its columns, and serves those columns
-//! from it afterwards, writing them out column after column as the gather always does.
+//! rows laid side by side it costs about one per row. A column store of many rows builds this
+//! block when it is made and keeps it as the only copy of those columns, serving every read
+//! of them from it, written out column after column as the gather always does.
 
 use rayon::prelude::*;
 
@@ -99,9 +99,9 @@ fn eligible(store: &Store, column: usize) -> Option<usize> {
         return None;
     }
     let no_nulls = store
-        .chunks()
+        .arrays(column)?
         .iter()
-        .all(|b| b.column(column).null_count() == 0);
+        .all(|a| a.null_count() == 0);
     no_nulls.then_some(width)
 }
 
@@ -144,23 +144,22 @@ impl RowBlock {
         let mut data = HugeBytes::zeroed(rows * stride);
         {
             let bytes: &mut [u8] = &mut data.as_mut_slice()[..rows * stride];
-            let mut start = 0usize;
             let mut jobs = Vec::new();
             let mut rest = bytes;
-            for chunk in store.chunks() {
-                let n = chunk.num_rows();
+            for chunk in 0..store.num_chunks() {
+                let n = store.chunk_rows(chunk);
                 let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n * stride);
                 rest = tail;
                 for (k, part) in mine.chunks_mut(TASK_ROWS * stride).enumerate() {
                     jobs.push((chunk, k * TASK_ROWS, part));
                 }
-                start += n;
             }
-            debug_assert_eq!(start, rows);
-            let fill = |(chunk, first, part): (&arrow_array::RecordBatch, usize, &mut [u8])| {
+            debug_assert!(rest.is_empty());
+            let fill = |(chunk, first, part): (usize, usize, &mut [u8])| {
                 let n = part.len() / stride;
                 for &(c, w) in &cols {
-                    let data = chunk.column(c).to_data();
+                    let arrays = store.arrays(c).expect("a block column read from its arrays");
+                    let data = arrays[chunk].to_data();
                     let src = &data.buffers()[0].as_slice()[(data.offset() + first) * w..];
                     let off = slots[c].expect("slot of a block column").0;
                     match w {
@@ -182,6 +181,32 @@ impl RowBlock {
             stride,
             slots,
         })
+    }
+
+    /// Rows `first..first + n` of column `c` (which the block holds) as an Arrow array of
+    /// type `data_type`: the column made again, for an export of the table.
+    pub fn column(
+        &self,
+        c: usize,
+        data_type: &DataType,
+        first: usize,
+        n: usize,
+    ) -> crate::error::Result<arrow_array::ArrayRef> {
+        let (off, w) = self.slot(c).expect("a column the block holds");
+        let rows = &self.data.as_slice()[first * self.stride..(first + n) * self.stride];
+        let mut values = arrow_buffer::MutableBuffer::from_len_zeroed(n * w);
+        let dst = values.as_slice_mut();
+        match w {
+            8 => column_out::<8>(rows, self.stride, off, dst),
+            4 => column_out::<4>(rows, self.stride, off, dst),
+            2 => column_out::<2>(rows, self.stride, off, dst),
+            _ => column_out::<1>(rows, self.stride, off, dst),
+        }
+        let data = arrow_data::ArrayData::builder(data_type.clone())
+            .len(n)
+            .add_buffer(values.into())
+            .build()?;
+        Ok(arrow_array::make_array(data))
     }
 
     /// Where column `c` sits in a row, when the block holds it.

@@ -1,12 +1,15 @@
-//! The column store: Arrow record batches held by Rust, addressed by global row offset.
+//! The column store: a table's rows held by Rust, addressed by global row offset.
 //!
-//! Chunks are kept as they arrived (imported zero-copy through the Arrow C interfaces);
-//! a global offset maps to `(chunk, row)` through prefix sums of the chunk lengths.
+//! Chunks arrive as Arrow record batches (imported zero-copy through the Arrow C interfaces);
+//! a global offset maps to `(chunk, row)` through prefix sums of the chunk lengths. A table of
+//! many rows is laid out for shuffled reads when it is built: its fixed-width numeric columns
+//! are copied side by side into one row-major block, and the block becomes the only copy the
+//! store holds of them (their Arrow arrays are dropped, so the table is held once, not twice).
+//! Arrow arrays of those columns are made again from the block only when asked for.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use pyo3::prelude::*;
 
@@ -19,42 +22,44 @@ pub type Loc = (usize, usize);
 #[derive(Debug)]
 pub struct Store {
     schema: SchemaRef,
-    chunks: Vec<RecordBatch>,
+    /// For each column, its Arrow array in every chunk; `None` for a column whose only copy
+    /// is the row-major block.
+    arrays: Vec<Option<Vec<ArrayRef>>>,
     /// `starts[i]` is the global offset of the first row of chunk `i`; one extra entry holds
     /// the total row count.
     starts: Vec<u64>,
-    /// Row-major copy of the fixed-width columns, built on the first shuffled take that
-    /// gains from it (`None` inside when the table does not qualify).
-    rows: Arc<OnceLock<Option<RowBlock>>>,
-    /// Set once a thread has started building `rows`.
-    building: Arc<AtomicBool>,
-    /// Whether shuffled reads may build the row-major block (a second copy of the fixed-width
-    /// columns); off for tables mapped from shared memory, where it would be one per process.
+    /// Row-major copy of the fixed-width columns, for shuffled reads (none for short tables,
+    /// tables with fewer than two such columns, and stores built without it).
+    block: Option<RowBlock>,
+    /// Whether this store builds the block where the table qualifies (and so do its appends).
     row_major: bool,
 }
 
-impl Clone for Store {
-    fn clone(&self) -> Self {
-        Store {
-            schema: self.schema.clone(),
-            chunks: self.chunks.clone(),
-            starts: self.starts.clone(),
-            rows: Arc::default(),
-            building: Arc::default(),
-            row_major: self.row_major,
-        }
-    }
-}
-
 impl Store {
+    /// A store of `batches`, with the row-major block where the table qualifies.
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
+        let mut store = Self::columns_only(schema, batches)?;
+        store.row_major = true;
+        if let Some(block) = RowBlock::build(&store) {
+            for (c, arrays) in store.arrays.iter_mut().enumerate() {
+                if block.slot(c).is_some() {
+                    *arrays = None;
+                }
+            }
+            store.block = Some(block);
+        }
+        Ok(store)
+    }
+
+    /// A store of `batches` that keeps them as they are and never builds the row-major block:
+    /// for tables mapped from shared memory, where a block would be a copy in every process.
+    pub fn columns_only(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
         let mut store = Store {
+            arrays: vec![Some(Vec::new()); schema.fields().len()],
             schema,
-            chunks: Vec::new(),
             starts: vec![0],
-            rows: Arc::default(),
-            building: Arc::default(),
-            row_major: true,
+            block: None,
+            row_major: false,
         };
         store.push(batches)?;
         Ok(store)
@@ -62,99 +67,107 @@ impl Store {
 
     fn push(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
         for batch in batches {
-            if !same_columns(&self.schema, &batch.schema()) {
-                return Err(Error::Value(format!(
-                    "new data has columns {:?}, the table has {:?}",
-                    batch
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| (f.name(), f.data_type()))
-                        .collect::<Vec<_>>(),
-                    self.schema
-                        .fields()
-                        .iter()
-                        .map(|f| (f.name(), f.data_type()))
-                        .collect::<Vec<_>>()
-                )));
-            }
+            self.check(&batch)?;
             if batch.num_rows() == 0 {
                 continue;
             }
             let end = self.num_rows() + batch.num_rows() as u64;
-            // Keep the store's own schema (with its metadata) on every chunk.
-            let batch = RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
-            self.chunks.push(batch);
+            for (arrays, column) in self.arrays.iter_mut().zip(batch.columns()) {
+                arrays
+                    .as_mut()
+                    .expect("pushed before the block is built")
+                    .push(column.clone());
+            }
             self.starts.push(end);
         }
         Ok(())
     }
 
-    /// This store without the row-major block for shuffled reads.
-    pub fn without_row_block(mut self) -> Self {
-        self.row_major = false;
-        self.rows = Arc::default();
-        self
+    /// Refuse a batch whose column names or types differ from the table's.
+    fn check(&self, batch: &RecordBatch) -> Result<()> {
+        if same_columns(&self.schema, &batch.schema()) {
+            return Ok(());
+        }
+        let names = |s: &SchemaRef| {
+            s.fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect::<Vec<_>>()
+        };
+        Err(Error::Value(format!(
+            "new data has columns {:?}, the table has {:?}",
+            names(&batch.schema()),
+            names(&self.schema)
+        )))
     }
 
-    /// A new store holding this one's chunks followed by `batches`; `self` is unchanged.
+    /// A new store holding this one's rows followed by `batches`; `self` is unchanged. The
+    /// block's columns are made again as Arrow arrays for the new store to build its own.
     pub fn appended(&self, batches: Vec<RecordBatch>) -> Result<Self> {
-        let mut next = self.clone();
-        next.push(batches)?;
-        Ok(next)
+        for batch in &batches {
+            self.check(batch)?;
+        }
+        let mut all = self.batches()?;
+        all.extend(batches);
+        if self.row_major {
+            Store::new(self.schema.clone(), all)
+        } else {
+            Store::columns_only(self.schema.clone(), all)
+        }
     }
 
     pub fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    pub fn chunks(&self) -> &[RecordBatch] {
-        &self.chunks
+    /// Number of chunks.
+    pub fn num_chunks(&self) -> usize {
+        self.starts.len() - 1
     }
 
-    /// The row-major block for shuffled reads of `columns`, when two or more of them are in
-    /// it. The first call starts building it on a thread of its own and returns `None`: reads
-    /// go to the columns until the block is ready, so the first batches do not wait for it.
+    /// Rows in chunk `i`.
+    pub fn chunk_rows(&self, i: usize) -> usize {
+        (self.starts[i + 1] - self.starts[i]) as usize
+    }
+
+    /// Column `c`'s Arrow array in every chunk, or `None` when the row-major block is its only
+    /// copy (`row_block` then serves it).
+    pub fn arrays(&self, c: usize) -> Option<&[ArrayRef]> {
+        self.arrays[c].as_deref()
+    }
+
+    /// The rows as Arrow record batches, one per chunk: the columns held as Arrow are shared,
+    /// those held only by the row-major block are copied out of it.
+    pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        let options = |n: usize| RecordBatchOptions::new().with_row_count(Some(n));
+        (0..self.num_chunks())
+            .map(|i| {
+                let first = self.starts[i] as usize;
+                let n = self.chunk_rows(i);
+                let columns = (0..self.schema.fields().len())
+                    .map(|c| match &self.arrays[c] {
+                        Some(arrays) => Ok(arrays[i].clone()),
+                        None => self
+                            .block
+                            .as_ref()
+                            .expect("a column without arrays is in the block")
+                            .column(c, self.schema.field(c).data_type(), first, n),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    columns,
+                    &options(n),
+                )?)
+            })
+            .collect()
+    }
+
+    /// The row-major block, when it holds any of `columns`.
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
-        if !self.row_major
-            || crate::threads::forked()
-            || self.num_rows() < crate::rows::MIN_ROWS
-            || columns.len() < 2
-        {
-            return None;
-        }
-        let Some(block) = self.rows.get() else {
-            self.start_row_block();
-            return None;
-        };
-        let block = block.as_ref()?;
-        let held = columns.iter().filter(|&&c| block.slot(c).is_some()).count();
-        (held >= 2).then_some(block)
-    }
-
-    fn start_row_block(&self) {
-        if self.building.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let source = self.clone();
-        let rows = self.rows.clone();
-        let spawned = std::thread::Builder::new()
-            .name("lancetorch-row-block".into())
-            .spawn(move || {
-                rows.get_or_init(|| RowBlock::build(&source));
-            });
-        if spawned.is_err() {
-            // No thread: build here instead.
-            self.rows.get_or_init(|| RowBlock::build(self));
-        }
-    }
-
-    /// Wait until the row-major block is built (or known not to be), starting it if needed.
-    pub fn wait_for_row_block(&self) {
-        if self.row_major && !crate::threads::forked() && self.num_rows() >= crate::rows::MIN_ROWS {
-            self.start_row_block();
-            self.rows.wait();
-        }
+        self.block
+            .as_ref()
+            .filter(|b| columns.iter().any(|&c| b.slot(c).is_some()))
     }
 
     pub fn num_rows(&self) -> u64 {
@@ -163,7 +176,7 @@ impl Store {
 
     /// The chunk locations of checked global offsets.
     pub fn locate(&self, rows: &[u64]) -> Vec<Loc> {
-        if self.chunks.len() == 1 {
+        if self.num_chunks() == 1 {
             return rows.iter().map(|&r| (0, r as usize)).collect();
         }
         rows.iter()
@@ -261,30 +274,35 @@ fn read_stream(
 
 #[pymethods]
 impl PyColumnStore {
-    /// Import any Arrow stream (a pyarrow Table or RecordBatchReader) without copying.
-    /// `row_major=False` never builds the row-major block for shuffled reads.
+    /// Import any Arrow stream (a pyarrow Table or RecordBatchReader) without copying. A
+    /// table of many rows then copies its fixed-width numeric columns into the row-major block
+    /// (with the GIL released) and drops its own references to their Arrow arrays;
+    /// `row_major=False` keeps the stream's arrays as they are and builds no block.
     #[new]
     #[pyo3(signature = (data, row_major=true))]
     fn new(
+        py: Python<'_>,
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
         row_major: bool,
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
-        let store = Store::new(schema, batches)?;
-        Ok(Self::wrap(if row_major {
-            store
+        let store = if row_major {
+            py.detach(|| Store::new(schema, batches))?
         } else {
-            store.without_row_block()
-        }))
+            Store::columns_only(schema, batches)?
+        };
+        Ok(Self::wrap(store))
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.
     fn appended(
         &self,
+        py: Python<'_>,
         data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
     ) -> PyResult<Self> {
         let (_, batches) = read_stream(data)?;
-        Ok(Self::wrap(self.inner.appended(batches)?))
+        let store = self.inner.clone();
+        Ok(Self::wrap(py.detach(|| store.appended(batches))?))
     }
 
     #[getter]
@@ -336,21 +354,11 @@ impl PyColumnStore {
         Ok((crate::bridge::batch_to_py(py, batch, Some(&schema))?, twin))
     }
 
-    /// Build the row-major block for shuffled reads now (with the GIL released) instead of
-    /// in the background on the first shuffled take: for a reader about to go through a
-    /// whole shuffled epoch.
-    fn prepare_shuffled_reads(&self, py: Python<'_>) {
+    /// The rows as pyarrow record batches, one per chunk: columns held as Arrow are shared
+    /// (no copy), those held only by the row-major block are copied out of it.
+    fn batches(&self, py: Python<'_>) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
         let store = self.inner.clone();
-        py.detach(|| store.wait_for_row_block());
-    }
-
-    /// The stored chunks as pyarrow record batches (no copy).
-    fn batches(&self) -> Vec<arrow_pyarrow::PyArrowType<RecordBatch>> {
-        self.inner
-            .chunks()
-            .iter()
-            .cloned()
-            .map(arrow_pyarrow::PyArrowType)
-            .collect()
+        let batches = py.detach(|| store.batches())?;
+        Ok(batches.into_iter().map(arrow_pyarrow::PyArrowType).collect())
     }
 }

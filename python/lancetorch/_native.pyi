@@ -5,7 +5,13 @@ import pyarrow as pa
 DEBUG_BUILD: bool
 
 class ColumnStore:
-    """A memory table's Arrow data, held in Rust and addressed by global row offset."""
+    """A table's rows held in Rust and addressed by global row offset.
+
+    A table of many rows keeps its fixed-width numeric columns in one row-major block (made
+    when the store is, the only copy it holds of them) for shuffled reads; ``row_major=False``
+    keeps the Arrow arrays as they are. ``batches()`` shares the Arrow columns and copies the
+    block's columns out of it.
+    """
 
     def __init__(self, data: pa.Table | pa.RecordBatchReader, row_major: bool = True) -> None: ...
     def appended(self, data: pa.Table | pa.RecordBatchReader) -> ColumnStore: ...
@@ -19,7 +25,6 @@ class ColumnStore:
     def take_with_twin(
         self, offsets: list[int] | pa.Int64Array, columns: list[int] | None = None
     ) -> tuple[pa.RecordBatch, Gathered]: ...
-    def prepare_shuffled_reads(self) -> None: ...
     def batches(self) -> list[pa.RecordBatch]: ...
 
 class Gathered:

@@ -194,8 +194,6 @@ class Loader:
 
     def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
         start = time.perf_counter()
-        if self._sampler.shuffle:
-            self._store.prepare_shuffled_reads()
         order = self._sampler.shard_rows(epoch, position)
         rows = order if self._rows is None else self._rows[order]
         self._stats["index_s"] += time.perf_counter() - start
