@@ -19,6 +19,7 @@ use pyo3::prelude::*;
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEBUG_BUILD", cfg!(debug_assertions))?;
     m.add_class::<store::PyColumnStore>()?;
+    m.add_class::<store::PyStoreBuilder>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;
     m.add_class::<tensor::PyGathered>()?;
     m.add_class::<loader::PyPrefetcher>()?;

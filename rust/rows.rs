@@ -19,8 +19,9 @@ const TASK_ROWS: usize = 1 << 14;
 /// The most rows `RowBlock::gather_converted` takes (one thread's share of a large gather).
 pub const MAX_CONVERTED_ROWS: usize = TASK_ROWS;
 
-/// A zeroed allocation aligned to 2 MiB and offered to the kernel for huge pages: a random
-/// row read then rarely misses the TLB as well as the cache.
+/// An allocation aligned to 2 MiB and offered to the kernel for huge pages: a random row read
+/// then rarely misses the TLB as well as the cache. Its bytes are written (each part zeroed,
+/// then filled) by `RowBlock::fill` before anything reads them.
 struct HugeBytes {
     ptr: std::ptr::NonNull<u8>,
     layout: std::alloc::Layout,
@@ -33,7 +34,7 @@ unsafe impl Sync for HugeBytes {}
 impl HugeBytes {
     const ALIGN: usize = 2 << 20;
 
-    fn zeroed(len: usize) -> Self {
+    fn new(len: usize) -> Self {
         let layout =
             std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).expect("row block layout");
         // SAFETY: non-zero size.
@@ -47,25 +48,23 @@ impl HugeBytes {
         unsafe {
             libc::madvise(raw as *mut libc::c_void, layout.size(), libc::MADV_HUGEPAGE);
         }
-        // SAFETY: `layout.size()` bytes allocated above.
-        unsafe { std::ptr::write_bytes(raw, 0, layout.size()) };
         HugeBytes { ptr, layout }
     }
 
-    fn as_slice(&self) -> &[u8] {
-        // SAFETY: `layout.size()` initialised (zeroed) bytes owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.layout.size()) }
-    }
-
-    fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, borrowed mutably.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.layout.size()) }
+    /// Bytes `start..start + len`.
+    ///
+    /// # Safety
+    /// Those bytes have been written.
+    unsafe fn range(&self, start: usize, len: usize) -> &[u8] {
+        assert!(start + len <= self.layout.size());
+        // SAFETY: inside the allocation (checked), and written (the caller's promise).
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(start), len) }
     }
 }
 
 impl Drop for HugeBytes {
     fn drop(&mut self) {
-        // SAFETY: allocated in `zeroed` with this layout.
+        // SAFETY: allocated in `new` with this layout.
         unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) }
     }
 }
@@ -82,27 +81,20 @@ pub type ColumnOut<'a> = (usize, usize, &'a mut [u8]);
 #[derive(Debug)]
 pub struct RowBlock {
     data: HugeBytes,
+    /// Rows the block has room for; all of them are written before it serves reads.
+    rows: usize,
     /// Bytes per row, a multiple of 8.
     stride: usize,
     /// For each store column: `(byte offset within a row, width)` when it is in the block.
     slots: Vec<Option<(usize, usize)>>,
 }
 
-/// A column the block can hold: fixed width 1-8 bytes, not bool, no nulls in any chunk.
-fn eligible(store: &Store, column: usize) -> Option<usize> {
-    let dt = store.schema().field(column).data_type();
+/// The width of a column type the block can hold: fixed width 1-8 bytes, not bool.
+pub fn fixed_width(dt: &DataType) -> Option<usize> {
     if matches!(dt, DataType::Boolean) || !dt.is_primitive() {
         return None;
     }
-    let width = dt.primitive_width()?;
-    if !matches!(width, 1 | 2 | 4 | 8) {
-        return None;
-    }
-    let no_nulls = store
-        .arrays(column)?
-        .iter()
-        .all(|a| a.null_count() == 0);
-    no_nulls.then_some(width)
+    dt.primitive_width().filter(|w| matches!(w, 1 | 2 | 4 | 8))
 }
 
 /// Free memory as the kernel reports it, when it does.
@@ -114,15 +106,42 @@ fn available_bytes() -> Option<u64> {
 }
 
 impl RowBlock {
-    /// Build the block for `store`, or `None` when fewer than two columns qualify, the table is
-    /// short, or the block would take more than a quarter of the free memory.
+    /// Build the block for `store`: its columns of a type the block holds and without nulls.
+    /// `None` when the block would not pay or not fit (see [`RowBlock::empty`]).
     pub fn build(store: &Store) -> Option<RowBlock> {
-        if store.num_rows() < MIN_ROWS {
+        let schema = store.schema();
+        let held = |c: usize| {
+            let width = fixed_width(schema.field(c).data_type())?;
+            let arrays = store.arrays(c)?;
+            arrays.iter().all(|a| a.null_count() == 0).then_some(width)
+        };
+        let mut block = RowBlock::empty(schema, store.num_rows(), held)?;
+        let chunks: Vec<Vec<Option<&arrow_array::ArrayRef>>> = (0..store.num_chunks())
+            .map(|i| {
+                (0..schema.fields().len())
+                    .map(|c| store.arrays(c).map(|a| &a[i]))
+                    .collect()
+            })
+            .collect();
+        block.fill(0, &chunks);
+        Some(block)
+    }
+
+    /// A block with room for `rows` rows of the columns of `schema` for which `held` gives a
+    /// width, nothing written yet; `None` when the table is short (below [`MIN_ROWS`]),
+    /// fewer than two columns qualify, or the block would take more than a quarter of the
+    /// free memory. Every row must be written by [`RowBlock::fill`] before it serves reads.
+    pub fn empty(
+        schema: &arrow_schema::Schema,
+        rows: u64,
+        held: impl Fn(usize) -> Option<usize>,
+    ) -> Option<RowBlock> {
+        if rows < MIN_ROWS {
             return None;
         }
-        let fields = store.schema().fields().len();
+        let fields = schema.fields().len();
         let mut cols: Vec<(usize, usize)> = (0..fields)
-            .filter_map(|c| eligible(store, c).map(|w| (c, w)))
+            .filter_map(|c| held(c).map(|w| (c, w)))
             .collect();
         if cols.len() < 2 {
             return None;
@@ -136,51 +155,86 @@ impl RowBlock {
             at += w;
         }
         let stride = at.next_multiple_of(8);
-        let rows = store.num_rows() as usize;
-        let bytes = (rows * stride) as u64;
-        if available_bytes().is_some_and(|free| bytes > free / 4) {
+        let rows = usize::try_from(rows).ok()?;
+        let bytes = rows.checked_mul(stride)?;
+        if available_bytes().is_some_and(|free| bytes as u64 > free / 4) {
             return None;
         }
-        let mut data = HugeBytes::zeroed(rows * stride);
-        {
-            let bytes: &mut [u8] = &mut data.as_mut_slice()[..rows * stride];
-            let mut jobs = Vec::new();
-            let mut rest = bytes;
-            for chunk in 0..store.num_chunks() {
-                let n = store.chunk_rows(chunk);
-                let (mine, tail) = std::mem::take(&mut rest).split_at_mut(n * stride);
-                rest = tail;
-                for (k, part) in mine.chunks_mut(TASK_ROWS * stride).enumerate() {
-                    jobs.push((chunk, k * TASK_ROWS, part));
-                }
-            }
-            debug_assert!(rest.is_empty());
-            let fill = |(chunk, first, part): (usize, usize, &mut [u8])| {
-                let n = part.len() / stride;
-                for &(c, w) in &cols {
-                    let arrays = store.arrays(c).expect("a block column read from its arrays");
-                    let data = arrays[chunk].to_data();
-                    let src = &data.buffers()[0].as_slice()[(data.offset() + first) * w..];
-                    let off = slots[c].expect("slot of a block column").0;
-                    match w {
-                        8 => column_in::<8>(src, part, stride, off, n),
-                        4 => column_in::<4>(src, part, stride, off, n),
-                        2 => column_in::<2>(src, part, stride, off, n),
-                        _ => column_in::<1>(src, part, stride, off, n),
-                    }
-                }
-            };
-            if crate::threads::parallel(rows * stride, 1 << 20) {
-                jobs.into_par_iter().for_each(fill);
-            } else {
-                jobs.into_iter().for_each(fill);
-            }
-        }
         Some(RowBlock {
-            data,
+            data: HugeBytes::new(bytes),
+            rows,
             stride,
             slots,
         })
+    }
+
+    /// Rows the block holds.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether `array`, of the block's column `c`, can go into it (it has no nulls).
+    pub fn takes(&self, c: usize, array: &dyn Array) -> bool {
+        self.slot(c).is_none() || array.null_count() == 0
+    }
+
+    /// Write `chunks` (each one's arrays, by store column; `None` for columns outside the
+    /// block) into consecutive rows from row `first`. Every block column's array must have
+    /// no nulls, and the rows must fit.
+    pub fn fill(&mut self, first: usize, chunks: &[Vec<Option<&arrow_array::ArrayRef>>]) {
+        let stride = self.stride;
+        let base = self.data.ptr.as_ptr() as usize;
+        let mut jobs = Vec::new();
+        let mut at = first;
+        for chunk in chunks {
+            let n = chunk.iter().flatten().next().map_or(0, |a| a.len());
+            assert!(at + n <= self.rows, "rows beyond the block");
+            let mut k = 0;
+            while k < n {
+                let len = TASK_ROWS.min(n - k);
+                jobs.push((chunk, k, at + k, len));
+                k += len;
+            }
+            at += n;
+        }
+        let slots = &self.slots;
+        let fill = |(chunk, src_first, row, n): (
+            &Vec<Option<&arrow_array::ArrayRef>>,
+            usize,
+            usize,
+            usize,
+        )| {
+            // SAFETY: rows `row..row + n` lie inside the allocation (checked above), and the
+            // jobs' row ranges are disjoint; the part is zeroed before it is viewed as bytes.
+            let part: &mut [u8] = unsafe {
+                let p = (base as *mut u8).add(row * stride);
+                std::ptr::write_bytes(p, 0, n * stride);
+                std::slice::from_raw_parts_mut(p, n * stride)
+            };
+            for (c, slot) in slots.iter().enumerate() {
+                let Some((off, w)) = *slot else { continue };
+                let data = chunk[c].expect("an array for every block column").to_data();
+                debug_assert_eq!(data.null_count(), 0);
+                let src = &data.buffers()[0].as_slice()[(data.offset() + src_first) * w..];
+                match w {
+                    8 => column_in::<8>(src, part, stride, off, n),
+                    4 => column_in::<4>(src, part, stride, off, n),
+                    2 => column_in::<2>(src, part, stride, off, n),
+                    _ => column_in::<1>(src, part, stride, off, n),
+                }
+            }
+        };
+        if crate::threads::parallel((at - first) * stride, 1 << 20) {
+            jobs.into_par_iter().for_each(fill);
+        } else {
+            jobs.into_iter().for_each(fill);
+        }
+    }
+
+    /// All rows as bytes (every row has been written).
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: a block serves reads only once every row is written.
+        unsafe { self.data.range(0, self.rows * self.stride) }
     }
 
     /// Rows `first..first + n` of column `c` (which the block holds) as an Arrow array of
@@ -193,7 +247,9 @@ impl RowBlock {
         n: usize,
     ) -> crate::error::Result<arrow_array::ArrayRef> {
         let (off, w) = self.slot(c).expect("a column the block holds");
-        let rows = &self.data.as_slice()[first * self.stride..(first + n) * self.stride];
+        assert!(first + n <= self.rows);
+        // SAFETY: rows below the ones written so far (callers ask for written rows only).
+        let rows = unsafe { self.data.range(first * self.stride, n * self.stride) };
         let mut values = arrow_buffer::MutableBuffer::from_len_zeroed(n * w);
         let dst = values.as_slice_mut();
         match w {
@@ -226,7 +282,7 @@ impl RowBlock {
     ) {
         let n = rows.len();
         let stride = self.stride;
-        for_each_tile(self.data.as_slice(), stride, rows, |scratch, first| {
+        for_each_tile(self.bytes(), stride, rows, |scratch, first| {
             let k = scratch.len() / stride;
             for (j, &(c, dt)) in columns.iter().enumerate() {
                 let (off, _) = self.slot(c).expect("a column the block holds");
@@ -241,7 +297,7 @@ impl RowBlock {
     /// Large gathers are split over the thread pool (for a batch of a thousand rows, waking
     /// it costs about what a second core saves).
     pub fn gather(&self, rows: &[u64], outs: &mut [ColumnOut]) {
-        let bytes = self.data.as_slice();
+        let bytes = self.bytes();
         let stride = self.stride;
         if rows.len() <= TASK_ROWS || !crate::threads::parallel(rows.len() * stride, 1 << 20) {
             gather_rows(bytes, stride, rows, outs);

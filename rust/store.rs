@@ -38,17 +38,22 @@ pub struct Store {
 impl Store {
     /// A store of `batches`, with the row-major block where the table qualifies.
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
-        let mut store = Self::columns_only(schema, batches)?;
-        store.row_major = true;
-        if let Some(block) = RowBlock::build(&store) {
-            for (c, arrays) in store.arrays.iter_mut().enumerate() {
+        Ok(Self::columns_only(schema, batches)?.with_row_block())
+    }
+
+    /// This store with the row-major block built where the table qualifies, the only copy
+    /// of the columns it holds.
+    fn with_row_block(mut self) -> Self {
+        self.row_major = true;
+        if let Some(block) = RowBlock::build(&self) {
+            for (c, arrays) in self.arrays.iter_mut().enumerate() {
                 if block.slot(c).is_some() {
                     *arrays = None;
                 }
             }
-            store.block = Some(block);
+            self.block = Some(block);
         }
-        Ok(store)
+        self
     }
 
     /// A store of `batches` that keeps them as they are and never builds the row-major block:
@@ -186,6 +191,98 @@ impl Store {
                 (chunk, (off - self.starts[chunk]) as usize)
             })
             .collect()
+    }
+}
+
+/// A store made from batches as they arrive (a scan) when the row count is known beforehand:
+/// each batch goes into the row-major block at once and the store keeps no Arrow arrays of
+/// the block's columns, so the table is never held twice. A batch the block cannot take (nulls
+/// in one of its columns, rows beyond the count given) makes the builder give the block up:
+/// the rows so far go back to Arrow, and `finish` lays the table out as `Store::new` would.
+#[derive(Debug)]
+pub struct StoreBuilder {
+    store: Store,
+    block: Option<RowBlock>,
+}
+
+impl StoreBuilder {
+    pub fn new(schema: SchemaRef, rows: u64) -> Self {
+        let block = RowBlock::empty(&schema, rows, |c| {
+            crate::rows::fixed_width(schema.field(c).data_type())
+        });
+        let mut store = Store::columns_only(schema, Vec::new()).expect("no batches to refuse");
+        if let Some(block) = &block {
+            for (c, arrays) in store.arrays.iter_mut().enumerate() {
+                if block.slot(c).is_some() {
+                    *arrays = None;
+                }
+            }
+        }
+        StoreBuilder { store, block }
+    }
+
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        self.store.check(&batch)?;
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let filled = self.store.num_rows() as usize;
+        if let Some(block) = &self.block {
+            let fits = filled + n <= block.num_rows();
+            let takes = (0..batch.num_columns()).all(|c| block.takes(c, batch.column(c)));
+            if !(fits && takes) {
+                self.give_up_block()?;
+            }
+        }
+        if let Some(block) = &mut self.block {
+            let chunk: Vec<Option<&ArrayRef>> = batch.columns().iter().map(Some).collect();
+            block.fill(filled, &[chunk]);
+        }
+        for (arrays, column) in self.store.arrays.iter_mut().zip(batch.columns()) {
+            if let Some(arrays) = arrays {
+                arrays.push(column.clone());
+            }
+        }
+        self.store.starts.push((filled + n) as u64);
+        Ok(())
+    }
+
+    /// Turn the block's columns of the rows pushed so far back into Arrow arrays and drop it.
+    fn give_up_block(&mut self) -> Result<()> {
+        let Some(block) = self.block.take() else {
+            return Ok(());
+        };
+        let store = &mut self.store;
+        for c in 0..store.schema.fields().len() {
+            if store.arrays[c].is_some() {
+                continue;
+            }
+            let dt = store.schema.field(c).data_type().clone();
+            let arrays = (0..store.num_chunks())
+                .map(|i| block.column(c, &dt, store.starts[i] as usize, store.chunk_rows(i)))
+                .collect::<Result<Vec<_>>>()?;
+            store.arrays[c] = Some(arrays);
+        }
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<Store> {
+        let short = self
+            .block
+            .as_ref()
+            .is_some_and(|b| (self.store.num_rows() as usize) < b.num_rows());
+        if short {
+            self.give_up_block()?;
+        }
+        match self.block {
+            Some(block) => {
+                self.store.block = Some(block);
+                self.store.row_major = true;
+                Ok(self.store)
+            }
+            None => Ok(self.store.with_row_block()),
+        }
     }
 }
 
@@ -359,6 +456,185 @@ impl PyColumnStore {
     fn batches(&self, py: Python<'_>) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
         let store = self.inner.clone();
         let batches = py.detach(|| store.batches())?;
-        Ok(batches.into_iter().map(arrow_pyarrow::PyArrowType).collect())
+        Ok(batches
+            .into_iter()
+            .map(arrow_pyarrow::PyArrowType)
+            .collect())
+    }
+}
+
+/// A column store made from batches as a scan delivers them (see [`StoreBuilder`]).
+#[pyclass(name = "ColumnStoreBuilder", module = "lancetorch._native")]
+pub struct PyStoreBuilder {
+    inner: Option<StoreBuilder>,
+}
+
+impl PyStoreBuilder {
+    fn builder(&mut self) -> PyResult<&mut StoreBuilder> {
+        self.inner.as_mut().ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("this column store builder has finished")
+        })
+    }
+}
+
+#[pymethods]
+impl PyStoreBuilder {
+    /// A builder for a table of `schema` expected to hold `rows` rows.
+    #[new]
+    fn new(schema: arrow_pyarrow::PyArrowType<arrow_schema::Schema>, rows: u64) -> Self {
+        PyStoreBuilder {
+            inner: Some(StoreBuilder::new(Arc::new(schema.0), rows)),
+        }
+    }
+
+    /// Add a pyarrow RecordBatch (with the GIL released while it is laid out).
+    fn push(
+        &mut self,
+        py: Python<'_>,
+        batch: arrow_pyarrow::PyArrowType<RecordBatch>,
+    ) -> PyResult<()> {
+        let builder = self.builder()?;
+        py.detach(|| builder.push(batch.0))?;
+        Ok(())
+    }
+
+    /// The column store of every batch pushed; the builder cannot be used after.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<PyColumnStore> {
+        self.builder()?;
+        let builder = self.inner.take().expect("checked above");
+        Ok(PyColumnStore::wrap(py.detach(|| builder.finish())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Float32Array, Int64Array, StringArray, UInt16Array};
+    use arrow_schema::{DataType, Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, false),
+            Field::new("b", DataType::Float32, false),
+            Field::new("c", DataType::UInt16, true),
+        ]))
+    }
+
+    /// Rows `start..start + n`; column `c` null at every 5th row when `nulls`.
+    fn batch(start: usize, n: usize, nulls: bool) -> RecordBatch {
+        let r = start..start + n;
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from_iter_values(
+                    r.clone().map(|i| i as i64 * 3),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    r.clone().map(|i| format!("r{i}")),
+                )),
+                Arc::new(Float32Array::from_iter_values(
+                    r.clone().map(|i| i as f32 * 0.5),
+                )),
+                Arc::new(UInt16Array::from_iter(
+                    r.map(|i| (!nulls || i % 5 != 0).then_some(i as u16)),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn batches(sizes: &[usize], nulls_in: Option<usize>) -> Vec<RecordBatch> {
+        let mut start = 0;
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(k, &n)| {
+                let b = batch(start, n, nulls_in == Some(k));
+                start += n;
+                b
+            })
+            .collect()
+    }
+
+    fn built(expected_rows: u64, batches: &[RecordBatch]) -> Store {
+        let mut builder = StoreBuilder::new(schema(), expected_rows);
+        for b in batches {
+            builder.push(b.clone()).unwrap();
+        }
+        builder.finish().unwrap()
+    }
+
+    fn same_rows(store: &Store, batches: &[RecordBatch]) {
+        let want = arrow_select::concat::concat_batches(&schema(), batches).unwrap();
+        let got =
+            arrow_select::concat::concat_batches(&schema(), &store.batches().unwrap()).unwrap();
+        assert_eq!(got, want);
+        let n = want.num_rows() as i64;
+        let offsets: Vec<i64> = (0..3000).map(|i| (i * 7919 + 3) % n).collect();
+        let plain = Store::columns_only(schema(), batches.to_vec()).unwrap();
+        for columns in [&[0usize, 1, 2, 3][..], &[2, 0], &[3]] {
+            assert_eq!(
+                crate::gather::take(store, &offsets, columns).unwrap(),
+                crate::gather::take(&plain, &offsets, columns).unwrap(),
+            );
+        }
+    }
+
+    #[test]
+    fn a_built_store_matches_one_made_at_once() {
+        let sizes = [1, 30_000, 0, 40_000, 7];
+        let input = batches(&sizes, None);
+        let store = built(70_008, &input);
+        let block = store
+            .row_block(&[0])
+            .expect("the block is built as rows arrive");
+        assert_eq!(block.num_rows(), 70_008);
+        assert!(
+            store.arrays(0).is_none() && store.arrays(2).is_none() && store.arrays(3).is_none()
+        );
+        same_rows(&store, &input);
+    }
+
+    #[test]
+    fn nulls_or_a_wrong_count_give_the_block_up_and_keep_every_row() {
+        let sizes = [30_000, 40_000, 7];
+        // Nulls in the second batch: column c stays Arrow, a and b still get a block.
+        let input = batches(&sizes, Some(1));
+        let store = built(70_007, &input);
+        assert!(store.arrays(3).is_some() && store.arrays(0).is_none());
+        same_rows(&store, &input);
+        // More rows than announced, and fewer.
+        let input = batches(&sizes, None);
+        for expected in [70_000, 70_100] {
+            let store = built(expected, &input);
+            assert!(store.row_block(&[0, 2]).is_some(), "{expected}");
+            same_rows(&store, &input);
+        }
+        // Too few rows for a block at all.
+        let input = batches(&[100, 5], None);
+        let store = built(105, &input);
+        assert!(store.row_block(&[0, 2]).is_none());
+        same_rows(&store, &input);
+    }
+
+    #[test]
+    fn a_builder_refuses_other_columns_and_goes_on() {
+        let mut builder = StoreBuilder::new(schema(), 70_000);
+        builder.push(batch(0, 69_000, false)).unwrap();
+        let other = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)])),
+            vec![Arc::new(Int64Array::from(vec![1]))],
+        )
+        .unwrap();
+        let err = builder.push(other).unwrap_err().to_string();
+        assert!(err.contains("new data has columns"), "{err}");
+        builder.push(batch(69_000, 1_000, false)).unwrap();
+        let store = builder.finish().unwrap();
+        assert!(store.row_block(&[0]).is_some());
+        same_rows(
+            &store,
+            &[batch(0, 69_000, false), batch(69_000, 1_000, false)],
+        );
     }
 }

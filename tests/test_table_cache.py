@@ -225,3 +225,35 @@ def test_progress_bar_only_where_someone_sees_it(monkeypatch):
     with _progress(10, "reading t") as bar:
         bar.update(10)
     assert type(bar).__module__.startswith("tqdm") and bar.n == 10
+
+
+def _wide(start: int, n: int, nulls: bool) -> pa.Table:
+    r = np.arange(start, start + n)
+    return pa.table(
+        {
+            "id": pa.array(r, pa.int64()),
+            "f": pa.array(r * 0.5, pa.float32(), mask=(r % 7 == 0) if nulls else None),
+            "h": pa.array(r % 65_000, pa.uint16()),
+            "s": pa.array([f"r{i}" for i in r], pa.string()),
+        }
+    )
+
+
+@pytest.mark.parametrize("nulls", [False, True], ids=["no-nulls", "nulls-in-a-later-fragment"])
+def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls):
+    """Scanned into the row-major block batch by batch (a column with nulls in a later
+    fragment is given back to Arrow); takes, exports and workers all see the dataset's rows."""
+    db = lancetorch.connect(tmp_path)
+    parts = [_wide(0, 40_000, False), _wide(40_000, 30_000, nulls), _wide(70_000, 5, False)]
+    t = db.create_table("w", parts[0])
+    for part in parts[1:]:
+        t.add(part)
+    want = pa.concat_tables(parts)
+    t = db.open_table("w", cache=True)
+    idx = np.random.default_rng(5).integers(-len(want), len(want), 3000)
+    got = pa.Table.from_batches([t.__getitems__(idx)])
+    assert got.equals(want.take(pa.array(np.where(idx < 0, idx + len(want), idx))))
+    cached = t._backend._cached[1]
+    assert pa.Table.from_batches(cached.batches()).equals(want)
+    back = _to_worker(t)
+    assert back.__getitems__(idx[:100]).to_pydict() == t.__getitems__(idx[:100]).to_pydict()

@@ -244,18 +244,16 @@ class _LanceBackend:
         if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
             self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
             return None
-        batches = []
+        # Each scanned batch goes into the store as it arrives: its fixed-width columns into
+        # the row-major block (their Lance buffers are then let go), the others kept as they
+        # are, so the columns are never held twice.
+        builder = _native.ColumnStoreBuilder(pa.schema([self.schema.field(n) for n in wanted]), rows)
         with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
             scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 18))
             while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:
-                batches.append(batch)
+                builder.push(batch)
                 progress.update(batch.num_rows)
-        schema = pa.schema([self.schema.field(n) for n in wanted])
-        # The scanned batches as they are (the column store reads across chunks): Lance's
-        # decoded buffers hold just the values, and a combined copy would double the peak.
-        table = pa.Table.from_batches(batches, schema=schema)
-        del batches
-        self._cached = (wanted, _native.ColumnStore(table))
+        self._cached = (wanted, builder.finish())
         return self._cached
 
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
