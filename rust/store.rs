@@ -16,6 +16,9 @@ use pyo3::prelude::*;
 use crate::error::{Error, Result};
 use crate::rows::RowBlock;
 
+/// Rows copied out of the block at a time when a store with a block is appended to.
+const APPEND_ROWS: usize = 1 << 16;
+
 /// Where a row lives: `(chunk, row within chunk)`.
 pub type Loc = (usize, usize);
 
@@ -112,13 +115,25 @@ impl Store {
         for batch in &batches {
             self.check(batch)?;
         }
-        let mut all = self.batches()?;
-        all.extend(batches);
-        if self.row_major {
-            Store::new(self.schema.clone(), all)
-        } else {
-            Store::columns_only(self.schema.clone(), all)
+        if !self.row_major {
+            let mut all = self.batches()?;
+            all.extend(batches);
+            return Store::columns_only(self.schema.clone(), all);
         }
+        // Through a builder, a slice of rows at a time: the block's columns are copied out
+        // of this store's block only a slice ahead of going into the new one.
+        let added: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let mut builder = StoreBuilder::new(self.schema.clone(), self.num_rows() + added);
+        for i in 0..self.num_chunks() {
+            let n = self.chunk_rows(i);
+            for k in (0..n).step_by(APPEND_ROWS) {
+                builder.push(self.chunk_slice(i, k, APPEND_ROWS.min(n - k))?)?;
+            }
+        }
+        for batch in batches {
+            builder.push(batch)?;
+        }
+        builder.finish()
     }
 
     pub fn schema(&self) -> &SchemaRef {
@@ -144,28 +159,30 @@ impl Store {
     /// The rows as Arrow record batches, one per chunk: the columns held as Arrow are shared,
     /// those held only by the row-major block are copied out of it.
     pub fn batches(&self) -> Result<Vec<RecordBatch>> {
-        let options = |n: usize| RecordBatchOptions::new().with_row_count(Some(n));
         (0..self.num_chunks())
-            .map(|i| {
-                let first = self.starts[i] as usize;
-                let n = self.chunk_rows(i);
-                let columns = (0..self.schema.fields().len())
-                    .map(|c| match &self.arrays[c] {
-                        Some(arrays) => Ok(arrays[i].clone()),
-                        None => self
-                            .block
-                            .as_ref()
-                            .expect("a column without arrays is in the block")
-                            .column(c, self.schema.field(c).data_type(), first, n),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(RecordBatch::try_new_with_options(
-                    self.schema.clone(),
-                    columns,
-                    &options(n),
-                )?)
-            })
+            .map(|i| self.chunk_slice(i, 0, self.chunk_rows(i)))
             .collect()
+    }
+
+    /// Rows `k..k + n` of chunk `i` as a record batch (see [`Store::batches`]).
+    fn chunk_slice(&self, i: usize, k: usize, n: usize) -> Result<RecordBatch> {
+        let first = self.starts[i] as usize + k;
+        let columns = (0..self.schema.fields().len())
+            .map(|c| match &self.arrays[c] {
+                Some(arrays) => Ok(arrays[i].slice(k, n)),
+                None => self
+                    .block
+                    .as_ref()
+                    .expect("a column without arrays is in the block")
+                    .column(c, self.schema.field(c).data_type(), first, n),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?)
     }
 
     /// The row-major block, when it holds any of `columns`.
@@ -636,5 +653,26 @@ mod tests {
             &store,
             &[batch(0, 69_000, false), batch(69_000, 1_000, false)],
         );
+    }
+
+    #[test]
+    fn appends_to_a_store_with_a_block_keep_every_row() {
+        let first = batches(&[70_000, 3], None);
+        let store = Store::new(schema(), first.clone()).unwrap();
+        assert!(store.row_block(&[0]).is_some());
+        let more = batch(70_003, 10, false);
+        let next = store.appended(vec![more.clone()]).unwrap();
+        let mut all = first.clone();
+        all.push(more);
+        same_rows(&next, &all);
+        assert!(next.row_block(&[0]).is_some() && next.arrays(2).is_none());
+        // Nulls in a block column: that column goes back to Arrow, nothing is lost.
+        let nulls = batch(70_013, 10, true);
+        let after = next.appended(vec![nulls.clone()]).unwrap();
+        all.push(nulls);
+        same_rows(&after, &all);
+        assert!(after.arrays(3).is_some() && after.arrays(0).is_none());
+        // The store appended to is unchanged.
+        same_rows(&store, &first);
     }
 }
