@@ -115,17 +115,19 @@ fn ints_of_list(list: &Bound<'_, PyList>) -> PyResult<Vec<i64>> {
 /// A list holding anything but plain ints raises TypeError; the Python layer then explains
 /// which element and why (or accepts numpy integers through the array path).
 pub fn offsets_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    with_offsets(obj, <[i64]>::to_vec)
+}
+
+/// `use_offsets` applied to the row offsets of `obj` (as `offsets_from_py` reads them), an
+/// array's read in place rather than copied.
+pub fn with_offsets<T>(
+    obj: &Bound<'_, PyAny>,
+    use_offsets: impl FnOnce(&[i64]) -> T,
+) -> PyResult<T> {
     if let Ok(list) = obj.cast::<PyList>() {
-        return ints_of_list(list);
+        return Ok(use_offsets(&ints_of_list(list)?));
     }
-    let mut array = FFI_ArrowArray::empty();
-    let mut schema = FFI_ArrowSchema::empty();
-    obj.call_method1(
-        pyo3::intern!(obj.py(), "_export_to_c"),
-        (&raw mut array as usize, &raw mut schema as usize),
-    )?;
-    // SAFETY: as in batch_from_py.
-    let data: ArrayData = unsafe { from_ffi(array, &schema) }.map_err(Error::from)?;
+    let data = array_from_py(obj)?;
     if data.data_type() != &DataType::Int64 || data.null_count() > 0 {
         return Err(Error::Type(format!(
             "row offsets must be int64 without nulls, not {}",
@@ -133,5 +135,17 @@ pub fn offsets_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
         ))
         .into());
     }
-    Ok(Int64Array::from(data).values().to_vec())
+    Ok(use_offsets(Int64Array::from(data).values()))
+}
+
+/// A pyarrow Array's data, imported without a copy.
+pub fn array_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
+    let mut array = FFI_ArrowArray::empty();
+    let mut schema = FFI_ArrowSchema::empty();
+    obj.call_method1(
+        pyo3::intern!(obj.py(), "_export_to_c"),
+        (&raw mut array as usize, &raw mut schema as usize),
+    )?;
+    // SAFETY: as in batch_from_py.
+    Ok(unsafe { from_ffi(array, &schema) }.map_err(Error::from)?)
 }

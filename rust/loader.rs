@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use arrow_buffer::ScalarBuffer;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -33,11 +34,72 @@ struct Stats {
     bytes: AtomicU64,
 }
 
+/// An epoch's row offsets, in 4 bytes each where the table allows: an epoch's index costs
+/// half as much memory beside the table. A uint32 array from Python is kept as it is.
+pub enum Rows {
+    Narrow(ScalarBuffer<u32>),
+    Wide(ScalarBuffer<u64>),
+}
+
+impl Rows {
+    /// `offsets` checked against a table of `num_rows` rows.
+    pub fn new(offsets: &[i64], num_rows: u64) -> Result<Self> {
+        let n = num_rows as i64;
+        if let Some(bad) = offsets.iter().find(|&&r| r < 0 || r >= n) {
+            return Err(out_of_range(*bad, num_rows));
+        }
+        Ok(if num_rows <= u64::from(u32::MAX) + 1 {
+            Rows::Narrow(offsets.iter().map(|&r| r as u32).collect())
+        } else {
+            Rows::Wide(offsets.iter().map(|&r| r as u64).collect())
+        })
+    }
+
+    /// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
+    /// `bridge::offsets_from_py` reads.
+    pub fn from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<Self> {
+        if !obj.is_instance_of::<pyo3::types::PyList>() {
+            let data = crate::bridge::array_from_py(obj)?;
+            if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
+                let rows = arrow_array::UInt32Array::from(data).values().clone();
+                if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
+                    return Err(out_of_range(i64::from(bad), num_rows).into());
+                }
+                return Ok(Rows::Narrow(rows));
+            }
+        }
+        Ok(crate::bridge::with_offsets(obj, |offsets| {
+            Rows::new(offsets, num_rows)
+        })??)
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Rows::Narrow(v) => v.len(),
+            Rows::Wide(v) => v.len(),
+        }
+    }
+
+    /// Positions `range` of the epoch, as the gather takes them.
+    fn slice(&self, range: std::ops::Range<usize>) -> Vec<u64> {
+        match self {
+            Rows::Narrow(v) => v[range].iter().map(|&r| u64::from(r)).collect(),
+            Rows::Wide(v) => v[range].to_vec(),
+        }
+    }
+}
+
+fn out_of_range(offset: i64, num_rows: u64) -> Error {
+    Error::Index(format!(
+        "row offset {offset} is out of range for a table of {num_rows} rows"
+    ))
+}
+
 /// What the thread needs to make one epoch's batches.
 pub struct Plan {
     pub store: Arc<Store>,
-    /// Row offsets in epoch order.
-    pub rows: Vec<i64>,
+    /// Row offsets in epoch order, checked against the store.
+    pub rows: Rows,
     pub columns: Vec<usize>,
     pub batch_size: usize,
     pub drop_last: bool,
@@ -65,12 +127,12 @@ impl Plan {
         }
     }
 
-    fn batches(&self) -> impl Iterator<Item = &[i64]> {
-        let full = self.rows.len() / self.batch_size;
-        let keep_tail = !self.drop_last && self.rows.len() % self.batch_size != 0;
-        self.rows
-            .chunks(self.batch_size)
-            .take(full + usize::from(keep_tail))
+    /// The position ranges of the epoch's batches.
+    fn batches(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
+        let (n, size) = (self.rows.len(), self.batch_size);
+        let full = n / size;
+        let keep_tail = !self.drop_last && n % size != 0;
+        (0..full + usize::from(keep_tail)).map(move |k| k * size..((k + 1) * size).min(n))
     }
 }
 
@@ -80,20 +142,20 @@ fn produce(
     stats: Arc<Stats>,
     send: std::sync::mpsc::SyncSender<Result<Vec<HostTensor>>>,
 ) {
-    for offsets in plan.batches().skip(me).step_by(threads) {
+    for range in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
+        let rows = plan.rows.slice(range);
         // From the row-major block the tensor is gathered and converted in one pass (counted
         // as take); otherwise a batch is taken, then converted.
         let fused = if plan.per_column {
             None
         } else {
-            let rows: Vec<u64> = offsets.iter().map(|&r| r as u64).collect();
             crate::gather::gather_tensor(&plan.store, &rows, &plan.columns, plan.dtype)
         };
         let (tensors, t1) = match fused {
             Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),
             None => {
-                let batch = crate::gather::take(&plan.store, offsets, &plan.columns);
+                let batch = crate::gather::gather(&plan.store, &rows, &plan.columns);
                 let t1 = Instant::now();
                 (batch.and_then(|b| plan.tensors(&b)), t1)
             }
@@ -111,9 +173,7 @@ fn produce(
                 .map(|t| t.shape().iter().product::<i64>() as u64 * t.dtype().size() as u64)
                 .sum();
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats
-                .rows
-                .fetch_add(offsets.len() as u64, Ordering::Relaxed);
+            stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         let failed = tensors.is_err();
@@ -134,18 +194,15 @@ pub struct PyPrefetcher {
     next: AtomicUsize,
     stats: Arc<Stats>,
     per_column: bool,
+    /// Held here too, so that its last reference goes on the Python thread: rows imported
+    /// from Python are released there, never by a producer thread waiting for the GIL.
+    _plan: Arc<Plan>,
 }
 
 impl PyPrefetcher {
     pub fn start(plan: Plan, depth: usize, threads: usize) -> Result<Self> {
         if plan.batch_size == 0 {
             return Err(Error::Value("batch_size must be 1 or more".into()));
-        }
-        let n = plan.store.num_rows() as i64;
-        if let Some(bad) = plan.rows.iter().find(|&&r| r < 0 || r >= n) {
-            return Err(Error::Index(format!(
-                "row offset {bad} is out of range for a table of {n} rows"
-            )));
         }
         let threads = threads.max(1);
         let plan = Arc::new(plan);
@@ -156,6 +213,7 @@ impl PyPrefetcher {
             next: AtomicUsize::new(0),
             stats: stats.clone(),
             per_column: plan.per_column,
+            _plan: plan.clone(),
         };
         // Each producer runs `depth / threads` batches ahead (at least one).
         let ahead = depth.max(1).div_ceil(threads);
@@ -207,7 +265,8 @@ impl Drop for PyPrefetcher {
 
 #[pymethods]
 impl PyPrefetcher {
-    /// Start prefetching `rows` (int64 row offsets in read order) of `store`.
+    /// Start prefetching `rows` (row offsets in read order: int64, or uint32 kept without a
+    /// copy) of `store`.
     #[new]
     #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1, per_column=false))]
     #[allow(clippy::too_many_arguments)]
@@ -223,7 +282,7 @@ impl PyPrefetcher {
         threads: usize,
         per_column: bool,
     ) -> PyResult<Self> {
-        let rows = crate::bridge::offsets_from_py(rows)?;
+        let rows = Rows::from_py(rows, store.inner.num_rows())?;
         let fields = store.inner.schema().fields().len();
         if let Some(&c) = columns.iter().find(|&&c| c >= fields) {
             return Err(Error::Index(format!(
@@ -310,7 +369,7 @@ mod tests {
         .unwrap();
         Plan {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
-            rows: (0..n).rev().collect(),
+            rows: Rows::new(&(0..n).rev().collect::<Vec<_>>(), n as u64).unwrap(),
             columns: vec![0],
             batch_size,
             drop_last,
@@ -366,7 +425,7 @@ mod tests {
         .unwrap();
         let plan = Plan {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
-            rows: vec![7, 2, 9, 0],
+            rows: Rows::new(&[7, 2, 9, 0], 10).unwrap(),
             columns: vec![0, 1],
             batch_size: 3,
             drop_last: false,
@@ -409,9 +468,22 @@ mod tests {
     }
 
     #[test]
-    fn bad_rows_refused_before_the_thread_starts() {
-        let mut bad = plan(5, 2, false);
-        bad.rows.push(5);
-        assert!(PyPrefetcher::start(bad, 2, 1).is_err());
+    fn rows_are_checked_and_kept_narrow_where_they_fit() {
+        for bad in [&[0, 5][..], &[-1]] {
+            let err = Rows::new(bad, 5).err().expect("refused").to_string();
+            assert!(
+                err.contains(&format!("row offset {}", bad[bad.len() - 1])),
+                "{err}"
+            );
+        }
+        let offsets = [4i64, 0, 3, 3];
+        let narrow = Rows::new(&offsets, 5).unwrap();
+        assert!(matches!(narrow, Rows::Narrow(_)));
+        let wide = Rows::new(&offsets, 1 << 33).unwrap();
+        assert!(matches!(wide, Rows::Wide(_)));
+        for rows in [narrow, wide] {
+            assert_eq!(rows.len(), 4);
+            assert_eq!(rows.slice(1..4), vec![0, 3, 3]);
+        }
     }
 }

@@ -59,8 +59,30 @@ pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
 
 /// Positions `0..n` in the shuffled order of `epoch` (clumps of `clump` positions move as one).
 pub fn epoch_order(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u64> {
-    let positions: Vec<u64> = (0..n).collect();
-    shuffle_clumps(&positions, clump, &mut generator(epoch_seed(seed, epoch)))
+    let mut rng = generator(epoch_seed(seed, epoch));
+    let mut positions: Vec<u64> = (0..n).collect();
+    if clump <= 1 {
+        // In place: one array of the table's length, not two.
+        shuffle_in_place(&mut positions, &mut rng);
+        return positions;
+    }
+    shuffle_clumps(&positions, clump, &mut rng)
+}
+
+/// `epoch_order` in 4-byte positions, for `n` up to 2^32.
+pub fn epoch_order_narrow(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u32> {
+    assert!(
+        n <= u64::from(u32::MAX) + 1,
+        "{n} positions do not fit 4 bytes"
+    );
+    if clump <= 1 {
+        // The same swaps as `epoch_order`, on 4-byte positions.
+        let mut positions: Vec<u32> = (0..n).map(|p| p as u32).collect();
+        shuffle_in_place(&mut positions, &mut generator(epoch_seed(seed, epoch)));
+        return positions;
+    }
+    let order = epoch_order(n, seed, epoch, clump);
+    order.into_iter().map(|p| p as u32).collect()
 }
 
 /// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given.
@@ -445,20 +467,31 @@ pub fn py_shuffle_splits(
     ))
 }
 
-/// `epoch_order` for Python: an int64 Arrow array of positions.
+/// `epoch_order` for Python: an int64 Arrow array of positions, or with `narrow` a uint32
+/// one where every position fits (half the memory for an epoch's order).
 #[pyfunction]
-#[pyo3(name = "epoch_order", signature = (n, seed, epoch, clump_size=None))]
+#[pyo3(name = "epoch_order", signature = (n, seed, epoch, clump_size=None, narrow=false))]
 pub fn py_epoch_order(
     py: Python<'_>,
     n: u64,
     seed: u64,
     epoch: u64,
     clump_size: Option<i64>,
+    narrow: bool,
 ) -> PyResult<PyArrow<arrow_data::ArrayData>> {
     let clump = clump_arg(clump_size)?;
+    if narrow && n <= u64::from(u32::MAX) + 1 {
+        let order = py.detach(|| epoch_order_narrow(n, seed, epoch, clump));
+        return Ok(arrow_pyarrow::PyArrowType(
+            arrow_array::UInt32Array::from(order).into_data(),
+        ));
+    }
     let order = py.detach(|| epoch_order(n, seed, epoch, clump));
-    let order = arrow_array::Int64Array::from_iter_values(order.into_iter().map(|v| v as i64));
-    Ok(arrow_pyarrow::PyArrowType(order.into_data()))
+    // Collected in place (same layout), and the Arrow array takes the vector as it is.
+    let order: Vec<i64> = order.into_iter().map(|v| v as i64).collect();
+    Ok(arrow_pyarrow::PyArrowType(
+        arrow_array::Int64Array::from(order).into_data(),
+    ))
 }
 
 #[cfg(test)]
@@ -470,6 +503,17 @@ mod tests {
         assert_eq!(epoch_order(8, 42, 0, 1), GOLDEN_EPOCH_0);
         assert_eq!(epoch_order(8, 42, 1, 1), GOLDEN_EPOCH_1);
         assert_ne!(epoch_order(1000, 42, 0, 1), epoch_order(1000, 42, 1, 1));
+    }
+    #[test]
+    fn narrow_epoch_orders_are_the_same_orders() {
+        for (n, clump) in [(8, 1), (1000, 1), (1000, 7), (0, 1), (1, 3)] {
+            for epoch in 0..3 {
+                let wide = epoch_order(n, 42, epoch, clump);
+                let narrow = epoch_order_narrow(n, 42, epoch, clump);
+                let narrow: Vec<u64> = narrow.into_iter().map(u64::from).collect();
+                assert_eq!(narrow, wide, "n={n} clump={clump} epoch={epoch}");
+            }
+        }
     }
     const GOLDEN_EPOCH_0: [u64; 8] = [2, 5, 3, 6, 4, 0, 1, 7];
     const GOLDEN_EPOCH_1: [u64; 8] = [1, 3, 4, 7, 5, 2, 0, 6];

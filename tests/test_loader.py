@@ -413,3 +413,29 @@ def test_more_threads_same_batches_in_the_same_order(table):
     assert loader.state_dict()["position"] == 4 * 64
     with pytest.raises(ValueError, match="threads=0"):
         Loader(table, 64, threads=0)
+
+
+def test_prefetcher_takes_uint32_rows_as_they_are_and_checks_them():
+    """An epoch's order reaches the prefetcher as uint32 where the table allows; those rows
+    are checked against the table like int64 ones."""
+    from lancetorch import _native
+
+    store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(5, dtype=np.int64))}))
+    got = _native.Prefetcher(store, pa.array([4, 0, 2], pa.uint32()), [0], 2)
+    batches = []
+    while (capsule := got.next()) is not None:
+        batches.append(torch.from_dlpack(capsule).flatten().tolist())
+    assert batches == [[4, 0], [2]]
+    with pytest.raises(IndexError, match="row offset 5 is out of range for a table of 5 rows"):
+        _native.Prefetcher(store, pa.array([0, 5], pa.uint32()), [0], 2)
+
+
+def test_sampler_orders_stay_int64_for_the_dataloader():
+    from lancetorch.sampler import BatchSampler
+
+    s = BatchSampler(1000, batch_size=64, shuffle=True, seed=3)
+    batches = list(s)
+    assert all(b.dtype == np.int64 for b in batches)
+    assert s.order(0).dtype == np.int64
+    assert np.array_equal(np.concatenate(batches), s.order(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))

@@ -179,9 +179,11 @@ class Loader:
 
     def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
                     drop_last: bool) -> _native.Prefetcher:
+        # uint32 rows (an epoch's order where the table allows) are shared, not widened.
+        dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
         return _native.Prefetcher(
             store,
-            pa.array(np.ascontiguousarray(rows, dtype=np.int64)),
+            pa.array(np.ascontiguousarray(rows, dtype=dtype)),
             columns,
             self._sampler.batch_size,
             drop_last=drop_last,
@@ -197,7 +199,12 @@ class Loader:
         order = self._sampler.shard_rows(epoch, position)
         rows = order if self._rows is None else self._rows[order]
         self._stats["index_s"] += time.perf_counter() - start
-        yield self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
+        prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
+        # The prefetcher holds the epoch's rows (4 bytes each where they fit): no copy of
+        # them stays here, nor in the sampler, beside the table while the epoch runs.
+        del order, rows
+        self._sampler._cached_order = None
+        yield prefetcher
 
     def _windows(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
         """The windows of ``epoch``: each one's clumps, and the global position each starts at

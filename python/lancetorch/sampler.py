@@ -208,12 +208,14 @@ class BatchSampler:
         if self.order_kind == "bijection":
             rows = _native.bijection_rows(self.n, self.seed, epoch, pa.array(positions, pa.int64()))
             return rows.to_numpy()
-        return self._fisher_yates(epoch)[positions]
+        return self._fisher_yates(epoch)[positions].astype(np.int64)
 
     def _fisher_yates(self, epoch: int) -> np.ndarray:
-        """The whole order of ``epoch`` (kept for the epoch's later batches)."""
+        """The whole order of ``epoch`` (kept for the epoch's later batches), in uint32 where
+        the rows allow: 4 bytes a row beside the table."""
         if self._cached_order is None or self._cached_order[0] != epoch:
-            whole = _native.epoch_order(self.n, self.seed, epoch, self.clump_size).to_numpy()
+            order = _native.epoch_order(self.n, self.seed, epoch, self.clump_size, narrow=True)
+            whole = order.to_numpy()
             self._cached_order = (epoch, whole)
         return self._cached_order[1]
 
@@ -233,7 +235,8 @@ class BatchSampler:
         return positions
 
     def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
-        """Everything this rank reads in ``epoch`` from global position ``start``, in order."""
+        """Everything this rank reads in ``epoch`` from global position ``start``, in order
+        (uint32 or int64)."""
         size = self.shard_size(start)
         if self.order_kind == "bijection" or not self.shuffle:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
