@@ -185,6 +185,33 @@ impl Store {
         )?)
     }
 
+    /// Rows `start..start + n` as one record batch: a slice of a chunk where they lie in one
+    /// (the columns held as Arrow are shared), pieces of chunks joined where they do not.
+    pub fn slice(&self, start: u64, n: u64) -> Result<RecordBatch> {
+        let end = start
+            .checked_add(n)
+            .filter(|&e| e <= self.num_rows())
+            .ok_or_else(|| {
+                Error::Index(format!(
+                    "rows {start}..{} are out of range for a table of {} rows",
+                    start.saturating_add(n),
+                    self.num_rows()
+                ))
+            })?;
+        let mut pieces = Vec::new();
+        for i in 0..self.num_chunks() {
+            let (lo, hi) = (self.starts[i].max(start), self.starts[i + 1].min(end));
+            if lo < hi {
+                let k = (lo - self.starts[i]) as usize;
+                pieces.push(self.chunk_slice(i, k, (hi - lo) as usize)?);
+            }
+        }
+        match pieces.len() {
+            1 => Ok(pieces.pop().expect("one piece")),
+            _ => Ok(arrow_select::concat::concat_batches(&self.schema, &pieces)?),
+        }
+    }
+
     /// The row-major block, when it holds any of `columns`.
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
         self.block
@@ -468,6 +495,19 @@ impl PyColumnStore {
         Ok((crate::bridge::batch_to_py(py, batch, Some(&schema))?, twin))
     }
 
+    /// Rows `start..start + n` as a pyarrow record batch (see [`Store::slice`]).
+    fn slice(
+        &self,
+        py: Python<'_>,
+        start: u64,
+        n: u64,
+    ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
+        let store = self.inner.clone();
+        Ok(arrow_pyarrow::PyArrowType(
+            py.detach(|| store.slice(start, n))?,
+        ))
+    }
+
     /// The rows as pyarrow record batches, one per chunk: columns held as Arrow are shared
     /// (no copy), those held only by the row-major block are copied out of it.
     fn batches(&self, py: Python<'_>) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
@@ -674,5 +714,20 @@ mod tests {
         assert!(after.arrays(3).is_some() && after.arrays(0).is_none());
         // The store appended to is unchanged.
         same_rows(&store, &first);
+    }
+
+    #[test]
+    fn slices_within_and_across_chunks() {
+        let input = batches(&[40_000, 0, 30_000, 5], None);
+        let store = Store::new(schema(), input.clone()).unwrap();
+        let all = arrow_select::concat::concat_batches(&schema(), &input).unwrap();
+        for (start, n) in [(0, 10), (39_990, 20), (39_999, 30_006), (70_004, 1), (5, 0)] {
+            assert_eq!(
+                store.slice(start, n).unwrap(),
+                all.slice(start as usize, n as usize),
+                "{start} {n}"
+            );
+        }
+        assert!(store.slice(70_000, 6).is_err());
     }
 }

@@ -600,8 +600,12 @@ def wide_table(wide_data):
 
 
 def test_wide_table_exports_what_went_in(wide_table, wide_data):
+    from multiprocessing.reduction import ForkingPickler
+
     assert wide_table.to_arrow().equals(wide_data)
     assert pickle.loads(pickle.dumps(wide_table)).to_arrow().equals(wide_data)
+    # To a worker, through the shared file written a slice at a time.
+    assert pickle.loads(ForkingPickler.dumps(wide_table)).to_arrow().equals(wide_data)
     names = ["float16", "string", "date", "int8"]
     assert wide_table._backend.read_columns(names).equals(wide_data.select(names))
 

@@ -198,8 +198,9 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
     mine.write_bytes(b"x")
     monkeypatch.setattr(table_module, "_shared_dir", lambda nbytes: str(tmp_path))
     monkeypatch.setattr(table_module, "_swept", set())
-    path = table_module._write_shared(sample_table(3))
+    path = table_module._write_shared(lancetorch._native.ColumnStore(sample_table(3)))
     assert not stale.exists() and mine.exists()
+    assert pa.ipc.open_file(pa.memory_map(path)).read_all().equals(sample_table(3))
     table_module._unlink_if_owner(path, __import__("os").getpid())
 
 

@@ -41,7 +41,7 @@ class _SharedCopy:
         if self._store is not store or self._path is None:
             if self._release is not None:
                 self._release()
-            path = _write_shared(pa.Table.from_batches(store.batches(), schema=store.schema))
+            path = _write_shared(store)
             self._release = weakref.finalize(self, _unlink_if_owner, path, os.getpid())
             self._store, self._path = store, path
         return self._path
@@ -456,12 +456,16 @@ def _sweep(directory: str) -> None:
             pass  # alive, someone else's
 
 
-def _write_shared(table: pa.Table) -> str:
-    directory = _shared_dir(table.nbytes)
+def _write_shared(store: _native.ColumnStore, rows: int = 1 << 16) -> str:
+    """The store's rows written to a new shared file, a slice at a time: columns the store
+    holds only in its row-major block are copied out of it a slice ahead of the write."""
+    n, schema = store.num_rows, store.schema
+    directory = _shared_dir(_estimated_bytes(schema, schema.names, n))
     _sweep(directory)
     path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for start in range(0, n, rows):
+            writer.write_batch(store.slice(start, min(rows, n - start)))
     return path
 
 
