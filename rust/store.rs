@@ -91,9 +91,11 @@ impl Store {
         Ok(())
     }
 
-    /// Refuse a batch whose column names or types differ from the table's.
+    /// Refuse a batch whose column names or types differ from the table's, or with nulls in
+    /// a column the table's schema says has none.
     fn check(&self, batch: &RecordBatch) -> Result<()> {
         if same_columns(&self.schema, &batch.schema()) {
+            RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
             return Ok(());
         }
         let names = |s: &SchemaRef| {
@@ -729,5 +731,25 @@ mod tests {
             );
         }
         assert!(store.slice(70_000, 6).is_err());
+    }
+
+    #[test]
+    fn nulls_in_a_column_declared_without_them_are_refused() {
+        let loose = Arc::new(Schema::new(
+            schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let good = batch(0, 3, false);
+        let mut columns = good.columns().to_vec();
+        columns[2] = Arc::new(Float32Array::from(vec![Some(1.0), None, Some(2.0)]));
+        let bad = RecordBatch::try_new(loose, columns).unwrap();
+        let store = Store::new(schema(), vec![good.clone()]).unwrap();
+        assert!(store.appended(vec![bad.clone()]).is_err());
+        let mut builder = StoreBuilder::new(schema(), 6);
+        builder.push(good).unwrap();
+        assert!(builder.push(bad).is_err());
     }
 }
