@@ -211,16 +211,30 @@ impl RowBlock {
                 std::ptr::write_bytes(p, 0, n * stride);
                 std::slice::from_raw_parts_mut(p, n * stride)
             };
-            for (c, slot) in slots.iter().enumerate() {
-                let Some((off, w)) = *slot else { continue };
-                let data = chunk[c].expect("an array for every block column").to_data();
-                debug_assert_eq!(data.null_count(), 0);
-                let src = &data.buffers()[0].as_slice()[(data.offset() + src_first) * w..];
-                match w {
-                    8 => column_in::<8>(src, part, stride, off, n),
-                    4 => column_in::<4>(src, part, stride, off, n),
-                    2 => column_in::<2>(src, part, stride, off, n),
-                    _ => column_in::<1>(src, part, stride, off, n),
+            let sources: Vec<(usize, usize, arrow_data::ArrayData)> = slots
+                .iter()
+                .enumerate()
+                .filter_map(|(c, slot)| {
+                    let (off, w) = (*slot)?;
+                    let data = chunk[c].expect("an array for every block column").to_data();
+                    debug_assert_eq!(data.null_count(), 0);
+                    Some((off, w, data))
+                })
+                .collect();
+            // A tile of rows at a time, small enough to stay in the core's own cache while
+            // every column is written into it.
+            let tile = (TILE_BYTES / stride).max(1);
+            for (t, rows) in part.chunks_mut(tile * stride).enumerate() {
+                let k = rows.len() / stride;
+                for (off, w, data) in &sources {
+                    let at = data.offset() + src_first + t * tile;
+                    let src = &data.buffers()[0].as_slice()[at * w..];
+                    match w {
+                        8 => column_in::<8>(src, rows, stride, *off, k),
+                        4 => column_in::<4>(src, rows, stride, *off, k),
+                        2 => column_in::<2>(src, rows, stride, *off, k),
+                        _ => column_in::<1>(src, rows, stride, *off, k),
+                    }
                 }
             }
         };
