@@ -73,7 +73,7 @@ impl Rows {
         })??)
     }
 
-    pub fn len(&self) -> usize {
+    fn len(&self) -> usize {
         match self {
             Rows::Narrow(v) => v.len(),
             Rows::Wide(v) => v.len(),
