@@ -249,7 +249,8 @@ class _LanceBackend:
         # are, so the columns are never held twice.
         builder = _native.ColumnStoreBuilder(pa.schema([self.schema.field(n) for n in wanted]), rows)
         with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
-            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=1 << 18))
+            # Lance's own batch size: larger ones make it join its pages into new buffers.
+            scan = iter(self.dataset.to_batches(columns=wanted))
             while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:
                 builder.push(batch)
                 progress.update(batch.num_rows)
