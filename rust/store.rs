@@ -161,23 +161,51 @@ impl Store {
     /// The rows as Arrow record batches, one per chunk: the columns held as Arrow are shared,
     /// those held only by the row-major block are copied out of it.
     pub fn batches(&self) -> Result<Vec<RecordBatch>> {
+        self.batches_of(&(0..self.schema.fields().len()).collect::<Vec<_>>())
+    }
+
+    /// `batches` of the columns at positions `columns` only.
+    pub fn batches_of(&self, columns: &[usize]) -> Result<Vec<RecordBatch>> {
+        let schema = Arc::new(self.schema.project(columns)?);
         (0..self.num_chunks())
-            .map(|i| self.chunk_slice(i, 0, self.chunk_rows(i)))
+            .map(|i| {
+                let n = self.chunk_rows(i);
+                let arrays = columns
+                    .iter()
+                    .map(|&c| self.chunk_column(c, i, 0, n))
+                    .collect::<Result<Vec<_>>>()?;
+                let options = RecordBatchOptions::new().with_row_count(Some(n));
+                Ok(RecordBatch::try_new_with_options(
+                    schema.clone(),
+                    arrays,
+                    &options,
+                )?)
+            })
             .collect()
+    }
+
+    /// Rows `k..k + n` of chunk `i` of column `c`: a slice of its Arrow array, or a copy out
+    /// of the block.
+    fn chunk_column(&self, c: usize, i: usize, k: usize, n: usize) -> Result<ArrayRef> {
+        match &self.arrays[c] {
+            Some(arrays) => Ok(arrays[i].slice(k, n)),
+            None => self
+                .block
+                .as_ref()
+                .expect("a column without arrays is in the block")
+                .column(
+                    c,
+                    self.schema.field(c).data_type(),
+                    self.starts[i] as usize + k,
+                    n,
+                ),
+        }
     }
 
     /// Rows `k..k + n` of chunk `i` as a record batch (see [`Store::batches`]).
     fn chunk_slice(&self, i: usize, k: usize, n: usize) -> Result<RecordBatch> {
-        let first = self.starts[i] as usize + k;
         let columns = (0..self.schema.fields().len())
-            .map(|c| match &self.arrays[c] {
-                Some(arrays) => Ok(arrays[i].slice(k, n)),
-                None => self
-                    .block
-                    .as_ref()
-                    .expect("a column without arrays is in the block")
-                    .column(c, self.schema.field(c).data_type(), first, n),
-            })
+            .map(|c| self.chunk_column(c, i, k, n))
             .collect::<Result<Vec<_>>>()?;
         let options = RecordBatchOptions::new().with_row_count(Some(n));
         Ok(RecordBatch::try_new_with_options(
@@ -510,11 +538,20 @@ impl PyColumnStore {
         ))
     }
 
-    /// The rows as pyarrow record batches, one per chunk: columns held as Arrow are shared
-    /// (no copy), those held only by the row-major block are copied out of it.
-    fn batches(&self, py: Python<'_>) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
+    /// The rows as pyarrow record batches, one per chunk, of the columns at positions
+    /// `columns` (all when omitted): columns held as Arrow are shared (no copy), those held
+    /// only by the row-major block are copied out of it.
+    #[pyo3(signature = (columns=None))]
+    fn batches(
+        &self,
+        py: Python<'_>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
         let store = self.inner.clone();
-        let batches = py.detach(|| store.batches())?;
+        let batches = py.detach(|| match columns {
+            Some(columns) => store.batches_of(&columns),
+            None => store.batches(),
+        })?;
         Ok(batches
             .into_iter()
             .map(arrow_pyarrow::PyArrowType)

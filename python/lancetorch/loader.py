@@ -203,7 +203,7 @@ class Loader:
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no copy of
         # them stays here, nor in the sampler, beside the table while the epoch runs.
         del order, rows
-        self._sampler._cached_order = None
+        self._sampler.forget_order()
         yield prefetcher
 
     def _windows(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:

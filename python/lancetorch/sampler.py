@@ -219,6 +219,11 @@ class BatchSampler:
             self._cached_order = (epoch, whole)
         return self._cached_order[1]
 
+    def forget_order(self) -> None:
+        """Drop the kept order of the current epoch (made again if asked for): for a reader
+        that holds its own copy of the epoch's rows."""
+        self._cached_order = None
+
     # -- this rank's share --------------------------------------------------------------------
     def shard_size(self, start: int = 0) -> int:
         """Rows this rank reads in an epoch that starts at global position ``start``."""

@@ -72,7 +72,11 @@ class _MemoryBackend:
         return pa.Table.from_batches(self.store.batches(), schema=self.schema)
 
     def read_columns(self, columns: list[str]) -> pa.Table:
-        return self.to_arrow().select(columns)
+        positions = [self.schema.get_field_index(c) for c in columns]
+        if -1 in positions:
+            return self.to_arrow().select(columns)  # pyarrow's error names the column
+        schema = pa.schema([self.schema.field(i) for i in positions])
+        return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
     def append(self, data: pa.Table) -> None:
         self.store = self.store.appended(data)
