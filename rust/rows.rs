@@ -83,6 +83,8 @@ pub struct RowBlock {
     data: HugeBytes,
     /// Rows the block has room for; all of them are written before it serves reads.
     rows: usize,
+    /// Rows written so far (from the first, in order).
+    written: usize,
     /// Bytes per row, a multiple of 8.
     stride: usize,
     /// For each store column: `(byte offset within a row, width)` when it is in the block.
@@ -123,7 +125,7 @@ impl RowBlock {
                     .collect()
             })
             .collect();
-        block.fill(0, &chunks);
+        block.fill(&chunks);
         Some(block)
     }
 
@@ -163,6 +165,7 @@ impl RowBlock {
         Some(RowBlock {
             data: HugeBytes::new(bytes),
             rows,
+            written: 0,
             stride,
             slots,
         })
@@ -178,10 +181,28 @@ impl RowBlock {
         self.slot(c).is_none() || array.null_count() == 0
     }
 
+    /// Stop holding column `c`: its slot is left unused (zeroed in rows written from now on).
+    pub fn release(&mut self, c: usize) {
+        self.slots[c] = None;
+    }
+
+    /// The store columns the block holds.
+    pub fn columns(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&c| self.slots[c].is_some())
+            .collect()
+    }
+
+    /// Bytes the block takes.
+    pub fn nbytes(&self) -> usize {
+        self.rows * self.stride
+    }
+
     /// Write `chunks` (each one's arrays, by store column; `None` for columns outside the
-    /// block) into consecutive rows from row `first`. Every block column's array must have
+    /// block) into the rows after those written so far. Every block column's array must have
     /// no nulls, and the rows must fit.
-    pub fn fill(&mut self, first: usize, chunks: &[Vec<Option<&arrow_array::ArrayRef>>]) {
+    pub fn fill(&mut self, chunks: &[Vec<Option<&arrow_array::ArrayRef>>]) {
+        let first = self.written;
         let stride = self.stride;
         let base = self.data.ptr.as_ptr() as usize;
         let mut jobs = Vec::new();
@@ -243,11 +264,16 @@ impl RowBlock {
         } else {
             jobs.into_iter().for_each(fill);
         }
+        self.written = at;
     }
 
     /// All rows as bytes (every row has been written).
     fn bytes(&self) -> &[u8] {
-        // SAFETY: a block serves reads only once every row is written.
+        assert_eq!(
+            self.written, self.rows,
+            "a block serves reads once every row is written"
+        );
+        // SAFETY: every row has been written (checked).
         unsafe { self.data.range(0, self.rows * self.stride) }
     }
 
@@ -261,8 +287,8 @@ impl RowBlock {
         n: usize,
     ) -> crate::error::Result<arrow_array::ArrayRef> {
         let (off, w) = self.slot(c).expect("a column the block holds");
-        assert!(first + n <= self.rows);
-        // SAFETY: rows below the ones written so far (callers ask for written rows only).
+        assert!(first + n <= self.written, "rows not written yet");
+        // SAFETY: rows already written (checked).
         let rows = unsafe { self.data.range(first * self.stride, n * self.stride) };
         let mut values = arrow_buffer::MutableBuffer::from_len_zeroed(n * w);
         let dst = values.as_slice_mut();

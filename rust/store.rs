@@ -125,7 +125,19 @@ impl Store {
         // Through a builder, a slice of rows at a time: the block's columns are copied out
         // of this store's block only a slice ahead of going into the new one.
         let added: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let mut builder = StoreBuilder::new(self.schema.clone(), self.num_rows() + added);
+        let rows = self.num_rows() + added;
+        // The new block holds what this one holds (columns kept as Arrow for their nulls
+        // stay so); a store without a block yet offers every column.
+        let mut builder = match &self.block {
+            Some(block) => {
+                StoreBuilder::holding(self.schema.clone(), rows, |c| block.slot(c).is_some())
+            }
+            None => StoreBuilder::holding(self.schema.clone(), rows, |c| {
+                self.arrays[c]
+                    .as_ref()
+                    .is_some_and(|a| a.iter().all(|a| a.null_count() == 0))
+            }),
+        };
         for i in 0..self.num_chunks() {
             let n = self.chunk_rows(i);
             for k in (0..n).step_by(APPEND_ROWS) {
@@ -242,6 +254,26 @@ impl Store {
         }
     }
 
+    /// Bytes the table takes: its Arrow buffers and its block.
+    pub fn nbytes(&self) -> usize {
+        let arrow: usize = self
+            .arrays
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|a| a.get_buffer_memory_size())
+            .sum();
+        arrow + self.block.as_ref().map_or(0, RowBlock::nbytes)
+    }
+
+    /// The columns the row-major block holds (none without one).
+    pub fn block_columns(&self) -> Vec<usize> {
+        self.block
+            .as_ref()
+            .map(RowBlock::columns)
+            .unwrap_or_default()
+    }
+
     /// The row-major block, when it holds any of `columns`.
     pub fn row_block(&self, columns: &[usize]) -> Option<&RowBlock> {
         self.block
@@ -280,9 +312,16 @@ pub struct StoreBuilder {
 }
 
 impl StoreBuilder {
+    /// A builder for `rows` rows whose block holds every column of a type it can hold.
     pub fn new(schema: SchemaRef, rows: u64) -> Self {
+        Self::holding(schema, rows, |_| true)
+    }
+
+    /// A builder for `rows` rows whose block holds the columns `wanted` accepts among those
+    /// of a type it can hold.
+    fn holding(schema: SchemaRef, rows: u64, wanted: impl Fn(usize) -> bool) -> Self {
         let block = RowBlock::empty(&schema, rows, |c| {
-            crate::rows::fixed_width(schema.field(c).data_type())
+            crate::rows::fixed_width(schema.field(c).data_type()).filter(|_| wanted(c))
         });
         let mut store = Store::columns_only(schema, Vec::new()).expect("no batches to refuse");
         if let Some(block) = &block {
@@ -302,16 +341,26 @@ impl StoreBuilder {
             return Ok(());
         }
         let filled = self.store.num_rows() as usize;
-        if let Some(block) = &self.block {
-            let fits = filled + n <= block.num_rows();
-            let takes = (0..batch.num_columns()).all(|c| block.takes(c, batch.column(c)));
-            if !(fits && takes) {
-                self.give_up_block()?;
+        if self
+            .block
+            .as_ref()
+            .is_some_and(|b| filled + n > b.num_rows())
+        {
+            self.give_up_block()?;
+        }
+        // A column with nulls leaves the block (its rows so far go back to Arrow).
+        for c in 0..batch.num_columns() {
+            if self
+                .block
+                .as_ref()
+                .is_some_and(|b| !b.takes(c, batch.column(c)))
+            {
+                self.give_up_column(c)?;
             }
         }
         if let Some(block) = &mut self.block {
             let chunk: Vec<Option<&ArrayRef>> = batch.columns().iter().map(Some).collect();
-            block.fill(filled, &[chunk]);
+            block.fill(&[chunk]);
         }
         for (arrays, column) in self.store.arrays.iter_mut().zip(batch.columns()) {
             if let Some(arrays) = arrays {
@@ -324,19 +373,33 @@ impl StoreBuilder {
 
     /// Turn the block's columns of the rows pushed so far back into Arrow arrays and drop it.
     fn give_up_block(&mut self) -> Result<()> {
-        let Some(block) = self.block.take() else {
+        let columns = self
+            .block
+            .as_ref()
+            .map(RowBlock::columns)
+            .unwrap_or_default();
+        for c in columns {
+            self.give_up_column(c)?;
+        }
+        self.block = None;
+        Ok(())
+    }
+
+    /// Turn column `c`'s rows pushed so far back into Arrow arrays; the block stops holding
+    /// it (and is dropped once it holds no column).
+    fn give_up_column(&mut self, c: usize) -> Result<()> {
+        let Some(block) = self.block.as_mut() else {
             return Ok(());
         };
         let store = &mut self.store;
-        for c in 0..store.schema.fields().len() {
-            if store.arrays[c].is_some() {
-                continue;
-            }
-            let dt = store.schema.field(c).data_type().clone();
-            let arrays = (0..store.num_chunks())
-                .map(|i| block.column(c, &dt, store.starts[i] as usize, store.chunk_rows(i)))
-                .collect::<Result<Vec<_>>>()?;
-            store.arrays[c] = Some(arrays);
+        let dt = store.schema.field(c).data_type().clone();
+        let arrays = (0..store.num_chunks())
+            .map(|i| block.column(c, &dt, store.starts[i] as usize, store.chunk_rows(i)))
+            .collect::<Result<Vec<_>>>()?;
+        store.arrays[c] = Some(arrays);
+        block.release(c);
+        if block.columns().is_empty() {
+            self.block = None;
         }
         Ok(())
     }
@@ -479,6 +542,18 @@ impl PyColumnStore {
     #[getter]
     fn num_rows(&self) -> u64 {
         self.inner.num_rows()
+    }
+
+    /// Bytes the table takes in memory (its Arrow buffers and its row-major block).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+
+    /// Positions of the columns held (only) in the row-major block.
+    #[getter]
+    fn block_columns(&self) -> Vec<usize> {
+        self.inner.block_columns()
     }
 
     #[getter]
@@ -698,8 +773,18 @@ mod tests {
         // Nulls in the second batch: column c stays Arrow, a and b still get a block.
         let input = batches(&sizes, Some(1));
         let store = built(70_007, &input);
+        assert_eq!(store.block_columns(), vec![0, 2], "only the column with nulls leaves");
         assert!(store.arrays(3).is_some() && store.arrays(0).is_none());
         same_rows(&store, &input);
+        // Appending to it keeps that block as it is, nulls or not in the new rows.
+        for nulls in [false, true] {
+            let more = batch(70_007, 10, nulls);
+            let next = store.appended(vec![more.clone()]).unwrap();
+            assert_eq!(next.block_columns(), vec![0, 2]);
+            let mut all = input.clone();
+            all.push(more);
+            same_rows(&next, &all);
+        }
         // More rows than announced, and fewer.
         let input = batches(&sizes, None);
         for expected in [70_000, 70_100] {

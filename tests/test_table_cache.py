@@ -240,12 +240,16 @@ def _wide(start: int, n: int, nulls: bool) -> pa.Table:
     )
 
 
+@pytest.mark.parametrize("strings", [True, False], ids=["with-strings", "numbers-only"])
 @pytest.mark.parametrize("nulls", [False, True], ids=["no-nulls", "nulls-in-a-later-fragment"])
-def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls):
+def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls, strings):
     """Scanned into the row-major block batch by batch (a column with nulls in a later
-    fragment is given back to Arrow); takes, exports and workers all see the dataset's rows."""
+    fragment is given back to Arrow); takes, exports and workers all see the dataset's rows.
+    Numbers only, the scan goes at Lance's own batch size: many small chunks."""
     db = lancetorch.connect(tmp_path)
     parts = [_wide(0, 40_000, False), _wide(40_000, 30_000, nulls), _wide(70_000, 5, False)]
+    if not strings:
+        parts = [p.drop_columns(["s"]) for p in parts]
     t = db.create_table("w", parts[0])
     for part in parts[1:]:
         t.add(part)
@@ -255,6 +259,8 @@ def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls):
     got = pa.Table.from_batches([t.__getitems__(idx)])
     assert got.equals(want.take(pa.array(np.where(idx < 0, idx + len(want), idx))))
     cached = t._backend._cached[1]
+    # Every fixed-width column is in the block, but for one with nulls.
+    assert cached.block_columns == ([0, 2] if nulls else [0, 1, 2])
     assert pa.Table.from_batches(cached.batches()).equals(want)
     back = _to_worker(t)
     assert back.__getitems__(idx[:100]).to_pydict() == t.__getitems__(idx[:100]).to_pydict()

@@ -109,6 +109,13 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
     return total
 
 
+def _fixed_width(t: pa.DataType) -> bool:
+    """Whether the row-major block can hold a column of type ``t`` (numbers up to 8 bytes)."""
+    numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    timely = pa.types.is_temporal(t) and not pa.types.is_interval(t)
+    return (numeric or timely) and t.bit_width <= 64
+
+
 def _scan_at(rows: int) -> str:
     return f"a sequential scan, after {rows} rows (row offset {rows} was next)"
 
@@ -251,10 +258,14 @@ class _LanceBackend:
         # Each scanned batch goes into the store as it arrives: its fixed-width columns into
         # the row-major block (their Lance buffers are then let go), the others kept as they
         # are, so the columns are never held twice.
-        builder = _native.ColumnStoreBuilder(pa.schema([self.schema.field(n) for n in wanted]), rows)
+        schema = pa.schema([self.schema.field(n) for n in wanted])
+        builder = _native.ColumnStoreBuilder(schema, rows)
+        # Lance's own batch size where every column can go into the row-major block (larger
+        # batches make Lance join its pages into new buffers); large batches otherwise, as each
+        # one stays a chunk of the columns kept as Arrow.
+        size = None if all(_fixed_width(f.type) for f in schema) else 1 << 18
         with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
-            # Lance's own batch size: larger ones make it join its pages into new buffers.
-            scan = iter(self.dataset.to_batches(columns=wanted))
+            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=size))
             while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:
                 builder.push(batch)
                 progress.update(batch.num_rows)
@@ -465,7 +476,7 @@ def _write_shared(store: _native.ColumnStore, rows: int = 1 << 16) -> str:
     """The store's rows written to a new shared file, a slice at a time: columns the store
     holds only in its row-major block are copied out of it a slice ahead of the write."""
     n, schema = store.num_rows, store.schema
-    directory = _shared_dir(_estimated_bytes(schema, schema.names, n))
+    directory = _shared_dir(store.nbytes)
     _sweep(directory)
     path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
     with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
