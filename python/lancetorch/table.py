@@ -14,7 +14,7 @@ import tempfile
 import uuid
 import weakref
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -432,7 +432,7 @@ class Table:
         if isinstance(self._backend, _LanceBackend):
             # The version read here: rows appended or deleted later do not shift the offsets.
             return (Table._lance, (self._name, *self._backend.location()))
-        return (_unpickle_memory_table, (self._name, _to_ipc(self.to_arrow())))
+        return (_unpickle_memory_table, (self._name, _to_ipc(self._backend.store)))
 
 
 def _shared_dir(nbytes: int) -> str:
@@ -472,16 +472,14 @@ def _sweep(directory: str) -> None:
             pass  # alive, someone else's
 
 
-def _write_shared(store: _native.ColumnStore, rows: int = 1 << 16) -> str:
-    """The store's rows written to a new shared file, a slice at a time: columns the store
-    holds only in its row-major block are copied out of it a slice ahead of the write."""
-    n, schema = store.num_rows, store.schema
+def _write_shared(store: _native.ColumnStore) -> str:
+    """The store's rows written to a new shared file, a slice at a time."""
     directory = _shared_dir(store.nbytes)
     _sweep(directory)
     path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for start in range(0, n, rows):
-            writer.write_batch(store.slice(start, min(rows, n - start)))
+    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, store.schema) as writer:
+        for batch in _slices(store):
+            writer.write_batch(batch)
     return path
 
 
@@ -536,10 +534,20 @@ def _reduce_for_workers(table: Table) -> tuple:
 ForkingPickler.register(Table, _reduce_for_workers)
 
 
-def _to_ipc(table: pa.Table) -> bytes:
+def _slices(store: _native.ColumnStore, rows: int = 1 << 16) -> Iterator[pa.RecordBatch]:
+    """The store's rows a slice at a time: columns held only in the row-major block are
+    copied out of it one slice ahead of whoever writes them."""
+    n = store.num_rows
+    for start in range(0, n, rows):
+        yield store.slice(start, min(rows, n - start))
+
+
+def _to_ipc(store: _native.ColumnStore) -> bytes:
+    """The store's rows as an Arrow IPC stream."""
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
+    with pa.ipc.new_stream(sink, store.schema) as writer:
+        for batch in _slices(store):
+            writer.write_batch(batch)
     return sink.getvalue().to_pybytes()
 
 
