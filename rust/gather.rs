@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::dlpack::HostTensor;
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 use crate::store::{Loc, Store};
 use crate::tensor::{promote, DType};
 
@@ -219,6 +220,16 @@ pub fn take(store: &Store, offsets: &[i64], columns: &[usize]) -> Result<RecordB
 
 /// Gather rows (checked global offsets) of `columns`.
 pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBatch> {
+    gather_with(store, rows, columns, None)
+}
+
+/// `gather`, its fixed-width columns written into a buffer of `pool` when one is given.
+pub fn gather_with(
+    store: &Store,
+    rows: &[u64],
+    columns: &[usize],
+    pool: Option<&Arc<BufferPool>>,
+) -> Result<RecordBatch> {
     let schema = store.schema();
     for &c in columns {
         if c >= schema.fields().len() {
@@ -274,7 +285,10 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
     // Not zeroed: every byte of every column is written below, and the alignment gaps
     // between columns are zeroed as the allocation is carved. (Zeroing all of it would write
     // each page twice.)
-    let mut block = MutableBuffer::with_capacity(total);
+    let mut block = match pool {
+        Some(pool) => pool.take(total),
+        None => MutableBuffer::with_capacity(total),
+    };
     // SAFETY: the allocation holds `total` bytes. The slices carved from it below are only
     // written (every byte: each column's rows, and the gaps zeroed) before anything reads it.
     unsafe { block.set_len(total) };
@@ -334,7 +348,10 @@ pub fn gather(store: &Store, rows: &[u64], columns: &[usize]) -> Result<RecordBa
             jobs.into_iter().for_each(fill);
         }
     }
-    let block: Buffer = block.into();
+    let block: Buffer = match pool {
+        Some(pool) => pool.share(block),
+        None => block.into(),
+    };
 
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, &c) in columns.iter().enumerate() {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gather;
 pub mod loader;
 pub mod permutation;
+pub mod pool;
 pub mod rows;
 pub mod store;
 pub mod tensor;

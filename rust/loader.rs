@@ -21,6 +21,7 @@ use pyo3::types::PyDict;
 
 use crate::dlpack::HostTensor;
 use crate::error::{Error, Result};
+use crate::pool::BufferPool;
 use crate::store::Store;
 use crate::tensor::{batch_to_tensor, column_to_tensor, DType, NullFill, Share};
 
@@ -140,6 +141,7 @@ fn produce(
     plan: Arc<Plan>,
     (me, threads): (usize, usize),
     stats: Arc<Stats>,
+    pool: Arc<BufferPool>,
     send: std::sync::mpsc::SyncSender<Result<Vec<HostTensor>>>,
 ) {
     for range in plan.batches().skip(me).step_by(threads) {
@@ -155,7 +157,8 @@ fn produce(
         let (tensors, t1) = match fused {
             Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),
             None => {
-                let batch = crate::gather::gather(&plan.store, &rows, &plan.columns);
+                let batch =
+                    crate::gather::gather_with(&plan.store, &rows, &plan.columns, Some(&pool));
                 let t1 = Instant::now();
                 (batch.and_then(|b| plan.tensors(&b)), t1)
             }
@@ -217,12 +220,15 @@ impl PyPrefetcher {
         };
         // Each producer runs `depth / threads` batches ahead (at least one).
         let ahead = depth.max(1).div_ceil(threads);
+        // Enough buffers for the batches queued, one being made by each thread, and a few
+        // the consumer still holds.
+        let pool = BufferPool::new((ahead + 1) * threads + 3);
         for me in 0..threads {
             let (send, receive) = sync_channel(ahead);
-            let (plan, stats) = (plan.clone(), stats.clone());
+            let (plan, stats, pool) = (plan.clone(), stats.clone(), pool.clone());
             let worker = std::thread::Builder::new()
                 .name(format!("lancetorch-prefetch-{me}"))
-                .spawn(move || produce(plan, (me, threads), stats, send))
+                .spawn(move || produce(plan, (me, threads), stats, pool, send))
                 .map_err(|e| Error::Value(format!("cannot start a prefetch thread: {e}")))?;
             prefetcher
                 .receivers

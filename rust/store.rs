@@ -773,7 +773,11 @@ mod tests {
         // Nulls in the second batch: column c stays Arrow, a and b still get a block.
         let input = batches(&sizes, Some(1));
         let store = built(70_007, &input);
-        assert_eq!(store.block_columns(), vec![0, 2], "only the column with nulls leaves");
+        assert_eq!(
+            store.block_columns(),
+            vec![0, 2],
+            "only the column with nulls leaves"
+        );
         assert!(store.arrays(3).is_some() && store.arrays(0).is_none());
         same_rows(&store, &input);
         // Appending to it keeps that block as it is, nulls or not in the new rows.

@@ -439,3 +439,25 @@ def test_sampler_orders_stay_int64_for_the_dataloader():
     assert s.order(0).dtype == np.int64
     assert np.array_equal(np.concatenate(batches), s.order(0))
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["batches-kept", "batches-dropped"])
+def test_reused_batch_buffers_never_overwrite_a_live_batch(keep):
+    """The loader makes batches in buffers it hands out again once a batch is gone: batches
+    still held keep their rows, whether the epoch's batches are all kept or dropped at once."""
+    db = lancetorch.connect("memory://")
+    t = _embedding_table(db, n=3000, dim=16)
+    held = []
+    for epoch in range(2):
+        loader = Loader(t, 100, seed=epoch, per_column=True, prefetch=2)
+        seen = []
+        for b in loader:
+            if keep:
+                held.append(b)
+            want = (b["id"][:, None] * 16 + torch.arange(16)).float()
+            assert torch.equal(b["emb"], want)
+            seen += b["id"].tolist()
+        assert sorted(seen) == list(range(3000))
+    for b in held:  # every kept batch still holds its own rows after both epochs
+        assert torch.equal(b["emb"], (b["id"][:, None] * 16 + torch.arange(16)).float())
+        assert torch.equal(b["odd"], b["id"] % 2 == 1)
