@@ -127,7 +127,12 @@ pub fn with_offsets<T>(
     if let Ok(list) = obj.cast::<PyList>() {
         return Ok(use_offsets(&ints_of_list(list)?));
     }
-    let data = array_from_py(obj)?;
+    let offsets = int64_offsets(array_from_py(obj)?)?;
+    Ok(use_offsets(&offsets))
+}
+
+/// The values of imported row offsets: an int64 array without nulls, else a TypeError.
+pub fn int64_offsets(data: ArrayData) -> PyResult<arrow_buffer::ScalarBuffer<i64>> {
     if data.data_type() != &DataType::Int64 || data.null_count() > 0 {
         return Err(Error::Type(format!(
             "row offsets must be int64 without nulls, not {}",
@@ -135,7 +140,7 @@ pub fn with_offsets<T>(
         ))
         .into());
     }
-    Ok(use_offsets(Int64Array::from(data).values()))
+    Ok(Int64Array::from(data).values().clone())
 }
 
 /// A pyarrow Array's data, imported without a copy.

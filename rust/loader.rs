@@ -59,19 +59,20 @@ impl Rows {
     /// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
     /// `bridge::offsets_from_py` reads.
     pub fn from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<Self> {
-        if !obj.is_instance_of::<pyo3::types::PyList>() {
-            let data = crate::bridge::array_from_py(obj)?;
-            if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
-                let rows = arrow_array::UInt32Array::from(data).values().clone();
-                if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
-                    return Err(out_of_range(i64::from(bad), num_rows).into());
-                }
-                return Ok(Rows::Narrow(rows));
-            }
+        if obj.is_instance_of::<pyo3::types::PyList>() {
+            return Ok(crate::bridge::with_offsets(obj, |offsets| {
+                Rows::new(offsets, num_rows)
+            })??);
         }
-        Ok(crate::bridge::with_offsets(obj, |offsets| {
-            Rows::new(offsets, num_rows)
-        })??)
+        let data = crate::bridge::array_from_py(obj)?;
+        if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
+            let rows = arrow_array::UInt32Array::from(data).values().clone();
+            if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
+                return Err(out_of_range(i64::from(bad), num_rows).into());
+            }
+            return Ok(Rows::Narrow(rows));
+        }
+        Ok(Rows::new(&crate::bridge::int64_offsets(data)?, num_rows)?)
     }
 
     fn len(&self) -> usize {
