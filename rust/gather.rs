@@ -25,6 +25,8 @@ const BLOCK_ROWS: usize = 4096;
 /// Output size from which columns are gathered on the thread pool (below it, waking the pool
 /// costs more than it saves).
 const PARALLEL_MIN_BYTES: usize = 1 << 20;
+/// How far ahead, in bytes of output, the rows of fixed-size lists are prefetched.
+const PREFETCH_BYTES: usize = 2048;
 
 /// How one column is laid out in the output.
 #[derive(Clone, Copy, Debug)]
@@ -121,9 +123,30 @@ fn copy_rows(srcs: &[&[u8]], locs: &[Loc], layout: Fixed, dst: &mut [u8]) {
         (None, 8) => typed!(u64),
         (None, 16) => typed!(u128),
         _ => {
-            for (d, &(c, r)) in dst.chunks_exact_mut(row_bytes).zip(locs) {
+            // Rows lie at random places in the source, and the hardware's stream prefetcher
+            // starts over at each one: ask for the lines of the row about `PREFETCH_BYTES`
+            // ahead (the next one, for embeddings) to be brought into L2 meanwhile.
+            let ahead = PREFETCH_BYTES.div_ceil(row_bytes);
+            for (k, (d, &(c, r))) in dst.chunks_exact_mut(row_bytes).zip(locs).enumerate() {
+                if let Some(&(c, r)) = locs.get(k + ahead) {
+                    prefetch_l2(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
+                }
                 d.copy_from_slice(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
             }
+        }
+    }
+}
+
+/// Ask for every cache line of `bytes` to be brought into L2 (a hint; nothing on other
+/// architectures).
+#[inline(always)]
+fn prefetch_l2(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in (0..bytes.len()).step_by(64) {
+        // SAFETY: prefetch is a hint, and the address lies inside `bytes`.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch(bytes.as_ptr().add(line) as *const i8, _MM_HINT_T1);
         }
     }
 }

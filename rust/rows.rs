@@ -418,20 +418,21 @@ thread_local! {
 }
 
 /// Rows `rows[first..]` of the block copied whole into `scratch` (as many as it holds), one
-/// after another; the rows `AHEAD` places on, in this tile or the next, are prefetched.
+/// after another. The lines of the row `AHEAD` places on, in this tile or the next, are
+/// prefetched into L2: the core has room for more misses in flight there than in L1, and a
+/// random row costs a miss.
 fn rows_into(block: &[u64], words: usize, rows: &[u64], first: usize, scratch: &mut [u64]) {
     const AHEAD: usize = 32;
     let n = scratch.len() / words;
     for (k, &r) in rows[first..first + n].iter().enumerate() {
         #[cfg(target_arch = "x86_64")]
         if let Some(&next) = rows.get(first + k + AHEAD) {
-            // SAFETY: prefetch is a hint; the address is inside the block.
-            unsafe {
-                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-                let p = block.as_ptr().add(next as usize * words) as *const i8;
-                _mm_prefetch(p, _MM_HINT_T0);
-                if words > 8 {
-                    _mm_prefetch(p.add(64), _MM_HINT_T0);
+            let start = block.as_ptr() as usize + next as usize * words * 8;
+            for line in ((start & !63)..start + words * 8).step_by(64) {
+                // SAFETY: prefetch is a hint; every line asked for holds bytes of the row.
+                unsafe {
+                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+                    _mm_prefetch(line as *const i8, _MM_HINT_T1);
                 }
             }
         }
