@@ -103,6 +103,30 @@ def test_permutation_columns_and_split(table):
     assert sorted(ids_of(list(Loader(skipped, 7)))) == list(range(10, 30))
 
 
+@settings(max_examples=20, deadline=None)
+@given(skip=st.integers(0, 2000), take=st.integers(1, 1500), shuffled=st.booleans(),
+       bs=st.integers(1, 300), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 3))
+def test_permutation_rows_in_the_samplers_order(skip, take, shuffled, bs, seed, epoch):
+    """A Permutation's positions map to table rows by an offset (an identity window) or
+    through its row array (a shuffled one): position p of the sampler's order is the
+    permutation's row p, whichever the Loader uses inside."""
+    t = lancetorch.connect("memory://").create_table("t", data())
+    if shuffled:
+        perm = permutation_builder(t).shuffle(seed=3).execute()
+        view = Permutation.from_tables(t, perm)
+    else:
+        view = Permutation.identity(t)
+    view = view.with_skip(skip).with_take(take)
+    n = len(view)
+    if n == 0:
+        return
+    rows = view.with_format("arrow").__getitems__(list(range(n))).column("id").to_numpy()
+    loader = Loader(view, bs, seed=seed)
+    loader.set_epoch(epoch)
+    want = rows[BatchSampler(n, bs, seed=seed).order(epoch)]
+    assert ids_of(list(loader)) == want.tolist()
+
+
 def test_break_and_exceptions_stop_cleanly(table):
     loader = Loader(table, 10, seed=1, prefetch=2)
     for _ in loader:

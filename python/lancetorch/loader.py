@@ -81,17 +81,21 @@ class Loader:
         if isinstance(data, Permutation):
             self._table = data._base()
             lo, hi = data._window
-            rows = np.arange(lo, hi, dtype=np.int64) if data._rows is None else data._rows[lo:hi]
+            # Positions map to table rows by an offset (an identity permutation's window) or
+            # through the permutation's own row array (a view: nothing is copied here).
+            offset, n = lo, hi - lo
+            rows = None if data._rows is None else data._rows[lo:hi]
             columns = data._columns
             renames = data._renames
         elif isinstance(data, Table):
             self._table = data
-            rows = None
+            offset, n, rows = 0, None, None
             columns = None
             renames = {}
         else:
             raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
         self._rows = rows
+        self._offset = offset
         names = list(columns) if columns is not None else self._table.schema.names
         missing = [c for c in names if c not in self._table.schema.names]
         if missing:
@@ -113,10 +117,8 @@ class Loader:
         self._clump = int(clump_size)
         self._window_rows = int(window_rows)
         self._store, self._columns = self._in_memory(names)
-        if self._store is None:
-            n = len(rows) if rows is not None else len(self._table)
-        else:
-            n = len(rows) if rows is not None else self._store.num_rows
+        if n is None:
+            n = len(self._table) if self._store is None else self._store.num_rows
         self._sampler = BatchSampler(
             n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
             world_size=world_size, uneven=uneven, order=order,
@@ -194,10 +196,31 @@ class Loader:
             per_column=self._per_column,
         )
 
+    def _table_rows(self, positions: np.ndarray) -> np.ndarray:
+        """The table rows at ``positions`` of what this loader reads: uint32 where the
+        positions are (an epoch's order of a table of at most 2**32 rows), so that the epoch's
+        rows take 4 bytes each, as they do reading a whole table."""
+        if self._rows is None and not self._offset:
+            return positions
+        narrow = (
+            positions.dtype == np.uint32
+            and self._store is not None
+            and self._store.num_rows <= 1 << 32
+        )
+        if self._rows is None:
+            return np.add(positions, self._offset, dtype=np.uint32 if narrow else np.int64)
+        if not narrow:
+            return self._rows[positions]
+        out = np.empty(len(positions), dtype=np.uint32)
+        step = 1 << 16  # int64 rows made a slice at a time, not for the whole epoch at once
+        for i in range(0, len(positions), step):
+            out[i : i + step] = self._rows[positions[i : i + step]]
+        return out
+
     def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
-        rows = order if self._rows is None else self._rows[order]
+        rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no copy of
@@ -271,7 +294,7 @@ class Loader:
             positions, carry = positions[:keep], positions[keep:]
             if not len(positions):
                 return None, positions, carry
-            rows = positions if self._rows is None else self._rows[positions]
+            rows = self._table_rows(positions)
             unique, local = np.unique(rows, return_inverse=True)
             table = backend.call(_take_of(rows), dataset.take, unique, columns=self._names)
             table = table.select(self._names)  # in the order asked for, whatever Lance gives
