@@ -12,7 +12,6 @@ use arrow_array::{make_array, Array, ArrayRef, RecordBatch, RecordBatchOptions};
 use arrow_buffer::{BooleanBufferBuilder, Buffer, MutableBuffer, NullBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::DataType;
-use rayon::prelude::*;
 
 use crate::dlpack::HostTensor;
 use crate::error::{Error, Result};
@@ -149,6 +148,8 @@ fn prefetch_l2(bytes: &[u8]) {
             _mm_prefetch(bytes.as_ptr().add(line) as *const i8, _MM_HINT_T1);
         }
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = bytes;
 }
 
 /// Check alignment assumptions that `copy_rows` relies on.
@@ -358,15 +359,15 @@ pub fn gather_with(
                 .clamp(64, BLOCK_ROWS);
             let step = task_rows * layout.row_bytes;
             if parallel && dst.len() > step {
-                dst.par_chunks_mut(step)
-                    .zip(locs.par_chunks(task_rows))
-                    .for_each(|(d, l)| copy_rows(&srcs, l, layout, d));
+                let parts: Vec<(&mut [u8], &[Loc])> =
+                    dst.chunks_mut(step).zip(locs.chunks(task_rows)).collect();
+                crate::threads::share(parts, |(d, l)| copy_rows(&srcs, l, layout, d));
             } else {
                 copy_rows(&srcs, locs, layout, dst);
             }
         };
         if parallel && jobs.len() > 1 {
-            jobs.into_par_iter().for_each(fill);
+            crate::threads::share(jobs, fill);
         } else {
             jobs.into_iter().for_each(fill);
         }

@@ -361,7 +361,7 @@ impl RowBlock {
             tasks.push((first, parts));
             first += n;
         }
-        tasks.into_par_iter().for_each(|(first, mut parts)| {
+        crate::threads::share(tasks, |(first, mut parts)| {
             let n = parts.first().map_or(0, |(_, w, d)| d.len() / w);
             gather_rows(bytes, stride, &rows[first..first + n], &mut parts);
         });
