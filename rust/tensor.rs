@@ -7,7 +7,6 @@ use arrow_schema::DataType;
 use half::f16;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use rayon::prelude::*;
 
 use crate::dlpack::{DLDataType, HostTensor, PyDLPackTensor};
 use crate::error::{Error, Result};
@@ -488,7 +487,7 @@ fn copy_as<T: Element>(
     };
     let jobs = all.chunks_mut(rows).zip(columns.iter()).zip(fills.iter());
     if crate::threads::parallel(columns.len() * rows * std::mem::size_of::<T>(), 1 << 20) {
-        jobs.collect::<Vec<_>>().into_par_iter().for_each(work);
+        crate::threads::share(jobs.collect(), work);
     } else {
         jobs.for_each(work);
     }
