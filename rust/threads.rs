@@ -1,8 +1,11 @@
-//! When the core may use its thread pool.
+//! When and how the core uses its thread pool.
 //!
 //! A process forked after rayon's pool started has the pool's bookkeeping but none of its
 //! threads: any parallel call there would wait forever. Python's `os.register_at_fork` calls
 //! `mark_forked` in the child, after which all work runs on the calling thread.
+//!
+//! Work split on behalf of a Python call goes through `share`, where the calling thread works
+//! from the start instead of waiting for a pool thread to wake.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
