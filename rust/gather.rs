@@ -177,6 +177,7 @@ pub fn gather_tensor(
     rows: &[u64],
     columns: &[usize],
     dtype: Option<DType>,
+    pool: Option<&Arc<BufferPool>>,
 ) -> Option<Result<HostTensor>> {
     if rows.len() > crate::rows::MAX_CONVERTED_ROWS {
         return None;
@@ -200,15 +201,17 @@ pub fn gather_tensor(
     };
     let n = rows.len();
     let bytes = columns.len() * n * target.size();
-    let mut buffer = if target == DType::Bool {
-        MutableBuffer::from_len_zeroed(bytes) // only valid bools behind a `&mut [bool]`
+    let mut buffer = match pool {
+        Some(pool) => pool.take(bytes),
+        None => MutableBuffer::with_capacity(bytes),
+    };
+    if target == DType::Bool {
+        buffer.resize(bytes, 0); // only valid bools behind a `&mut [bool]`
     } else {
-        let mut buffer = MutableBuffer::with_capacity(bytes);
         // SAFETY: the allocation holds `bytes` bytes; every element is written below (each
         // column once for each row) before anything reads the buffer.
         unsafe { buffer.set_len(bytes) };
-        buffer
-    };
+    }
     macro_rules! fill {
         ($t:ty) => {{
             // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows values.
@@ -233,7 +236,11 @@ pub fn gather_tensor(
         DType::F64 => fill!(f64),
     }
     let shape = vec![columns.len() as i64, n as i64];
-    Some(Ok(HostTensor::from_buffer(buffer.into(), target, shape)))
+    let buffer = match pool {
+        Some(pool) => pool.share(buffer),
+        None => buffer.into(),
+    };
+    Some(Ok(HostTensor::from_buffer(buffer, target, shape)))
 }
 
 /// Take rows `offsets` (negative counts from the end) of columns `columns` of `store`.
@@ -697,7 +704,7 @@ mod tests {
                 .collect();
             let offsets: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             for (columns, dtype) in cases {
-                let fused = gather_tensor(&store, &rows, columns, dtype)
+                let fused = gather_tensor(&store, &rows, columns, dtype, None)
                     .expect("every column is in the block")
                     .unwrap();
                 let taken = take(&store, &offsets, columns).unwrap();
@@ -710,7 +717,7 @@ mod tests {
         }
         // Not for a column outside the block, nor for a batch the parallel gather serves.
         let big: Vec<u64> = (0..crate::rows::MAX_CONVERTED_ROWS as u64 + 1).collect();
-        assert!(gather_tensor(&store, &big, &[0, 1], None).is_none());
+        assert!(gather_tensor(&store, &big, &[0, 1], None, None).is_none());
     }
 
     #[test]

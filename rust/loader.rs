@@ -153,7 +153,7 @@ fn produce(
         let fused = if plan.per_column {
             None
         } else {
-            crate::gather::gather_tensor(&plan.store, &rows, &plan.columns, plan.dtype)
+            crate::gather::gather_tensor(&plan.store, &rows, &plan.columns, plan.dtype, Some(&pool))
         };
         let (tensors, t1) = match fused {
             Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),

@@ -1,9 +1,9 @@
 //! Output buffers handed out again once every batch made in them is gone.
 //!
-//! A loader makes batches of one size over and over. Allocated afresh, large ones (an
-//! embedding batch is megabytes) sit in the producing thread's malloc arena after they are
-//! freed by another thread, and the arena keeps growing; from a pool, an epoch holds only the
-//! batches in flight.
+//! A loader makes batches of one size over and over. Allocated afresh, they sit in the
+//! producing thread's malloc arena after another thread frees them, and the arena keeps
+//! growing (by megabytes for embedding batches; by a few dozen small tensors before it starts
+//! reusing them); from a pool, an epoch holds only the batches in flight.
 
 use std::ptr::NonNull;
 use std::sync::{Arc, Mutex};

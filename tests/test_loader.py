@@ -477,11 +477,30 @@ def test_reused_batch_buffers_never_overwrite_a_live_batch(keep):
         seen = []
         for b in loader:
             if keep:
-                held.append(b)
+                held.append((b, b["id"].clone()))
             want = (b["id"][:, None] * 16 + torch.arange(16)).float()
             assert torch.equal(b["emb"], want)
             seen += b["id"].tolist()
         assert sorted(seen) == list(range(3000))
-    for b in held:  # every kept batch still holds its own rows after both epochs
+    for b, ids in held:  # every kept batch still holds its own rows after both epochs
+        assert torch.equal(b["id"], ids)
         assert torch.equal(b["emb"], (b["id"][:, None] * 16 + torch.arange(16)).float())
         assert torch.equal(b["odd"], b["id"] % 2 == 1)
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["batches-kept", "batches-dropped"])
+def test_reused_tensor_buffers_never_overwrite_a_live_batch(keep):
+    """The same for `(columns, rows)` tensors gathered and converted in one pass from the
+    row-major block (a table of 65,536 rows or more)."""
+    t = lancetorch.connect("memory://").create_table("big", data(70_000))
+    held = []
+    for epoch in range(2):
+        seen = []
+        for b in Loader(t, 4096, seed=epoch, prefetch=2):
+            if keep:
+                held.append((b, b.clone()))
+            assert torch.equal(b[1], b[0] * 2) and torch.equal(b[2], b[0] % 7)
+            seen += b[0].long().tolist()
+        assert sorted(seen) == list(range(70_000))
+    for b, copy in held:  # as received, though later batches came through the same pool
+        assert torch.equal(b, copy)
