@@ -355,28 +355,33 @@ pub fn gather_with(
                 .collect();
             rows_block.gather(rows, &mut outs);
         }
-        let fill = |(i, layout, dst): (usize, Fixed, &mut [u8])| {
+        // One list of parts for all columns: each column whole, or, for wide rows
+        // (embeddings), in pieces worth splitting even within one batch.
+        let task_rows = n
+            .div_ceil(2 * rayon::current_num_threads())
+            .clamp(64, BLOCK_ROWS);
+        let mut parts: Vec<(usize, Fixed, &mut [u8], &[Loc])> = Vec::new();
+        for (i, layout, dst) in jobs {
+            let step = task_rows * layout.row_bytes;
+            if parallel && dst.len() > step {
+                for (d, l) in dst.chunks_mut(step).zip(locs.chunks(task_rows)) {
+                    parts.push((i, layout, d, l));
+                }
+            } else {
+                parts.push((i, layout, dst, locs));
+            }
+        }
+        let fill = |(i, layout, dst, locs): (usize, Fixed, &mut [u8], &[Loc])| {
             let srcs: Vec<&[u8]> = chunk_data[i]
                 .iter()
                 .map(|d| value_bytes(d, layout))
                 .collect();
-            // Wide rows (embeddings) are worth splitting even within one batch.
-            let task_rows = n
-                .div_ceil(2 * rayon::current_num_threads())
-                .clamp(64, BLOCK_ROWS);
-            let step = task_rows * layout.row_bytes;
-            if parallel && dst.len() > step {
-                let parts: Vec<(&mut [u8], &[Loc])> =
-                    dst.chunks_mut(step).zip(locs.chunks(task_rows)).collect();
-                crate::threads::share(parts, |(d, l)| copy_rows(&srcs, l, layout, d));
-            } else {
-                copy_rows(&srcs, locs, layout, dst);
-            }
+            copy_rows(&srcs, locs, layout, dst);
         };
-        if parallel && jobs.len() > 1 {
-            crate::threads::share(jobs, fill);
+        if parallel {
+            crate::threads::share(parts, fill);
         } else {
-            jobs.into_iter().for_each(fill);
+            parts.into_iter().for_each(fill);
         }
     }
     let block: Buffer = match pool {
