@@ -119,6 +119,22 @@ mod tests {
     }
 
     #[test]
+    fn share_from_many_threads_at_once_loses_nothing() {
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                scope.spawn(move || {
+                    for round in 0..200u64 {
+                        let mut out = [0u64; 9];
+                        let items: Vec<&mut u64> = out.iter_mut().collect();
+                        share(items, |slot| *slot += t * 1000 + round);
+                        assert!(out.iter().all(|&v| v == t * 1000 + round));
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
     fn share_passes_a_panic_on_after_every_item_is_done() {
         let calls = AtomicUsize::new(0);
         let result = catch_unwind(AssertUnwindSafe(|| {
