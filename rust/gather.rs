@@ -128,28 +128,13 @@ fn copy_rows(srcs: &[&[u8]], locs: &[Loc], layout: Fixed, dst: &mut [u8]) {
             let ahead = PREFETCH_BYTES.div_ceil(row_bytes);
             for (k, (d, &(c, r))) in dst.chunks_exact_mut(row_bytes).zip(locs).enumerate() {
                 if let Some(&(c, r)) = locs.get(k + ahead) {
-                    prefetch_l2(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
+                    let row = &srcs[c][r * row_bytes..(r + 1) * row_bytes];
+                    crate::rows::prefetch_l2(row.as_ptr() as usize, row_bytes);
                 }
                 d.copy_from_slice(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
             }
         }
     }
-}
-
-/// Ask for every cache line of `bytes` to be brought into L2 (a hint; nothing on other
-/// architectures).
-#[inline(always)]
-fn prefetch_l2(bytes: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    for line in (0..bytes.len()).step_by(64) {
-        // SAFETY: prefetch is a hint, and the address lies inside `bytes`.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-            _mm_prefetch(bytes.as_ptr().add(line) as *const i8, _MM_HINT_T1);
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = bytes;
 }
 
 /// Check alignment assumptions that `copy_rows` relies on.

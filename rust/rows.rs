@@ -425,20 +425,31 @@ fn rows_into(block: &[u64], words: usize, rows: &[u64], first: usize, scratch: &
     const AHEAD: usize = 32;
     let n = scratch.len() / words;
     for (k, &r) in rows[first..first + n].iter().enumerate() {
-        #[cfg(target_arch = "x86_64")]
         if let Some(&next) = rows.get(first + k + AHEAD) {
-            let start = block.as_ptr() as usize + next as usize * words * 8;
-            for line in ((start & !63)..start + words * 8).step_by(64) {
-                // SAFETY: prefetch is a hint; every line asked for holds bytes of the row.
-                unsafe {
-                    use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
-                    _mm_prefetch(line as *const i8, _MM_HINT_T1);
-                }
-            }
+            prefetch_l2(
+                block.as_ptr() as usize + next as usize * words * 8,
+                words * 8,
+            );
         }
         let r = r as usize;
         scratch[k * words..(k + 1) * words].copy_from_slice(&block[r * words..(r + 1) * words]);
     }
+}
+
+/// Ask for every cache line of the `len` bytes at `addr` to be brought into L2 (a hint: any
+/// address is allowed; nothing on other architectures).
+#[inline(always)]
+pub(crate) fn prefetch_l2(addr: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for line in ((addr & !63)..addr + len).step_by(64) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+            _mm_prefetch(line as *const i8, _MM_HINT_T1);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (addr, len);
 }
 
 /// Write `n` values of width `W` from a column into their slot of consecutive rows.
