@@ -71,7 +71,7 @@ pub fn bijection_rows(n: u64, seed: u64, epoch: u64, positions: &[i64]) -> Resul
     }
     let order = Bijection::new(n, seed, epoch);
     let map = |&p: &i64| order.at(p as u64) as i64;
-    Ok(if positions.len() >= 1 << 15 {
+    Ok(if crate::threads::parallel(positions.len(), 1 << 15) {
         positions.par_iter().map(map).collect()
     } else {
         positions.iter().map(map).collect()

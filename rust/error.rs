@@ -17,6 +17,9 @@ pub enum Error {
     Value(String),
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
+    /// A fault inside the core, such as a panic caught on a prefetch thread.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -28,6 +31,7 @@ impl From<Error> for PyErr {
             Error::Type(msg) => PyTypeError::new_err(msg),
             Error::Value(msg) => PyValueError::new_err(msg),
             Error::Arrow(e) => PyRuntimeError::new_err(e.to_string()),
+            Error::Internal(msg) => PyRuntimeError::new_err(msg),
         }
     }
 }

@@ -157,11 +157,13 @@ fn gather_nulls(columns: &[&ArrayData], locs: &[Loc]) -> Option<NullBuffer> {
 /// and converted in one pass from the row-major block: no batch in between, no second copy.
 /// `None` where that path does not apply (a column the block does not hold, a type a tensor
 /// does not take, a batch large enough for the parallel gather): take and convert instead.
+/// The block holds no nulls, but `fill` is checked as a conversion would check it.
 pub fn gather_tensor(
     store: &Store,
     rows: &[u64],
     columns: &[usize],
     dtype: Option<DType>,
+    fill: crate::tensor::NullFill,
     pool: Option<&Arc<BufferPool>>,
 ) -> Option<Result<HostTensor>> {
     if rows.len() > crate::rows::MAX_CONVERTED_ROWS {
@@ -184,6 +186,11 @@ pub fn gather_tensor(
             Err(e) => return Some(Err(e)),
         },
     };
+    if let Some(&c) = columns.first() {
+        if let Err(e) = crate::tensor::check_fill(fill, target, schema.field(c).name()) {
+            return Some(Err(e));
+        }
+    }
     let n = rows.len();
     let bytes = columns.len() * n * target.size();
     let mut buffer = match pool {
@@ -694,7 +701,7 @@ mod tests {
                 .collect();
             let offsets: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
             for (columns, dtype) in cases {
-                let fused = gather_tensor(&store, &rows, columns, dtype, None)
+                let fused = gather_tensor(&store, &rows, columns, dtype, None, None)
                     .expect("every column is in the block")
                     .unwrap();
                 let taken = take(&store, &offsets, columns).unwrap();
@@ -707,7 +714,7 @@ mod tests {
         }
         // Not for a column outside the block, nor for a batch the parallel gather serves.
         let big: Vec<u64> = (0..crate::rows::MAX_CONVERTED_ROWS as u64 + 1).collect();
-        assert!(gather_tensor(&store, &big, &[0, 1], None, None).is_none());
+        assert!(gather_tensor(&store, &big, &[0, 1], None, None, None).is_none());
     }
 
     #[test]

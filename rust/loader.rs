@@ -9,6 +9,7 @@
 //! (`(rows,)`, or `(rows, size)` for a fixed-size list such as an embedding), each sharing the
 //! gather's output unless it needs converting.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -82,11 +83,19 @@ impl Rows {
         }
     }
 
-    /// Positions `range` of the epoch, as the gather takes them.
-    fn slice(&self, range: std::ops::Range<usize>) -> Vec<u64> {
-        match self {
+    /// Positions `range` of the epoch, as the gather takes them, checked again against a
+    /// table of `num_rows` rows: memory shared with Python could have changed since `new`.
+    fn slice(&self, range: std::ops::Range<usize>, num_rows: u64) -> Result<Vec<u64>> {
+        let rows: Vec<u64> = match self {
             Rows::Narrow(v) => v[range].iter().map(|&r| u64::from(r)).collect(),
             Rows::Wide(v) => v[range].to_vec(),
+        };
+        match rows.iter().find(|&&r| r >= num_rows) {
+            Some(&bad) => Err(Error::Index(format!(
+                "row offset {bad} is out of range for a table of {num_rows} rows: the offsets \
+                 changed after the epoch started (do not write into an array handed to a loader)"
+            ))),
+            None => Ok(rows),
         }
     }
 }
@@ -147,21 +156,21 @@ fn produce(
 ) {
     for range in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
-        let rows = plan.rows.slice(range);
-        // From the row-major block the tensor is gathered and converted in one pass (counted
-        // as take); otherwise a batch is taken, then converted.
-        let fused = if plan.per_column {
-            None
-        } else {
-            crate::gather::gather_tensor(&plan.store, &rows, &plan.columns, plan.dtype, Some(&pool))
-        };
-        let (tensors, t1) = match fused {
-            Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),
-            None => {
-                let batch =
-                    crate::gather::gather_with(&plan.store, &rows, &plan.columns, Some(&pool));
-                let t1 = Instant::now();
-                (batch.and_then(|b| plan.tensors(&b)), t1)
+        let made = catch_unwind(AssertUnwindSafe(|| make(&plan, range, &pool)));
+        let (tensors, t1, rows) = match made {
+            Ok(made) => made,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                let failed = Error::Internal(format!(
+                    "the prefetch thread failed making a batch ({why}); this is a bug in \
+                     lancetorch, please report it"
+                ));
+                let _ = send.send(Err(failed));
+                return;
             }
         };
         let t2 = Instant::now();
@@ -177,13 +186,49 @@ fn produce(
                 .map(|t| t.shape().iter().product::<i64>() as u64 * t.dtype().size() as u64)
                 .sum();
             stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(rows.len() as u64, Ordering::Relaxed);
+            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
         }
         let failed = tensors.is_err();
         // A closed channel means the consumer stopped: end quietly.
         if send.send(tensors).is_err() || failed {
             return;
+        }
+    }
+}
+
+/// The tensors of the batch at positions `range` of the epoch, when the take ended, and the
+/// batch's row count.
+fn make(
+    plan: &Plan,
+    range: std::ops::Range<usize>,
+    pool: &Arc<BufferPool>,
+) -> (Result<Vec<HostTensor>>, Instant, usize) {
+    let n = range.len();
+    let rows = match plan.rows.slice(range, plan.store.num_rows()) {
+        Ok(rows) => rows,
+        Err(e) => return (Err(e), Instant::now(), n),
+    };
+    // From the row-major block the tensor is gathered and converted in one pass (counted as
+    // take); otherwise a batch is taken, then converted.
+    let fused = if plan.per_column {
+        None
+    } else {
+        crate::gather::gather_tensor(
+            &plan.store,
+            &rows,
+            &plan.columns,
+            plan.dtype,
+            plan.fill,
+            Some(pool),
+        )
+    };
+    match fused {
+        Some(tensor) => (tensor.map(|t| vec![t]), Instant::now(), n),
+        None => {
+            let batch = crate::gather::gather_with(&plan.store, &rows, &plan.columns, Some(pool));
+            let t1 = Instant::now();
+            (batch.and_then(|b| plan.tensors(&b)), t1, n)
         }
     }
 }
@@ -196,6 +241,10 @@ pub struct PyPrefetcher {
     workers: Mutex<Vec<JoinHandle<()>>>,
     /// Batches handed out so far: the next comes from channel `next % threads`.
     next: AtomicUsize,
+    /// The epoch's batch count: a channel closing before its last one means a lost producer.
+    expected: usize,
+    /// The process that started the producers: a forked child has none of them.
+    pid: u32,
     stats: Arc<Stats>,
     per_column: bool,
     /// Held here too, so that its last reference goes on the Python thread: rows imported
@@ -215,6 +264,8 @@ impl PyPrefetcher {
             receivers: Mutex::new(Vec::new()),
             workers: Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
+            expected: plan.batches().count(),
+            pid: std::process::id(),
             stats: stats.clone(),
             per_column: plan.per_column,
             _plan: plan.clone(),
@@ -245,17 +296,42 @@ impl PyPrefetcher {
         Ok(prefetcher)
     }
 
-    /// The next batch in epoch order; `None` at the end (or once stopped).
-    fn receive(&self) -> Option<std::result::Result<Result<Vec<HostTensor>>, ()>> {
+    /// The next batch in epoch order; `None` at the end (or once stopped). A producer gone
+    /// before its last batch is an error.
+    fn receive(&self) -> Option<Result<Vec<HostTensor>>> {
         let receivers = self.receivers.lock().expect("prefetch lock");
         if receivers.is_empty() {
             return None;
         }
         let k = self.next.fetch_add(1, Ordering::Relaxed);
-        Some(receivers[k % receivers.len()].recv().map_err(|_| ()))
+        match receivers[k % receivers.len()].recv() {
+            Ok(batch) => Some(batch),
+            Err(_) if k < self.expected => Some(Err(Error::Internal(format!(
+                "a prefetch thread ended before batch {k} of {}; this is a bug in lancetorch, \
+                 please report it",
+                self.expected
+            )))),
+            Err(_) => None,
+        }
+    }
+
+    /// Whether this is a forked child of the process that started the producers.
+    fn inherited(&self) -> bool {
+        std::process::id() != self.pid
     }
 
     fn stop(&self) {
+        if self.inherited() {
+            // The producers, and any lock they held, stayed in the parent: leave the channels
+            // and the threads' handles alone (joining them here would fail).
+            if let (Ok(mut receivers), Ok(mut workers)) =
+                (self.receivers.try_lock(), self.workers.try_lock())
+            {
+                std::mem::forget(std::mem::take(&mut *receivers));
+                std::mem::forget(std::mem::take(&mut *workers));
+            }
+            return;
+        }
         // Dropping the receivers makes each producer's next send fail, so they end.
         self.receivers.lock().expect("prefetch lock").clear();
         for worker in self.workers.lock().expect("prefetch lock").drain(..) {
@@ -313,29 +389,33 @@ impl PyPrefetcher {
     /// The next batch as a legacy DLPack capsule (with `per_column`, a list of them, one per
     /// column), or `None` at the end of the epoch. Waits with the GIL released.
     fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.inherited() {
+            return Err(Error::Value(
+                "this epoch's batches are made by threads of the process it started in, not \
+                 of this forked one: start the epoch (a new `for` loop over the Loader) here"
+                    .into(),
+            )
+            .into());
+        }
         let received = py.detach(|| self.receive());
         let Some(received) = received else {
             return Ok(None);
         };
         match received {
-            Ok(Ok(tensors)) if self.per_column => {
+            Ok(tensors) if self.per_column => {
                 let capsules = tensors
                     .into_iter()
                     .map(|t| crate::dlpack::legacy_capsule(py, t))
                     .collect::<PyResult<Vec<_>>>()?;
                 Ok(Some(pyo3::types::PyList::new(py, capsules)?.into_any()))
             }
-            Ok(Ok(tensors)) => {
+            Ok(tensors) => {
                 let tensor = tensors.into_iter().next().expect("one tensor per batch");
                 Ok(Some(crate::dlpack::legacy_capsule(py, tensor)?))
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 self.stop();
                 Err(e.into())
-            }
-            Err(_) => {
-                self.stop();
-                Ok(None)
             }
         }
     }
@@ -388,7 +468,7 @@ mod tests {
 
     fn drain(p: PyPrefetcher) -> Vec<Vec<i64>> {
         let mut out = Vec::new();
-        while let Some(Ok(t)) = p.receive() {
+        while let Some(t) = p.receive() {
             let t = t.unwrap().pop().unwrap();
             let n = t.shape().iter().product::<i64>() as usize;
             out.push(unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n).to_vec() });
@@ -442,7 +522,7 @@ mod tests {
         };
         let p = PyPrefetcher::start(plan, 2, 2).unwrap();
         let mut got = Vec::new();
-        while let Some(Ok(ts)) = p.receive() {
+        while let Some(ts) = p.receive() {
             let ts = ts.unwrap();
             assert_eq!(ts.len(), 2);
             let rows = ts[1].shape()[0];
@@ -490,7 +570,10 @@ mod tests {
         assert!(matches!(wide, Rows::Wide(_)));
         for rows in [narrow, wide] {
             assert_eq!(rows.len(), 4);
-            assert_eq!(rows.slice(1..4), vec![0, 3, 3]);
+            assert_eq!(rows.slice(1..4, 5).unwrap(), vec![0, 3, 3]);
+            // Checked again when read: a table smaller than the offsets is refused.
+            let err = rows.slice(0..2, 4).unwrap_err().to_string();
+            assert!(err.contains("row offset 4 is out of range"), "{err}");
         }
     }
 }

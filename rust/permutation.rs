@@ -461,6 +461,14 @@ pub fn py_shuffle_splits(
 )> {
     let rows = u64_values(rows.0, "rows")?;
     let ids = u32_values(ids.0, "split ids")?;
+    if ids.len() != rows.len() {
+        return Err(Error::Value(format!(
+            "shuffle_splits needs one split id per row: got {} rows and {} ids",
+            rows.len(),
+            ids.len()
+        ))
+        .into());
+    }
     let clump = clump_arg(clump_size)?;
     Ok(to_py(
         py.detach(|| shuffle_splits(&rows, &ids, seed, clump)),

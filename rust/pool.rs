@@ -70,8 +70,10 @@ impl Drop for Lent {
         let Some(buffer) = self.buffer.take() else {
             return;
         };
-        // A poisoned lock only means another thread panicked: the buffer is freed instead.
-        if let Ok(mut free) = self.pool.free.lock() {
+        // Never waits: a lock held elsewhere (by a thread that panicked, by a producer at
+        // this moment, or in a forked child by a thread that no longer exists) only means
+        // the buffer is freed instead.
+        if let Ok(mut free) = self.pool.free.try_lock() {
             if free.len() < self.pool.keep {
                 free.push(buffer);
             }

@@ -98,16 +98,29 @@ impl Store {
             RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())?;
             return Ok(());
         }
-        let names = |s: &SchemaRef| {
-            s.fields()
-                .iter()
-                .map(|f| (f.name().clone(), f.data_type().clone()))
-                .collect::<Vec<_>>()
-        };
+        let (ours, theirs) = (self.schema.fields(), batch.schema_ref().fields().clone());
+        if ours.len() != theirs.len() {
+            let names =
+                |f: &arrow_schema::Fields| f.iter().map(|f| f.name().clone()).collect::<Vec<_>>();
+            return Err(Error::Value(format!(
+                "new data has columns {:?}, the table has {:?}",
+                names(&theirs),
+                names(ours)
+            )));
+        }
+        let (i, (want, got)) = ours
+            .iter()
+            .zip(theirs.iter())
+            .enumerate()
+            .find(|(_, (a, b))| a.name() != b.name() || a.data_type() != b.data_type())
+            .expect("a column differs");
         Err(Error::Value(format!(
-            "new data has columns {:?}, the table has {:?}",
-            names(&batch.schema()),
-            names(&self.schema)
+            "column {i} of the new data is '{}' of type {}, the table's is '{}' of type {}; \
+             cast the new data to the table's schema first (pyarrow: data.cast(schema))",
+            got.name(),
+            got.data_type(),
+            want.name(),
+            want.data_type()
         )))
     }
 
@@ -178,6 +191,12 @@ impl Store {
 
     /// `batches` of the columns at positions `columns` only.
     pub fn batches_of(&self, columns: &[usize]) -> Result<Vec<RecordBatch>> {
+        let fields = self.schema.fields().len();
+        if let Some(&c) = columns.iter().find(|&&c| c >= fields) {
+            return Err(Error::Index(format!(
+                "column index {c} is out of range for a table of {fields} columns"
+            )));
+        }
         let schema = Arc::new(self.schema.project(columns)?);
         (0..self.num_chunks())
             .map(|i| {
@@ -814,6 +833,17 @@ mod tests {
         .unwrap();
         let err = builder.push(other).unwrap_err().to_string();
         assert!(err.contains("new data has columns"), "{err}");
+        // Column 2 ('b') as Float64 instead of the table's Float32: named, with both types.
+        let mut fields: Vec<Field> = schema().fields().iter().map(|f| (**f).clone()).collect();
+        fields[2] = Field::new("b", DataType::Float64, false);
+        let mut columns = batch(0, 1, false).columns().to_vec();
+        columns[2] = Arc::new(arrow_array::Float64Array::from(vec![0.5]));
+        let other = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        let err = builder.push(other).unwrap_err().to_string();
+        assert!(
+            err.contains("column 2 of the new data is 'b' of type Float64, the table's is 'b' of type Float32"),
+            "{err}"
+        );
         builder.push(batch(69_000, 1_000, false)).unwrap();
         let store = builder.finish().unwrap();
         assert!(store.row_block(&[0]).is_some());

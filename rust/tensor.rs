@@ -435,6 +435,12 @@ fn zero_copy(
     })
 }
 
+/// An error unless `fill` (if any) can stand for a null of column `name` converted to
+/// `target`: the check a conversion makes, for a path that meets no nulls.
+pub(crate) fn check_fill(fill: NullFill, target: DType, name: &str) -> Result<()> {
+    fill_value::<f64>(fill, target, name).map(|_| ())
+}
+
 fn fill_value<T: Element>(fill: NullFill, target: DType, name: &str) -> Result<Option<T>> {
     let Some(v) = fill else { return Ok(None) };
     let fits = match target {
@@ -658,14 +664,33 @@ pub fn batch_column_to_tensor<'py>(
 }
 
 /// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
+///
+/// A tensor made from it may share the gather's memory, and with it the pyarrow batch's, as
+/// `torch.from_numpy` shares a numpy array's. Each column is lent that way once: converting
+/// a column again copies it, so that two tensors never write into each other.
 #[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
 pub struct PyGathered {
     batch: RecordBatch,
+    /// The columns whose memory a tensor may already share.
+    lent: std::sync::Mutex<Vec<bool>>,
 }
 
 impl PyGathered {
     pub fn new(batch: RecordBatch) -> Self {
-        PyGathered { batch }
+        let lent = std::sync::Mutex::new(vec![false; batch.num_columns()]);
+        PyGathered { batch, lent }
+    }
+
+    /// Whether a tensor of `columns` may share their memory; if so they count as lent.
+    fn lend(&self, columns: std::ops::Range<usize>) -> Share {
+        let mut lent = self.lent.lock().expect("lent columns lock");
+        match lent.get_mut(columns) {
+            Some(these) if !these.contains(&true) => {
+                these.fill(true);
+                Share::Allowed
+            }
+            _ => Share::Never, // lent before, or out of range (refused by the conversion)
+        }
     }
 }
 
@@ -680,12 +705,14 @@ impl PyGathered {
         null_value: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
+        let share = self.lend(0..self.batch.num_columns());
         let batch = std::slice::from_ref(&self.batch);
-        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value, Share::Allowed))?;
+        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value, share))?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
 
-    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory.
+    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory the
+    /// first time.
     #[pyo3(signature = (index, dtype=None, null_value=None))]
     fn column<'py>(
         &self,
@@ -695,9 +722,9 @@ impl PyGathered {
         null_value: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
+        let share = self.lend(index..index + 1);
         let batch = &self.batch;
-        let tensor =
-            py.detach(|| column_to_tensor(batch, index, dtype, null_value, Share::Allowed))?;
+        let tensor = py.detach(|| column_to_tensor(batch, index, dtype, null_value, share))?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
 }

@@ -38,14 +38,26 @@ struct Claims {
     panicked: AtomicBool,
 }
 
+/// The work of one `share`, as the pool thread sees it: a pointer it may follow only after
+/// claiming an item.
+struct Work(*const (dyn Fn(usize) + Sync));
+
+// SAFETY: the pointee is `Sync`; `share` keeps it alive while any claimed item runs.
+unsafe impl Send for Work {}
+
 impl Claims {
     /// Claim and run items until none is left, noting a panic in any of them.
-    fn run(&self, n: usize, run: &(dyn Fn(usize) + Sync)) {
+    ///
+    /// # Safety
+    /// `work` must point to a live closure for as long as an item claimed here runs.
+    unsafe fn run(&self, n: usize, work: &Work) {
         loop {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             if i >= n {
                 return;
             }
+            // SAFETY: item `i` is claimed, so the caller keeps `work` alive until it is done.
+            let run = unsafe { &*work.0 };
             if catch_unwind(AssertUnwindSafe(|| run(i))).is_err() {
                 self.panicked.store(true, Ordering::Relaxed);
             }
@@ -73,18 +85,21 @@ pub fn share<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
         work(item.expect("each item is claimed once"));
     };
     let run: &(dyn Fn(usize) + Sync) = &run;
+    // SAFETY (of the pointer's lifetime): erased here, it is followed only for a claimed
+    // item, and this function returns only once every claimed item is done, so `run` and
+    // what it borrows outlive every call. A pool thread that claims nothing never follows it.
+    let run: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(run) };
     let claims = Arc::new(Claims {
         next: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         panicked: AtomicBool::new(false),
     });
-    // SAFETY: the pool thread calls `run` only for an item it claimed (below `n`), and this
-    // function returns only once every claimed item is done, so `run` and what it borrows
-    // outlive every call. A pool thread that claims nothing never touches it.
-    let run_static: &'static (dyn Fn(usize) + Sync) = unsafe { std::mem::transmute(run) };
     let helper = claims.clone();
-    rayon::spawn(move || helper.run(n, run_static));
-    claims.run(n, run);
+    let work = Work(run);
+    // SAFETY: see above.
+    rayon::spawn(move || unsafe { helper.run(n, &work) });
+    // SAFETY: `run` lives on this frame.
+    unsafe { claims.run(n, &Work(run)) };
     let mut spins = 0u32;
     while claims.done.load(Ordering::Acquire) < n {
         spins += 1;

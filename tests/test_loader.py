@@ -504,3 +504,68 @@ def test_reused_tensor_buffers_never_overwrite_a_live_batch(keep):
         assert sorted(seen) == list(range(70_000))
     for b, copy in held:  # as received, though later batches came through the same pool
         assert torch.equal(b, copy)
+
+
+def test_prefetcher_rows_changed_after_the_start_are_refused_not_read():
+    """uint32 rows are shared with Python, not copied: an offset written into them after the
+    epoch started is checked again when its batch is made, and the epoch ends with an error
+    instead of a short epoch or a read outside the table."""
+    from lancetorch import _native
+
+    store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(100, dtype=np.int64))}))
+    rows = np.arange(100, dtype=np.uint32)
+    got = _native.Prefetcher(store, pa.array(rows), [0], 10, depth=1)
+    assert torch.from_dlpack(got.next()).flatten().tolist() == list(range(10))
+    rows[50:] = 1000
+    with pytest.raises(IndexError, match="row offset 1000 is out of range.*changed after"):
+        while got.next() is not None:
+            pass
+
+
+FORKED_PREFETCHER_SCRIPT = """
+import os, sys
+import numpy as np, pyarrow as pa
+from lancetorch import _native
+store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(1000, dtype=np.int64))}))
+p = _native.Prefetcher(store, pa.array(np.arange(1000, dtype=np.uint32)), [0], 10, depth=2)
+p.next()
+pid = os.fork()
+if pid == 0:
+    try:
+        p.next()
+        print("child: no error")
+    except ValueError as e:
+        print("child:", e)
+    p.close()  # the producers are the parent's: nothing to join here
+    del p
+    sys.stdout.flush()
+    os._exit(0)
+os.waitpid(pid, 0)
+n = 1
+while p.next() is not None:
+    n += 1
+print("parent batches", n)
+"""
+
+
+def test_a_forked_child_cannot_read_the_parents_epoch_and_does_not_hang():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FORKED_PREFETCHER_SCRIPT], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("child: this epoch's batches are made by threads of the process"), lines
+    assert lines[1] == "parent batches 100", lines
+
+
+def test_a_null_value_that_does_not_fit_is_refused_on_every_path():
+    """null_value=0.5 cannot stand in an int64 tensor: refused whether the batch is gathered
+    straight from the row-major block or taken and then converted."""
+    t = lancetorch.connect("memory://").create_table(
+        "t", pa.table({"a": pa.array(np.arange(70_000)), "b": pa.array(np.arange(70_000), pa.int32())})
+    )
+    for batch_size in (1000, 20_000):
+        with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a' as int64"):
+            next(iter(Loader(t, batch_size, null_value=0.5)))

@@ -272,3 +272,35 @@ def test_shard_rows_is_the_batches_joined(n, world, data, uneven, order):
     positions = [start + i * world + rank for i in range(size)]
     wrapped = [p if p < n else start + (p - start) % (n - start) for p in positions]
     assert expected.tolist() == [int(full[p]) for p in wrapped]
+
+
+FORKED_ORDER_SCRIPT = """
+import os
+import numpy as np, pyarrow as pa
+from lancetorch import _native
+positions = pa.array(np.arange(40_000, dtype=np.int64))
+first = _native.bijection_rows(100_000, 1, 0, positions)  # large enough for the thread pool
+pid = os.fork()
+if pid == 0:
+    again = _native.bijection_rows(100_000, 1, 0, positions)
+    os._exit(0 if again.equals(first) else 1)
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_forked_child_computes_large_orders_on_its_own_thread():
+    """A child forked after the pool started has none of its threads: a large order made
+    there runs on the calling thread instead of waiting forever."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", FORKED_ORDER_SCRIPT], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "child exit 0"
+
+
+def test_split_ids_must_match_the_rows():
+    with pytest.raises(ValueError, match="one split id per row: got 3 rows and 2 ids"):
+        _native.shuffle_splits(pa.array([0, 1, 2], pa.uint64()), pa.array([0, 1], pa.uint32()), 1)

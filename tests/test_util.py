@@ -105,6 +105,31 @@ def test_zero_copy_from_memory_take(mem_db, dtype):
     assert torch.equal(t, reference(data.take(pa.array(idx))))
 
 
+def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
+    """The first tensor made from a take's batch shares its memory (a change to the tensor
+    shows in the batch, as with torch.from_numpy); converting again copies, so that tensors
+    never write into each other."""
+    data = pa.table({"a": np.arange(4, dtype=np.float32), "b": np.arange(4, 8, dtype=np.float32)})
+    table = mem_db.create_table("t", data)
+    batch = table.__getitems__([3, 1])
+    first = tbl_to_tensor(batch)
+    assert first.data_ptr() == batch.column(0).buffers()[1].address
+    again, column = tbl_to_tensor(batch), column_to_tensor(batch, "b")
+    assert again.data_ptr() != first.data_ptr() and column.data_ptr() != first[1].data_ptr()
+    first.mul_(10)
+    assert batch.column("a").to_pylist() == [30.0, 10.0]  # shared with the batch
+    assert again.tolist() == [[3.0, 1.0], [7.0, 5.0]] and column.tolist() == [7.0, 5.0]
+
+    other = table.__getitems__([0, 2])
+    a = column_to_tensor(other, "a")
+    assert a.data_ptr() == other.column(0).buffers()[1].address  # one column lent...
+    b = column_to_tensor(other, "b")
+    assert b.data_ptr() == other.column(1).buffers()[1].address  # ...and another
+    whole = tbl_to_tensor(other)  # a column of it is lent already: a copy
+    assert whole.data_ptr() not in (a.data_ptr(), b.data_ptr())
+    assert column_to_tensor(other, "a").data_ptr() != a.data_ptr()
+
+
 def test_copy_for_user_made_batch():
     a = np.arange(6, dtype=np.float64)
     batch = pa.record_batch({"a": a, "b": a * 2})

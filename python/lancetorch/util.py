@@ -52,8 +52,10 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
 
     ``data`` is a RecordBatch (what a Table's ``__getitems__`` returns), a pyarrow Table, a
-    list of RecordBatches or a lancetorch Table. Strings, lists and structs raise TypeError
-    naming the column; nulls raise ValueError unless ``null_value`` says what to put there.
+    list of RecordBatches or a lancetorch Table. A batch a lancetorch take returned may lend
+    its memory to the first tensor made from it, as ``torch.from_numpy`` does. Strings, lists
+    and structs raise TypeError naming the column; nulls raise ValueError unless
+    ``null_value`` says what to put there.
 
     >>> import pyarrow as pa
     >>> tbl_to_tensor(pa.record_batch({"a": [1, 2], "b": [0.5, 1.5]}))
@@ -73,8 +75,9 @@ def column_to_tensor(
     batch: pa.RecordBatch, column: str | int, *, dtype: Any = None, null_value: float | None = None
 ) -> Any:
     """One column of a batch as a tensor: ``(rows,)`` for a numeric or bool column, ``(rows,
-    size)`` for a fixed-size list of numbers (an embedding). Shares the memory of a batch a
-    lancetorch take returned; any other batch costs one copy.
+    size)`` for a fixed-size list of numbers (an embedding). The first tensor made from a
+    column of a batch a lancetorch take returned shares its memory (an in-place change shows
+    in the batch); any other batch, or the same column again, costs one copy.
 
     >>> import pyarrow as pa
     >>> emb = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)
