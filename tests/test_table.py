@@ -288,12 +288,40 @@ def test_out_of_range_numpy_and_torch(table):
         torch.tensor([True, False]),
         pa.array([0.0]),
         pa.array(["0"]),
+        [torch.tensor(1.5)],
+        [torch.tensor(True)],
+        [0, torch.tensor([1])],
     ],
     ids=repr,
 )
 def test_non_integer_offsets_raise_typeerror(table, bad):
     with pytest.raises(TypeError):
         table.__getitems__(bad)
+
+
+@pytest.mark.parametrize(
+    "offsets",
+    [
+        [np.int32(3), np.int32(0)],
+        [np.uint8(3), np.int64(0)],
+        [np.uint64(3), 0],
+        [torch.tensor(3), torch.tensor(0, dtype=torch.int16)],
+        [3, torch.tensor(-10)],
+    ],
+    ids=repr,
+)
+def test_lists_of_numpy_and_tensor_integers(table, offsets):
+    """What a ``Subset`` over numpy or torch indices hands the table: a list of scalars."""
+    assert table.__getitems__(offsets).equals(table.__getitems__([3, 0]))
+
+
+def test_subset_with_numpy_and_torch_indices(table):
+    from torch.utils.data import DataLoader, Subset
+
+    for indices in (np.arange(0, 10, 3, dtype=np.int32), torch.arange(0, 10, 3)):
+        loader = DataLoader(Subset(table, indices), batch_size=4, collate_fn=lambda b: b)
+        (batch,) = list(loader)
+        assert batch.equals(table.__getitems__([0, 3, 6, 9]))
 
 
 def test_two_dimensional_offsets_refused(table):

@@ -3,6 +3,7 @@ indices to an int64 Arrow array, and new data conformed to a table's schema."""
 
 from __future__ import annotations
 
+import operator
 import weakref
 from typing import Any
 
@@ -120,16 +121,34 @@ def _family(t: pa.DataType) -> str:
     return str(t)
 
 
-def _bad_offset(values: list) -> Exception:
+def _as_int(v: Any) -> int | None:
+    """An integer row offset (Python, numpy or a 0-d integer tensor) as an int; None for
+    anything else, bools included."""
+    if isinstance(v, (bool, np.bool_)) or str(getattr(v, "dtype", "")) in ("bool", "torch.bool"):
+        return None
+    if getattr(v, "ndim", 0) != 0:  # a one-element tensor or array is not one offset
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
+
+
+def _offsets_from_values(values: list) -> pa.Array:
+    """Row offsets given one by one, as int64; raises TypeError or IndexError naming the first
+    that is not an integer or not an int64."""
+    ints = []
     for pos, v in enumerate(values):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-            return TypeError(
+        i = _as_int(v)
+        if i is None:
+            raise TypeError(
                 f"row offsets must be integers; position {pos} holds {v!r} "
                 f"({type(v).__name__})"
             )
-        if not -_INT64_MAX - 1 <= int(v) <= _INT64_MAX:
-            return IndexError(f"row offset {v} (position {pos} of the request) is out of range")
-    return TypeError("row offsets must be integers")
+        if not -_INT64_MAX - 1 <= i <= _INT64_MAX:
+            raise IndexError(f"row offset {i} (position {pos} of the request) is out of range")
+        ints.append(i)
+    return pa.array(ints, type=pa.int64())
 
 
 def _from_numpy(arr: np.ndarray) -> pa.Array:
@@ -183,7 +202,9 @@ def as_offsets(indices: Any) -> pa.Array:
     try:
         arr = pa.array(values)
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        raise _bad_offset(values) from None
+        return _offsets_from_values(values)  # e.g. 0-d tensors, or a value past int64
     if arr.type == pa.int64() and arr.null_count == 0:
         return arr
-    raise _bad_offset(values)
+    if pa.types.is_integer(arr.type) and arr.null_count == 0:  # numpy int32 or uint8 scalars
+        return _from_numpy(arr.to_numpy())
+    return _offsets_from_values(values)
