@@ -106,6 +106,21 @@ def test_disk_table_cache_reaches_workers(disk):
     assert back.__getitems__(idx).to_pydict() == t.__getitems__(idx).to_pydict()
 
 
+def test_a_permutation_sends_workers_only_the_columns_it_reads(disk):
+    """Unselected columns are never read, with workers too: the parent caches and shares
+    only what the permutation reads."""
+    from lancetorch.permutation import Permutation
+
+    t = disk.open_table("t")
+    perm = Permutation.identity(t).select_columns(["id"]).rename_column("id", "key")
+    back = _to_worker(perm)
+    assert t._backend._cached[0] == ["id"]
+    assert back._base()._backend._cached[0] == ["id"], "the worker maps the parent's cache"
+    assert back[0:3] == perm[0:3] == [{"key": 0}, {"key": 1}, {"key": 2}]
+    # A plain table sent afterwards still gets every column, the ones cached before included.
+    assert _to_worker(t)._backend._cached[0] == t.schema.names
+
+
 def test_uncached_disk_table_travels_as_location(disk):
     t = disk.open_table("t", cache=False)
     blob = bytes(ForkingPickler.dumps(t))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
+from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -23,7 +24,7 @@ import pyarrow as pa
 from . import _native
 from ._arrow import as_offsets
 from .sampler import BatchSampler
-from .table import Table
+from .table import Table, TableForWorkers
 from .util import _torch, tbl_to_tensor
 
 ROW_OFFSET = "row_offset"
@@ -671,6 +672,24 @@ class Permutation:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def _restore(state: dict[str, Any]) -> Permutation:
+    permutation = object.__new__(Permutation)
+    permutation.__setstate__(state)
+    return permutation
+
+
+def _reduce_for_workers(permutation: Permutation) -> tuple:
+    """How a Permutation travels to multiprocessing workers: its table caches and shares only
+    the columns the permutation reads."""
+    state = permutation.__getstate__()
+    if state["_table"] is not None:
+        state["_table"] = TableForWorkers(state["_table"], permutation._base_columns())
+    return (_restore, (state,))
+
+
+ForkingPickler.register(Permutation, _reduce_for_workers)
 
 
 def _split_index(split: str | int, names: list[str]) -> int:

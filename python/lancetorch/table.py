@@ -289,10 +289,11 @@ class _LanceBackend:
         store = _native.ColumnStore(fetched, row_major=False)
         return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
 
-    def shared_cache(self) -> tuple[list[str], str] | None:
-        """The cache written to shared memory for workers: all columns when the cache allows,
-        else the columns read so far; None when nothing is cached."""
-        cached = self._cache_for(self.schema.names) or self._cached
+    def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
+        """The cache written to shared memory for workers: the columns ``names`` (all when
+        None) with any read so far, when the cache allows, else the columns read so far;
+        None when nothing is cached."""
+        cached = self._cache_for(names or self.schema.names) or self._cached
         if cached is None:
             return None
         return cached[0], self._shared.path_for(cached[1])
@@ -517,14 +518,14 @@ def _open_cached_lance_table(
     return table
 
 
-def _reduce_for_workers(table: Table) -> tuple:
+def _reduce_for_workers(table: Table, names: list[str] | None = None) -> tuple:
     """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table, and
     a disk table's cache, as a shared-memory file that every worker maps; otherwise as with
-    plain pickle."""
+    plain pickle. Workers that read only the columns ``names`` get only those cached."""
     backend = table._backend
     if isinstance(backend, _MemoryBackend):
         return (_open_shared_table, (table.name, backend.shared_file()))
-    shared = backend.shared_cache()
+    shared = backend.shared_cache(names)
     if shared is not None:
         return (_open_cached_lance_table, (table.name, backend.location(), *shared))
     # The parent could not cache it: workers must not each try (and each hold a copy).
@@ -532,6 +533,18 @@ def _reduce_for_workers(table: Table) -> tuple:
 
 
 ForkingPickler.register(Table, _reduce_for_workers)
+
+
+class TableForWorkers:
+    """A table on its way to workers that read only the columns ``names`` (a Permutation's):
+    a disk table caches and shares just those. Arrives as the Table itself; only for pickling
+    to multiprocessing workers."""
+
+    def __init__(self, table: Table, names: list[str]) -> None:
+        self.table, self.names = table, names
+
+    def __reduce__(self) -> tuple:
+        return _reduce_for_workers(self.table, self.names)
 
 
 def _slices(store: _native.ColumnStore, rows: int = 1 << 16) -> Iterator[pa.RecordBatch]:
