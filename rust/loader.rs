@@ -157,7 +157,7 @@ fn produce(
     for range in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
         let made = catch_unwind(AssertUnwindSafe(|| make(&plan, range, &pool)));
-        let (tensors, t1, rows) = match made {
+        let (tensors, t1) = match made {
             Ok(made) => made,
             Err(panic) => {
                 let why = panic
@@ -180,15 +180,6 @@ fn produce(
         stats
             .convert_ns
             .fetch_add((t2 - t1).as_nanos() as u64, Ordering::Relaxed);
-        if let Ok(ts) = &tensors {
-            let bytes: u64 = ts
-                .iter()
-                .map(|t| t.shape().iter().product::<i64>() as u64 * t.dtype().size() as u64)
-                .sum();
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.rows.fetch_add(rows as u64, Ordering::Relaxed);
-            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
-        }
         let failed = tensors.is_err();
         // A closed channel means the consumer stopped: end quietly.
         if send.send(tensors).is_err() || failed {
@@ -197,17 +188,15 @@ fn produce(
     }
 }
 
-/// The tensors of the batch at positions `range` of the epoch, when the take ended, and the
-/// batch's row count.
+/// The tensors of the batch at positions `range` of the epoch, and when the take ended.
 fn make(
     plan: &Plan,
     range: std::ops::Range<usize>,
     pool: &Arc<BufferPool>,
-) -> (Result<Vec<HostTensor>>, Instant, usize) {
-    let n = range.len();
+) -> (Result<Vec<HostTensor>>, Instant) {
     let rows = match plan.rows.slice(range, plan.store.num_rows()) {
         Ok(rows) => rows,
-        Err(e) => return (Err(e), Instant::now(), n),
+        Err(e) => return (Err(e), Instant::now()),
     };
     // From the row-major block the tensor is gathered and converted in one pass (counted as
     // take); otherwise a batch is taken, then converted.
@@ -224,11 +213,11 @@ fn make(
         )
     };
     match fused {
-        Some(tensor) => (tensor.map(|t| vec![t]), Instant::now(), n),
+        Some(tensor) => (tensor.map(|t| vec![t]), Instant::now()),
         None => {
             let batch = crate::gather::gather_with(&plan.store, &rows, &plan.columns, Some(pool));
             let t1 = Instant::now();
-            (batch.and_then(|b| plan.tensors(&b)), t1, n)
+            (batch.and_then(|b| plan.tensors(&b)), t1)
         }
     }
 }
@@ -305,7 +294,22 @@ impl PyPrefetcher {
         }
         let k = self.next.fetch_add(1, Ordering::Relaxed);
         match receivers[k % receivers.len()].recv() {
-            Ok(batch) => Some(batch),
+            Ok(batch) => {
+                // Counted as handed out, not as made: batches made ahead are not delivered.
+                if let Ok(tensors) = &batch {
+                    let s = &self.stats;
+                    let size = self._plan.batch_size;
+                    let rows = ((k + 1) * size).min(self._plan.rows.len()) - k * size;
+                    let bytes: u64 = tensors
+                        .iter()
+                        .map(|t| t.shape().iter().product::<i64>() as u64 * t.dtype().size() as u64)
+                        .sum();
+                    s.batches.fetch_add(1, Ordering::Relaxed);
+                    s.rows.fetch_add(rows as u64, Ordering::Relaxed);
+                    s.bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Some(batch)
+            }
             Err(_) if k < self.expected => Some(Err(Error::Internal(format!(
                 "a prefetch thread ended before batch {k} of {}; this is a bug in lancetorch, \
                  please report it",

@@ -147,6 +147,14 @@ def test_stats_add_up(table):
     assert all(s[k] >= 0 for k in ("index_s", "take_s", "convert_s", "wait_s", "total_s"))
 
 
+def test_stats_count_what_was_delivered_not_what_was_made_ahead(table):
+    loader = Loader(table, 100, seed=0, prefetch=8)
+    for _ in loader:
+        break
+    s = loader.stats()
+    assert (s["batches"], s["rows"], s["bytes"]) == (1, 100, 100 * 3 * 4)
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_disk_table_beyond_the_cache_is_read_by_windows(tmp_path, shuffle, drop_last):

@@ -384,8 +384,8 @@ class Loader:
         windows of a table too large for memory (``read_s``, on a background thread), in the
         take and the conversion on the Rust threads (``take_s``, ``convert_s``, summed over the
         threads; a batch gathered and converted in one pass from the row-major block counts
-        as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); batches, rows and
-        bytes delivered;
+        as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); the batches, rows
+        and bytes delivered to the loop (not those made ahead and dropped at a ``break``);
         rows and bytes per second of the loop; and ``wait_fraction``, the share of the loop's
         time the consumer spent waiting for data."""
         s = dict(self._stats)
