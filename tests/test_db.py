@@ -223,6 +223,22 @@ def test_unsupported_scheme():
         lancetorch.connect("gs://bucket/path")
 
 
+@pytest.mark.parametrize(
+    "uri, options",
+    [
+        ("db://my-database", {"api_key": "sk-...", "region": "us-east-1"}),  # the spec's example
+        ("db://my-database", {}),
+        ("memory://", {"region": "us-east-1"}),
+    ],
+)
+def test_enterprise_connections_are_explained(uri, options):
+    with pytest.raises(ValueError, match="LanceDB Enterprise.*storage_options") as info:
+        lancetorch.connect(uri, **options)
+    assert "sk-" not in str(info.value), "a key is never echoed"
+    for name in options:
+        assert name in str(info.value)
+
+
 # -- interop with pylance ---------------------------------------------------------------------
 
 

@@ -189,9 +189,13 @@ def connect(
     *,
     storage_options: dict[str, str] | None = None,
     read_timeout: float | None = 60.0,
+    **enterprise: Any,
 ) -> Connection:
     """Connect to ``"memory://"``, a local directory (created when the first table is), or a
     prefix on S3-compatible object storage, ``"s3://bucket/prefix"``.
+
+    Remote ``db://`` databases, and their ``api_key``, ``region`` and other options, are
+    LanceDB Enterprise features: they raise an error saying what lancetorch connects to.
 
     ``storage_options`` are passed to Lance for every dataset opened or written. For object
     storage they hold the endpoint, region, keys and ``allow_http`` (``aws_endpoint``,
@@ -207,6 +211,14 @@ def connect(
     if read_timeout is not None and not read_timeout > 0:
         raise ValueError(f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None")
     uri = os.fspath(uri)
+    if uri.startswith("db://") or enterprise:
+        given = f" (given {', '.join(sorted(enterprise))})" if enterprise else ""
+        raise ValueError(
+            f"{uri!r}: remote db:// databases and their options{given} are LanceDB Enterprise "
+            "features, which lancetorch does not connect to. It connects to 'memory://', local "
+            f"directories and {', '.join(s + 'bucket/prefix' for s in _objectstore.SCHEMES)}, "
+            "with storage_options={...} for an object store's endpoint and keys"
+        )
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if _objectstore.is_object_store(uri):
