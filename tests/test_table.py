@@ -376,6 +376,13 @@ def test_take_offsets_columns(table):
     assert batch.column("id").to_pylist() == [2, 0]
 
 
+def test_take_offsets_of_no_columns_counts_the_rows(table):
+    batch = table.take_offsets([2, 0, 2], columns=[])
+    assert (batch.num_rows, batch.num_columns) == (3, 0)
+    with pytest.raises(IndexError, match=r"\b10\b"):
+        table.take_offsets([10], columns=[])
+
+
 def test_take_offsets_unknown_column(table):
     with pytest.raises(ValueError, match="'nope'"):
         table.take_offsets([0], columns=["nope"])

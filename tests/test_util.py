@@ -599,3 +599,16 @@ def test_column_to_tensor_errors():
     with pytest.raises(ValueError, match="null"):
         column_to_tensor(pa.record_batch({"h": holes}), "h")
     assert column_to_tensor(pa.record_batch({"h": holes}), "h", null_value=0).tolist() == [[1.0, 0.0]]
+
+
+@pytest.mark.parametrize("user_batch", [True, False])
+def test_column_to_tensor_by_index_negative_counts_from_the_end(mem_db, user_batch):
+    data = pa.table({"a": [1, 2], "b": [3.0, 4.0]})
+    batch = data.to_batches()[0] if user_batch else mem_db.create_table("t", data).__getitems__([0, 1])
+    assert column_to_tensor(batch, -1).tolist() == [3.0, 4.0]
+    assert column_to_tensor(batch, np.int64(-2)).tolist() == [1, 2]
+    for bad in (2, -3):
+        with pytest.raises(IndexError, match=f"column index {bad} is out of range for a batch of 2"):
+            column_to_tensor(batch, bad)
+    with pytest.raises(TypeError, match="name or an integer index"):
+        column_to_tensor(batch, True)

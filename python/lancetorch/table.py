@@ -278,6 +278,9 @@ class _LanceBackend:
         if hit is not None and self._cached is not None and hit[0] is self._cached[1]:
             return remember_twin(*hit[0].take_with_twin(offsets, hit[1]))
         names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
+        if not names:  # no column to read: the rows are only counted, as in a memory table
+            n = len(_native.normalize_offsets(offsets, self.count_rows()))
+            return pa.record_batch({"_": pa.nulls(n)}).select([])
         cached = self._cache_for(names)
         if cached is not None:
             positions = [cached[0].index(n) for n in names]

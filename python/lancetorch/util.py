@@ -10,6 +10,7 @@ handed over without a copy; anything else costs exactly one copy.
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import pyarrow as pa
@@ -94,7 +95,14 @@ def column_to_tensor(
             raise ValueError(f"column '{column}' is not in the batch; its columns are {names}")
         index = names.index(column)
     else:
-        index = int(column)
+        if isinstance(column, bool):
+            raise TypeError(f"a column is a name or an integer index, got {column!r}")
+        index = operator.index(column)
+        if not -len(names) <= index < len(names):
+            raise IndexError(
+                f"column index {index} is out of range for a batch of {len(names)} columns"
+            )
+        index %= len(names)  # negative counts from the end, as in a list
     name = None if dtype is None else str(dtype).removeprefix("torch.")
     twin = twin_of(batch)
     if twin is not None:
