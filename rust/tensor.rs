@@ -365,8 +365,9 @@ fn check_columns<'a>(
     for (i, field) in schema.fields().iter().enumerate() {
         let dtype = DType::from_arrow(field.data_type()).ok_or_else(|| {
             Error::Type(format!(
-                "column '{}' is {}; a tensor holds numeric and bool columns only: select the \
-                 numeric columns (select_columns([...])) or read this one with format='arrow'",
+                "column '{}' is {}; a tensor holds numeric and bool columns only: convert \
+                 the numeric columns alone (a Permutation's select_columns([...]), or \
+                 column_to_tensor(batch, name) in your collate_fn) and keep this one as Arrow",
                 field.name(),
                 field.data_type()
             ))

@@ -205,7 +205,8 @@ class PermutationBuilder:
 
     def shuffle(self, *, seed: int | None = None, clump_size: int | None = None) -> PermutationBuilder:
         """Shuffle the rows of each split (clumps of ``clump_size`` neighbouring rows move as
-        one). Without a seed every execution differs."""
+        one). Without a seed one is drawn at random here: each builder's order differs, and
+        executing the same builder again repeats it."""
         _check_clump(clump_size)
         self._shuffle = (_seed(seed), clump_size)
         return self
