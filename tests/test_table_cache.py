@@ -199,6 +199,35 @@ def test_a_forked_child_leaves_the_parents_shared_file():
     assert out.stdout.strip() == "True"
 
 
+KILLED_SCRIPT = """
+import os, signal
+import pyarrow as pa
+import lancetorch
+t = lancetorch.connect("memory://").create_table("t", pa.table({"a": list(range(1000))}))
+print(t._backend.shared_file(), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/dev/shm")
+def test_a_killed_process_leaves_no_shared_file():
+    """A job killed outright (out of memory, a scheduler's time limit) runs no exit hooks:
+    multiprocessing's resource tracker removes its file in /dev/shm."""
+    import os
+    import subprocess
+    import time
+
+    out = subprocess.run([sys.executable, "-c", KILLED_SCRIPT], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == -9, out.stderr
+    path = out.stdout.strip()
+    assert path.startswith("/dev/shm/lancetorch-"), path
+    deadline = time.monotonic() + 30
+    while os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not os.path.exists(path)
+
+
 def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
     import subprocess
     import sys

@@ -29,7 +29,8 @@ class _SharedCopy:
 
     Written on first use and again when the store changes (the old file is removed; workers
     that mapped it keep their mapping). Removed when this object goes or the process exits,
-    and only by the process that wrote it (a forked child exiting leaves it alone).
+    and only by the process that wrote it (a forked child exiting leaves it alone); in
+    /dev/shm, by multiprocessing's resource tracker if the process is killed.
     """
 
     def __init__(self, store: _native.ColumnStore | None = None, path: str | None = None) -> None:
@@ -481,9 +482,14 @@ def _write_shared(store: _native.ColumnStore) -> str:
     directory = _shared_dir(store.nbytes)
     _sweep(directory)
     path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
-    with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, store.schema) as writer:
-        for batch in _slices(store):
-            writer.write_batch(batch)
+    _track(path, True)
+    try:
+        with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, store.schema) as writer:
+            for batch in _slices(store):
+                writer.write_batch(batch)
+    except BaseException:
+        _unlink_if_owner(path, os.getpid())
+        raise
     return path
 
 
@@ -493,6 +499,22 @@ def _unlink_if_owner(path: str, owner: int) -> None:
     try:
         os.unlink(path)
     except OSError:
+        pass
+    _track(path, False)
+
+
+def _track(path: str, on: bool) -> None:
+    """Have multiprocessing's resource tracker remove a file in /dev/shm if this process dies
+    before it does (killed, out of memory), or stop that once the file is gone. A file
+    elsewhere is left to the sweep of a later process."""
+    if os.path.dirname(path) != "/dev/shm":
+        return
+    from multiprocessing import resource_tracker
+
+    name = "/" + os.path.basename(path)  # the tracker removes it with shm_unlink
+    try:
+        (resource_tracker.register if on else resource_tracker.unregister)(name, "shared_memory")
+    except Exception:  # no tracker (a frozen or restricted interpreter): the sweep remains
         pass
 
 
