@@ -699,3 +699,13 @@ def test_wide_memory_table_holds_its_numbers_once(mem_db):
     gc.collect()
     assert pa.total_allocated_bytes() - before < held // 10
     assert t.__getitems__([99_999, 3]).column("c7").to_pylist() == [99_999 + 7.0, 10.0]
+
+
+def test_store_columns_out_of_range_are_named():
+    from lancetorch import _native
+
+    store = _native.ColumnStore(pa.table({"a": [1, 2]}))
+    with pytest.raises(IndexError, match="column index 5 is out of range for a table of 1 columns"):
+        store.batches([5])
+    with pytest.raises(IndexError, match="column index 3 is out of range"):
+        store.take([0], [3])
