@@ -302,6 +302,32 @@ def test_filter(table):
     assert perm.column("split_id").to_pylist() == [0] * 4
 
 
+def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
+    """Lance evaluates SQL over a scratch copy of a memory table: of the columns the expression
+    names, not of a wide embedding column it never uses."""
+    import lance
+
+    written = []
+    real = lance.write_dataset
+
+    def recording(data, *args, **kwargs):
+        written.append(data.schema.names)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(lance, "write_dataset", recording)
+    emb = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(10 * 64, np.float32)), 64)
+    t = mem_db.create_table("t", pa.table({"id": range(10), "Tag Group": [i % 3 for i in range(10)],
+                                           "emb": emb}))
+    perm = PermutationBuilder(t).filter("`Tag Group` > 0").split_calculated("ID % 2").execute()
+    assert written == [["Tag Group"], ["id"]]
+    assert rows_of(perm) == [1, 2, 4, 5, 7, 8]
+    assert perm.column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
+    written.clear()
+    with pytest.raises(ValueError, match="'nope > 1'.*nope"):
+        PermutationBuilder(t).filter("nope > 1").execute()
+    assert written == [["id"], ["id", "Tag Group", "emb"]], "tried with every column before failing"
+
+
 def test_filter_null_counts_as_false(any_db):
     t = any_db.create_table("t", pa.table({"id": [0, 1, 2, 3], "v": [1, None, 5, None]}))
     assert rows_of(PermutationBuilder(t).filter("v > 0").execute()) == [0, 2]

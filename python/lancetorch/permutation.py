@@ -13,6 +13,7 @@ seed gives the same order on every machine and every release. SQL (``filter``,
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import tempfile
 from multiprocessing.reduction import ForkingPickler
@@ -53,8 +54,22 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     backend = table._backend
     if hasattr(backend, "dataset"):
         return run(backend.dataset)
-    with tempfile.TemporaryDirectory(prefix="lancetorch-sql-") as tmp:
-        return run(lance.write_dataset(table.to_arrow(), f"{tmp}/t.lance"))
+    # A memory table is written to a scratch dataset for Lance to evaluate: only the columns
+    # the expression names (an embedding column it does not use is never copied), or, where
+    # that fails, every column.
+    def scratch(columns: list[str]) -> pa.ChunkedArray:
+        with tempfile.TemporaryDirectory(prefix="lancetorch-sql-") as tmp:
+            return run(lance.write_dataset(backend.read_columns(columns), f"{tmp}/t.lance"))
+
+    names = table.schema.names
+    named = [n for n in names if re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", expression, re.I)]
+    fewer = named or names[:1]  # Lance needs a column even for an expression that names none
+    if len(fewer) < len(names):
+        try:
+            return scratch(fewer)
+        except ValueError:
+            pass  # a column it uses went unrecognised: evaluate it with every column
+    return scratch(names)
 
 
 # ---- building ----------------------------------------------------------------------------------
