@@ -6,6 +6,9 @@
 //! of these changes every seeded epoch of every user: the golden-vector tests lock them.
 
 use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float16Type, Float32Type, Int16Type, Int32Type, Int8Type, UInt16Type, UInt32Type, UInt8Type,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
 use arrow_schema::DataType;
 use pyo3::prelude::*;
@@ -244,6 +247,33 @@ fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
             DataType::LargeBinary => fnv1a(array.as_binary::<i64>().value(i)),
             DataType::BinaryView => fnv1a(array.as_binary_view().value(i)),
             DataType::FixedSizeBinary(_) => fnv1a(array.as_fixed_size_binary().value(i)),
+            // Numbers by value, whatever their width: a key keeps its split when its column
+            // goes from int32 to int64, or float32 to float64 (as 8 bytes, what int64 and
+            // float64 keys always hashed as).
+            DataType::Int8 => {
+                fnv1a(&i64::from(array.as_primitive::<Int8Type>().value(i)).to_le_bytes())
+            }
+            DataType::Int16 => {
+                fnv1a(&i64::from(array.as_primitive::<Int16Type>().value(i)).to_le_bytes())
+            }
+            DataType::Int32 => {
+                fnv1a(&i64::from(array.as_primitive::<Int32Type>().value(i)).to_le_bytes())
+            }
+            DataType::UInt8 => {
+                fnv1a(&u64::from(array.as_primitive::<UInt8Type>().value(i)).to_le_bytes())
+            }
+            DataType::UInt16 => {
+                fnv1a(&u64::from(array.as_primitive::<UInt16Type>().value(i)).to_le_bytes())
+            }
+            DataType::UInt32 => {
+                fnv1a(&u64::from(array.as_primitive::<UInt32Type>().value(i)).to_le_bytes())
+            }
+            DataType::Float16 => {
+                fnv1a(&f64::from(array.as_primitive::<Float16Type>().value(i)).to_le_bytes())
+            }
+            DataType::Float32 => {
+                fnv1a(&f64::from(array.as_primitive::<Float32Type>().value(i)).to_le_bytes())
+            }
             dt if dt.is_primitive() => {
                 let w = dt.primitive_width().expect("primitive types have a width");
                 let data = array.to_data();

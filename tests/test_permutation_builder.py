@@ -260,6 +260,26 @@ def test_split_hash_discard_weight_drops_a_fraction(any_db):
     assert 0.20 < len(groups[1]) / 4000 < 0.30
 
 
+def test_split_hash_keys_by_value_not_by_column_width(mem_db):
+    """A key keeps its split when its column is stored wider or narrower (int32 to int64,
+    float32 to float64): no test row leaks into training after a schema change."""
+    keys = list(range(100))
+
+    def split_of(arrow_type):
+        t = mem_db.create_table(f"t_{arrow_type}", pa.table({"k": pa.array(keys, arrow_type)}),
+                                mode="overwrite")
+        perm = PermutationBuilder(t).split_hash("k", [1, 1]).execute()
+        return dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
+
+    want = split_of(pa.int64())
+    assert len(set(want.values())) == 2
+    for other in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32(),
+                  pa.uint64()):
+        assert split_of(other) == want, other
+    floats = split_of(pa.float64())
+    assert split_of(pa.float32()) == split_of(pa.float16()) == floats
+
+
 def test_split_hash_same_on_memory_and_disk(tmp_path):
     mem = lancetorch.connect("memory://").create_table("t", _id_table(range(300)))
     disk = lancetorch.connect(tmp_path).create_table("t", _id_table(range(300)))
