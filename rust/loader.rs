@@ -9,6 +9,7 @@
 //! (`(rows,)`, or `(rows, size)` for a fixed-size list such as an embedding), each sharing the
 //! gather's output unless it needs converting.
 
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -147,12 +148,15 @@ impl Plan {
     }
 }
 
+/// What a producer sends for each batch: its tensors, or why it could not make them.
+type Made = Result<Vec<HostTensor>>;
+
 fn produce(
     plan: Arc<Plan>,
     (me, threads): (usize, usize),
     stats: Arc<Stats>,
     pool: Arc<BufferPool>,
-    send: std::sync::mpsc::SyncSender<Result<Vec<HostTensor>>>,
+    send: std::sync::mpsc::SyncSender<Made>,
 ) {
     for range in plan.batches().skip(me).step_by(threads) {
         let t0 = Instant::now();
@@ -226,8 +230,10 @@ fn make(
 #[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
 pub struct PyPrefetcher {
     /// One channel per producer; empty once stopped.
-    receivers: Mutex<Vec<Receiver<Result<Vec<HostTensor>>>>>,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    /// (Not dropped in a forked child: the producers, and any lock of the channels they
+    /// held at the fork, stayed in the parent.)
+    receivers: ManuallyDrop<Mutex<Vec<Receiver<Made>>>>,
+    workers: ManuallyDrop<Mutex<Vec<JoinHandle<()>>>>,
     /// Batches handed out so far: the next comes from channel `next % threads`.
     next: AtomicUsize,
     /// The epoch's batch count: a channel closing before its last one means a lost producer.
@@ -250,8 +256,8 @@ impl PyPrefetcher {
         let plan = Arc::new(plan);
         let stats = Arc::new(Stats::default());
         let prefetcher = PyPrefetcher {
-            receivers: Mutex::new(Vec::new()),
-            workers: Mutex::new(Vec::new()),
+            receivers: ManuallyDrop::new(Mutex::new(Vec::new())),
+            workers: ManuallyDrop::new(Mutex::new(Vec::new())),
             next: AtomicUsize::new(0),
             expected: plan.batches().count(),
             pid: std::process::id(),
@@ -326,14 +332,7 @@ impl PyPrefetcher {
 
     fn stop(&self) {
         if self.inherited() {
-            // The producers, and any lock they held, stayed in the parent: leave the channels
-            // and the threads' handles alone (joining them here would fail).
-            if let (Ok(mut receivers), Ok(mut workers)) =
-                (self.receivers.try_lock(), self.workers.try_lock())
-            {
-                std::mem::forget(std::mem::take(&mut *receivers));
-                std::mem::forget(std::mem::take(&mut *workers));
-            }
+            // The producers stayed in the parent: nothing to stop or join here.
             return;
         }
         // Dropping the receivers makes each producer's next send fail, so they end.
@@ -346,7 +345,15 @@ impl PyPrefetcher {
 
 impl Drop for PyPrefetcher {
     fn drop(&mut self) {
+        if self.inherited() {
+            return; // the channels and the threads' handles are left as they are (leaked)
+        }
         self.stop();
+        // SAFETY: dropped once, here, and not used after.
+        unsafe {
+            ManuallyDrop::drop(&mut self.receivers);
+            ManuallyDrop::drop(&mut self.workers);
+        }
     }
 }
 
@@ -546,6 +553,27 @@ mod tests {
             got.extend_from_slice(ids);
         }
         assert_eq!(got, vec![7, 2, 9, 0]);
+    }
+
+    #[test]
+    fn a_producer_gone_before_its_last_batch_is_an_error_not_the_end() {
+        let plan = Arc::new(plan(10, 5, false)); // two batches
+        let (send, receive) = sync_channel(1);
+        send.send(Ok(Vec::new())).unwrap();
+        drop(send); // the producer ends after one batch
+        let p = PyPrefetcher {
+            receivers: ManuallyDrop::new(Mutex::new(vec![receive])),
+            workers: ManuallyDrop::new(Mutex::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            expected: plan.batches().count(),
+            pid: std::process::id(),
+            stats: Arc::new(Stats::default()),
+            per_column: false,
+            _plan: plan,
+        };
+        assert!(matches!(p.receive(), Some(Ok(_))));
+        let err = p.receive().expect("an error").unwrap_err().to_string();
+        assert!(err.contains("ended before batch 1 of 2"), "{err}");
     }
 
     #[test]

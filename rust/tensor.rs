@@ -541,6 +541,11 @@ pub fn batch_to_tensor(
         Some(d) => d,
         None => promote(&dtypes)?,
     };
+    // Checked whether or not any null needs it, so that a fill value that cannot be stored
+    // fails the same way on every path (shared or copied, empty or not).
+    if let Some(first) = columns.first() {
+        check_fill(fill, target, first.name)?;
+    }
     if share == Share::Allowed {
         if let Some(t) = zero_copy(&columns, &dtypes, target, rows) {
             return Ok(t);
@@ -627,6 +632,7 @@ pub fn column_to_tensor(
         )));
     }
     let target = dtype.unwrap_or(elem);
+    check_fill(fill, target, field.name())?;
     let shape = vec![rows as i64, size as i64];
     if share == Share::Allowed
         && target == elem
@@ -667,12 +673,13 @@ pub fn batch_column_to_tensor<'py>(
 /// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
 ///
 /// A tensor made from it may share the gather's memory, and with it the pyarrow batch's, as
-/// `torch.from_numpy` shares a numpy array's. Each column is lent that way once: converting
-/// a column again copies it, so that two tensors never write into each other.
+/// `torch.from_numpy` shares a numpy array's. Each column is lent that way to one tensor
+/// only: converting it again copies, so that two tensors never write into each other.
 #[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
 pub struct PyGathered {
     batch: RecordBatch,
-    /// The columns whose memory a tensor may already share.
+    /// The columns whose memory a tensor shares. Held through each conversion, so that two
+    /// threads converting at once do not both share.
     lent: std::sync::Mutex<Vec<bool>>,
 }
 
@@ -682,22 +689,42 @@ impl PyGathered {
         PyGathered { batch, lent }
     }
 
-    /// Whether a tensor of `columns` may share their memory; if so they count as lent.
-    fn lend(&self, columns: std::ops::Range<usize>) -> Share {
+    /// `convert(share)` for the columns `columns`: sharing their memory only if no tensor
+    /// shares it yet, and noting them as lent if the tensor made does.
+    fn lend(
+        &self,
+        columns: std::ops::Range<usize>,
+        convert: impl FnOnce(Share) -> Result<HostTensor>,
+    ) -> Result<HostTensor> {
         let mut lent = self.lent.lock().expect("lent columns lock");
-        match lent.get_mut(columns) {
-            Some(these) if !these.contains(&true) => {
-                these.fill(true);
-                Share::Allowed
-            }
-            _ => Share::Never, // lent before, or out of range (refused by the conversion)
+        let free = lent
+            .get(columns.clone())
+            .is_some_and(|c| !c.contains(&true));
+        let tensor = convert(if free { Share::Allowed } else { Share::Never })?;
+        if free && points_into(&self.batch, columns.clone(), tensor.data_ptr() as usize) {
+            lent[columns].fill(true);
         }
+        Ok(tensor)
     }
+}
+
+/// Whether `ptr` points into the memory of `batch`'s columns `columns`.
+fn points_into(batch: &RecordBatch, columns: std::ops::Range<usize>, ptr: usize) -> bool {
+    fn within(data: &arrow_data::ArrayData, ptr: usize) -> bool {
+        data.buffers().iter().any(|b| {
+            let start = b.as_ptr() as usize;
+            (start..start + b.len()).contains(&ptr)
+        }) || data.child_data().iter().any(|c| within(c, ptr))
+    }
+    batch.columns()[columns]
+        .iter()
+        .any(|c| within(&c.to_data(), ptr))
 }
 
 #[pymethods]
 impl PyGathered {
-    /// The `(columns, rows)` tensor as a legacy DLPack capsule (see `batches_to_tensor`).
+    /// The `(columns, rows)` tensor as a legacy DLPack capsule (see `batches_to_tensor`),
+    /// sharing the gather's memory if no tensor does yet.
     #[pyo3(signature = (dtype=None, null_value=None))]
     fn tensor<'py>(
         &self,
@@ -706,14 +733,17 @@ impl PyGathered {
         null_value: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
-        let share = self.lend(0..self.batch.num_columns());
         let batch = std::slice::from_ref(&self.batch);
-        let tensor = py.detach(|| batch_to_tensor(batch, dtype, null_value, share))?;
+        let tensor = py.detach(|| {
+            self.lend(0..self.batch.num_columns(), |share| {
+                batch_to_tensor(batch, dtype, null_value, share)
+            })
+        })?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
 
-    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory the
-    /// first time.
+    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory if no
+    /// tensor does yet.
     #[pyo3(signature = (index, dtype=None, null_value=None))]
     fn column<'py>(
         &self,
@@ -723,9 +753,12 @@ impl PyGathered {
         null_value: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
-        let share = self.lend(index..index + 1);
         let batch = &self.batch;
-        let tensor = py.detach(|| column_to_tensor(batch, index, dtype, null_value, share))?;
+        let tensor = py.detach(|| {
+            self.lend(index..index + 1, |share| {
+                column_to_tensor(batch, index, dtype, null_value, share)
+            })
+        })?;
         crate::dlpack::legacy_capsule(py, tensor)
     }
 }

@@ -223,6 +223,11 @@ def test_unsupported_scheme():
         lancetorch.connect("gs://bucket/path")
 
 
+def test_a_misspelled_option_is_a_type_error(tmp_path):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_timout'"):
+        lancetorch.connect(tmp_path, read_timout=5)
+
+
 @pytest.mark.parametrize(
     "uri, options",
     [

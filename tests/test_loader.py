@@ -13,7 +13,7 @@ import lancetorch
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation, permutation_builder
 from lancetorch.sampler import BatchSampler
-from lancetorch.util import tbl_to_tensor
+from lancetorch.util import column_to_tensor, tbl_to_tensor
 
 N = 3000
 
@@ -568,12 +568,24 @@ def test_a_forked_child_cannot_read_the_parents_epoch_and_does_not_hang():
     assert lines[1] == "parent batches 100", lines
 
 
-def test_a_null_value_that_does_not_fit_is_refused_on_every_path():
+@pytest.mark.parametrize("rows", [1000, 70_000])
+@pytest.mark.parametrize("b_type", [pa.int32(), pa.int64()])
+def test_a_null_value_that_does_not_fit_is_refused_on_every_path(rows, b_type):
     """null_value=0.5 cannot stand in an int64 tensor: refused whether the batch is gathered
-    straight from the row-major block or taken and then converted."""
+    straight from the row-major block, taken and then converted, or shares the take's memory
+    (columns of one type), per column or not."""
     t = lancetorch.connect("memory://").create_table(
-        "t", pa.table({"a": pa.array(np.arange(70_000)), "b": pa.array(np.arange(70_000), pa.int32())})
+        "t", pa.table({"a": pa.array(np.arange(rows)), "b": pa.array(np.arange(rows), b_type)})
     )
-    for batch_size in (1000, 20_000):
-        with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a' as int64"):
-            next(iter(Loader(t, batch_size, null_value=0.5)))
+    for batch_size in (100, 20_000):
+        for per_column in (False, True):
+            with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a' as int64"):
+                next(iter(Loader(t, batch_size, null_value=0.5, per_column=per_column)))
+    batch = t.__getitems__([0, 1])
+    for _ in range(2):  # the same answer whether the batch's memory is lent yet or not
+        with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a'"):
+            tbl_to_tensor(batch, null_value=0.5)
+        with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a'"):
+            column_to_tensor(batch, "a", null_value=0.5)
+    if b_type == pa.int64():  # one type: a conversion may share, and the refused ones lent nothing
+        assert tbl_to_tensor(batch).data_ptr() == batch.column(0).buffers()[1].address

@@ -129,6 +129,11 @@ def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
     assert whole.data_ptr() not in (a.data_ptr(), b.data_ptr())
     assert column_to_tensor(other, "a").data_ptr() != a.data_ptr()
 
+    cast_first = table.__getitems__([1, 2])
+    assert tbl_to_tensor(cast_first, dtype=torch.float64).dtype == torch.float64  # a copy...
+    shared = tbl_to_tensor(cast_first)  # ...which lent nothing
+    assert shared.data_ptr() == cast_first.column(0).buffers()[1].address
+
 
 def test_copy_for_user_made_batch():
     a = np.arange(6, dtype=np.float64)

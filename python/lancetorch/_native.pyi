@@ -41,7 +41,8 @@ class ColumnStoreBuilder:
     def finish(self) -> ColumnStore: ...
 
 class Gathered:
-    """A batch gathered by the core, kept in Rust beside its pyarrow twin."""
+    """A batch gathered by the core, kept in Rust beside its pyarrow twin. The first tensor
+    made of a column shares the gather's memory; converting that column again copies."""
 
     def tensor(self, dtype: str | None = None, null_value: float | None = None) -> object: ...
     def column(

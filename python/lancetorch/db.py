@@ -184,6 +184,13 @@ class Connection:
             shutil.rmtree(self._path(name))
 
 
+# LanceDB's options for remote databases: named in connect()'s error, not taken.
+_ENTERPRISE_OPTIONS = frozenset(
+    {"api_key", "region", "host_override", "client_config", "read_consistency_interval",
+     "request_thread_pool", "session"}
+)
+
+
 def connect(
     uri: str | os.PathLike,
     *,
@@ -210,6 +217,9 @@ def connect(
     """
     if read_timeout is not None and not read_timeout > 0:
         raise ValueError(f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None")
+    unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS)
+    if unknown:
+        raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
     uri = os.fspath(uri)
     if uri.startswith("db://") or enterprise:
         given = f" (given {', '.join(sorted(enterprise))})" if enterprise else ""

@@ -63,7 +63,7 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
 
     names = table.schema.names
     named = [n for n in names if re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", expression, re.I)]
-    fewer = named or names[:1]  # Lance needs a column even for an expression that names none
+    fewer = named or names[:1]  # Lance refuses a scan of no column
     if len(fewer) < len(names):
         try:
             return scratch(fewer)

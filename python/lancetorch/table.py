@@ -7,6 +7,7 @@ gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -297,7 +298,8 @@ class _LanceBackend:
         """The cache written to shared memory for workers: the columns ``names`` (all when
         None) with any read so far, when the cache allows, else the columns read so far;
         None when nothing is cached."""
-        cached = self._cache_for(names or self.schema.names) or self._cached
+        wanted = self.schema.names if names is None else names
+        cached = (self._cache_for(wanted) if wanted else None) or self._cached
         if cached is None:
             return None
         return cached[0], self._shared.path_for(cached[1])
@@ -472,7 +474,8 @@ def _sweep(directory: str) -> None:
         try:
             os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
-            _unlink_if_owner(os.path.join(directory, name), os.getpid())
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, name))
         except OSError:
             pass  # alive, someone else's
 
@@ -503,17 +506,25 @@ def _unlink_if_owner(path: str, owner: int) -> None:
     _track(path, False)
 
 
+_tracked: set[str] = set()
+
+
 def _track(path: str, on: bool) -> None:
     """Have multiprocessing's resource tracker remove a file in /dev/shm if this process dies
-    before it does (killed, out of memory), or stop that once the file is gone. A file
-    elsewhere is left to the sweep of a later process."""
-    if os.path.dirname(path) != "/dev/shm":
+    before it does (killed, out of memory), or stop that once the file is gone (only for a
+    file this process registered). A file elsewhere is left to the sweep of a later process."""
+    if os.path.dirname(path) != "/dev/shm" or (not on and path not in _tracked):
         return
     from multiprocessing import resource_tracker
 
     name = "/" + os.path.basename(path)  # the tracker removes it with shm_unlink
     try:
-        (resource_tracker.register if on else resource_tracker.unregister)(name, "shared_memory")
+        if on:
+            resource_tracker.register(name, "shared_memory")
+            _tracked.add(path)
+        else:
+            _tracked.discard(path)
+            resource_tracker.unregister(name, "shared_memory")
     except Exception:  # no tracker (a frozen or restricted interpreter): the sweep remains
         pass
 
