@@ -260,6 +260,27 @@ def test_split_hash_discard_weight_drops_a_fraction(any_db):
     assert 0.20 < len(groups[1]) / 4000 < 0.30
 
 
+# Split ids of keys 0..31 (int64, and the strings "k0".."k31") under split_hash(..., [1, 1]):
+# a row's split must not move between versions of lancetorch.
+GOLDEN_HASH_SPLITS = {
+    ("k",): [1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 1, 0, 1,
+             1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1],
+    ("s",): [0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0,
+             1, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1],
+    ("k", "s"): [1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 1, 1, 1, 0,
+                 1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 1],
+}
+
+
+@pytest.mark.parametrize("columns", list(GOLDEN_HASH_SPLITS), ids=str)
+def test_golden_hash_splits(mem_db, columns):
+    t = mem_db.create_table("t", pa.table({"k": pa.array(range(32), pa.int64()),
+                                           "s": [f"k{i}" for i in range(32)]}))
+    perm = PermutationBuilder(t).split_hash(list(columns), [1, 1]).execute()
+    split = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
+    assert [split[r] for r in range(32)] == GOLDEN_HASH_SPLITS[columns]
+
+
 def test_split_hash_keys_by_value_not_by_column_width(mem_db):
     """A key keeps its split when its column is stored wider or narrower (int32 to int64,
     float32 to float64): no test row leaks into training after a schema change."""
