@@ -708,7 +708,8 @@ impl PyGathered {
     }
 }
 
-/// Whether `ptr` points into the memory of `batch`'s columns `columns`.
+/// Whether a tensor starting at `ptr` shares the memory of `batch`'s columns `columns`: one
+/// that does starts in the first of them (the gather lays the columns out in that order).
 fn points_into(batch: &RecordBatch, columns: std::ops::Range<usize>, ptr: usize) -> bool {
     fn within(data: &arrow_data::ArrayData, ptr: usize) -> bool {
         data.buffers().iter().any(|b| {
@@ -716,9 +717,7 @@ fn points_into(batch: &RecordBatch, columns: std::ops::Range<usize>, ptr: usize)
             (start..start + b.len()).contains(&ptr)
         }) || data.child_data().iter().any(|c| within(c, ptr))
     }
-    batch.columns()[columns]
-        .iter()
-        .any(|c| within(&c.to_data(), ptr))
+    !columns.is_empty() && within(&batch.column(columns.start).to_data(), ptr)
 }
 
 #[pymethods]
