@@ -193,11 +193,7 @@ fn produce(
 }
 
 /// The tensors of the batch at positions `range` of the epoch, and when the take ended.
-fn make(
-    plan: &Plan,
-    range: std::ops::Range<usize>,
-    pool: &Arc<BufferPool>,
-) -> (Result<Vec<HostTensor>>, Instant) {
+fn make(plan: &Plan, range: std::ops::Range<usize>, pool: &Arc<BufferPool>) -> (Made, Instant) {
     let rows = match plan.rows.slice(range, plan.store.num_rows()) {
         Ok(rows) => rows,
         Err(e) => return (Err(e), Instant::now()),

@@ -85,9 +85,9 @@ pub fn share<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
         work(item.expect("each item is claimed once"));
     };
     let run: &(dyn Fn(usize) + Sync) = &run;
-    // SAFETY (of the pointer's lifetime): erased here, it is followed only for a claimed
-    // item, and this function returns only once every claimed item is done, so `run` and
-    // what it borrows outlive every call. A pool thread that claims nothing never follows it.
+    // SAFETY: only the lifetime is erased. The pointer is followed only for a claimed item,
+    // and this function returns only once every claimed item is done, so `run` and what it
+    // borrows outlive every call. A pool thread that claims nothing never follows it.
     let run: *const (dyn Fn(usize) + Sync + 'static) = unsafe { std::mem::transmute(run) };
     let claims = Arc::new(Claims {
         next: AtomicUsize::new(0),
@@ -96,9 +96,8 @@ pub fn share<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
     });
     let helper = claims.clone();
     let work = Work(run);
-    // SAFETY: see above.
+    // SAFETY: as above, for both threads.
     rayon::spawn(move || unsafe { helper.run(n, &work) });
-    // SAFETY: `run` lives on this frame.
     unsafe { claims.run(n, &Work(run)) };
     let mut spins = 0u32;
     while claims.done.load(Ordering::Acquire) < n {

@@ -26,7 +26,7 @@ import pyarrow as pa
 from . import _native
 
 #: Up to this many rows an epoch's order is a Fisher-Yates shuffle held as one index array
-#: (4 bytes a row, 8 for tables past 2**32 rows); beyond it, a seeded bijection computed position by position.
+#: (4 bytes a row); beyond it, a seeded bijection computed position by position.
 FISHER_YATES_MAX_ROWS = 1 << 26
 _ORDERS = ("auto", "fisher-yates", "bijection")
 _UNEVEN = ("pad", "drop")
@@ -130,7 +130,7 @@ class BatchSampler:
     ``torch.distributed`` runs is a collective: rank 0 picks the seed and broadcasts it, so
     every rank must build it at the same point (on NCCL, after ``torch.cuda.set_device``).
 
-    ``order``: ``"fisher-yates"`` shuffles an index array (4 bytes a row where the rows fit uint32);
+    ``order``: ``"fisher-yates"`` shuffles an index array (4 bytes a row);
     ``"bijection"`` computes each position's row from ``(seed, epoch, position)`` with no
     memory at all, for tables of billions of rows; ``"auto"`` picks Fisher-Yates up to
     :data:`FISHER_YATES_MAX_ROWS` rows. ``clump_size`` keeps runs of neighbouring rows
