@@ -144,7 +144,9 @@ def test_open_missing_on_empty_connection(any_db):
         any_db.open_table("nope")
 
 
-@pytest.mark.parametrize("name", ["", "a/b", "..", "a\\b", ".", "../x", "/abs", "-x", "a b", 3])
+@pytest.mark.parametrize(
+    "name", ["", "a/b", "..", "a\\b", ".", "../x", "/abs", "-x", "a b", 3, "abc\n", "abc\n\n"]
+)
 def test_invalid_names_refused_before_writing(tmp_path, name):
     root = tmp_path / "db"
     root.mkdir()
@@ -189,6 +191,39 @@ def test_table_names_ignores_other_entries(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "other_dir").mkdir()
     assert db.table_names() == ["t"]
+
+
+def test_a_directory_without_versions_is_not_a_table(tmp_path):
+    """A create killed before its first commit leaves data files and no versions: not a
+    table, and its name can be created. A dataset named as no table can be is not listed."""
+    import lance
+
+    db = lancetorch.connect(tmp_path)
+    (tmp_path / "half.lance" / "data").mkdir(parents=True)
+    lance.write_dataset(EXPECTED, str(tmp_path / "my table.lance"))
+    assert db.table_names() == [] and "half" not in db
+    assert db.create_table("half", EXPECTED).to_arrow().equals(EXPECTED)
+    assert db.table_names() == ["half"]
+
+
+def test_a_stale_handle_does_not_bring_a_dropped_table_back(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", EXPECTED)
+    stale = db.open_table("t")
+    db.drop_table("t")
+    with pytest.raises(FileNotFoundError, match="no longer exists.*create it again"):
+        stale.add(EXPECTED)
+    assert "t" not in db and not (tmp_path / "t.lance").exists()
+
+
+def test_a_stale_handle_of_a_replaced_table_says_so(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", EXPECTED)
+    stale = db.open_table("t")
+    db.create_table("t", pa.table({"other": [1]}), mode="overwrite")
+    with pytest.raises(ValueError, match="replaced since this handle opened it.*\\['other'\\]"):
+        stale.add(EXPECTED)
+    assert db.open_table("t").to_arrow().equals(pa.table({"other": [1]}))
 
 
 def test_drop_table(any_db):

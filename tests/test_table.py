@@ -125,6 +125,16 @@ def _bad_adds():
             ["'extra'"],
         ),
         "missing": (pa.table({"id": [10], "x": [1.0]}), ["'s'"]),
+        # row dicts: checked key by key, their values cast like columns
+        "row_missing": ([{"id": 10, "s": "q"}], ["row 0", "lacks 'x'", "None for a null"]),
+        "row_misspelled": ([{"id": 10, "x": 1.0, "s": "q"}, {"id": 11, "X": 1.0, "s": "q"}],
+                           ["row 1", "lacks 'x'", "'X'"]),
+        "row_float_into_int": ([{"id": 10.5, "x": 1.0, "s": "q"}], ["'id'", "int64", "truncated"]),
+        "duplicate": (
+            pa.Table.from_arrays([pa.array([10]), pa.array([1.0]), pa.array(["q"]), pa.array([1])],
+                                 names=["id", "x", "s", "id"]),
+            ["two columns named 'id'"],
+        ),
     }
 
 
@@ -154,6 +164,48 @@ def test_add_lossy_numeric_cast_refused(any_db):
     t.add(pa.table({"v": pa.array([100], pa.int64())}))
     assert t.to_arrow().column("v").to_pylist() == [1, 2, 100]
     assert t.schema.field("v").type == pa.int8()
+
+
+def test_add_refuses_what_a_cast_would_lose_and_keeps_what_rounds(any_db):
+    t = any_db.create_table("t", pa.table({
+        "f": pa.array([1.0], pa.float32()),
+        "d": pa.array([1], pa.decimal128(5, 2)),
+        "v": pa.array([[1.0, 2.0]], pa.list_(pa.float16(), 2)),
+    }))
+    bad = [
+        ({"f": [1.0, 1e300], "d": [1.0, 1.0], "v": [[1.0, 2.0]] * 2}, "row 1: 1e+300 becomes inf"),
+        ({"f": [1.0], "d": [1.234], "v": [[1.0, 2.0]]}, "row 0: 1.234 becomes Decimal('1.23')"),
+        ({"f": [1.0, 2.0], "d": [1.0, 2.0], "v": [[1.0, 2.0], [3.0, 70000.0]]},
+         "row 1: 70000.0 becomes inf"),
+    ]
+    for data, words in bad:
+        with pytest.raises(ValueError, match=re.escape(words)):
+            t.add(data)
+    assert len(t) == 1
+    t.add({"f": [0.1], "d": [2.5], "v": [[0.1, 0.2]]})  # rounds to the nearest float: kept
+    got = t.to_arrow()
+    assert got.column("f").to_pylist()[1] == pytest.approx(0.1)
+    assert [str(v) for v in got.column("d").to_pylist()] == ["1.00", "2.50"]
+
+
+def test_add_nulls_into_a_field_that_takes_none_are_named(any_db):
+    schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("s", pa.string())])
+    t = any_db.create_table("t", pa.table({"id": [1], "s": ["a"]}, schema=schema))
+    with pytest.raises(ValueError, match="'id' of table 't' takes no nulls.*has 2 \\(the first at row 1\\)"):
+        t.add({"id": [2, None, None], "s": ["b", "c", "d"]})
+    assert t.to_arrow().column("id").to_pylist() == [1]
+    t.add({"id": [2], "s": [None]})  # an all-null column of a field that takes nulls
+    assert t.to_arrow().column("s").to_pylist() == ["a", None]
+
+
+def test_create_with_a_schema_checks_the_data_against_it(any_db):
+    with pytest.raises(ValueError, match="row 0: 1e\\+300 becomes inf"):
+        any_db.create_table("t", {"a": [1e300]}, schema=pa.schema([("a", pa.float32())]))
+    assert "t" not in any_db
+    rows = [{"a": 1, "v": [0.5, 0.25]}]
+    schema = pa.schema([("a", pa.int32()), ("v", pa.list_(pa.float32(), 2))])
+    t = any_db.create_table("t", rows, schema=schema)
+    assert t.schema == schema and t.to_arrow().to_pylist() == rows
 
 
 def test_add_mismatch_leaves_reopened_disk_table_unchanged(dir_db):

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 _INT64_MAX = np.iinfo(np.int64).max
 
@@ -54,29 +55,72 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
     elif isinstance(data, dict):
         table = pa.table(data)
     elif isinstance(data, (list, tuple)):
-        if data and not all(isinstance(row, dict) for row in data):
-            raise TypeError(
-                "a list of rows must hold dicts (one per row, column name to value); "
-                f"got {type(next(r for r in data if not isinstance(r, dict))).__name__}"
-            )
-        table = pa.Table.from_pylist(list(data), schema=schema)
+        table = _from_rows(list(data), schema)
     else:
         raise TypeError(
             f"cannot make a table from {type(data).__name__}; pass a pyarrow Table, RecordBatch "
             "or RecordBatchReader, a pandas or polars DataFrame, a dict of columns or a list "
             "of row dicts"
         )
+    names = table.schema.names
+    if len(set(names)) != len(names):
+        twice = next(n for n in names if names.count(n) > 1)
+        raise ValueError(f"the data has two columns named '{twice}'; a table's columns need distinct names")
     return table
+
+
+def _from_rows(rows: list, schema: pa.Schema | None) -> pa.Table:
+    """Row dicts as a table: every row with the same keys (those of the first row, or of
+    ``schema`` when given), types inferred from the values (``conform`` casts them)."""
+    bad = next((r for r in rows if not isinstance(r, dict)), None)
+    if bad is not None:
+        raise TypeError(
+            "a list of rows must hold dicts (one per row, column name to value); "
+            f"got {type(bad).__name__}"
+        )
+    if not rows:
+        return schema.empty_table() if schema is not None else pa.table({})
+    keys = list(schema.names) if schema is not None else list(rows[0])
+    want = set(keys)
+    for i, row in enumerate(rows):
+        if row.keys() != want:
+            missing = [k for k in keys if k not in row]
+            extra = [k for k in row if k not in want]
+            what = " and ".join(
+                ([f"lacks '{missing[0]}'"] if missing else [])
+                + ([f"has '{extra[0]}', which is not a field"] if extra else [])
+            )
+            raise ValueError(
+                f"row {i} {what}; every row needs exactly the fields {keys}"
+                + (" (use None for a null)" if missing else "")
+            )
+    columns = {}
+    for k in keys:
+        values = [row[k] for row in rows]
+        field = schema.field(k) if schema is not None else None
+        try:
+            if field is None or _family(field.type) in _INFERRED:
+                columns[k] = pa.array(values)  # conform checks the cast to the field's type
+            else:
+                columns[k] = pa.array(values, type=field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
+            raise ValueError(f"the values of field '{k}' do not make one column ({e})") from None
+    return pa.table(columns)
+
+
+# Families whose row values are read as they are and then cast with the loss checks of
+# `conform` (a typed read would truncate 1.5 into an int column without a word).
+_INFERRED = ("number", "string", "binary", "list")
 
 
 def conform(data: pa.Table, schema: pa.Schema, table_name: str) -> pa.Table:
     """`data` with the columns of `schema`, in its order and types; safe casts only.
 
-    Raises ValueError naming the first field that is missing, extra or of a type that does
-    not cast without loss.
+    Raises ValueError naming the first field that is missing, extra, of a type that does not
+    cast without loss, or null where the schema allows no nulls.
     """
-    names = set(schema.names)
-    extra = [n for n in data.schema.names if n not in names]
+    position = {n: i for i, n in enumerate(data.schema.names)}
+    extra = [n for n in data.schema.names if n not in set(schema.names)]
     if extra:
         raise ValueError(
             f"field '{extra[0]}' ({data.schema.field(extra[0]).type}) is not in table "
@@ -84,28 +128,63 @@ def conform(data: pa.Table, schema: pa.Schema, table_name: str) -> pa.Table:
         )
     columns = []
     for field in schema:
-        if field.name not in data.schema.names:
+        if field.name not in position:
             raise ValueError(
                 f"field '{field.name}' ({field.type}) of table '{table_name}' is missing from "
                 "the new data"
             )
-        column = data.column(field.name)
+        column = data.column(position[field.name])
         if column.type != field.type:
-            if _family(column.type) != _family(field.type):
-                raise ValueError(
-                    f"field '{field.name}' is {field.type} in table '{table_name}' but "
-                    f"{column.type} in the new data; convert it to {field.type} first"
-                )
-            try:
-                column = column.cast(field.type, safe=True)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-                raise ValueError(
-                    f"field '{field.name}' is {field.type} in table '{table_name}' but "
-                    f"{data.schema.field(field.name).type} in the new data, and the values do "
-                    f"not cast without loss ({e}); cast them to {field.type} first"
-                ) from None
+            column = _cast(column, field, table_name)
+        if not field.nullable and column.null_count:
+            first = pc.index(pc.is_null(column), True).as_py()
+            raise ValueError(
+                f"field '{field.name}' of table '{table_name}' takes no nulls, but the new data "
+                f"has {column.null_count} (the first at row {first}); fill or drop them first"
+            )
         columns.append(column)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, field: pa.Field, table_name: str) -> pa.ChunkedArray:
+    """``column`` cast to ``field``'s type when no value is lost: a number may round to the
+    nearest value of a narrower float, but not overflow it, nor lose digits a decimal keeps."""
+    source = column.type
+    if not pa.types.is_null(source) and _family(source) != _family(field.type):
+        raise ValueError(
+            f"field '{field.name}' is {field.type} in table '{table_name}' but {source} in the "
+            f"new data; convert it to {field.type} first"
+        )
+
+    def refuse(why: str) -> ValueError:
+        return ValueError(
+            f"field '{field.name}' is {field.type} in table '{table_name}' but {source} in the "
+            f"new data, and the values do not cast without loss ({why}); cast them to "
+            f"{field.type} first"
+        )
+
+    try:
+        cast = column.cast(field.type, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+        raise refuse(str(e)) from None
+    if pa.types.is_null(source) or not len(column):
+        return cast
+    before, after, rows = column.combine_chunks(), cast.combine_chunks(), None
+    if _family(source) == "list":  # compare the values; report the row holding them
+        rows = pc.list_parent_indices(before)
+        before, after = pc.list_flatten(before), pc.list_flatten(after)
+    target = after.type
+    if pa.types.is_floating(target):  # rounding is what storing a float means; overflow is not
+        lost = pc.and_(pc.is_inf(after), pc.invert(pc.is_inf(before.cast(pa.float64(), safe=False))))
+    elif pa.types.is_decimal(target):
+        lost = pc.invert(pc.equal(after.cast(before.type, safe=False), before))
+    else:
+        return cast
+    k = pc.index(pc.fill_null(lost, False), True).as_py()
+    if k >= 0:
+        row = k if rows is None else rows[k].as_py()
+        raise refuse(f"row {row}: {before[k].as_py()!r} becomes {after[k].as_py()!r}")
+    return cast
 
 
 def _family(t: pa.DataType) -> str:

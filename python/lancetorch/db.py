@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from . import _objectstore
-from ._arrow import as_table
+from ._arrow import as_table, conform
 from .table import Table
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -21,7 +21,7 @@ _MODES = ("create", "overwrite")
 
 
 def _check_name(name: Any) -> None:
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(
             f"invalid table name {name!r}: use letters, digits, '_', '-' and '.', not starting "
             "with '.' or '-' (no path separators)"
@@ -63,14 +63,18 @@ class Connection:
         if self._memory is not None:
             return sorted(self._memory)
         if self._store is not None:
-            return sorted(d[: -len(".lance")] for d in self._store.datasets() if d.endswith(".lance"))
-        if not os.path.isdir(self._uri):
+            found = [d[: -len(".lance")] for d in self._store.datasets() if d.endswith(".lance")]
+        elif not os.path.isdir(self._uri):
             return []
-        return sorted(
-            entry.name[: -len(".lance")]
-            for entry in os.scandir(self._uri)
-            if entry.is_dir() and entry.name.endswith(".lance")
-        )
+        else:
+            found = [
+                entry.name[: -len(".lance")]
+                for entry in os.scandir(self._uri)
+                if entry.name.endswith(".lance") and self._exists(entry.name[: -len(".lance")])
+            ]
+        # Only names a table can have (a dataset written as 'my table.lance' by other means
+        # is not one of this connection's tables).
+        return sorted(n for n in found if _NAME.fullmatch(n))
 
     def __contains__(self, name: str) -> bool:
         return self._exists(name)
@@ -81,7 +85,9 @@ class Connection:
             return name in self._memory
         if self._store is not None:
             return self._store.has_dataset(f"{name}.lance")
-        return os.path.isdir(self._path(name))
+        # A dataset has its versions; a directory a write left without them (killed before
+        # its first commit) is not a table.
+        return os.path.isdir(os.path.join(self._path(name), "_versions"))
 
     def _missing(self, name: str) -> FileNotFoundError:
         return FileNotFoundError(
@@ -119,7 +125,7 @@ class Connection:
         else:
             table = as_table(data, schema)
             if schema is not None:
-                table = table.cast(schema)
+                table = conform(table, schema, name)
         if self._memory is not None:
             created = Table._memory(name, table)
             self._memory[name] = created

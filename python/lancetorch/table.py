@@ -313,6 +313,20 @@ class _LanceBackend:
     def append(self, data: pa.Table) -> None:
         import lance
 
+        # Appended to the latest version, which must still be this table: Lance would create
+        # a dropped one anew, and refuse a replaced one's new columns without saying why.
+        try:
+            latest = lance.dataset(self.uri, storage_options=self.storage_options)
+        except ValueError as e:  # Lance's "was not found" (a store that fails is an OSError)
+            raise FileNotFoundError(
+                f"table at {self.uri} no longer exists (dropped since this handle opened it); "
+                "create it again to add rows"
+            ) from e
+        if not latest.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(
+                f"table at {self.uri} was replaced since this handle opened it; its fields are "
+                f"now {latest.schema.names}: open it again to add rows"
+            )
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
         self._open(lance.dataset(self.uri, storage_options=self.storage_options))
         self._cached = None
