@@ -120,7 +120,8 @@ def conform(data: pa.Table, schema: pa.Schema, table_name: str) -> pa.Table:
     cast without loss, or null where the schema allows no nulls.
     """
     position = {n: i for i, n in enumerate(data.schema.names)}
-    extra = [n for n in data.schema.names if n not in set(schema.names)]
+    fields = set(schema.names)
+    extra = [n for n in data.schema.names if n not in fields]
     if extra:
         raise ValueError(
             f"field '{extra[0]}' ({data.schema.field(extra[0]).type}) is not in table "
