@@ -65,7 +65,9 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
     names = table.schema.names
     if len(set(names)) != len(names):
         twice = next(n for n in names if names.count(n) > 1)
-        raise ValueError(f"the data has two columns named '{twice}'; a table's columns need distinct names")
+        raise ValueError(
+            f"the data has two columns named '{twice}'; a table's columns need distinct names"
+        )
     return table
 
 
@@ -176,7 +178,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, table_name: str) -> pa.Chunk
         before, after = pc.list_flatten(before), pc.list_flatten(after)
     target = after.type
     if pa.types.is_floating(target):  # rounding is what storing a float means; overflow is not
-        lost = pc.and_(pc.is_inf(after), pc.invert(pc.is_inf(before.cast(pa.float64(), safe=False))))
+        finite_before = pc.invert(pc.is_inf(before.cast(pa.float64(), safe=False)))
+        lost = pc.and_(pc.is_inf(after), finite_before)
     elif pa.types.is_decimal(target):
         lost = pc.invert(pc.equal(after.cast(before.type, safe=False), before))
     else:
