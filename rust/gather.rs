@@ -14,7 +14,7 @@ use arrow_data::ArrayData;
 use arrow_schema::DataType;
 
 use crate::dlpack::HostTensor;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::pool::BufferPool;
 use crate::store::{Loc, Store};
 use crate::tensor::{promote, DType};
@@ -254,14 +254,7 @@ pub fn gather_with(
     pool: Option<&Arc<BufferPool>>,
 ) -> Result<RecordBatch> {
     let schema = store.schema();
-    for &c in columns {
-        if c >= schema.fields().len() {
-            return Err(Error::Index(format!(
-                "column index {c} is out of range for a table of {} columns",
-                schema.fields().len()
-            )));
-        }
-    }
+    store.check_columns(columns)?;
     let n = rows.len();
     // Columns held by the row-major block are read from it; the others from their chunks,
     // which needs each row's (chunk, row) location.

@@ -373,13 +373,7 @@ impl PyPrefetcher {
         per_column: bool,
     ) -> PyResult<Self> {
         let rows = Rows::from_py(rows, store.inner.num_rows())?;
-        let fields = store.inner.schema().fields().len();
-        if let Some(&c) = columns.iter().find(|&&c| c >= fields) {
-            return Err(Error::Index(format!(
-                "column index {c} is out of range for {fields} columns"
-            ))
-            .into());
-        }
+        store.inner.check_columns(&columns)?;
         let plan = Plan {
             store: store.inner.clone(),
             rows,

@@ -234,6 +234,12 @@ pub(crate) fn mix(mut z: u64) -> u64 {
 
 /// A stable 64-bit hash of each value of `array`, folded into `hashes`.
 fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
+    // The hash of value `$i` of a `$t` column: its `$wide` value's 8 bytes.
+    macro_rules! widened {
+        ($t:ty, $wide:ty, $i:expr) => {
+            fnv1a(&<$wide>::from(array.as_primitive::<$t>().value($i)).to_le_bytes())
+        };
+    }
     let value_hash = |i: usize| -> Result<u64> {
         if array.is_null(i) {
             return Ok(NULL_MARK);
@@ -250,30 +256,14 @@ fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
             // Numbers by value, whatever their width: a key keeps its split when its column
             // goes from int32 to int64, or float32 to float64 (as 8 bytes, what int64 and
             // float64 keys always hashed as).
-            DataType::Int8 => {
-                fnv1a(&i64::from(array.as_primitive::<Int8Type>().value(i)).to_le_bytes())
-            }
-            DataType::Int16 => {
-                fnv1a(&i64::from(array.as_primitive::<Int16Type>().value(i)).to_le_bytes())
-            }
-            DataType::Int32 => {
-                fnv1a(&i64::from(array.as_primitive::<Int32Type>().value(i)).to_le_bytes())
-            }
-            DataType::UInt8 => {
-                fnv1a(&u64::from(array.as_primitive::<UInt8Type>().value(i)).to_le_bytes())
-            }
-            DataType::UInt16 => {
-                fnv1a(&u64::from(array.as_primitive::<UInt16Type>().value(i)).to_le_bytes())
-            }
-            DataType::UInt32 => {
-                fnv1a(&u64::from(array.as_primitive::<UInt32Type>().value(i)).to_le_bytes())
-            }
-            DataType::Float16 => {
-                fnv1a(&f64::from(array.as_primitive::<Float16Type>().value(i)).to_le_bytes())
-            }
-            DataType::Float32 => {
-                fnv1a(&f64::from(array.as_primitive::<Float32Type>().value(i)).to_le_bytes())
-            }
+            DataType::Int8 => widened!(Int8Type, i64, i),
+            DataType::Int16 => widened!(Int16Type, i64, i),
+            DataType::Int32 => widened!(Int32Type, i64, i),
+            DataType::UInt8 => widened!(UInt8Type, u64, i),
+            DataType::UInt16 => widened!(UInt16Type, u64, i),
+            DataType::UInt32 => widened!(UInt32Type, u64, i),
+            DataType::Float16 => widened!(Float16Type, f64, i),
+            DataType::Float32 => widened!(Float32Type, f64, i),
             dt if dt.is_primitive() => {
                 let w = dt.primitive_width().expect("primitive types have a width");
                 let data = array.to_data();

@@ -189,14 +189,20 @@ impl Store {
         self.batches_of(&(0..self.schema.fields().len()).collect::<Vec<_>>())
     }
 
+    /// An `IndexError` naming the first of `columns` (positions) the table does not have.
+    pub fn check_columns(&self, columns: &[usize]) -> Result<()> {
+        let fields = self.schema.fields().len();
+        match columns.iter().find(|&&c| c >= fields) {
+            Some(&c) => Err(Error::Index(format!(
+                "column index {c} is out of range for a table of {fields} columns"
+            ))),
+            None => Ok(()),
+        }
+    }
+
     /// `batches` of the columns at positions `columns` only.
     pub fn batches_of(&self, columns: &[usize]) -> Result<Vec<RecordBatch>> {
-        let fields = self.schema.fields().len();
-        if let Some(&c) = columns.iter().find(|&&c| c >= fields) {
-            return Err(Error::Index(format!(
-                "column index {c} is out of range for a table of {fields} columns"
-            )));
-        }
+        self.check_columns(columns)?;
         let schema = Arc::new(self.schema.project(columns)?);
         (0..self.num_chunks())
             .map(|i| {
@@ -603,15 +609,7 @@ impl PyColumnStore {
     ) -> PyResult<(Bound<'py, PyAny>, crate::tensor::PyGathered)> {
         let offsets = crate::bridge::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
-        for &c in &columns {
-            if c >= self.inner.schema().fields().len() {
-                return Err(Error::Index(format!(
-                    "column index {c} is out of range for a table of {} columns",
-                    self.inner.schema().fields().len()
-                ))
-                .into());
-            }
-        }
+        self.inner.check_columns(&columns)?;
         let schema = self.py_schema(py, &columns)?;
         let store = self.inner.clone();
         let batch = py.detach(|| crate::gather::take(&store, &offsets, &columns))?;
