@@ -151,6 +151,13 @@ pub fn split_sizes(
         if k == 0 {
             return Err(Error::Value("fixed= must be at least 1 split".into()));
         }
+        // Checked before the sizes are made: fixed=10**12 must not allocate a size per split.
+        if k > n {
+            return Err(Error::Value(format!(
+                "fixed={k} splits of {n} rows: split {n} would be empty; ask for at most {n} \
+                 splits"
+            )));
+        }
         (0..k).map(|i| n / k + u64::from(i < n % k)).collect()
     };
     if let Some(i) = sizes.iter().position(|&s| s == 0) {
@@ -606,6 +613,9 @@ mod tests {
     #[test]
     fn sums_that_overflow_are_refused() {
         assert!(split_sizes(10, None, Some(&[u64::MAX, 2]), None).is_err());
+        // Refused before a size per split is allocated (this would be 8 TB).
+        let err = split_sizes(1000, None, None, Some(1_000_000_000_000)).unwrap_err();
+        assert!(err.to_string().contains("at most 1000 splits"), "{err}");
         assert!(check_sizes(&[u64::MAX, 2], 10).is_err());
         assert!(hash_split(&[0], &[0], &[1 << 63, 1 << 63], 0).is_err());
     }

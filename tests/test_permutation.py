@@ -36,7 +36,7 @@ def table(any_db):
 def shuffled(table):
     """All 10 rows in a seeded shuffled order, and that order."""
     perm = PermutationBuilder(table).shuffle(seed=42).execute()
-    order = perm.column("row_offset").to_pylist()
+    order = perm.to_arrow().column("row_id").to_pylist()
     assert sorted(order) == list(range(10)) and order != list(range(10))
     return Permutation.from_tables(table, perm), order
 
@@ -78,7 +78,7 @@ def test_identity(table):
 def test_from_tables_without_permutation_is_identity(table):
     p = Permutation.from_tables(table)
     assert ids(p) == list(range(10))
-    with pytest.raises(ValueError, match="split= needs a permutation_table"):
+    with pytest.raises(ValueError, match="no permutation table is provided"):
         Permutation.from_tables(table, split="train")
 
 
@@ -90,30 +90,49 @@ def test_from_tables_with_splits(any_db):
         .shuffle(seed=4)
         .execute()
     )
-    rows = perm.column("row_offset").to_pylist()
-    split = perm.column("split_id").to_pylist()
+    rows = perm.to_arrow().column("row_id").to_pylist()
+    split = perm.to_arrow().column("split_id").to_pylist()
     train = [r for r, s in zip(rows, split) if s == 0]
     test = [r for r, s in zip(rows, split) if s == 1]
     any_db.create_table("perm", perm)
     saved = any_db.open_table("perm")
-    for source in (perm, saved):
-        assert ids(Permutation.from_tables(base, source)) == rows
+    for source in (perm, saved, perm.to_arrow()):
+        # No split named: split 0, never every split (the test rows stay out of training).
+        assert ids(Permutation.from_tables(base, source)) == train
         assert ids(Permutation.from_tables(base, source, split="tr")) == train
         assert ids(Permutation.from_tables(base, source, split=0)) == train
         assert ids(Permutation.from_tables(base, source, split="te")) == test
         assert ids(Permutation.from_tables(base, source, split=1)) == test
-        with pytest.raises(KeyError, match="nope.*tr.*te"):
+        with pytest.raises(ValueError, match="split `nope` is not defined.*tr.*te"):
             Permutation.from_tables(base, source, split="nope")
-        with pytest.raises(KeyError, match="split 2 does not exist"):
+        with pytest.raises(ValueError, match="No rows found"):
             Permutation.from_tables(base, source, split=2)
+        with pytest.raises(TypeError, match="Invalid split"):
+            Permutation.from_tables(base, source, split=1.0)
+
+
+def test_unnamed_splits_are_read_by_number(mem_db):
+    base = mem_db.create_table("base", sample_table(10))
+    perm = PermutationBuilder(base).split_sequential(counts=[6, 4]).execute()
+    assert perm.schema.metadata is None or b"split_names" not in perm.schema.metadata
+    assert ids(Permutation.from_tables(base, perm)) == list(range(6))
+    assert ids(Permutation.from_tables(base, perm, 1)) == list(range(6, 10))
+    with pytest.raises(ValueError, match="no split names are defined"):
+        Permutation.from_tables(base, perm, "train")
+    perms = Permutations(base, perm)
+    assert perms.split_names == [] and perms.split_dict == {}
+    assert [ids(p) for p in perms] == [list(range(6)), list(range(6, 10))]
 
 
 def test_from_tables_row_past_the_base_table(mem_db):
     big = mem_db.create_table("big", sample_table(20))
     small = mem_db.create_table("small", sample_table(5))
     perm = PermutationBuilder(big).execute()
-    with pytest.raises(ValueError, match="refers to row 19 but table 'small' has 5 rows"):
+    with pytest.raises(ValueError, match="row id 5 is not in table 'small'"):
         Permutation.from_tables(small, perm)
+    old = pa.table({"row_offset": pa.array([0, 19], pa.uint64())})  # an older lancetorch's
+    with pytest.raises(ValueError, match="refers to row 19 but table 'small' has 5 rows"):
+        Permutation.from_tables(small, old)
 
 
 def test_not_a_permutation_table(mem_db, table):
@@ -126,30 +145,34 @@ def test_not_a_permutation_table(mem_db, table):
 
 def test_permutations(any_db):
     base = any_db.create_table("base", sample_table(30))
-    perm = PermutationBuilder(base).split_sequential(counts=[20, 6, 4]).execute()
+    perm = (
+        PermutationBuilder(base)
+        .split_sequential(counts=[20, 6, 4], split_names=["train", "validation", "test"])
+        .execute()
+    )
     perms = Permutations(base, perm)
     assert perms.split_names == ["train", "validation", "test"]
+    assert perms.base_table is base and perms.permutation_table is perm
     assert len(perms) == 3
     assert ids(perms["train"]) == ids(perms[0]) == list(range(20))
     assert ids(perms["validation"]) == ids(perms[1]) == list(range(20, 26))
     assert ids(perms["test"]) == ids(perms[2]) == list(range(26, 30))
-    d = perms.split_dict
-    assert list(d) == ["train", "validation", "test"]
-    assert [ids(p) for p in d.values()] == [list(range(20)), list(range(20, 26)), list(range(26, 30))]
+    assert perms.split_dict == {"train": 0, "validation": 1, "test": 2}
+    assert ids(perms.get_by_name("test")) == ids(perms.get_by_index(2)) == list(range(26, 30))
     assert [len(p) for p in perms] == [20, 6, 4]
-    names = perms.split_names
-    names.append("mutated")
-    assert perms.split_names == ["train", "validation", "test"]
 
 
 def test_permutations_unknown_split(table):
-    perms = Permutations(table, PermutationBuilder(table).split_sequential(fixed=2).execute())
-    with pytest.raises(KeyError, match=r"'valid' does not exist; splits: \['train', 'test'\]"):
+    perm = PermutationBuilder(table).split_sequential(fixed=2, split_names=["train", "test"])
+    perms = Permutations(table, perm.execute())
+    with pytest.raises(ValueError, match=r"No split named `valid` found; splits: \['train', 'test'\]"):
         perms["valid"]
-    with pytest.raises(KeyError, match=r"split 2 does not exist.*'train'.*'test'"):
+    with pytest.raises(ValueError, match="No rows found"):
         perms[2]
-    with pytest.raises(KeyError, match="split -1 does not exist"):
+    with pytest.raises(ValueError, match="No rows found"):
         perms[-1]
+    with pytest.raises(TypeError, match="Invalid split name or index"):
+        perms[None]
 
 
 # -- indexing -------------------------------------------------------------------------------------
@@ -217,8 +240,9 @@ def test_iter_batches(shuffled):
     batches = list(p.iter(batch_size=4, skip_last_batch=True))
     assert [r for b in batches for r in b] == [row(i) for i in order[:8]]
     assert [len(b) for b in p.iter(5, skip_last_batch=True)] == [5, 5]
-    assert list(p) == [[row(i) for i in order]]  # default batch size 100
-    assert [len(b) for b in p.with_batch_size(3)] == [3, 3, 3, 1]
+    assert list(p.iter()) == [[row(i) for i in order]]  # default batch size 100
+    assert list(p) == []  # iterating leaves out a short last batch, as in LanceDB
+    assert [len(b) for b in p.with_batch_size(3)] == [3, 3, 3]
     arrow = list(p.with_format("arrow").iter(batch_size=6))
     assert [b.column("id").to_pylist() for b in arrow] == [order[:6], order[6:]]
     with pytest.raises(ValueError, match="batch_size=0"):
@@ -230,7 +254,7 @@ def test_iter_batches(shuffled):
 
 def test_views_leave_the_original_unchanged(shuffled):
     p, order = shuffled
-    before = (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter()))
+    before = (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter()), p.selection)
     views = [
         p.select_columns(["s", "id"]),
         p.remove_columns(["x"]),
@@ -246,7 +270,7 @@ def test_views_leave_the_original_unchanged(shuffled):
     for v in views:
         assert v is not p
         assert isinstance(v, Permutation)
-    assert (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter())) == before
+    assert (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter()), p.selection) == before
     sel, rem, ren, rens, bs, arrow, tr, skip, take, _ = views
     assert sel.column_names == ["s", "id"]
     assert sel[0] == {"s": f"row{order[0]}", "id": order[0]}
@@ -254,12 +278,15 @@ def test_views_leave_the_original_unchanged(shuffled):
     assert sel.shape == (10, 2)
     assert rem.column_names == ["id", "s"]
     assert rem[1] == {"id": order[1], "s": f"row{order[1]}"}
-    assert ren.column_names == ["id", "value", "s"]
+    # A renamed column moves to the end, as in LanceDB.
+    assert ren.column_names == ["id", "s", "value"]
+    assert ren.selection == {"id": "id", "s": "s", "value": "x"}
     assert ren[0] == {"id": order[0], "value": order[0] * 0.5, "s": f"row{order[0]}"}
+    assert list(ren[0]) == ["id", "s", "value"]
     assert ren.schema.field("value").type == pa.float64()
     assert rens.column_names == ["id", "value", "name"]
     assert rens[3] == {"id": order[3], "value": order[3] * 0.5, "name": f"row{order[3]}"}
-    assert [len(b) for b in bs] == [3, 3, 3, 1]
+    assert [len(b) for b in bs.iter()] == [3, 3, 3, 1]
     assert isinstance(arrow[0], pa.RecordBatch)
     assert arrow[0].column("id").to_pylist() == [order[0]]
     assert tr.take_offsets([1, 2, 3]) == 3
@@ -281,17 +308,20 @@ def test_views_chain(shuffled):
 
 def test_view_errors(shuffled):
     p, _ = shuffled
-    with pytest.raises(ValueError, match="column 'nope' is not in this permutation"):
+    with pytest.raises(ValueError, match="Cannot select column `nope` because it does not exist"):
         p.select_columns(["id", "nope"])
-    with pytest.raises(ValueError, match="column 'nope'"):
-        p.remove_columns(["nope"])
-    with pytest.raises(ValueError, match="column 'nope'"):
+    assert p.remove_columns(["nope"]).column_names == p.column_names  # ignored, as in LanceDB
+    with pytest.raises(ValueError, match="Cannot remove all columns"):
+        p.remove_columns(["id", "x", "s"])
+    with pytest.raises(ValueError, match="Must select at least one column"):
+        p.select_columns([])
+    with pytest.raises(ValueError, match="Cannot rename column `nope` because it does not exist"):
         p.rename_column("nope", "x2")
-    with pytest.raises(ValueError, match="two columns named 'id'"):
+    with pytest.raises(ValueError, match="a column with that name already exists"):
         p.rename_column("x", "id")
-    with pytest.raises(ValueError, match="column 'x' is not in this permutation"):
+    with pytest.raises(ValueError, match="Cannot select column `x`"):
         p.rename_column("x", "value").select_columns(["x"])
-    with pytest.raises(ValueError, match="unknown format 'tensor'"):
+    with pytest.raises(ValueError, match="Invalid format: 'tensor'"):
         p.with_format("tensor")
     with pytest.raises(TypeError, match="transform must be callable"):
         p.with_transform("arrow")
@@ -321,20 +351,28 @@ def shuffled_mem(n: int) -> tuple[Permutation, list[int]]:
     if n not in _SHUFFLED:
         t = lancetorch.connect("memory://").create_table("t", sample_table(n))
         perm = PermutationBuilder(t).shuffle(seed=n).execute()
-        _SHUFFLED[n] = (Permutation.from_tables(t, perm), perm.column("row_offset").to_pylist())
+        _SHUFFLED[n] = (Permutation.from_tables(t, perm), perm.to_arrow().column("row_id").to_pylist())
     return _SHUFFLED[n]
 
 
 def test_skip_take_examples(shuffled):
     p, order = shuffled
-    assert ids(p.with_skip(3).with_take(4)) == order[3:][:4]
-    assert ids(p.with_take(4).with_skip(3)) == order[:4][3:]
-    assert ids(p.with_skip(20)) == []
-    assert len(p.with_skip(20)) == 0
+    # As in LanceDB: the skip comes first whatever the call order, and a second call of
+    # either replaces the first.
+    assert ids(p.with_skip(3).with_take(4)) == order[3:7]
+    assert ids(p.with_take(4).with_skip(3)) == order[3:7]
+    assert ids(p.with_skip(10)) == []
+    with pytest.raises(ValueError, match="Offset is greater than the number of rows"):
+        p.with_skip(11)
     assert ids(p.with_take(20)) == order
-    assert ids(p.with_skip(2).with_skip(3)) == order[5:]
-    assert ids(p.with_take(6).with_take(8)) == order[:6]
-    assert [r["id"] for b in p.with_skip(7) for r in b] == order[7:]
+    assert ids(p.with_skip(2).with_skip(3)) == order[3:]
+    assert ids(p.with_take(6).with_take(8)) == order[:8]
+    assert (p.with_skip(2).with_take(3).offset, p.with_skip(2).with_take(3).limit) == (2, 3)
+    assert [r["id"] for b in p.with_skip(7).iter() for r in b] == order[7:]
+    with pytest.warns(DeprecationWarning, match="with_skip"):
+        assert ids(p.skip(2)) == order[2:]
+    with pytest.warns(DeprecationWarning, match="with_take"):
+        assert ids(p.take(2)) == order[:2]
 
 
 @PROPS
@@ -348,13 +386,17 @@ def test_skip_take_compose_as_slices(n, ops):
         p, order = Permutation.identity(t), []
     else:
         p, order = shuffled_mem(n)
-    expected = list(range(len(order)))  # positions of the full permutation
+    offset, limit = 0, None  # the last skip and the last take count
     for op, k in ops:
         if op == "skip":
-            p, expected = p.with_skip(k), expected[k:]
+            if k > len(order):
+                with pytest.raises(ValueError, match="Offset is greater"):
+                    p.with_skip(k)
+                continue
+            p, offset = p.with_skip(k), k
         else:
-            p, expected = p.with_take(k), expected[:k]
-    want = [order[i] for i in expected]
+            p, limit = p.with_take(k), k
+    want = order[offset:][:limit]
     assert len(p) == p.num_rows == len(want)
     assert ids(p) == want
     assert [r["id"] for b in p.iter(batch_size=7) for r in b] == want
@@ -557,7 +599,8 @@ def test_dataloader_shuffle_gives_each_row_once(any_db):
 
 def test_pickle_round_trip(any_db):
     t = any_db.create_table("t", sample_table(20))
-    perm = PermutationBuilder(t).split_random(ratios=[0.5, 0.5], seed=1).shuffle(seed=2).execute()
+    perm = PermutationBuilder(t).split_random(ratios=[0.5, 0.5], seed=1, split_names=["train", "test"])
+    perm = perm.shuffle(seed=2).execute()
     p = Permutations(t, perm)["test"].select_columns(["id", "s"]).with_skip(2).with_format("arrow")
     back = pickle.loads(pickle.dumps(p))
     assert back.column_names == ["id", "s"]
@@ -597,7 +640,7 @@ def test_workers_every_row_once_per_epoch(tmp_path, kind):
     db = lancetorch.connect("memory://" if kind == "memory" else tmp_path)
     t = db.create_table("t", sample_table(400).select(["id", "x"]))
     perm = PermutationBuilder(t).split_random(ratios=[0.75, 0.25], seed=5).execute()
-    train = Permutations(t, perm)["train"]
+    train = Permutations(t, perm)[0]
     expected_train = sorted(ids(train))
     assert len(expected_train) == 300
     # a Permutation, shuffled by the DataLoader
@@ -686,19 +729,33 @@ def test_fork_workers_work_or_fail_clearly(tmp_path):
             assert line.startswith(f"ERR {kind} ") and "fork" in line.lower(), line
 
 
-def test_empty_column_selection_is_consistent(mem_db):
-    t = mem_db.create_table("e", pa.table({"a": [1, 2], "b": [3, 4]}))
-    p = Permutation.identity(t).select_columns([])
-    assert p.column_names == [] and p.schema.names == [] and p.num_columns == 0
+def test_rowid_pseudo_column(tmp_path):
+    """``_rowid`` selects each row's row id: a Lance row id, not an offset, once a disk table
+    has several fragments and deleted rows."""
+    import lance
+
+    db = lancetorch.connect(tmp_path)
+    t = db.create_table("r", pa.table({"a": range(5)}))
+    t.add(pa.table({"a": range(5, 10)}))
+    lance.dataset(t.uri).delete("a = 2 OR a = 6")
+    t = db.open_table("r")
+    want = lance.dataset(t.uri).to_table(with_row_id=True).to_pydict()
+    p = Permutation.identity(t).select_columns(["_rowid", "a"]).with_format("python_col")
+    assert p.column_names == ["a", "_rowid"]  # the row id comes last, as in LanceDB
+    assert p.take_offsets(range(8)) == {"a": want["a"], "_rowid": want["_rowid"]}
+    renamed = p.rename_column("_rowid", "rid").remove_columns(["a"])
+    assert renamed.take_offsets([4]) == {"rid": [want["_rowid"][4]]}
+    assert t.take_row_ids(want["_rowid"][3:5]).to_arrow()["a"].to_pylist() == want["a"][3:5]
+    with pytest.raises(ValueError, match="row id 2 is not in table 'r'"):
+        t.take_row_ids([2])
 
 
-def test_duplicate_columns_refused(mem_db):
+def test_selecting_a_column_twice_keeps_it_once(mem_db):
     t = mem_db.create_table("d", pa.table({"a": [1, 2], "b": [3, 4]}))
-    with pytest.raises(ValueError, match="twice"):
-        Permutation.identity(t).select_columns(["a", "a"])
+    assert Permutation.identity(t).select_columns(["a", "a"]).column_names == ["a"]
     with pytest.raises(ValueError, match="twice"):
         t.take_offsets([0], columns=["b", "b"])
-    assert t.take_offsets([1], columns="b").to_pydict() == {"b": [4]}
+    assert t.take_offsets([1], columns="b").to_arrow().to_pydict() == {"b": [4]}
 
 
 @pytest.mark.parametrize("bad", [pa.array([0, -1], pa.int64()), pa.array([0, 2**64 - 1], pa.uint64())])

@@ -36,13 +36,13 @@ def big(any_db):
 
 
 def rows_of(perm: pa.Table) -> list[int]:
-    return perm.column("row_offset").to_pylist()
+    return perm.to_arrow().column("row_id").to_pylist()
 
 
 def splits_of(perm: pa.Table) -> dict[int, list[int]]:
     """split id -> its row offsets, in permutation order."""
     out: dict[int, list[int]] = {}
-    for r, s in zip(perm.column("row_offset").to_pylist(), perm.column("split_id").to_pylist()):
+    for r, s in zip(perm.to_arrow().column("row_id").to_pylist(), perm.to_arrow().column("split_id").to_pylist()):
         out.setdefault(s, []).append(r)
     return out
 
@@ -77,7 +77,7 @@ def test_execute_schema_and_default_split(table):
     assert perm.schema.field("row_offset").type == pa.uint64()
     assert perm.schema.field("split_id").type == pa.uint32()
     assert rows_of(perm) == list(range(10))
-    assert perm.column("split_id").to_pylist() == [0] * 10
+    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 10
     assert names_of(perm) == ["train"]
     assert split_names_of(perm) == ["train"]
     assert permutation_builder(table).execute().equals(perm)
@@ -113,7 +113,7 @@ def test_split_random_sizes(table, how, sizes):
     assert set(everything) <= set(range(10))
     for g in groups.values():  # each split keeps ascending row order until shuffle()
         assert g == sorted(g)
-    assert perm.column("split_id").to_pylist() == sorted(perm.column("split_id").to_pylist())
+    assert perm.to_arrow().column("split_id").to_pylist() == sorted(perm.to_arrow().column("split_id").to_pylist())
 
 
 def test_split_random_default_names(table):
@@ -176,7 +176,7 @@ def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
         perm = PermutationBuilder(table).split_random(
             ratios=[0.5, 0.5], clump_size=3, seed=seed
         ).execute()
-        split_of = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
+        split_of = dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
         shared = [
             start
             for start in range(0, 10, 3)
@@ -191,7 +191,7 @@ def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
 def test_split_sequential(table):
     perm = PermutationBuilder(table).split_sequential(counts=[3, 4]).execute()
     assert rows_of(perm) == list(range(7))
-    assert perm.column("split_id").to_pylist() == [0] * 3 + [1] * 4
+    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 3 + [1] * 4
     perm = PermutationBuilder(table).split_sequential(ratios=[0.8, 0.2]).execute()
     assert splits_of(perm) == {0: list(range(8)), 1: [8, 9]}
     perm = PermutationBuilder(table).split_sequential(fixed=3, split_names=["a", "b", "c"]).execute()
@@ -223,7 +223,7 @@ def _hash_splits(db, name, ids, **kw) -> dict[int, int]:
     t = db.create_table(name, _id_table(ids))
     perm = PermutationBuilder(t).split_hash(["id"], [3, 1], **kw).execute()
     id_col = t.to_arrow().column("id").to_pylist()
-    return {id_col[r]: s for r, s in zip(rows_of(perm), perm.column("split_id").to_pylist())}
+    return {id_col[r]: s for r, s in zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist())}
 
 
 def test_split_hash_row_keeps_its_split_when_rows_come_and_go(any_db):
@@ -277,7 +277,7 @@ def test_golden_hash_splits(mem_db, columns):
     t = mem_db.create_table("t", pa.table({"k": pa.array(range(32), pa.int64()),
                                            "s": [f"k{i}" for i in range(32)]}))
     perm = PermutationBuilder(t).split_hash(list(columns), [1, 1]).execute()
-    split = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
+    split = dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
     assert [split[r] for r in range(32)] == GOLDEN_HASH_SPLITS[columns]
 
 
@@ -290,7 +290,7 @@ def test_split_hash_keys_by_value_not_by_column_width(mem_db):
         t = mem_db.create_table(f"t_{arrow_type}", pa.table({"k": pa.array(keys, arrow_type)}),
                                 mode="overwrite")
         perm = PermutationBuilder(t).split_hash("k", [1, 1]).execute()
-        return dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
+        return dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
 
     want = split_of(pa.int64())
     assert len(set(want.values())) == 2
@@ -314,7 +314,7 @@ def test_split_hash_same_on_memory_and_disk(tmp_path):
 
 def test_split_calculated(table):
     perm = PermutationBuilder(table).split_calculated("id % 3").execute()
-    assert dict(zip(rows_of(perm), perm.column("split_id").to_pylist())) == {
+    assert dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist())) == {
         i: i % 3 for i in range(10)
     }
     assert names_of(perm) == ["train", "validation", "test"]
@@ -340,7 +340,7 @@ def test_split_calculated_with_filter(table):
 def test_filter(table):
     perm = PermutationBuilder(table).filter("x > 2 AND s != 'row7'").execute()
     assert rows_of(perm) == [5, 6, 8, 9]
-    assert perm.column("split_id").to_pylist() == [0] * 4
+    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 4
 
 
 def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
@@ -362,7 +362,7 @@ def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
     perm = PermutationBuilder(t).filter("`Tag Group` > 0").split_calculated("ID % 2").execute()
     assert written == [["Tag Group"], ["id"]]
     assert rows_of(perm) == [1, 2, 4, 5, 7, 8]
-    assert perm.column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
+    assert perm.to_arrow().column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
     written.clear()
     with pytest.raises(ValueError, match="'nope > 1'.*nope"):
         PermutationBuilder(t).filter("nope > 1").execute()
@@ -414,7 +414,7 @@ def test_shuffle_clumped(big):
 def test_shuffle_keeps_splits_grouped(big):
     perm = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).shuffle(seed=2).execute()
     unshuffled = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).execute()
-    assert perm.column("split_id").to_pylist() == [0] * 70 + [1] * 30
+    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 70 + [1] * 30
     shuffled, plain = splits_of(perm), splits_of(unshuffled)
     for s in (0, 1):
         assert sorted(shuffled[s]) == plain[s]

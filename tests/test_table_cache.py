@@ -229,6 +229,7 @@ def test_a_killed_process_leaves_no_shared_file():
 
 
 def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
+    import os
     import subprocess
     import sys
 
@@ -238,14 +239,31 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
                           capture_output=True, text=True, check=True)
     stale = tmp_path / f"lancetorch-{int(dead.stdout)}-{'0' * 32}.arrow"
     stale.write_bytes(b"x")
-    mine = tmp_path / f"lancetorch-{__import__('os').getpid()}-{'1' * 32}.arrow"
+    mine = tmp_path / f"lancetorch-{os.getpid()}-{'1' * 32}.arrow"
     mine.write_bytes(b"x")
+    # A dead process's file of another user is left alone (only root can make one here).
+    others = tmp_path / f"lancetorch-{int(dead.stdout)}-{'2' * 32}.arrow"
+    others.write_bytes(b"x")
+    as_root = os.getuid() == 0
+    if as_root:
+        os.chown(others, 4242, 4242)
     monkeypatch.setattr(table_module, "_shared_dir", lambda nbytes: str(tmp_path))
     monkeypatch.setattr(table_module, "_swept", set())
     path = table_module._write_shared(lancetorch._native.ColumnStore(sample_table(3)))
     assert not stale.exists() and mine.exists()
+    assert others.exists() == as_root
     assert pa.ipc.open_file(pa.memory_map(path)).read_all().equals(sample_table(3))
-    table_module._unlink_if_owner(path, __import__("os").getpid())
+    table_module._unlink_if_owner(path, os.getpid())
+
+
+def test_shared_files_are_owner_only(mem_db):
+    import os
+    import stat
+
+    t = mem_db.create_table("t", sample_table(5))
+    path = t._backend.shared_file()
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode == 0o600, oct(mode)
 
 
 def test_progress_bar_only_where_someone_sees_it(monkeypatch):

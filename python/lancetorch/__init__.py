@@ -14,7 +14,7 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 from . import _native
-from .db import Connection, connect
+from .db import Connection, DBConnection, connect
 from .table import Table
 
 try:
@@ -33,4 +33,4 @@ if _native.DEBUG_BUILD:
 # A forked child has no thread-pool threads: keep the core on the calling thread there.
 os.register_at_fork(after_in_child=_native.mark_forked)
 
-__all__ = ["Connection", "Table", "connect", "__version__"]
+__all__ = ["Connection", "DBConnection", "Table", "connect", "__version__"]

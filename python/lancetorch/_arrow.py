@@ -26,6 +26,12 @@ def remember_twin(batch: pa.RecordBatch, twin: Any) -> pa.RecordBatch:
     return batch
 
 
+def lend_twin(batch: pa.RecordBatch, wrapper: Any) -> Any:
+    """``wrapper`` (a pyarrow Table around ``batch``'s arrays) converted as ``batch`` is."""
+    twin = twin_of(batch)
+    return wrapper if twin is None else remember_twin(wrapper, twin)
+
+
 def twin_of(batch: Any) -> Any:
     """The Rust twin of a batch the core gathered, or None."""
     entry = _TWINS.get(id(batch))
@@ -42,6 +48,8 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
         table = pa.Table.from_batches([data])
     elif isinstance(data, pa.RecordBatchReader):
         table = data.read_all()
+    elif type(data).__module__.startswith("lancedb") and hasattr(data, "to_arrow"):
+        table = data.to_arrow()  # a LanceDB table
     elif type(data).__module__.startswith("lance") and hasattr(data, "to_table"):
         table = data.to_table()
     elif hasattr(data, "to_arrow") and hasattr(data, "_backend"):  # a lancetorch Table
@@ -53,7 +61,9 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
     elif type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
         table = pa.Table.from_pandas(data, preserve_index=False)
     elif isinstance(data, dict):
-        table = pa.table(data)
+        table = pa.table({k: _matrix_column(v) for k, v in data.items()})
+    elif type(data).__module__.startswith("polars") and hasattr(data, "collect"):
+        table = data.collect().to_arrow()  # a polars LazyFrame
     elif isinstance(data, (list, tuple)):
         table = _from_rows(list(data), schema)
     else:
@@ -69,6 +79,40 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
             f"the data has two columns named '{twice}'; a table's columns need distinct names"
         )
     return table
+
+
+def _matrix_column(values: Any) -> Any:
+    """A 2-D numpy array as a fixed-size list column (one row per line); anything else as it
+    is."""
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+        return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+    return values
+
+
+VECTOR = "vector"
+
+
+def infer_vectors(table: pa.Table) -> pa.Table:
+    """As LanceDB infers on create: a column named ``vector`` of number lists, all of one
+    length and none null, becomes a fixed-size list of float32 (an embedding)."""
+    if VECTOR not in table.schema.names:
+        return table
+    column = table.column(VECTOR)
+    kind = column.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
+        return table
+    value = kind.value_type
+    if not (pa.types.is_floating(value) or pa.types.is_integer(value)) or column.null_count:
+        return table
+    lengths = pc.unique(pc.list_value_length(column))
+    if len(lengths) != 1 or lengths[0].as_py() == 0:
+        return table
+    size = lengths[0].as_py()
+    values = pc.list_flatten(column).cast(pa.float32())
+    fixed = pa.FixedSizeListArray.from_arrays(values.combine_chunks(), size)
+    index = table.schema.get_field_index(VECTOR)
+    return table.set_column(index, pa.field(VECTOR, fixed.type), fixed)
 
 
 def _from_rows(rows: list, schema: pa.Schema | None) -> pa.Table:
@@ -254,6 +298,30 @@ def _from_numpy(arr: np.ndarray) -> pa.Array:
         f"row offsets must be integers, got an array of {arr.dtype}; "
         "convert with .astype('int64') if the values are whole numbers"
     )
+
+
+def as_offsets_unsigned(values: Any) -> np.ndarray:
+    """Row ids (list, numpy, torch or Arrow integers, 0 to 2**64 - 1) as a uint64 array."""
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        if not pa.types.is_integer(values.type) or values.null_count:
+            raise TypeError(f"row ids must be integers without nulls, got {values.type}")
+        values = values.to_numpy(zero_copy_only=False)
+    elif type(values).__module__.startswith("torch"):
+        values = values.detach().cpu().numpy()
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "iu":
+            raise TypeError(f"row ids must be integers, got an array of {values.dtype}")
+        if values.dtype.kind == "i" and values.size and values.min() < 0:
+            raise ValueError(f"row id {int(values.min())} is negative; row ids are 0 or more")
+        return values.astype(np.uint64, copy=False)
+    out = np.empty(len(values), dtype=np.uint64)
+    for i, v in enumerate(values):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"row ids must be integers, got {v!r} at position {i}")
+        if not 0 <= int(v) < 2**64:
+            raise ValueError(f"row id {int(v)} at position {i} is outside 0 to 2**64 - 1")
+        out[i] = int(v)
+    return out
 
 
 def as_offsets(indices: Any) -> pa.Array:

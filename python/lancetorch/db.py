@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 
 from . import _objectstore
-from ._arrow import as_table, conform
+from ._arrow import as_table, conform, infer_vectors
 from .table import Table
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -29,7 +29,8 @@ def _check_name(name: Any) -> None:
 
 
 class Connection:
-    """A place that holds tables. Make one with :func:`lancetorch.connect`."""
+    """A place that holds tables. Make one with :func:`lancetorch.connect`. (LanceDB's name
+    for it, ``DBConnection``, is the same class.)"""
 
     def __init__(
         self,
@@ -126,6 +127,8 @@ class Connection:
             table = as_table(data, schema)
             if schema is not None:
                 table = conform(table, schema, name)
+            else:
+                table = infer_vectors(table)
         if self._memory is not None:
             created = Table._memory(name, table)
             self._memory[name] = created
@@ -192,9 +195,14 @@ class Connection:
 
 # LanceDB's options for remote databases: named in connect()'s error, not taken.
 _ENTERPRISE_OPTIONS = frozenset(
-    {"api_key", "region", "host_override", "client_config", "read_consistency_interval",
-     "request_thread_pool", "session"}
+    {"api_key", "host_override", "sql_host_override", "client_config", "request_thread_pool",
+     "namespace_client_impl", "namespace_client_properties",
+     "namespace_client_pushdown_operations"}
 )
+# LanceDB's options for local databases that change nothing here: accepted and ignored.
+# A lancetorch handle reads the version it opened until it is opened again (LanceDB's default,
+# read_consistency_interval=None); `region` has its default unless a remote database is meant.
+_LOCAL_OPTIONS = frozenset({"read_consistency_interval", "session", "manifest_enabled", "region"})
 
 
 def connect(
@@ -223,10 +231,18 @@ def connect(
     """
     if read_timeout is not None and not read_timeout > 0:
         raise ValueError(f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None")
-    unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS)
+    unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
     if unknown:
         raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
+    if enterprise.get("region", "us-east-1") == "us-east-1":
+        enterprise.pop("region", None)
+    enterprise = {
+        k: v for k, v in enterprise.items()
+        if k not in _LOCAL_OPTIONS - {"region"} and not (v is None or v is False)
+    }
     uri = os.fspath(uri)
+    if uri.startswith("memory:/"):  # LanceDB's spellings: memory://, memory:///, memory://name
+        uri = "memory://"
     if uri.startswith("db://") or enterprise:
         given = f" (given {', '.join(sorted(enterprise))})" if enterprise else ""
         raise ValueError(
@@ -249,3 +265,6 @@ def connect(
     if uri != "memory://":
         uri = os.path.abspath(os.path.expanduser(uri))
     return Connection(uri, storage_options)
+
+
+DBConnection = Connection

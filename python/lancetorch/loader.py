@@ -20,7 +20,7 @@ import pyarrow as pa
 from . import _native
 from .permutation import Permutation
 from .sampler import BatchSampler
-from .table import Table, _LanceBackend, _MemoryBackend, _take_of
+from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
 from .util import _torch
 
 
@@ -87,8 +87,8 @@ class Loader:
             rows = None if data._rows is None else data._rows[lo:hi]
             columns = data._columns
             renames = data._renames
-        elif isinstance(data, Table):
-            self._table = data
+        elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
+            self._table = as_lancetorch_table(data)
             offset, n, rows = 0, None, None
             columns = None
             renames = {}

@@ -1,8 +1,9 @@
 """Permutations: lazy, shuffled, split, filtered, column-selected views of a table.
 
 Build a permutation table with :class:`PermutationBuilder` (``permutation_builder(table)``):
-it holds each chosen row's offset in the base table and its split id, in read order. A
-:class:`Permutation` reads one split of it (or all rows, ``Permutation.identity``) as a PyTorch
+it holds each chosen row's row id in the base table and its split id, in read order, laid out
+as LanceDB lays out its own (either library reads the other's). A :class:`Permutation` reads
+one split of it (split 0 unless told; or all rows, ``Permutation.identity``) as a PyTorch
 map-style Dataset, in the output format asked for.
 
 The permutation math (seeded shuffles, clumps, splits, hashing) runs in the Rust core; the same
@@ -16,21 +17,28 @@ import json
 import re
 import secrets
 import tempfile
+import warnings
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import _native
-from ._arrow import as_offsets
+from ._arrow import as_offsets, lend_twin
 from .sampler import BatchSampler
-from .table import Table, TableForWorkers
+from .table import Table, TableForWorkers, as_lancetorch_table
 from .util import _torch, tbl_to_tensor
 
-ROW_OFFSET = "row_offset"
+# A permutation table's columns and metadata, as LanceDB writes them: either library reads the
+# other's. Row ids are Lance row ids (in a memory table, row offsets).
+ROW_ID = "row_id"
 SPLIT_ID = "split_id"
-_NAMES_KEY = b"lancetorch.split_names"
+_NAMES_KEY = b"split_names"
+# Written by lancetorch before it wrote LanceDB's layout: still read.
+_OLD_ROW_OFFSET = "row_offset"
+_OLD_NAMES_KEY = b"lancetorch.split_names"
 
 
 # ---- SQL over a table ---------------------------------------------------------------------------
@@ -73,16 +81,6 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
 
 
 # ---- building ----------------------------------------------------------------------------------
-def _default_names(k: int) -> list[str]:
-    if k == 1:
-        return ["train"]
-    if k == 2:
-        return ["train", "test"]
-    if k == 3:
-        return ["train", "validation", "test"]
-    return [f"split_{i}" for i in range(k)]
-
-
 def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None:
     if names is None:
         return None
@@ -112,11 +110,12 @@ class PermutationBuilder:
     """Chainable description of a permutation table; nothing is read until :meth:`execute`.
 
     Steps run in this order whatever the call order: ``filter``, then the split, then
-    ``shuffle``. Without a split every row is in one split named ``"train"``.
+    ``shuffle``. Without a split every row is in split 0. Splits have names only when
+    ``split_names`` gives them; they can always be read by number.
     """
 
-    def __init__(self, table: Table) -> None:
-        self._table = table
+    def __init__(self, table: Any) -> None:
+        self._table = as_lancetorch_table(table)
         self._filter: str | None = None
         self._split: tuple[str, dict[str, Any]] | None = None
         self._shuffle: tuple[int, int | None] | None = None
@@ -233,9 +232,23 @@ class PermutationBuilder:
         self._filter = sql_predicate
         return self
 
-    def execute(self) -> pa.Table:
-        """The permutation table: ``row_offset`` (uint64) and ``split_id`` (uint32) in read
-        order, split names in its schema metadata. Save it with ``db.create_table(name, t)``."""
+    def execute(self) -> Table:
+        """The permutation table, a memory table named ``permutation`` with LanceDB's layout:
+        ``row_id`` (uint64, the base table's row ids) and ``split_id`` (uint64) in read order,
+        the split names (when given) as JSON in its schema metadata under ``split_names``.
+        Save it with ``db.create_table(name, perm.to_arrow())``."""
+        rows, ids, names = self._rows_and_splits()
+        metadata = {} if names is None else {_NAMES_KEY: json.dumps(names).encode()}
+        schema = pa.schema(
+            [pa.field(ROW_ID, pa.uint64()), pa.field(SPLIT_ID, pa.uint64(), False)],
+            metadata=metadata,
+        )
+        row_ids = pa.array(self._table._row_ids(rows.to_numpy()), pa.uint64())
+        split_ids = ids.cast(pa.uint64())
+        return Table._memory("permutation", pa.Table.from_arrays([row_ids, split_ids], schema=schema))
+
+    def _rows_and_splits(self) -> tuple[pa.Array, pa.Array, list[str] | None]:
+        """Row offsets (uint64) and split ids (uint32) in read order, and the split names."""
         n = len(self._table)
         if self._filter is not None:
             mask = _sql_column(self._table, self._filter, "filter")
@@ -246,12 +259,12 @@ class PermutationBuilder:
         else:
             rows = np.arange(n, dtype=np.uint64)
         rows_arr = pa.array(rows, type=pa.uint64())
-        names: list[str]
+        names: list[str] | None = None
         if self._split is None:
             ids_arr = pa.array(np.zeros(len(rows), dtype=np.uint32))
-            names = ["train"]
         else:
             kind, args = self._split
+            names = args["names"]
             if kind in ("random", "sequential"):
                 sizes = _native.split_sizes(len(rows), **args["sizes"])
                 if kind == "random":
@@ -260,61 +273,66 @@ class PermutationBuilder:
                     )
                 else:
                     rows_arr, ids_arr = _native.sequential_split(rows_arr, sizes)
-                k = len(sizes)
             elif kind == "hash":
                 keys = self._table._read_columns(args["columns"]).take(pa.array(rows))
                 rows_arr, ids_arr = _native.hash_split(
                     rows_arr, keys.to_batches(), args["weights"], args["discard"]
                 )
-                k = len(args["weights"])
             else:
-                values = _sql_column(self._table, args["expression"], "split_calculated")
-                if not pa.types.is_integer(values.type):
-                    raise ValueError(
-                        f"split_calculated {args['expression']!r} gives {values.type} values, "
-                        "not split numbers"
-                    )
-                split = values.to_numpy(zero_copy_only=False)
-                valid = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False))
-                split = np.where(valid, split, -1).astype(np.int64)[rows.astype(np.int64)]
-                keep = split >= 0
-                k = int(split.max()) + 1 if keep.any() else 0
-                if args["names"] is not None:
-                    if k > len(args["names"]):
-                        raise ValueError(
-                            f"split_calculated {args['expression']!r} gives split {k - 1} but "
-                            f"only {len(args['names'])} names were given: {args['names']}"
-                        )
-                    k = len(args["names"])
-                rows_arr = pa.array(rows[keep], type=pa.uint64())
-                ids_arr = pa.array(split[keep].astype(np.uint32))
-            names = args["names"] or _default_names(k)
+                rows_arr, ids_arr = self._calculated(rows, args["expression"], names)
         if self._shuffle is not None:
             seed, clump = self._shuffle
             rows_arr, ids_arr = _native.shuffle_splits(rows_arr, ids_arr, seed, clump)
-        schema = pa.schema(
-            [pa.field(ROW_OFFSET, pa.uint64(), False), pa.field(SPLIT_ID, pa.uint32(), False)],
-            metadata={_NAMES_KEY: json.dumps(names).encode()},
+        return rows_arr, ids_arr, names
+
+    def _calculated(
+        self, rows: np.ndarray, expression: str, names: list[str] | None
+    ) -> tuple[pa.Array, pa.Array]:
+        """Rows and split ids from a SQL expression; null or negative ids leave the row out."""
+        values = _sql_column(self._table, expression, "split_calculated")
+        if not pa.types.is_integer(values.type):
+            raise ValueError(
+                f"split_calculated {expression!r} gives {values.type} values, not split numbers"
+            )
+        split = values.to_numpy(zero_copy_only=False)
+        valid = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False))
+        split = np.where(valid, split, -1).astype(np.int64)[rows.astype(np.int64)]
+        keep = split >= 0
+        top = int(split.max()) if keep.any() else -1
+        if top >= 2**32:
+            raise ValueError(
+                f"split_calculated {expression!r} gives split {top}; split numbers go up to "
+                f"{2**32 - 1}"
+            )
+        if names is not None and top >= len(names):
+            raise ValueError(
+                f"split_calculated {expression!r} gives split {top} but only {len(names)} "
+                f"names were given: {names}"
+            )
+        return (
+            pa.array(rows[keep], type=pa.uint64()),
+            pa.array(split[keep].astype(np.uint32)),
         )
-        return pa.Table.from_arrays([rows_arr, ids_arr], schema=schema)
 
 
-def permutation_builder(table: Table) -> PermutationBuilder:
+def permutation_builder(table: Any) -> PermutationBuilder:
     return PermutationBuilder(table)
 
 
+def _perm_arrow(permutation_table: Any) -> pa.Table:
+    """A permutation table (lancetorch's, LanceDB's, or Arrow data) as a pyarrow Table."""
+    if isinstance(permutation_table, pa.Table):
+        return permutation_table
+    if hasattr(permutation_table, "to_arrow"):
+        return permutation_table.to_arrow()
+    return pa.table(permutation_table)
+
+
 def split_names_of(permutation_table: Any) -> list[str]:
-    """The split names stored in a permutation table's metadata."""
-    schema = permutation_table.schema
-    meta = schema.metadata or {}
-    if _NAMES_KEY not in meta:
-        if ROW_OFFSET not in schema.names:
-            raise ValueError(
-                f"not a permutation table: it has no '{ROW_OFFSET}' column (columns "
-                f"{schema.names}); build one with permutation_builder(table).execute()"
-            )
-        return ["train"]
-    return json.loads(meta[_NAMES_KEY])
+    """The split names stored in a permutation table's metadata ([] when it names none)."""
+    meta = permutation_table.schema.metadata or {}
+    raw = meta.get(_NAMES_KEY, meta.get(_OLD_NAMES_KEY))
+    return [] if raw is None else list(json.loads(raw))
 
 
 # ---- output formats -----------------------------------------------------------------------------
@@ -385,6 +403,7 @@ class Transforms:
         return [dict(zip(names, values)) for values in zip(*columns)] if names else []
 
 
+_ROW_FORMATS = ("python", "torch", "torch_row", "torch_dict")
 _FORMATS: dict[str, Callable[[pa.RecordBatch], Any]] = {
     "arrow": Transforms.arrow2arrow,
     "python": Transforms.arrow2python,
@@ -397,81 +416,128 @@ _FORMATS: dict[str, Callable[[pa.RecordBatch], Any]] = {
     "torch_row": Transforms.arrow2torch,
     "torch_dict": Transforms.arrow2torch_dict,
 }
-_ROW_FORMATS = ("python", "torch", "torch_row", "torch_dict")
 
 
 # ---- reading -----------------------------------------------------------------------------------
+DEFAULT_BATCH_SIZE = 100
+_ROW_ID_COLUMN = "_rowid"  # the pseudo-column of each row's row id
+
+
+def _rows_of_split(base: Table, arrow: pa.Table, split: int) -> np.ndarray:
+    """Row offsets in ``base`` of one split of a permutation table, in read order."""
+    names = arrow.schema.names
+    column = ROW_ID if ROW_ID in names else _OLD_ROW_OFFSET if _OLD_ROW_OFFSET in names else None
+    if column is None:
+        raise ValueError(
+            f"not a permutation table: it has no '{ROW_ID}' column (columns {names}); build "
+            "one with permutation_builder(table).execute()"
+        )
+    values = arrow.column(column)
+    if not pa.types.is_integer(values.type) or values.null_count:
+        raise ValueError(
+            f"the permutation table's '{column}' column must hold integers without nulls, not "
+            f"{values.type} with {values.null_count} nulls"
+        )
+    raw = values.to_numpy()
+    if SPLIT_ID in names:
+        raw = raw[arrow.column(SPLIT_ID).to_numpy(zero_copy_only=False) == split]
+    elif split != 0:
+        raw = raw[:0]  # one split only: split 0
+    if column == ROW_ID:
+        return base._offsets_of_row_ids(raw)
+    if raw.size and (raw.min() < 0 or raw.max() >= len(base)):
+        bad = raw.min() if raw.min() < 0 else raw.max()
+        raise ValueError(
+            f"the permutation table refers to row {int(bad)} but table '{base.name}' has "
+            f"{len(base)} rows; rebuild the permutation"
+        )
+    return raw.astype(np.int64)
+
+
+def _split_number(split: Any, permutation_table: Any, names: list[str]) -> int:
+    if isinstance(split, str):
+        if not names:
+            raise ValueError(
+                f"Cannot create a permutation on split `{split}` because no split names are "
+                "defined in the permutation table; read its splits by number (0, 1, ...)"
+            )
+        if split not in names:
+            raise ValueError(
+                f"Cannot create a permutation on split `{split}` because split `{split}` is not "
+                f"defined in the permutation table; its splits are {names}"
+            )
+        return names.index(split)
+    if isinstance(split, (int, np.integer)) and not isinstance(split, (bool, np.bool_)):
+        return int(split)
+    raise TypeError(f"Invalid split: {split!r}; give a split name or number")
+
+
 class Permutation:
     """A lazy view of a table's rows in a given order, as a PyTorch map-style Dataset.
 
     Every ``with_*``, ``select_columns``, ``remove_columns`` and ``rename_*`` call returns a new
-    Permutation and leaves this one as it was.
+    Permutation and leaves this one as it was. Its attributes are LanceDB's:
+    ``base_table``, ``permutation_table``, ``split`` (a number), ``selection`` (output name to
+    base column), ``batch_size``, ``transform_fn``, ``offset`` and ``limit`` (``with_skip`` and
+    ``with_take``), ``connection_factory``.
     """
 
     def __init__(
         self,
-        table: Table,
+        base_table: Table,
         rows: np.ndarray | None,
         *,
-        columns: list[str] | None = None,
-        renames: dict[str, str] | None = None,
-        format: str = "python",
-        transform: Callable[[pa.RecordBatch], Any] | None = None,
-        batch_size: int = 100,
-        window: tuple[int, int] | None = None,
-        factory: Callable[[str], Table] | None = None,
+        permutation_table: Any = None,
+        split: int = 0,
+        selection: dict[str, str] | None = None,
     ) -> None:
-        self._table: Table | None = table
-        self._table_name = table.name
+        self._table: Table | None = base_table
+        self._table_name = base_table.name
         self._rows = rows
-        self._columns = columns
-        self._renames = renames or {}
-        self._format = format
-        self._transform = transform
-        self._batch_size = batch_size
-        total = len(table) if rows is None else len(rows)
-        self._window = window if window is not None else (0, total)
-        self._factory = factory
+        self.permutation_table = permutation_table
+        self.split = split
+        self.selection = selection if selection is not None else {n: n for n in base_table.schema.names}
+        self.batch_size = DEFAULT_BATCH_SIZE
+        self.transform_fn: Callable[[pa.RecordBatch], Any] = Transforms.arrow2python
+        self._format: str | None = "python"
+        self.offset: int | None = None
+        self.limit: int | None = None
+        self.connection_factory: Callable[[str], Any] | None = None
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
-    def identity(cls, table: Table) -> Permutation:
+    def identity(cls, table: Any) -> Permutation:
         """All rows of ``table`` in table order."""
-        return cls(table, None)
+        return cls(as_lancetorch_table(table), None)
 
     @classmethod
     def from_tables(
-        cls, base_table: Table, permutation_table: Any = None, split: str | int | None = None
+        cls, base_table: Any, permutation_table: Any = None, split: str | int | None = None
     ) -> Permutation:
-        """The rows of ``permutation_table`` (all, or one split by name or number) over
-        ``base_table``; without a permutation table, all rows in order."""
+        """One split of ``permutation_table`` (by name or number; split 0 when not given)
+        over ``base_table``; without a permutation table, all rows in order.
+
+        Split 0 by default, never every split: reading a permutation table without naming a
+        split must not mix the test rows into training. A split with no rows raises
+        ValueError ("No rows found"), as does a split name the table does not define.
+        """
+        base = as_lancetorch_table(base_table)
         if permutation_table is None:
             if split is not None:
-                raise ValueError("split= needs a permutation_table")
-            return cls.identity(base_table)
-        arrow = permutation_table.to_arrow() if isinstance(permutation_table, Table) else permutation_table
-        arrow = pa.table(arrow) if not isinstance(arrow, pa.Table) else arrow
-        names = split_names_of(arrow)
-        offsets = arrow.column(ROW_OFFSET)
-        if not pa.types.is_integer(offsets.type) or offsets.null_count:
+                raise ValueError(
+                    f"Cannot create a permutation on split `{split}` because no permutation "
+                    "table is provided"
+                )
+            return cls(base, None)
+        arrow = _perm_arrow(permutation_table)
+        number = 0 if split is None else _split_number(split, arrow, split_names_of(arrow))
+        rows = _rows_of_split(base, arrow, number)
+        if not len(rows):
             raise ValueError(
-                f"the permutation table's '{ROW_OFFSET}' column must hold integers without "
-                f"nulls, not {offsets.type} with {offsets.null_count} nulls"
+                f"No rows found in the permutation table for the given split ({split!r}, "
+                f"number {number}) over table '{base.name}'"
             )
-        raw = offsets.to_numpy()
-        if raw.size and (raw.min() < 0 or raw.max() >= len(base_table)):
-            bad = raw.min() if raw.min() < 0 else raw.max()
-            raise ValueError(
-                f"the permutation table refers to row {int(bad)} but table "
-                f"'{base_table.name}' has {len(base_table)} rows; rebuild the permutation"
-            )
-        rows = raw.astype(np.int64)
-        if split is not None:
-            split_id = _split_index(split, names)
-            if SPLIT_ID in arrow.schema.names:
-                ids = arrow.column(SPLIT_ID).to_numpy()
-                rows = rows[ids == split_id]
-        return cls(base_table, rows)
+        return cls(base, rows, permutation_table=permutation_table, split=number)
 
     def _copy(self, **changes: Any) -> Permutation:
         new = object.__new__(Permutation)
@@ -481,10 +547,25 @@ class Permutation:
 
     def _base(self) -> Table:
         if self._table is None:
-            self._table = self._factory(self._table_name)
+            self._table = as_lancetorch_table(self.connection_factory(self._table_name))
         return self._table
 
+    @property
+    def base_table(self) -> Table:
+        return self._base()
+
     # -- shape --------------------------------------------------------------------------------
+    def _total(self) -> int:
+        return len(self._base()) if self._rows is None else len(self._rows)
+
+    @property
+    def _window(self) -> tuple[int, int]:
+        """The positions of the underlying rows this view reads: ``offset`` and ``limit``."""
+        total = self._total()
+        lo = min(self.offset or 0, total)
+        hi = total if self.limit is None else min(lo + self.limit, total)
+        return lo, hi
+
     def __len__(self) -> int:
         lo, hi = self._window
         return hi - lo
@@ -493,17 +574,28 @@ class Permutation:
     def num_rows(self) -> int:
         return len(self)
 
-    def _base_columns(self) -> list[str]:
-        """The base table's names of the columns this view reads."""
-        return self._columns if self._columns is not None else self._base().schema.names
-
     @property
     def column_names(self) -> list[str]:
-        return [self._renames.get(c, c) for c in self._base_columns()]
+        """Output names: the selection's order, a selected ``_rowid`` last."""
+        names = [n for n, c in self.selection.items() if c != _ROW_ID_COLUMN]
+        return names + [n for n, c in self.selection.items() if c == _ROW_ID_COLUMN]
+
+    def _base_columns(self) -> list[str]:
+        """The base table's columns this view reads (``_rowid`` is not one)."""
+        return [c for c in self.selection.values() if c != _ROW_ID_COLUMN]
+
+    @property
+    def _columns(self) -> list[str]:
+        return self._base_columns()
+
+    @property
+    def _renames(self) -> dict[str, str]:
+        """Base column -> output name, for the columns shown under another name."""
+        return {c: n for n, c in self.selection.items() if n != c and c != _ROW_ID_COLUMN}
 
     @property
     def num_columns(self) -> int:
-        return len(self.column_names)
+        return len(self.selection)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -512,109 +604,145 @@ class Permutation:
     @property
     def schema(self) -> pa.Schema:
         schema = self._base().schema
-        fields = [schema.field(c) for c in self._base_columns()]
-        return pa.schema([f.with_name(self._renames.get(f.name, f.name)) for f in fields])
+        fields = {n: schema.field(c) if c != _ROW_ID_COLUMN else pa.field(n, pa.uint64())
+                  for n, c in self.selection.items()}
+        return pa.schema([fields[n].with_name(n) for n in self.column_names])
 
     def __repr__(self) -> str:
         return (
             f"Permutation(table={self._table_name!r}, rows={len(self)}, "
-            f"columns={self.column_names}, format={self._format!r})"
+            f"columns={self.column_names}, format={self._format or 'custom'!r})"
         )
 
     # -- views --------------------------------------------------------------------------------
-    def _check_columns(self, columns: Sequence[str]) -> list[str]:
+    def select_columns(self, columns: Sequence[str]) -> Permutation:
+        """Only these columns, in this order (never adds back a removed one); ``_rowid``
+        selects each row's row id. The others are never read."""
         if isinstance(columns, str):
             columns = [columns]
-        current = self.column_names
-        missing = [c for c in columns if c not in current]
-        if missing:
-            raise ValueError(f"column '{missing[0]}' is not in this permutation; columns: {current}")
-        dup = next((c for c in columns if list(columns).count(c) > 1), None)
-        if dup is not None:
-            raise ValueError(f"column '{dup}' is named twice in {list(columns)}")
-        back = {self._renames.get(c, c): c for c in self._base_columns()}
-        return [back[c] for c in columns]
-
-    def select_columns(self, columns: Sequence[str]) -> Permutation:
-        """Only these columns, in this order; the others are never read."""
-        return self._copy(_columns=self._check_columns(columns))
+        if columns is None or len(columns) == 0:
+            raise ValueError("Must select at least one column")
+        selection = {}
+        for name in columns:
+            source = self.selection.get(name)
+            if source is None:
+                if name != _ROW_ID_COLUMN:
+                    raise ValueError(
+                        f"Cannot select column `{name}` because it does not exist; columns: "
+                        f"{self.column_names}"
+                    )
+                source = _ROW_ID_COLUMN
+            selection[name] = source
+        return self._copy(selection=selection)
 
     def remove_columns(self, columns: Sequence[str]) -> Permutation:
-        drop = set(self._check_columns(columns))
-        keep = [c for c in self._base_columns() if c not in drop]
-        return self._copy(_columns=keep)
+        """Without these columns (names not in the view are ignored, as in LanceDB)."""
+        if isinstance(columns, str):
+            columns = [columns]
+        selection = {n: c for n, c in self.selection.items() if n not in set(columns)}
+        if not selection:
+            raise ValueError("Cannot remove all columns")
+        return self._copy(selection=selection)
 
-    def rename_column(self, old: str, new: str) -> Permutation:
-        return self.rename_columns({old: new})
+    def rename_column(self, old_name: str, new_name: str) -> Permutation:
+        """Show column ``old_name`` as ``new_name`` (it moves to the end, as in LanceDB)."""
+        if old_name not in self.selection:
+            raise ValueError(
+                f"Cannot rename column `{old_name}` because it does not exist; columns: "
+                f"{self.column_names}"
+            )
+        if new_name in self.selection:
+            raise ValueError(
+                f"Cannot rename column `{old_name}` to `{new_name}` because a column with "
+                "that name already exists"
+            )
+        selection = dict(self.selection)
+        selection[new_name] = selection.pop(old_name)
+        return self._copy(selection=selection)
 
-    def rename_columns(self, mapping: dict[str, str]) -> Permutation:
-        base = self._check_columns(list(mapping))
-        renames = dict(self._renames)
-        for b, new in zip(base, mapping.values()):
-            renames[b] = new
-        names = [renames.get(c, c) for c in self._base_columns()]
-        dup = next((n for n in names if names.count(n) > 1), None)
-        if dup is not None:
-            raise ValueError(f"renaming would give two columns named {dup!r}")
-        return self._copy(_renames=renames)
+    def rename_columns(self, column_map: dict[str, str]) -> Permutation:
+        new = self
+        for old_name, new_name in column_map.items():
+            new = new.rename_column(old_name, new_name)
+        return new
 
     def with_format(self, format: str) -> Permutation:
         """One of: arrow, python (default), python_col, polars, pandas, numpy, torch_col,
         torch, torch_row, torch_dict."""
         if format not in _FORMATS:
-            raise ValueError(f"unknown format {format!r}; choose one of {list(_FORMATS)}")
-        return self._copy(_format=format, _transform=None)
+            raise ValueError(f"Invalid format: {format!r}; choose one of {list(_FORMATS)}")
+        return self._copy(transform_fn=_FORMATS[format], _format=format)
 
     def with_transform(self, transform: Callable[[pa.RecordBatch], Any]) -> Permutation:
         """Apply ``transform`` to each Arrow batch instead of a format."""
         if not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
-        return self._copy(_transform=transform)
+        return self._copy(transform_fn=transform, _format=None)
 
     def with_batch_size(self, batch_size: int) -> Permutation:
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size} must be 1 or more")
-        return self._copy(_batch_size=int(batch_size))
+        return self._copy(batch_size=int(batch_size))
 
     def with_skip(self, skip: int) -> Permutation:
-        """Leave out the first ``skip`` rows (as ``rows[skip:]``)."""
-        if int(skip) < 0:
-            raise ValueError(f"with_skip({skip}) must not be negative")
-        lo, hi = self._window
-        return self._copy(_window=(min(lo + int(skip), hi), hi))
+        """Leave out the first ``skip`` rows of the split (a second call replaces the first,
+        as in LanceDB); applied before :meth:`with_take`."""
+        skip = _count(skip, "with_skip")
+        if skip > self._total():
+            raise ValueError(
+                f"Offset is greater than the number of rows in the permutation table: "
+                f"with_skip({skip}) of {self._total()} rows"
+            )
+        return self._copy(offset=skip)
 
-    def with_take(self, take: int) -> Permutation:
-        """Keep at most the first ``take`` rows (as ``rows[:take]``)."""
-        if int(take) < 0:
-            raise ValueError(f"with_take({take}) must not be negative")
-        lo, hi = self._window
-        return self._copy(_window=(lo, min(lo + int(take), hi)))
+    def with_take(self, limit: int) -> Permutation:
+        """At most ``limit`` rows, counted after any :meth:`with_skip` (a second call
+        replaces the first)."""
+        return self._copy(limit=_count(limit, "with_take"))
 
-    def with_connection_factory(self, factory: Callable[[str], Table]) -> Permutation:
-        """Reopen the base table with ``factory(table_name)`` wherever this permutation is
-        unpickled (DataLoader workers); the table itself, and any credentials of its
-        connection, are then left out of the pickle."""
-        if not callable(factory):
-            raise TypeError(f"the connection factory must be callable, got {type(factory).__name__}")
-        return self._copy(_factory=factory)
+    def skip(self, skip: int) -> Permutation:
+        """Deprecated: :meth:`with_skip`."""
+        warnings.warn("skip() is deprecated; use with_skip()", DeprecationWarning, stacklevel=2)
+        return self.with_skip(skip)
+
+    def take(self, limit: int) -> Permutation:
+        """Deprecated: :meth:`with_take`."""
+        warnings.warn("take() is deprecated; use with_take()", DeprecationWarning, stacklevel=2)
+        return self.with_take(limit)
+
+    def with_connection_factory(self, connection_factory: Callable[[str], Any]) -> Permutation:
+        """Reopen the base table with ``connection_factory(table_name)`` wherever this
+        permutation is unpickled (DataLoader workers); the table itself, and any credentials
+        of its connection, are then left out of the pickle."""
+        if not callable(connection_factory):
+            raise TypeError(
+                f"the connection factory must be callable, got {type(connection_factory).__name__}"
+            )
+        return self._copy(connection_factory=connection_factory)
 
     # -- reading ------------------------------------------------------------------------------
-    def _arrow(self, positions: pa.Array) -> pa.RecordBatch:
-        """Rows at (checked, non-negative) positions of this view, as Arrow."""
+    def _offsets(self, positions: pa.Array) -> pa.Array:
+        """Row offsets in the base table of (checked, non-negative) positions of this view."""
         lo = self._window[0]
         if self._rows is None:
-            rows = positions if lo == 0 else pa.array(positions.to_numpy() + lo)
-        else:
-            rows = pa.array(self._rows[positions.to_numpy() + lo])
-        batch = self._base().take_offsets(rows, columns=self._columns)
-        if self._renames:
-            batch = batch.rename_columns([self._renames.get(c, c) for c in batch.schema.names])
+            return positions if lo == 0 else pa.array(positions.to_numpy() + lo)
+        return pa.array(self._rows[positions.to_numpy() + lo])
+
+    def _arrow(self, positions: pa.Array) -> pa.RecordBatch:
+        """Rows at (checked, non-negative) positions of this view, as Arrow."""
+        offsets = self._offsets(positions)
+        base = self._base()
+        batch = base._take(offsets, self._base_columns())
+        names = self.column_names
+        if _ROW_ID_COLUMN in self.selection.values():
+            ids = pa.array(base._row_ids(offsets.to_numpy()), pa.uint64())
+            return pa.RecordBatch.from_arrays([*batch.columns, ids], names=names)
+        if names != batch.schema.names:
+            return lend_twin(batch, batch.rename_columns(names))
         return batch
 
     def _output(self, batch: pa.RecordBatch) -> Any:
-        if self._transform is not None:
-            return self._transform(batch)
-        return _FORMATS[self._format](batch)
+        return self.transform_fn(batch)
 
     def _positions(self, indices: Any) -> pa.Array:
         """Indices checked against this view's length, negative ones counted from the end."""
@@ -627,23 +755,21 @@ class Permutation:
 
     def take_offsets(self, offsets: Any) -> Any:
         """Rows at these positions of the permutation, in the output format."""
-        base = self._base()
-        if self._rows is None and self._window == (0, len(base)) and not self._renames:
-            # All rows in table order: positions are row offsets, checked by the take itself.
-            return self._output(base.take_offsets(offsets, columns=self._columns))
         return self._output(self._arrow(self._positions(offsets)))
 
     def __getitems__(self, indices: Any) -> Any:
         return self.take_offsets(indices)
 
     def __getitem__(self, index: Any) -> Any:
-        """One row (a dict, or a tensor, in the row formats; a one-row batch otherwise)."""
+        """One row: a dict, or a tensor, in the row formats (python, torch, torch_row,
+        torch_dict), a one-row batch in the others; a slice gives those rows. (LanceDB gives
+        a list of one row here; see the README's differences.)"""
         if isinstance(index, slice):
             return self.take_offsets(range(*index.indices(len(self))))
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
             raise TypeError(f"a row index must be an integer, got {index!r}")
         out = self.take_offsets([int(index)])
-        if self._transform is None and self._format in _ROW_FORMATS:
+        if self._format in _ROW_FORMATS:
             return out[0]
         return out
 
@@ -665,7 +791,7 @@ class Permutation:
         A shuffled read is a training read: under ``torch.distributed`` (or ``RANK`` and
         ``WORLD_SIZE``) each rank gets its own share of the epoch, as with ``BatchSampler``.
         A read in order gives every row unless ``rank`` and ``world_size`` are passed."""
-        size = self._batch_size if batch_size is None else batch_size
+        size = self.batch_size if batch_size is None else batch_size
         if not shuffle and rank is None and world_size is None:
             rank, world_size = 0, 1
         sampler = BatchSampler(
@@ -677,17 +803,30 @@ class Permutation:
             yield self._output(self._arrow(pa.array(positions)))
 
     def __iter__(self) -> Iterator[Any]:
-        return self.iter()
+        """Batches of ``batch_size`` rows, the last one left out when it is short (as in
+        LanceDB)."""
+        return self.iter(self.batch_size, skip_last_batch=True)
 
     # -- pickling -----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        if self._factory is not None:
+        if self.connection_factory is not None:
             state["_table"] = None  # reopened by the factory; no connection state travels
+        perm = state["permutation_table"]
+        if perm is not None and not isinstance(perm, (Table, pa.Table)):
+            state["permutation_table"] = _perm_arrow(perm)  # a LanceDB table, say
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{what}({value!r}) takes a whole number of rows")
+    if value < 0:
+        raise ValueError(f"{what}({value}) must not be negative")
+    return int(value)
 
 
 def _restore(state: dict[str, Any]) -> Permutation:
@@ -708,37 +847,43 @@ def _reduce_for_workers(permutation: Permutation) -> tuple:
 ForkingPickler.register(Permutation, _reduce_for_workers)
 
 
-def _split_index(split: str | int, names: list[str]) -> int:
-    if isinstance(split, (int, np.integer)) and not isinstance(split, bool):
-        if not 0 <= int(split) < len(names):
-            raise KeyError(f"split {split} does not exist; splits: {dict(enumerate(names))}")
-        return int(split)
-    if split not in names:
-        raise KeyError(f"split {split!r} does not exist; splits: {names}")
-    return names.index(split)
-
-
 class Permutations:
-    """The splits of a permutation table over a base table: ``perms["train"]``, ``perms[0]``."""
+    """The splits of a permutation table over a base table: ``perms["train"]``, ``perms[0]``.
 
-    def __init__(self, base_table: Table, permutation_table: Any) -> None:
-        self._base = base_table
-        self._perm = permutation_table.to_arrow() if isinstance(permutation_table, Table) else permutation_table
-        self._names = split_names_of(self._perm)
+    ``split_names`` lists the names the table defines ([] when none), ``split_dict`` maps
+    each name to its split number.
+    """
 
-    @property
-    def split_names(self) -> list[str]:
-        return list(self._names)
+    def __init__(self, base_table: Any, permutation_table: Any) -> None:
+        self.base_table = as_lancetorch_table(base_table)
+        self.permutation_table = permutation_table
+        self._arrow = _perm_arrow(permutation_table)
+        self.split_names = split_names_of(self._arrow)
+        self.split_dict = {name: i for i, name in enumerate(self.split_names)}
 
-    @property
-    def split_dict(self) -> dict[str, Permutation]:
-        return {name: self[name] for name in self._names}
+    def get_by_name(self, name: str) -> Permutation:
+        index = self.split_dict.get(name)
+        if index is None:
+            raise ValueError(f"No split named `{name}` found; splits: {self.split_names}")
+        return self.get_by_index(index)
+
+    def get_by_index(self, index: int) -> Permutation:
+        return Permutation.from_tables(self.base_table, self._arrow, index)._copy(
+            permutation_table=self.permutation_table
+        )
 
     def __getitem__(self, split: str | int) -> Permutation:
-        return Permutation.from_tables(self._base, self._perm, split)
+        if isinstance(split, str):
+            return self.get_by_name(split)
+        if isinstance(split, (int, np.integer)) and not isinstance(split, (bool, np.bool_)):
+            return self.get_by_index(int(split))
+        raise TypeError(f"Invalid split name or index: {split!r}")
 
     def __len__(self) -> int:
-        return len(self._names)
+        """The number of splits: the names given, or the highest split id plus one."""
+        ids = self._arrow.column(SPLIT_ID) if SPLIT_ID in self._arrow.schema.names else None
+        top = -1 if ids is None or not len(ids) else int(pc.max(ids).as_py())
+        return max(len(self.split_names), top + 1, 1)
 
     def __iter__(self) -> Iterator[Permutation]:
-        return (self[i] for i in range(len(self._names)))
+        return (self[i] for i in range(len(self)))

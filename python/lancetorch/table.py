@@ -1,7 +1,7 @@
 """Tables: Arrow data in memory (held by the Rust column store) or a Lance dataset on disk.
 
 A Table is a ``torch.utils.data.Dataset``: ``len(table)`` rows, ``table.__getitems__(indices)``
-gives a ``pyarrow.RecordBatch`` of those rows in the order asked, which
+gives a ``pyarrow.Table`` of those rows in the order asked, which
 ``lancetorch.util.tbl_to_tensor`` turns into one ``(columns, rows)`` tensor.
 """
 
@@ -21,8 +21,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import as_offsets, as_table, conform, remember_twin
+from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform, lend_twin, remember_twin
 from ._objectstore import is_io_error, read_failure, within
+from .query import ScanQuery, TakeQuery
 
 
 class _SharedCopy:
@@ -192,6 +193,7 @@ class _LanceBackend:
         self._served: dict[tuple[int, ...] | None, tuple[_native.ColumnStore, list[int]]] = {}
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
+        self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, a read through Lance of ``what`` (words for the message):
@@ -303,6 +305,16 @@ class _LanceBackend:
         if cached is None:
             return None
         return cached[0], self._shared.path_for(cached[1])
+
+    def row_ids(self) -> np.ndarray:
+        """Lance's row id of every row, in row-offset order (read once per version): on a
+        table with several fragments or deleted rows a row id is not a row offset."""
+        if self._row_ids is None or self._row_ids[0] != self.version:
+            ids = self.call(
+                "a scan of the row ids", self.dataset.to_table, columns=[], with_row_id=True
+            ).column("_rowid")
+            self._row_ids = (self.version, ids.to_numpy().astype(np.uint64, copy=False))
+        return self._row_ids[1]
 
     def to_arrow(self) -> pa.Table:
         return self.call("a scan of every row", self.dataset.to_table)
@@ -424,9 +436,10 @@ class Table:
             )
         return [names.index(c) for c in columns]
 
-    def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> pa.RecordBatch:
+    def _take(self, offsets: Any, columns: Sequence[str] | None = None) -> pa.RecordBatch:
         """Rows at ``offsets`` (list, numpy or torch integers; negative counts from the end)
-        in the order given, duplicates kept, as one RecordBatch."""
+        in the order given, duplicates kept, as one RecordBatch: the take every read path
+        shares."""
         positions = self._column_positions(columns)
         if type(offsets) is list:  # the DataLoader's batch: read by Rust without conversion
             try:
@@ -435,16 +448,88 @@ class Table:
                 pass  # not all plain ints: as_offsets accepts numpy ints or explains the problem
         return self._backend.take(as_offsets(offsets), positions)
 
-    def __getitems__(self, indices: Any) -> pa.RecordBatch:
-        return self.take_offsets(indices)
+    def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> TakeQuery:
+        """The rows at ``offsets`` (0 to ``len(table) - 1``; negative counts from the end), in
+        the order given, duplicates kept, as a query: ``.select([...])``, ``.with_row_id()``,
+        then ``.to_arrow()``, ``.to_batches()``, ``.to_pandas()``, ``.to_polars()`` or
+        ``.to_list()``. ``columns=`` is ``.select(columns)``."""
+        query = TakeQuery(self, offsets)
+        return query if columns is None else query.select(columns)
 
-    def __getitem__(self, index: Any) -> pa.RecordBatch:
-        """One row as a one-row RecordBatch; a slice gives those rows."""
+    def take_row_ids(self, row_ids: Any) -> TakeQuery:
+        """The rows with these Lance row ids (the ``_rowid`` column; on a table of several
+        fragments or with deleted rows they are not row offsets), as a query like
+        :meth:`take_offsets`. An id not in the table raises ValueError."""
+        return TakeQuery(self, self._offsets_of_row_ids(row_ids))
+
+    def search(self, query: Any = None, **kwargs: Any) -> ScanQuery:
+        """A full scan (``search()`` or ``search(None)``): ``.select``, ``.limit``,
+        ``.offset``, ``.with_row_id``, then ``.to_arrow()`` and the like. Vector and text
+        search are LanceDB's, not lancetorch's: any other query raises ValueError."""
+        if query is not None or kwargs:
+            raise ValueError(
+                "lancetorch's search() is a full scan only (search() or search(None)); vector "
+                "and full-text search are LanceDB features"
+            )
+        return ScanQuery(self)
+
+    def head(self, n: int = 5) -> pa.Table:
+        """The first ``n`` rows."""
+        return self.search().limit(n).to_arrow()
+
+    def to_pandas(self, **kwargs: Any) -> Any:
+        return self.to_arrow().to_pandas(**kwargs)
+
+    def to_polars(self, **kwargs: Any) -> Any:
+        """The table as a polars LazyFrame (as LanceDB's ``to_polars``)."""
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow(), **kwargs).lazy()
+
+    def __getitems__(self, indices: Any) -> pa.Table:
+        """The rows at ``indices`` in the order given, as one pyarrow Table of one chunk
+        (what LanceDB returns); ``tbl_to_tensor`` turns it into a tensor without a copy."""
+        batch = self._take(indices)
+        return lend_twin(batch, pa.Table.from_batches([batch]))
+
+    def __getitem__(self, index: Any) -> pa.Table:
+        """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table."""
         if isinstance(index, slice):
-            return self.take_offsets(range(*index.indices(len(self))))
+            return self.__getitems__(range(*index.indices(len(self))))
+        if isinstance(index, (list, np.ndarray)) or type(index).__module__.startswith("torch"):
+            return self.__getitems__(index)
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
-            raise TypeError(f"a row index must be an integer, got {index!r}")
-        return self.take_offsets([int(index)])
+            raise TypeError(f"a row index must be an integer, a slice or a list, got {index!r}")
+        return self.__getitems__([int(index)])
+
+    # -- row ids ----------------------------------------------------------------------------------
+    def _row_ids(self, offsets: np.ndarray) -> np.ndarray:
+        """The row ids (uint64) of rows at non-negative offsets: in a memory table, the
+        offsets; in a Lance dataset, Lance's ``_rowid``."""
+        offsets = np.asarray(offsets, dtype=np.int64)
+        if isinstance(self._backend, _LanceBackend):
+            return self._backend.row_ids()[offsets]
+        return offsets.astype(np.uint64)
+
+    def _offsets_of_row_ids(self, row_ids: Any) -> np.ndarray:
+        """Row offsets (int64) of these row ids; ValueError names an id not in the table."""
+        ids = np.asarray(as_offsets_unsigned(row_ids), dtype=np.uint64)
+        if isinstance(self._backend, _LanceBackend):
+            all_ids = self._backend.row_ids()
+            order = np.argsort(all_ids, kind="stable")
+            at = np.searchsorted(all_ids[order], ids).clip(0, max(len(order) - 1, 0))
+            found = (all_ids[order][at] == ids) if len(order) else np.zeros(len(ids), bool)
+            offsets = order[at] if len(order) else np.zeros(len(ids), np.int64)
+        else:
+            found = ids < len(self)
+            offsets = ids
+        if not found.all():
+            bad = int(ids[np.argmin(found)])
+            raise ValueError(
+                f"row id {bad} is not in table '{self._name}' (deleted, or from another "
+                "table or version); row ids come from the _rowid column"
+            )
+        return np.asarray(offsets, dtype=np.int64)
 
     # -- pickling -------------------------------------------------------------------------------
     # Plain pickle: a disk table as its location, a memory table by value. To multiprocessing
@@ -454,6 +539,27 @@ class Table:
             # The version read here: rows appended or deleted later do not shift the offsets.
             return (Table._lance, (self._name, *self._backend.location()))
         return (_unpickle_memory_table, (self._name, _to_ipc(self._backend.store)))
+
+
+def as_lancetorch_table(table: Any) -> Table:
+    """``table`` as a lancetorch Table: itself, or a LanceDB table read through its Lance
+    dataset (a LanceDB memory table, which has no dataset on disk, by value)."""
+    if isinstance(table, Table):
+        return table
+    if type(table).__module__.startswith("lancedb") and hasattr(table, "to_arrow"):
+        name = str(getattr(table, "name", "table"))
+        try:
+            dataset = table.to_lance()
+            uri = dataset.uri
+        except Exception:  # a memory table: no dataset on disk
+            uri = None
+        if uri and "://" not in uri or (uri or "").startswith("file://"):
+            return Table._lance(name, uri.removeprefix("file://"), None, version=dataset.version)
+        return Table._memory(name, table.to_arrow())
+    raise TypeError(
+        f"expected a lancetorch Table (or a LanceDB table), got {type(table).__name__}; open "
+        "one with lancetorch.connect(uri).open_table(name) or create_table(name, data)"
+    )
 
 
 def _shared_dir(nbytes: int) -> str:
@@ -481,17 +587,21 @@ def _sweep(directory: str) -> None:
         names = os.listdir(directory)
     except OSError:
         return
+    uid = os.getuid()
     for name in names:
         match = _SHARED_NAME.match(name)
         if not match:
             continue
+        path = os.path.join(directory, name)
         try:
+            if os.lstat(path).st_uid != uid:
+                continue  # another user's: never touched
             os.kill(int(match.group(1)), 0)
         except ProcessLookupError:
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(directory, name))
+                os.unlink(path)
         except OSError:
-            pass  # alive, someone else's
+            pass  # gone already, or alive and someone else's
 
 
 def _write_shared(store: _native.ColumnStore) -> str:
@@ -499,6 +609,9 @@ def _write_shared(store: _native.ColumnStore) -> str:
     directory = _shared_dir(store.nbytes)
     _sweep(directory)
     path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
+    # Created new and owner-only: on a shared node no other user reads the training data
+    # (pyarrow's OSFile then truncates the file it finds, keeping its mode).
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     _track(path, True)
     try:
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, store.schema) as writer:

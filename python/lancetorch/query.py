@@ -1,0 +1,143 @@
+"""Queries of a table's rows: :meth:`Table.take_offsets` and :meth:`Table.take_row_ids` pick
+rows, :meth:`Table.search` (a full scan) reads them all. Nothing is read until a ``to_*``
+method runs; each runs the take afresh.
+
+>>> import lancetorch, pyarrow as pa
+>>> t = lancetorch.connect("memory://").create_table("t", pa.table({"x": [10, 20, 30]}))
+>>> t.take_offsets([2, 0]).with_row_id().to_list()
+[{'x': 30, '_rowid': 2}, {'x': 10, '_rowid': 0}]
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from . import _native
+from ._arrow import as_offsets
+
+ROW_ID = "_rowid"
+
+
+class TakeQuery:
+    """Rows of a table at given offsets, in the order given (duplicates kept)."""
+
+    def __init__(self, table: Any, offsets: Any) -> None:
+        self._table = table
+        self._offsets = offsets
+        self._selection: dict[str, str] | None = None  # output name -> column name
+        self._with_row_id = False
+
+    def select(self, columns: Sequence[str] | dict[str, str]) -> TakeQuery:
+        """Only these columns, in this order: a list of names (``"_rowid"`` among them if
+        wanted), or a dict of output name to column name. SQL expressions are LanceDB's."""
+        if isinstance(columns, str):
+            columns = [columns]
+        selection = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
+        if not isinstance(columns, dict) and len(selection) != len(columns):
+            twice = next(c for c in columns if list(columns).count(c) > 1)
+            raise ValueError(f"column '{twice}' is named twice in {list(columns)}")
+        names = self._table.schema.names
+        for out, source in selection.items():
+            if source != ROW_ID and source not in names:
+                raise ValueError(
+                    f"column '{source}' is not in table '{self._table.name}'; its columns are "
+                    f"{names} (lancetorch selects columns by name, not by SQL expression)"
+                )
+        self._selection = selection
+        return self
+
+    def with_row_id(self, with_row_id: bool = True) -> TakeQuery:
+        """Add the ``_rowid`` column (uint64) after the others."""
+        self._with_row_id = bool(with_row_id)
+        return self
+
+    def _positions(self) -> pa.Array:
+        return _native.normalize_offsets(as_offsets(self._offsets), len(self._table))
+
+    def _batch(self) -> pa.RecordBatch:
+        positions = self._positions()
+        selection = self._selection or {n: n for n in self._table.schema.names}
+        columns = [c for c in selection.values() if c != ROW_ID]
+        # Each column read once, even when selected under two names.
+        distinct = list(dict.fromkeys(columns))
+        batch = self._table._take(positions, distinct)
+        wants_id = self._with_row_id or ROW_ID in selection.values()
+        ids = pa.array(self._table._row_ids(positions.to_numpy()), pa.uint64()) if wants_id else None
+        arrays, names = [], []
+        for out, source in selection.items():
+            arrays.append(ids if source == ROW_ID else batch.column(distinct.index(source)))
+            names.append(out)
+        if self._with_row_id and ROW_ID not in names:
+            arrays.append(ids)
+            names.append(ROW_ID)
+        if not arrays:
+            return batch
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    def output_schema(self) -> pa.Schema:
+        """The schema of the result, without reading any row."""
+        return self._empty().schema
+
+    def _empty(self) -> pa.RecordBatch:
+        query = TakeQuery(self._table, [])
+        query._selection, query._with_row_id = self._selection, self._with_row_id
+        return query._batch()
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_batches([self._batch()])
+
+    def to_batches(self, *, max_batch_length: int | None = None) -> pa.RecordBatchReader:
+        batch = self._batch()
+        if max_batch_length is None or batch.num_rows <= max_batch_length:
+            parts = [batch]
+        else:
+            if max_batch_length < 1:
+                raise ValueError(f"max_batch_length={max_batch_length} must be 1 or more")
+            parts = [
+                batch.slice(i, max_batch_length) for i in range(0, batch.num_rows, max_batch_length)
+            ]
+        return pa.RecordBatchReader.from_batches(batch.schema, parts)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return self._batch().to_pylist()
+
+    def to_pandas(self, **kwargs: Any) -> Any:
+        return self.to_arrow().to_pandas(**kwargs)
+
+    def to_polars(self) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(self.to_arrow())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(table={self._table.name!r})"
+
+
+class ScanQuery(TakeQuery):
+    """Every row of a table in table order, after ``offset`` and up to ``limit`` of them."""
+
+    def __init__(self, table: Any) -> None:
+        super().__init__(table, None)
+        self._limit: int | None = None
+        self._skip = 0
+
+    def limit(self, limit: int | None) -> ScanQuery:
+        if limit is not None and (isinstance(limit, bool) or int(limit) < 0):
+            raise ValueError(f"limit={limit!r} must be 0 or more (or None for every row)")
+        self._limit = None if limit is None else int(limit)
+        return self
+
+    def offset(self, offset: int) -> ScanQuery:
+        if isinstance(offset, bool) or int(offset) < 0:
+            raise ValueError(f"offset={offset!r} must be 0 or more")
+        self._skip = int(offset)
+        return self
+
+    def _positions(self) -> pa.Array:
+        n = len(self._table)
+        lo = min(self._skip, n)
+        hi = n if self._limit is None else min(lo + self._limit, n)
+        return pa.array(np.arange(lo, hi, dtype=np.int64))
