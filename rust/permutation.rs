@@ -98,7 +98,10 @@ pub fn split_sizes(
     let given = [ratios.is_some(), counts.is_some(), fixed.is_some()];
     if given.iter().filter(|g| **g).count() != 1 {
         return Err(Error::Value(
-            "give exactly one of ratios=, counts= or fixed= to say how to split".into(),
+            "Exactly one of 'ratios', 'counts', or 'fixed' must be provided (ratios= for \
+             fractions of the rows, counts= for numbers of rows, fixed= for a number of equal \
+             splits)"
+                .into(),
         ));
     }
     let sizes = if let Some(ratios) = ratios {

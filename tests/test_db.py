@@ -66,7 +66,7 @@ def test_create_table_from(any_db, source):
     assert len(table) == 3
     assert table.schema.names == ["a", "b"]
     assert _normalize(table.to_arrow()).equals(EXPECTED)
-    assert _normalize(pa.Table.from_batches([table.__getitems__([2, 0])])).to_pydict() == {
+    assert _normalize(table.__getitems__([2, 0])).to_pydict() == {
         "a": [3, 1],
         "b": ["z", "x"],
     }
@@ -268,15 +268,33 @@ def test_a_misspelled_option_is_a_type_error(tmp_path):
     [
         ("db://my-database", {"api_key": "sk-...", "region": "us-east-1"}),  # the spec's example
         ("db://my-database", {}),
-        ("memory://", {"region": "us-east-1"}),
+        ("memory://", {"region": "eu-west-1"}),
+        ("memory://", {"host_override": "http://localhost:1"}),
     ],
 )
 def test_enterprise_connections_are_explained(uri, options):
     with pytest.raises(ValueError, match="LanceDB Enterprise.*storage_options") as info:
         lancetorch.connect(uri, **options)
     assert "sk-" not in str(info.value), "a key is never echoed"
-    for name in options:
-        assert name in str(info.value)
+    for name, value in options.items():
+        if (name, value) != ("region", "us-east-1"):  # LanceDB's default names no remote
+            assert name in str(info.value)
+
+
+@pytest.mark.parametrize("uri", ["memory://", "memory:///", "memory://scratch"])
+def test_lancedb_local_spellings_and_options(uri, tmp_path):
+    from datetime import timedelta
+
+    options = dict(read_consistency_interval=timedelta(seconds=5), region="us-east-1",
+                   session=None, manifest_enabled=False)
+    db = lancetorch.connect(uri, **options)
+    assert isinstance(db, lancetorch.DBConnection) and db.uri == "memory://"
+    assert db.create_table("t", pa.table({"a": [1]})).to_arrow().to_pydict() == {"a": [1]}
+    on_disk = lancetorch.connect(f"file://{tmp_path}", read_consistency_interval=timedelta(0))
+    assert on_disk.uri == str(tmp_path)
+    assert lancetorch.db.DBConnection is lancetorch.Connection
+    with pytest.raises(TypeError, match="unexpected keyword argument 'read_consistency'"):
+        lancetorch.connect(uri, read_consistency=1)
 
 
 # -- interop with pylance ---------------------------------------------------------------------

@@ -94,7 +94,9 @@ def test_unshuffled_and_dtype(table):
 
 
 def test_permutation_columns_and_split(table):
-    perm_table = permutation_builder(table).split_sequential(counts=[1000, 500]).execute()
+    perm_table = permutation_builder(table).split_sequential(
+        counts=[1000, 500], split_names=["train", "test"]
+    ).execute()
     test = Permutation.from_tables(table, perm_table, "test").select_columns(["x", "id"])
     batches = list(Loader(test, 128, seed=0))
     assert sorted(torch.cat([b[1] for b in batches]).long().tolist()) == list(range(1000, 1500))
@@ -104,7 +106,7 @@ def test_permutation_columns_and_split(table):
 
 
 @settings(max_examples=20, deadline=None)
-@given(skip=st.integers(0, 2000), take=st.integers(1, 1500), shuffled=st.booleans(),
+@given(skip=st.integers(0, 2000), take=st.integers(1, 1000), shuffled=st.booleans(),
        bs=st.integers(1, 300), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 3))
 def test_permutation_rows_in_the_samplers_order(skip, take, shuffled, bs, seed, epoch):
     """A Permutation's positions map to table rows by an offset (an identity window) or
@@ -248,7 +250,7 @@ def test_per_column_keys_follow_a_permutations_selection_and_renames(tmp_path, w
         t = db.open_table("e", cache_budget=1)
     view = Permutation.identity(t).select_columns(["emb", "id"]).rename_column("emb", "vec")
     batches = list(Loader(view, 128, seed=1, per_column=True, window_rows=200, clump_size=50))
-    assert all(list(b) == ["vec", "id"] for b in batches)
+    assert all(list(b) == ["id", "vec"] for b in batches)  # a renamed column moves last
     for b in batches:
         assert torch.equal(b["vec"][:, 0], (b["id"] * 4).float())
     assert sorted(torch.cat([b["id"] for b in batches]).tolist()) == list(range(500))
@@ -588,4 +590,4 @@ def test_a_null_value_that_does_not_fit_is_refused_on_every_path(rows, b_type):
         with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a'"):
             column_to_tensor(batch, "a", null_value=0.5)
     if b_type == pa.int64():  # one type: a conversion may share, and the refused ones lent nothing
-        assert tbl_to_tensor(batch).data_ptr() == batch.column(0).buffers()[1].address
+        assert tbl_to_tensor(batch).data_ptr() == batch.column(0).chunk(0).buffers()[1].address

@@ -36,19 +36,21 @@ def big(any_db):
 
 
 def rows_of(perm: pa.Table) -> list[int]:
-    return perm.to_arrow().column("row_id").to_pylist()
+    return perm.column("row_id").to_pylist()
 
 
 def splits_of(perm: pa.Table) -> dict[int, list[int]]:
     """split id -> its row offsets, in permutation order."""
     out: dict[int, list[int]] = {}
-    for r, s in zip(perm.to_arrow().column("row_id").to_pylist(), perm.to_arrow().column("split_id").to_pylist()):
+    for r, s in zip(perm.column("row_id").to_pylist(), perm.column("split_id").to_pylist()):
         out.setdefault(s, []).append(r)
     return out
 
 
 def names_of(perm: pa.Table) -> list[str]:
-    return json.loads(perm.schema.metadata[b"lancetorch.split_names"])
+    """The split names in LanceDB's metadata key; none when the builder gave none."""
+    meta = perm.schema.metadata or {}
+    return json.loads(meta[b"split_names"]) if b"split_names" in meta else []
 
 
 def assert_clumps_whole(order: list[int], base: list[int], clump: int) -> None:
@@ -71,16 +73,20 @@ def assert_clumps_whole(order: list[int], base: list[int], clump: int) -> None:
 
 
 def test_execute_schema_and_default_split(table):
-    perm = PermutationBuilder(table).execute()
-    assert isinstance(perm, pa.Table)
-    assert perm.schema.names == ["row_offset", "split_id"]
-    assert perm.schema.field("row_offset").type == pa.uint64()
-    assert perm.schema.field("split_id").type == pa.uint32()
+    executed = PermutationBuilder(table).execute()
+    assert isinstance(executed, lancetorch.Table) and executed.name == "permutation"
+    assert executed.count_rows() == 10
+    assert executed.search(None).to_arrow().equals(executed.to_arrow())
+    perm = executed.to_arrow()
+    # LanceDB's layout: row_id (uint64), split_id (uint64, not null), no names unless given.
+    assert perm.schema.names == ["row_id", "split_id"]
+    assert perm.schema.field("row_id").type == pa.uint64()
+    assert perm.schema.field("split_id").type == pa.uint64()
+    assert not perm.schema.field("split_id").nullable
     assert rows_of(perm) == list(range(10))
-    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 10
-    assert names_of(perm) == ["train"]
-    assert split_names_of(perm) == ["train"]
-    assert permutation_builder(table).execute().equals(perm)
+    assert perm.column("split_id").to_pylist() == [0] * 10
+    assert names_of(perm) == [] and split_names_of(perm) == []
+    assert permutation_builder(table).execute().to_arrow().equals(perm)
 
 
 def test_builder_steps_are_chainable(table):
@@ -104,7 +110,7 @@ def test_builder_steps_are_chainable(table):
     ],
 )
 def test_split_random_sizes(table, how, sizes):
-    perm = PermutationBuilder(table).split_random(seed=5, **how).execute()
+    perm = PermutationBuilder(table).split_random(seed=5, **how).execute().to_arrow()
     groups = splits_of(perm)
     assert [len(groups[i]) for i in range(len(sizes))] == sizes
     assert sorted(groups) == list(range(len(sizes)))
@@ -113,38 +119,29 @@ def test_split_random_sizes(table, how, sizes):
     assert set(everything) <= set(range(10))
     for g in groups.values():  # each split keeps ascending row order until shuffle()
         assert g == sorted(g)
-    assert perm.to_arrow().column("split_id").to_pylist() == sorted(perm.to_arrow().column("split_id").to_pylist())
+    assert perm.column("split_id").to_pylist() == sorted(perm.column("split_id").to_pylist())
 
 
-def test_split_random_default_names(table):
-    assert names_of(PermutationBuilder(table).split_random(fixed=1, seed=1).execute()) == ["train"]
-    assert names_of(PermutationBuilder(table).split_random(fixed=2, seed=1).execute()) == [
-        "train",
-        "test",
-    ]
-    assert names_of(PermutationBuilder(table).split_random(fixed=3, seed=1).execute()) == [
-        "train",
-        "validation",
-        "test",
-    ]
-    assert names_of(PermutationBuilder(table).split_random(fixed=4, seed=1).execute()) == [
-        f"split_{i}" for i in range(4)
-    ]
+def test_splits_have_names_only_when_given(table):
+    """As in LanceDB: no names are made up; splits are read by number."""
+    for k in (1, 2, 3, 4):
+        perm = PermutationBuilder(table).split_random(fixed=k, seed=1).execute().to_arrow()
+        assert names_of(perm) == [] and perm.schema.metadata is None
     named = PermutationBuilder(table).split_random(counts=[2, 3], seed=1, split_names=["a", "b"])
-    assert names_of(named.execute()) == ["a", "b"]
+    assert names_of(named.execute().to_arrow()) == ["a", "b"]
 
 
 def test_split_random_seed_determinism(big):
     def build(seed):
-        return PermutationBuilder(big).split_random(ratios=[0.6, 0.4], seed=seed).execute()
+        return PermutationBuilder(big).split_random(ratios=[0.6, 0.4], seed=seed).execute().to_arrow()
 
     assert build(11).equals(build(11))
     assert rows_of(build(11)) != rows_of(build(12))
 
 
 def test_split_random_without_seed_differs(big):
-    a = PermutationBuilder(big).split_random(ratios=[0.5, 0.5]).execute()
-    b = PermutationBuilder(big).split_random(ratios=[0.5, 0.5]).execute()
+    a = PermutationBuilder(big).split_random(ratios=[0.5, 0.5]).execute().to_arrow()
+    b = PermutationBuilder(big).split_random(ratios=[0.5, 0.5]).execute().to_arrow()
     assert sorted(rows_of(a)) == sorted(rows_of(b)) == list(range(100))
     assert rows_of(a) != rows_of(b)  # 1 in C(100, 50) to be equal
 
@@ -152,8 +149,8 @@ def test_split_random_without_seed_differs(big):
 def test_split_random_same_on_memory_and_disk(tmp_path):
     mem = lancetorch.connect("memory://").create_table("t", sample_table(50))
     disk = lancetorch.connect(tmp_path).create_table("t", sample_table(50))
-    a = PermutationBuilder(mem).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute()
-    b = PermutationBuilder(disk).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute()
+    a = PermutationBuilder(mem).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute().to_arrow()
+    b = PermutationBuilder(disk).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute().to_arrow()
     assert a.equals(b)
 
 
@@ -161,7 +158,7 @@ def test_split_random_clumps_stay_whole_when_sizes_align(any_db):
     t = any_db.create_table("t", sample_table(30))
     for seed in range(5):
         perm = PermutationBuilder(t).split_random(counts=[12, 9, 9], clump_size=3, seed=seed)
-        groups = splits_of(perm.execute())
+        groups = splits_of(perm.execute().to_arrow())
         for split, rows in groups.items():
             for r in rows:  # each split holds whole clumps, contiguous and in order
                 start = r - r % 3
@@ -175,8 +172,8 @@ def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
     for seed in range(20):
         perm = PermutationBuilder(table).split_random(
             ratios=[0.5, 0.5], clump_size=3, seed=seed
-        ).execute()
-        split_of = dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
+        ).execute().to_arrow()
+        split_of = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
         shared = [
             start
             for start in range(0, 10, 3)
@@ -189,18 +186,18 @@ def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
 
 
 def test_split_sequential(table):
-    perm = PermutationBuilder(table).split_sequential(counts=[3, 4]).execute()
+    perm = PermutationBuilder(table).split_sequential(counts=[3, 4]).execute().to_arrow()
     assert rows_of(perm) == list(range(7))
-    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 3 + [1] * 4
-    perm = PermutationBuilder(table).split_sequential(ratios=[0.8, 0.2]).execute()
+    assert perm.column("split_id").to_pylist() == [0] * 3 + [1] * 4
+    perm = PermutationBuilder(table).split_sequential(ratios=[0.8, 0.2]).execute().to_arrow()
     assert splits_of(perm) == {0: list(range(8)), 1: [8, 9]}
-    perm = PermutationBuilder(table).split_sequential(fixed=3, split_names=["a", "b", "c"]).execute()
+    perm = PermutationBuilder(table).split_sequential(fixed=3, split_names=["a", "b", "c"]).execute().to_arrow()
     assert splits_of(perm) == {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [7, 8, 9]}
     assert names_of(perm) == ["a", "b", "c"]
 
 
 def test_split_sequential_after_filter(table):
-    perm = PermutationBuilder(table).filter("id % 2 = 1").split_sequential(fixed=2).execute()
+    perm = PermutationBuilder(table).filter("id % 2 = 1").split_sequential(fixed=2).execute().to_arrow()
     assert splits_of(perm) == {0: [1, 3, 5], 1: [7, 9]}
 
 
@@ -221,9 +218,9 @@ def _id_table(ids) -> pa.Table:
 def _hash_splits(db, name, ids, **kw) -> dict[int, int]:
     """id -> split id of a hash split of a table holding these ids, in this order."""
     t = db.create_table(name, _id_table(ids))
-    perm = PermutationBuilder(t).split_hash(["id"], [3, 1], **kw).execute()
+    perm = PermutationBuilder(t).split_hash(["id"], [3, 1], **kw).execute().to_arrow()
     id_col = t.to_arrow().column("id").to_pylist()
-    return {id_col[r]: s for r, s in zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist())}
+    return {id_col[r]: s for r, s in zip(rows_of(perm), perm.column("split_id").to_pylist())}
 
 
 def test_split_hash_row_keeps_its_split_when_rows_come_and_go(any_db):
@@ -241,7 +238,7 @@ def test_split_hash_row_keeps_its_split_when_rows_come_and_go(any_db):
 
 def test_split_hash_proportions_and_names(any_db):
     t = any_db.create_table("t", _id_table(range(4000)))
-    perm = PermutationBuilder(t).split_hash(["id", "s"], [3, 1], split_names=["tr", "te"]).execute()
+    perm = PermutationBuilder(t).split_hash(["id", "s"], [3, 1], split_names=["tr", "te"]).execute().to_arrow()
     groups = splits_of(perm)
     assert names_of(perm) == ["tr", "te"]
     assert len(groups[0]) + len(groups[1]) == 4000
@@ -251,7 +248,7 @@ def test_split_hash_proportions_and_names(any_db):
 
 def test_split_hash_discard_weight_drops_a_fraction(any_db):
     t = any_db.create_table("t", _id_table(range(4000)))
-    perm = PermutationBuilder(t).split_hash("id", [1, 1], discard_weight=2).execute()
+    perm = PermutationBuilder(t).split_hash("id", [1, 1], discard_weight=2).execute().to_arrow()
     rows = rows_of(perm)
     assert len(set(rows)) == len(rows)
     assert 0.40 < len(rows) / 4000 < 0.60  # 2 of 4 parts are discarded
@@ -276,8 +273,8 @@ GOLDEN_HASH_SPLITS = {
 def test_golden_hash_splits(mem_db, columns):
     t = mem_db.create_table("t", pa.table({"k": pa.array(range(32), pa.int64()),
                                            "s": [f"k{i}" for i in range(32)]}))
-    perm = PermutationBuilder(t).split_hash(list(columns), [1, 1]).execute()
-    split = dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
+    perm = PermutationBuilder(t).split_hash(list(columns), [1, 1]).execute().to_arrow()
+    split = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
     assert [split[r] for r in range(32)] == GOLDEN_HASH_SPLITS[columns]
 
 
@@ -289,8 +286,8 @@ def test_split_hash_keys_by_value_not_by_column_width(mem_db):
     def split_of(arrow_type):
         t = mem_db.create_table(f"t_{arrow_type}", pa.table({"k": pa.array(keys, arrow_type)}),
                                 mode="overwrite")
-        perm = PermutationBuilder(t).split_hash("k", [1, 1]).execute()
-        return dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist()))
+        perm = PermutationBuilder(t).split_hash("k", [1, 1]).execute().to_arrow()
+        return dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
 
     want = split_of(pa.int64())
     assert len(set(want.values())) == 2
@@ -304,8 +301,8 @@ def test_split_hash_keys_by_value_not_by_column_width(mem_db):
 def test_split_hash_same_on_memory_and_disk(tmp_path):
     mem = lancetorch.connect("memory://").create_table("t", _id_table(range(300)))
     disk = lancetorch.connect(tmp_path).create_table("t", _id_table(range(300)))
-    a = PermutationBuilder(mem).split_hash(["s"], [1, 1, 1]).execute()
-    b = PermutationBuilder(disk).split_hash(["s"], [1, 1, 1]).execute()
+    a = PermutationBuilder(mem).split_hash(["s"], [1, 1, 1]).execute().to_arrow()
+    b = PermutationBuilder(disk).split_hash(["s"], [1, 1, 1]).execute().to_arrow()
     assert a.equals(b)
 
 
@@ -313,24 +310,24 @@ def test_split_hash_same_on_memory_and_disk(tmp_path):
 
 
 def test_split_calculated(table):
-    perm = PermutationBuilder(table).split_calculated("id % 3").execute()
-    assert dict(zip(rows_of(perm), perm.to_arrow().column("split_id").to_pylist())) == {
+    perm = PermutationBuilder(table).split_calculated("id % 3").execute().to_arrow()
+    assert dict(zip(rows_of(perm), perm.column("split_id").to_pylist())) == {
         i: i % 3 for i in range(10)
     }
-    assert names_of(perm) == ["train", "validation", "test"]
+    assert names_of(perm) == []
     named = PermutationBuilder(table).split_calculated("id % 2", split_names=["even", "odd"])
-    perm = named.execute()
+    perm = named.execute().to_arrow()
     assert names_of(perm) == ["even", "odd"]
     assert splits_of(perm) == {0: [0, 2, 4, 6, 8], 1: [1, 3, 5, 7, 9]}
 
 
 def test_split_calculated_negative_leaves_rows_out(table):
-    perm = PermutationBuilder(table).split_calculated("id - 7").execute()
+    perm = PermutationBuilder(table).split_calculated("id - 7").execute().to_arrow()
     assert splits_of(perm) == {0: [7], 1: [8], 2: [9]}
 
 
 def test_split_calculated_with_filter(table):
-    perm = PermutationBuilder(table).filter("id >= 4").split_calculated("id % 2").execute()
+    perm = PermutationBuilder(table).filter("id >= 4").split_calculated("id % 2").execute().to_arrow()
     assert splits_of(perm) == {0: [4, 6, 8], 1: [5, 7, 9]}
 
 
@@ -338,9 +335,9 @@ def test_split_calculated_with_filter(table):
 
 
 def test_filter(table):
-    perm = PermutationBuilder(table).filter("x > 2 AND s != 'row7'").execute()
+    perm = PermutationBuilder(table).filter("x > 2 AND s != 'row7'").execute().to_arrow()
     assert rows_of(perm) == [5, 6, 8, 9]
-    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 4
+    assert perm.column("split_id").to_pylist() == [0] * 4
 
 
 def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
@@ -359,24 +356,24 @@ def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(10 * 64, np.float32)), 64)
     t = mem_db.create_table("t", pa.table({"id": range(10), "Tag Group": [i % 3 for i in range(10)],
                                            "emb": emb}))
-    perm = PermutationBuilder(t).filter("`Tag Group` > 0").split_calculated("ID % 2").execute()
+    perm = PermutationBuilder(t).filter("`Tag Group` > 0").split_calculated("ID % 2").execute().to_arrow()
     assert written == [["Tag Group"], ["id"]]
     assert rows_of(perm) == [1, 2, 4, 5, 7, 8]
-    assert perm.to_arrow().column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
+    assert perm.column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
     written.clear()
     with pytest.raises(ValueError, match="'nope > 1'.*nope"):
-        PermutationBuilder(t).filter("nope > 1").execute()
+        PermutationBuilder(t).filter("nope > 1").execute().to_arrow()
     assert written == [["id"], ["id", "Tag Group", "emb"]], "tried with every column before failing"
 
 
 def test_filter_null_counts_as_false(any_db):
     t = any_db.create_table("t", pa.table({"id": [0, 1, 2, 3], "v": [1, None, 5, None]}))
-    assert rows_of(PermutationBuilder(t).filter("v > 0").execute()) == [0, 2]
+    assert rows_of(PermutationBuilder(t).filter("v > 0").execute().to_arrow()) == [0, 2]
 
 
 def test_filter_then_split_sizes_refer_to_filtered_rows(table):
     perm = PermutationBuilder(table).filter("id >= 4").split_random(ratios=[0.5, 0.5], seed=3)
-    groups = splits_of(perm.execute())
+    groups = splits_of(perm.execute().to_arrow())
     assert len(groups[0]) == len(groups[1]) == 3
     assert sorted(groups[0] + groups[1]) == [4, 5, 6, 7, 8, 9]
 
@@ -384,37 +381,37 @@ def test_filter_then_split_sizes_refer_to_filtered_rows(table):
 def test_steps_run_in_fixed_order_whatever_the_call_order(big):
     a = PermutationBuilder(big).filter("id % 4 != 0").split_random(fixed=2, seed=1).shuffle(seed=2)
     b = PermutationBuilder(big).shuffle(seed=2).split_random(fixed=2, seed=1).filter("id % 4 != 0")
-    assert a.execute().equals(b.execute())
+    assert a.execute().to_arrow().equals(b.execute().to_arrow())
 
 
 # -- shuffle --------------------------------------------------------------------------------------
 
 
 def test_shuffle_seeded(big):
-    a = PermutationBuilder(big).shuffle(seed=1).execute()
-    assert a.equals(PermutationBuilder(big).shuffle(seed=1).execute())
+    a = PermutationBuilder(big).shuffle(seed=1).execute().to_arrow()
+    assert a.equals(PermutationBuilder(big).shuffle(seed=1).execute().to_arrow())
     assert sorted(rows_of(a)) == list(range(100))
     assert rows_of(a) != list(range(100))
-    assert rows_of(a) != rows_of(PermutationBuilder(big).shuffle(seed=2).execute())
+    assert rows_of(a) != rows_of(PermutationBuilder(big).shuffle(seed=2).execute().to_arrow())
 
 
 def test_shuffle_without_seed_differs(big):
-    a = rows_of(PermutationBuilder(big).shuffle().execute())
-    b = rows_of(PermutationBuilder(big).shuffle().execute())
+    a = rows_of(PermutationBuilder(big).shuffle().execute().to_arrow())
+    b = rows_of(PermutationBuilder(big).shuffle().execute().to_arrow())
     assert sorted(a) == sorted(b) == list(range(100))
     assert a != b
 
 
 def test_shuffle_clumped(big):
-    order = rows_of(PermutationBuilder(big).shuffle(seed=4, clump_size=8).execute())
+    order = rows_of(PermutationBuilder(big).shuffle(seed=4, clump_size=8).execute().to_arrow())
     assert order != list(range(100))
     assert_clumps_whole(order, list(range(100)), 8)
 
 
 def test_shuffle_keeps_splits_grouped(big):
-    perm = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).shuffle(seed=2).execute()
-    unshuffled = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).execute()
-    assert perm.to_arrow().column("split_id").to_pylist() == [0] * 70 + [1] * 30
+    perm = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).shuffle(seed=2).execute().to_arrow()
+    unshuffled = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).execute().to_arrow()
+    assert perm.column("split_id").to_pylist() == [0] * 70 + [1] * 30
     shuffled, plain = splits_of(perm), splits_of(unshuffled)
     for s in (0, 1):
         assert sorted(shuffled[s]) == plain[s]
@@ -422,7 +419,7 @@ def test_shuffle_keeps_splits_grouped(big):
 
 
 def test_shuffle_after_filter_clumps_filtered_rows(big):
-    perm = PermutationBuilder(big).filter("id % 2 = 0").shuffle(seed=5, clump_size=4).execute()
+    perm = PermutationBuilder(big).filter("id % 2 = 0").shuffle(seed=5, clump_size=4).execute().to_arrow()
     assert_clumps_whole(rows_of(perm), list(range(0, 100, 2)), 4)
 
 
@@ -433,13 +430,13 @@ GOLDEN_SEED_7_CLUMP_3 = [6, 7, 8, 3, 4, 5, 9, 0, 1, 2]
 
 
 def test_golden_shuffle(table):
-    order = rows_of(PermutationBuilder(table).shuffle(seed=42).execute())
+    order = rows_of(PermutationBuilder(table).shuffle(seed=42).execute().to_arrow())
     assert sorted(order) == list(range(10))
     assert order == GOLDEN_SEED_42  # the same vector as the Rust core's golden_shuffle test
 
 
 def test_golden_clumped_shuffle(table):
-    order = rows_of(PermutationBuilder(table).shuffle(seed=7, clump_size=3).execute())
+    order = rows_of(PermutationBuilder(table).shuffle(seed=7, clump_size=3).execute().to_arrow())
     assert sorted(order) == list(range(10))
     assert_clumps_whole(order, list(range(10)), 3)
     assert order == GOLDEN_SEED_7_CLUMP_3
@@ -458,7 +455,7 @@ def test_save_and_reopen_permutation_table(any_db):
         PermutationBuilder(base)
         .split_random(ratios=[0.5, 0.25, 0.25], seed=8, split_names=["a", "b", "c"])
         .shuffle(seed=3)
-        .execute()
+        .execute().to_arrow()
     )
     any_db.create_table("perm", perm)
     reopened = any_db.open_table("perm")
@@ -474,12 +471,12 @@ def test_save_and_reopen_permutation_table(any_db):
 
 def test_save_in_another_connection(tmp_path):
     base = lancetorch.connect("memory://").create_table("base", sample_table(20))
-    perm = PermutationBuilder(base).split_sequential(counts=[15, 5]).shuffle(seed=1).execute()
+    perm = PermutationBuilder(base).split_sequential(counts=[15, 5]).shuffle(seed=1).execute().to_arrow()
     db = lancetorch.connect(tmp_path)
     db.create_table("perm", perm)
     again = lancetorch.connect(tmp_path).open_table("perm")
-    assert _ids(Permutations(base, again)["test"]) == splits_of(perm)[1]
-    assert sorted(_ids(Permutations(base, again)["test"])) == list(range(15, 20))
+    assert _ids(Permutations(base, again)[1]) == splits_of(perm)[1]
+    assert sorted(_ids(Permutations(base, again)[1])) == list(range(15, 20))
 
 
 # -- errors: ValueError saying which and why, before any work -------------------------------------
@@ -491,7 +488,7 @@ def test_save_in_another_connection(tmp_path):
     [{}, {"ratios": [0.5], "counts": [1]}, {"counts": [1], "fixed": 2}, {"ratios": [0.5], "fixed": 2}],
 )
 def test_exactly_one_of_ratios_counts_fixed(table, step, kw):
-    with pytest.raises(ValueError, match="exactly one of ratios=, counts= or fixed="):
+    with pytest.raises(ValueError, match="Exactly one of 'ratios', 'counts', or 'fixed' must be"):
         getattr(PermutationBuilder(table), step)(**kw)
 
 
@@ -516,7 +513,7 @@ def test_bad_sizes_raise_at_the_call(table, step, kw, words):
 def test_sizes_checked_against_filtered_rows_at_execute(table):
     b = PermutationBuilder(table).filter("id >= 6").split_random(counts=[3, 3], seed=1)
     with pytest.raises(ValueError, match="add up to 6 rows but only 4"):
-        b.execute()
+        b.execute().to_arrow()
 
 
 @pytest.mark.parametrize("clump", [0, -1, -5])
@@ -562,7 +559,7 @@ def test_wrong_number_of_split_names(table):
         PermutationBuilder(table).split_random(fixed=3, seed=1, split_names=["a", "b"])
     b = PermutationBuilder(table).split_calculated("id % 3", split_names=["a", "b"])
     with pytest.raises(ValueError, match="gives split 2 but only 2 names"):
-        b.execute()
+        b.execute().to_arrow()
 
 
 def test_one_split_step_only(table):
@@ -576,7 +573,7 @@ def test_one_split_step_only(table):
 )
 def test_filter_sql_errors_quote_the_expression(table, expression, words):
     with pytest.raises(ValueError) as info:
-        PermutationBuilder(table).filter(expression).execute()
+        PermutationBuilder(table).filter(expression).execute().to_arrow()
     message = str(info.value)
     assert f"filter {expression!r}" in message
     assert re.search(words, message)
@@ -587,7 +584,7 @@ def test_filter_sql_errors_quote_the_expression(table, expression, words):
 )
 def test_split_calculated_sql_errors_quote_the_expression(table, expression, words):
     with pytest.raises(ValueError) as info:
-        PermutationBuilder(table).split_calculated(expression).execute()
+        PermutationBuilder(table).split_calculated(expression).execute().to_arrow()
     message = str(info.value)
     assert f"split_calculated {expression!r}" in message
     assert re.search(words, message)
@@ -595,7 +592,7 @@ def test_split_calculated_sql_errors_quote_the_expression(table, expression, wor
 
 def test_filter_not_boolean(table):
     with pytest.raises(ValueError, match="filter 'id \\+ 1' gives int64 values, not true/false"):
-        PermutationBuilder(table).filter("id + 1").execute()
+        PermutationBuilder(table).filter("id + 1").execute().to_arrow()
 
 
 @pytest.mark.parametrize("bad", ["", "   ", None])
@@ -670,7 +667,7 @@ def test_splits_partition_filtered_rows(n, data, kind, modulus, seed, clump, shu
         builder.split_sequential(**how)
     if shuffle:
         builder.shuffle(seed=seed ^ 1)
-    perm = builder.execute()
+    perm = builder.execute().to_arrow()
     groups = splits_of(perm)
     assert sorted(groups) == list(range(len(sizes)))
     assert [len(groups[i]) for i in range(len(sizes))] == sizes
@@ -694,7 +691,7 @@ def test_splits_partition_filtered_rows(n, data, kind, modulus, seed, clump, shu
 )
 def test_hash_split_partitions_and_is_stable_under_filtering(n, weights, discard, modulus):
     table = mem_table(n)
-    full = PermutationBuilder(table).split_hash(["id"], weights, discard_weight=discard).execute()
+    full = PermutationBuilder(table).split_hash(["id"], weights, discard_weight=discard).execute().to_arrow()
     split_of = dict(zip(rows_of(full), full.column("split_id").to_pylist()))
     assert len(split_of) == full.num_rows  # disjoint
     if discard == 0:
@@ -704,7 +701,7 @@ def test_hash_split_partitions_and_is_stable_under_filtering(n, weights, discard
         PermutationBuilder(table)
         .filter(f"id % {modulus} = 0")
         .split_hash(["id"], weights, discard_weight=discard)
-        .execute()
+        .execute().to_arrow()
     )
     sub = dict(zip(rows_of(filtered), filtered.column("split_id").to_pylist()))
     assert sub == {r: s for r, s in split_of.items() if r % modulus == 0}
@@ -724,8 +721,42 @@ def test_clumped_shuffles_keep_clumps_contiguous(n, clump, seed, splits):
         PermutationBuilder(table)
         .split_sequential(fixed=splits)
         .shuffle(seed=seed, clump_size=clump)
-        .execute()
+        .execute().to_arrow()
     )
-    unshuffled = splits_of(PermutationBuilder(table).split_sequential(fixed=splits).execute())
+    unshuffled = splits_of(PermutationBuilder(table).split_sequential(fixed=splits).execute().to_arrow())
     for s, order in splits_of(perm).items():
         assert_clumps_whole(order, unshuffled[s], clump)
+
+
+_HUGE_SPLITS = """
+import pyarrow as pa, lancetorch
+from lancetorch.permutation import permutation_builder
+t = lancetorch.connect("memory://").create_table("t", pa.table({"a": range(1000)}))
+for step in ("split_random", "split_sequential"):
+    try:
+        getattr(permutation_builder(t), step)(fixed=10**12).execute()
+    except ValueError as e:
+        print(step, e)
+"""
+
+
+def test_a_huge_split_count_is_refused_before_anything_is_allocated():
+    """fixed=10**12 once asked for 8 TB and aborted the interpreter; run in a child so that an
+    abort fails this test rather than the test run."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _HUGE_SPLITS], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2 and all("ask for at most 1000 splits" in line for line in lines), lines
+
+
+def test_split_numbers_past_uint32_are_refused_without_naming_splits(mem_db):
+    """A calculated split of 10**11 once made a name for every split and never returned."""
+    t = mem_db.create_table("t", pa.table({"a": range(1000)}))
+    with pytest.raises(ValueError, match=r"gives split 99900000000; split numbers go up to"):
+        permutation_builder(t).split_calculated("a * 100000000").execute()
+    perm = permutation_builder(t).split_calculated("a * 1000000").execute().to_arrow()
+    assert perm.num_rows == 1000 and names_of(perm) == []

@@ -122,9 +122,9 @@ def test_dataloader_passthrough_gives_arrow(mem_db):
     table = _two_column_table(mem_db, n=250)
     loader = torch.utils.data.DataLoader(table, batch_size=100, collate_fn=passthrough)
     batches = list(loader)
-    assert all(isinstance(b, pa.RecordBatch) for b in batches)
+    assert all(isinstance(b, pa.Table) for b in batches)  # as LanceDB's __getitems__ gives
     assert [b.num_rows for b in batches] == [100, 100, 50]
-    assert pa.Table.from_batches(batches).equals(table.to_arrow())
+    assert pa.concat_tables(batches).equals(table.to_arrow())
 
 
 def test_dataloader_after_add(mem_db):

@@ -55,9 +55,9 @@ def test_cache_off_and_over_budget_read_from_lance(disk):
         t.__getitems__([3, 1])
         assert t._backend._cached is None
     t = disk.open_table("t")
-    t.take_offsets([3], columns=["id"])
+    t.take_offsets([3], columns=["id"]).to_arrow()
     assert t._backend._cached[0] == ["id"]
-    t.take_offsets([4], columns=["x", "id"])
+    t.take_offsets([4], columns=["x", "id"]).to_arrow()
     assert t._backend._cached[0] == ["id", "x"]
 
 
@@ -318,7 +318,7 @@ def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls, strings):
     want = pa.concat_tables(parts)
     t = db.open_table("w", cache=True)
     idx = np.random.default_rng(5).integers(-len(want), len(want), 3000)
-    got = pa.Table.from_batches([t.__getitems__(idx)])
+    got = t.__getitems__(idx)
     assert got.equals(want.take(pa.array(np.where(idx < 0, idx + len(want), idx))))
     cached = t._backend._cached[1]
     # Every fixed-width column is in the block, but for one with nulls.

@@ -99,7 +99,7 @@ def test_zero_copy_from_memory_take(mem_db, dtype):
     idx = [5, 99, 0, 5, 42]
     batch = table.__getitems__(idx)
     t = tbl_to_tensor(batch)
-    assert t.data_ptr() == batch.column(0).buffers()[1].address
+    assert t.data_ptr() == batch.column(0).chunk(0).buffers()[1].address
     assert t.dtype == TORCH[dtype]
     assert t.shape == (3, 5)
     assert torch.equal(t, reference(data.take(pa.array(idx))))
@@ -113,7 +113,7 @@ def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
     table = mem_db.create_table("t", data)
     batch = table.__getitems__([3, 1])
     first = tbl_to_tensor(batch)
-    assert first.data_ptr() == batch.column(0).buffers()[1].address
+    assert first.data_ptr() == batch.column(0).chunk(0).buffers()[1].address
     again, column = tbl_to_tensor(batch), column_to_tensor(batch, "b")
     assert again.data_ptr() != first.data_ptr() and column.data_ptr() != first[1].data_ptr()
     first.mul_(10)
@@ -122,9 +122,9 @@ def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
 
     other = table.__getitems__([0, 2])
     a = column_to_tensor(other, "a")
-    assert a.data_ptr() == other.column(0).buffers()[1].address  # one column lent...
+    assert a.data_ptr() == other.column(0).chunk(0).buffers()[1].address  # one column lent...
     b = column_to_tensor(other, "b")
-    assert b.data_ptr() == other.column(1).buffers()[1].address  # ...and another
+    assert b.data_ptr() == other.column(1).chunk(0).buffers()[1].address  # ...and another
     whole = tbl_to_tensor(other)  # a column of it is lent already: a copy
     assert whole.data_ptr() not in (a.data_ptr(), b.data_ptr())
     assert column_to_tensor(other, "a").data_ptr() != a.data_ptr()
@@ -132,7 +132,7 @@ def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
     cast_first = table.__getitems__([1, 2])
     assert tbl_to_tensor(cast_first, dtype=torch.float64).dtype == torch.float64  # a copy...
     shared = tbl_to_tensor(cast_first)  # ...which lent nothing
-    assert shared.data_ptr() == cast_first.column(0).buffers()[1].address
+    assert shared.data_ptr() == cast_first.column(0).chunk(0).buffers()[1].address
 
 
 def test_copy_for_user_made_batch():
@@ -391,7 +391,7 @@ def test_tensor_outlives_table_batch_connection():
                                            "b": np.arange(1000, 2000, dtype=np.float32)}))
     batch = table.__getitems__(list(range(999, -1, -1)))
     t = tbl_to_tensor(batch)
-    assert t.data_ptr() == batch.column(0).buffers()[1].address  # shares the take's memory
+    assert t.data_ptr() == batch.column(0).chunk(0).buffers()[1].address  # shares the take's memory
     db.drop_table("t")
     del table, batch, db
     gc.collect()
@@ -511,10 +511,10 @@ def test_zero_copy_with_selected_columns(mem_db):
     table = mem_db.create_table(
         "t", pa.table({"a": np.arange(5.0), "s": list("abcde"), "b": np.arange(10.0, 15.0)})
     )
-    batch = table.take_offsets([4, 1], columns=["a", "b"])
+    batch = table.take_offsets([4, 1], columns=["a", "b"]).to_arrow()
     t = tbl_to_tensor(batch)
     assert t.tolist() == [[4.0, 1.0], [14.0, 11.0]]
-    assert t.data_ptr() == batch.column(0).buffers()[1].address
+    assert t.data_ptr() == batch.column(0).chunk(0).buffers()[1].address
 
 
 def test_mixed_memory_take_is_a_correct_copy(mem_db):
@@ -578,7 +578,7 @@ def test_column_to_tensor_embeddings_share_the_take(mem_db):
     x = column_to_tensor(batch, "emb")
     assert x.shape == (3, 8) and x.dtype == torch.float32
     assert x[:, 0].tolist() == [56.0, 16.0, 56.0] and x[1].tolist() == list(range(16, 24))
-    assert x.data_ptr() == batch.column(1).values.buffers()[1].address
+    assert x.data_ptr() == batch.column(1).chunk(0).values.buffers()[1].address
     assert column_to_tensor(batch, 0).tolist() == [7, 2, 7]
     assert column_to_tensor(batch, "emb", dtype=torch.float64).dtype == torch.float64
 

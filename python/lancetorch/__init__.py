@@ -14,7 +14,7 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 from . import _native
-from .db import Connection, DBConnection, connect
+from .db import AsyncConnection, Connection, DBConnection, connect, connect_async
 from .table import Table
 
 try:
@@ -33,4 +33,7 @@ if _native.DEBUG_BUILD:
 # A forked child has no thread-pool threads: keep the core on the calling thread there.
 os.register_at_fork(after_in_child=_native.mark_forked)
 
-__all__ = ["Connection", "DBConnection", "Table", "connect", "__version__"]
+__all__ = [
+    "AsyncConnection", "Connection", "DBConnection", "Table", "connect", "connect_async",
+    "__version__",
+]

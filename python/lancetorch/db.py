@@ -235,10 +235,10 @@ def connect(
     if unknown:
         raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
     if enterprise.get("region", "us-east-1") == "us-east-1":
-        enterprise.pop("region", None)
+        enterprise.pop("region", None)  # another region means a remote database
     enterprise = {
         k: v for k, v in enterprise.items()
-        if k not in _LOCAL_OPTIONS - {"region"} and not (v is None or v is False)
+        if k == "region" or (k not in _LOCAL_OPTIONS and v is not None)
     }
     uri = os.fspath(uri)
     if uri.startswith("memory:/"):  # LanceDB's spellings: memory://, memory:///, memory://name
@@ -268,3 +268,23 @@ def connect(
 
 
 DBConnection = Connection
+
+
+_SYNC_ONLY = (
+    "lancetorch's API is synchronous (DataLoader workers read tables, not an event loop); use "
+    "lancetorch.connect(uri), whose tables and permutations are what LanceDB's async ones "
+    "return"
+)
+
+
+class AsyncConnection:
+    """LanceDB's asynchronous connection. The name exists so that code naming it (a type
+    annotation, an import) loads; making one raises NotImplementedError saying what to use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError(_SYNC_ONLY)
+
+
+async def connect_async(uri: str | os.PathLike, **kwargs: Any) -> AsyncConnection:
+    """LanceDB's asynchronous connect: raises NotImplementedError (see :class:`AsyncConnection`)."""
+    raise NotImplementedError(_SYNC_ONLY)

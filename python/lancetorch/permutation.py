@@ -93,6 +93,12 @@ def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None
     return names
 
 
+_ONE_OF = (
+    "Exactly one of 'ratios', 'counts', or 'fixed' must be provided (ratios= for fractions of "
+    "the rows, counts= for numbers of rows, fixed= for a number of equal splits)"
+)
+
+
 def _check_clump(clump_size: int | None) -> None:
     if clump_size is not None and (isinstance(clump_size, bool) or int(clump_size) < 1):
         raise ValueError(f"clump_size={clump_size} must be 1 or more rows")
@@ -129,7 +135,7 @@ class PermutationBuilder:
     def _sizes_args(self, ratios, counts, fixed) -> dict[str, Any]:
         given = [x is not None for x in (ratios, counts, fixed)]
         if sum(given) != 1:
-            raise ValueError("give exactly one of ratios=, counts= or fixed= to say how to split")
+            raise ValueError(_ONE_OF)
         args = {
             "ratios": None if ratios is None else [float(r) for r in ratios],
             "counts": None if counts is None else [int(c) for c in counts],
@@ -686,19 +692,36 @@ class Permutation:
 
     def with_skip(self, skip: int) -> Permutation:
         """Leave out the first ``skip`` rows of the split (a second call replaces the first,
-        as in LanceDB); applied before :meth:`with_take`."""
+        as in LanceDB); applied before :meth:`with_take`. ValueError when the skip, or the
+        skip and the take together, pass the end."""
         skip = _count(skip, "with_skip")
-        if skip > self._total():
-            raise ValueError(
-                f"Offset is greater than the number of rows in the permutation table: "
-                f"with_skip({skip}) of {self._total()} rows"
-            )
+        self._check_window(skip, self.limit)
         return self._copy(offset=skip)
 
     def with_take(self, limit: int) -> Permutation:
-        """At most ``limit`` rows, counted after any :meth:`with_skip` (a second call
-        replaces the first)."""
-        return self._copy(limit=_count(limit, "with_take"))
+        """Only ``limit`` rows, counted after any :meth:`with_skip` (a second call replaces
+        the first). ValueError when they pass the end, as in LanceDB."""
+        limit = _count(limit, "with_take")
+        self._check_window(self.offset, limit)
+        return self._copy(limit=limit)
+
+    def _check_window(self, offset: int | None, limit: int | None) -> None:
+        total, skip = self._total(), offset or 0
+        if skip > total:
+            raise ValueError(
+                "Offset is greater than the number of rows in the permutation table: "
+                f"with_skip({skip}) of {total} rows"
+            )
+        if limit is not None and limit > total:
+            raise ValueError(
+                "Limit is greater than the number of rows in the permutation table: "
+                f"with_take({limit}) of {total} rows"
+            )
+        if limit is not None and skip + limit > total:
+            raise ValueError(
+                "Offset + limit is greater than the number of rows in the permutation table: "
+                f"with_skip({skip}) and with_take({limit}) of {total} rows"
+            )
 
     def skip(self, skip: int) -> Permutation:
         """Deprecated: :meth:`with_skip`."""

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import as_offsets
+from ._arrow import as_offsets, lend_twin
 
 ROW_ID = "_rowid"
 
@@ -59,7 +59,9 @@ class TakeQuery:
 
     def _batch(self) -> pa.RecordBatch:
         positions = self._positions()
-        selection = self._selection or {n: n for n in self._table.schema.names}
+        selection = self._selection
+        if selection is None:
+            selection = {n: n for n in self._table.schema.names}
         columns = [c for c in selection.values() if c != ROW_ID]
         # Each column read once, even when selected under two names.
         distinct = list(dict.fromkeys(columns))
@@ -75,6 +77,10 @@ class TakeQuery:
             names.append(ROW_ID)
         if not arrays:
             return batch
+        if ids is None and len(distinct) == len(names):  # the take's columns, maybe renamed
+            if names == batch.schema.names:
+                return batch
+            return lend_twin(batch, batch.rename_columns(names))
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     def output_schema(self) -> pa.Schema:
@@ -87,7 +93,10 @@ class TakeQuery:
         return query._batch()
 
     def to_arrow(self) -> pa.Table:
-        return pa.Table.from_batches([self._batch()])
+        """The rows as a pyarrow Table of one chunk (``tbl_to_tensor`` converts it without a
+        copy where the take allows)."""
+        batch = self._batch()
+        return lend_twin(batch, pa.Table.from_batches([batch]))
 
     def to_batches(self, *, max_batch_length: int | None = None) -> pa.RecordBatchReader:
         batch = self._batch()

@@ -13,6 +13,7 @@ import re
 import sys
 import tempfile
 import uuid
+import warnings
 import weakref
 from multiprocessing.reduction import ForkingPickler
 from typing import Any, Callable, Iterator, Sequence
@@ -155,6 +156,35 @@ def _progress(total: int, desc: str) -> Any:
     return _Count()
 
 
+_OPEN: weakref.WeakSet[_LanceBackend] = weakref.WeakSet()
+
+
+def _fill_before_fork() -> None:
+    """Before this process forks (DataLoader workers under ``fork``), fill the cache of every
+    open disk table where the cache allows, so that forked workers read memory and never
+    Lance. A table whose cache is off, or over its budget, is left as it is: a forked worker
+    reading it raises a RuntimeError saying so."""
+    for backend in list(_OPEN):
+        try:
+            backend.fill_cache()
+        except Exception:  # a store that fails now fails again, named, where it is read
+            pass
+
+
+def _track_open(backend: _LanceBackend) -> None:
+    """Register ``backend`` for the fill before a fork. pylance warns at every fork of a
+    process that imported it, because a Lance handle used across a fork is unsafe;
+    lancetorch never uses one there (see ``_LanceBackend.dataset``), so that warning is
+    silenced once lancetorch opens a dataset (code that imports lance alone still gets it)."""
+    _OPEN.add(backend)
+    warnings.filterwarnings(
+        "ignore", message="lance is not fork-safe", category=UserWarning, module="lance"
+    )
+
+
+os.register_at_fork(before=_fill_before_fork)
+
+
 class _LanceBackend:
     """A Lance dataset read through pylance.
 
@@ -194,6 +224,7 @@ class _LanceBackend:
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
+        _track_open(self)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, a read through Lance of ``what`` (words for the message):
@@ -225,15 +256,25 @@ class _LanceBackend:
     @property
     def dataset(self) -> Any:
         """The pylance dataset, refused in a process forked from the one that opened it:
-        Lance is not fork-safe, and using it there can crash the process."""
+        Lance is not fork-safe, and using it there can crash the process (even through a
+        handle opened anew in the child). A forked worker reads the cache instead, which the
+        parent fills before it forks (see ``_fill_before_fork``)."""
         if self._pid != os.getpid():
             raise RuntimeError(
                 f"the Lance dataset {self.uri} was opened before this process was forked, and "
-                "Lance cannot be used across fork. Use DataLoader(..., "
-                "multiprocessing_context='spawn') or 'forkserver', or read the table into "
-                "memory before the workers start (open_table(name, cache=True) and one take)"
+                "Lance cannot be used across fork. This table's cache was not filled before the "
+                "fork (cache=False, or its columns do not fit cache_budget): use DataLoader(..., "
+                "multiprocessing_context='spawn') or 'forkserver', or allow the cache"
             )
         return self._dataset
+
+    def fill_cache(self) -> None:
+        """Read into the cache the columns read so far (every column if none was read yet),
+        where the cache allows; nothing when it is off or already holds them."""
+        if self.cache is False or self._pid != os.getpid():
+            return
+        names = self._cached[0] if self._cached is not None else self.schema.names
+        self._cache_for(names)
 
     @property
     def schema(self) -> pa.Schema:

@@ -52,7 +52,7 @@ def _batches(data: Any) -> list[pa.RecordBatch]:
 def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
     """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
 
-    ``data`` is a RecordBatch (what a Table's ``__getitems__`` returns), a pyarrow Table, a
+    ``data`` is a pyarrow Table (what a Table's ``__getitems__`` returns), a RecordBatch, a
     list of RecordBatches or a lancetorch Table. A batch a lancetorch take returned may lend
     its memory to the first tensor made from it, as ``torch.from_numpy`` does. Strings, lists
     and structs raise TypeError naming the column; nulls raise ValueError unless
@@ -87,8 +87,13 @@ def column_to_tensor(
             [3., 4.]])
     """
     torch = _torch()
+    twin = twin_of(batch)
+    if isinstance(batch, pa.Table):  # what a Table's __getitems__ returns
+        batch = _batches(batch.combine_chunks())[0]
     if not isinstance(batch, pa.RecordBatch):
-        raise TypeError(f"column_to_tensor takes a pyarrow RecordBatch, got {type(batch).__name__}")
+        raise TypeError(
+            f"column_to_tensor takes a pyarrow RecordBatch or Table, got {type(batch).__name__}"
+        )
     names = batch.schema.names
     if isinstance(column, str):
         if column not in names:
@@ -104,7 +109,6 @@ def column_to_tensor(
             )
         index %= len(names)  # negative counts from the end, as in a list
     name = None if dtype is None else str(dtype).removeprefix("torch.")
-    twin = twin_of(batch)
     if twin is not None:
         return torch.from_dlpack(twin.column(index, name, null_value))
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
