@@ -88,7 +88,13 @@ pub fn epoch_order_narrow(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u3
     order.into_iter().map(|p| p as u32).collect()
 }
 
-/// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given.
+/// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given. The
+/// rules are LanceDB's, so that a split of the same table has the same size in both:
+/// - ratios: each `round(ratio * n)` (half away from zero); where the sizes add up to more
+///   than `n`, one row comes off each split in turn from the first; where the ratios add up
+///   to 1 (within half a row) and the sizes to less than `n`, one row goes to each in turn.
+/// - counts: as given.
+/// - fixed `k`: `n / k` rows each, rounded down (the remaining rows are left out).
 pub fn split_sizes(
     n: u64,
     ratios: Option<&[f64]>,
@@ -105,34 +111,7 @@ pub fn split_sizes(
         ));
     }
     let sizes = if let Some(ratios) = ratios {
-        if ratios.is_empty() {
-            return Err(Error::Value(
-                "ratios= is empty; give at least one ratio".into(),
-            ));
-        }
-        if let Some(r) = ratios.iter().find(|r| !(r.is_finite() && **r > 0.0)) {
-            return Err(Error::Value(format!("ratio {r} must be a number above 0")));
-        }
-        let total: f64 = ratios.iter().sum();
-        if total > 1.0 + 1e-9 {
-            return Err(Error::Value(format!(
-                "ratios {ratios:?} sum to {total}, above 1; they are fractions of the rows"
-            )));
-        }
-        // Cumulative rounding: sizes add up to round(total * n), all rows when total is 1.
-        let mut sizes = Vec::with_capacity(ratios.len());
-        let (mut acc, mut prev) = (0.0f64, 0u64);
-        for (i, r) in ratios.iter().enumerate() {
-            acc += r;
-            let end = if i + 1 == ratios.len() && (acc - 1.0).abs() <= 1e-9 {
-                n
-            } else {
-                ((acc * n as f64).round() as u64).min(n)
-            };
-            sizes.push(end.saturating_sub(prev));
-            prev = end.max(prev);
-        }
-        sizes
+        ratio_sizes(n, ratios)?
     } else if let Some(counts) = counts {
         if counts.is_empty() {
             return Err(Error::Value(
@@ -145,7 +124,8 @@ pub fn split_sizes(
             .unwrap_or(u64::MAX);
         if total > n {
             return Err(Error::Value(format!(
-                "counts {counts:?} add up to {total} rows but only {n} rows are there to split"
+                "Split counts specified {total} rows but only {n} are available (counts \
+                 {counts:?})"
             )));
         }
         counts.to_vec()
@@ -157,17 +137,60 @@ pub fn split_sizes(
         // Checked before the sizes are made: fixed=10**12 must not allocate a size per split.
         if k > n {
             return Err(Error::Value(format!(
-                "fixed={k} splits of {n} rows: split {n} would be empty; ask for at most {n} \
-                 splits"
+                "Split fixed config specified {k} splits but only {n} rows are available; \
+                 ask for at most {n} splits (each needs a row)"
             )));
         }
-        (0..k).map(|i| n / k + u64::from(i < n % k)).collect()
+        vec![n / k; k as usize]
     };
     if let Some(i) = sizes.iter().position(|&s| s == 0) {
         return Err(Error::Value(format!(
-            "split {i} would be empty with {n} rows to split ({sizes:?}); ask for fewer or \
-             larger splits"
+            "Split counts must be greater than 0: split {i} would be empty with {n} rows to \
+             split ({sizes:?}); ask for fewer or larger splits"
         )));
+    }
+    Ok(sizes)
+}
+
+fn ratio_sizes(n: u64, ratios: &[f64]) -> Result<Vec<u64>> {
+    if ratios.is_empty() {
+        return Err(Error::Value(
+            "ratios= is empty; give at least one ratio".into(),
+        ));
+    }
+    if let Some(r) = ratios.iter().find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0)) {
+        return Err(Error::Value(format!(
+            "Split percentages must be between 0.0 and 1.0: ratio {r} is not a fraction above 0"
+        )));
+    }
+    if let Some(r) = ratios.iter().find(|r| **r * (n as f64) < 1.0) {
+        return Err(Error::Value(format!(
+            "One of the splits has {}% of {n} rows which rounds to 0 rows",
+            r * 100.0
+        )));
+    }
+    let total: f64 = ratios.iter().sum();
+    if total > 1.0 {
+        return Err(Error::Value(format!(
+            "Split percentages must sum to 1.0 or less: ratios {ratios:?} sum to {total}"
+        )));
+    }
+    let mut sizes: Vec<u64> = ratios.iter().map(|r| (r * n as f64).round() as u64).collect();
+    let mut excess = sizes.iter().sum::<u64>() as i128 - n as i128;
+    let mut i = 0;
+    while excess > 0 {
+        if sizes[i] > 0 {
+            sizes[i] -= 1;
+            excess -= 1;
+        }
+        i = (i + 1) % sizes.len();
+    }
+    let whole = (n as f64 - total * n as f64).abs() < 0.5;
+    let mut i = 0;
+    while whole && excess < 0 {
+        sizes[i] += 1;
+        excess += 1;
+        i = (i + 1) % sizes.len();
     }
     Ok(sizes)
 }
@@ -593,10 +616,17 @@ mod tests {
             split_sizes(10, None, Some(&[3, 3]), None).unwrap(),
             vec![3, 3]
         );
-        assert_eq!(split_sizes(10, None, None, Some(3)).unwrap(), vec![4, 3, 3]);
+        // LanceDB's rules: fixed rounds down; rounding that overshoots takes a row off the
+        // first splits, rounding that falls short of ratios summing to 1 gives them one.
+        assert_eq!(split_sizes(10, None, None, Some(3)).unwrap(), vec![3, 3, 3]);
+        assert_eq!(split_sizes(10, Some(&[0.25, 0.75]), None, None).unwrap(), vec![2, 8]);
+        assert_eq!(split_sizes(10, Some(&[0.15, 0.85]), None, None).unwrap(), vec![1, 9]);
+        assert_eq!(split_sizes(10, Some(&[0.33, 0.33, 0.34]), None, None).unwrap(), vec![4, 3, 3]);
+        assert_eq!(split_sizes(70, Some(&[0.3, 0.41]), None, None).unwrap(), vec![21, 29]);
         assert!(split_sizes(10, Some(&[0.8, 0.3]), None, None).is_err());
         assert!(split_sizes(10, None, Some(&[8, 3]), None).is_err());
         assert!(split_sizes(10, Some(&[0.99, 0.01]), None, None).is_err());
+        assert!(split_sizes(10, Some(&[0.05, 0.95]), None, None).is_err());
         assert!(split_sizes(10, None, None, None).is_err());
         assert!(split_sizes(10, Some(&[0.5]), Some(&[1]), None).is_err());
     }

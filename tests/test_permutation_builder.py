@@ -106,7 +106,7 @@ def test_builder_steps_are_chainable(table):
         ({"ratios": [0.5, 0.3]}, [5, 3]),
         ({"counts": [3, 4]}, [3, 4]),
         ({"counts": [10]}, [10]),
-        ({"fixed": 3}, [4, 3, 3]),
+        ({"fixed": 3}, [3, 3, 3]),  # rounded down, as LanceDB's
     ],
 )
 def test_split_random_sizes(table, how, sizes):
@@ -192,13 +192,13 @@ def test_split_sequential(table):
     perm = PermutationBuilder(table).split_sequential(ratios=[0.8, 0.2]).execute().to_arrow()
     assert splits_of(perm) == {0: list(range(8)), 1: [8, 9]}
     perm = PermutationBuilder(table).split_sequential(fixed=3, split_names=["a", "b", "c"]).execute().to_arrow()
-    assert splits_of(perm) == {0: [0, 1, 2, 3], 1: [4, 5, 6], 2: [7, 8, 9]}
+    assert splits_of(perm) == {0: [0, 1, 2], 1: [3, 4, 5], 2: [6, 7, 8]}  # row 9 left out
     assert names_of(perm) == ["a", "b", "c"]
 
 
 def test_split_sequential_after_filter(table):
     perm = PermutationBuilder(table).filter("id % 2 = 1").split_sequential(fixed=2).execute().to_arrow()
-    assert splits_of(perm) == {0: [1, 3, 5], 1: [7, 9]}
+    assert splits_of(perm) == {0: [1, 3], 1: [5, 7]}
 
 
 # -- split_hash -----------------------------------------------------------------------------------
@@ -496,13 +496,14 @@ def test_exactly_one_of_ratios_counts_fixed(table, step, kw):
 @pytest.mark.parametrize(
     "kw, words",
     [
-        ({"ratios": [0.8, 0.3]}, r"ratios \[0.8, 0.3\] sum to 1.1\d*, above 1"),
-        ({"counts": [8, 3]}, "counts \\[8, 3\\] add up to 11 rows but only 10"),
-        ({"ratios": [0.99, 0.01]}, "split 1 would be empty"),
-        ({"counts": [5, 0]}, "split 1 would be empty"),
-        ({"fixed": 11}, "split 10 would be empty"),
+        # LanceDB's words first, then which split and why.
+        ({"ratios": [0.8, 0.3]}, r"Split percentages must sum to 1.0 or less: ratios \[0.8, 0.3\]"),
+        ({"counts": [8, 3]}, r"Split counts specified 11 rows but only 10 are available"),
+        ({"ratios": [0.99, 0.01]}, r"One of the splits has 1% of 10 rows which rounds to 0 rows"),
+        ({"counts": [5, 0]}, "Split counts must be greater than 0: split 1 would be empty"),
+        ({"fixed": 11}, "Split fixed config specified 11 splits but only 10 rows are available"),
         ({"fixed": 0}, "fixed= must be at least 1"),
-        ({"ratios": [0.5, -0.1]}, "ratio -0.1 must be a number above 0"),
+        ({"ratios": [0.5, -0.1]}, "Split percentages must be between 0.0 and 1.0: ratio -0.1"),
     ],
 )
 def test_bad_sizes_raise_at_the_call(table, step, kw, words):
@@ -512,7 +513,7 @@ def test_bad_sizes_raise_at_the_call(table, step, kw, words):
 
 def test_sizes_checked_against_filtered_rows_at_execute(table):
     b = PermutationBuilder(table).filter("id >= 6").split_random(counts=[3, 3], seed=1)
-    with pytest.raises(ValueError, match="add up to 6 rows but only 4"):
+    with pytest.raises(ValueError, match="Split counts specified 6 rows but only 4 are available"):
         b.execute().to_arrow()
 
 
@@ -626,7 +627,7 @@ def sizes_request(draw, n: int):
     kind = draw(st.sampled_from(["ratios", "counts", "fixed"]))
     k = draw(st.integers(1, min(4, n)))
     if kind == "fixed":
-        return {"fixed": k}, [n // k + (i < n % k) for i in range(k)]
+        return {"fixed": k}, [n // k] * k  # rounded down, as LanceDB's
     if kind == "counts":
         counts = draw(st.lists(st.integers(1, n // k), min_size=k, max_size=k))
         return {"counts": counts}, counts
@@ -634,12 +635,22 @@ def sizes_request(draw, n: int):
     whole = draw(st.booleans())
     total = sum(parts) if whole else sum(parts) + draw(st.integers(1, 20))
     ratios = [p / total for p in parts]
-    # what the sizes must be: cumulative rounding, all rows when the ratios sum to 1
-    ends, acc = [], 0.0
-    for i, r in enumerate(ratios):
-        acc += r
-        ends.append(n if (whole and i == k - 1) else min(n, math.floor(acc * n + 0.5)))
-    sizes = [e - s for s, e in zip([0] + ends[:-1], ends)]
+    assume(all(r * n >= 1 for r in ratios))
+    # What the sizes must be (LanceDB's rule): each rounded half away from zero; rows over
+    # the total come off the splits in turn from the first; rows short of ratios that sum to
+    # one go to them in turn.
+    sizes = [math.floor(r * n + 0.5) for r in ratios]
+    excess, i = sum(sizes) - n, 0
+    while excess > 0:
+        if sizes[i] > 0:
+            sizes[i] -= 1
+            excess -= 1
+        i = (i + 1) % k
+    i = 0
+    while abs(n - sum(ratios) * n) < 0.5 and excess < 0:
+        sizes[i] += 1
+        excess += 1
+        i = (i + 1) % k
     assume(all(s > 0 for s in sizes))
     return {"ratios": ratios}, sizes
 

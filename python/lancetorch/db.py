@@ -5,6 +5,7 @@ table, ``<uri>/<name>.lance``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import shutil
@@ -26,6 +27,14 @@ def _check_name(name: Any) -> None:
             f"invalid table name {name!r}: use letters, digits, '_', '-' and '.', not starting "
             "with '.' or '-' (no path separators)"
         )
+
+
+@dataclasses.dataclass
+class ListTablesResponse:
+    """One page of :meth:`Connection.list_tables`: the names, and the token of the next page."""
+
+    tables: list[str]
+    page_token: str | None = None
 
 
 class Connection:
@@ -76,6 +85,24 @@ class Connection:
         # Only names a table can have (a dataset written as 'my table.lance' by other means
         # is not one of this connection's tables).
         return sorted(n for n in found if _NAME.fullmatch(n))
+
+    def list_tables(
+        self,
+        namespace_path: list[str] | None = None,
+        page_token: str | None = None,
+        limit: int | None = None,
+    ) -> ListTablesResponse:
+        """Names of the tables here, sorted, a page at a time (LanceDB's call): ``limit``
+        names after ``page_token`` (the last name of the page before), and the token of the
+        next page, ``None`` after the last. lancetorch has no namespaces."""
+        if namespace_path:
+            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
+        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+            raise ValueError(f"limit={limit!r} must be 1 or more (or None for every table)")
+        names = [n for n in self.table_names() if page_token is None or n > page_token]
+        page = names if limit is None else names[: int(limit)]
+        more = len(page) < len(names)
+        return ListTablesResponse(tables=page, page_token=page[-1] if more else None)
 
     def __contains__(self, name: str) -> bool:
         return self._exists(name)

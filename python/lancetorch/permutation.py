@@ -244,13 +244,15 @@ class PermutationBuilder:
         the split names (when given) as JSON in its schema metadata under ``split_names``.
         Save it with ``db.create_table(name, perm.to_arrow())``."""
         rows, ids, names = self._rows_and_splits()
-        metadata = {} if names is None else {_NAMES_KEY: json.dumps(names).encode()}
-        schema = pa.schema(
-            [pa.field(ROW_ID, pa.uint64()), pa.field(SPLIT_ID, pa.uint64(), False)],
-            metadata=metadata,
-        )
+        metadata = {}
+        if names is not None:
+            metadata[_NAMES_KEY] = json.dumps(names, separators=(",", ":")).encode()
+        # A calculated split's ids keep the expression's type (int64) as LanceDB's do.
+        calculated = self._split is not None and self._split[0] == "calculated"
+        id_field = pa.field(SPLIT_ID, pa.int64()) if calculated else pa.field(SPLIT_ID, pa.uint64(), False)
+        schema = pa.schema([pa.field(ROW_ID, pa.uint64()), id_field], metadata=metadata)
         row_ids = pa.array(self._table._row_ids(rows.to_numpy()), pa.uint64())
-        split_ids = ids.cast(pa.uint64())
+        split_ids = ids.cast(id_field.type)
         return Table._memory("permutation", pa.Table.from_arrays([row_ids, split_ids], schema=schema))
 
     def _rows_and_splits(self) -> tuple[pa.Array, pa.Array, list[str] | None]:
@@ -582,9 +584,8 @@ class Permutation:
 
     @property
     def column_names(self) -> list[str]:
-        """Output names: the selection's order, a selected ``_rowid`` last."""
-        names = [n for n, c in self.selection.items() if c != _ROW_ID_COLUMN]
-        return names + [n for n, c in self.selection.items() if c == _ROW_ID_COLUMN]
+        """Output names, in the selection's order."""
+        return list(self.selection)
 
     def _base_columns(self) -> list[str]:
         """The base table's columns this view reads (``_rowid`` is not one)."""
@@ -610,9 +611,10 @@ class Permutation:
     @property
     def schema(self) -> pa.Schema:
         schema = self._base().schema
-        fields = {n: schema.field(c) if c != _ROW_ID_COLUMN else pa.field(n, pa.uint64())
-                  for n, c in self.selection.items()}
-        return pa.schema([fields[n].with_name(n) for n in self.column_names])
+        return pa.schema([
+            (schema.field(c) if c != _ROW_ID_COLUMN else pa.field(n, pa.uint64())).with_name(n)
+            for n, c in self.selection.items()
+        ])
 
     def __repr__(self) -> str:
         return (
@@ -676,7 +678,7 @@ class Permutation:
         """One of: arrow, python (default), python_col, polars, pandas, numpy, torch_col,
         torch, torch_row, torch_dict."""
         if format not in _FORMATS:
-            raise ValueError(f"Invalid format: {format!r}; choose one of {list(_FORMATS)}")
+            raise ValueError(f"Invalid format: {format}; choose one of {list(_FORMATS)}")
         return self._copy(transform_fn=_FORMATS[format], _format=format)
 
     def with_transform(self, transform: Callable[[pa.RecordBatch], Any]) -> Permutation:
@@ -759,7 +761,9 @@ class Permutation:
         names = self.column_names
         if _ROW_ID_COLUMN in self.selection.values():
             ids = pa.array(base._row_ids(offsets.to_numpy()), pa.uint64())
-            return pa.RecordBatch.from_arrays([*batch.columns, ids], names=names)
+            taken = iter(batch.columns)
+            columns = [ids if c == _ROW_ID_COLUMN else next(taken) for c in self.selection.values()]
+            return pa.RecordBatch.from_arrays(columns, names=names)
         if names != batch.schema.names:
             return lend_twin(batch, batch.rename_columns(names))
         return batch
