@@ -137,8 +137,8 @@ pub fn split_sizes(
         // Checked before the sizes are made: fixed=10**12 must not allocate a size per split.
         if k > n {
             return Err(Error::Value(format!(
-                "Split fixed config specified {k} splits but only {n} rows are available; \
-                 ask for at most {n} splits (each needs a row)"
+                "Split fixed config specified {k} splits but only {n} rows are available. \
+                 Must have at least 1 row per split: ask for at most {n} splits"
             )));
         }
         vec![n / k; k as usize]

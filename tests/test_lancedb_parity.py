@@ -416,3 +416,35 @@ def test_a_lancedb_table_works_in_lancetorch(where, tmp_path):
     numbers = db.create_table("numbers", sample().select(["id", "x"]))
     seen = [i for b in Loader(numbers, 16, seed=0, per_column=True) for i in b["id"].tolist()]
     assert sorted(seen) == list(range(N))
+
+
+# -- StreamingDataset -----------------------------------------------------------------------------
+
+
+@PROPS
+@given(num_splits=st.sampled_from([1, 2, 3, 4, 6]), rows=st.integers(6, 50), data=st.data())
+def test_streaming_in_table_order_matches(num_splits, rows, data):
+    """Without a shuffle both libraries deal the same rows to the same splits: every rank
+    gives the same rows in the same order, and the same state after the same steps."""
+    import lancedb.streaming
+
+    import lancetorch.streaming
+
+    world = data.draw(st.sampled_from([w for w in (1, 2, 3) if num_splits % w == 0]))
+    steps = data.draw(st.integers(0, rows // num_splits))
+    modules = {"lancedb": lancedb.streaming, "lancetorch": lancetorch.streaming}
+
+    def run(lib):
+        table = lib.connect().create_table("t", sample(rows).select(["id", "x"]))
+        out = []
+        for rank in range(world):
+            ds = modules[lib.name].StreamingDataset(
+                table, num_splits=num_splits, shuffle=False, rank=rank, world_size=world,
+                read_batch_size=4)
+            it = iter(ds)
+            head = [next(it)["id"] for _ in range(steps * (num_splits // world))]
+            state = ds.state_dict()
+            out.append((head + [r["id"] for r in it], state))
+        return out
+
+    same(run)

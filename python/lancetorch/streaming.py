@@ -1,0 +1,1032 @@
+"""An elastic, resumable streaming dataset: LanceDB's ``StreamingDataset`` on lancetorch.
+
+The rows (after an optional SQL ``filter``) are dealt into ``num_splits`` equal splits by a
+seeded shuffle of lancetorch's Rust core (``shuffle_seed + epoch * 100003`` seeds it), or in
+table order with ``shuffle=False``. Rank ``r`` of ``world_size`` owns a contiguous block of
+splits; a DataLoader worker owns a contiguous part of its rank's block. An iterator yields one
+row per owned split in turn, so for a fixed ``(num_splits, shuffle_seed, epoch)`` the rows that
+make up a global step are the same whatever the number of ranks or workers.
+
+``state_dict()`` counts the rows each split has given; ``load_state_dict`` resumes there on
+any topology whose ranks and workers divide ``num_splits`` (merge the states of all ranks with
+:meth:`StreamingDataset.merge_state_dicts` first). :class:`StreamingDataLoader` is a
+DataLoader that commits a worker's progress only when its batch reaches the training loop.
+
+Rows are read a batch at a time per split (``read_batch_size`` rows, ``io_queue_depth``
+batches ahead) by lancetorch's takes, and turned into samples by ``transform`` (a function of
+a ``pyarrow.RecordBatch`` returning one sample per row; rows as dicts by default) on a
+thread pool.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import heapq
+import logging
+import os
+import random
+import threading
+import time
+import warnings
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from copy import deepcopy
+from multiprocessing import RawArray
+from typing import Any, Callable, Iterator, NamedTuple
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from .permutation import Permutation, Transforms, permutation_builder
+from .table import as_lancetorch_table
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_READ_BATCH_SIZE = 64
+DEFAULT_PREFETCH_BATCHES = 4
+_EPOCH_PRIME = 100003  # epoch e of seed s shuffles with seed s + e * _EPOCH_PRIME
+_ERROR_MODES = ("raise", "skip", "warn")
+
+# Slots of the statistics shared with the process that made the dataset.
+_UNSCANNED, _RAW, _COOKED, _CONSUMED, _BYTES, _FETCH_US, _TRANSFORM_US, _SKIPPED = range(8)
+
+
+class _Sample(NamedTuple):
+    """A row on its way through a StreamingDataLoader worker, with the dataset whose progress
+    it is part of."""
+
+    row: Any
+    dataset: StreamingDataset
+
+
+class _Batch(NamedTuple):
+    """A collated batch and its worker's progress once the batch was made."""
+
+    data: Any
+    state: dict
+
+
+class StreamingDataset(IterableDataset):
+    """An elastic, resumable IterableDataset over a table (see the module's description).
+
+    Parameters are LanceDB's: ``num_splits`` (default ``world_size``; must divide by
+    ``world_size``, and by ``world_size * num_workers`` under DataLoader workers; rows past a
+    multiple of it are left out), ``shuffle``, ``shuffle_seed`` (``None``: drawn once here),
+    ``epoch``, ``rank``, ``world_size``, ``read_batch_size``, ``io_queue_depth``, ``columns``,
+    ``shuffle_clump_size``, ``filter``, ``transform``, ``transform_parallelism`` (default the
+    CPU count), ``pack_sequences`` with ``eos_id``, ``pad_id`` and ``blocks_per_epoch`` (token
+    lists packed into blocks), ``on_transform_error`` (``"raise"``, ``"skip"``, ``"warn"``
+    or a callable ``handler(exc) -> bool``: a failing batch is transformed again row by row
+    and only the failing rows are dropped), ``transform_queue_depth``,
+    ``connection_factory`` (reopens the table in workers) and ``worker_info_override``.
+    """
+
+    def __init__(
+        self,
+        table: Any,
+        *,
+        num_splits: int | None = None,
+        shuffle: bool = True,
+        shuffle_seed: int | None = 0,
+        epoch: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        read_batch_size: int = DEFAULT_READ_BATCH_SIZE,
+        io_queue_depth: int = DEFAULT_PREFETCH_BATCHES,
+        columns: list[str] | None = None,
+        shuffle_clump_size: int | None = None,
+        filter: str | None = None,
+        transform: Callable[[pa.RecordBatch], Any] | None = None,
+        transform_parallelism: int | None = None,
+        pack_sequences: int | None = None,
+        eos_id: int | None = None,
+        pad_id: int | None = None,
+        blocks_per_epoch: int | str | None = None,
+        on_transform_error: str | Callable[[Exception], bool] = "raise",
+        transform_queue_depth: int | None = None,
+        connection_factory: Callable[[str], Any] | None = None,
+        worker_info_override: Any = None,
+        prefetch_batches: int | None = None,
+    ) -> None:
+        super().__init__()
+        if prefetch_batches is not None:
+            logger.warning(
+                "prefetch_batches is deprecated and will be removed; use io_queue_depth"
+            )
+            io_queue_depth = prefetch_batches
+        table = as_lancetorch_table(table)
+        num_splits = world_size if num_splits is None else num_splits
+        _check_positive(world_size, "world_size")
+        _check_positive(num_splits, "num_splits")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank ({rank}) must be between 0 and world_size - 1 ({world_size - 1})")
+        if num_splits % world_size != 0:
+            raise ValueError(
+                f"num_splits ({num_splits}) must be divisible by world_size ({world_size})"
+            )
+        _check_positive(read_batch_size, "read_batch_size")
+        if io_queue_depth <= 0:
+            raise ValueError("io_queue_depth must be greater than 0")
+        if transform_parallelism is not None and transform_parallelism <= 0:
+            raise ValueError("transform_parallelism must be greater than 0")
+        if transform_queue_depth is not None and transform_queue_depth <= 0:
+            raise ValueError("transform_queue_depth must be greater than 0")
+        if on_transform_error not in _ERROR_MODES and not callable(on_transform_error):
+            raise ValueError(
+                "on_transform_error must be 'raise', 'skip', 'warn', or a callable, got "
+                f"{on_transform_error!r}"
+            )
+        # An unknown column is refused when iteration starts, as LanceDB refuses it.
+        if pack_sequences is not None:
+            _check_packing(table, pack_sequences, eos_id, pad_id, blocks_per_epoch, num_splits,
+                           transform, columns)
+        elif blocks_per_epoch is not None:
+            raise ValueError("blocks_per_epoch requires pack_sequences")
+        if shuffle_seed is None:
+            shuffle_seed = random.randrange(2**32)
+
+        self._table = table
+        self._num_splits = num_splits
+        self._shuffle = shuffle
+        self._shuffle_seed = shuffle_seed
+        self._epoch = epoch
+        self._rank = rank
+        self._world_size = world_size
+        self._read_batch_size = read_batch_size
+        self._io_queue_depth = io_queue_depth
+        self._columns = None if columns is None else list(columns)
+        self._shuffle_clump_size = shuffle_clump_size
+        self._filter = filter
+        self._transform = transform
+        self._transform_parallelism = transform_parallelism
+        self._pack_sequences = pack_sequences
+        self._eos_id = eos_id
+        self._pad_id = pad_id
+        self._blocks_per_epoch = blocks_per_epoch
+        self._on_transform_error = on_transform_error
+        self._transform_queue_depth = transform_queue_depth
+        self._connection_factory = connection_factory
+        self._worker_info_override = worker_info_override
+
+        # Progress, per split: rows given (samples) and positions read through (positions,
+        # ahead of samples where rows were skipped). Splits without an entry are at
+        # _resume_offset, the count every split had reached at the last complete cycle.
+        self._resume_offset = 0
+        self._resume_samples: dict[int, int] = {}
+        self._resume_positions: dict[int, int] = {}
+        # Packing: positions read, blocks given and the partial block of each split.
+        self._pack_consumed = [0] * num_splits
+        self._pack_blocks_emitted = [0] * num_splits
+        self._pack_buffers: dict[int, dict[str, list[int]]] = {}
+
+        self._bytes_loaded = 0
+        self._fetch_time = 0.0
+        self._transform_time = 0.0
+        self._rows_skipped = 0
+        # Shared with worker processes: the statistics, and whether a plain DataLoader's
+        # workers iterated (their progress never reaches this process).
+        self._worker_stats = RawArray(ctypes.c_int64, 8)
+        self._untracked_worker_iteration = RawArray(ctypes.c_int64, 1)
+        self._live: _Pipeline | None = None  # the pipeline of an iteration in this process
+        self._lock = threading.Lock()
+        self._owner: int | None = None  # the iterator that holds this dataset
+        self._owners = 0
+        self._checkpoint_invalid_reason: str | None = None
+        self._consumer_checkpoint_requires_uniform = False
+
+        builder = permutation_builder(table)
+        if filter is not None:
+            builder = builder.filter(filter)
+        if shuffle:
+            builder = builder.split_random(
+                fixed=num_splits, seed=shuffle_seed + epoch * _EPOCH_PRIME,
+                clump_size=shuffle_clump_size,
+            )
+        else:
+            builder = builder.split_sequential(fixed=num_splits)
+        self._perm_table = builder.execute()
+        if self._blocks_per_epoch == "auto":
+            self._blocks_per_epoch = self._estimate_blocks_per_epoch()
+        per_rank = num_splits // world_size
+        self._rank_splits = list(range(rank * per_rank, (rank + 1) * per_rank))
+
+    # -- which splits -------------------------------------------------------------------------
+    def _resolve_my_splits(self) -> list[int]:
+        """The splits this process reads: its rank's, or its worker's part of them."""
+        real = get_worker_info()
+        info = real
+        if self._worker_info_override is not None:
+            if real is not None:
+                logger.warning(
+                    "worker_info_override is set but get_worker_info() also returned a "
+                    "non-None value; ignoring the real torch worker info and using the "
+                    "override instead, which may duplicate or drop rows"
+                )
+            info = self._worker_info_override
+        if info is None:
+            return list(self._rank_splits)
+        owned = len(self._rank_splits)
+        if owned % info.num_workers != 0:
+            raise ValueError(
+                f"Number of rank splits ({owned}) must be divisible by num_workers "
+                f"({info.num_workers}); choose num_splits divisible by world_size * num_workers"
+            )
+        per_worker = owned // info.num_workers
+        return self._rank_splits[info.id * per_worker : (info.id + 1) * per_worker]
+
+    def _split(self, split: int) -> Permutation:
+        perm = Permutation.from_tables(self._table, self._perm_table, split=split)
+        if self._columns is not None:
+            perm = perm.select_columns(self._columns)
+        return perm.with_format("arrow")
+
+    # -- iteration ----------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        return self._iter()
+
+    def _iter(self, *, transport: bool = False) -> Iterator[Any]:
+        """Rows (or packed blocks); with ``transport`` the iterator of a StreamingDataLoader,
+        which holds this dataset already."""
+        token = None if transport else self._acquire()
+        try:
+            if get_worker_info() is not None and not transport:
+                self._untracked_worker_iteration[0] = 1
+            splits = self._resolve_my_splits()
+            if not splits:
+                return
+            if self._pack_sequences is not None:
+                yield from _Packer(self, splits).blocks()
+            else:
+                yield from self._rows(splits)
+        finally:
+            if token is not None:
+                self._release(token)
+
+    def _rows(self, splits: list[int]) -> Iterator[Any]:
+        samples = [self._resume_samples.get(s, self._resume_offset) for s in splits]
+        starts = [self._resume_positions.get(s, c) for s, c in zip(splits, samples)]
+        real_worker = get_worker_info() is not None
+        with _Pipeline(self, splits, starts, self._transform or Transforms.arrow2python) as pipe:
+            given = [0] * len(splits)
+
+            def take(i: int) -> Any:
+                position, row = pipe.pop(i)  # a later prefetch's failure surfaces here
+                given[i] += 1
+                self._resume_samples[splits[i]] = samples[i] + given[i]
+                self._resume_positions[splits[i]] = position + 1
+                return row
+
+            def cycle_done() -> None:
+                if not real_worker:
+                    self._resume_offset = min(c + g for c, g in zip(samples, given))
+                pipe.publish()
+
+            # A state saved between two splits' turns resumes the splits behind first, so the
+            # rows continue in the order they would have come.
+            if len(set(samples)) > 1:
+                target = max(samples)
+                behind = [(c, s, i) for i, (c, s) in enumerate(zip(samples, splits)) if c < target]
+                heapq.heapify(behind)
+                while behind:
+                    count, split, i = heapq.heappop(behind)
+                    if not pipe.ready(i):
+                        return
+                    row = take(i)
+                    if count + 1 < target:
+                        heapq.heappush(behind, (count + 1, split, i))
+                    cycle_done()
+                    yield row
+            # A cycle runs only when every split can give a row (they run dry together
+            # unless rows were skipped).
+            while all(pipe.ready(i) for i in range(len(splits))):
+                for i in range(len(splits)):
+                    row = take(i)
+                    if i == len(splits) - 1:
+                        cycle_done()
+                    yield row
+
+    # -- one iterator at a time ---------------------------------------------------------------
+    def _acquire(self) -> int:
+        with self._lock:
+            if self._owner is not None or self._live is not None:
+                raise RuntimeError(
+                    "StreamingDataset does not support concurrent iteration. Only one active "
+                    "iterator per dataset instance is allowed; finish or close the other one"
+                )
+            self._owners += 1
+            self._owner = self._owners
+            return self._owner
+
+    def _release(self, token: int) -> None:
+        with self._lock:
+            if self._owner == token:
+                self._owner = None
+
+    # -- statistics ---------------------------------------------------------------------------
+    def _stat(self, slot: int, live: Callable[[_Pipeline], float]) -> float:
+        pipe = self._live
+        return live(pipe) if pipe is not None else self._worker_stats[slot]
+
+    @property
+    def bytes_loaded(self) -> int:
+        """Bytes of Arrow data read, before any transform, over every iteration."""
+        return int(self._stat(_BYTES, lambda p: self._bytes_loaded))
+
+    @property
+    def fetch_time(self) -> float:
+        """Seconds spent reading rows, over every iteration."""
+        return self._stat(_FETCH_US, lambda p: self._fetch_time * 1e6) / 1e6
+
+    @property
+    def transform_time(self) -> float:
+        """Seconds spent in the transform, over every iteration."""
+        return self._stat(_TRANSFORM_US, lambda p: self._transform_time * 1e6) / 1e6
+
+    @property
+    def raw_queue_depth(self) -> int:
+        """Rows read and waiting for the transform (0 when not iterating)."""
+        return int(self._stat(_RAW, lambda p: p.raw_rows()))
+
+    @property
+    def prefetch_queue_depth(self) -> int:
+        """Rows transformed and waiting to be yielded (0 when not iterating)."""
+        return int(self._stat(_COOKED, lambda p: p.cooked_rows()))
+
+    @property
+    def unscanned_rows(self) -> int:
+        """Rows not yet asked for in this iteration (0 when not iterating)."""
+        return int(self._stat(_UNSCANNED, lambda p: p.unscanned()))
+
+    @property
+    def rows_skipped(self) -> int:
+        """Rows dropped because their transform failed, over every iteration."""
+        return int(self._stat(_SKIPPED, lambda p: self._rows_skipped))
+
+    @property
+    def consumed_rows(self) -> int:
+        """Rows yielded in this iteration (0 when not iterating)."""
+        return int(self._stat(_CONSUMED, lambda p: p.consumed()))
+
+    # -- pickling -----------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_table_name"] = self._table.name
+        if self._connection_factory is not None:
+            state["_table"] = None  # reopened by the factory: no connection state travels
+        state["_live"] = None
+        state["_lock"] = None
+        state["_owner"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        name = state.pop("_table_name")
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+        if self._table is None:
+            self._table = as_lancetorch_table(self._connection_factory(name))
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """The progress of every split: ``shuffle_seed``, ``num_splits``, ``epoch``,
+        ``samples_consumed_per_split`` and ``positions_consumed_per_split`` (packed:
+        ``blocks_emitted_per_split`` and ``pack_buffers`` too). Exact at a step boundary;
+        under a plain multi-worker DataLoader it is refused (use StreamingDataLoader)."""
+        if self._untracked_worker_iteration[0] and get_worker_info() is None:
+            raise RuntimeError(
+                "StreamingDataset cannot checkpoint a standard DataLoader with num_workers > "
+                "0: its workers read ahead of the training loop and their progress never "
+                "comes back. Use StreamingDataLoader instead"
+            )
+        if self._checkpoint_invalid_reason is not None:
+            raise RuntimeError(
+                "StreamingDataset checkpointing is invalid because "
+                f"{self._checkpoint_invalid_reason}. Load the last valid checkpoint into a "
+                "fresh dataset before continuing"
+            )
+        state = self._checkpoint_snapshot()
+        key = ("blocks_emitted_per_split" if self._pack_sequences is not None
+               else "samples_consumed_per_split" if self._consumer_checkpoint_requires_uniform
+               else None)
+        if key is not None and len({state[key][s] for s in self._rank_splits}) > 1:
+            raise RuntimeError(
+                "checkpointing is only safe at a complete logical step boundary, when every "
+                "split assigned to this rank has the same count; consume more batches before "
+                "calling state_dict()"
+            )
+        return state
+
+    def _checkpoint_snapshot(self) -> dict:
+        state = {"shuffle_seed": self._shuffle_seed, "num_splits": self._num_splits,
+                 "epoch": self._epoch}
+        if self._pack_sequences is not None:
+            state.update(
+                pack_sequences=self._pack_sequences, eos_id=self._eos_id, pad_id=self._pad_id,
+                blocks_per_epoch=self._blocks_per_epoch,
+                samples_consumed_per_split=list(self._pack_consumed),
+                blocks_emitted_per_split=list(self._pack_blocks_emitted),
+                pack_buffers=deepcopy(self._pack_buffers),
+            )
+            return state
+        samples = [self._resume_samples.get(s, self._resume_offset) for s in range(self._num_splits)]
+        state["samples_consumed_per_split"] = samples
+        state["positions_consumed_per_split"] = [
+            self._resume_positions.get(s, samples[s]) for s in range(self._num_splits)
+        ]
+        return state
+
+    def _invalidate_checkpoint(self, reason: str) -> None:
+        if self._checkpoint_invalid_reason is None:
+            self._checkpoint_invalid_reason = reason
+
+    def _commit_worker_state(self, state: dict, *, require_uniform: bool) -> None:
+        """Take in the progress of a worker batch that reached the training loop."""
+        for key in ("shuffle_seed", "num_splits", "epoch"):
+            if state.get(key) != getattr(self, f"_{key}"):
+                raise ValueError(
+                    f"{key} mismatch in worker checkpoint: {state.get(key)} != "
+                    f"{getattr(self, f'_{key}')}"
+                )
+        self._consumer_checkpoint_requires_uniform |= require_uniform
+        if self._pack_sequences is not None:
+            buffers = state["pack_buffers"]
+            for split in range(self._num_splits):
+                theirs = (state["blocks_emitted_per_split"][split],
+                          state["samples_consumed_per_split"][split])
+                if theirs > (self._pack_blocks_emitted[split], self._pack_consumed[split]):
+                    self._pack_blocks_emitted[split], self._pack_consumed[split] = theirs
+                    buffer = buffers.get(split, buffers.get(str(split)))
+                    if buffer is None:
+                        self._pack_buffers.pop(split, None)
+                    else:
+                        self._pack_buffers[split] = deepcopy(buffer)
+            return
+        samples = state["samples_consumed_per_split"]
+        positions = state.get("positions_consumed_per_split", samples)
+        for split, count in enumerate(samples):
+            mine = self._resume_samples.get(split, self._resume_offset)
+            self._resume_samples[split] = max(mine, int(count))
+        for split, position in enumerate(positions):
+            mine = self._resume_positions.get(split, self._resume_samples[split])
+            self._resume_positions[split] = max(mine, int(position))
+        self._resume_offset = min(self._resume_samples.values())
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume from :meth:`state_dict` (of this topology, or merged from every rank's with
+        :meth:`merge_state_dicts`). ValueError when the splits or the seed differ."""
+        for key in ("num_splits", "shuffle_seed"):
+            if state[key] != getattr(self, f"_{key}"):
+                raise ValueError(
+                    f"{key} mismatch: checkpoint has {state[key]}, current dataset has "
+                    f"{getattr(self, f'_{key}')}"
+                )
+        self._consumer_checkpoint_requires_uniform = False
+        if "pack_buffers" in state or self._pack_sequences is not None:
+            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch", "epoch"):
+                if state.get(key) != getattr(self, f"_{key}"):
+                    raise ValueError(
+                        f"{key} mismatch: checkpoint has {state.get(key)}, current dataset "
+                        f"has {getattr(self, f'_{key}')}"
+                    )
+            self._pack_consumed = [int(c) for c in state["samples_consumed_per_split"]]
+            self._pack_blocks_emitted = [int(c) for c in state["blocks_emitted_per_split"]]
+            self._pack_buffers = {int(s): deepcopy(b) for s, b in state["pack_buffers"].items()}
+            return
+        samples = state["samples_consumed_per_split"]
+        if isinstance(samples, list):
+            self._resume_offset = min(samples) if samples else 0
+            self._resume_samples = {s: int(c) for s, c in enumerate(samples)}
+        else:  # one count for every split
+            self._resume_offset, self._resume_samples = int(samples), {}
+        positions = state.get("positions_consumed_per_split")  # absent in older states
+        self._resume_positions = {} if positions is None else {
+            s: int(p) for s, p in enumerate(positions)
+        }
+
+    @staticmethod
+    def merge_state_dicts(states: list[dict]) -> dict:
+        """One state from the states of every rank of a run (each knows its own splits
+        exactly): per split, the furthest progress. Give the result to every rank of the next
+        run, whatever its size. ValueError when the states are of different runs."""
+        if not states:
+            raise ValueError("merge_state_dicts requires at least one state dict")
+        first = states[0]
+        packed = "pack_buffers" in first
+        keys = ["shuffle_seed", "num_splits", "epoch"]
+        if packed:
+            keys += ["pack_sequences", "eos_id", "pad_id", "blocks_per_epoch"]
+        for state in states[1:]:
+            if ("pack_buffers" in state) != packed:
+                raise ValueError("cannot merge packed and unpacked state dicts")
+            for key in keys:
+                if state[key] != first[key]:
+                    raise ValueError(f"{key} mismatch across state dicts: {state[key]} != {first[key]}")
+        merged = dict(first)
+        if not packed:
+            merged["samples_consumed_per_split"] = [
+                max(c) for c in zip(*(s["samples_consumed_per_split"] for s in states))
+            ]
+            merged["positions_consumed_per_split"] = [
+                max(p) for p in zip(*(
+                    s.get("positions_consumed_per_split", s["samples_consumed_per_split"])
+                    for s in states
+                ))
+            ]
+            return merged
+        n = first["num_splits"]
+        for state in states:
+            for key in ("samples_consumed_per_split", "blocks_emitted_per_split"):
+                if len(state[key]) != n:
+                    raise ValueError(f"{key} must contain one entry per logical split")
+        consumed, emitted, buffers = [], [], {}
+        for split in range(n):
+            owner = max(states, key=lambda s: (s["blocks_emitted_per_split"][split],
+                                               s["samples_consumed_per_split"][split]))
+            consumed.append(owner["samples_consumed_per_split"][split])
+            emitted.append(owner["blocks_emitted_per_split"][split])
+            buffer = owner["pack_buffers"].get(split, owner["pack_buffers"].get(str(split)))
+            if buffer is not None:
+                buffers[split] = deepcopy(buffer)
+        if len(set(emitted)) > 1:
+            raise ValueError(
+                "packed state dicts were not captured at the same global step or do not "
+                "cover every rank"
+            )
+        merged.update(samples_consumed_per_split=consumed, blocks_emitted_per_split=emitted,
+                      pack_buffers=buffers)
+        return merged
+
+    # -- packing ------------------------------------------------------------------------------
+    def _estimate_blocks_per_epoch(self) -> int:
+        """A block budget from the token count of a sample of rows (about 1% of each split, at
+        most 100,000 rows in all)."""
+        warnings.warn(
+            "blocks_per_epoch='auto' uses an approximate token-count sample; pass an "
+            "explicit value for exact epoch sizing",
+            stacklevel=3,
+        )
+        rng = random.Random(self._shuffle_seed)
+        cap = max(1, 100_000 // self._num_splits)
+        tokens = sampled = rows = 0
+        for split in range(self._num_splits):
+            perm = self._split(split)
+            n = len(perm)
+            if n == 0:
+                raise ValueError("blocks_per_epoch='auto' cannot estimate an empty dataset")
+            picks = sorted(rng.sample(range(n), min(n, max(1, min((n + 99) // 100, cap)))))
+            for start in range(0, len(picks), self._read_batch_size):
+                lengths = pc.list_value_length(
+                    perm.__getitems__(picks[start : start + self._read_batch_size]).column(0)
+                )
+                if lengths.null_count:
+                    raise ValueError("pack_sequences does not support null token lists")
+                tokens += int(pc.sum(lengths).as_py())
+            sampled += len(picks)
+            rows += n
+        blocks = (tokens + sampled) * rows // sampled // self._pack_sequences  # + one EOS a row
+        return max(self._num_splits, blocks - blocks % self._num_splits)
+
+
+def _check_positive(value: Any, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
+
+
+def _check_packing(table: Any, length: int, eos_id: Any, pad_id: Any, blocks: Any,
+                   num_splits: int, transform: Any, columns: list[str] | None) -> None:
+    if length <= 0:
+        raise ValueError("pack_sequences must be greater than 0")
+    if eos_id is None:
+        raise ValueError("eos_id is required when pack_sequences is set")
+    if pad_id is None:
+        raise ValueError("pad_id is required when pack_sequences is set")
+    if blocks is None:
+        raise ValueError("blocks_per_epoch is required when pack_sequences is set")
+    if blocks != "auto":
+        if isinstance(blocks, bool) or not isinstance(blocks, int):
+            raise ValueError("blocks_per_epoch must be a positive integer or 'auto'")
+        if blocks <= 0:
+            raise ValueError("blocks_per_epoch must be greater than 0")
+        if blocks % num_splits != 0:
+            raise ValueError(
+                f"blocks_per_epoch ({blocks}) must be divisible by num_splits ({num_splits})"
+            )
+    if transform is not None:
+        raise ValueError("transform cannot be combined with pack_sequences")
+    if columns is None or len(columns) != 1:
+        raise ValueError(
+            "pack_sequences requires columns to name exactly one list-typed column of token ids"
+        )
+    kind = table.schema.field(columns[0]).type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+            or pa.types.is_fixed_size_list(kind)):
+        raise ValueError(
+            f"pack_sequences requires a list-typed token column; {columns[0]} has type {kind}"
+        )
+    if not pa.types.is_integer(kind.value_type):
+        raise ValueError(
+            "pack_sequences requires a token column with integer values; "
+            f"{columns[0]} has value type {kind.value_type}"
+        )
+
+
+class _Pipeline:
+    """Reads and transforms the rows of some splits ahead of the consumer.
+
+    Per split: up to ``io_queue_depth`` takes of ``read_batch_size`` rows in flight on an I/O
+    pool; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
+    transformed rows wait (``cooked``) for the consumer, at most ``transform_queue_depth``
+    batches of them. Each row carries its position in its split, counted from the split's
+    start."""
+
+    def __init__(self, dataset: StreamingDataset, splits: list[int], starts: list[int],
+                 transform: Callable[[pa.RecordBatch], Any]) -> None:
+        self.ds = dataset
+        self.splits = splits
+        self.perms = []
+        for split, start in zip(splits, starts):
+            perm = dataset._split(split)
+            self.perms.append(perm.with_skip(start) if start else perm)
+        self.starts = starts
+        self.sizes = [len(p) for p in self.perms]
+        self.head = [0] * len(splits)  # rows asked for, per split
+        self.reading: list[deque[tuple[int, Future]]] = [deque() for _ in splits]
+        self.raw: list[deque[tuple[int, pa.RecordBatch]]] = [deque() for _ in splits]
+        self.transforming: list[deque[Future]] = [deque() for _ in splits]
+        self.cooked: list[deque[tuple[int, Any]]] = [deque() for _ in splits]
+        self.given = [0] * len(splits)
+        self.transform = transform
+        workers = dataset._transform_parallelism or os.cpu_count() or 1
+        self.slots = threading.Semaphore(workers)
+        depth = dataset._transform_queue_depth
+        self.max_cooked = None if depth is None else depth * dataset._read_batch_size
+        self.counting = threading.Lock()  # guards the dataset's running totals
+        self.io = ThreadPoolExecutor(max_workers=len(splits) * dataset._io_queue_depth)
+        self.tx = ThreadPoolExecutor(max_workers=workers)
+
+    def __enter__(self) -> _Pipeline:
+        self.ds._live = self
+        for i in range(len(self.splits)):
+            self._read_ahead(i)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            for pool in (self.io, self.tx):
+                pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            self.publish(idle=True)
+            self.ds._live = None
+
+    # -- stages -------------------------------------------------------------------------------
+    def _read(self, perm: Permutation, positions: list[int]) -> pa.RecordBatch:
+        started = time.perf_counter()
+        batch = perm.__getitems__(positions)
+        with self.counting:  # the I/O threads add up at once
+            self.ds._bytes_loaded += batch.nbytes
+            self.ds._fetch_time += time.perf_counter() - started
+        return batch
+
+    def _read_ahead(self, i: int) -> None:
+        size = self.ds._read_batch_size
+        while len(self.reading[i]) < self.ds._io_queue_depth and self.head[i] < self.sizes[i]:
+            start, n = self.head[i], min(size, self.sizes[i] - self.head[i])
+            self.head[i] += n
+            future = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
+            self.reading[i].append((self.starts[i] + start, future))
+
+    def _transformed(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
+        try:
+            began = time.perf_counter()
+            rows = self._apply(start, batch)
+            with self.counting:
+                self.ds._transform_time += time.perf_counter() - began
+            return rows
+        finally:
+            self.slots.release()
+
+    def _apply(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
+        try:
+            out = list(self.transform(batch))
+        except Exception as exc:
+            if not self._skips(exc):
+                raise
+            return self._row_by_row(start, batch, exc)
+        # A wrong count is a bug in the transform, never a row to skip.
+        return [(start + j, row) for j, row in enumerate(_one_per_row(out, batch.num_rows))]
+
+    def _row_by_row(self, start: int, batch: pa.RecordBatch, failure: Exception) -> list:
+        """The batch transformed a row at a time, the failing rows dropped."""
+        kept, skipped, first = [], 0, None
+        for j in range(batch.num_rows):
+            try:
+                out = list(self.transform(batch.slice(j, 1)))
+            except Exception as exc:
+                if not self._skips(exc):
+                    raise
+                skipped, first = skipped + 1, first or exc
+                continue
+            kept.append((start + j, _one_per_row(out, 1)[0]))
+        with self.counting:
+            self.ds._rows_skipped += skipped
+        if skipped and self.ds._on_transform_error == "warn":
+            logger.warning(
+                "Skipped %d of %d rows whose transform failed (first error: %r)",
+                skipped, batch.num_rows, first or failure,
+            )
+        return kept
+
+    def _skips(self, exc: Exception) -> bool:
+        mode = self.ds._on_transform_error
+        if callable(mode):
+            return bool(mode(exc))
+        return mode != "raise"
+
+    def _room(self, i: int) -> bool:
+        if self.max_cooked is None:
+            return True
+        size = self.ds._read_batch_size
+        queued = len(self.cooked[i]) + len(self.transforming[i]) * size
+        return queued + size <= self.max_cooked
+
+    def _start_transform(self, i: int) -> None:
+        start, batch = self.raw[i].popleft()
+        self.transforming[i].append(self.tx.submit(self._transformed, start, batch))
+
+    def pump(self, i: int) -> None:
+        """Move split ``i``'s finished work along without waiting (a failure raises here)."""
+        while self.reading[i] and self.reading[i][0][1].done():
+            start, future = self.reading[i].popleft()
+            self.raw[i].append((start, future.result()))
+        while self.transforming[i] and self.transforming[i][0].done():
+            self.cooked[i].extend(self.transforming[i].popleft().result())
+        while self.raw[i] and self._room(i) and self.slots.acquire(blocking=False):
+            self._start_transform(i)
+        self._read_ahead(i)
+
+    def ready(self, i: int) -> bool:
+        """Whether split ``i`` has a row for the consumer, waiting for one if it comes."""
+        self.pump(i)
+        while not self.cooked[i]:
+            if self.transforming[i]:
+                self.cooked[i].extend(self.transforming[i].popleft().result())
+            elif self.raw[i]:
+                self.slots.acquire()
+                self._start_transform(i)
+            elif self.reading[i]:
+                start, future = self.reading[i].popleft()
+                self.raw[i].append((start, future.result()))
+            else:
+                return False  # the split is done
+            self.pump(i)
+        return True
+
+    def pop(self, i: int) -> tuple[int, Any]:
+        """The next row of split ``i`` (``ready`` said there is one) and its position."""
+        entry = self.cooked[i].popleft()
+        self.pump(i)
+        self.given[i] += 1
+        return entry
+
+    # -- statistics ---------------------------------------------------------------------------
+    def raw_rows(self) -> int:
+        return sum(b.num_rows for q in self.raw for _, b in q)
+
+    def cooked_rows(self) -> int:
+        return sum(len(q) for q in self.cooked)
+
+    def unscanned(self) -> int:
+        return sum(s - h for s, h in zip(self.sizes, self.head))
+
+    def consumed(self) -> int:
+        return sum(self.given)
+
+    def publish(self, idle: bool = False) -> None:
+        """Copy the statistics where the process that made the dataset can read them."""
+        stats, ds = self.ds._worker_stats, self.ds
+        stats[_UNSCANNED] = self.unscanned()
+        stats[_RAW] = 0 if idle else self.raw_rows()
+        stats[_COOKED] = 0 if idle else self.cooked_rows()
+        stats[_CONSUMED] = self.consumed()
+        stats[_BYTES] = ds._bytes_loaded
+        stats[_FETCH_US] = int(ds._fetch_time * 1e6)
+        stats[_TRANSFORM_US] = int(ds._transform_time * 1e6)
+        stats[_SKIPPED] = ds._rows_skipped
+
+
+def _one_per_row(out: Any, n: int) -> list:
+    rows = list(out)
+    if len(rows) != n:
+        raise ValueError(
+            f"transform returned {len(rows)} rows for a batch of {n}; transforms must return "
+            "exactly one output row per input row. To drop bad rows, raise inside the "
+            "transform and pass on_transform_error='skip'"
+        )
+    return rows
+
+
+class _Packer:
+    """Token lists of the owned splits packed into blocks of ``pack_sequences`` tokens, one
+    block per split in turn, ``blocks_per_epoch / num_splits`` blocks per split (padded with
+    ``pad_id`` once a split runs dry; tokens past the budget are left out)."""
+
+    def __init__(self, dataset: StreamingDataset, splits: list[int]) -> None:
+        self.ds, self.splits = dataset, splits
+        self.length = dataset._pack_sequences
+        self.budget = dataset._blocks_per_epoch // dataset._num_splits
+
+    def blocks(self) -> Iterator[dict[str, Any]]:
+        import torch
+
+        ds, splits = self.ds, self.splits
+        emitted = ds._pack_blocks_emitted
+        if len({emitted[s] for s in splits}) > 1:
+            raise ValueError(
+                "Packed checkpoint is not aligned across the splits owned by this iterator; "
+                "merge every rank state with merge_state_dicts before resuming on a different "
+                "topology"
+            )
+        consumed = list(ds._pack_consumed)
+        buffers = deepcopy(ds._pack_buffers)
+        starts = [consumed[s] for s in splits]
+        with _Pipeline(ds, splits, starts, _token_lists) as pipe:
+
+            def fill(i: int) -> dict[str, list[int]]:
+                buffer = buffers.setdefault(splits[i], {"tokens": [], "starts": []})
+                while len(buffer["tokens"]) < self.length and pipe.ready(i):
+                    position, tokens = pipe.pop(i)
+                    buffer["starts"].append(len(buffer["tokens"]))
+                    buffer["tokens"].extend(tokens)
+                    buffer["tokens"].append(ds._eos_id)
+                    consumed[splits[i]] = position + 1
+                return buffer
+
+            while emitted[splits[0]] < self.budget:
+                full = [fill(i) for i in range(len(splits))]
+                for i, buffer in enumerate(full):
+                    tokens = buffer["tokens"]
+                    tokens.extend([ds._pad_id] * (self.length - len(tokens)))
+                    doc_ids = torch.zeros(self.length, dtype=torch.int64)
+                    doc_ids[[s for s in buffer["starts"] if 0 < s < self.length]] = 1
+                    block = {
+                        "input_ids": torch.tensor(tokens[: self.length], dtype=torch.int64),
+                        "doc_ids": doc_ids.cumsum(0),
+                    }
+                    del tokens[: self.length]
+                    buffer["starts"] = [s - self.length for s in buffer["starts"] if s >= self.length]
+                    emitted[splits[i]] += 1
+                    # Committed before the block leaves: a StreamingDataLoader sends it with it.
+                    ds._pack_consumed = list(consumed)
+                    ds._pack_buffers = deepcopy(buffers)
+                    if i == len(splits) - 1:
+                        pipe.publish()
+                    yield block
+
+
+def _token_lists(batch: pa.RecordBatch) -> list[list[int]]:
+    column = batch.column(0)
+    if column.null_count or pc.list_flatten(column).null_count:
+        raise ValueError("pack_sequences does not support null token lists or values")
+    return column.to_pylist()
+
+
+# ---- the DataLoader ----------------------------------------------------------------------------
+class _Collate:
+    """A collate function that also carries the worker's progress once the batch is made."""
+
+    def __init__(self, collate_fn: Callable[[list], Any]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples: Any) -> _Batch:
+        try:
+            if isinstance(samples, list):
+                if not samples:
+                    return _Batch(self.collate_fn(samples), {})
+                data = self.collate_fn([s.row for s in samples])
+                dataset = samples[-1].dataset
+            else:  # batch_size=None: one sample at a time
+                data, dataset = self.collate_fn(samples.row), samples.dataset
+        except StopIteration as exc:
+            raise RuntimeError("collate_fn raised StopIteration before returning a batch") from exc
+        return _Batch(data, dataset._checkpoint_snapshot())
+
+
+class _Adapter(IterableDataset):
+    """What a StreamingDataLoader iterates: the dataset's rows, each with the dataset."""
+
+    def __init__(self, dataset: StreamingDataset) -> None:
+        super().__init__()
+        self.dataset = dataset
+
+    def __iter__(self) -> Iterator[_Sample]:
+        for row in self.dataset._iter(transport=True):
+            yield _Sample(row, self.dataset)
+
+
+class _Committing:
+    """A StreamingDataLoader's iterator: a batch's progress is committed to the dataset as
+    the batch is returned, and a batch that fails on the way spoils the checkpoint."""
+
+    def __init__(self, inner: Any, dataset: StreamingDataset, token: int, uniform: bool) -> None:
+        self._inner, self._dataset, self._token, self._uniform = inner, dataset, token, uniform
+        self._done = False
+
+    def __iter__(self) -> _Committing:
+        return self
+
+    def __next__(self) -> Any:
+        if self._done:
+            raise StopIteration
+        try:
+            batch = next(self._inner)
+        except StopIteration:
+            self._finish()
+            raise
+        except BaseException as exc:
+            self._dataset._invalidate_checkpoint(f"a DataLoader batch failed before it was returned: {exc}")
+            raise
+        try:
+            self._dataset._commit_worker_state(batch.state, require_uniform=self._uniform)
+        except BaseException as exc:
+            self._dataset._invalidate_checkpoint(f"a DataLoader batch failed before it was returned: {exc}")
+            raise
+        return batch.data
+
+    def _finish(self) -> None:
+        if not self._done:
+            self._done = True
+            self._dataset._release(self._token)
+
+    def _shutdown_workers(self) -> None:
+        if self._done:
+            return
+        shutdown = getattr(self._inner, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        self._finish()
+
+    def __del__(self) -> None:
+        try:
+            self._shutdown_workers()
+        except BaseException:
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        inner = self.__dict__.get("_inner")
+        if inner is None:
+            raise AttributeError(name)
+        return getattr(inner, name)
+
+
+class StreamingDataLoader(DataLoader):
+    """A DataLoader over a :class:`StreamingDataset` whose checkpoints count only the batches
+    the training loop received (workers read ahead; their progress comes back with each
+    batch). Arguments are DataLoader's; ``persistent_workers=True``, ``drop_last=True`` and
+    ``in_order=False`` are refused, as they would make a checkpoint wrong. With more than one
+    worker, ``state_dict()`` works at complete steps (every split of the rank at one count).
+    """
+
+    def __init__(self, dataset: StreamingDataset, *args: Any, **kwargs: Any) -> None:
+        if not isinstance(dataset, StreamingDataset):
+            raise TypeError("StreamingDataLoader requires a StreamingDataset")
+        if type(dataset).__iter__ is not StreamingDataset.__iter__:
+            raise TypeError(
+                "StreamingDataLoader does not support StreamingDataset subclasses that "
+                "override __iter__: they cannot report their progress with each batch"
+            )
+        if kwargs.get("in_order", True) is False:
+            raise ValueError("StreamingDataLoader requires in_order=True for exact checkpoints")
+        if kwargs.get("persistent_workers", False):
+            raise ValueError(
+                "StreamingDataLoader does not support persistent_workers=True: a kept worker "
+                "would go on from where it was, not from the dataset's checkpoint"
+            )
+        self._streaming_dataset = dataset
+        super().__init__(_Adapter(dataset), *args, **kwargs)
+        if self.drop_last:
+            raise ValueError(
+                "StreamingDataLoader does not support drop_last=True: each worker drops its "
+                "own short tail, which no topology-independent checkpoint can describe"
+            )
+        self.collate_fn = _Collate(self.collate_fn)
+
+    def __iter__(self) -> _Committing:
+        dataset = self._streaming_dataset
+        token = dataset._acquire()
+        try:
+            state = dataset._checkpoint_snapshot()
+            packed = dataset._pack_sequences is not None
+            key = ("blocks_emitted_per_split" if packed
+                   else "samples_consumed_per_split" if self.num_workers > 1 else None)
+            if key is not None and len({state[key][s] for s in dataset._rank_splits}) > 1:
+                raise RuntimeError(
+                    "StreamingDataLoader cannot start from a partial logical step; resume from "
+                    "a checkpoint whose splits assigned to this rank have equal counts"
+                )
+            return _Committing(super().__iter__(), dataset, token, self.num_workers > 1 or packed)
+        except BaseException:
+            dataset._release(token)
+            raise
+
+
+__all__ = ["StreamingDataLoader", "StreamingDataset"]
