@@ -771,3 +771,21 @@ def test_split_numbers_past_uint32_are_refused_without_naming_splits(mem_db):
         permutation_builder(t).split_calculated("a * 100000000").execute()
     perm = permutation_builder(t).split_calculated("a * 1000000").execute().to_arrow()
     assert perm.num_rows == 1000 and names_of(perm) == []
+
+
+@pytest.mark.parametrize(
+    "sql", ["id > 5; DROP TABLE t", "id > 5; id < 3", "id > 5;", "s = 'a'; id > 1"]
+)
+def test_sql_of_more_than_one_statement_is_refused(table, sql):
+    """Lance's parser stops at the first ';' and drops the rest without a word."""
+    with pytest.raises(ValueError, match="more than one statement"):
+        PermutationBuilder(table).filter(sql)
+    with pytest.raises(ValueError, match="more than one statement"):
+        PermutationBuilder(table).split_calculated(sql)
+
+
+def test_a_semicolon_inside_a_string_is_part_of_the_expression(table):
+    perm = PermutationBuilder(table).filter(filter="s != 'a;b' AND id < 3").execute().to_arrow()
+    assert rows_of(perm) == [0, 1, 2]
+    perm = PermutationBuilder(table).split_calculated(calculation="id % 2").execute().to_arrow()
+    assert perm.num_rows == 10

@@ -48,6 +48,7 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
 
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError(f"{what} must be a non-empty SQL expression, got {expression!r}")
+    _one_expression(expression, what)
 
     def run(dataset: Any) -> pa.ChunkedArray:
         try:
@@ -78,6 +79,23 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
         except ValueError:
             pass  # a column it uses went unrecognised: evaluate it with every column
     return scratch(names)
+
+
+def _one_expression(expression: str, what: str) -> None:
+    """Refuse SQL that holds more than one statement: Lance's parser reads up to the first
+    ``;`` and drops the rest without a word (``a > 5; a < 3`` would filter on ``a > 5``)."""
+    quote = None
+    for i, ch in enumerate(expression):
+        if quote is not None:
+            if ch == quote:
+                quote = None  # a doubled quote ('it''s') closes and reopens: the same state
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == ";":
+            raise ValueError(
+                f"{what} {expression!r} holds more than one statement (a ';' at offset {i}); "
+                "give exactly one SQL expression"
+            )
 
 
 # ---- building ----------------------------------------------------------------------------------
@@ -213,14 +231,15 @@ class PermutationBuilder:
         )
 
     def split_calculated(
-        self, sql_expression: str, split_names: Sequence[str] | None = None
+        self, calculation: str, split_names: Sequence[str] | None = None
     ) -> PermutationBuilder:
         """A SQL expression gives each row's split number (0, 1, ...); rows where it is null
         or negative are left out."""
-        if not isinstance(sql_expression, str) or not sql_expression.strip():
-            raise ValueError(f"split_calculated needs a SQL expression, got {sql_expression!r}")
+        if not isinstance(calculation, str) or not calculation.strip():
+            raise ValueError(f"split_calculated needs a SQL expression, got {calculation!r}")
+        _one_expression(calculation, "split_calculated")
         return self._set_split(
-            "calculated", expression=sql_expression, names=_check_names(split_names, None)
+            "calculated", expression=calculation, names=_check_names(split_names, None)
         )
 
     def shuffle(self, *, seed: int | None = None, clump_size: int | None = None) -> PermutationBuilder:
@@ -231,11 +250,12 @@ class PermutationBuilder:
         self._shuffle = (_seed(seed), clump_size)
         return self
 
-    def filter(self, sql_predicate: str) -> PermutationBuilder:
+    def filter(self, filter: str) -> PermutationBuilder:
         """Keep the rows where the SQL predicate is true (null counts as false)."""
-        if not isinstance(sql_predicate, str) or not sql_predicate.strip():
-            raise ValueError(f"filter needs a SQL predicate, got {sql_predicate!r}")
-        self._filter = sql_predicate
+        if not isinstance(filter, str) or not filter.strip():
+            raise ValueError(f"filter needs a SQL predicate, got {filter!r}")
+        _one_expression(filter, "filter")
+        self._filter = filter
         return self
 
     def execute(self) -> Table:
