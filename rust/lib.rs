@@ -12,6 +12,7 @@ pub mod rows;
 pub mod store;
 pub mod tensor;
 pub mod threads;
+pub mod tokens;
 
 use pyo3::prelude::*;
 
@@ -35,5 +36,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_epoch_order, m)?)?;
     m.add_function(wrap_pyfunction!(bijection::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
+    m.add_function(wrap_pyfunction!(tokens::pad_tokens, m)?)?;
     Ok(())
 }

@@ -158,7 +158,10 @@ fn ratio_sizes(n: u64, ratios: &[f64]) -> Result<Vec<u64>> {
             "ratios= is empty; give at least one ratio".into(),
         ));
     }
-    if let Some(r) = ratios.iter().find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0)) {
+    if let Some(r) = ratios
+        .iter()
+        .find(|r| !(r.is_finite() && **r > 0.0 && **r <= 1.0))
+    {
         return Err(Error::Value(format!(
             "Split percentages must be between 0.0 and 1.0: ratio {r} is not a fraction above 0"
         )));
@@ -175,7 +178,10 @@ fn ratio_sizes(n: u64, ratios: &[f64]) -> Result<Vec<u64>> {
             "Split percentages must sum to 1.0 or less: ratios {ratios:?} sum to {total}"
         )));
     }
-    let mut sizes: Vec<u64> = ratios.iter().map(|r| (r * n as f64).round() as u64).collect();
+    let mut sizes: Vec<u64> = ratios
+        .iter()
+        .map(|r| (r * n as f64).round() as u64)
+        .collect();
     let mut excess = sizes.iter().sum::<u64>() as i128 - n as i128;
     let mut i = 0;
     while excess > 0 {
@@ -619,10 +625,22 @@ mod tests {
         // LanceDB's rules: fixed rounds down; rounding that overshoots takes a row off the
         // first splits, rounding that falls short of ratios summing to 1 gives them one.
         assert_eq!(split_sizes(10, None, None, Some(3)).unwrap(), vec![3, 3, 3]);
-        assert_eq!(split_sizes(10, Some(&[0.25, 0.75]), None, None).unwrap(), vec![2, 8]);
-        assert_eq!(split_sizes(10, Some(&[0.15, 0.85]), None, None).unwrap(), vec![1, 9]);
-        assert_eq!(split_sizes(10, Some(&[0.33, 0.33, 0.34]), None, None).unwrap(), vec![4, 3, 3]);
-        assert_eq!(split_sizes(70, Some(&[0.3, 0.41]), None, None).unwrap(), vec![21, 29]);
+        assert_eq!(
+            split_sizes(10, Some(&[0.25, 0.75]), None, None).unwrap(),
+            vec![2, 8]
+        );
+        assert_eq!(
+            split_sizes(10, Some(&[0.15, 0.85]), None, None).unwrap(),
+            vec![1, 9]
+        );
+        assert_eq!(
+            split_sizes(10, Some(&[0.33, 0.33, 0.34]), None, None).unwrap(),
+            vec![4, 3, 3]
+        );
+        assert_eq!(
+            split_sizes(70, Some(&[0.3, 0.41]), None, None).unwrap(),
+            vec![21, 29]
+        );
         assert!(split_sizes(10, Some(&[0.8, 0.3]), None, None).is_err());
         assert!(split_sizes(10, None, Some(&[8, 3]), None).is_err());
         assert!(split_sizes(10, Some(&[0.99, 0.01]), None, None).is_err());

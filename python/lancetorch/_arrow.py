@@ -82,8 +82,15 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
 
 
 def _matrix_column(values: Any) -> Any:
-    """A 2-D numpy array as a fixed-size list column (one row per line); anything else as it
-    is."""
+    """A 2-D numpy array, or a list of 1-D numpy arrays of one length and type, as a
+    fixed-size list column (one row per line); anything else as it is."""
+    if (
+        isinstance(values, list) and values
+        and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in values)
+        and len({(len(v), v.dtype) for v in values}) == 1
+        and values[0].dtype.kind in "biuf"
+    ):
+        values = np.stack(values)
     if isinstance(values, np.ndarray) and values.ndim == 2:
         flat = pa.array(np.ascontiguousarray(values).reshape(-1))
         return pa.FixedSizeListArray.from_arrays(flat, values.shape[1])

@@ -76,6 +76,14 @@ def batches_to_tensor(
 def batch_column_to_tensor(
     batch: pa.RecordBatch, index: int, dtype: str | None = None, null_value: float | None = None
 ) -> object: ...
+def pad_tokens(
+    batch: pa.RecordBatch,
+    index: int,
+    max_length: int | None = None,
+    pad_value: int = 0,
+    truncate: bool = True,
+    to_max_length: bool = False,
+) -> tuple[object, object]: ...
 def split_sizes(
     n: int,
     ratios: list[float] | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import deque
 from typing import Any, Iterator
 
 import numpy as np
@@ -21,7 +22,78 @@ from . import _native
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
-from .util import _torch
+from .util import _torch, to_batch
+
+
+def _dense(kind: pa.DataType) -> bool:
+    """Whether the Rust threads convert a column of this type (numbers, bools, fixed-size
+    lists of numbers); the others are made into values by ``to_batch`` on a Python thread."""
+    if isinstance(kind, pa.ExtensionType):
+        return False
+    if pa.types.is_fixed_size_list(kind):
+        return _dense(kind.value_type)
+    return not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
+                or pa.types.is_string_view(kind) or pa.types.is_binary(kind)
+                or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+                or pa.types.is_list(kind) or pa.types.is_large_list(kind)
+                or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)
+                or pa.types.is_struct(kind) or pa.types.is_map(kind))
+
+
+class _Source:
+    """A prefetcher of an epoch (or a window), with the side columns of its batches made
+    ``depth`` batches ahead on one Python thread: batch ``k`` is rows ``k * size`` to
+    ``(k + 1) * size`` of ``rows``, as the prefetcher cuts them."""
+
+    def __init__(self, prefetcher: _native.Prefetcher, store: Any = None,
+                 rows: np.ndarray | None = None, columns: list[int] | None = None,
+                 keys: list[str] | None = None, decode: dict | None = None, size: int = 0,
+                 depth: int = 1) -> None:
+        self.prefetcher = prefetcher
+        self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
+        self.decode, self.size, self.depth = decode, size, depth
+        self.next_batch = 0  # the next batch whose side values are asked for
+        self.pending: deque = deque()
+        self.pool = None
+        if columns:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-side")
+            for _ in range(depth):
+                self._ask()
+
+    def _ask(self) -> None:
+        start = self.next_batch * self.size
+        if start >= len(self.rows):
+            return
+        part = self.rows[start : start + self.size]
+        self.next_batch += 1
+        self.pending.append(self.pool.submit(self._make, part))
+
+    def _make(self, part: np.ndarray) -> dict[str, Any]:
+        batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
+        return to_batch(batch.rename_columns(self.keys), self.decode)
+
+    def next(self) -> Any:
+        return self.prefetcher.next()
+
+    def side(self) -> dict[str, Any] | None:
+        """The side values of the batch ``next`` last returned."""
+        if self.pool is None:
+            return None
+        values = self.pending.popleft().result()
+        self._ask()
+        return values
+
+    def close(self) -> None:
+        self.prefetcher.close()
+        if self.pool is not None:
+            for future in self.pending:
+                future.cancel()
+            self.pool.shutdown(wait=True)
+
+    def stats(self) -> dict[str, float]:
+        return self.prefetcher.stats()
 
 
 class Loader:
@@ -36,6 +108,12 @@ class Loader:
     numbers (an embedding); number columns of their own type share the gathered memory
     (bools, and columns that ``dtype`` converts, are copied once); ``dtype`` applies to every
     column.
+    Columns the Rust threads cannot convert (token lists, strings, bytes) come with
+    ``per_column=True`` as :func:`lancetorch.util.to_batch` gives them, ``decode={column:
+    spec}`` saying how (:class:`lancetorch.decode.Tokens`, :class:`lancetorch.decode.Text`);
+    a Python thread takes and decodes them ``prefetch`` batches ahead. ``features=[...]`` and
+    ``target=`` give ``(x, y)`` batches: ``x`` the ``(rows, features)`` tensor of the feature
+    columns in their common type (or ``dtype``), ``y`` the target column in its own.
     ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
     (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
     ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
@@ -77,6 +155,9 @@ class Loader:
         order: str = "auto",
         threads: int = 1,
         per_column: bool = False,
+        decode: dict[str, Any] | None = None,
+        features: list[str] | None = None,
+        target: str | None = None,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -100,9 +181,38 @@ class Loader:
         missing = [c for c in names if c not in self._table.schema.names]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
-        self._names = names
         self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
         schema = self._table.schema
+        self._decode = dict(decode or {})
+        self._features = None if features is None else list(features)
+        self._target = target
+        if self._features is not None:
+            if isinstance(features, str):
+                self._features = [features]
+            wanted = self._features + ([] if target is None else [target])
+            unknown = [c for c in wanted if c not in self._keys]
+            if unknown:
+                raise ValueError(f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}")
+            names = [names[self._keys.index(c)] for c in wanted]
+            self._keys = wanted
+            per_column = True  # one tensor a column inside, (x, y) outside
+        elif target is not None:
+            raise ValueError("target= goes with features=: name the feature columns too")
+        unknown = sorted(set(self._decode) - set(self._keys))
+        if unknown:
+            raise ValueError(f"decode names column '{unknown[0]}', which this loader does not read; columns: {self._keys}")
+        # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
+        # (decode specs, text, bytes, token lists), made into values on a Python thread ahead.
+        self._side = [i for i, (n, k) in enumerate(zip(names, self._keys))
+                      if k in self._decode or not _dense(schema.field(n).type)]
+        if self._side and not per_column:
+            first = names[self._side[0]]
+            raise TypeError(
+                f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True (with decode={...} for token lists), "
+                "or leave it out with a Permutation's select_columns"
+            )
+        self._names = names
         lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
         if lists and not per_column:
             raise TypeError(
@@ -116,7 +226,7 @@ class Loader:
             )
         self._clump = int(clump_size)
         self._window_rows = int(window_rows)
-        self._store, self._columns = self._in_memory(names)
+        self._store, self._columns = self._in_memory(names)  # positions of every column read
         if n is None:
             n = len(self._table) if self._store is None else self._store.num_rows
         self._sampler = BatchSampler(
@@ -132,6 +242,9 @@ class Loader:
         self._pin = bool(pin_memory)
         self._per_column = bool(per_column)
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
+        self._x_dtype = self._dtype if self._features is not None else None
+        if self._features is not None:
+            self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = bool(profile)
         self._stats = {"index_s": 0.0, "read_s": 0.0, "take_s": 0.0, "convert_s": 0.0,
@@ -180,13 +293,15 @@ class Loader:
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
 
     def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
-                    drop_last: bool) -> _native.Prefetcher:
+                    drop_last: bool) -> _Source:
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
-        return _native.Prefetcher(
+        dense = [c for i, c in enumerate(columns) if i not in self._side]
+        side = [columns[i] for i in self._side]
+        prefetcher = _native.Prefetcher(
             store,
             pa.array(np.ascontiguousarray(rows, dtype=dtype)),
-            columns,
+            dense,
             self._sampler.batch_size,
             drop_last=drop_last,
             depth=self._prefetch,
@@ -195,6 +310,10 @@ class Loader:
             threads=self._threads,
             per_column=self._per_column,
         )
+        if not side:
+            return _Source(prefetcher)
+        return _Source(prefetcher, store, rows, side, [self._keys[i] for i in self._side],
+                       self._decode, self._sampler.batch_size, self._prefetch)
 
     def _table_rows(self, positions: np.ndarray) -> np.ndarray:
         """The table rows at ``positions`` of what this loader reads: uint32 where the
@@ -223,8 +342,9 @@ class Loader:
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
-        # The prefetcher holds the epoch's rows (4 bytes each where they fit): no copy of
-        # them stays here, nor in the sampler, beside the table while the epoch runs.
+        # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
+        # of them stays here (but the side columns' view), nor in the sampler, while the
+        # epoch runs.
         del order, rows
         self._sampler.forget_order()
         yield prefetcher
@@ -356,16 +476,19 @@ class Loader:
                 if capsule is None:
                     return
                 if self._per_column:
-                    batch = {n: torch.from_dlpack(c) for n, c in zip(self._keys, capsule)}
+                    batch = self._columns_of(capsule, prefetcher.side(), torch)
                 else:
                     batch = torch.from_dlpack(capsule)
                 if pin:
                     with pin_range():
                         if self._per_column:
-                            batch = {n: t.pin_memory() for n, t in batch.items()}
+                            batch = {n: t.pin_memory() if isinstance(t, torch.Tensor) else t
+                                     for n, t in batch.items()}
                         else:
                             batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
+                if self._features is not None:
+                    batch = self._x_y(batch, torch)
                 progress[2] += 1
                 yield batch
         finally:
@@ -374,7 +497,31 @@ class Loader:
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
 
-    def _close(self, prefetcher: _native.Prefetcher) -> None:
+    def _columns_of(self, capsules: list, side: dict[str, Any] | None, torch: Any) -> dict:
+        """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
+        the side columns' values (a Tokens column followed by its lengths)."""
+        dense = iter(capsules)
+        out: dict[str, Any] = {}
+        for i, key in enumerate(self._keys):
+            if i in self._side:
+                out[key] = side[key]
+                if f"{key}_length" in side:
+                    out[f"{key}_length"] = side[f"{key}_length"]
+            else:
+                out[key] = torch.from_dlpack(next(dense))
+        return out
+
+    def _x_y(self, batch: dict, torch: Any) -> Any:
+        parts = [batch[f] for f in self._features]
+        common = getattr(torch, self._x_dtype) if self._x_dtype else None
+        if common is None:
+            common = parts[0].dtype
+            for t in parts[1:]:
+                common = torch.promote_types(common, t.dtype)
+        x = torch.stack([t.to(common) for t in parts], dim=1)
+        return x if self._target is None else (x, batch[self._target])
+
+    def _close(self, prefetcher: _Source) -> None:
         prefetcher.close()
         for key, value in prefetcher.stats().items():
             self._stats[key] += value

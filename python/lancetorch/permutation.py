@@ -29,7 +29,7 @@ from . import _native
 from ._arrow import as_offsets, lend_twin
 from .sampler import BatchSampler
 from .table import Table, TableForWorkers, as_lancetorch_table
-from .util import _torch, tbl_to_tensor
+from .util import _torch, tbl_to_tensor, to_batch
 
 # A permutation table's columns and metadata, as LanceDB writes them: either library reads the
 # other's. Row ids are Lance row ids (in a memory table, row offsets).
@@ -414,21 +414,26 @@ class Transforms:
 
     @staticmethod
     def arrow2torch_dict(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-        """Per-row dicts of tensors, views into one tensor per column; fixed-size list columns
-        give ``(size,)`` rows, which the default collate stacks into ``(rows, size)``."""
-        torch = _torch()
-        names = batch.schema.names
-        columns = []
-        for name, column in zip(names, batch.columns):
-            if pa.types.is_fixed_size_list(column.type):
-                if column.null_count:
-                    raise ValueError(f"column '{name}' has {column.null_count} null lists")
-                size = column.type.list_size
-                flat = tbl_to_tensor(pa.record_batch({name: column.flatten()}))[0]
-                columns.append(flat.view(len(column), size).unbind(0))
-            else:
-                columns.append(tbl_to_tensor(pa.record_batch({name: column}))[0].unbind(0))
-        return [dict(zip(names, values)) for values in zip(*columns)] if names else []
+        """Per-row dicts: numbers as 0-d tensors and fixed-size lists as ``(size,)`` tensors,
+        views into one batched tensor per column (which the default collate stacks back),
+        strings and bytes as they are. Columns that need a spec (token lists) go through
+        ``with_format("torch_dict", decode=...)``."""
+        return _TorchDict()(batch)
+
+
+class _TorchDict:
+    """The torch_dict format with decode specs: ``to_batch`` of the batch, cut into rows."""
+
+    def __init__(self, decode: dict[str, Any] | None = None) -> None:
+        self.decode = decode
+
+    def __call__(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
+        columns = to_batch(batch, self.decode)
+        rows = [
+            value.unbind(0) if hasattr(value, "unbind") else value
+            for value in columns.values()
+        ]
+        return [dict(zip(columns, values)) for values in zip(*rows)] if columns else []
 
 
 _ROW_FORMATS = ("python", "torch", "torch_row", "torch_dict")
@@ -694,11 +699,16 @@ class Permutation:
             new = new.rename_column(old_name, new_name)
         return new
 
-    def with_format(self, format: str) -> Permutation:
+    def with_format(self, format: str, *, decode: dict[str, Any] | None = None) -> Permutation:
         """One of: arrow, python (default), python_col, polars, pandas, numpy, torch_col,
-        torch, torch_row, torch_dict."""
+        torch, torch_row, torch_dict. ``decode={column: spec}`` (``lancetorch.decode``) says,
+        for torch_dict, how token lists and text columns become values."""
         if format not in _FORMATS:
             raise ValueError(f"Invalid format: {format}; choose one of {list(_FORMATS)}")
+        if decode is not None:
+            if format != "torch_dict":
+                raise ValueError(f"decode= goes with the torch_dict format, not {format!r}")
+            return self._copy(transform_fn=_TorchDict(dict(decode)), _format=format)
         return self._copy(transform_fn=_FORMATS[format], _format=format)
 
     def with_transform(self, transform: Callable[[pa.RecordBatch], Any]) -> Permutation:

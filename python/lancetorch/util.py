@@ -114,6 +114,116 @@ def column_to_tensor(
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
 
 
+def _one_batch(data: Any) -> pa.RecordBatch:
+    """Arrow data as one RecordBatch (a pyarrow Table of one chunk is read without a copy)."""
+    if isinstance(data, pa.RecordBatch):
+        return data
+    batches = _batches(data)
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
+def _is_text(kind: pa.DataType) -> bool:
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def _is_bytes(kind: pa.DataType) -> bool:
+    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+
+
+def to_batch(
+    data: Any,
+    decode: dict[str, Any] | None = None,
+    *,
+    features: list[str] | None = None,
+    target: str | None = None,
+    dtype: Any = None,
+    null_value: float | None = None,
+) -> Any:
+    """A batch of Arrow data as training tensors, column by column.
+
+    Returns ``{column: value}``: numbers and bools as ``(rows,)`` tensors of their own type,
+    fixed-size lists (embeddings) as ``(rows, size)``, ``FixedShapeTensor`` columns as
+    ``(rows, *shape)``, strings as ``list[str]``, binary as ``list[bytes]``, and each column
+    named in ``decode`` as its spec gives it (:class:`lancetorch.decode.Tokens` adds
+    ``<column>_length``). A column of lists without a spec raises TypeError naming the spec
+    to use. ``dtype`` converts the number columns.
+
+    With ``features=[...]`` (and ``target=``) the result is ``x``, a ``(rows, features)``
+    tensor of those columns (their common type, or ``dtype``), or ``(x, y)`` with ``y`` the
+    target column in its own type. As a DataLoader ``collate_fn``:
+    ``functools.partial(to_batch, decode={...})`` (it pickles to spawned workers).
+
+    >>> import pyarrow as pa
+    >>> x, y = to_batch(pa.record_batch({"a": [1.0, 2.0], "b": [3.0, 4.0], "label": [0, 1]}),
+    ...                 features=["a", "b"], target="label")
+    >>> x, y
+    (tensor([[1., 3.],
+            [2., 4.]], dtype=torch.float64), tensor([0, 1]))
+    """
+    torch = _torch()
+    twin = twin_of(data)
+    batch = _one_batch(data)
+    names = batch.schema.names
+    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    decode = dict(decode or {})
+    unknown = sorted(set(decode) - set(names))
+    if unknown:
+        raise ValueError(f"decode names column '{unknown[0]}', which is not in the batch {names}")
+    for column, spec in decode.items():
+        if not hasattr(spec, "decode"):
+            raise TypeError(
+                f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
+                "(Tokens, Text)"
+            )
+
+    def tensor(index: int, convert: str | None) -> Any:
+        if twin is not None:
+            return torch.from_dlpack(twin.column(index, convert, null_value))
+        return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, convert, null_value))
+
+    if features is not None:
+        if isinstance(features, str):
+            features = [features]
+        wanted = list(features) + ([] if target is None else [target])
+        missing = [c for c in wanted if c not in names]
+        if missing:
+            raise ValueError(f"column '{missing[0]}' is not in the batch; its columns are {names}")
+        x = tbl_to_tensor(batch.select(list(features)), dtype=dtype, null_value=null_value)
+        x = x.T.contiguous()
+        if target is None:
+            return x
+        return x, tensor(names.index(target), None)
+    if target is not None:
+        raise ValueError("target= goes with features=: name the feature columns too")
+
+    out: dict[str, Any] = {}
+    for index, (column, field) in enumerate(zip(names, batch.schema)):
+        kind = field.type
+        if column in decode:
+            out.update(decode[column].decode(batch, column))
+        elif isinstance(kind, pa.FixedShapeTensorType):
+            storage = batch.column(index).storage
+            flat = torch.from_dlpack(_native.batch_column_to_tensor(
+                pa.record_batch({column: storage}), 0, name, null_value))
+            out[column] = flat.reshape(batch.num_rows, *kind.shape)
+        elif _is_text(kind):
+            out[column] = batch.column(index).to_pylist()
+        elif _is_bytes(kind):
+            out[column] = batch.column(index).to_pylist()
+        elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)
+              or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
+            raise TypeError(
+                f"column '{column}' is {kind}, lists of varying length; name it in decode= "
+                f"(decode={{'{column}': lancetorch.decode.Tokens(max_length=..., "
+                "pad_value=...)} for token ids)"
+            )
+        else:
+            out[column] = tensor(index, name)
+    return out
+
+
 def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
     """The same as :func:`tbl_to_tensor`, for one batch."""
     return tbl_to_tensor(batch, dtype=dtype, null_value=null_value)
