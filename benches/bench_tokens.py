@@ -23,11 +23,10 @@ from __future__ import annotations
 import argparse
 import time
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import torch
-
-import lancetorch
 from lancetorch.decode import Tokens
 from lancetorch.loader import Loader
 from lancetorch.util import to_batch
@@ -93,7 +92,7 @@ def main() -> None:
             values.take(ix)
 
     results["numpy-gather"] = timed(numpy_way, n)
-    tokens = int(len(values))
+    tokens = len(values)
     print(f"{n:,} rows, {tokens:,} tokens ({tokens * 4 / 2**20:,.0f} MiB), batches of {size}")
     base, limit = results["python-collate"], results["numpy-gather"]
     for name, rate in results.items():

@@ -37,11 +37,11 @@ pub struct Padded {
     pub lengths: HostTensor,
 }
 
+/// Each row's first token in the values and its count, beside the values.
+type Rows<'a> = (Vec<(usize, usize)>, &'a dyn Array);
+
 /// Where each row's tokens start in the values and how many there are.
-fn row_ranges<'a>(
-    array: &'a dyn Array,
-    name: &str,
-) -> Result<(Vec<(usize, usize)>, &'a dyn Array)> {
+fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
     let valid = |i: usize| array.is_valid(i);
     let ranges: Vec<(usize, usize)>;
     let values: &dyn Array;

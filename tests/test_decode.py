@@ -6,14 +6,13 @@ from __future__ import annotations
 import functools
 import pickle
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch.decode import Text, Tokens
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation

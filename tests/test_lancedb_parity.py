@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import lancedb
 import lancedb.permutation as ldb_perm
+import lancetorch
+import lancetorch.permutation as lt_perm
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -20,9 +22,6 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
-import lancetorch.permutation as lt_perm
 from lancetorch.util import tbl_to_tensor
 
 N = 60
@@ -427,7 +426,6 @@ def test_streaming_in_table_order_matches(num_splits, rows, data):
     """Without a shuffle both libraries deal the same rows to the same splits: every rank
     gives the same rows in the same order, and the same state after the same steps."""
     import lancedb.streaming
-
     import lancetorch.streaming
 
     world = data.draw(st.sampled_from([w for w in (1, 2, 3) if num_splits % w == 0]))

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 
+import lancetorch
 import pyarrow as pa
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch.permutation import Permutation, permutation_builder
 from lancetorch.streaming import StreamingDataLoader, StreamingDataset
 

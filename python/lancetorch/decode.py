@@ -50,9 +50,9 @@ class Tokens:
     pad_to_max_length: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_length is not None:
-            if isinstance(self.max_length, bool) or operator.index(self.max_length) < 1:
-                raise ValueError(f"max_length={self.max_length!r} must be 1 or more, or None")
+        limit = self.max_length
+        if limit is not None and (isinstance(limit, bool) or operator.index(limit) < 1):
+            raise ValueError(f"max_length={limit!r} must be 1 or more, or None")
         if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, int):
             raise TypeError(f"pad_value={self.pad_value!r} must be an integer token id")
         if not -(2**63) <= self.pad_value < 2**63:

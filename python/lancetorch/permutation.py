@@ -29,7 +29,7 @@ from . import _native
 from ._arrow import as_offsets, lend_twin
 from .sampler import BatchSampler
 from .table import Table, TableForWorkers, as_lancetorch_table
-from .util import _torch, tbl_to_tensor, to_batch
+from .util import tbl_to_tensor, to_batch
 
 # A permutation table's columns and metadata, as LanceDB writes them: either library reads the
 # other's. Row ids are Lance row ids (in a memory table, row offsets).

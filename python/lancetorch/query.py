@@ -40,7 +40,7 @@ class TakeQuery:
             twice = next(c for c in columns if list(columns).count(c) > 1)
             raise ValueError(f"column '{twice}' is named twice in {list(columns)}")
         names = self._table.schema.names
-        for out, source in selection.items():
+        for source in selection.values():
             if source != ROW_ID and source not in names:
                 raise ValueError(
                     f"column '{source}' is not in table '{self._table.name}'; its columns are "

@@ -208,9 +208,7 @@ def to_batch(
             flat = torch.from_dlpack(_native.batch_column_to_tensor(
                 pa.record_batch({column: storage}), 0, name, null_value))
             out[column] = flat.reshape(batch.num_rows, *kind.shape)
-        elif _is_text(kind):
-            out[column] = batch.column(index).to_pylist()
-        elif _is_bytes(kind):
+        elif _is_text(kind) or _is_bytes(kind):
             out[column] = batch.column(index).to_pylist()
         elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)
               or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
