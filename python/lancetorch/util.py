@@ -140,6 +140,7 @@ def to_batch(
     target: str | None = None,
     dtype: Any = None,
     null_value: float | None = None,
+    epoch: int = 0,
 ) -> Any:
     """A batch of Arrow data as training tensors, column by column.
 
@@ -148,7 +149,7 @@ def to_batch(
     ``(rows, *shape)``, strings as ``list[str]``, binary as ``list[bytes]``, and each column
     named in ``decode`` as its spec gives it (:class:`lancetorch.decode.Tokens` adds
     ``<column>_length``). A column of lists without a spec raises TypeError naming the spec
-    to use. ``dtype`` converts the number columns.
+    to use. ``dtype`` converts the number columns; ``epoch`` seeds random image crops.
 
     With ``features=[...]`` (and ``target=``) the result is ``x``, a ``(rows, features)``
     tensor of those columns (their common type, or ``dtype``), or ``(x, y)`` with ``y`` the
@@ -175,7 +176,7 @@ def to_batch(
         if not hasattr(spec, "decode"):
             raise TypeError(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
-                "(Tokens, Text)"
+                "(Tokens, Text, Image)"
             )
 
     def tensor(index: int, convert: str | None) -> Any:
@@ -202,7 +203,7 @@ def to_batch(
     for index, (column, field) in enumerate(zip(names, batch.schema)):
         kind = field.type
         if column in decode:
-            out.update(decode[column].decode(batch, column))
+            out.update(decode[column].decode(batch, column, epoch))
         elif isinstance(kind, pa.FixedShapeTensorType):
             storage = batch.column(index).storage
             flat = torch.from_dlpack(_native.batch_column_to_tensor(

@@ -1,0 +1,414 @@
+//! Images stored as encoded bytes (JPEG, PNG) decoded, cropped and resized into one uint8
+//! tensor of `(rows, 3, height, width)` or `(rows, height, width, 3)`, on the calling thread
+//! and one pool thread.
+//!
+//! A crop is either the largest centered one of the output's aspect ratio, or a random one as
+//! torchvision's `RandomResizedCrop` draws it (an area fraction in `scale`, an aspect ratio in
+//! `ratio`, log-uniform), optionally mirrored. The random draws of an image come from a
+//! generator seeded by `(seed, epoch, the image's bytes)`: the same on every run and in every
+//! process, different from one epoch to the next.
+
+use std::io::Cursor;
+use std::sync::Mutex;
+
+use arrow_array::cast::AsArray;
+use arrow_array::Array;
+use arrow_buffer::Buffer;
+use arrow_schema::DataType;
+use fast_image_resize::images::Image;
+use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use pyo3::prelude::*;
+use rand_core::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+use crate::dlpack::HostTensor;
+use crate::error::{Error, Result};
+use crate::tensor::DType;
+
+/// Images larger than this many pixels are refused before their pixels are allocated.
+pub const MAX_PIXELS: u64 = 1 << 28;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Crop {
+    Center,
+    Random {
+        scale: (f64, f64),
+        ratio: (f64, f64),
+        flip: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub width: u32,
+    pub height: u32,
+    pub channels_last: bool,
+    pub crop: Crop,
+    pub seed: u64,
+    pub epoch: u64,
+}
+
+/// An image's pixels as 8-bit RGB, row-major.
+#[derive(Debug)]
+struct Rgb {
+    width: u32,
+    height: u32,
+    pixels: Vec<u8>,
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(bytes)
+    } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes)
+    } else if bytes.is_empty() {
+        Err("it is empty".into())
+    } else {
+        Err("it is neither JPEG nor PNG".into())
+    }
+}
+
+fn checked(width: u32, height: u32) -> std::result::Result<(), String> {
+    if width == 0 || height == 0 {
+        return Err(format!("it is {width}x{height} pixels"));
+    }
+    if width as u64 * height as u64 > MAX_PIXELS {
+        return Err(format!(
+            "it is {width}x{height}, over the {MAX_PIXELS}-pixel limit"
+        ));
+    }
+    Ok(())
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    use zune_core::bytestream::ZCursor;
+    use zune_core::colorspace::ColorSpace;
+    use zune_core::options::DecoderOptions;
+
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_max_width(1 << 16)
+        .set_max_height(1 << 16);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
+    decoder
+        .decode_headers()
+        .map_err(|e| format!("JPEG: {e:?}"))?;
+    let (width, height) = decoder
+        .dimensions()
+        .map(|(w, h)| (w as u32, h as u32))
+        .ok_or("JPEG: no dimensions")?;
+    checked(width, height)?;
+    let pixels = decoder.decode().map_err(|e| format!("JPEG: {e:?}"))?;
+    if pixels.len() != width as usize * height as usize * 3 {
+        return Err("JPEG: the decoder gave a short image".into());
+    }
+    Ok(Rgb {
+        width,
+        height,
+        pixels,
+    })
+}
+
+fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    let mut decoder = png::Decoder::new(Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    decoder.set_limits(png::Limits {
+        bytes: (MAX_PIXELS * 4) as usize,
+    });
+    let mut reader = decoder.read_info().map_err(|e| format!("PNG: {e}"))?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    checked(width, height)?;
+    let size = reader.output_buffer_size().ok_or("PNG: too large")?;
+    let mut buffer = vec![0u8; size];
+    let frame = reader
+        .next_frame(&mut buffer)
+        .map_err(|e| format!("PNG: {e}"))?;
+    buffer.truncate(frame.buffer_size());
+    let channels = match frame.color_type {
+        png::ColorType::Grayscale => 1,
+        png::ColorType::GrayscaleAlpha => 2,
+        png::ColorType::Rgb => 3,
+        png::ColorType::Rgba => 4,
+        png::ColorType::Indexed => return Err("PNG: a palette was left unexpanded".into()),
+    };
+    if frame.bit_depth != png::BitDepth::Eight {
+        return Err(format!(
+            "PNG: {:?} bits a sample after expansion",
+            frame.bit_depth
+        ));
+    }
+    let pixels = if channels == 3 {
+        buffer
+    } else {
+        let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
+        for px in buffer.chunks_exact(channels) {
+            if channels <= 2 {
+                rgb.extend_from_slice(&[px[0], px[0], px[0]]); // gray (alpha dropped)
+            } else {
+                rgb.extend_from_slice(&px[..3]); // alpha dropped
+            }
+        }
+        rgb
+    };
+    Ok(Rgb {
+        width,
+        height,
+        pixels,
+    })
+}
+
+/// A 64-bit key of the image's bytes (FNV-1a), to seed its random crop.
+fn content_key(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+fn uniform(rng: &mut Xoshiro256PlusPlus, lo: f64, hi: f64) -> f64 {
+    lo + (hi - lo) * ((rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+/// The source rectangle `(left, top, width, height)` to resize into the output, and whether
+/// to mirror it.
+fn crop_of(
+    src: (u32, u32),
+    spec: &Spec,
+    rng: &mut Xoshiro256PlusPlus,
+) -> ((f64, f64, f64, f64), bool) {
+    let (w, h) = (src.0 as f64, src.1 as f64);
+    let center = |aspect: f64| {
+        let (cw, ch) = if w / h > aspect {
+            (h * aspect, h)
+        } else {
+            (w, w / aspect)
+        };
+        ((w - cw) / 2.0, (h - ch) / 2.0, cw, ch)
+    };
+    match spec.crop {
+        Crop::Center => (center(spec.width as f64 / spec.height as f64), false),
+        Crop::Random { scale, ratio, flip } => {
+            let area = w * h;
+            let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+            let mut rect = None;
+            for _ in 0..10 {
+                let target = area * uniform(rng, scale.0, scale.1);
+                let aspect = uniform(rng, log_lo, log_hi).exp();
+                let (cw, ch) = ((target * aspect).sqrt(), (target / aspect).sqrt());
+                if cw <= w && ch <= h && cw >= 1.0 && ch >= 1.0 {
+                    let left = uniform(rng, 0.0, w - cw);
+                    let top = uniform(rng, 0.0, h - ch);
+                    rect = Some((left, top, cw, ch));
+                    break;
+                }
+            }
+            // As torchvision falls back: the whole image, its aspect clamped into `ratio`.
+            let rect = rect.unwrap_or_else(|| center((w / h).clamp(ratio.0, ratio.1)));
+            let mirror = flip && rng.next_u64() & 1 == 1;
+            (rect, mirror)
+        }
+    }
+}
+
+/// One image into its place in the output (`height * width * 3` bytes).
+fn render(bytes: &[u8], spec: &Spec, out: &mut [u8]) -> std::result::Result<(), String> {
+    let rgb = decode(bytes)?;
+    let key = spec.seed ^ spec.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ content_key(bytes);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(key);
+    let ((left, top, cw, ch), mirror) = crop_of((rgb.width, rgb.height), spec, &mut rng);
+    let src = Image::from_vec_u8(rgb.width, rgb.height, rgb.pixels, PixelType::U8x3)
+        .map_err(|e| format!("{e}"))?;
+    let mut dst = Image::new(spec.width, spec.height, PixelType::U8x3);
+    let options = ResizeOptions::new()
+        .crop(left, top, cw, ch)
+        .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear));
+    Resizer::new()
+        .resize(&src, &mut dst, &options)
+        .map_err(|e| format!("{e}"))?;
+    let (w, h) = (spec.width as usize, spec.height as usize);
+    let hwc = dst.buffer();
+    let at = |y: usize, x: usize| {
+        if mirror {
+            (y * w + (w - 1 - x)) * 3
+        } else {
+            (y * w + x) * 3
+        }
+    };
+    if spec.channels_last {
+        for y in 0..h {
+            for x in 0..w {
+                let (s, d) = (at(y, x), (y * w + x) * 3);
+                out[d..d + 3].copy_from_slice(&hwc[s..s + 3]);
+            }
+        }
+    } else {
+        let plane = w * h;
+        for y in 0..h {
+            for x in 0..w {
+                let s = at(y, x);
+                for c in 0..3 {
+                    out[c * plane + y * w + x] = hwc[s + c];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The images of a binary column as one uint8 tensor. A null is refused like a bad image.
+pub fn images_to_tensor(array: &dyn Array, name: &str, spec: Spec) -> Result<HostTensor> {
+    let rows = array.len();
+    let values: Vec<Option<&[u8]>> = match array.data_type() {
+        DataType::Binary => array.as_binary::<i32>().iter().collect(),
+        DataType::LargeBinary => array.as_binary::<i64>().iter().collect(),
+        DataType::BinaryView => array.as_binary_view().iter().collect(),
+        other => {
+            return Err(Error::Type(format!(
+                "column '{name}' is {other}; images are binary columns of JPEG or PNG bytes"
+            )))
+        }
+    };
+    let per = spec.width as usize * spec.height as usize * 3;
+    let cells = rows
+        .checked_mul(per)
+        .ok_or_else(|| Error::Value(format!("column '{name}': {rows} images do not fit")))?;
+    let mut out = vec![0u8; cells];
+    let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
+    let items: Vec<(usize, &mut [u8])> = out
+        .chunks_exact_mut(per.max(1))
+        .take(rows)
+        .enumerate()
+        .collect();
+    crate::threads::share(items, |(row, slot)| {
+        let result = match values[row] {
+            None => Err("it is null".to_string()),
+            Some(bytes) => render(bytes, &spec, slot),
+        };
+        if let Err(why) = result {
+            failures.lock().expect("failures lock").push((row, why));
+        }
+    });
+    let mut failures = failures.into_inner().expect("failures lock");
+    if let Some((row, why)) = failures.iter().min_by_key(|f| f.0).cloned() {
+        failures.clear();
+        return Err(Error::Value(format!(
+            "column '{name}': the image at row {row} of the batch cannot be read: {why}"
+        )));
+    }
+    let (h, w) = (spec.height as i64, spec.width as i64);
+    let shape = if spec.channels_last {
+        vec![rows as i64, h, w, 3]
+    } else {
+        vec![rows as i64, 3, h, w]
+    };
+    Ok(HostTensor::from_buffer(
+        Buffer::from_vec(out),
+        DType::U8,
+        shape,
+    ))
+}
+
+/// `images_to_tensor` of column `index` of a pyarrow batch, as a DLPack capsule.
+#[pyfunction]
+#[pyo3(signature = (batch, index, width, height, channels_last, random, scale, ratio, flip, seed, epoch))]
+#[allow(clippy::too_many_arguments)]
+pub fn decode_images<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyAny>,
+    index: usize,
+    width: u32,
+    height: u32,
+    channels_last: bool,
+    random: bool,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    flip: bool,
+    seed: u64,
+    epoch: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let batch = crate::bridge::batch_from_py(batch)?;
+    if index >= batch.num_columns() {
+        return Err(Error::Index(format!(
+            "column index {index} is out of range for a batch of {} columns",
+            batch.num_columns()
+        ))
+        .into());
+    }
+    let crop = if random {
+        Crop::Random { scale, ratio, flip }
+    } else {
+        Crop::Center
+    };
+    let spec = Spec {
+        width,
+        height,
+        channels_last,
+        crop,
+        seed,
+        epoch,
+    };
+    let schema = batch.schema();
+    let name = schema.field(index).name();
+    let tensor = py.detach(|| images_to_tensor(batch.column(index).as_ref(), name, spec))?;
+    crate::dlpack::legacy_capsule(py, tensor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_center_crop_keeps_the_output_aspect() {
+        let spec = Spec {
+            width: 4,
+            height: 2,
+            channels_last: true,
+            crop: Crop::Center,
+            seed: 0,
+            epoch: 0,
+        };
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
+        assert_eq!(
+            crop_of((100, 100), &spec, &mut rng).0,
+            (0.0, 25.0, 100.0, 50.0)
+        );
+        assert_eq!(
+            crop_of((100, 10), &spec, &mut rng).0,
+            (40.0, 0.0, 20.0, 10.0)
+        );
+    }
+
+    #[test]
+    fn random_crops_stay_inside_and_repeat_for_a_seed() {
+        let crop = Crop::Random {
+            scale: (0.08, 1.0),
+            ratio: (0.75, 4.0 / 3.0),
+            flip: true,
+        };
+        let spec = Spec {
+            width: 8,
+            height: 8,
+            channels_last: true,
+            crop,
+            seed: 7,
+            epoch: 0,
+        };
+        for key in 0..200u64 {
+            let draw = |k| crop_of((64, 48), &spec, &mut Xoshiro256PlusPlus::seed_from_u64(k));
+            let ((l, t, w, h), _) = draw(key);
+            assert!(l >= 0.0 && t >= 0.0 && l + w <= 64.0 + 1e-9 && t + h <= 48.0 + 1e-9);
+            assert_eq!(draw(key), draw(key));
+        }
+    }
+
+    #[test]
+    fn bad_bytes_are_refused_with_the_reason() {
+        assert!(decode(b"").unwrap_err().contains("empty"));
+        assert!(decode(b"GIF89a")
+            .unwrap_err()
+            .contains("neither JPEG nor PNG"));
+        assert!(decode(&[0xFF, 0xD8, 0xFF]).unwrap_err().starts_with("JPEG"));
+        assert!(decode(b"\x89PNG\r\n\x1a\n\0\0")
+            .unwrap_err()
+            .starts_with("PNG"));
+    }
+}

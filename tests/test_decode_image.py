@@ -1,0 +1,168 @@
+"""Image decoding (lancetorch.decode.Image): pixels against PIL's, crops and their seeds, and
+every kind of bad image refused with its row named."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+from PIL import Image as PILImage
+
+import lancetorch
+from lancetorch.decode import Image
+from lancetorch.loader import Loader
+from lancetorch.util import to_batch
+
+
+def encode(array: np.ndarray, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    mode = {2: "L", 3: "RGB"}[array.ndim] if array.dtype == np.uint8 else None
+    PILImage.fromarray(array, mode=mode).save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth image with some texture (as photos are), uint8 RGB."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / w, y * 255 / h, (x + y) * 127 / (w + h)], axis=-1)
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def decode(images: list, **kw) -> torch.Tensor:
+    batch = pa.record_batch({"img": pa.array(images, pa.binary())})
+    return to_batch(batch, {"img": Image(**kw)})["img"]
+
+
+def pil_rgb(data: bytes) -> np.ndarray:
+    return np.asarray(PILImage.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.mark.parametrize("h, w", [(16, 16), (31, 45), (120, 80)])
+def test_png_pixels_equal_pils(h, w):
+    data = encode(photo(h, w), "PNG")
+    got = decode([data, data], size=(h, w), layout="NHWC")
+    assert got.shape == (2, h, w, 3) and got.dtype == torch.uint8
+    assert np.array_equal(got[0].numpy(), pil_rgb(data))
+    nchw = decode([data], size=(h, w))
+    assert np.array_equal(nchw[0].permute(1, 2, 0).numpy(), pil_rgb(data))
+
+
+def test_jpeg_pixels_within_two_levels_of_pils():
+    data = encode(photo(96, 128, 1), "JPEG", quality=90)
+    got = decode([data], size=(96, 128), layout="NHWC")[0].numpy().astype(float)
+    assert np.abs(got - pil_rgb(data)).mean() <= 2.0
+
+
+@pytest.mark.parametrize("kind", ["gray png", "rgba png", "16-bit png", "palette png",
+                                  "gray jpeg", "cmyk jpeg"])
+def test_other_color_kinds_become_rgb(kind):
+    rgb = photo(24, 20, 2)
+    if kind == "gray png":
+        data, want = encode(rgb[..., 0], "PNG"), np.repeat(rgb[..., :1], 3, axis=-1)
+    elif kind == "rgba png":
+        rgba = np.concatenate([rgb, np.full((24, 20, 1), 77, np.uint8)], axis=-1)
+        out = io.BytesIO()
+        PILImage.fromarray(rgba, mode="RGBA").save(out, format="PNG")
+        data, want = out.getvalue(), rgb
+    elif kind == "16-bit png":
+        out = io.BytesIO()
+        PILImage.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(out, format="PNG")
+        data, want = out.getvalue(), np.repeat(rgb[..., :1], 3, axis=-1)
+    elif kind == "palette png":
+        out = io.BytesIO()
+        PILImage.fromarray(rgb).convert("P").save(out, format="PNG")
+        data = out.getvalue()
+        want = pil_rgb(data)
+    elif kind == "gray jpeg":
+        data = encode(rgb[..., 0], "JPEG", quality=95)
+        want = pil_rgb(data)
+    else:
+        out = io.BytesIO()
+        PILImage.fromarray(rgb).convert("CMYK").save(out, format="JPEG", quality=95)
+        data = out.getvalue()
+        want = pil_rgb(data)
+    got = decode([data], size=(24, 20), layout="NHWC")[0].numpy().astype(float)
+    assert np.abs(got - want).mean() <= 2.0, kind
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        (b"", "empty"),
+        (b"GIF89a....", "neither JPEG nor PNG"),
+        ("truncated jpeg", "JPEG"),
+        ("corrupt png", "PNG"),
+        (None, "null"),
+        (_png_claiming(100_000, 100_000), "pixel limit"),
+    ],
+)
+def test_bad_images_are_refused_naming_the_row(bad, words):
+    good = encode(photo(8, 8), "PNG")
+    if bad == "truncated jpeg":
+        bad = encode(photo(64, 64), "JPEG")[:200]
+    elif bad == "corrupt png":
+        raw = bytearray(good)
+        raw[40:60] = b"\xff" * 20
+        bad = bytes(raw)
+    with pytest.raises(ValueError, match=rf"column 'img': the image at row 2 of the batch cannot be read: .*{words}"):
+        decode([good, good, bad, good], size=(8, 8))
+
+
+def test_center_crop_and_resize_follow_the_aspect():
+    wide = np.zeros((20, 60, 3), np.uint8)
+    wide[:, 20:40] = 255  # a white square in the middle third
+    got = decode([encode(wide, "PNG")], size=(10, 10), layout="NHWC")[0].numpy()
+    assert got[:, 1:-1].min() == 255  # the center crop is the white square (its edges blend)
+
+
+def test_random_crops_repeat_for_a_seed_and_epoch_and_vary_otherwise():
+    data = [encode(photo(64, 80, s), "PNG") for s in range(4)]
+    kw = dict(size=(32, 32), crop="random", flip=True, seed=5)
+    batch = pa.record_batch({"img": pa.array(data, pa.binary())})
+    first = to_batch(batch, {"img": Image(**kw)}, epoch=1)["img"]
+    again = to_batch(batch, {"img": Image(**kw)}, epoch=1)["img"]
+    other = to_batch(batch, {"img": Image(**kw)}, epoch=2)["img"]
+    seeded = to_batch(batch, {"img": Image(**{**kw, "seed": 6})}, epoch=1)["img"]
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other) and not torch.equal(first, seeded)
+    assert first.shape == (4, 3, 32, 32)
+
+
+def test_image_spec_arguments_are_checked():
+    for bad in [dict(size=(0, 4)), dict(layout="CHW"), dict(crop="resize"),
+                dict(scale=(0.5, 0.1)), dict(ratio=(0, 1)), dict(seed=-1)]:
+        with pytest.raises(ValueError):
+            Image(**bad)
+    with pytest.raises(TypeError, match="images are binary columns"):
+        to_batch(pa.record_batch({"img": ["not bytes"]}), {"img": Image()})
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_the_loader_decodes_images(tmp_path, where):
+    db = lancetorch.connect("memory://" if where == "memory" else tmp_path)
+    pictures = [photo(20 + i % 5, 30, i) for i in range(40)]
+    table = db.create_table("img", pa.table({
+        "id": np.arange(40),
+        "jpeg": pa.array([encode(p, "PNG") for p in pictures], pa.binary()),
+    }))
+    seen = []
+    for batch in Loader(table, 16, seed=2, per_column=True,
+                        decode={"jpeg": Image(size=(10, 15), layout="NHWC")}):
+        assert batch["jpeg"].shape == (len(batch["id"]), 10, 15, 3)
+        seen += batch["id"].tolist()
+    assert sorted(seen) == list(range(40))
