@@ -197,3 +197,15 @@ def test_equal_length_arrays_become_an_embedding_column(mem_db):
     assert pa.types.is_list(t.schema.field("ragged").type)  # lengths differ: a list column
     out = to_batch(t.__getitems__([3, 0]).select(["emb", "matrix"]))
     assert out["emb"].tolist() == [[3.0] * 3, [0.0] * 3] and out["matrix"].tolist() == [[6, 7], [0, 1]]
+
+
+def test_loader_device_moves_every_tensor(mem_db):
+    table = _token_table(mem_db, 50)
+    loader = Loader(table, 16, per_column=True, decode={"tok": Tokens()}, device="cpu")
+    for batch in loader:
+        assert all(v.device.type == "cpu" for v in batch.values() if isinstance(v, torch.Tensor))
+        assert isinstance(batch["text"], list)
+    if torch.cuda.is_available():
+        batch = next(iter(Loader(table, 16, per_column=True, decode={"tok": Tokens()},
+                                 device="cuda")))
+        assert batch["tok"].is_cuda and batch["f"].is_cuda

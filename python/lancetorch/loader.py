@@ -115,6 +115,8 @@ class Loader:
     a Python thread takes and decodes them ``prefetch`` batches ahead. ``features=[...]`` and
     ``target=`` give ``(x, y)`` batches: ``x`` the ``(rows, features)`` tensor of the feature
     columns in their common type (or ``dtype``), ``y`` the target column in its own.
+    ``device="cuda"`` moves every batch there (pinned first, copied with ``non_blocking``,
+    default True, so the copy overlaps the loop's work when CUDA is present).
     ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
     (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
     ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
@@ -159,6 +161,8 @@ class Loader:
         decode: dict[str, Any] | None = None,
         features: list[str] | None = None,
         target: str | None = None,
+        device: Any = None,
+        non_blocking: bool = True,
     ) -> None:
         if isinstance(data, Permutation):
             self._table = data._base()
@@ -241,6 +245,11 @@ class Loader:
         self._threads = int(threads)
         self._prefetch = int(prefetch)
         self._pin = bool(pin_memory)
+        torch = _torch()
+        self._device = None if device is None else torch.device(device)
+        if self._device is not None and self._device.type != "cpu":
+            self._pin = True  # copies to an accelerator start from pinned memory
+        self._non_blocking = bool(non_blocking)
         self._per_column = bool(per_column)
         self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
         self._x_dtype = self._dtype if self._features is not None else None
@@ -489,6 +498,8 @@ class Loader:
                         else:
                             batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
+                if self._device is not None:
+                    batch = self._moved(batch, torch)
                 if self._features is not None:
                     batch = self._x_y(batch, torch)
                 progress[2] += 1
@@ -512,6 +523,17 @@ class Loader:
             else:
                 out[key] = torch.from_dlpack(next(dense))
         return out
+
+    def _moved(self, batch: Any, torch: Any) -> Any:
+        """The batch's tensors on ``device`` (lists of strings and bytes stay as they are)."""
+        def move(t: Any) -> Any:
+            if isinstance(t, torch.Tensor):
+                return t.to(self._device, non_blocking=self._non_blocking)
+            return t
+
+        if isinstance(batch, dict):
+            return {k: move(v) for k, v in batch.items()}
+        return move(batch)
 
     def _x_y(self, batch: dict, torch: Any) -> Any:
         parts = [batch[f] for f in self._features]
