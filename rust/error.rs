@@ -1,7 +1,7 @@
 //! One error type for the core, mapped to the Python exception that fits at the boundary.
 
 use arrow_schema::ArrowError;
-use pyo3::exceptions::{PyIndexError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyIndexError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::PyErr;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,6 +15,9 @@ pub enum Error {
     /// A value of the right kind that cannot be used: nulls without a fill value, a bad ratio.
     #[error("{0}")]
     Value(String),
+    /// An allocation the caller's sizes asked for that the machine cannot give.
+    #[error("{0}")]
+    Memory(String),
     #[error("arrow: {0}")]
     Arrow(#[from] ArrowError),
     /// A fault inside the core, such as a panic caught on a prefetch thread.
@@ -30,6 +33,7 @@ impl From<Error> for PyErr {
             Error::Index(msg) => PyIndexError::new_err(msg),
             Error::Type(msg) => PyTypeError::new_err(msg),
             Error::Value(msg) => PyValueError::new_err(msg),
+            Error::Memory(msg) => PyMemoryError::new_err(msg),
             Error::Arrow(e) => PyRuntimeError::new_err(e.to_string()),
             Error::Internal(msg) => PyRuntimeError::new_err(msg),
         }

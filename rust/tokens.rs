@@ -153,7 +153,7 @@ pub fn pad_lists(array: &dyn Array, name: &str, padding: Padding) -> Result<Padd
                             "pad_value={} does not fit column '{name}''s tokens ({})",
                             padding.pad, values.data_type()
                         )))?;
-                    (fill(tokens, &ranges, width, cells, pad), $dtype)
+                    (fill(tokens, &ranges, width, cells, pad)?, $dtype)
                 })*
                 other => {
                     return Err(Error::Type(format!(
@@ -181,13 +181,27 @@ fn fill<T: Copy + arrow_buffer::ArrowNativeType>(
     width: usize,
     cells: usize,
     pad: T,
-) -> Buffer {
-    let mut out = vec![pad; cells];
+) -> Result<Buffer> {
+    let mut out = crate::tokens::reserve::<T>(cells)?;
+    out.resize(cells, pad);
     for (row, &(start, n)) in out.chunks_exact_mut(width.max(1)).zip(ranges) {
         let n = n.min(width);
         row[..n].copy_from_slice(&tokens[start..start + n]);
     }
-    Buffer::from_vec(out)
+    Ok(Buffer::from_vec(out))
+}
+
+/// An empty vector with room for `n` items, or a MemoryError-like error instead of an abort
+/// when the memory is not there (a `max_length` of 10**12, say).
+pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::Memory(format!(
+            "{n} values of {} bytes do not fit in memory; ask for a smaller size",
+            std::mem::size_of::<T>()
+        ))
+    })?;
+    Ok(v)
 }
 
 /// `pad_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and lengths.

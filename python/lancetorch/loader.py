@@ -25,6 +25,11 @@ from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch
 from .util import _torch, to_batch
 
 
+# Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
+_MAX_PREFETCH = 1024
+_MAX_THREADS = 256
+
+
 def _dense(kind: pa.DataType) -> bool:
     """Whether the Rust threads convert a column of this type (numbers, bools, fixed-size
     lists of numbers); the others are made into values by ``to_batch`` on a Python thread."""
@@ -238,10 +243,13 @@ class Loader:
             n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
             world_size=world_size, uneven=uneven, order=order,
         )
-        if int(prefetch) < 1:
-            raise ValueError(f"prefetch={prefetch} must be 1 or more")
-        if isinstance(threads, bool) or int(threads) < 1:
-            raise ValueError(f"threads={threads!r} must be 1 or more")
+        if isinstance(prefetch, bool) or not 1 <= int(prefetch) <= _MAX_PREFETCH:
+            raise ValueError(
+                f"prefetch={prefetch} must be 1 to {_MAX_PREFETCH} batches (each is held in "
+                "memory ahead of the loop)"
+            )
+        if isinstance(threads, bool) or not 1 <= int(threads) <= _MAX_THREADS:
+            raise ValueError(f"threads={threads!r} must be 1 to {_MAX_THREADS}")
         self._threads = int(threads)
         self._prefetch = int(prefetch)
         self._pin = bool(pin_memory)

@@ -175,9 +175,10 @@ class StreamingDataset(IterableDataset):
         self._resume_offset = 0
         self._resume_samples: dict[int, int] = {}
         self._resume_positions: dict[int, int] = {}
-        # Packing: positions read, blocks given and the partial block of each split.
-        self._pack_consumed = [0] * num_splits
-        self._pack_blocks_emitted = [0] * num_splits
+        # Packing: positions read, blocks given and the partial block of each split (sized
+        # once the splits are built, which checks num_splits against the rows).
+        self._pack_consumed: list[int] = []
+        self._pack_blocks_emitted: list[int] = []
         self._pack_buffers: dict[int, dict[str, list[int]]] = {}
 
         self._bytes_loaded = 0
@@ -206,6 +207,8 @@ class StreamingDataset(IterableDataset):
         else:
             builder = builder.split_sequential(fixed=num_splits)
         self._perm_table = builder.execute()
+        self._pack_consumed = [0] * num_splits
+        self._pack_blocks_emitted = [0] * num_splits
         if self._blocks_per_epoch == "auto":
             self._blocks_per_epoch = self._estimate_blocks_per_epoch()
         per_rank = num_splits // world_size

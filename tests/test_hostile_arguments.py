@@ -1,0 +1,136 @@
+"""Hostile arguments: every public entry point that takes a size, a count, an offset or a seed,
+called with the values a training script's typo makes (0, -1, 2**31, 2**63 - 1, 2**64,
+10**30, NaN, inf, -0.0, True, a string, None). Each call must return, or raise one of the
+documented Python exceptions, within seconds; none may abort, crash or hang the interpreter.
+
+The calls run in a child process (a crash there fails the test, naming the call, instead of
+ending the test run), each under an alarm.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+VALUES = ["0", "1", "-1", "2**31", "2**32", "2**63 - 1", "2**64", "10**30", "float('nan')",
+          "float('inf')", "-0.0", "True", "'7'", "None"]
+
+# Entry points, each a Python expression over `v` (the hostile value), `t` (a 100-row memory
+# table of id, x, tok (token lists), img (PNG bytes)), `p` (a Permutation of t) and `batch`
+# (a take of t).
+CALLS = {
+    "Table.__getitems__": "t.__getitems__([v])",
+    "Table.__getitem__": "t[v]",
+    "Table.head": "t.head(v)",
+    "Table.take_row_ids": "t.take_row_ids([v]).to_arrow()",
+    "Table.take_offsets": "t.take_offsets([v]).to_arrow()",
+    "Table.search.limit": "t.search().limit(v).to_arrow()",
+    "Table.search.offset": "t.search().offset(v).to_arrow()",
+    "Permutation.with_skip": "len(p.with_skip(v))",
+    "Permutation.with_take": "len(p.with_take(v))",
+    "Permutation.with_batch_size": "next(iter(p.with_batch_size(v).iter()))",
+    "Permutation.iter": "next(iter(p.iter(v)))",
+    "Permutation.__getitem__": "p[v]",
+    "Permutation.from_tables split": "Permutation.from_tables(t, perm, v)",
+    "split_random fixed": "permutation_builder(t).split_random(fixed=v).execute()",
+    "split_random counts": "permutation_builder(t).split_random(counts=[v]).execute()",
+    "split_random ratios": "permutation_builder(t).split_random(ratios=[v]).execute()",
+    "split_random seed": "permutation_builder(t).split_random(fixed=2, seed=v).execute()",
+    "split_random clump_size": "permutation_builder(t).split_random(fixed=2, seed=1, clump_size=v).execute()",
+    "split_sequential fixed": "permutation_builder(t).split_sequential(fixed=v).execute()",
+    "split_hash weights": "permutation_builder(t).split_hash(['id'], [v]).execute()",
+    "split_hash discard": "permutation_builder(t).split_hash(['id'], [1], discard_weight=v).execute()",
+    "shuffle seed": "permutation_builder(t).shuffle(seed=v).execute()",
+    "shuffle clump_size": "permutation_builder(t).shuffle(seed=1, clump_size=v).execute()",
+    "split_calculated": "permutation_builder(t).split_calculated(f'id * {v!r}').execute()",
+    "BatchSampler n": "next(iter(BatchSampler(v, 8, seed=0)))",
+    "BatchSampler batch_size": "next(iter(BatchSampler(100, v, seed=0)))",
+    "BatchSampler seed": "next(iter(BatchSampler(100, 8, seed=v)))",
+    "Loader batch_size": "next(iter(Loader(p.select_columns(['id', 'x']), v)))",
+    "Loader prefetch": "next(iter(Loader(p.select_columns(['id']), 8, prefetch=v)))",
+    "Loader threads": "next(iter(Loader(p.select_columns(['id']), 8, threads=v)))",
+    "Loader seed": "next(iter(Loader(p.select_columns(['id']), 8, seed=v)))",
+    "Loader window_rows": "next(iter(Loader(p.select_columns(['id']), 8, window_rows=v)))",
+    "Tokens max_length": "to_batch(batch, {'tok': Tokens(max_length=v, pad_to_max_length=True), 'img': Image(size=(4, 4))})",
+    "Tokens pad_value": "to_batch(batch, {'tok': Tokens(pad_value=v), 'img': Image(size=(4, 4))})",
+    "Image size": "to_batch(batch.select(['img']), {'img': Image(size=(v, 4))})",
+    "Image seed": "to_batch(batch.select(['img']), {'img': Image(size=(4, 4), crop='random', seed=v)})",
+    "to_batch epoch": "to_batch(batch.select(['img']), {'img': Image(size=(4, 4), crop='random')}, epoch=v)",
+    "StreamingDataset num_splits": "next(iter(StreamingDataset(t, num_splits=v, columns=['id'])))",
+    "StreamingDataset rank": "next(iter(StreamingDataset(t, num_splits=2, world_size=2, rank=v)))",
+    "StreamingDataset read_batch_size": "next(iter(StreamingDataset(t, read_batch_size=v, columns=['id'])))",
+    "StreamingDataset io_queue_depth": "next(iter(StreamingDataset(t, io_queue_depth=v, columns=['id'])))",
+    "StreamingDataset shuffle_seed": "next(iter(StreamingDataset(t, shuffle_seed=v, columns=['id'])))",
+    "StreamingDataset epoch": "next(iter(StreamingDataset(t, epoch=v, columns=['id'])))",
+    "StreamingDataset load_state_dict": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'samples_consumed_per_split': [v, v]})",
+    "tbl_to_tensor null_value": "tbl_to_tensor(batch.select(['x']), null_value=v)",
+    "connect read_timeout": "lancetorch.connect('memory://', read_timeout=v)",
+}
+
+# What a call may raise: a documented, catchable refusal.
+ALLOWED = {"ValueError", "TypeError", "IndexError", "OverflowError", "MemoryError", "KeyError",
+           "StopIteration"}
+
+CHILD = textwrap.dedent(
+    """
+    import io, json, signal, sys
+    import numpy as np, pyarrow as pa
+    from PIL import Image as PILImage
+    import lancetorch
+    from lancetorch.decode import Image, Tokens
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation, permutation_builder
+    from lancetorch.sampler import BatchSampler
+    from lancetorch.streaming import StreamingDataset
+    from lancetorch.util import tbl_to_tensor, to_batch
+
+    png = io.BytesIO()
+    PILImage.fromarray(np.zeros((6, 6, 3), np.uint8)).save(png, format="PNG")
+    t = lancetorch.connect("memory://").create_table("t", pa.table({
+        "id": np.arange(100), "x": np.arange(100) * 0.5,
+        "tok": pa.array([[1, 2, 3]] * 100, pa.list_(pa.int32())),
+        "img": pa.array([png.getvalue()] * 100, pa.binary()),
+    }))
+    perm = permutation_builder(t).split_sequential(counts=[60, 40]).execute()
+    p = Permutation.identity(t).with_format("arrow")
+    batch = t.__getitems__([0, 1, 2])
+
+    def alarm(*_):
+        raise TimeoutError("no answer within 20 s")
+
+    signal.signal(signal.SIGALRM, alarm)
+    for name, expression, value in json.loads(sys.argv[1]):
+        v = eval(value)
+        print(json.dumps(["start", name, value]), flush=True)
+        signal.alarm(20)
+        try:
+            eval(expression)
+            outcome = "ok"
+        except BaseException as e:
+            outcome = type(e).__name__ + ": " + str(e)[:200]
+        signal.alarm(0)
+        print(json.dumps(["done", name, value, outcome]), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_no_hostile_value_crashes_or_hangs(name):
+    cases = [(name, CALLS[name], value) for value in VALUES]
+    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True,
+                          text=True, timeout=600)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("[")]
+    started = [line for line in lines if line[0] == "start"]
+    done = [line for line in lines if line[0] == "done"]
+    if proc.returncode != 0:
+        last = started[-1] if started else None
+        pytest.fail(f"the interpreter died (exit {proc.returncode}) in {last}: "
+                    f"{proc.stderr[-2000:]}")
+    assert len(done) == len(VALUES), proc.stderr[-2000:]
+    bad = [(value, outcome) for _, _, value, outcome in done
+           if outcome != "ok" and outcome.split(":")[0] not in ALLOWED]
+    assert not bad, f"{name}: undocumented exceptions {bad}"
