@@ -209,3 +209,17 @@ def test_loader_device_moves_every_tensor(mem_db):
         batch = next(iter(Loader(table, 16, per_column=True, decode={"tok": Tokens()},
                                  device="cuda")))
         assert batch["tok"].is_cuda and batch["f"].is_cuda
+
+
+def test_a_failing_decode_surfaces_at_its_batch_and_stops_the_thread(mem_db):
+    import threading
+
+    from lancetorch.decode import Image
+
+    rows = 64
+    images = [b"\xff\xd8 not really"] * rows  # every image refused
+    table = mem_db.create_table("bad", pa.table({"id": np.arange(rows), "img": pa.array(images, pa.binary())}))
+    loader = Loader(table, 16, shuffle=False, per_column=True, decode={"img": Image(size=(4, 4))})
+    with pytest.raises(ValueError, match="column 'img': the image at row 0 of the batch"):
+        next(iter(loader))
+    assert not [t for t in threading.enumerate() if t.name == "lancetorch-side"]

@@ -11,9 +11,10 @@ nothing pickled. ``stats()`` says where the time went.
 from __future__ import annotations
 
 import contextlib
+import queue
+import threading
 import time
-from collections import deque
-from typing import Any, Iterator
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -55,26 +56,31 @@ class _Source:
                  keys: list[str] | None = None, decode: dict | None = None, size: int = 0,
                  depth: int = 1, epoch: int = 0) -> None:
         self.prefetcher = prefetcher
-        self.epoch = epoch
-        self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
-        self.decode, self.size, self.depth = decode, size, depth
-        self.next_batch = 0  # the next batch whose side values are asked for
-        self.pending: deque = deque()
-        self.pool = None
-        if columns:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-side")
-            for _ in range(depth):
-                self._ask()
-
-    def _ask(self) -> None:
-        start = self.next_batch * self.size
-        if start >= len(self.rows):
+        self.thread: threading.Thread | None = None
+        if not columns:
             return
-        part = self.rows[start : start + self.size]
-        self.next_batch += 1
-        self.pending.append(self.pool.submit(self._make, part))
+        self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
+        self.decode, self.size, self.epoch = decode, size, epoch
+        self.ready: queue.Queue = queue.Queue(maxsize=depth)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name="lancetorch-side", daemon=True)
+        self.thread.start()
+
+    def _produce(self) -> None:
+        """Make each batch's side values in turn; an error is handed over in its place."""
+        for start in range(0, len(self.rows), self.size):
+            try:
+                item: Any = self._make(self.rows[start : start + self.size])
+            except BaseException as e:  # raised in the loop, where the batch is asked for
+                item = _Failed(e)
+            while not self.stop.is_set():
+                try:
+                    self.ready.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            if self.stop.is_set() or isinstance(item, _Failed):
+                return
 
     def _make(self, part: np.ndarray) -> dict[str, Any]:
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
@@ -85,21 +91,25 @@ class _Source:
 
     def side(self) -> dict[str, Any] | None:
         """The side values of the batch ``next`` last returned."""
-        if self.pool is None:
+        if self.thread is None:
             return None
-        values = self.pending.popleft().result()
-        self._ask()
-        return values
+        item = self.ready.get()
+        if isinstance(item, _Failed):
+            raise item.error
+        return item
 
     def close(self) -> None:
         self.prefetcher.close()
-        if self.pool is not None:
-            for future in self.pending:
-                future.cancel()
-            self.pool.shutdown(wait=True)
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
 
     def stats(self) -> dict[str, float]:
         return self.prefetcher.stats()
+
+
+class _Failed(NamedTuple):
+    error: BaseException
 
 
 class Loader:
