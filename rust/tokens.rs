@@ -52,7 +52,7 @@ fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
             ranges = (0..list.len())
                 .map(|i| {
                     let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    (a, if valid(i) { b - a } else { 0 })
+                    (a, if valid(i) { b.saturating_sub(a) } else { 0 })
                 })
                 .collect();
             values = list.values().as_ref();
@@ -63,7 +63,7 @@ fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
             ranges = (0..list.len())
                 .map(|i| {
                     let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    (a, if valid(i) { b - a } else { 0 })
+                    (a, if valid(i) { b.saturating_sub(a) } else { 0 })
                 })
                 .collect();
             values = list.values().as_ref();
@@ -102,6 +102,18 @@ fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
                  large_list or list_view)"
             )))
         }
+    }
+    // Arrow data that pyarrow built without validating (a list view's offsets, say) may
+    // point past its values: refused, never read.
+    if let Some(row) = ranges
+        .iter()
+        .position(|&(a, n)| a.checked_add(n).is_none_or(|end| end > values.len()))
+    {
+        return Err(Error::Value(format!(
+            "column '{name}': row {row} of the batch points past its {} token values (invalid \
+             list offsets)",
+            values.len()
+        )));
     }
     if values.null_count() > 0 {
         let inside = ranges

@@ -223,3 +223,28 @@ def test_a_failing_decode_surfaces_at_its_batch_and_stops_the_thread(mem_db):
     with pytest.raises(ValueError, match="column 'img': the image at row 0 of the batch"):
         next(iter(loader))
     assert not [t for t in threading.enumerate() if t.name == "lancetorch-side"]
+
+
+_INVALID_LIST_VIEW = """
+import pyarrow as pa
+from lancetorch.decode import Tokens
+from lancetorch.util import to_batch
+values = pa.array([1, 2, 3], pa.int32())
+bad = pa.ListViewArray.from_arrays(pa.array([0, 100], pa.int32()), pa.array([2, 1], pa.int32()), values)
+try:
+    to_batch(pa.record_batch({"t": bad}), {"t": Tokens()})
+except ValueError as e:
+    print(e)
+"""
+
+
+def test_list_offsets_past_the_values_are_refused_not_read():
+    """pyarrow builds such an array without validating it (and aborts printing it): run in a
+    child, so that no traceback of this test ever shows it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _INVALID_LIST_VIEW], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "row 1 of the batch points past its 3 token values" in out.stdout

@@ -799,3 +799,31 @@ def test_shuffled_iter_is_a_training_read_sharded_by_rank(mem_db, monkeypatch):
     assert asked == list(range(0, 50, 2))
     mine = [i for b in perm.iter(8, world_size=2) for i in b.column("id").to_pylist()]
     assert mine == list(range(1, 50, 2)), "the environment's rank, with the world size asked"
+
+
+def _reopen(path: str, name: str):
+    return lancetorch.connect(path).open_table(name)
+
+
+def test_a_factory_finds_the_split_rows_again_after_the_table_changed(tmp_path):
+    """A permutation reopened by its factory reads the same rows even when rows were deleted
+    and added since (offsets shift; row ids do not)."""
+    import functools
+
+    import lance
+
+    db = lancetorch.connect(tmp_path)
+    t = db.create_table("t", pa.table({"x": list(range(10))}))
+    perm = PermutationBuilder(t).split_sequential(counts=[5, 5]).execute()
+    p = Permutation.from_tables(t, perm, 1).with_connection_factory(
+        functools.partial(_reopen, str(tmp_path)))
+    state = pickle.dumps(p)
+    lance.dataset(t.uri).delete("x = 2")
+    db.open_table("t").add(pa.table({"x": [10]}))
+    back = pickle.loads(state)
+    assert len(back) == 5
+    assert back.with_format("python_col").take_offsets(range(5)) == {"x": [5, 6, 7, 8, 9]}
+    lance.dataset(t.uri).delete("x = 7")
+    gone = pickle.loads(state)
+    with pytest.raises(ValueError, match="row id .* is not in table 't'"):
+        len(gone)

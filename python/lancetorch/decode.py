@@ -101,8 +101,10 @@ class Image:
     ``Resize`` then ``CenterCrop``). ``crop="random"``: torchvision's ``RandomResizedCrop``
     (an area fraction drawn from ``scale``, an aspect ratio log-uniform in ``ratio``), mirrored
     half the time with ``flip=True``; the draws are seeded by ``(seed, epoch, the image's
-    bytes)``, the same on every run and in every worker, other each epoch (the Loader gives
-    its epoch; ``to_batch(..., epoch=)`` elsewhere). Grayscale and alpha images become RGB. An
+    bytes)``, the same on every run and in every worker. The Loader gives its epoch, so the
+    crops change each epoch there; through ``to_batch`` pass ``epoch=`` to change them, and
+    through a Permutation's ``torch_dict`` format (which knows no epoch) vary ``seed`` per
+    epoch, or the crops repeat. Grayscale and alpha images become RGB. An
     image that cannot be read (corrupt, truncated, empty, null, another format, over 2**28
     pixels) raises ValueError naming the column and its row in the batch.
     """

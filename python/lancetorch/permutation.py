@@ -536,6 +536,7 @@ class Permutation:
         self.offset: int | None = None
         self.limit: int | None = None
         self.connection_factory: Callable[[str], Any] | None = None
+        self._note()
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -576,11 +577,25 @@ class Permutation:
         new = object.__new__(Permutation)
         new.__dict__.update(self.__dict__)
         new.__dict__.update(changes)
+        new._note()
         return new
+
+    def _note(self) -> None:
+        """Tell a disk table which columns this view reads: before a fork it caches those."""
+        note = getattr(getattr(self._table, "_backend", None), "note_view", None)
+        if note is not None:
+            note(self, self._base_columns())
 
     def _base(self) -> Table:
         if self._table is None:
-            self._table = as_lancetorch_table(self.connection_factory(self._table_name))
+            table = as_lancetorch_table(self.connection_factory(self._table_name))
+            ids = self.__dict__.pop("_row_ids", None)
+            if ids is not None:
+                # The factory opens the table as it is now: rows added or deleted since shift
+                # offsets, so the rows are found again by their row ids (a row deleted since
+                # is a ValueError naming it, never another row read in its place).
+                self._rows = table._offsets_of_row_ids(ids)
+            self._table = table
         return self._table
 
     @property
@@ -589,7 +604,8 @@ class Permutation:
 
     # -- shape --------------------------------------------------------------------------------
     def _total(self) -> int:
-        return len(self._base()) if self._rows is None else len(self._rows)
+        base = self._base()  # first: a reopened table finds its rows again
+        return len(base) if self._rows is None else len(self._rows)
 
     @property
     def _window(self) -> tuple[int, int]:
@@ -778,7 +794,7 @@ class Permutation:
     # -- reading ------------------------------------------------------------------------------
     def _offsets(self, positions: pa.Array) -> pa.Array:
         """Row offsets in the base table of (checked, non-negative) positions of this view."""
-        lo = self._window[0]
+        lo = self._window[0]  # (reopens the base table first, where it was left behind)
         if self._rows is None:
             return positions if lo == 0 else pa.array(positions.to_numpy() + lo)
         return pa.array(self._rows[positions.to_numpy() + lo])
@@ -869,6 +885,9 @@ class Permutation:
         state = dict(self.__dict__)
         if self.connection_factory is not None:
             state["_table"] = None  # reopened by the factory; no connection state travels
+            if self._rows is not None and "_row_ids" not in state:
+                state["_row_ids"] = self._base()._row_ids(self._rows)
+                state["_rows"] = None  # found again from the row ids where it is reopened
         perm = state["permutation_table"]
         if perm is not None and not isinstance(perm, (Table, pa.Table)):
             state["permutation_table"] = _perm_arrow(perm)  # a LanceDB table, say

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 import uuid
 import warnings
 import weakref
@@ -224,6 +225,9 @@ class _LanceBackend:
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
+        self._filling = threading.RLock()
+        # Live Permutations over this table and the columns each reads (for the fork fill).
+        self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
         _track_open(self)
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -269,12 +273,24 @@ class _LanceBackend:
         return self._dataset
 
     def fill_cache(self) -> None:
-        """Read into the cache the columns read so far (every column if none was read yet),
-        where the cache allows; nothing when it is off or already holds them."""
-        if self.cache is False or self._pid != os.getpid():
+        """Before a fork: read into the cache the columns the live views of this table read
+        (all of them together where the budget allows, else the newest view's, else every
+        column), and the row ids; nothing when the cache is off."""
+        if self._pid != os.getpid():
             return
-        names = self._cached[0] if self._cached is not None else self.schema.names
-        self._cache_for(names)
+        with contextlib.suppress(Exception):
+            self.row_ids()  # one column of 8 bytes a row: a _rowid selection needs no Lance
+        if self.cache is False:
+            return
+        views = [list(v) for v in self.views.values()]
+        union = [n for n in self.schema.names if any(n in v for v in views)]
+        for names in [union, *reversed(views), self.schema.names]:
+            if names and self._cache_for(names) is not None:
+                return
+
+    def note_view(self, view: object, columns: list[str]) -> None:
+        """A Permutation over this table that reads ``columns`` (kept while it lives)."""
+        self.views[view] = tuple(columns)
 
     @property
     def schema(self) -> pa.Schema:
@@ -286,9 +302,15 @@ class _LanceBackend:
         return self.dataset.count_rows()
 
     def _cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
-        """The cached columns covering ``names``, reading them now if the budget allows."""
+        """The cached columns covering ``names``, reading them now if the budget allows (one
+        thread at a time: the threads of a streaming read ask at once, and one scan serves
+        them all)."""
         if self.cache is False:
             return None
+        with self._filling:
+            return self._cache_for_locked(names)
+
+    def _cache_for_locked(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
         if self._cached is not None and set(names) <= set(self._cached[0]):
             return self._cached
         have = set(names) | set(self._cached[0] if self._cached else ())
