@@ -9,7 +9,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
-use arrow_array::{Array, ArrowPrimitiveType, RecordBatch};
+use arrow_array::{
+    Array, ArrowPrimitiveType, GenericListArray, GenericListViewArray, OffsetSizeTrait, RecordBatch,
+};
 use arrow_buffer::Buffer;
 use arrow_schema::DataType;
 use pyo3::prelude::*;
@@ -40,61 +42,56 @@ pub struct Padded {
 /// Each row's first token in the values and its count, beside the values.
 type Rows<'a> = (Vec<(usize, usize)>, &'a dyn Array);
 
+/// `(start, count)` of each row of a list array (a null row counts none).
+fn list_ranges<O: OffsetSizeTrait>(list: &GenericListArray<O>) -> Vec<(usize, usize)> {
+    let offsets = list.value_offsets();
+    (0..list.len())
+        .map(|i| {
+            let (a, b) = (offsets[i].as_usize(), offsets[i + 1].as_usize());
+            (
+                a,
+                if list.is_valid(i) {
+                    b.saturating_sub(a)
+                } else {
+                    0
+                },
+            )
+        })
+        .collect()
+}
+
+/// `(start, count)` of each row of a list-view array (a null row counts none).
+fn view_ranges<O: OffsetSizeTrait>(list: &GenericListViewArray<O>) -> Vec<(usize, usize)> {
+    (0..list.len())
+        .map(|i| {
+            let n = if list.is_valid(i) {
+                list.sizes()[i].as_usize()
+            } else {
+                0
+            };
+            (list.offsets()[i].as_usize(), n)
+        })
+        .collect()
+}
+
 /// Where each row's tokens start in the values and how many there are.
 fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
-    let valid = |i: usize| array.is_valid(i);
-    let ranges: Vec<(usize, usize)>;
-    let values: &dyn Array;
-    match array.data_type() {
+    let (ranges, values): (Vec<(usize, usize)>, &dyn Array) = match array.data_type() {
         DataType::List(_) => {
             let list = array.as_list::<i32>();
-            let offsets = list.value_offsets();
-            ranges = (0..list.len())
-                .map(|i| {
-                    let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    (a, if valid(i) { b.saturating_sub(a) } else { 0 })
-                })
-                .collect();
-            values = list.values().as_ref();
+            (list_ranges(list), list.values().as_ref())
         }
         DataType::LargeList(_) => {
             let list = array.as_list::<i64>();
-            let offsets = list.value_offsets();
-            ranges = (0..list.len())
-                .map(|i| {
-                    let (a, b) = (offsets[i] as usize, offsets[i + 1] as usize);
-                    (a, if valid(i) { b.saturating_sub(a) } else { 0 })
-                })
-                .collect();
-            values = list.values().as_ref();
+            (list_ranges(list), list.values().as_ref())
         }
         DataType::ListView(_) => {
             let list = array.as_list_view::<i32>();
-            ranges = (0..list.len())
-                .map(|i| {
-                    let n = if valid(i) {
-                        list.sizes()[i] as usize
-                    } else {
-                        0
-                    };
-                    (list.offsets()[i] as usize, n)
-                })
-                .collect();
-            values = list.values().as_ref();
+            (view_ranges(list), list.values().as_ref())
         }
         DataType::LargeListView(_) => {
             let list = array.as_list_view::<i64>();
-            ranges = (0..list.len())
-                .map(|i| {
-                    let n = if valid(i) {
-                        list.sizes()[i] as usize
-                    } else {
-                        0
-                    };
-                    (list.offsets()[i] as usize, n)
-                })
-                .collect();
-            values = list.values().as_ref();
+            (view_ranges(list), list.values().as_ref())
         }
         other => {
             return Err(Error::Type(format!(
@@ -102,7 +99,7 @@ fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
                  large_list or list_view)"
             )))
         }
-    }
+    };
     // Arrow data that pyarrow built without validating (a list view's offsets, say) may
     // point past its values: refused, never read.
     if let Some(row) = ranges
