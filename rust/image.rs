@@ -255,7 +255,15 @@ fn render(bytes: &[u8], spec: &Spec, out: &mut [u8]) -> std::result::Result<(), 
 }
 
 /// The images of a binary column as one uint8 tensor. A null is refused like a bad image.
-pub fn images_to_tensor(array: &dyn Array, name: &str, spec: Spec) -> Result<HostTensor> {
+///
+/// With `skip`, an image that cannot be read is left black and its row is returned among the
+/// failed ones instead of refusing the batch.
+pub fn images_to_tensor(
+    array: &dyn Array,
+    name: &str,
+    spec: Spec,
+    skip: bool,
+) -> Result<(HostTensor, Vec<usize>)> {
     let rows = array.len();
     let values: Vec<Option<&[u8]>> = match array.data_type() {
         DataType::Binary => array.as_binary::<i32>().iter().collect(),
@@ -289,11 +297,14 @@ pub fn images_to_tensor(array: &dyn Array, name: &str, spec: Spec) -> Result<Hos
         }
     });
     let mut failures = failures.into_inner().expect("failures lock");
-    if let Some((row, why)) = failures.iter().min_by_key(|f| f.0).cloned() {
-        failures.clear();
+    failures.sort_by_key(|f| f.0);
+    if let (false, Some((row, why))) = (skip, failures.first()) {
         return Err(Error::Value(format!(
             "column '{name}': the image at row {row} of the batch cannot be read: {why}"
         )));
+    }
+    for slot in &failures {
+        out[slot.0 * per..(slot.0 + 1) * per].fill(0); // nothing half-drawn is left behind
     }
     let (h, w) = (spec.height as i64, spec.width as i64);
     let shape = if spec.channels_last {
@@ -301,16 +312,14 @@ pub fn images_to_tensor(array: &dyn Array, name: &str, spec: Spec) -> Result<Hos
     } else {
         vec![rows as i64, 3, h, w]
     };
-    Ok(HostTensor::from_buffer(
-        Buffer::from_vec(out),
-        DType::U8,
-        shape,
-    ))
+    let failed = failures.into_iter().map(|f| f.0).collect();
+    let tensor = HostTensor::from_buffer(Buffer::from_vec(out), DType::U8, shape);
+    Ok((tensor, failed))
 }
 
 /// `images_to_tensor` of column `index` of a pyarrow batch, as a DLPack capsule.
 #[pyfunction]
-#[pyo3(signature = (batch, index, width, height, channels_last, random, scale, ratio, flip, seed, epoch))]
+#[pyo3(signature = (batch, index, width, height, channels_last, random, scale, ratio, flip, seed, epoch, skip=false))]
 #[allow(clippy::too_many_arguments)]
 pub fn decode_images<'py>(
     py: Python<'py>,
@@ -325,7 +334,8 @@ pub fn decode_images<'py>(
     flip: bool,
     seed: u64,
     epoch: u64,
-) -> PyResult<Bound<'py, PyAny>> {
+    skip: bool,
+) -> PyResult<(Bound<'py, PyAny>, Vec<usize>)> {
     let batch = crate::bridge::batch_from_py(batch)?;
     if index >= batch.num_columns() {
         return Err(Error::Index(format!(
@@ -349,8 +359,9 @@ pub fn decode_images<'py>(
     };
     let schema = batch.schema();
     let name = schema.field(index).name();
-    let tensor = py.detach(|| images_to_tensor(batch.column(index).as_ref(), name, spec))?;
-    crate::dlpack::legacy_capsule(py, tensor)
+    let (tensor, failed) =
+        py.detach(|| images_to_tensor(batch.column(index).as_ref(), name, spec, skip))?;
+    Ok((crate::dlpack::legacy_capsule(py, tensor)?, failed))
 }
 
 #[cfg(test)]

@@ -166,3 +166,23 @@ def test_the_loader_decodes_images(tmp_path, where):
         assert batch["jpeg"].shape == (len(batch["id"]), 10, 15, 3)
         seen += batch["id"].tolist()
     assert sorted(seen) == list(range(40))
+
+
+def test_skipped_images_leave_every_column_of_their_row(mem_db):
+    good = encode(photo(8, 8), "PNG")
+    images = [good, b"junk", good, None, good, good]
+    batch = pa.record_batch({"id": [0, 1, 2, 3, 4, 5], "img": pa.array(images, pa.binary()),
+                             "s": list("abcdef")})
+    out = to_batch(batch, {"img": Image(size=(4, 4), on_error="skip")})
+    assert out["id"].tolist() == [0, 2, 4, 5] and out["s"] == ["a", "c", "e", "f"]
+    assert out["img"].shape == (4, 3, 4, 4)
+    assert Image(size=(4, 4), on_error="skip").decode(batch, "img")["img"].shape[0] == 4
+    table = mem_db.create_table("mixed", pa.Table.from_batches([batch]))
+    loader = Loader(table, 4, shuffle=False, per_column=True,
+                    decode={"img": Image(size=(4, 4), on_error="skip")})
+    got = [b for b in loader]
+    assert sum((b["id"].tolist() for b in got), []) == [0, 2, 4, 5]
+    assert all(len(b["s"]) == len(b["id"]) == b["img"].shape[0] for b in got)
+    assert loader.stats()["skipped"] == 2
+    with pytest.raises(ValueError, match="on_error"):
+        Image(on_error="ignore")

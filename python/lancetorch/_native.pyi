@@ -96,7 +96,8 @@ def decode_images(
     flip: bool,
     seed: int,
     epoch: int,
-) -> object: ...
+    skip: bool = False,
+) -> tuple[object, list[int]]: ...
 def split_sizes(
     n: int,
     ratios: list[float] | None = None,

@@ -106,7 +106,9 @@ class Image:
     through a Permutation's ``torch_dict`` format (which knows no epoch) vary ``seed`` per
     epoch, or the crops repeat. Grayscale and alpha images become RGB. An
     image that cannot be read (corrupt, truncated, empty, null, another format, over 2**28
-    pixels) raises ValueError naming the column and its row in the batch.
+    pixels) raises ValueError naming the column and its row in the batch; with
+    ``on_error="skip"`` its row leaves the batch instead (every column of it; the Loader counts
+    such rows in ``stats()["skipped"]``).
     """
 
     size: tuple[int, int] = (224, 224)  # (height, width)
@@ -116,8 +118,11 @@ class Image:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     flip: bool = False
     seed: int = 0
+    on_error: str = "raise"
 
     def __post_init__(self) -> None:
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={self.on_error!r} must be 'raise' or 'skip'")
         height, width = self.size
         if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384
                    for v in (height, width)):
@@ -135,15 +140,26 @@ class Image:
         if not 0 <= self.seed < 2**64:
             raise ValueError(f"seed={self.seed} must be between 0 and 2**64 - 1")
 
-    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+    def decode_rows(
+        self, batch: pa.RecordBatch, column: str, epoch: int = 0
+    ) -> tuple[dict[str, Any], list[int]]:
+        """The images, and the rows skipped (``on_error="skip"``; black in the tensor)."""
         torch = _torch()
         height, width = self.size
-        capsule = _native.decode_images(
+        capsule, failed = _native.decode_images(
             batch, batch.schema.get_field_index(column), width, height, self.layout == "NHWC",
             self.crop == "random", tuple(map(float, self.scale)), tuple(map(float, self.ratio)),
-            bool(self.flip), int(self.seed), int(epoch) % 2**64,
+            bool(self.flip), int(self.seed), int(epoch) % 2**64, self.on_error == "skip",
         )
-        return {column: torch.from_dlpack(capsule)}
+        return {column: torch.from_dlpack(capsule)}, failed
+
+    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+        """The images as one tensor (rows that failed under ``on_error="skip"`` dropped)."""
+        values, failed = self.decode_rows(batch, column, epoch)
+        if failed:
+            keep = [i for i in range(batch.num_rows) if i not in set(failed)]
+            values = {column: values[column][keep]}
+        return values
 
 
 Spec = Tokens | Text | Image

@@ -23,7 +23,7 @@ from . import _native
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
-from .util import _torch, to_batch
+from .util import _decoded, _torch, keep_rows, to_batch
 
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
@@ -82,15 +82,31 @@ class _Source:
             if self.stop.is_set() or isinstance(item, _Failed):
                 return
 
-    def _make(self, part: np.ndarray) -> dict[str, Any]:
+    def _make(self, part: np.ndarray) -> tuple[dict[str, Any], tuple | None]:
+        """The side values of one batch, and, when a spec skipped rows, the rows kept and the
+        batch's size."""
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
-        return to_batch(batch.rename_columns(self.keys), self.decode, epoch=self.epoch)
+        batch = batch.rename_columns(self.keys)
+        values: dict[str, Any] = {}
+        failed: set[int] = set()
+        for key in self.keys:
+            spec = self.decode.get(key)
+            if spec is None:
+                values.update(to_batch(batch.select([key])))
+                continue
+            decoded, bad = _decoded(spec, batch, key, self.epoch)
+            values.update(decoded)
+            failed.update(bad)
+        if not failed:
+            return values, None
+        keep = [i for i in range(len(part)) if i not in failed]
+        return {k: keep_rows(v, keep) for k, v in values.items()}, (keep, len(part))
 
     def next(self) -> Any:
         return self.prefetcher.next()
 
-    def side(self) -> dict[str, Any] | None:
-        """The side values of the batch ``next`` last returned."""
+    def side(self) -> tuple[dict[str, Any], tuple | None] | None:
+        """The side values of the batch ``next`` last returned (see ``_make``)."""
         if self.thread is None:
             return None
         item = self.ready.get()
@@ -277,7 +293,7 @@ class Loader:
         self._profile = bool(profile)
         self._stats = {"index_s": 0.0, "read_s": 0.0, "take_s": 0.0, "convert_s": 0.0,
                        "pin_s": 0.0, "wait_s": 0.0, "total_s": 0.0, "batches": 0, "rows": 0,
-                       "bytes": 0}
+                       "bytes": 0, "skipped": 0}
 
     def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
         """The store holding the columns and their positions there; ``(None, [])`` for a disk
@@ -528,18 +544,25 @@ class Loader:
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
 
-    def _columns_of(self, capsules: list, side: dict[str, Any] | None, torch: Any) -> dict:
+    def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
         """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
-        the side columns' values (a Tokens column followed by its lengths)."""
+        the side columns' values (a Tokens column followed by its lengths); rows a spec
+        skipped leave the Rust threads' tensors too."""
+        values, skipped = side if side is not None else ({}, None)
+        keep = None
+        if skipped is not None:
+            keep, rows = skipped
+            self._stats["skipped"] += rows - len(keep)
         dense = iter(capsules)
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
             if i in self._side:
-                out[key] = side[key]
-                if f"{key}_length" in side:
-                    out[f"{key}_length"] = side[f"{key}_length"]
+                out[key] = values[key]
+                if f"{key}_length" in values:
+                    out[f"{key}_length"] = values[f"{key}_length"]
             else:
-                out[key] = torch.from_dlpack(next(dense))
+                tensor = torch.from_dlpack(next(dense))
+                out[key] = tensor if keep is None else keep_rows(tensor, keep)
         return out
 
     def _moved(self, batch: Any, torch: Any) -> Any:
@@ -575,7 +598,8 @@ class Loader:
         threads; a batch gathered and converted in one pass from the row-major block counts
         as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); the batches, rows
         and bytes delivered to the loop (not those made ahead and dropped at a ``break``);
-        rows and bytes per second of the loop; and ``wait_fraction``, the share of the loop's
+        rows and bytes per second of the loop; ``skipped``, the rows an
+        ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share of the loop's
         time the consumer spent waiting for data."""
         s = dict(self._stats)
         total = s["total_s"]

@@ -200,10 +200,13 @@ def to_batch(
         raise ValueError("target= goes with features=: name the feature columns too")
 
     out: dict[str, Any] = {}
+    failed: set[int] = set()
     for index, (column, field) in enumerate(zip(names, batch.schema)):
         kind = field.type
         if column in decode:
-            out.update(decode[column].decode(batch, column, epoch))
+            values, bad = _decoded(decode[column], batch, column, epoch)
+            out.update(values)
+            failed.update(bad)
         elif isinstance(kind, pa.FixedShapeTensorType):
             storage = batch.column(index).storage
             flat = torch.from_dlpack(_native.batch_column_to_tensor(
@@ -220,7 +223,33 @@ def to_batch(
             )
         else:
             out[column] = tensor(index, name)
+    if failed:  # rows a spec skipped (Image(on_error="skip")) leave every column
+        keep = [i for i in range(batch.num_rows) if i not in failed]
+        out = {k: keep_rows(v, keep) for k, v in out.items()}
     return out
+
+
+def _decoded(spec: Any, batch: pa.RecordBatch, column: str, epoch: int) -> tuple[dict, list[int]]:
+    """A spec's values for ``column`` and the rows it skipped."""
+    rows = getattr(spec, "decode_rows", None)
+    if rows is not None:
+        return rows(batch, column, epoch)
+    return spec.decode(batch, column, epoch), []
+
+
+def keep_rows(value: Any, keep: list[int]) -> Any:
+    """``value`` (a tensor, a list, or a dict of them) with only the rows ``keep``."""
+    if isinstance(value, dict):
+        return {k: keep_rows(v, keep) for k, v in value.items()}
+    if isinstance(value, list):
+        return [value[i] for i in keep]
+    if hasattr(value, "index_select"):
+        torch = _torch()
+        return value.index_select(0, torch.tensor(keep, dtype=torch.int64))
+    raise TypeError(
+        f"rows were skipped but a value of type {type(value).__name__} cannot drop them; "
+        "give the tokenizer's output as tensors, lists or a dict of them"
+    )
 
 
 def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
