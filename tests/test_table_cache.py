@@ -326,3 +326,41 @@ def test_a_wide_cached_table_serves_the_dataset_rows(tmp_path, nulls, strings):
     assert pa.Table.from_batches(cached.batches()).equals(want)
     back = _to_worker(t)
     assert back.__getitems__(idx[:100]).to_pydict() == t.__getitems__(idx[:100]).to_pydict()
+
+
+_CORRUPT = """
+import glob, os, sys
+import numpy as np, pyarrow as pa, lancetorch
+from lancetorch._objectstore import StorageReadError
+d = sys.argv[1]
+db = lancetorch.connect(d)
+db.create_table("t", pa.table({"x": np.arange(100_000), "s": [f"row {i}" for i in range(100_000)]}))
+path = glob.glob(f"{d}/t.lance/data/*")[0]
+size = os.path.getsize(path)
+with open(path, "r+b") as f:  # the middle third of the data file overwritten
+    f.seek(size // 3)
+    f.write(b"\\xff" * (size // 3))
+for cache in (False, True):
+    table = db.open_table("t", cache=cache)
+    try:
+        table.__getitems__(list(range(0, 100_000, 97)))
+        print("read")
+    except StorageReadError as e:
+        print("refused", e)
+"""
+
+
+def test_an_overwritten_data_file_is_a_named_read_error(tmp_path):
+    """Bytes overwritten in a Lance data file: a take through Lance and the scan into the
+    cache both raise StorageReadError naming the table and what was read (Lance's decoder
+    panics or reports corruption underneath; its panic text still reaches stderr)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _CORRUPT, str(tmp_path)], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2, out.stdout
+    for line in lines:
+        assert line.startswith("refused reading table 't'"), line
+    assert "row offset" in lines[0] and "sequential scan" in lines[1]

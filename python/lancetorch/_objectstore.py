@@ -182,7 +182,16 @@ def explain(error: BaseException, doing: str, bucket: str, endpoint: str) -> OSE
 
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else text
+    line = line.split(", /")[0]  # the source path of the Rust code that raised
     return line if len(line) <= 400 else line[:400] + "..."
+
+
+def is_corrupt_data(error: BaseException) -> bool:
+    """Whether Lance failed on bytes it read (a data file overwritten or cut): its decoder
+    says the file is corrupt, or panics on it."""
+    text = str(error)
+    return (type(error).__name__ == "PanicException" or "corrupt file" in text
+            or "panicked" in text)
 
 
 def is_io_error(error: BaseException) -> bool:

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform, lend_twin, remember_twin
-from ._objectstore import is_io_error, read_failure, within
+from ._objectstore import is_corrupt_data, is_io_error, read_failure, within
 from .query import ScanQuery, TakeQuery
 
 
@@ -238,10 +238,10 @@ class _LanceBackend:
             if self.read_timeout is None:
                 return fn(*args, **kwargs)
             return within(self.read_timeout, fn, *args, **kwargs)
-        except Exception as e:
-            if not is_io_error(e):
+        except BaseException as e:  # a panic in Lance's reader is a BaseException
+            if not (is_io_error(e) or is_corrupt_data(e)):
                 raise
-            raise read_failure(e, self.name, self.uri, what, self.storage_options) from e
+            raise read_failure(e, self.name, self.uri, what, self.storage_options) from None
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
