@@ -576,6 +576,7 @@ class Permutation:
     def _copy(self, **changes: Any) -> Permutation:
         new = object.__new__(Permutation)
         new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_whole_columns", None)
         new.__dict__.update(changes)
         new._note()
         return new
@@ -803,7 +804,7 @@ class Permutation:
         """Rows at (checked, non-negative) positions of this view, as Arrow."""
         offsets = self._offsets(positions)
         base = self._base()
-        batch = base._take(offsets, self._base_columns())
+        batch = base._take(offsets, None if self._whole(base) else self._base_columns())
         names = self.column_names
         if _ROW_ID_COLUMN in self.selection.values():
             ids = pa.array(base._row_ids(offsets.to_numpy()), pa.uint64())
@@ -828,7 +829,24 @@ class Permutation:
 
     def take_offsets(self, offsets: Any) -> Any:
         """Rows at these positions of the permutation, in the output format."""
+        base = self._base()
+        if self._rows is None and not self.offset and self.limit is None and self._whole(base):
+            # Every row and column in table order: positions are row offsets, checked by
+            # the take itself (the DataLoader's hot path).
+            return self._output(base._take(offsets))
         return self._output(self._arrow(self._positions(offsets)))
+
+    def _whole(self, base: Table) -> bool:
+        """Whether this view shows the table's columns as they are, all of them in order
+        (worked out once a view: ``_copy`` forgets it)."""
+        whole = self.__dict__.get("_whole_columns")
+        if whole is None:
+            names = base.schema.names
+            whole = len(self.selection) == len(names) and all(
+                k == c == n for (k, c), n in zip(self.selection.items(), names)
+            )
+            self.__dict__["_whole_columns"] = whole
+        return whole
 
     def __getitems__(self, indices: Any) -> Any:
         return self.take_offsets(indices)
