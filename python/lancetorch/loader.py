@@ -23,7 +23,7 @@ from . import _native
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
-from .util import _decoded, _torch, keep_rows, to_batch
+from .util import _torch, decode_columns, keep_rows
 
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
@@ -86,20 +86,10 @@ class _Source:
         """The side values of one batch, and, when a spec skipped rows, the rows kept and the
         batch's size."""
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
-        batch = batch.rename_columns(self.keys)
-        values: dict[str, Any] = {}
-        failed: set[int] = set()
-        for key in self.keys:
-            spec = self.decode.get(key)
-            if spec is None:
-                values.update(to_batch(batch.select([key])))
-                continue
-            decoded, bad = _decoded(spec, batch, key, self.epoch)
-            values.update(decoded)
-            failed.update(bad)
-        if not failed:
+        values, keep = decode_columns(batch.rename_columns(self.keys), self.decode,
+                                      epoch=self.epoch)
+        if keep is None:
             return values, None
-        keep = [i for i in range(len(part)) if i not in failed]
         return {k: keep_rows(v, keep) for k, v in values.items()}, (keep, len(part))
 
     def next(self) -> Any:

@@ -48,7 +48,6 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
 
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError(f"{what} must be a non-empty SQL expression, got {expression!r}")
-    _one_expression(expression, what)
 
     def run(dataset: Any) -> pa.ChunkedArray:
         try:
@@ -487,7 +486,7 @@ def _rows_of_split(base: Table, arrow: pa.Table, split: int) -> np.ndarray:
     return raw.astype(np.int64)
 
 
-def _split_number(split: Any, permutation_table: Any, names: list[str]) -> int:
+def _split_number(split: Any, names: list[str]) -> int:
     if isinstance(split, str):
         if not names:
             raise ValueError(
@@ -564,7 +563,7 @@ class Permutation:
                 )
             return cls(base, None)
         arrow = _perm_arrow(permutation_table)
-        number = 0 if split is None else _split_number(split, arrow, split_names_of(arrow))
+        number = 0 if split is None else _split_number(split, split_names_of(arrow))
         rows = _rows_of_split(base, arrow, number)
         if not len(rows):
             raise ValueError(
@@ -689,7 +688,8 @@ class Permutation:
         """Without these columns (names not in the view are ignored, as in LanceDB)."""
         if isinstance(columns, str):
             columns = [columns]
-        selection = {n: c for n, c in self.selection.items() if n not in set(columns)}
+        drop = set(columns)
+        selection = {n: c for n, c in self.selection.items() if n not in drop}
         if not selection:
             raise ValueError("Cannot remove all columns")
         return self._copy(selection=selection)

@@ -241,7 +241,7 @@ class _LanceBackend:
         except BaseException as e:  # a panic in Lance's reader is a BaseException
             if not (is_io_error(e) or is_corrupt_data(e)):
                 raise
-            raise read_failure(e, self.name, self.uri, what, self.storage_options) from None
+            raise read_failure(e, self.name, self.uri, what, self.storage_options) from e
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
@@ -579,10 +579,13 @@ class Table:
         ids = np.asarray(as_offsets_unsigned(row_ids), dtype=np.uint64)
         if isinstance(self._backend, _LanceBackend):
             all_ids = self._backend.row_ids()
-            order = np.argsort(all_ids, kind="stable")
-            at = np.searchsorted(all_ids[order], ids).clip(0, max(len(order) - 1, 0))
-            found = (all_ids[order][at] == ids) if len(order) else np.zeros(len(ids), bool)
-            offsets = order[at] if len(order) else np.zeros(len(ids), np.int64)
+            if len(all_ids):
+                order = np.argsort(all_ids, kind="stable")
+                at = np.searchsorted(all_ids, ids, sorter=order).clip(0, len(order) - 1)
+                offsets = order[at]
+                found = all_ids[offsets] == ids
+            else:
+                offsets, found = np.zeros(len(ids), np.int64), np.zeros(len(ids), bool)
         else:
             found = ids < len(self)
             offsets = ids
@@ -616,7 +619,8 @@ def as_lancetorch_table(table: Any) -> Table:
             uri = dataset.uri
         except Exception:  # a memory table: no dataset on disk
             uri = None
-        if uri and "://" not in uri or (uri or "").startswith("file://"):
+        local = uri is not None and ("://" not in uri or uri.startswith("file://"))
+        if local:
             return Table._lance(name, uri.removeprefix("file://"), None, version=dataset.version)
         return Table._memory(name, table.to_arrow())
     raise TypeError(

@@ -163,6 +163,49 @@ def to_batch(
     (tensor([[1., 3.],
             [2., 4.]], dtype=torch.float64), tensor([0, 1]))
     """
+    if features is None:
+        if target is not None:
+            raise ValueError("target= goes with features=: name the feature columns too")
+        out, keep = decode_columns(data, decode, dtype=dtype, null_value=null_value,
+                                   epoch=epoch)
+        if keep is not None:  # rows a spec skipped (Image(on_error="skip")) leave every column
+            out = {k: keep_rows(v, keep) for k, v in out.items()}
+        return out
+    batch = _one_batch(data)
+    names = batch.schema.names
+    if isinstance(features, str):
+        features = [features]
+    wanted = list(features) + ([] if target is None else [target])
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ValueError(f"column '{missing[0]}' is not in the batch; its columns are {names}")
+    x = tbl_to_tensor(batch.select(list(features)), dtype=dtype, null_value=null_value)
+    x = x.T.contiguous()
+    if target is None:
+        return x
+    return x, _column_tensor(batch, twin_of(data), names.index(target), None, null_value)
+
+
+def _column_tensor(batch: pa.RecordBatch, twin: Any, index: int, convert: str | None,
+                   null_value: float | None) -> Any:
+    """Column ``index`` as a tensor, sharing a take's memory through its twin where it can."""
+    torch = _torch()
+    if twin is not None:
+        return torch.from_dlpack(twin.column(index, convert, null_value))
+    return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, convert, null_value))
+
+
+def decode_columns(
+    data: Any,
+    decode: dict[str, Any] | None = None,
+    *,
+    dtype: Any = None,
+    null_value: float | None = None,
+    epoch: int = 0,
+) -> tuple[dict[str, Any], list[int] | None]:
+    """``to_batch``'s values of every column, before rows a spec skipped are dropped, and the
+    rows to keep when a spec skipped some (``None`` otherwise; the Loader drops the others
+    from its own tensors too)."""
     torch = _torch()
     twin = twin_of(data)
     batch = _one_batch(data)
@@ -178,27 +221,6 @@ def to_batch(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
                 "(Tokens, Text, Image)"
             )
-
-    def tensor(index: int, convert: str | None) -> Any:
-        if twin is not None:
-            return torch.from_dlpack(twin.column(index, convert, null_value))
-        return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, convert, null_value))
-
-    if features is not None:
-        if isinstance(features, str):
-            features = [features]
-        wanted = list(features) + ([] if target is None else [target])
-        missing = [c for c in wanted if c not in names]
-        if missing:
-            raise ValueError(f"column '{missing[0]}' is not in the batch; its columns are {names}")
-        x = tbl_to_tensor(batch.select(list(features)), dtype=dtype, null_value=null_value)
-        x = x.T.contiguous()
-        if target is None:
-            return x
-        return x, tensor(names.index(target), None)
-    if target is not None:
-        raise ValueError("target= goes with features=: name the feature columns too")
-
     out: dict[str, Any] = {}
     failed: set[int] = set()
     for index, (column, field) in enumerate(zip(names, batch.schema)):
@@ -222,11 +244,10 @@ def to_batch(
                 "pad_value=...)} for token ids)"
             )
         else:
-            out[column] = tensor(index, name)
-    if failed:  # rows a spec skipped (Image(on_error="skip")) leave every column
-        keep = [i for i in range(batch.num_rows) if i not in failed]
-        out = {k: keep_rows(v, keep) for k, v in out.items()}
-    return out
+            out[column] = _column_tensor(batch, twin, index, name, null_value)
+    if not failed:
+        return out, None
+    return out, [i for i in range(batch.num_rows) if i not in failed]
 
 
 def _decoded(spec: Any, batch: pa.RecordBatch, column: str, epoch: int) -> tuple[dict, list[int]]:
