@@ -61,10 +61,12 @@ fn decode(bytes: &[u8]) -> std::result::Result<Rgb, String> {
         decode_jpeg(bytes)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        decode_webp(bytes)
     } else if bytes.is_empty() {
         Err("it is empty".into())
     } else {
-        Err("it is neither JPEG nor PNG".into())
+        Err("it is not JPEG, PNG or WebP".into())
     }
 }
 
@@ -102,6 +104,33 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     if pixels.len() != width as usize * height as usize * 3 {
         return Err("JPEG: the decoder gave a short image".into());
     }
+    Ok(Rgb {
+        width,
+        height,
+        pixels,
+    })
+}
+
+fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    let mut decoder =
+        image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(|e| format!("WebP: {e}"))?;
+    let (width, height) = decoder.dimensions();
+    checked(width, height)?;
+    decoder.set_memory_limit((MAX_PIXELS * 4) as usize);
+    let size = decoder.output_buffer_size().ok_or("WebP: too large")?;
+    let mut buffer = vec![0u8; size];
+    // An animation gives its first frame.
+    decoder
+        .read_image(&mut buffer)
+        .map_err(|e| format!("WebP: {e}"))?;
+    let pixels = if decoder.has_alpha() {
+        buffer
+            .chunks_exact(4)
+            .flat_map(|px| [px[0], px[1], px[2]]) // alpha dropped
+            .collect()
+    } else {
+        buffer
+    };
     Ok(Rgb {
         width,
         height,
@@ -271,7 +300,7 @@ pub fn images_to_tensor(
         DataType::BinaryView => array.as_binary_view().iter().collect(),
         other => {
             return Err(Error::Type(format!(
-                "column '{name}' is {other}; images are binary columns of JPEG or PNG bytes"
+                "column '{name}' is {other}; images are binary columns of JPEG, PNG or WebP bytes"
             )))
         }
     };
@@ -417,7 +446,7 @@ mod tests {
         assert!(decode(b"").unwrap_err().contains("empty"));
         assert!(decode(b"GIF89a")
             .unwrap_err()
-            .contains("neither JPEG nor PNG"));
+            .contains("not JPEG, PNG or WebP"));
         assert!(decode(&[0xFF, 0xD8, 0xFF]).unwrap_err().starts_with("JPEG"));
         assert!(decode(b"\x89PNG\r\n\x1a\n\0\0")
             .unwrap_err()

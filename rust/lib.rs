@@ -38,6 +38,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bijection::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
     m.add_function(wrap_pyfunction!(tokens::pad_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(tokens::pack_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(image::decode_images, m)?)?;
     Ok(())
 }

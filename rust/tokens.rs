@@ -127,6 +127,39 @@ fn row_ranges<'a>(array: &'a dyn Array, name: &str) -> Result<Rows<'a>> {
     Ok((ranges, values))
 }
 
+/// Runs `$fill(tokens, pad)` with the values' native integer slice and the pad value in
+/// that type; gives `(buffer, dtype)`, or refuses values that are not integers or a pad that
+/// does not fit them.
+macro_rules! by_token_type {
+    ($values:expr, $name:expr, $pad:expr, $fill:expr) => {
+        by_token_type!(@arms $values, $name, $pad, $fill;
+            Int8Type => DType::I8, Int16Type => DType::I16, Int32Type => DType::I32,
+            Int64Type => DType::I64, UInt8Type => DType::U8, UInt16Type => DType::U16,
+            UInt32Type => DType::U32, UInt64Type => DType::U64)
+    };
+    (@arms $values:expr, $name:expr, $pad:expr, $fill:expr; $($arrow:ty => $dtype:expr),*) => {{
+        let values: &dyn Array = $values;
+        match values.data_type() {
+            $(t if t == &<$arrow>::DATA_TYPE => {
+                let tokens = values.as_primitive::<$arrow>().values();
+                let pad = <$arrow as ArrowPrimitiveType>::Native::try_from($pad).map_err(|_| {
+                    Error::Value(format!(
+                        "pad_value={} does not fit column '{}''s tokens ({})",
+                        $pad, $name, values.data_type()
+                    ))
+                })?;
+                ($fill(&tokens[..], pad)?, $dtype)
+            })*
+            other => {
+                return Err(Error::Type(format!(
+                    "column '{}' is a list of {other}; token ids are integers",
+                    $name
+                )))
+            }
+        }
+    }};
+}
+
 /// The tokens of column `name` laid out as `padding` says.
 pub fn pad_lists(array: &dyn Array, name: &str, padding: Padding) -> Result<Padded> {
     let (ranges, values) = row_ranges(array, name)?;
@@ -152,31 +185,9 @@ pub fn pad_lists(array: &dyn Array, name: &str, padding: Padding) -> Result<Padd
             "column '{name}': {rows} rows of {width} tokens do not fit in memory"
         ))
     })?;
-    macro_rules! by_type {
-        ($($arrow:ty => $dtype:expr),*) => {
-            match values.data_type() {
-                $(t if t == &<$arrow>::DATA_TYPE => {
-                    let tokens = values.as_primitive::<$arrow>().values();
-                    let pad = <$arrow as ArrowPrimitiveType>::Native::try_from(padding.pad)
-                        .map_err(|_| Error::Value(format!(
-                            "pad_value={} does not fit column '{name}''s tokens ({})",
-                            padding.pad, values.data_type()
-                        )))?;
-                    (fill(tokens, &ranges, width, cells, pad)?, $dtype)
-                })*
-                other => {
-                    return Err(Error::Type(format!(
-                        "column '{name}' is a list of {other}; token ids are integers"
-                    )))
-                }
-            }
-        };
-    }
-    let (buffer, dtype) = by_type!(
-        Int8Type => DType::I8, Int16Type => DType::I16, Int32Type => DType::I32,
-        Int64Type => DType::I64, UInt8Type => DType::U8, UInt16Type => DType::U16,
-        UInt32Type => DType::U32, UInt64Type => DType::U64
-    );
+    let (buffer, dtype) = by_token_type!(values, name, padding.pad, |tokens, pad| fill(
+        tokens, &ranges, width, cells, pad
+    ));
     let lengths: Vec<i64> = ranges.iter().map(|&(_, n)| n.min(width) as i64).collect();
     Ok(Padded {
         tokens: HostTensor::from_buffer(buffer, dtype, vec![rows as i64, width as i64]),
@@ -198,6 +209,47 @@ fn fill<T: Copy + arrow_buffer::ArrowNativeType>(
         row[..n].copy_from_slice(&tokens[start..start + n]);
     }
     Ok(Buffer::from_vec(out))
+}
+
+/// Packed tokens: `(blocks, width)`, and for each position the batch row its token came
+/// from (-1 past the last token).
+pub struct Packed {
+    pub tokens: HostTensor,
+    pub documents: HostTensor,
+}
+
+/// The tokens of column `name`, row after row, cut into blocks of `width` (the last block
+/// filled with `pad`): every token once, none cut away, as pretraining packs documents.
+pub fn pack_lists(array: &dyn Array, name: &str, width: usize, pad: i64) -> Result<Packed> {
+    if width == 0 {
+        return Err(Error::Value("packing needs max_length of 1 or more".into()));
+    }
+    let (ranges, values) = row_ranges(array, name)?;
+    let total: usize = ranges.iter().map(|&(_, n)| n).sum();
+    let blocks = total.div_ceil(width);
+    let cells = blocks.checked_mul(width).ok_or_else(|| {
+        Error::Value(format!(
+            "column '{name}': {blocks} blocks of {width} tokens do not fit in memory"
+        ))
+    })?;
+    let (buffer, dtype) = by_token_type!(values, name, pad, |tokens: &[_], pad| {
+        let mut out = reserve(cells)?;
+        for &(start, n) in &ranges {
+            out.extend_from_slice(&tokens[start..start + n]);
+        }
+        out.resize(cells, pad);
+        Ok::<_, Error>(Buffer::from_vec(out))
+    });
+    let mut documents = reserve::<i64>(cells)?;
+    for (row, &(_, n)) in ranges.iter().enumerate() {
+        documents.extend(std::iter::repeat_n(row as i64, n));
+    }
+    documents.resize(cells, -1);
+    let shape = vec![blocks as i64, width as i64];
+    Ok(Packed {
+        tokens: HostTensor::from_buffer(buffer, dtype, shape.clone()),
+        documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape),
+    })
 }
 
 /// An empty vector with room for `n` items, or a MemoryError-like error instead of an abort
@@ -225,14 +277,7 @@ pub fn pad_tokens<'py>(
     truncate: bool,
     to_max_length: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let batch: RecordBatch = crate::bridge::batch_from_py(batch)?;
-    if index >= batch.num_columns() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            batch.num_columns()
-        ))
-        .into());
-    }
+    let batch = batch_column(batch, index)?;
     let schema = batch.schema();
     let name = schema.field(index).name();
     let padding = Padding {
@@ -246,6 +291,39 @@ pub fn pad_tokens<'py>(
         crate::dlpack::legacy_capsule(py, padded.tokens)?,
         crate::dlpack::legacy_capsule(py, padded.lengths)?,
     ))
+}
+
+/// `pack_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and the
+/// row of each token.
+#[pyfunction]
+pub fn pack_tokens<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyAny>,
+    index: usize,
+    max_length: usize,
+    pad_value: i64,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let batch = batch_column(batch, index)?;
+    let schema = batch.schema();
+    let name = schema.field(index).name();
+    let packed = py.detach(|| pack_lists(batch.column(index).as_ref(), name, max_length, pad_value))?;
+    Ok((
+        crate::dlpack::legacy_capsule(py, packed.tokens)?,
+        crate::dlpack::legacy_capsule(py, packed.documents)?,
+    ))
+}
+
+/// The pyarrow batch, once column `index` is known to be in it.
+fn batch_column(batch: &Bound<'_, PyAny>, index: usize) -> PyResult<RecordBatch> {
+    let batch: RecordBatch = crate::bridge::batch_from_py(batch)?;
+    if index >= batch.num_columns() {
+        return Err(Error::Index(format!(
+            "column index {index} is out of range for a batch of {} columns",
+            batch.num_columns()
+        ))
+        .into());
+    }
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -290,6 +368,20 @@ mod tests {
             values(&p.tokens),
             vec![1, 2, 3, -1, -1, -1, -1, -1, -1, 4, -1, -1]
         );
+    }
+
+    #[test]
+    fn packs_every_token_once_into_blocks() {
+        let a = lists(&[Some(vec![1, 2, 3]), None, Some(vec![4, 5]), Some(vec![6])]);
+        let p = pack_lists(&a, "t", 4, -1).unwrap();
+        assert_eq!(p.tokens.shape(), &[2, 4]);
+        assert_eq!(values(&p.tokens), vec![1, 2, 3, 4, 5, 6, -1, -1]);
+        let n = 8;
+        // SAFETY: an i64 tensor of n elements made by pack_lists.
+        let rows = unsafe { std::slice::from_raw_parts(p.documents.data_ptr() as *const i64, n) };
+        assert_eq!(rows, &[0, 0, 0, 2, 2, 3, -1, -1]);
+        let empty = pack_lists(&lists(&[None, Some(vec![])]), "t", 4, 0).unwrap();
+        assert_eq!(empty.tokens.shape(), &[0, 4]);
     }
 
     #[test]

@@ -56,6 +56,55 @@ def test_tokens_pad_as_the_reference(kind, list_kind, rows, max_length, to_max, 
     assert str(out["t"].dtype) == f"torch.{kind}"
 
 
+@PROPS
+@given(
+    kind=st.sampled_from(INT_TYPES),
+    list_kind=st.sampled_from(["list", "large_list", "list_view"]),
+    rows=st.lists(st.none() | st.lists(st.integers(0, 100), max_size=12), max_size=20),
+    width=st.integers(1, 9),
+    pad=st.integers(0, 127),
+    start=st.integers(0, 3),
+)
+def test_packed_tokens_hold_every_token_once_in_row_order(kind, list_kind, rows, width, pad,
+                                                          start):
+    list_type = {"list": pa.list_, "large_list": pa.large_list, "list_view": pa.list_view}
+    array = pa.array([[0]] * start + rows, list_type[list_kind](kind)).slice(start)
+    out = to_batch(pa.record_batch({"t": array}),
+                   {"t": Tokens(max_length=width, pad_value=pad, pack=True)})
+    flat = [tok for r in rows for tok in (r or [])]
+    docs = [i for i, r in enumerate(rows) for _ in (r or [])]
+    blocks = -(-len(flat) // width)
+    filler = blocks * width - len(flat)
+    assert out["t"].shape == out["t_document"].shape == (blocks, width)
+    assert out["t"].flatten().tolist() == flat + [pad] * filler
+    assert out["t_document"].flatten().tolist() == docs + [-1] * filler
+    assert str(out["t"].dtype) == f"torch.{kind}"
+
+
+def test_packing_needs_a_length_and_rows():
+    with pytest.raises(ValueError, match="pack=True needs max_length"):
+        Tokens(pack=True)
+    spec = {"t": Tokens(max_length=4, pack=True)}
+    with pytest.raises(ValueError, match="torch_dict gives rows"):
+        Permutation.identity(lancetorch.connect("memory://").create_table(
+            "t", pa.table({"t": pa.array([[1]], pa.list_(pa.int32()))}))
+        ).with_format("torch_dict", decode=spec)
+
+
+def test_the_loader_packs_every_token_once_an_epoch(mem_db):
+    rows = [list(range(i * 100, i * 100 + i % 7)) for i in range(50)]
+    table = mem_db.create_table("tok", pa.table({"t": pa.array(rows, pa.list_(pa.int32()))}))
+    loader = Loader(table, 8, seed=3, per_column=True,
+                    decode={"t": Tokens(max_length=5, pad_value=-1, pack=True)})
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        seen = []
+        for batch in loader:
+            assert batch["t"].shape[1] == 5
+            seen += [tok for tok in batch["t"].flatten().tolist() if tok != -1]
+        assert sorted(seen) == sorted(tok for r in rows for tok in r)
+
+
 def test_a_sliced_token_column_pads_its_own_rows():
     array = pa.array([[1], [2, 3], [4, 5, 6], [7]], pa.list_(pa.int64())).slice(1, 2)
     out = to_batch(pa.record_batch({"t": array}), {"t": Tokens()})

@@ -91,6 +91,20 @@ def test_other_color_kinds_become_rgb(kind):
     assert np.abs(got - want).mean() <= 2.0, kind
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_webp_lossless_pixels_equal_pils_and_lossy_within_two_levels(mode):
+    rgb = photo(40, 56, 3)
+    pixels = rgb if mode == "RGB" else np.concatenate(
+        [rgb, np.full((40, 56, 1), 200, np.uint8)], axis=-1)
+    lossless = io.BytesIO()
+    PILImage.fromarray(pixels, mode=mode).save(lossless, format="WEBP", lossless=True)
+    got = decode([lossless.getvalue()], size=(40, 56), layout="NHWC")[0].numpy()
+    assert np.array_equal(got, rgb)
+    lossy = encode(rgb, "WEBP", quality=90)
+    got = decode([lossy], size=(40, 56), layout="NHWC")[0].numpy().astype(float)
+    assert np.abs(got - pil_rgb(lossy)).mean() <= 2.0
+
+
 def _png_claiming(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
@@ -104,15 +118,18 @@ def _png_claiming(width: int, height: int) -> bytes:
     "bad, words",
     [
         (b"", "empty"),
-        (b"GIF89a....", "neither JPEG nor PNG"),
+        (b"GIF89a....", "not JPEG, PNG or WebP"),
         ("truncated jpeg", "JPEG"),
         ("corrupt png", "PNG"),
         (None, "null"),
         (_png_claiming(100_000, 100_000), "pixel limit"),
+        ("truncated webp", "WebP"),
     ],
 )
 def test_bad_images_are_refused_naming_the_row(bad, words):
     good = encode(photo(8, 8), "PNG")
+    if bad == "truncated webp":
+        bad = encode(photo(64, 64), "WEBP", quality=80)[:100]
     if bad == "truncated jpeg":
         bad = encode(photo(64, 64), "JPEG")[:200]
     elif bad == "corrupt png":
@@ -186,3 +203,18 @@ def test_skipped_images_leave_every_column_of_their_row(mem_db):
     assert loader.stats()["skipped"] == 2
     with pytest.raises(ValueError, match="on_error"):
         Image(on_error="ignore")
+
+
+def test_images_to_column_round_trips_through_image():
+    from lancetorch.util import images_to_column
+
+    pictures = [photo(12, 10, s) for s in range(3)]
+    column = images_to_column([pictures[0], PILImage.fromarray(pictures[1]),
+                               encode(pictures[2], "PNG"), None])
+    assert column.type == pa.binary() and column.null_count == 1
+    got = decode(column.to_pylist()[:3], size=(12, 10), layout="NHWC")
+    assert all(np.array_equal(got[i].numpy(), pictures[i]) for i in range(3))
+    jpeg = images_to_column([pictures[0]], format="JPEG", quality=95)
+    assert jpeg[0].as_py()[:2] == b"\xff\xd8"
+    with pytest.raises(TypeError, match="image 1 is ndarray of float64"):
+        images_to_column([pictures[0], np.zeros((4, 4))])

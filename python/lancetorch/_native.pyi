@@ -84,6 +84,9 @@ def pad_tokens(
     truncate: bool = True,
     to_max_length: bool = False,
 ) -> tuple[object, object]: ...
+def pack_tokens(
+    batch: pa.RecordBatch, index: int, max_length: int, pad_value: int
+) -> tuple[object, object]: ...
 def decode_images(
     batch: pa.RecordBatch,
     index: int,

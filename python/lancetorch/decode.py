@@ -42,12 +42,20 @@ class Tokens:
     (``truncate=False`` refuses them with ValueError naming the row). Positions past a row's
     end hold ``pad_value``; a null list is an empty row. The padding is done in Rust, in one
     pass over the batch's token buffer.
+
+    ``pack=True`` packs instead, as pretraining does: the batch's rows, one after another, cut
+    into ``(blocks, max_length)`` (the last block ends in ``pad_value``), every token once and
+    none cut away, and ``<column>_document``, the ``(blocks, max_length)`` int64 row of the
+    batch each token came from (-1 for padding), whose changes are the document boundaries.
+    The block count follows the batch's tokens, not its rows, so the other columns keep their
+    own row count.
     """
 
     max_length: int | None = None
     pad_value: int = 0
     truncate: bool = True
     pad_to_max_length: bool = False
+    pack: bool = False
 
     def __post_init__(self) -> None:
         limit = self.max_length
@@ -59,10 +67,16 @@ class Tokens:
             raise ValueError(f"pad_value={self.pad_value} is outside the int64 range")
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length")
+        if self.pack and self.max_length is None:
+            raise ValueError("pack=True needs max_length, the length of a packed block")
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         torch = _torch()
         index = batch.schema.get_field_index(column)
+        if self.pack:
+            tokens, rows = _native.pack_tokens(batch, index, self.max_length, self.pad_value)
+            return {column: torch.from_dlpack(tokens),
+                    f"{column}_document": torch.from_dlpack(rows)}
         tokens, lengths = _native.pad_tokens(
             batch, index, self.max_length, self.pad_value, self.truncate, self.pad_to_max_length
         )
@@ -93,7 +107,7 @@ class Text:
 
 @dataclass(frozen=True)
 class Image:
-    """A binary column of JPEG or PNG bytes as one uint8 tensor, ``(rows, 3, height, width)``
+    """A binary column of JPEG, PNG or WebP bytes as one uint8 tensor, ``(rows, 3, height, width)``
     (``layout="NCHW"``) or ``(rows, height, width, 3)`` (``"NHWC"``), decoded, cropped and
     resized (bilinear) in Rust on two threads with the GIL released.
 

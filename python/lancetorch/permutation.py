@@ -424,6 +424,13 @@ class _TorchDict:
     """The torch_dict format with decode specs: ``to_batch`` of the batch, cut into rows."""
 
     def __init__(self, decode: dict[str, Any] | None = None) -> None:
+        packed = [c for c, spec in (decode or {}).items() if getattr(spec, "pack", False)]
+        if packed:
+            raise ValueError(
+                f"decode['{packed[0]}'] packs tokens into blocks, and torch_dict gives rows; "
+                "pack in a collate_fn (functools.partial(lancetorch.util.to_batch, decode=...)) "
+                "or in the Loader"
+            )
         self.decode = decode
 
     def __call__(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:

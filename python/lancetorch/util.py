@@ -13,6 +13,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from . import _native
@@ -221,6 +222,13 @@ def decode_columns(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
                 "(Tokens, Text, Image)"
             )
+    packed = [c for c, spec in decode.items() if getattr(spec, "pack", False)]
+    skipping = [c for c, spec in decode.items() if getattr(spec, "on_error", None) == "skip"]
+    if packed and skipping:
+        raise ValueError(
+            f"decode['{packed[0]}'] packs tokens into blocks, which have no rows for "
+            f"decode['{skipping[0]}'] (on_error='skip') to drop; use on_error='raise' there"
+        )
     out: dict[str, Any] = {}
     failed: set[int] = set()
     for index, (column, field) in enumerate(zip(names, batch.schema)):
@@ -271,6 +279,48 @@ def keep_rows(value: Any, keep: list[int]) -> Any:
         f"rows were skipped but a value of type {type(value).__name__} cannot drop them; "
         "give the tokenizer's output as tensors, lists or a dict of them"
     )
+
+
+def images_to_column(images: Any, *, format: str = "PNG", **save: Any) -> pa.Array:
+    """A binary column (``Image`` decodes it) from encoded images (``bytes``), PIL images or
+    ``(height, width[, channels])`` uint8 numpy arrays; the last two are encoded with PIL as
+    ``format`` (``"PNG"``, lossless, by default; ``"JPEG"`` or ``"WEBP"`` with ``quality=``
+    and PIL's other ``save`` arguments). ``None`` stays a null. Over 2 GiB of bytes gives a
+    ``large_binary`` column.
+
+    >>> import numpy as np
+    >>> images_to_column([np.zeros((4, 4, 3), np.uint8), None]).null_count
+    1
+    """
+    out: list[bytes | None] = []
+    for i, image in enumerate(images):
+        if image is None or isinstance(image, bytes):
+            out.append(image)
+        elif isinstance(image, (bytearray, memoryview)):
+            out.append(bytes(image))
+        else:
+            out.append(_encode_image(image, i, format, save))
+    kind = pa.large_binary() if sum(len(b or b"") for b in out) >= 2**31 else pa.binary()
+    return pa.array(out, kind)
+
+
+def _encode_image(image: Any, index: int, format: str, save: dict[str, Any]) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    if not isinstance(image, PILImage.Image):
+        array = np.asarray(image)
+        if array.dtype != np.uint8 or array.ndim not in (2, 3):
+            raise TypeError(
+                f"image {index} is {type(image).__name__} of {array.dtype} with shape "
+                f"{array.shape}; give bytes, a PIL image or a (height, width[, channels]) "
+                "uint8 array"
+            )
+        image = PILImage.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **save)
+    return buffer.getvalue()
 
 
 def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
