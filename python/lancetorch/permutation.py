@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from . import _native
 from ._arrow import as_offsets, lend_twin
+from ._torch_rows import TorchRow, rows_of
 from .sampler import BatchSampler
 from .table import Table, TableForWorkers, as_lancetorch_table
 from .util import tbl_to_tensor, to_batch
@@ -412,11 +413,11 @@ class Transforms:
         return list(tbl_to_tensor(batch).T.unbind(0))
 
     @staticmethod
-    def arrow2torch_dict(batch: pa.RecordBatch) -> list[dict[str, Any]]:
-        """Per-row dicts: numbers as 0-d tensors and fixed-size lists as ``(size,)`` tensors,
-        views into one batched tensor per column (which the default collate stacks back),
-        strings and bytes as they are. Columns that need a spec (token lists) go through
-        ``with_format("torch_dict", decode=...)``."""
+    def arrow2torch_dict(batch: pa.RecordBatch) -> list[TorchRow]:
+        """Per-row mappings: numbers as 0-d tensors and fixed-size lists as ``(size,)``
+        tensors, views into one batched tensor per column made when read (the default collate
+        gives the batched tensors back as they are), strings and bytes as they are. Columns
+        that need a spec (token lists) go through ``with_format("torch_dict", decode=...)``."""
         return _TorchDict()(batch)
 
 
@@ -433,13 +434,10 @@ class _TorchDict:
             )
         self.decode = decode
 
-    def __call__(self, batch: pa.RecordBatch) -> list[dict[str, Any]]:
+    def __call__(self, batch: pa.RecordBatch) -> list[TorchRow]:
         columns = to_batch(batch, self.decode)
-        rows = [
-            value.unbind(0) if hasattr(value, "unbind") else value
-            for value in columns.values()
-        ]
-        return [dict(zip(columns, values)) for values in zip(*rows)] if columns else []
+        sized = [v for v in columns.values() if not isinstance(v, dict)]
+        return rows_of(columns, len(sized[0]) if sized else batch.num_rows)
 
 
 _ROW_FORMATS = ("python", "torch", "torch_row", "torch_dict")
