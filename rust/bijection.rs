@@ -97,7 +97,7 @@ pub fn py_bijection_rows(
         .into());
     }
     let positions = Int64Array::from(data);
-    let rows = py.detach(|| bijection_rows(n, seed, epoch, positions.values()))?;
+    let rows = crate::error::detached(py, || bijection_rows(n, seed, epoch, positions.values()))?;
     Ok(arrow_pyarrow::PyArrowType(
         Int64Array::from(rows).into_data(),
     ))

@@ -2,7 +2,9 @@
 
 use arrow_schema::ArrowError;
 use pyo3::exceptions::{PyIndexError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::PyErr;
+use pyo3::{PyErr, Python};
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,6 +29,51 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Runs `f` with the GIL released, as [`guarded`].
+pub fn detached<T, E>(
+    py: Python<'_>,
+    f: impl FnOnce() -> std::result::Result<T, E> + Send,
+) -> Result<T>
+where
+    T: Send,
+    E: Into<Error> + Send,
+{
+    py.detach(|| guarded(f))
+}
+
+/// Runs `f`; a panic in it (a bug in the core or a crate under it) comes back as
+/// `Error::Internal`, a RuntimeError, so that one bad batch cannot take the interpreter down
+/// or raise a PanicException, which `except Exception` lets through.
+pub fn guarded<T, E: Into<Error>>(f: impl FnOnce() -> std::result::Result<T, E>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(Into::into),
+        Err(panic) => Err(Error::Internal(format!(
+            "lancetorch internal error, a bug to report: {}",
+            panic_message(panic.as_ref())
+        ))),
+    }
+}
+
+/// The text a panic was raised with.
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
+}
+
+/// Keeps a caught panic off stderr: it reaches the user as an exception with its message.
+/// With `RUST_BACKTRACE` set the panic and its backtrace are printed, as Rust does by default.
+pub fn quiet_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::env::var_os("RUST_BACKTRACE").is_some() {
+            default(info);
+        }
+    }));
+}
+
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
@@ -37,5 +84,24 @@ impl From<Error> for PyErr {
             Error::Arrow(e) => PyRuntimeError::new_err(e.to_string()),
             Error::Internal(msg) => PyRuntimeError::new_err(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_an_internal_error_with_its_message() {
+        let caught = guarded(|| -> Result<()> { panic!("row {} of {}", 7, 3) });
+        match caught {
+            Err(Error::Internal(msg)) => assert!(msg.ends_with("row 7 of 3"), "{msg}"),
+            other => panic!("expected an internal error, got {other:?}"),
+        }
+        assert_eq!(guarded(|| Ok::<_, Error>(5)).unwrap(), 5);
+        assert!(matches!(
+            guarded(|| -> Result<()> { Err(Error::Value("v".into())) }),
+            Err(Error::Value(_))
+        ));
     }
 }

@@ -388,8 +388,9 @@ pub fn decode_images<'py>(
     };
     let schema = batch.schema();
     let name = schema.field(index).name();
-    let (tensor, failed) =
-        py.detach(|| images_to_tensor(batch.column(index).as_ref(), name, spec, skip))?;
+    let (tensor, failed) = crate::error::detached(py, || {
+        images_to_tensor(batch.column(index).as_ref(), name, spec, skip)
+    })?;
     Ok((crate::dlpack::legacy_capsule(py, tensor)?, failed))
 }
 

@@ -21,6 +21,7 @@ use pyo3::prelude::*;
 #[pyo3(name = "_native")]
 fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DEBUG_BUILD", cfg!(debug_assertions))?;
+    error::quiet_panics();
     m.add_class::<store::PyColumnStore>()?;
     m.add_class::<store::PyStoreBuilder>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;

@@ -164,11 +164,7 @@ fn produce(
         let (tensors, t1) = match made {
             Ok(made) => made,
             Err(panic) => {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
+                let why = crate::error::panic_message(panic.as_ref());
                 let failed = Error::Internal(format!(
                     "the prefetch thread failed making a batch ({why}); this is a bug in \
                      lancetorch, please report it"

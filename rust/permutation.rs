@@ -449,9 +449,9 @@ pub fn py_random_split(
     let rows = u64_values(rows.0, "rows")?;
     let clump = clump_arg(clump_size)?;
     check_sizes(&sizes, rows.len())?;
-    Ok(to_py(
-        py.detach(|| random_split(&rows, &sizes, seed, clump)),
-    ))
+    Ok(to_py(crate::error::detached(py, || {
+        Ok::<_, Error>(random_split(&rows, &sizes, seed, clump))
+    })?))
 }
 
 fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
@@ -492,7 +492,7 @@ pub fn py_hash_split(
 )> {
     let rows = u64_values(rows.0, "rows")?;
     let keys: Vec<RecordBatch> = keys.into_iter().map(|k| k.0).collect();
-    let out = py.detach(|| -> Result<_> {
+    let out = crate::error::detached(py, || -> Result<_> {
         let hashes = row_hashes(&keys)?;
         if hashes.len() != rows.len() {
             return Err(Error::Value(format!(
@@ -529,9 +529,9 @@ pub fn py_shuffle_splits(
         .into());
     }
     let clump = clump_arg(clump_size)?;
-    Ok(to_py(
-        py.detach(|| shuffle_splits(&rows, &ids, seed, clump)),
-    ))
+    Ok(to_py(crate::error::detached(py, || {
+        Ok::<_, Error>(shuffle_splits(&rows, &ids, seed, clump))
+    })?))
 }
 
 /// `epoch_order` for Python: an int64 Arrow array of positions, or with `narrow` a uint32
@@ -548,12 +548,14 @@ pub fn py_epoch_order(
 ) -> PyResult<PyArrow<arrow_data::ArrayData>> {
     let clump = clump_arg(clump_size)?;
     if narrow && n <= u64::from(u32::MAX) + 1 {
-        let order = py.detach(|| epoch_order_narrow(n, seed, epoch, clump));
+        let order = crate::error::detached(py, || {
+            Ok::<_, Error>(epoch_order_narrow(n, seed, epoch, clump))
+        })?;
         return Ok(arrow_pyarrow::PyArrowType(
             arrow_array::UInt32Array::from(order).into_data(),
         ));
     }
-    let order = py.detach(|| epoch_order(n, seed, epoch, clump));
+    let order = crate::error::detached(py, || Ok::<_, Error>(epoch_order(n, seed, epoch, clump)))?;
     // Collected in place (same layout), and the Arrow array takes the vector as it is.
     let order: Vec<i64> = order.into_iter().map(|v| v as i64).collect();
     Ok(arrow_pyarrow::PyArrowType(

@@ -546,7 +546,7 @@ impl PyColumnStore {
     ) -> PyResult<Self> {
         let (schema, batches) = read_stream(data)?;
         let store = if row_major {
-            py.detach(|| Store::new(schema, batches))?
+            crate::error::detached(py, || Store::new(schema, batches))?
         } else {
             Store::columns_only(schema, batches)?
         };
@@ -561,7 +561,9 @@ impl PyColumnStore {
     ) -> PyResult<Self> {
         let (_, batches) = read_stream(data)?;
         let store = self.inner.clone();
-        Ok(Self::wrap(py.detach(|| store.appended(batches))?))
+        Ok(Self::wrap(crate::error::detached(py, || {
+            store.appended(batches)
+        })?))
     }
 
     #[getter]
@@ -612,7 +614,7 @@ impl PyColumnStore {
         self.inner.check_columns(&columns)?;
         let schema = self.py_schema(py, &columns)?;
         let store = self.inner.clone();
-        let batch = py.detach(|| crate::gather::take(&store, &offsets, &columns))?;
+        let batch = crate::error::detached(py, || crate::gather::take(&store, &offsets, &columns))?;
         let twin = crate::tensor::PyGathered::new(batch.clone());
         Ok((crate::bridge::batch_to_py(py, batch, Some(&schema))?, twin))
     }
@@ -625,9 +627,10 @@ impl PyColumnStore {
         n: u64,
     ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
         let store = self.inner.clone();
-        Ok(arrow_pyarrow::PyArrowType(
-            py.detach(|| store.slice(start, n))?,
-        ))
+        Ok(arrow_pyarrow::PyArrowType(crate::error::detached(
+            py,
+            || store.slice(start, n),
+        )?))
     }
 
     /// The rows as pyarrow record batches, one per chunk, of the columns at positions
@@ -640,7 +643,7 @@ impl PyColumnStore {
         columns: Option<Vec<usize>>,
     ) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
         let store = self.inner.clone();
-        let batches = py.detach(|| match columns {
+        let batches = crate::error::detached(py, || match columns {
             Some(columns) => store.batches_of(&columns),
             None => store.batches(),
         })?;
@@ -682,7 +685,7 @@ impl PyStoreBuilder {
         batch: arrow_pyarrow::PyArrowType<RecordBatch>,
     ) -> PyResult<()> {
         let builder = self.builder()?;
-        py.detach(|| builder.push(batch.0))?;
+        crate::error::detached(py, || builder.push(batch.0))?;
         Ok(())
     }
 
@@ -690,7 +693,9 @@ impl PyStoreBuilder {
     fn finish(&mut self, py: Python<'_>) -> PyResult<PyColumnStore> {
         self.builder()?;
         let builder = self.inner.take().expect("checked above");
-        Ok(PyColumnStore::wrap(py.detach(|| builder.finish())?))
+        Ok(PyColumnStore::wrap(crate::error::detached(py, || {
+            builder.finish()
+        })?))
     }
 }
 

@@ -576,7 +576,9 @@ pub fn batches_to_tensor<'py>(
         .iter()
         .map(|b| crate::bridge::batch_from_py(&b))
         .collect::<PyResult<Vec<_>>>()?;
-    let tensor = py.detach(|| batch_to_tensor(&batches, dtype, null_value, Share::Never))?;
+    let tensor = crate::error::detached(py, || {
+        batch_to_tensor(&batches, dtype, null_value, Share::Never)
+    })?;
     if capsule {
         return crate::dlpack::legacy_capsule(py, tensor);
     }
@@ -666,7 +668,9 @@ pub fn batch_column_to_tensor<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
     let batch = crate::bridge::batch_from_py(batch)?;
-    let tensor = py.detach(|| column_to_tensor(&batch, index, dtype, null_value, Share::Never))?;
+    let tensor = crate::error::detached(py, || {
+        column_to_tensor(&batch, index, dtype, null_value, Share::Never)
+    })?;
     crate::dlpack::legacy_capsule(py, tensor)
 }
 
@@ -733,7 +737,7 @@ impl PyGathered {
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
         let batch = std::slice::from_ref(&self.batch);
-        let tensor = py.detach(|| {
+        let tensor = crate::error::detached(py, || {
             self.lend(0..self.batch.num_columns(), |share| {
                 batch_to_tensor(batch, dtype, null_value, share)
             })
@@ -753,7 +757,7 @@ impl PyGathered {
     ) -> PyResult<Bound<'py, PyAny>> {
         let dtype = dtype.map(DType::from_name).transpose()?;
         let batch = &self.batch;
-        let tensor = py.detach(|| {
+        let tensor = crate::error::detached(py, || {
             self.lend(index..index + 1, |share| {
                 column_to_tensor(batch, index, dtype, null_value, share)
             })

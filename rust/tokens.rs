@@ -286,7 +286,9 @@ pub fn pad_tokens<'py>(
         truncate,
         to_max_length,
     };
-    let padded = py.detach(|| pad_lists(batch.column(index).as_ref(), name, padding))?;
+    let padded = crate::error::detached(py, || {
+        pad_lists(batch.column(index).as_ref(), name, padding)
+    })?;
     Ok((
         crate::dlpack::legacy_capsule(py, padded.tokens)?,
         crate::dlpack::legacy_capsule(py, padded.lengths)?,
@@ -306,7 +308,9 @@ pub fn pack_tokens<'py>(
     let batch = batch_column(batch, index)?;
     let schema = batch.schema();
     let name = schema.field(index).name();
-    let packed = py.detach(|| pack_lists(batch.column(index).as_ref(), name, max_length, pad_value))?;
+    let packed = crate::error::detached(py, || {
+        pack_lists(batch.column(index).as_ref(), name, max_length, pad_value)
+    })?;
     Ok((
         crate::dlpack::legacy_capsule(py, packed.tokens)?,
         crate::dlpack::legacy_capsule(py, packed.documents)?,

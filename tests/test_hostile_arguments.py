@@ -4,12 +4,14 @@ called with the values a training script's typo makes (0, -1, 2**31, 2**63 - 1, 
 documented Python exceptions, within seconds; none may abort, crash or hang the interpreter.
 
 The calls run in a child process (a crash there fails the test, naming the call, instead of
-ending the test run), each under an alarm.
+ending the test run), each under an alarm. ``make fuzz`` (``LANCETORCH_FUZZ=long``) adds more
+values: negatives past the int64 range, fractions, bytes, containers, other objects.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,6 +20,10 @@ import pytest
 
 VALUES = ["0", "1", "-1", "2**31", "2**32", "2**63 - 1", "2**64", "10**30", "float('nan')",
           "float('inf')", "-0.0", "True", "'7'", "None"]
+if os.environ.get("LANCETORCH_FUZZ") == "long":  # `make fuzz`: more values for every call
+    VALUES += ["-2**31", "-2**63", "2**63", "-10**30", "float('-inf')", "1.5", "-1.5", "1e300",
+               "False", "b'1'", "'-1'", "''", "[]", "{}", "(1, 2)", "[1, 'a']", "{'a': 1}",
+               "complex(1, 1)", "object()"]
 
 # Entry points, each a Python expression over `v` (the hostile value), `t` (a 100-row memory
 # table of id, x, tok (token lists), img (PNG bytes)), `p` (a Permutation of t) and `batch`
@@ -131,6 +137,7 @@ def test_no_hostile_value_crashes_or_hangs(name):
         pytest.fail(f"the interpreter died (exit {proc.returncode}) in {last}: "
                     f"{proc.stderr[-2000:]}")
     assert len(done) == len(VALUES), proc.stderr[-2000:]
+    assert "panicked" not in proc.stderr, f"a Rust panic reached stderr: {proc.stderr[-2000:]}"
     bad = [(value, outcome) for _, _, value, outcome in done
            if outcome != "ok" and outcome.split(":")[0] not in ALLOWED]
     assert not bad, f"{name}: undocumented exceptions {bad}"
