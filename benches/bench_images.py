@@ -1,118 +1,345 @@
 """Images: JPEG bytes to RandomResizedCrop(224) + flip uint8 tensors, one epoch each way.
 
-The set: N (default 2,000) JPEGs at quality 90, 256-420 px a side, made with PIL from
-textured gradients (synthetic stand-ins for photos). Ways, in one run:
+The set: N (default 20,000) JPEGs at quality 90, random crops 256-512 px a side of the colour
+photos scikit-image ships (``skimage.data``: astronaut, coffee, chelsea, rocket, the Hubble deep
+field, immunohistochemistry, retina), cut with a seeded numpy generator and encoded with PIL.
+It is made once and kept as an Arrow file in the temporary folder, named by N and the seed,
+so a rerun reads the same bytes. Without scikit-image the set is synthetic instead (textured
+gradients), and the run says so. Ways, each in a process of its own, in one run:
 
-- ``pil-dataloader``: PIL decode, crop, resize (bilinear) and flip in a DataLoader with 2
-  spawned workers, then a stack, as a torchvision-style pipeline does;
-- ``pil-alone``: PIL decode alone, in this process (no crop, no loader);
-- ``lancetorch-loader``: ``Loader(..., decode={"jpeg": Image(crop="random", flip=True)})``;
+- ``pil-torchvision-dataloader`` (the baseline): PIL decode, then torchvision's
+  ``v2.RandomResizedCrop(224)``, ``RandomHorizontalFlip`` and ``PILToTensor`` in a DataLoader
+  with 2 spawned workers, batches of 64 stacked by the default collate;
+- ``pil-dataloader``: only where torchvision is missing, the same with a hand-written crop,
+  resize (bilinear) and flip in its place;
+- ``pil-alone``: PIL decode alone, in one process (no crop, no loader);
+- ``torchvision-decode-jpeg``: ``torchvision.io.decode_jpeg`` of each image (a tensor from
+  ``torch.frombuffer``), in one process, no crop;
+- ``lancetorch-loader``: ``Loader(..., per_column=True, decode={"jpeg": Image(size=(224, 224),
+  crop="random", flip=True)})``;
 - ``lancetorch-decoder``: ``to_batch`` of ready batches of the same bytes, the decoder with no
   loader around it (the limit the loader is held to).
 
-Prints images/s and ratios to ``pil-dataloader`` and to ``lancetorch-decoder``.
+Each way is timed from its first batch to its last (worker start-up and shut-down left out;
+with few images the ways that work ahead gain, as they make batches while the first is
+awaited). Prints images/s, ratios to the PIL DataLoader and to the decoder alone, and each
+process's peak resident memory from the end of its set-up to the end of the epoch (the
+DataLoader's workers are processes of their own: their peak is printed beside, not added
+in). A way that cannot run here (torchvision missing) is left out with the reason.
 
-    python benches/bench_images.py [--images N]
+    python benches/bench_images.py [--images N] [--seed S] [--write]
+
+``--write`` also writes the printed table to benches/results/bench_images.txt.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import torch
-from PIL import Image as PILImage
-
-import lancetorch
 from lancetorch.decode import Image
 from lancetorch.loader import Loader
 from lancetorch.util import to_batch
+from PIL import Image as PILImage
+from pyarrow import ipc
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _memory  # benches/_memory.py, found through the path above
 
 SIZE = 224
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+          "immunohistochemistry", "retina"]
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_images.txt"
 
 
-def make_images(n: int, seed: int = 0) -> list[bytes]:
+# -- the set -------------------------------------------------------------------------------------
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def make_photos(n: int, seed: int) -> list[bytes]:
+    """Random crops, 256-512 px a side (less where the photo is smaller), of skimage's photos."""
+    import skimage.data
+
+    photos = [getattr(skimage.data, name)() for name in PHOTOS]
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        photo = photos[rng.integers(len(photos))]
+        ph, pw = photo.shape[:2]
+        h, w = rng.integers(256, min(512, ph) + 1), rng.integers(256, min(512, pw) + 1)
+        top, left = rng.integers(0, ph - h + 1), rng.integers(0, pw - w + 1)
+        out.append(_jpeg(np.ascontiguousarray(photo[top : top + h, left : left + w, :3])))
+    return out
+
+
+def make_synthetic(n: int, seed: int) -> list[bytes]:
+    """Textured gradients, 256-420 px a side: the stand-in where scikit-image is missing."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
         h, w = rng.integers(256, 421, size=2)
         y, x = np.mgrid[0:h, 0:w]
         base = np.stack([x * 255 / w, y * 255 / h, (x * y) % 255], axis=-1)
-        pixels = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
-        buffer = io.BytesIO()
-        PILImage.fromarray(pixels).save(buffer, format="JPEG", quality=90)
-        out.append(buffer.getvalue())
+        out.append(_jpeg(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)))
     return out
 
 
+def image_set(n: int, seed: int) -> tuple[Path, str]:
+    """The set's Arrow file (made on first use) and what it holds."""
+    try:
+        import skimage.data  # noqa: F401
+
+        kind, make = "photos", make_photos
+    except ImportError:
+        kind, make = "synthetic", make_synthetic
+    path = Path(tempfile.gettempdir()) / f"lancetorch-bench-images-{kind}-{n}-{seed}.arrow"
+    if path.exists():
+        try:
+            if read_set(path).num_rows == n:
+                return path, kind
+        except (OSError, pa.ArrowInvalid):
+            pass  # a file cut short: make it again
+    print(f"making the set ({kind}, {n:,} images) in {path} ...", flush=True)
+    images = make(n, seed)
+    schema = pa.schema([("jpeg", pa.binary()), ("id", pa.int64())])
+    part = path.with_suffix(f".{os.getpid()}.part")
+    with ipc.new_file(part, schema) as writer:  # batches of 1,024: no 2 GiB offsets
+        for i in range(0, n, 1024):
+            chunk = images[i : i + 1024]
+            ids = np.arange(i, i + len(chunk))
+            writer.write_batch(pa.record_batch(
+                [pa.array(chunk, pa.binary()), pa.array(ids)], schema=schema))
+    os.replace(part, path)
+    return path, kind
+
+
+def read_set(path: Path) -> pa.Table:
+    """The set, memory-mapped (no copy until a row is read)."""
+    return ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+# -- the ways ------------------------------------------------------------------------------------
 class PILDataset(torch.utils.data.Dataset):
-    def __init__(self, images: list[bytes]) -> None:
-        self.images = images
+    """PIL decode and a transform per row; each worker maps the set's file itself."""
+
+    def __init__(self, path: Path, n: int, transform: Callable) -> None:
+        self.path, self.n, self.transform, self.column = path, n, transform, None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return self.n
 
     def __getitem__(self, i: int) -> torch.Tensor:
-        rng = np.random.default_rng(i)
-        img = PILImage.open(io.BytesIO(self.images[i])).convert("RGB")
-        w, h = img.size
-        for _ in range(10):  # RandomResizedCrop's draw
-            area = w * h * rng.uniform(0.08, 1.0)
-            aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-            cw, ch = int(round((area * aspect) ** 0.5)), int(round((area / aspect) ** 0.5))
-            if 0 < cw <= w and 0 < ch <= h:
-                left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-                break
-        else:
-            left, top, cw, ch = 0, 0, w, h
-        img = img.resize((SIZE, SIZE), PILImage.BILINEAR, box=(left, top, left + cw, top + ch))
-        if rng.random() < 0.5:
-            img = img.transpose(PILImage.FLIP_LEFT_RIGHT)
-        return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+        if self.column is None:
+            self.column = read_set(self.path).column("jpeg")
+        img = PILImage.open(io.BytesIO(self.column[i].as_py())).convert("RGB")
+        return self.transform(img, i)
 
 
-def rate(fn, n: int) -> float:
-    start = time.perf_counter()
-    fn()
-    return n / (time.perf_counter() - start)
+def torchvision_transform():
+    from torchvision.transforms import v2
+
+    return v2.Compose([v2.RandomResizedCrop(SIZE), v2.RandomHorizontalFlip(), v2.PILToTensor()])
+
+
+class TorchvisionTransform:
+    """``v2.RandomResizedCrop`` + ``RandomHorizontalFlip`` + ``PILToTensor`` (made per process)."""
+
+    def __init__(self) -> None:
+        self.transform = None
+
+    def __call__(self, img: PILImage.Image, i: int) -> torch.Tensor:
+        if self.transform is None:
+            self.transform = torchvision_transform()
+        return self.transform(img)
+
+
+def hand_transform(img: PILImage.Image, i: int) -> torch.Tensor:
+    """RandomResizedCrop's draw, a bilinear resize and a flip, written out with PIL."""
+    rng = np.random.default_rng(i)
+    w, h = img.size
+    for _ in range(10):
+        area = w * h * rng.uniform(0.08, 1.0)
+        aspect = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+        cw, ch = round((area * aspect) ** 0.5), round((area / aspect) ** 0.5)
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
+            break
+    else:
+        left, top, cw, ch = 0, 0, w, h
+    img = img.resize((SIZE, SIZE), PILImage.BILINEAR, box=(left, top, left + cw, top + ch))
+    if rng.random() < 0.5:
+        img = img.transpose(PILImage.FLIP_LEFT_RIGHT)
+    return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1)
+
+
+def _dataloader(path: Path, table: pa.Table, size: int, transform: Callable) -> Iterator[int]:
+    loader = torch.utils.data.DataLoader(
+        PILDataset(path, table.num_rows, transform), batch_size=size, shuffle=True,
+        num_workers=2, multiprocessing_context="spawn")
+    return (len(batch) for batch in loader)
+
+
+def _blobs(table: pa.Table) -> list[bytes]:
+    return table.column("jpeg").to_pylist()
+
+
+def _per_image(blobs: list[bytes], size: int, decode: Callable) -> Iterator[int]:
+    for i in range(0, len(blobs), size):
+        for b in blobs[i : i + size]:
+            decode(b)
+        yield len(blobs[i : i + size])
+
+
+def _pil_alone(path: Path, table: pa.Table, size: int) -> Iterator[int]:
+    return _per_image(_blobs(table), size,
+                      lambda b: PILImage.open(io.BytesIO(b)).convert("RGB").load())
+
+
+def _torchvision_decode(path: Path, table: pa.Table, size: int) -> Iterator[int]:
+    from torchvision.io import decode_jpeg
+
+    warnings.filterwarnings("ignore", message=".*non-writable.*")  # decode_jpeg only reads
+    return _per_image(_blobs(table), size,
+                      lambda b: decode_jpeg(torch.frombuffer(b, dtype=torch.uint8)))
+
+
+SPEC = {"jpeg": Image(size=(SIZE, SIZE), crop="random", flip=True, seed=0)}
+
+
+def _lancetorch_loader(path: Path, table: pa.Table, size: int) -> Iterator[int]:
+    ours = lancetorch.connect("memory://").create_table("images", table)
+    loader = Loader(ours, size, seed=0, per_column=True, decode=SPEC)
+    return (len(batch["jpeg"]) for batch in loader)
+
+
+def _lancetorch_decoder(path: Path, table: pa.Table, size: int) -> Iterator[int]:
+    column = table.select(["jpeg"])
+    batches = [column.slice(i, size).combine_chunks().to_batches()[0]
+               for i in range(0, table.num_rows, size)]
+    return (len(to_batch(b, SPEC)["jpeg"]) for b in batches)
+
+
+WAYS: dict[str, Callable[[Path, pa.Table, int], Iterator[int]]] = {
+    "pil-torchvision-dataloader":
+        lambda path, table, size: _dataloader(path, table, size, TorchvisionTransform()),
+    "pil-dataloader": lambda path, table, size: _dataloader(path, table, size, hand_transform),
+    "pil-alone": _pil_alone,
+    "torchvision-decode-jpeg": _torchvision_decode,
+    "lancetorch-loader": _lancetorch_loader,
+    "lancetorch-decoder": _lancetorch_decoder,
+}
+
+
+def torchvision_missing() -> str | None:
+    """Why torchvision's ways cannot run here, or None."""
+    try:
+        from torchvision.io import decode_jpeg
+
+        torchvision_transform()
+        pixels = np.zeros((8, 8, 3), np.uint8)
+        decode_jpeg(torch.frombuffer(bytearray(_jpeg(pixels)), dtype=torch.uint8))
+    except Exception as e:  # noqa: BLE001  (not installed, or built for another torch)
+        return f"torchvision unusable ({type(e).__name__}: {str(e)[:80]})"
+    return None
+
+
+def run_way(name: str, path: Path, size: int) -> dict:
+    """One way in this process: set-up, the first batch, then the rest of the epoch timed."""
+    table = read_set(path)
+    batches = WAYS[name](path, table, size)
+    reset = _memory.reset_peak()
+    base = _memory.rss_mib()
+    next(batches)
+    start = end = time.perf_counter()
+    done = 0
+    for rows in batches:  # the clock stops at the last batch, before the workers shut down
+        done, end = done + rows, time.perf_counter()
+    seconds = end - start
+    peak = _memory.hwm_mib() if reset else _memory.self_peak_mib()
+    return {"img_s": done / seconds, "peak_mib": peak, "over_mib": peak - base,
+            "workers_peak_mib": _memory.children_peak_mib()}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--images", type=int, default=2000)
+    p.add_argument("--images", type=int, default=20_000)
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--write", action="store_true", help=f"also write {RESULTS.name}")
+    p.add_argument("--way", help=argparse.SUPPRESS)  # a child: run this way, print JSON
+    p.add_argument("--set", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.way:
+        print(json.dumps(run_way(args.way, Path(args.set), args.batch_size)))
+        return
+
     n, size = args.images, args.batch_size
-    images = make_images(n)
-    spec = {"jpeg": Image(size=(SIZE, SIZE), crop="random", flip=True, seed=0)}
-    results = {}
+    if n <= size:
+        p.error("--images must be more than one batch: the first batch is not timed")
+    path, kind = image_set(n, args.seed)
+    missing = torchvision_missing()
+    skipped = {"pil-dataloader": "torchvision is there: its pipeline is the baseline"}
+    if missing:
+        skipped = {w: missing for w in ("pil-torchvision-dataloader", "torchvision-decode-jpeg")}
+    results, lines = {}, []
+    for name in WAYS:
+        if name in skipped:
+            if missing:
+                print(f"  {name}: left out, {skipped[name]}", flush=True)
+            continue
+        cmd = [sys.executable, __file__, "--way", name, "--set", str(path),
+               "--batch-size", str(size)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            print(f"  {name}: failed\n{proc.stderr[-2000:]}", flush=True)
+            continue
+        results[name] = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"  {name}: {results[name]['img_s']:,.0f} img/s", flush=True)
 
-    loader = torch.utils.data.DataLoader(
-        PILDataset(images), batch_size=size, shuffle=True, num_workers=2,
-        multiprocessing_context="spawn")
-    results["pil-dataloader"] = rate(lambda: [b for b in loader], n)
-
-    results["pil-alone"] = rate(
-        lambda: [PILImage.open(io.BytesIO(b)).convert("RGB").load() for b in images], n)
-
-    table = lancetorch.connect("memory://").create_table(
-        "images", pa.table({"jpeg": pa.array(images, pa.binary()), "id": np.arange(n)}))
-    ours = Loader(table, size, seed=0, per_column=True, decode=spec)
-    results["lancetorch-loader"] = rate(lambda: [b for b in ours], n)
-
-    batches = [pa.record_batch({"jpeg": pa.array(images[i : i + size], pa.binary())})
-               for i in range(0, n, size)]
-    results["lancetorch-decoder"] = rate(lambda: [to_batch(b, spec) for b in batches], n)
-
-    mib = sum(map(len, images)) / 2**20
-    print(f"{n:,} JPEGs ({mib:,.0f} MiB), RandomResizedCrop({SIZE}) + flip, batches of {size}")
-    base, limit = results["pil-dataloader"], results["lancetorch-decoder"]
-    for name, value in results.items():
-        print(f"  {name:<20} {value:>9,.0f} img/s   {value / base:5.2f}x PIL DataLoader   "
-              f"{value / limit:5.2f}x the decoder alone")
+    mib = path.stat().st_size / 2**20
+    what = (f"random 256-512 px crops of {len(PHOTOS)} scikit-image photos" if kind == "photos"
+            else "synthetic gradients (scikit-image missing)")
+    lines.append(f"{n:,} JPEGs ({mib:,.0f} MiB, {what}, quality 90), "
+                 f"RandomResizedCrop({SIZE}) + flip, batches of {size}")
+    lines.append(f"  {'way':<27} {'img/s':>9}   {'vs PIL DataLoader':>17}   "
+                 f"{'vs decoder alone':>16}   {'peak MiB':>8}   {'over set-up':>11}")
+    base_name = next((w for w in ("pil-torchvision-dataloader", "pil-dataloader") if w in results),
+                     None)
+    base = results[base_name]["img_s"] if base_name else None
+    limit = results["lancetorch-decoder"]["img_s"] if "lancetorch-decoder" in results else None
+    for name, r in results.items():
+        value = r["img_s"]
+        vs_base = f"{value / base:.2f}x" if base else "-"
+        vs_limit = f"{value / limit:.2f}x" if limit else "-"
+        lines.append(f"  {name:<27} {value:>9,.0f}   {vs_base:>17}   {vs_limit:>16}   "
+                     f"{r['peak_mib']:>8,.0f}   {r['over_mib']:>11,.0f}")
+    for name in skipped if missing else ():
+        lines.append(f"  {name:<27} left out: {skipped[name]}")
+    lines.append("  peak MiB: the way's process (the set memory-mapped), from the end of its "
+                 "set-up to the epoch's end; over set-up: that peak less the process's size then")
+    if base_name:
+        lines.append(f"  {base_name}: the parent's peak; its 2 workers are processes of their "
+                     f"own, the larger peaked at {results[base_name]['workers_peak_mib']:,.0f} MiB")
+    print("\n".join(lines))
+    if args.write:
+        RESULTS.write_text("\n".join(lines) + "\n")
+        print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
