@@ -11,6 +11,7 @@ nothing pickled. ``stats()`` says where the time went.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import time
@@ -33,7 +34,7 @@ _MAX_THREADS = 256
 
 def _dense(kind: pa.DataType) -> bool:
     """Whether the Rust threads convert a column of this type (numbers, bools, fixed-size
-    lists of numbers); the others are made into values by ``to_batch`` on a Python thread."""
+    lists of numbers); the others are made into values by ``to_batch`` on Python threads."""
     if isinstance(kind, pa.ExtensionType):
         return False
     if pa.types.is_fixed_size_list(kind):
@@ -48,34 +49,44 @@ def _dense(kind: pa.DataType) -> bool:
 
 class _Source:
     """A prefetcher of an epoch (or a window), with the side columns of its batches made
-    ``depth`` batches ahead on one Python thread: batch ``k`` is rows ``k * size`` to
-    ``(k + 1) * size`` of ``rows``, as the prefetcher cuts them."""
+    ahead on ``workers`` Python threads (the takes and decodes release the GIL, so they run at
+    once): batch ``k`` is rows ``k * size`` to ``(k + 1) * size`` of ``rows``, as the
+    prefetcher cuts them, made by thread ``k % workers``, which keeps up to ``depth`` batches
+    ready; the batches are read back in order."""
 
     def __init__(self, prefetcher: _native.Prefetcher, store: Any = None,
                  rows: np.ndarray | None = None, columns: list[int] | None = None,
                  keys: list[str] | None = None, decode: dict | None = None, size: int = 0,
-                 depth: int = 1, epoch: int = 0) -> None:
+                 depth: int = 1, epoch: int = 0, workers: int = 1) -> None:
         self.prefetcher = prefetcher
-        self.thread: threading.Thread | None = None
+        self.threads: list[threading.Thread] = []
         if not columns:
             return
         self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
         self.decode, self.size, self.epoch = decode, size, epoch
-        self.ready: queue.Queue = queue.Queue(maxsize=depth)
+        self.batches = -(-len(rows) // size) if size else 0
+        workers = max(1, min(workers, self.batches))
+        self.ready = [queue.Queue(maxsize=max(1, depth)) for _ in range(workers)]
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._produce, name="lancetorch-side", daemon=True)
-        self.thread.start()
+        self.taken = 0  # batches handed out by side()
+        for w in range(workers):
+            thread = threading.Thread(target=self._produce, args=(w,), daemon=True,
+                                      name=f"lancetorch-side-{w}")
+            thread.start()
+            self.threads.append(thread)
 
-    def _produce(self) -> None:
-        """Make each batch's side values in turn; an error is handed over in its place."""
-        for start in range(0, len(self.rows), self.size):
+    def _produce(self, worker: int) -> None:
+        """Make batches ``worker``, ``worker + workers``, ... in turn; an error is handed
+        over in its batch's place."""
+        step = len(self.ready) * self.size
+        for start in range(worker * self.size, len(self.rows), step):
             try:
                 item: Any = self._make(self.rows[start : start + self.size])
             except BaseException as e:  # raised in the loop, where the batch is asked for
                 item = _Failed(e)
             while not self.stop.is_set():
                 try:
-                    self.ready.put(item, timeout=0.1)
+                    self.ready[worker].put(item, timeout=0.1)
                     break
                 except queue.Full:
                     continue
@@ -97,18 +108,20 @@ class _Source:
 
     def side(self) -> tuple[dict[str, Any], tuple | None] | None:
         """The side values of the batch ``next`` last returned (see ``_make``)."""
-        if self.thread is None:
+        if not self.threads:
             return None
-        item = self.ready.get()
+        item = self.ready[self.taken % len(self.ready)].get()
+        self.taken += 1
         if isinstance(item, _Failed):
             raise item.error
         return item
 
     def close(self) -> None:
         self.prefetcher.close()
-        if self.thread is not None:
+        if self.threads:
             self.stop.set()
-            self.thread.join()
+            for thread in self.threads:
+                thread.join()
 
     def stats(self) -> dict[str, float]:
         return self.prefetcher.stats()
@@ -133,9 +146,10 @@ class Loader:
     Columns the Rust threads cannot convert (token lists, strings, bytes) come with
     ``per_column=True`` as :func:`lancetorch.util.to_batch` gives them, ``decode={column:
     spec}`` saying how (:class:`lancetorch.decode.Tokens`, :class:`lancetorch.decode.Text`);
-    a Python thread takes and decodes them ``prefetch`` batches ahead. ``features=[...]`` and
-    ``target=`` give ``(x, y)`` batches: ``x`` the ``(rows, features)`` tensor of the feature
-    columns in their common type (or ``dtype``), ``y`` the target column in its own.
+    two Python threads (``threads`` of them where more) take and decode them ahead, batches
+    taking turns (their work releases the GIL). ``features=[...]`` and ``target=`` give
+    ``(x, y)`` batches: ``x`` the ``(rows, features)`` tensor of the feature columns in their
+    common type (or ``dtype``), ``y`` the target column in its own.
     ``device="cuda"`` moves every batch there (pinned first, copied with ``non_blocking``,
     default True, so the copy overlaps the loop's work when CUDA is present).
     ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
@@ -228,7 +242,7 @@ class Loader:
         if unknown:
             raise ValueError(f"decode names column '{unknown[0]}', which this loader does not read; columns: {self._keys}")
         # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
-        # (decode specs, text, bytes, token lists), made into values on a Python thread ahead.
+        # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
         self._side = [i for i, (n, k) in enumerate(zip(names, self._keys))
                       if k in self._decode or not _dense(schema.field(n).type)]
         if self._side and not per_column:
@@ -267,6 +281,9 @@ class Loader:
         if isinstance(threads, bool) or not 1 <= int(threads) <= _MAX_THREADS:
             raise ValueError(f"threads={threads!r} must be 1 to {_MAX_THREADS}")
         self._threads = int(threads)
+        # Side columns are taken and decoded on Python threads whose work releases the GIL:
+        # two at least, so that a take and a decode overlap where there are two cores.
+        self._side_threads = max(self._threads, min(2, os.cpu_count() or 1))
         self._prefetch = int(prefetch)
         self._pin = bool(pin_memory)
         torch = _torch()
@@ -347,7 +364,8 @@ class Loader:
         if not side:
             return _Source(prefetcher)
         return _Source(prefetcher, store, rows, side, [self._keys[i] for i in self._side],
-                       self._decode, self._sampler.batch_size, self._prefetch, epoch)
+                       self._decode, self._sampler.batch_size, self._prefetch, epoch,
+                       self._side_threads)
 
     def _table_rows(self, positions: np.ndarray) -> np.ndarray:
         """The table rows at ``positions`` of what this loader reads: uint32 where the
