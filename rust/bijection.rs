@@ -8,8 +8,6 @@
 //! at position `p` of the epoch; a reader that stopped at position `p` resumes from `p` with
 //! nothing but `(seed, epoch, p)`. The golden-vector tests lock the order.
 
-use arrow_array::{Array, Int64Array};
-use pyo3::prelude::*;
 use rand_core::Rng;
 use rayon::prelude::*;
 
@@ -76,31 +74,6 @@ pub fn bijection_rows(n: u64, seed: u64, epoch: u64, positions: &[i64]) -> Resul
     } else {
         positions.iter().map(map).collect()
     })
-}
-
-/// `bijection_rows` for Python: int64 Arrow positions in, int64 Arrow rows out.
-#[pyfunction]
-#[pyo3(name = "bijection_rows")]
-pub fn py_bijection_rows(
-    py: Python<'_>,
-    n: u64,
-    seed: u64,
-    epoch: u64,
-    positions: arrow_pyarrow::PyArrowType<arrow_data::ArrayData>,
-) -> PyResult<arrow_pyarrow::PyArrowType<arrow_data::ArrayData>> {
-    let data = positions.0;
-    if data.data_type() != &arrow_schema::DataType::Int64 || data.null_count() > 0 {
-        return Err(Error::Type(format!(
-            "positions must be int64 without nulls, not {}",
-            data.data_type()
-        ))
-        .into());
-    }
-    let positions = Int64Array::from(data);
-    let rows = crate::error::detached(py, || bijection_rows(n, seed, epoch, positions.values()))?;
-    Ok(arrow_pyarrow::PyArrowType(
-        Int64Array::from(rows).into_data(),
-    ))
 }
 
 #[cfg(test)]

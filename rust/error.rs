@@ -1,10 +1,10 @@
-//! One error type for the core, mapped to the Python exception that fits at the boundary.
+//! One error type for the core (`py::errors` maps it to the Python exception that fits), and
+//! the guard that turns a panic into one.
 
-use arrow_schema::ArrowError;
-use pyo3::exceptions::{PyIndexError, PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::{PyErr, Python};
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use arrow_schema::ArrowError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,18 +29,6 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Runs `f` with the GIL released, as [`guarded`].
-pub fn detached<T, E>(
-    py: Python<'_>,
-    f: impl FnOnce() -> std::result::Result<T, E> + Send,
-) -> Result<T>
-where
-    T: Send,
-    E: Into<Error> + Send,
-{
-    py.detach(|| guarded(f))
-}
-
 /// Runs `f`; a panic in it (a bug in the core or a crate under it) comes back as
 /// `Error::Internal`, a RuntimeError, so that one bad batch cannot take the interpreter down
 /// or raise a PanicException, which `except Exception` lets through.
@@ -61,30 +49,6 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".into())
-}
-
-/// Keeps a caught panic off stderr: it reaches the user as an exception with its message.
-/// With `RUST_BACKTRACE` set the panic and its backtrace are printed, as Rust does by default.
-pub fn quiet_panics() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if std::env::var_os("RUST_BACKTRACE").is_some() {
-            default(info);
-        }
-    }));
-}
-
-impl From<Error> for PyErr {
-    fn from(err: Error) -> PyErr {
-        match err {
-            Error::Index(msg) => PyIndexError::new_err(msg),
-            Error::Type(msg) => PyTypeError::new_err(msg),
-            Error::Value(msg) => PyValueError::new_err(msg),
-            Error::Memory(msg) => PyMemoryError::new_err(msg),
-            Error::Arrow(e) => PyRuntimeError::new_err(e.to_string()),
-            Error::Internal(msg) => PyRuntimeError::new_err(msg),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -14,10 +14,10 @@ use arrow_data::ArrayData;
 use arrow_schema::DataType;
 
 use crate::dlpack::HostTensor;
+use crate::dtype::{promote, DType};
 use crate::error::Result;
 use crate::pool::BufferPool;
 use crate::store::{Loc, Store};
-use crate::tensor::{promote, DType};
 
 /// Rows per parallel task within one column.
 const BLOCK_ROWS: usize = 4096;

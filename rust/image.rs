@@ -17,13 +17,12 @@ use arrow_buffer::Buffer;
 use arrow_schema::DataType;
 use fast_image_resize::images::Image;
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
-use pyo3::prelude::*;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
 use crate::dlpack::HostTensor;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 /// Images larger than this many pixels are refused before their pixels are allocated.
 pub const MAX_PIXELS: u64 = 1 << 28;
@@ -344,54 +343,6 @@ pub fn images_to_tensor(
     let failed = failures.into_iter().map(|f| f.0).collect();
     let tensor = HostTensor::from_buffer(Buffer::from_vec(out), DType::U8, shape);
     Ok((tensor, failed))
-}
-
-/// `images_to_tensor` of column `index` of a pyarrow batch, as a DLPack capsule.
-#[pyfunction]
-#[pyo3(signature = (batch, index, width, height, channels_last, random, scale, ratio, flip, seed, epoch, skip=false))]
-#[allow(clippy::too_many_arguments)]
-pub fn decode_images<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    width: u32,
-    height: u32,
-    channels_last: bool,
-    random: bool,
-    scale: (f64, f64),
-    ratio: (f64, f64),
-    flip: bool,
-    seed: u64,
-    epoch: u64,
-    skip: bool,
-) -> PyResult<(Bound<'py, PyAny>, Vec<usize>)> {
-    let batch = crate::bridge::batch_from_py(batch)?;
-    if index >= batch.num_columns() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            batch.num_columns()
-        ))
-        .into());
-    }
-    let crop = if random {
-        Crop::Random { scale, ratio, flip }
-    } else {
-        Crop::Center
-    };
-    let spec = Spec {
-        width,
-        height,
-        channels_last,
-        crop,
-        seed,
-        epoch,
-    };
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let (tensor, failed) = crate::error::detached(py, || {
-        images_to_tensor(batch.column(index).as_ref(), name, spec, skip)
-    })?;
-    Ok((crate::dlpack::legacy_capsule(py, tensor)?, failed))
 }
 
 #[cfg(test)]

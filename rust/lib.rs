@@ -1,8 +1,14 @@
-//! lancetorch's Rust core. This file only registers; each concept has its own module.
+//! lancetorch's Rust core: the modules below, with no Python in them (`cargo test
+//! --no-default-features` builds and tests them alone), and with the `python` feature the
+//! bindings in `py/`, the only code that touches Python. This file only registers.
+//!
+//! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
+//! `dlpack`, `threads`, `pool`; `tensor`; `rows`; `store`; `gather`; `loader` (the prefetcher),
+//! with `permutation`, `bijection`, `tokens` and `image` beside them.
 
 pub mod bijection;
-pub mod bridge;
 pub mod dlpack;
+pub mod dtype;
 pub mod error;
 pub mod gather;
 pub mod image;
@@ -15,31 +21,5 @@ pub mod tensor;
 pub mod threads;
 pub mod tokens;
 
-use pyo3::prelude::*;
-
-#[pymodule]
-#[pyo3(name = "_native")]
-fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add("DEBUG_BUILD", cfg!(debug_assertions))?;
-    error::quiet_panics();
-    m.add_class::<store::PyColumnStore>()?;
-    m.add_class::<store::PyStoreBuilder>()?;
-    m.add_class::<dlpack::PyDLPackTensor>()?;
-    m.add_class::<tensor::PyGathered>()?;
-    m.add_class::<loader::PyPrefetcher>()?;
-    m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
-    m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
-    m.add_function(wrap_pyfunction!(tensor::batch_column_to_tensor, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_sequential_split, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_hash_split, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_shuffle_splits, m)?)?;
-    m.add_function(wrap_pyfunction!(permutation::py_epoch_order, m)?)?;
-    m.add_function(wrap_pyfunction!(bijection::py_bijection_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(threads::mark_forked, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens::pad_tokens, m)?)?;
-    m.add_function(wrap_pyfunction!(tokens::pack_tokens, m)?)?;
-    m.add_function(wrap_pyfunction!(image::decode_images, m)?)?;
-    Ok(())
-}
+#[cfg(feature = "python")]
+pub mod py;

@@ -18,14 +18,13 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use arrow_buffer::ScalarBuffer;
-use pyo3::prelude::*;
-use pyo3::types::PyDict;
 
 use crate::dlpack::HostTensor;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::store::Store;
-use crate::tensor::{batch_to_tensor, column_to_tensor, DType, NullFill, Share};
+use crate::tensor::{batch_to_tensor, column_to_tensor, NullFill, Share};
 
 /// Nanosecond and count totals, shared by the producing thread and Python.
 #[derive(Default)]
@@ -35,6 +34,15 @@ struct Stats {
     batches: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
+}
+
+/// A prefetcher's totals at one moment.
+pub struct Totals {
+    pub take_ns: u64,
+    pub convert_ns: u64,
+    pub batches: u64,
+    pub rows: u64,
+    pub bytes: u64,
 }
 
 /// An epoch's row offsets, in 4 bytes each where the table allows: an epoch's index costs
@@ -58,23 +66,13 @@ impl Rows {
         })
     }
 
-    /// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
-    /// `bridge::offsets_from_py` reads.
-    pub fn from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<Self> {
-        if obj.is_instance_of::<pyo3::types::PyList>() {
-            return Ok(crate::bridge::with_offsets(obj, |offsets| {
-                Rows::new(offsets, num_rows)
-            })??);
+    /// Row offsets already 4 bytes each (memory shared with Python, not copied), checked
+    /// against a table of `num_rows` rows.
+    pub fn narrow(rows: ScalarBuffer<u32>, num_rows: u64) -> Result<Self> {
+        if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
+            return Err(out_of_range(i64::from(bad), num_rows));
         }
-        let data = crate::bridge::array_from_py(obj)?;
-        if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
-            let rows = arrow_array::UInt32Array::from(data).values().clone();
-            if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
-                return Err(out_of_range(i64::from(bad), num_rows).into());
-            }
-            return Ok(Rows::Narrow(rows));
-        }
-        Ok(Rows::new(&crate::bridge::int64_offsets(data)?, num_rows)?)
+        Ok(Rows::Narrow(rows))
     }
 
     fn len(&self) -> usize {
@@ -219,8 +217,7 @@ fn make(plan: &Plan, range: std::ops::Range<usize>, pool: &Arc<BufferPool>) -> (
 }
 
 /// One epoch of prefetched batches.
-#[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
-pub struct PyPrefetcher {
+pub struct Prefetcher {
     /// One channel per producer; empty once stopped.
     /// (Not dropped in a forked child: the producers, and any lock of the channels they
     /// held at the fork, stayed in the parent.)
@@ -239,7 +236,7 @@ pub struct PyPrefetcher {
     _plan: Arc<Plan>,
 }
 
-impl PyPrefetcher {
+impl Prefetcher {
     pub fn start(plan: Plan, depth: usize, threads: usize) -> Result<Self> {
         if plan.batch_size == 0 {
             return Err(Error::Value("batch_size must be 1 or more".into()));
@@ -247,7 +244,7 @@ impl PyPrefetcher {
         let threads = threads.max(1);
         let plan = Arc::new(plan);
         let stats = Arc::new(Stats::default());
-        let prefetcher = PyPrefetcher {
+        let prefetcher = Prefetcher {
             receivers: ManuallyDrop::new(Mutex::new(Vec::new())),
             workers: ManuallyDrop::new(Mutex::new(Vec::new())),
             next: AtomicUsize::new(0),
@@ -285,7 +282,7 @@ impl PyPrefetcher {
 
     /// The next batch in epoch order; `None` at the end (or once stopped). A producer gone
     /// before its last batch is an error.
-    fn receive(&self) -> Option<Result<Vec<HostTensor>>> {
+    pub fn receive(&self) -> Option<Result<Vec<HostTensor>>> {
         let receivers = self.receivers.lock().expect("prefetch lock");
         if receivers.is_empty() {
             return None;
@@ -317,12 +314,29 @@ impl PyPrefetcher {
         }
     }
 
+    /// Whether each batch is a tensor per column.
+    pub fn per_column(&self) -> bool {
+        self.per_column
+    }
+
+    /// Totals so far: nanoseconds in the take and in the conversion, batches, rows, bytes.
+    pub fn totals(&self) -> Totals {
+        let s = &self.stats;
+        Totals {
+            take_ns: s.take_ns.load(Ordering::Relaxed),
+            convert_ns: s.convert_ns.load(Ordering::Relaxed),
+            batches: s.batches.load(Ordering::Relaxed),
+            rows: s.rows.load(Ordering::Relaxed),
+            bytes: s.bytes.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether this is a forked child of the process that started the producers.
-    fn inherited(&self) -> bool {
+    pub fn inherited(&self) -> bool {
         std::process::id() != self.pid
     }
 
-    fn stop(&self) {
+    pub fn stop(&self) {
         if self.inherited() {
             // The producers stayed in the parent: nothing to stop or join here.
             return;
@@ -335,7 +349,7 @@ impl PyPrefetcher {
     }
 }
 
-impl Drop for PyPrefetcher {
+impl Drop for Prefetcher {
     fn drop(&mut self) {
         if self.inherited() {
             return; // the channels and the threads' handles are left as they are (leaked)
@@ -346,95 +360,6 @@ impl Drop for PyPrefetcher {
             ManuallyDrop::drop(&mut self.receivers);
             ManuallyDrop::drop(&mut self.workers);
         }
-    }
-}
-
-#[pymethods]
-impl PyPrefetcher {
-    /// Start prefetching `rows` (row offsets in read order: int64, or uint32 kept without a
-    /// copy) of `store`.
-    #[new]
-    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1, per_column=false))]
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        store: &crate::store::PyColumnStore,
-        rows: &Bound<'_, PyAny>,
-        columns: Vec<usize>,
-        batch_size: usize,
-        drop_last: bool,
-        depth: usize,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
-        threads: usize,
-        per_column: bool,
-    ) -> PyResult<Self> {
-        let rows = Rows::from_py(rows, store.inner.num_rows())?;
-        store.inner.check_columns(&columns)?;
-        let plan = Plan {
-            store: store.inner.clone(),
-            rows,
-            columns,
-            batch_size,
-            drop_last,
-            dtype: dtype.map(DType::from_name).transpose()?,
-            fill: null_value,
-            per_column,
-        };
-        Ok(Self::start(plan, depth, threads)?)
-    }
-
-    /// The next batch as a legacy DLPack capsule (with `per_column`, a list of them, one per
-    /// column), or `None` at the end of the epoch. Waits with the GIL released.
-    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        if self.inherited() {
-            return Err(Error::Value(
-                "this epoch's batches are made by threads of the process it started in, not \
-                 of this forked one: start the epoch (a new `for` loop over the Loader) here"
-                    .into(),
-            )
-            .into());
-        }
-        let received = py.detach(|| self.receive());
-        let Some(received) = received else {
-            return Ok(None);
-        };
-        match received {
-            Ok(tensors) if self.per_column => {
-                let capsules = tensors
-                    .into_iter()
-                    .map(|t| crate::dlpack::legacy_capsule(py, t))
-                    .collect::<PyResult<Vec<_>>>()?;
-                Ok(Some(pyo3::types::PyList::new(py, capsules)?.into_any()))
-            }
-            Ok(tensors) => {
-                let tensor = tensors.into_iter().next().expect("one tensor per batch");
-                Ok(Some(crate::dlpack::legacy_capsule(py, tensor)?))
-            }
-            Err(e) => {
-                self.stop();
-                Err(e.into())
-            }
-        }
-    }
-
-    /// Stop the thread and drop what it prepared.
-    fn close(&self, py: Python<'_>) {
-        py.detach(|| self.stop());
-    }
-
-    /// Totals so far: seconds in the take and in the conversion, batches, rows, bytes.
-    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s = &self.stats;
-        let d = PyDict::new(py);
-        d.set_item("take_s", s.take_ns.load(Ordering::Relaxed) as f64 * 1e-9)?;
-        d.set_item(
-            "convert_s",
-            s.convert_ns.load(Ordering::Relaxed) as f64 * 1e-9,
-        )?;
-        d.set_item("batches", s.batches.load(Ordering::Relaxed))?;
-        d.set_item("rows", s.rows.load(Ordering::Relaxed))?;
-        d.set_item("bytes", s.bytes.load(Ordering::Relaxed))?;
-        Ok(d)
     }
 }
 
@@ -463,7 +388,7 @@ mod tests {
         }
     }
 
-    fn drain(p: PyPrefetcher) -> Vec<Vec<i64>> {
+    fn drain(p: Prefetcher) -> Vec<Vec<i64>> {
         let mut out = Vec::new();
         while let Some(t) = p.receive() {
             let t = t.unwrap().pop().unwrap();
@@ -476,12 +401,12 @@ mod tests {
     #[test]
     fn every_row_once_in_order_with_or_without_the_tail() {
         for threads in [1, 2, 3, 5] {
-            let got = drain(PyPrefetcher::start(plan(10, 4, false), 2, threads).unwrap());
+            let got = drain(Prefetcher::start(plan(10, 4, false), 2, threads).unwrap());
             assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2], vec![1, 0]]);
-            let got = drain(PyPrefetcher::start(plan(10, 4, true), 2, threads).unwrap());
+            let got = drain(Prefetcher::start(plan(10, 4, true), 2, threads).unwrap());
             assert_eq!(got, vec![vec![9, 8, 7, 6], vec![5, 4, 3, 2]]);
         }
-        let got = drain(PyPrefetcher::start(plan(1000, 3, false), 4, 3).unwrap());
+        let got = drain(Prefetcher::start(plan(1000, 3, false), 4, 3).unwrap());
         let want: Vec<Vec<i64>> = (0..1000)
             .rev()
             .collect::<Vec<_>>()
@@ -517,7 +442,7 @@ mod tests {
             fill: None,
             per_column: true,
         };
-        let p = PyPrefetcher::start(plan, 2, 2).unwrap();
+        let p = Prefetcher::start(plan, 2, 2).unwrap();
         let mut got = Vec::new();
         while let Some(ts) = p.receive() {
             let ts = ts.unwrap();
@@ -547,7 +472,7 @@ mod tests {
         let (send, receive) = sync_channel(1);
         send.send(Ok(Vec::new())).unwrap();
         drop(send); // the producer ends after one batch
-        let p = PyPrefetcher {
+        let p = Prefetcher {
             receivers: ManuallyDrop::new(Mutex::new(vec![receive])),
             workers: ManuallyDrop::new(Mutex::new(Vec::new())),
             next: AtomicUsize::new(0),
@@ -565,7 +490,7 @@ mod tests {
     #[test]
     fn stopping_early_ends_the_threads() {
         for threads in [1, 2] {
-            let p = PyPrefetcher::start(plan(100_000, 10, false), 1, threads).unwrap();
+            let p = Prefetcher::start(plan(100_000, 10, false), 1, threads).unwrap();
             p.stop(); // joins: would hang if a producer could not see the consumer leave
             assert!(p.workers.lock().unwrap().is_empty());
             assert!(p.receive().is_none());

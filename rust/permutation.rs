@@ -9,9 +9,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{
     Float16Type, Float32Type, Int16Type, Int32Type, Int8Type, UInt16Type, UInt32Type, UInt8Type,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch, UInt32Array, UInt64Array};
+use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::DataType;
-use pyo3::prelude::*;
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 
@@ -372,89 +371,8 @@ pub fn hash_split(
     Ok((out_rows, ids))
 }
 
-// ---- Python bindings ------------------------------------------------------------------------
-
-type PyArrow<T> = arrow_pyarrow::PyArrowType<T>;
-
-/// The values of a primitive Arrow array of type `T` without nulls; `what` names it in errors.
-fn values_of<T: arrow_array::ArrowPrimitiveType>(
-    data: arrow_data::ArrayData,
-    what: &str,
-) -> Result<Vec<T::Native>> {
-    if data.data_type() != &T::DATA_TYPE || data.null_count() > 0 {
-        return Err(Error::Type(format!(
-            "{what} must be {} without nulls, not {}",
-            T::DATA_TYPE,
-            data.data_type()
-        )));
-    }
-    Ok(arrow_array::PrimitiveArray::<T>::from(data)
-        .values()
-        .to_vec())
-}
-
-fn u64_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u64>> {
-    values_of::<arrow_array::types::UInt64Type>(data, what)
-}
-
-fn u32_values(data: arrow_data::ArrayData, what: &str) -> Result<Vec<u32>> {
-    values_of::<arrow_array::types::UInt32Type>(data, what)
-}
-
-fn to_py(
-    (rows, ids): (Vec<u64>, Vec<u32>),
-) -> (
-    PyArrow<arrow_data::ArrayData>,
-    PyArrow<arrow_data::ArrayData>,
-) {
-    (
-        arrow_pyarrow::PyArrowType(UInt64Array::from(rows).into_data()),
-        arrow_pyarrow::PyArrowType(UInt32Array::from(ids).into_data()),
-    )
-}
-
-fn clump_arg(clump_size: Option<i64>) -> Result<usize> {
-    match clump_size {
-        None => Ok(1),
-        Some(c) if c >= 1 => Ok(c as usize),
-        Some(c) => Err(Error::Value(format!(
-            "clump_size={c} must be 1 or more rows"
-        ))),
-    }
-}
-
-#[pyfunction]
-#[pyo3(name = "split_sizes", signature = (n, ratios=None, counts=None, fixed=None))]
-pub fn py_split_sizes(
-    n: u64,
-    ratios: Option<Vec<f64>>,
-    counts: Option<Vec<u64>>,
-    fixed: Option<u64>,
-) -> PyResult<Vec<u64>> {
-    Ok(split_sizes(n, ratios.as_deref(), counts.as_deref(), fixed)?)
-}
-
-#[pyfunction]
-#[pyo3(name = "random_split", signature = (rows, sizes, seed, clump_size=None))]
-pub fn py_random_split(
-    py: Python<'_>,
-    rows: PyArrow<arrow_data::ArrayData>,
-    sizes: Vec<u64>,
-    seed: u64,
-    clump_size: Option<i64>,
-) -> PyResult<(
-    PyArrow<arrow_data::ArrayData>,
-    PyArrow<arrow_data::ArrayData>,
-)> {
-    let rows = u64_values(rows.0, "rows")?;
-    let clump = clump_arg(clump_size)?;
-    check_sizes(&sizes, rows.len())?;
-    Ok(to_py(crate::error::detached(py, || {
-        Ok::<_, Error>(random_split(&rows, &sizes, seed, clump))
-    })?))
-}
-
-fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
+/// Split sizes that fit in `n` rows together.
+pub fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
     let total = sizes.iter().try_fold(0u64, |a, &c| a.checked_add(c));
     if total.is_none_or(|t| t > n as u64) {
         return Err(Error::Value(format!(
@@ -462,105 +380,6 @@ fn check_sizes(sizes: &[u64], n: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-#[pyfunction]
-#[pyo3(name = "sequential_split")]
-pub fn py_sequential_split(
-    rows: PyArrow<arrow_data::ArrayData>,
-    sizes: Vec<u64>,
-) -> PyResult<(
-    PyArrow<arrow_data::ArrayData>,
-    PyArrow<arrow_data::ArrayData>,
-)> {
-    let rows = u64_values(rows.0, "rows")?;
-    check_sizes(&sizes, rows.len())?;
-    Ok(to_py(sequential_split(&rows, &sizes)))
-}
-
-#[pyfunction]
-#[pyo3(name = "hash_split")]
-pub fn py_hash_split(
-    py: Python<'_>,
-    rows: PyArrow<arrow_data::ArrayData>,
-    keys: Vec<PyArrow<RecordBatch>>,
-    weights: Vec<u64>,
-    discard: u64,
-) -> PyResult<(
-    PyArrow<arrow_data::ArrayData>,
-    PyArrow<arrow_data::ArrayData>,
-)> {
-    let rows = u64_values(rows.0, "rows")?;
-    let keys: Vec<RecordBatch> = keys.into_iter().map(|k| k.0).collect();
-    let out = crate::error::detached(py, || -> Result<_> {
-        let hashes = row_hashes(&keys)?;
-        if hashes.len() != rows.len() {
-            return Err(Error::Value(format!(
-                "{} key rows for {} rows",
-                hashes.len(),
-                rows.len()
-            )));
-        }
-        hash_split(&rows, &hashes, &weights, discard)
-    })?;
-    Ok(to_py(out))
-}
-
-#[pyfunction]
-#[pyo3(name = "shuffle_splits", signature = (rows, ids, seed, clump_size=None))]
-pub fn py_shuffle_splits(
-    py: Python<'_>,
-    rows: PyArrow<arrow_data::ArrayData>,
-    ids: PyArrow<arrow_data::ArrayData>,
-    seed: u64,
-    clump_size: Option<i64>,
-) -> PyResult<(
-    PyArrow<arrow_data::ArrayData>,
-    PyArrow<arrow_data::ArrayData>,
-)> {
-    let rows = u64_values(rows.0, "rows")?;
-    let ids = u32_values(ids.0, "split ids")?;
-    if ids.len() != rows.len() {
-        return Err(Error::Value(format!(
-            "shuffle_splits needs one split id per row: got {} rows and {} ids",
-            rows.len(),
-            ids.len()
-        ))
-        .into());
-    }
-    let clump = clump_arg(clump_size)?;
-    Ok(to_py(crate::error::detached(py, || {
-        Ok::<_, Error>(shuffle_splits(&rows, &ids, seed, clump))
-    })?))
-}
-
-/// `epoch_order` for Python: an int64 Arrow array of positions, or with `narrow` a uint32
-/// one where every position fits (half the memory for an epoch's order).
-#[pyfunction]
-#[pyo3(name = "epoch_order", signature = (n, seed, epoch, clump_size=None, narrow=false))]
-pub fn py_epoch_order(
-    py: Python<'_>,
-    n: u64,
-    seed: u64,
-    epoch: u64,
-    clump_size: Option<i64>,
-    narrow: bool,
-) -> PyResult<PyArrow<arrow_data::ArrayData>> {
-    let clump = clump_arg(clump_size)?;
-    if narrow && n <= u64::from(u32::MAX) + 1 {
-        let order = crate::error::detached(py, || {
-            Ok::<_, Error>(epoch_order_narrow(n, seed, epoch, clump))
-        })?;
-        return Ok(arrow_pyarrow::PyArrowType(
-            arrow_array::UInt32Array::from(order).into_data(),
-        ));
-    }
-    let order = crate::error::detached(py, || Ok::<_, Error>(epoch_order(n, seed, epoch, clump)))?;
-    // Collected in place (same layout), and the Arrow array takes the vector as it is.
-    let order: Vec<i64> = order.into_iter().map(|v| v as i64).collect();
-    Ok(arrow_pyarrow::PyArrowType(
-        arrow_array::Int64Array::from(order).into_data(),
-    ))
 }
 
 #[cfg(test)]

@@ -10,8 +10,6 @@ use rayon::prelude::*;
 use arrow_array::Array;
 use arrow_schema::DataType;
 
-use crate::store::Store;
-
 /// Tables shorter than this fit in cache: their columns are read directly.
 pub const MIN_ROWS: u64 = 1 << 16;
 /// Rows per parallel task when building or gathering.
@@ -108,20 +106,26 @@ fn available_bytes() -> Option<u64> {
 }
 
 impl RowBlock {
-    /// Build the block for `store`: its columns of a type the block holds and without nulls.
-    /// `None` when the block would not pay or not fit (see [`RowBlock::empty`]).
-    pub fn build(store: &Store) -> Option<RowBlock> {
-        let schema = store.schema();
+    /// Build the block for a table of `schema` and `rows` rows held as `num_chunks` chunks,
+    /// `arrays[c]` column `c`'s arrays by chunk (`None` for a column held elsewhere): its
+    /// columns of a type the block holds and without nulls. `None` when the block would not
+    /// pay or not fit (see [`RowBlock::empty`]).
+    pub fn build(
+        schema: &arrow_schema::Schema,
+        rows: u64,
+        num_chunks: usize,
+        arrays: &[Option<Vec<arrow_array::ArrayRef>>],
+    ) -> Option<RowBlock> {
         let held = |c: usize| {
             let width = fixed_width(schema.field(c).data_type())?;
-            let arrays = store.arrays(c)?;
+            let arrays = arrays[c].as_deref()?;
             arrays.iter().all(|a| a.null_count() == 0).then_some(width)
         };
-        let mut block = RowBlock::empty(schema, store.num_rows(), held)?;
-        let chunks: Vec<Vec<Option<&arrow_array::ArrayRef>>> = (0..store.num_chunks())
+        let mut block = RowBlock::empty(schema, rows, held)?;
+        let chunks: Vec<Vec<Option<&arrow_array::ArrayRef>>> = (0..num_chunks)
             .map(|i| {
                 (0..schema.fields().len())
-                    .map(|c| store.arrays(c).map(|a| &a[i]))
+                    .map(|c| arrays[c].as_deref().map(|a| &a[i]))
                     .collect()
             })
             .collect();
@@ -314,7 +318,7 @@ impl RowBlock {
     /// Arrow types) converted into `out`, a `(columns, rows)` array: the gather and the
     /// conversion of a `(columns, rows)` tensor in one pass, for a batch of at most
     /// [`MAX_CONVERTED_ROWS`] rows (larger ones gain from the parallel gather instead).
-    pub(crate) fn gather_converted<T: crate::tensor::Element>(
+    pub(crate) fn gather_converted<T: crate::dtype::Element>(
         &self,
         rows: &[u64],
         columns: &[(usize, &DataType)],

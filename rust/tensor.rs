@@ -5,236 +5,10 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::{Buffer, MutableBuffer};
 use arrow_schema::DataType;
 use half::f16;
-use pyo3::prelude::*;
-use pyo3::types::PyList;
 
-use crate::dlpack::{DLDataType, HostTensor, PyDLPackTensor};
+use crate::dlpack::HostTensor;
+use crate::dtype::{promote, DType, Element};
 use crate::error::{Error, Result};
-
-/// Element types a tensor can hold.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DType {
-    Bool,
-    I8,
-    I16,
-    I32,
-    I64,
-    U8,
-    U16,
-    U32,
-    U64,
-    F16,
-    F32,
-    F64,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Kind {
-    Bool,
-    Int,
-    Float,
-}
-
-impl DType {
-    pub const ALL: [DType; 12] = [
-        DType::Bool,
-        DType::I8,
-        DType::I16,
-        DType::I32,
-        DType::I64,
-        DType::U8,
-        DType::U16,
-        DType::U32,
-        DType::U64,
-        DType::F16,
-        DType::F32,
-        DType::F64,
-    ];
-
-    pub fn size(self) -> usize {
-        match self {
-            DType::Bool | DType::I8 | DType::U8 => 1,
-            DType::I16 | DType::U16 | DType::F16 => 2,
-            DType::I32 | DType::U32 | DType::F32 => 4,
-            DType::I64 | DType::U64 | DType::F64 => 8,
-        }
-    }
-
-    /// The name torch gives the type.
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::Bool => "bool",
-            DType::I8 => "int8",
-            DType::I16 => "int16",
-            DType::I32 => "int32",
-            DType::I64 => "int64",
-            DType::U8 => "uint8",
-            DType::U16 => "uint16",
-            DType::U32 => "uint32",
-            DType::U64 => "uint64",
-            DType::F16 => "float16",
-            DType::F32 => "float32",
-            DType::F64 => "float64",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Result<Self> {
-        DType::ALL
-            .into_iter()
-            .find(|d| d.name() == name)
-            .ok_or_else(|| {
-                Error::Type(format!(
-                    "dtype {name} is not one a tensor can be built as; use one of {}",
-                    DType::ALL.map(|d| d.name()).join(", ")
-                ))
-            })
-    }
-
-    pub fn from_arrow(dt: &DataType) -> Option<Self> {
-        Some(match dt {
-            DataType::Boolean => DType::Bool,
-            DataType::Int8 => DType::I8,
-            DataType::Int16 => DType::I16,
-            DataType::Int32 => DType::I32,
-            DataType::Int64 => DType::I64,
-            DataType::UInt8 => DType::U8,
-            DataType::UInt16 => DType::U16,
-            DataType::UInt32 => DType::U32,
-            DataType::UInt64 => DType::U64,
-            DataType::Float16 => DType::F16,
-            DataType::Float32 => DType::F32,
-            DataType::Float64 => DType::F64,
-            _ => return None,
-        })
-    }
-
-    pub fn dlpack(self) -> DLDataType {
-        let code = match self.kind() {
-            Kind::Bool => 6,
-            Kind::Int if self.signed() => 0,
-            Kind::Int => 1,
-            Kind::Float => 2,
-        };
-        DLDataType {
-            code,
-            bits: (self.size() * 8) as u8,
-            lanes: 1,
-        }
-    }
-
-    fn kind(self) -> Kind {
-        match self {
-            DType::Bool => Kind::Bool,
-            DType::F16 | DType::F32 | DType::F64 => Kind::Float,
-            _ => Kind::Int,
-        }
-    }
-
-    fn signed(self) -> bool {
-        matches!(self, DType::I8 | DType::I16 | DType::I32 | DType::I64)
-    }
-
-    fn int(size: usize, signed: bool) -> DType {
-        match (size, signed) {
-            (1, true) => DType::I8,
-            (2, true) => DType::I16,
-            (4, true) => DType::I32,
-            (8, true) => DType::I64,
-            (1, false) => DType::U8,
-            (2, false) => DType::U16,
-            (4, false) => DType::U32,
-            _ => DType::U64,
-        }
-    }
-}
-
-/// The type that holds every column, as `torch.result_type` picks it for tensors: floats beat
-/// ints beat bool; the widest float wins; signed and unsigned ints meet in a signed int twice as
-/// wide as the unsigned one (uint8 with int8 gives int16). Torch has no rule for uint16-64 with
-/// signed ints; there we go on the same way (uint32 with int32 gives int64) and refuse uint64
-/// with a signed int, which no integer type holds.
-pub fn promote(dtypes: &[DType]) -> Result<DType> {
-    let Some(kind) = dtypes.iter().map(|d| d.kind()).max() else {
-        return Ok(DType::F32);
-    };
-    let widest = |pred: &dyn Fn(DType) -> bool| {
-        dtypes
-            .iter()
-            .copied()
-            .filter(|&d| pred(d))
-            .map(DType::size)
-            .max()
-    };
-    Ok(match kind {
-        Kind::Bool => DType::Bool,
-        Kind::Float => match widest(&|d| d.kind() == Kind::Float) {
-            Some(2) => DType::F16,
-            Some(4) => DType::F32,
-            _ => DType::F64,
-        },
-        Kind::Int => {
-            let s = widest(&|d| d.kind() == Kind::Int && d.signed());
-            let u = widest(&|d| d.kind() == Kind::Int && !d.signed());
-            match (s, u) {
-                (Some(s), None) => DType::int(s, true),
-                (None, Some(u)) => DType::int(u, false),
-                (Some(s), Some(u)) if u < 8 => DType::int(s.max(2 * u), true),
-                _ => {
-                    return Err(Error::Type(
-                        "uint64 and signed integer columns have no common integer type; pass \
-                         dtype= (for example torch.float64 or torch.int64)"
-                            .into(),
-                    ))
-                }
-            }
-        }
-    })
-}
-
-/// Conversion into a tensor element type.
-pub(crate) trait Element: Copy + Send + Sync + 'static {
-    fn from_f64(v: f64) -> Self;
-    fn from_i64(v: i64) -> Self;
-    fn from_u64(v: u64) -> Self;
-}
-
-macro_rules! element {
-    ($($t:ty),*) => {$(
-        impl Element for $t {
-            #[inline(always)]
-            fn from_f64(v: f64) -> Self { v as $t }
-            #[inline(always)]
-            fn from_i64(v: i64) -> Self { v as $t }
-            #[inline(always)]
-            fn from_u64(v: u64) -> Self { v as $t }
-        }
-    )*};
-}
-element!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
-
-impl Element for bool {
-    fn from_f64(v: f64) -> Self {
-        v != 0.0
-    }
-    fn from_i64(v: i64) -> Self {
-        v != 0
-    }
-    fn from_u64(v: u64) -> Self {
-        v != 0
-    }
-}
-
-impl Element for f16 {
-    fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
-    }
-    fn from_i64(v: i64) -> Self {
-        f16::from_f64(v as f64)
-    }
-    fn from_u64(v: u64) -> Self {
-        f16::from_f64(v as f64)
-    }
-}
 
 /// Write `src` (any numeric or bool array) into `dst`, converting; nulls become `fill`.
 fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
@@ -342,7 +116,7 @@ fn check_columns<'a>(
     };
     let schema = first.schema_ref();
     for (k, batch) in batches.iter().enumerate().skip(1) {
-        if !crate::store::same_columns(schema, batch.schema_ref()) {
+        if !crate::dtype::same_columns(schema, batch.schema_ref()) {
             return Err(Error::Type(format!(
                 "batch {k} has columns {:?} but batch 0 has {:?}; all batches of one tensor \
                  need the same column names and types",
@@ -559,32 +333,6 @@ pub fn batch_to_tensor(
     ))
 }
 
-/// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
-/// dtype name and null fill value. Returns a DLPack provider, or with `capsule=True` a legacy
-/// DLPack capsule (what `torch.from_dlpack` takes with the least work).
-#[pyfunction]
-#[pyo3(signature = (batches, dtype=None, null_value=None, capsule=false))]
-pub fn batches_to_tensor<'py>(
-    py: Python<'py>,
-    batches: &Bound<'py, PyList>,
-    dtype: Option<&str>,
-    null_value: Option<f64>,
-    capsule: bool,
-) -> PyResult<Bound<'py, PyAny>> {
-    let dtype = dtype.map(DType::from_name).transpose()?;
-    let batches = batches
-        .iter()
-        .map(|b| crate::bridge::batch_from_py(&b))
-        .collect::<PyResult<Vec<_>>>()?;
-    let tensor = crate::error::detached(py, || {
-        batch_to_tensor(&batches, dtype, null_value, Share::Never)
-    })?;
-    if capsule {
-        return crate::dlpack::legacy_capsule(py, tensor);
-    }
-    Ok(Bound::new(py, PyDLPackTensor::new(tensor))?.into_any())
-}
-
 /// One column as a tensor: `(rows,)` for a numeric or bool column, `(rows, size)` for a
 /// fixed-size list of numbers (embeddings), shared with a gather's output when allowed.
 pub fn column_to_tensor(
@@ -656,46 +404,31 @@ pub fn column_to_tensor(
     Ok(HostTensor::from_buffer(buffer, target, shape))
 }
 
-/// `column_to_tensor` for a user's pyarrow batch (always a copy).
-#[pyfunction]
-#[pyo3(signature = (batch, index, dtype=None, null_value=None))]
-pub fn batch_column_to_tensor<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    dtype: Option<&str>,
-    null_value: Option<f64>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let dtype = dtype.map(DType::from_name).transpose()?;
-    let batch = crate::bridge::batch_from_py(batch)?;
-    let tensor = crate::error::detached(py, || {
-        column_to_tensor(&batch, index, dtype, null_value, Share::Never)
-    })?;
-    crate::dlpack::legacy_capsule(py, tensor)
-}
-
 /// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
 ///
 /// A tensor made from it may share the gather's memory, and with it the pyarrow batch's, as
 /// `torch.from_numpy` shares a numpy array's. Each column is lent that way to one tensor
 /// only: converting it again copies, so that two tensors never write into each other.
-#[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
-pub struct PyGathered {
+pub struct Gathered {
     batch: RecordBatch,
     /// The columns whose memory a tensor shares. Held through each conversion, so that two
     /// threads converting at once do not both share.
     lent: std::sync::Mutex<Vec<bool>>,
 }
 
-impl PyGathered {
+impl Gathered {
     pub fn new(batch: RecordBatch) -> Self {
         let lent = std::sync::Mutex::new(vec![false; batch.num_columns()]);
-        PyGathered { batch, lent }
+        Gathered { batch, lent }
+    }
+
+    pub fn batch(&self) -> &RecordBatch {
+        &self.batch
     }
 
     /// `convert(share)` for the columns `columns`: sharing their memory only if no tensor
     /// shares it yet, and noting them as lent if the tensor made does.
-    fn lend(
+    pub fn lend(
         &self,
         columns: std::ops::Range<usize>,
         convert: impl FnOnce(Share) -> Result<HostTensor>,
@@ -724,48 +457,6 @@ fn points_into(batch: &RecordBatch, columns: std::ops::Range<usize>, ptr: usize)
     !columns.is_empty() && within(&batch.column(columns.start).to_data(), ptr)
 }
 
-#[pymethods]
-impl PyGathered {
-    /// The `(columns, rows)` tensor as a legacy DLPack capsule (see `batches_to_tensor`),
-    /// sharing the gather's memory if no tensor does yet.
-    #[pyo3(signature = (dtype=None, null_value=None))]
-    fn tensor<'py>(
-        &self,
-        py: Python<'py>,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let dtype = dtype.map(DType::from_name).transpose()?;
-        let batch = std::slice::from_ref(&self.batch);
-        let tensor = crate::error::detached(py, || {
-            self.lend(0..self.batch.num_columns(), |share| {
-                batch_to_tensor(batch, dtype, null_value, share)
-            })
-        })?;
-        crate::dlpack::legacy_capsule(py, tensor)
-    }
-
-    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory if no
-    /// tensor does yet.
-    #[pyo3(signature = (index, dtype=None, null_value=None))]
-    fn column<'py>(
-        &self,
-        py: Python<'py>,
-        index: usize,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let dtype = dtype.map(DType::from_name).transpose()?;
-        let batch = &self.batch;
-        let tensor = crate::error::detached(py, || {
-            self.lend(index..index + 1, |share| {
-                column_to_tensor(batch, index, dtype, null_value, share)
-            })
-        })?;
-        crate::dlpack::legacy_capsule(py, tensor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -780,19 +471,6 @@ mod tests {
     fn read<T: Copy>(t: &HostTensor) -> Vec<T> {
         let n = t.shape().iter().product::<i64>() as usize;
         unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, n).to_vec() }
-    }
-
-    #[test]
-    fn promotion_follows_torch() {
-        use DType::*;
-        assert_eq!(promote(&[F32, I64]).unwrap(), F32);
-        assert_eq!(promote(&[I64, F16]).unwrap(), F16);
-        assert_eq!(promote(&[U8, I8]).unwrap(), I16);
-        assert_eq!(promote(&[U8, I32]).unwrap(), I32);
-        assert_eq!(promote(&[Bool, U8]).unwrap(), U8);
-        assert_eq!(promote(&[Bool, Bool]).unwrap(), Bool);
-        assert_eq!(promote(&[F16, F64, I8]).unwrap(), F64);
-        assert!(promote(&[U64, I8]).is_err());
     }
 
     #[test]

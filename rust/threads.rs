@@ -11,8 +11,6 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use pyo3::prelude::*;
-
 static FORKED: AtomicBool = AtomicBool::new(false);
 
 /// Whether work of `bytes` bytes should be spread over the thread pool.
@@ -26,7 +24,6 @@ pub fn forked() -> bool {
 }
 
 /// Called in a forked child: stop using the thread pool there.
-#[pyfunction]
 pub fn mark_forked() {
     FORKED.store(true, Ordering::Relaxed);
 }

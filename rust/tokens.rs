@@ -10,15 +10,14 @@ use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{
-    Array, ArrowPrimitiveType, GenericListArray, GenericListViewArray, OffsetSizeTrait, RecordBatch,
+    Array, ArrowPrimitiveType, GenericListArray, GenericListViewArray, OffsetSizeTrait,
 };
 use arrow_buffer::Buffer;
 use arrow_schema::DataType;
-use pyo3::prelude::*;
 
 use crate::dlpack::HostTensor;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::tensor::DType;
 
 /// How a batch's token rows are laid out.
 #[derive(Clone, Copy, Debug)]
@@ -263,71 +262,6 @@ pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
         ))
     })?;
     Ok(v)
-}
-
-/// `pad_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and lengths.
-#[pyfunction]
-#[pyo3(signature = (batch, index, max_length=None, pad_value=0, truncate=true, to_max_length=false))]
-pub fn pad_tokens<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    max_length: Option<usize>,
-    pad_value: i64,
-    truncate: bool,
-    to_max_length: bool,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let batch = batch_column(batch, index)?;
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let padding = Padding {
-        max_length,
-        pad: pad_value,
-        truncate,
-        to_max_length,
-    };
-    let padded = crate::error::detached(py, || {
-        pad_lists(batch.column(index).as_ref(), name, padding)
-    })?;
-    Ok((
-        crate::dlpack::legacy_capsule(py, padded.tokens)?,
-        crate::dlpack::legacy_capsule(py, padded.lengths)?,
-    ))
-}
-
-/// `pack_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and the
-/// row of each token.
-#[pyfunction]
-pub fn pack_tokens<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    max_length: usize,
-    pad_value: i64,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let batch = batch_column(batch, index)?;
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let packed = crate::error::detached(py, || {
-        pack_lists(batch.column(index).as_ref(), name, max_length, pad_value)
-    })?;
-    Ok((
-        crate::dlpack::legacy_capsule(py, packed.tokens)?,
-        crate::dlpack::legacy_capsule(py, packed.documents)?,
-    ))
-}
-
-/// The pyarrow batch, once column `index` is known to be in it.
-fn batch_column(batch: &Bound<'_, PyAny>, index: usize) -> PyResult<RecordBatch> {
-    let batch: RecordBatch = crate::bridge::batch_from_py(batch)?;
-    if index >= batch.num_columns() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            batch.num_columns()
-        ))
-        .into());
-    }
-    Ok(batch)
 }
 
 #[cfg(test)]

@@ -1,0 +1,124 @@
+//! The prefetching loader for Python: a `Prefetcher` started over a column store, its
+//! batches handed over as DLPack capsules, waiting with the GIL released.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::dtype::DType;
+use crate::error::Error;
+use crate::loader::{Plan, Prefetcher, Rows};
+use crate::py::dlpack::legacy_capsule;
+use crate::py::store::PyColumnStore;
+
+/// One epoch of prefetched batches (see [`Prefetcher`]).
+#[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
+pub struct PyPrefetcher {
+    inner: Prefetcher,
+}
+
+/// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
+/// `bridge::offsets_from_py` reads.
+fn rows_from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<Rows> {
+    if obj.is_instance_of::<pyo3::types::PyList>() {
+        return Ok(crate::py::arrow::with_offsets(obj, |offsets| {
+            Rows::new(offsets, num_rows)
+        })??);
+    }
+    let data = crate::py::arrow::array_from_py(obj)?;
+    if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
+        let rows = arrow_array::UInt32Array::from(data).values().clone();
+        return Ok(Rows::narrow(rows, num_rows)?);
+    }
+    Ok(Rows::new(
+        &crate::py::arrow::int64_offsets(data)?,
+        num_rows,
+    )?)
+}
+
+#[pymethods]
+impl PyPrefetcher {
+    /// Start prefetching `rows` (row offsets in read order: int64, or uint32 kept without a
+    /// copy) of `store`.
+    #[new]
+    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1, per_column=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        store: &PyColumnStore,
+        rows: &Bound<'_, PyAny>,
+        columns: Vec<usize>,
+        batch_size: usize,
+        drop_last: bool,
+        depth: usize,
+        dtype: Option<&str>,
+        null_value: Option<f64>,
+        threads: usize,
+        per_column: bool,
+    ) -> PyResult<Self> {
+        let rows = rows_from_py(rows, store.inner.num_rows())?;
+        store.inner.check_columns(&columns)?;
+        let plan = Plan {
+            store: store.inner.clone(),
+            rows,
+            columns,
+            batch_size,
+            drop_last,
+            dtype: dtype.map(DType::from_name).transpose()?,
+            fill: null_value,
+            per_column,
+        };
+        Ok(PyPrefetcher {
+            inner: Prefetcher::start(plan, depth, threads)?,
+        })
+    }
+
+    /// The next batch as a legacy DLPack capsule (with `per_column`, a list of them, one per
+    /// column), or `None` at the end of the epoch. Waits with the GIL released.
+    fn next<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+        if self.inner.inherited() {
+            return Err(Error::Value(
+                "this epoch's batches are made by threads of the process it started in, not \
+                 of this forked one: start the epoch (a new `for` loop over the Loader) here"
+                    .into(),
+            )
+            .into());
+        }
+        let received = py.detach(|| self.inner.receive());
+        let Some(received) = received else {
+            return Ok(None);
+        };
+        match received {
+            Ok(tensors) if self.inner.per_column() => {
+                let capsules = tensors
+                    .into_iter()
+                    .map(|t| legacy_capsule(py, t))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(Some(pyo3::types::PyList::new(py, capsules)?.into_any()))
+            }
+            Ok(tensors) => {
+                let tensor = tensors.into_iter().next().expect("one tensor per batch");
+                Ok(Some(legacy_capsule(py, tensor)?))
+            }
+            Err(e) => {
+                self.inner.stop();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Stop the thread and drop what it prepared.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.stop());
+    }
+
+    /// Totals so far: seconds in the take and in the conversion, batches, rows, bytes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let t = self.inner.totals();
+        let d = PyDict::new(py);
+        d.set_item("take_s", t.take_ns as f64 * 1e-9)?;
+        d.set_item("convert_s", t.convert_ns as f64 * 1e-9)?;
+        d.set_item("batches", t.batches)?;
+        d.set_item("rows", t.rows)?;
+        d.set_item("bytes", t.bytes)?;
+        Ok(d)
+    }
+}

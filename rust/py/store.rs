@@ -1,0 +1,240 @@
+//! Memory tables for Python: the column store (import, append, take, slice, batches), the
+//! builder a scan fills, and offsets checked against a table.
+
+use std::sync::Arc;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use arrow_schema::SchemaRef;
+use pyo3::prelude::*;
+
+use crate::error::Error;
+use crate::gather::take;
+use crate::py::tensor::PyGathered;
+use crate::store::{normalize, Store, StoreBuilder};
+
+/// Offsets made non-negative and checked against `num_rows`, as an int64 Arrow array.
+#[pyfunction]
+pub fn normalize_offsets<'py>(
+    py: Python<'py>,
+    offsets: &Bound<'py, PyAny>,
+    num_rows: u64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let offsets = crate::py::arrow::offsets_from_py(offsets)?;
+    let rows = normalize(&offsets, num_rows)?;
+    let out = arrow_array::Int64Array::from_iter_values(rows.into_iter().map(|r| r as i64));
+    arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
+}
+
+/// A memory table's data, held in Rust.
+#[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
+pub struct PyColumnStore {
+    pub inner: Arc<Store>,
+    /// pyarrow schemas of the column selections taken so far, reused for every batch.
+    schemas: std::sync::Mutex<std::collections::HashMap<Vec<usize>, Py<PyAny>>>,
+}
+
+impl PyColumnStore {
+    fn wrap(store: Store) -> Self {
+        PyColumnStore {
+            inner: Arc::new(store),
+            schemas: Default::default(),
+        }
+    }
+
+    fn py_schema<'py>(&self, py: Python<'py>, columns: &[usize]) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(s) = self.schemas.lock().expect("schema cache lock").get(columns) {
+            return Ok(s.bind(py).clone());
+        }
+        // Built without the lock held: it calls into Python, where another thread may run.
+        let projected = self.inner.schema().project(columns).map_err(Error::from)?;
+        let schema = crate::py::arrow::schema_to_py(py, &projected)?;
+        let mut cache = self.schemas.lock().expect("schema cache lock");
+        if cache.len() < 64 {
+            cache.insert(columns.to_vec(), schema.clone().unbind());
+        }
+        Ok(schema)
+    }
+}
+
+fn read_stream(
+    reader: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
+    let reader = reader.0;
+    let schema = reader.schema();
+    let batches = reader
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(Error::from)?;
+    Ok((schema, batches))
+}
+
+#[pymethods]
+impl PyColumnStore {
+    /// Import any Arrow stream (a pyarrow Table or RecordBatchReader) without copying. A
+    /// table of many rows then copies its fixed-width numeric columns into the row-major block
+    /// (with the GIL released) and drops its own references to their Arrow arrays;
+    /// `row_major=False` keeps the stream's arrays as they are and builds no block.
+    #[new]
+    #[pyo3(signature = (data, row_major=true))]
+    fn new(
+        py: Python<'_>,
+        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+        row_major: bool,
+    ) -> PyResult<Self> {
+        let (schema, batches) = read_stream(data)?;
+        let store = if row_major {
+            crate::py::errors::detached(py, || Store::new(schema, batches))?
+        } else {
+            Store::columns_only(schema, batches)?
+        };
+        Ok(Self::wrap(store))
+    }
+
+    /// A new store with the stream's batches appended; refuses a schema that differs.
+    fn appended(
+        &self,
+        py: Python<'_>,
+        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
+    ) -> PyResult<Self> {
+        let (_, batches) = read_stream(data)?;
+        let store = self.inner.clone();
+        Ok(Self::wrap(crate::py::errors::detached(py, || {
+            store.appended(batches)
+        })?))
+    }
+
+    #[getter]
+    fn num_rows(&self) -> u64 {
+        self.inner.num_rows()
+    }
+
+    /// Bytes the table takes in memory (its Arrow buffers and its row-major block).
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.inner.nbytes()
+    }
+
+    /// Positions of the columns held (only) in the row-major block.
+    #[getter]
+    fn block_columns(&self) -> Vec<usize> {
+        self.inner.block_columns()
+    }
+
+    #[getter]
+    fn schema(&self) -> arrow_pyarrow::PyArrowType<arrow_schema::Schema> {
+        arrow_pyarrow::PyArrowType(self.inner.schema().as_ref().clone())
+    }
+
+    /// Rows at `offsets` (an int64 Arrow array; negative counts from the end) of the columns
+    /// at positions `columns` (all when omitted), gathered with the GIL released.
+    #[pyo3(signature = (offsets, columns=None))]
+    fn take<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: &Bound<'py, PyAny>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(self.take_with_twin(py, offsets, columns)?.0)
+    }
+
+    /// `take`, and beside the pyarrow batch its Rust twin, which turns into a tensor without
+    /// crossing back from pyarrow.
+    #[pyo3(signature = (offsets, columns=None))]
+    fn take_with_twin<'py>(
+        &self,
+        py: Python<'py>,
+        offsets: &Bound<'py, PyAny>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<(Bound<'py, PyAny>, PyGathered)> {
+        let offsets = crate::py::arrow::offsets_from_py(offsets)?;
+        let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
+        self.inner.check_columns(&columns)?;
+        let schema = self.py_schema(py, &columns)?;
+        let store = self.inner.clone();
+        let batch = crate::py::errors::detached(py, || take(&store, &offsets, &columns))?;
+        let twin = PyGathered::new(batch.clone());
+        Ok((
+            crate::py::arrow::batch_to_py(py, batch, Some(&schema))?,
+            twin,
+        ))
+    }
+
+    /// Rows `start..start + n` as a pyarrow record batch (see [`Store::slice`]).
+    fn slice(
+        &self,
+        py: Python<'_>,
+        start: u64,
+        n: u64,
+    ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
+        let store = self.inner.clone();
+        Ok(arrow_pyarrow::PyArrowType(crate::py::errors::detached(
+            py,
+            || store.slice(start, n),
+        )?))
+    }
+
+    /// The rows as pyarrow record batches, one per chunk, of the columns at positions
+    /// `columns` (all when omitted): columns held as Arrow are shared (no copy), those held
+    /// only by the row-major block are copied out of it.
+    #[pyo3(signature = (columns=None))]
+    fn batches(
+        &self,
+        py: Python<'_>,
+        columns: Option<Vec<usize>>,
+    ) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
+        let store = self.inner.clone();
+        let batches = crate::py::errors::detached(py, || match columns {
+            Some(columns) => store.batches_of(&columns),
+            None => store.batches(),
+        })?;
+        Ok(batches
+            .into_iter()
+            .map(arrow_pyarrow::PyArrowType)
+            .collect())
+    }
+}
+
+/// A column store made from batches as a scan delivers them (see [`StoreBuilder`]).
+#[pyclass(name = "ColumnStoreBuilder", module = "lancetorch._native")]
+pub struct PyStoreBuilder {
+    inner: Option<StoreBuilder>,
+}
+
+impl PyStoreBuilder {
+    fn builder(&mut self) -> PyResult<&mut StoreBuilder> {
+        self.inner.as_mut().ok_or_else(|| {
+            pyo3::exceptions::PyRuntimeError::new_err("this column store builder has finished")
+        })
+    }
+}
+
+#[pymethods]
+impl PyStoreBuilder {
+    /// A builder for a table of `schema` expected to hold `rows` rows.
+    #[new]
+    fn new(schema: arrow_pyarrow::PyArrowType<arrow_schema::Schema>, rows: u64) -> Self {
+        PyStoreBuilder {
+            inner: Some(StoreBuilder::new(Arc::new(schema.0), rows)),
+        }
+    }
+
+    /// Add a pyarrow RecordBatch (with the GIL released while it is laid out).
+    fn push(
+        &mut self,
+        py: Python<'_>,
+        batch: arrow_pyarrow::PyArrowType<RecordBatch>,
+    ) -> PyResult<()> {
+        let builder = self.builder()?;
+        crate::py::errors::detached(py, || builder.push(batch.0))?;
+        Ok(())
+    }
+
+    /// The column store of every batch pushed; the builder cannot be used after.
+    fn finish(&mut self, py: Python<'_>) -> PyResult<PyColumnStore> {
+        self.builder()?;
+        let builder = self.inner.take().expect("checked above");
+        Ok(PyColumnStore::wrap(crate::py::errors::detached(
+            py,
+            || builder.finish(),
+        )?))
+    }
+}
