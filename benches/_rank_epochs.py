@@ -8,9 +8,8 @@ import json
 import sys
 import time
 
-import torch.distributed as dist
-
 import lancetorch
+import torch.distributed as dist
 from lancetorch.loader import Loader
 
 

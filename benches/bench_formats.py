@@ -30,8 +30,18 @@ from lancetorch.permutation import Permutation
 from lancetorch.util import passthrough
 from torch.utils.data import DataLoader
 
-FORMATS = ["arrow", "python", "python_col", "polars", "pandas", "numpy", "torch_col", "torch",
-           "torch_row", "torch_dict"]
+FORMATS = [
+    "arrow",
+    "python",
+    "python_col",
+    "polars",
+    "pandas",
+    "numpy",
+    "torch_col",
+    "torch",
+    "torch_row",
+    "torch_dict",
+]
 ROW_FORMATS = {"python", "torch", "torch_row", "torch_dict"}  # the default collate stacks them
 N_COLUMNS = 16
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_formats.txt"
@@ -93,8 +103,10 @@ def main() -> None:
 
     best = results["torch_col"][0]
     lines = [
-        (f"{n:,} rows of {N_COLUMNS} float32 columns, shuffled, batches of {size} through a "
-         "DataLoader (the default collate for row formats, passthrough for the rest)"),
+        (
+            f"{n:,} rows of {N_COLUMNS} float32 columns, shuffled, batches of {size} through a "
+            "DataLoader (the default collate for row formats, passthrough for the rest)"
+        ),
         f"  {'format':<11} {'collate':<11} {'rows/s':>11}   {'vs torch_col':>12}   one batch is",
     ]
     for fmt, (value, what) in results.items():

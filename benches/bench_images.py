@@ -60,8 +60,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _memory  # benches/_memory.py, found through the path above
 
 SIZE = 224
-PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
-          "immunohistochemistry", "retina"]
+PHOTOS = [
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+]
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_images.txt"
 
 
@@ -123,8 +130,9 @@ def image_set(n: int, seed: int) -> tuple[Path, str]:
         for i in range(0, n, 1024):
             chunk = images[i : i + 1024]
             ids = np.arange(i, i + len(chunk))
-            writer.write_batch(pa.record_batch(
-                [pa.array(chunk, pa.binary()), pa.array(ids)], schema=schema))
+            writer.write_batch(
+                pa.record_batch([pa.array(chunk, pa.binary()), pa.array(ids)], schema=schema)
+            )
     os.replace(part, path)
     return path, kind
 
@@ -190,8 +198,12 @@ def hand_transform(img: PILImage.Image, i: int) -> torch.Tensor:
 
 def _dataloader(path: Path, table: pa.Table, size: int, transform: Callable) -> Iterator[int]:
     loader = torch.utils.data.DataLoader(
-        PILDataset(path, table.num_rows, transform), batch_size=size, shuffle=True,
-        num_workers=2, multiprocessing_context="spawn")
+        PILDataset(path, table.num_rows, transform),
+        batch_size=size,
+        shuffle=True,
+        num_workers=2,
+        multiprocessing_context="spawn",
+    )
     return (len(batch) for batch in loader)
 
 
@@ -207,16 +219,18 @@ def _per_image(blobs: list[bytes], size: int, decode: Callable) -> Iterator[int]
 
 
 def _pil_alone(path: Path, table: pa.Table, size: int) -> Iterator[int]:
-    return _per_image(_blobs(table), size,
-                      lambda b: PILImage.open(io.BytesIO(b)).convert("RGB").load())
+    return _per_image(
+        _blobs(table), size, lambda b: PILImage.open(io.BytesIO(b)).convert("RGB").load()
+    )
 
 
 def _torchvision_decode(path: Path, table: pa.Table, size: int) -> Iterator[int]:
     from torchvision.io import decode_jpeg
 
     warnings.filterwarnings("ignore", message=".*non-writable.*")  # decode_jpeg only reads
-    return _per_image(_blobs(table), size,
-                      lambda b: decode_jpeg(torch.frombuffer(b, dtype=torch.uint8)))
+    return _per_image(
+        _blobs(table), size, lambda b: decode_jpeg(torch.frombuffer(b, dtype=torch.uint8))
+    )
 
 
 SPEC = {"jpeg": Image(size=(SIZE, SIZE), crop="random", flip=True, seed=0)}
@@ -230,14 +244,17 @@ def _lancetorch_loader(path: Path, table: pa.Table, size: int) -> Iterator[int]:
 
 def _lancetorch_decoder(path: Path, table: pa.Table, size: int) -> Iterator[int]:
     column = table.select(["jpeg"])
-    batches = [column.slice(i, size).combine_chunks().to_batches()[0]
-               for i in range(0, table.num_rows, size)]
+    batches = [
+        column.slice(i, size).combine_chunks().to_batches()[0]
+        for i in range(0, table.num_rows, size)
+    ]
     return (len(to_batch(b, SPEC)["jpeg"]) for b in batches)
 
 
 WAYS: dict[str, Callable[[Path, pa.Table, int], Iterator[int]]] = {
-    "pil-torchvision-dataloader":
-        lambda path, table, size: _dataloader(path, table, size, TorchvisionTransform()),
+    "pil-torchvision-dataloader": lambda path, table, size: _dataloader(
+        path, table, size, TorchvisionTransform()
+    ),
     "pil-dataloader": lambda path, table, size: _dataloader(path, table, size, hand_transform),
     "pil-alone": _pil_alone,
     "torchvision-decode-jpeg": _torchvision_decode,
@@ -272,8 +289,12 @@ def run_way(name: str, path: Path, size: int) -> dict:
         done, end = done + rows, time.perf_counter()
     seconds = end - start
     peak = _memory.hwm_mib() if reset else _memory.self_peak_mib()
-    return {"img_s": done / seconds, "peak_mib": peak, "over_mib": peak - base,
-            "workers_peak_mib": _memory.children_peak_mib()}
+    return {
+        "img_s": done / seconds,
+        "peak_mib": peak,
+        "over_mib": peak - base,
+        "workers_peak_mib": _memory.children_peak_mib(),
+    }
 
 
 def main() -> None:
@@ -303,8 +324,16 @@ def main() -> None:
             if missing:
                 print(f"  {name}: left out, {skipped[name]}", flush=True)
             continue
-        cmd = [sys.executable, __file__, "--way", name, "--set", str(path),
-               "--batch-size", str(size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--way",
+            name,
+            "--set",
+            str(path),
+            "--batch-size",
+            str(size),
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             print(f"  {name}: failed\n{proc.stderr[-2000:]}", flush=True)
@@ -313,29 +342,43 @@ def main() -> None:
         print(f"  {name}: {results[name]['img_s']:,.0f} img/s", flush=True)
 
     mib = path.stat().st_size / 2**20
-    what = (f"random 256-512 px crops of {len(PHOTOS)} scikit-image photos" if kind == "photos"
-            else "synthetic gradients (scikit-image missing)")
-    lines.append(f"{n:,} JPEGs ({mib:,.0f} MiB, {what}, quality 90), "
-                 f"RandomResizedCrop({SIZE}) + flip, batches of {size}")
-    lines.append(f"  {'way':<27} {'img/s':>9}   {'vs PIL DataLoader':>17}   "
-                 f"{'vs decoder alone':>16}   {'peak MiB':>8}   {'over set-up':>11}")
-    base_name = next((w for w in ("pil-torchvision-dataloader", "pil-dataloader") if w in results),
-                     None)
+    what = (
+        f"random 256-512 px crops of {len(PHOTOS)} scikit-image photos"
+        if kind == "photos"
+        else "synthetic gradients (scikit-image missing)"
+    )
+    lines.append(
+        f"{n:,} JPEGs ({mib:,.0f} MiB, {what}, quality 90), "
+        f"RandomResizedCrop({SIZE}) + flip, batches of {size}"
+    )
+    lines.append(
+        f"  {'way':<27} {'img/s':>9}   {'vs PIL DataLoader':>17}   "
+        f"{'vs decoder alone':>16}   {'peak MiB':>8}   {'over set-up':>11}"
+    )
+    base_name = next(
+        (w for w in ("pil-torchvision-dataloader", "pil-dataloader") if w in results), None
+    )
     base = results[base_name]["img_s"] if base_name else None
     limit = results["lancetorch-decoder"]["img_s"] if "lancetorch-decoder" in results else None
     for name, r in results.items():
         value = r["img_s"]
         vs_base = f"{value / base:.2f}x" if base else "-"
         vs_limit = f"{value / limit:.2f}x" if limit else "-"
-        lines.append(f"  {name:<27} {value:>9,.0f}   {vs_base:>17}   {vs_limit:>16}   "
-                     f"{r['peak_mib']:>8,.0f}   {r['over_mib']:>11,.0f}")
+        lines.append(
+            f"  {name:<27} {value:>9,.0f}   {vs_base:>17}   {vs_limit:>16}   "
+            f"{r['peak_mib']:>8,.0f}   {r['over_mib']:>11,.0f}"
+        )
     for name in skipped if missing else ():
         lines.append(f"  {name:<27} left out: {skipped[name]}")
-    lines.append("  peak MiB: the way's process (the set memory-mapped), from the end of its "
-                 "set-up to the epoch's end; over set-up: that peak less the process's size then")
+    lines.append(
+        "  peak MiB: the way's process (the set memory-mapped), from the end of its "
+        "set-up to the epoch's end; over set-up: that peak less the process's size then"
+    )
     if base_name:
-        lines.append(f"  {base_name}: the parent's peak; its 2 workers are processes of their "
-                     f"own, the larger peaked at {results[base_name]['workers_peak_mib']:,.0f} MiB")
+        lines.append(
+            f"  {base_name}: the parent's peak; its 2 workers are processes of their "
+            f"own, the larger peaked at {results[base_name]['workers_peak_mib']:,.0f} MiB"
+        )
     print("\n".join(lines))
     if args.write:
         RESULTS.write_text("\n".join(lines) + "\n")

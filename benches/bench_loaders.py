@@ -48,20 +48,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset
-
-import lancetorch
 from lancetorch.loader import Loader as PrefetchLoader
 from lancetorch.permutation import Permutation
 from lancetorch.sampler import BatchSampler
 from lancetorch.util import passthrough, tbl_to_tensor
+from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _memory  # noqa: E402  (benches/_memory.py)
@@ -210,7 +210,10 @@ def plain_python(ctx: Context) -> Loader:
 def numpy_fancy_index(ctx: Context) -> Loader:
     data = ctx.data()
     loader = DataLoader(
-        NumpyDataset(_row_major(data)), batch_size=data.batch_size, shuffle=True, collate_fn=identity
+        NumpyDataset(_row_major(data)),
+        batch_size=data.batch_size,
+        shuffle=True,
+        collate_fn=identity,
     )
     return loader, lambda b: b.shape[0]
 
@@ -456,7 +459,11 @@ def _find_column_to_tensor() -> Callable[[Any, str], Any] | None:
         return None
     try:
         probe = pa.record_batch(
-            {"emb": pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)}
+            {
+                "emb": pa.FixedSizeListArray.from_arrays(
+                    pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2
+                )
+            }
         )
         if tuple(column_to_tensor(probe, "emb").shape) != (2, 2):
             return None
@@ -510,7 +517,9 @@ def emb_loader(ctx: Context) -> Loader:
 
 def emb_numpy_fancy_index(ctx: Context) -> Loader:
     emb = ctx.emb()
-    loader = DataLoader(NumpyDataset(emb.emb), batch_size=emb.batch_size, shuffle=True, collate_fn=identity)
+    loader = DataLoader(
+        NumpyDataset(emb.emb), batch_size=emb.batch_size, shuffle=True, collate_fn=identity
+    )
     return loader, lambda b: b.shape[0]
 
 
@@ -566,7 +575,9 @@ GROUPS = {
 }
 
 WORKLOADS = [
-    Workload("plain", "plain python (row dicts + default collate)", plain_python, bound="max_batches"),
+    Workload(
+        "plain", "plain python (row dicts + default collate)", plain_python, bound="max_batches"
+    ),
     Workload("numpy", "numpy fancy indexing", numpy_fancy_index),
     Workload("hf-datasets", "HuggingFace datasets, torch format", hf_datasets, bound="max_batches"),
     Workload("memory", "lancetorch memory table", lancetorch_memory),
@@ -574,74 +585,127 @@ WORKLOADS = [
     Workload("perm-torch-col", "Permutation torch_col + passthrough", permutation_torch_col),
     Workload("perm-torch", "Permutation torch + default collate", permutation_torch),
     Workload(
-        "perm-torch-dict", "Permutation torch_dict + default collate", permutation_torch_dict,
+        "perm-torch-dict",
+        "Permutation torch_dict + default collate",
+        permutation_torch_dict,
         bound="max_batches",
     ),
     Workload(
-        "perm-python", "Permutation python + default collate", permutation_python, bound="max_batches"
+        "perm-python",
+        "Permutation python + default collate",
+        permutation_python,
+        bound="max_batches",
     ),
     Workload("2-workers", "lancetorch memory table, 2 spawn workers", lancetorch_memory_2_workers),
     Workload("batch-sampler", "lancetorch BatchSampler + DataLoader", lancetorch_batch_sampler),
     Workload("loader", "lancetorch Loader (Rust prefetch)", lancetorch_prefetch_loader),
-    Workload("loader-2-threads", "lancetorch Loader, threads=2", lancetorch_prefetch_loader_2_threads),
+    Workload(
+        "loader-2-threads", "lancetorch Loader, threads=2", lancetorch_prefetch_loader_2_threads
+    ),
     Workload("limit-dataloader", "DataLoader machinery alone (limit)", dataloader_only),
     Workload("limit-numpy-take", "numpy take, ready index, no loader (limit)", numpy_ready_index),
     Workload(
-        "seq-memory", "lancetorch memory table, shuffle=False", lancetorch_memory_sequential,
+        "seq-memory",
+        "lancetorch memory table, shuffle=False",
+        lancetorch_memory_sequential,
         group="sequential",
     ),
     Workload(
-        "seq-loader", "lancetorch Loader, shuffle=False", lancetorch_prefetch_loader_sequential,
+        "seq-loader",
+        "lancetorch Loader, shuffle=False",
+        lancetorch_prefetch_loader_sequential,
         group="sequential",
     ),
     Workload(
-        "seq-lance-torch", "lance.torch LanceDataset (sequential scan)", lance_torch_dataset,
+        "seq-lance-torch",
+        "lance.torch LanceDataset (sequential scan)",
+        lance_torch_dataset,
         group="sequential",
     ),
     Workload(
-        "seq-pylance-scan", "pylance to_batches scan, Arrow only (reference)", pylance_scan,
+        "seq-pylance-scan",
+        "pylance to_batches scan, Arrow only (reference)",
+        pylance_scan,
         group="sequential",
     ),
     Workload(
-        "seq-limit-dataloader", "DataLoader machinery alone, shuffle=False (limit)",
-        dataloader_only_sequential, group="sequential",
+        "seq-limit-dataloader",
+        "DataLoader machinery alone, shuffle=False (limit)",
+        dataloader_only_sequential,
+        group="sequential",
     ),
     Workload(
-        "disk-random", "lancetorch disk, cache=False, shuffle=True (random take)",
-        lancetorch_disk_uncached, group="beyond", bound="disk_batches", ref=True,
-    ),
-    Workload(
-        "disk-clumped", f"lancetorch disk, budget 1 B, BatchSampler clump {CLUMP_SIZE}",
-        lancetorch_disk_over_budget_clumped, group="beyond", bound="clump_batches",
-    ),
-    Workload(
-        "disk-windows", "lancetorch Loader, budget 1 B, windows of shuffled clumps",
-        lancetorch_disk_over_budget_windows, group="beyond",
-    ),
-    Workload(
-        "emb-memcpy", "emb: memcpy of the same bytes (limit)", emb_memcpy, group="emb", data="emb",
+        "disk-random",
+        "lancetorch disk, cache=False, shuffle=True (random take)",
+        lancetorch_disk_uncached,
+        group="beyond",
+        bound="disk_batches",
         ref=True,
     ),
     Workload(
-        "emb-lancetorch", "emb: lancetorch DataLoader + column collate", emb_lancetorch, group="emb",
+        "disk-clumped",
+        f"lancetorch disk, budget 1 B, BatchSampler clump {CLUMP_SIZE}",
+        lancetorch_disk_over_budget_clumped,
+        group="beyond",
+        bound="clump_batches",
+    ),
+    Workload(
+        "disk-windows",
+        "lancetorch Loader, budget 1 B, windows of shuffled clumps",
+        lancetorch_disk_over_budget_windows,
+        group="beyond",
+    ),
+    Workload(
+        "emb-memcpy",
+        "emb: memcpy of the same bytes (limit)",
+        emb_memcpy,
+        group="emb",
+        data="emb",
+        ref=True,
+    ),
+    Workload(
+        "emb-lancetorch",
+        "emb: lancetorch DataLoader + column collate",
+        emb_lancetorch,
+        group="emb",
         data="emb",
     ),
     Workload(
-        "emb-loader", "emb: lancetorch Loader(per_column=True)", emb_loader, group="emb",
+        "emb-loader",
+        "emb: lancetorch Loader(per_column=True)",
+        emb_loader,
+        group="emb",
         data="emb",
     ),
-    Workload("emb-numpy", "emb: numpy fancy indexing", emb_numpy_fancy_index, group="emb", data="emb"),
+    Workload(
+        "emb-numpy", "emb: numpy fancy indexing", emb_numpy_fancy_index, group="emb", data="emb"
+    ),
 ]
 
 SCALING = [
-    Workload("scale-dataloader", "lancetorch memory table, DataLoader + tbl_to_tensor", scale_dataloader,
-             group="scaling", bound="scaling_max_batches"),
-    Workload("scale-loader", "lancetorch Loader (Rust prefetch)", scale_loader, group="scaling",
-             bound="scaling_max_batches"),
+    Workload(
+        "scale-dataloader",
+        "lancetorch memory table, DataLoader + tbl_to_tensor",
+        scale_dataloader,
+        group="scaling",
+        bound="scaling_max_batches",
+    ),
+    Workload(
+        "scale-loader",
+        "lancetorch Loader (Rust prefetch)",
+        scale_loader,
+        group="scaling",
+        bound="scaling_max_batches",
+    ),
     # The DataLoader's own cost per row grows with the table: a Python list of every row's
     # index at each epoch's start (and, in some torch releases, a second one at its end).
-    Workload("scale-machinery", "DataLoader machinery alone (limit)", dataloader_only,
-             group="scaling", bound="scaling_max_batches"),
+    Workload(
+        "scale-machinery",
+        "DataLoader machinery alone (limit)",
+        dataloader_only,
+        group="scaling",
+        bound="scaling_max_batches",
+    ),
 ]
 BY_KEY = {w.key: w for w in WORKLOADS + SCALING}
 
@@ -651,7 +715,9 @@ def measure(loader: Any, rows_in: Callable[[Any], int], max_batches: int | None)
     """Time the loader's epoch after one warm-up batch; stop after ``max_batches`` if given."""
     t0 = time.perf_counter()
     it = iter(loader)
-    first = next(it)  # warm-up: first batch (iterator and worker set-up, first take, cache) not timed
+    first = next(
+        it
+    )  # warm-up: first batch (iterator and worker set-up, first take, cache) not timed
     warmup = time.perf_counter() - t0
     warmup_rows = rows_in(first)
     del first
@@ -721,19 +787,37 @@ def run_workload(args: argparse.Namespace) -> dict:
     return out
 
 
-def spawn_workload(w: Workload, args: argparse.Namespace, tmpdir: str, rows: int | None = None) -> dict:
+def spawn_workload(
+    w: Workload, args: argparse.Namespace, tmpdir: str, rows: int | None = None
+) -> dict:
     """Run one workload in a fresh process of this script and read back its result."""
     result_file = os.path.join(tmpdir, f"result-{w.key}-{rows or args.rows}.json")
     cmd = [
-        sys.executable, os.path.abspath(__file__), "--workload", w.key, "--result-file", result_file,
-        "--tmpdir", tmpdir, "--rows", str(rows or args.rows), "--batch-size", str(args.batch_size),
-        "--emb-rows", str(args.emb_rows), "--max-batches", str(args.max_batches),
-        "--disk-batches", str(args.disk_batches), "--clump-batches", str(args.clump_batches),
+        sys.executable,
+        os.path.abspath(__file__),
+        "--workload",
+        w.key,
+        "--result-file",
+        result_file,
+        "--tmpdir",
+        tmpdir,
+        "--rows",
+        str(rows or args.rows),
+        "--batch-size",
+        str(args.batch_size),
+        "--emb-rows",
+        str(args.emb_rows),
+        "--max-batches",
+        str(args.max_batches),
+        "--disk-batches",
+        str(args.disk_batches),
+        "--clump-batches",
+        str(args.clump_batches),
     ]
     if args.scaling_max_batches is not None:
         cmd += ["--scaling-max-batches", str(args.scaling_max_batches)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0 or not os.path.exists(result_file):
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
@@ -868,7 +952,8 @@ def print_table(report: dict) -> None:
         for r in rows:
             if "rows_per_s" not in r:
                 why = r.get("skipped") or r.get("error")
-                print(f"  {r['name']:<{width}}  {'skipped' if 'skipped' in r else 'FAILED':>12}  ({why})")
+                state = "skipped" if "skipped" in r else "FAILED"
+                print(f"  {r['name']:<{width}}  {state:>12}  ({why})")
                 continue
             timed = "whole epoch" if r["whole_epoch"] else f"first {r['batches_timed']} batches"
             plain = r.get("ratio_to_plain_python")
@@ -877,12 +962,15 @@ def print_table(report: dict) -> None:
                 f"  {r['name']:<{width}}  {r['rows_per_s']:>12,.0f}  "
                 f"{'' if plain is None else f'{plain:.1f}x':>8}  "
                 f"{'' if ref is None else f'{ref:.2f}x':>7}  {_mib(r['peak_rss_mib']):>8}  "
-                f"{_mib(r.get('epoch_peak_mib')):>9}  {_mib(_over_base(r)):>9}  {r['warmup_s']:>9.2f}  "
+                f"{_mib(r.get('epoch_peak_mib')):>9}  {_mib(_over_base(r)):>9}  "
+                f"{r['warmup_s']:>9.2f}  "
                 f"{timed}"
             )
             if "workers_peak_mib" in r:
-                print(f"  {'':<{width}}  workers peak {r['workers_peak_mib']:,.0f} MiB "
-                      "(largest worker, RUSAGE_CHILDREN; shared-memory pages included)")
+                print(
+                    f"  {'':<{width}}  workers peak {r['workers_peak_mib']:,.0f} MiB "
+                    "(largest worker, RUSAGE_CHILDREN; shared-memory pages included)"
+                )
             if r["key"] == "emb-lancetorch":
                 notes.append(f"embeddings collate: {r.get('collate')}")
             if r["key"] == "disk-cached" and "first_read_s" in r:
@@ -890,7 +978,8 @@ def print_table(report: dict) -> None:
                 scan = next((x for x in results if x["key"] == "seq-pylance-scan"), {})
                 versus = (
                     f", {report['rows'] / seconds / scan['rows_per_s']:.2f}x pylance's scan"
-                    if scan.get("rows_per_s") else ""
+                    if scan.get("rows_per_s")
+                    else ""
                 )
                 notes.append(
                     f"disk table, cached: first read (the first take, which scans the table "
@@ -915,8 +1004,10 @@ def print_table(report: dict) -> None:
 
 def print_scaling(report: dict) -> None:
     print()
-    print("scaling: seconds per shuffled epoch (after the warm-up batch), memory table, batch "
-          f"{report['batch_size']}")
+    print(
+        "scaling: seconds per shuffled epoch (after the warm-up batch), memory table, batch "
+        f"{report['batch_size']}"
+    )
     names = list(dict.fromkeys(r["name"] for r in report["scaling"]))
     sizes = sorted({r["rows"] for r in report["scaling"]})
     width = max(len(n) for n in names)
@@ -935,7 +1026,8 @@ def print_scaling(report: dict) -> None:
         print(f"  {name:<{width}}" + "".join(cells))
         per_row = [
             r["seconds_per_epoch"] / r["rows"] * 1e9
-            for r in report["scaling"] if r["name"] == name and "seconds_per_epoch" in r
+            for r in report["scaling"]
+            if r["name"] == name and "seconds_per_epoch" in r
         ]
         if per_row:
             print(f"  {'  ns per row':<{width}}" + "".join(f"{x:>12.1f}" for x in per_row))
@@ -956,27 +1048,35 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument("--emb-rows", type=int, default=200_000, help="rows of the embedding table")
     p.add_argument(
-        "--max-batches", type=int, default=100,
+        "--max-batches",
+        type=int,
+        default=100,
         help="batches timed for the slow Python-object loaders (plain Python, the python and "
         "torch_dict Permutation formats, HuggingFace datasets; default 100)",
     )
     p.add_argument(
-        "--disk-batches", type=int, default=20,
-        help="batches timed for the uncached disk table, whose takes go through Lance "
-        "(default 20)",
+        "--disk-batches",
+        type=int,
+        default=20,
+        help="batches timed for the uncached disk table, whose takes go through Lance (default 20)",
     )
     p.add_argument(
-        "--clump-batches", type=int, default=200,
+        "--clump-batches",
+        type=int,
+        default=200,
         help="batches timed for the clumped read of a disk table beyond the cache budget "
         "(default 200)",
     )
     p.add_argument("--scaling", action="store_true", help="also run the 1e5..1e7-row scaling pass")
     p.add_argument(
-        "--scaling-sizes", default="100000,300000,1000000,3000000,10000000",
+        "--scaling-sizes",
+        default="100000,300000,1000000,3000000,10000000",
         help="table sizes of the scaling pass (comma-separated rows)",
     )
     p.add_argument(
-        "--scaling-max-batches", type=int, default=None,
+        "--scaling-max-batches",
+        type=int,
+        default=None,
         help="bound the timed batches of each scaling run and extrapolate (default: whole epochs)",
     )
     p.add_argument("--only", help="comma-separated workload keys to run (default: all)")
@@ -999,7 +1099,8 @@ def main() -> None:
     report = run(args)
     print_table(report)
     write_json(report)
-    print(f"\nresults written to {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
+    shown = RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS
+    print(f"\nresults written to {shown}")
     if not args.no_chart:
         try:
             import _chart

@@ -33,10 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
-
-import lancetorch
 from lancetorch.loader import Loader
 
 HERE = Path(__file__).parent
@@ -78,8 +77,14 @@ def two_ranks(uri: str, options: dict | None, batch_size: int) -> list[float]:
     """Rows/s of two epochs read by two ranks together (rows of both / the slower rank)."""
     with tempfile.TemporaryDirectory() as out:
         command = [
-            str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node=2",
-            str(HERE / "_rank_epochs.py"), uri, "bench", out, str(batch_size),
+            str(Path(sys.executable).parent / "torchrun"),
+            "--standalone",
+            "--nproc_per_node=2",
+            str(HERE / "_rank_epochs.py"),
+            uri,
+            "bench",
+            out,
+            str(batch_size),
             json.dumps(options or {}),
         ]
         env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
@@ -115,7 +120,9 @@ def main() -> None:
                 db = lancetorch.connect(uri, storage_options=options)
                 db.create_table("bench", data, mode="overwrite")
                 first, second = epochs(db.open_table("bench"), args.batch_size)
-                take = random_takes(db.open_table("bench", cache=False), args.batch_size, args.take_batches)
+                take = random_takes(
+                    db.open_table("bench", cache=False), args.batch_size, args.take_batches
+                )
                 rank_first, rank_second = two_ranks(uri, options, args.batch_size)
                 results[name] = {
                     "first epoch (reads the cache)": first,
@@ -134,13 +141,21 @@ def main() -> None:
         for phase, value in phases.items():
             print(f"{name:<16}{phase:<34}{value:>14,.0f}{value / base[phase]:>15.2f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({
-        "rows": args.rows, "batch_size": args.batch_size, "machine": platform.machine(),
-        "cpus": os.cpu_count(), "rows_per_s": results,
-        "ratio_to_local_disk": {
-            n: {p: v / base[p] for p, v in phases.items()} for n, phases in results.items()
-        },
-    }, indent=2))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "rows": args.rows,
+                "batch_size": args.batch_size,
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "rows_per_s": results,
+                "ratio_to_local_disk": {
+                    n: {p: v / base[p] for p, v in phases.items()} for n, phases in results.items()
+                },
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

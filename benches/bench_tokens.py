@@ -85,7 +85,9 @@ def main() -> None:
     column = data.column("tokens").combine_chunks()
     offsets = column.offsets.to_numpy()
     values = column.values.to_numpy()
-    index = [np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) for idx in batches]
+    index = [
+        np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in idx]) for idx in batches
+    ]
 
     def numpy_way() -> None:
         for ix in index:
@@ -96,8 +98,10 @@ def main() -> None:
     print(f"{n:,} rows, {tokens:,} tokens ({tokens * 4 / 2**20:,.0f} MiB), batches of {size}")
     base, limit = results["python-collate"], results["numpy-gather"]
     for name, rate in results.items():
-        print(f"  {name:<15} {rate:>12,.0f} rows/s   {rate / base:7.1f}x python   "
-              f"{rate / limit:5.2f}x numpy gather")
+        print(
+            f"  {name:<15} {rate:>12,.0f} rows/s   {rate / base:7.1f}x python   "
+            f"{rate / limit:5.2f}x numpy gather"
+        )
 
 
 if __name__ == "__main__":

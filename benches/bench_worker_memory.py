@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
-import torch
-from torch.utils.data import DataLoader, Dataset
-
-import lancetorch
 from lancetorch.util import tbl_to_tensor
+from torch.utils.data import DataLoader, Dataset
 
 
 def memory_kb() -> dict[str, int]:
@@ -51,10 +49,10 @@ def baseline_collate(n):
 
 
 def last_memory(loader: DataLoader) -> tuple[int, dict[str, int]]:
-    rows, mem = 0, {}
+    rows, last = 0, {}
     for n, mem in loader:
-        rows += n
-    return rows, mem
+        rows, last = rows + n, mem
+    return rows, last
 
 
 def main() -> None:
@@ -75,13 +73,19 @@ def main() -> None:
     mb = 1024
     print(f"table: {args.rows:,} rows, {data.nbytes / 2**20:.1f} MiB of Arrow data")
     print(f"{'worker':<28}{'RssAnon MiB':>12}{'RssShmem MiB':>14}{'VmRSS MiB':>11}")
-    print(f"{'baseline (no table)':<28}{base['RssAnon'] / mb:>12.1f}{base['RssShmem'] / mb:>14.1f}"
-          f"{base['VmRSS'] / mb:>11.1f}")
-    print(f"{'after a shuffled epoch':<28}{mem['RssAnon'] / mb:>12.1f}{mem['RssShmem'] / mb:>14.1f}"
-          f"{mem['VmRSS'] / mb:>11.1f}")
+    print(
+        f"{'baseline (no table)':<28}{base['RssAnon'] / mb:>12.1f}{base['RssShmem'] / mb:>14.1f}"
+        f"{base['VmRSS'] / mb:>11.1f}"
+    )
+    print(
+        f"{'after a shuffled epoch':<28}{mem['RssAnon'] / mb:>12.1f}{mem['RssShmem'] / mb:>14.1f}"
+        f"{mem['VmRSS'] / mb:>11.1f}"
+    )
     extra = (mem["RssAnon"] - base["RssAnon"]) / mb
-    print(f"private memory per worker beyond the baseline: {extra:.1f} MiB "
-          f"({extra / (data.nbytes / 2**20):.0%} of the table); the table itself is shared")
+    print(
+        f"private memory per worker beyond the baseline: {extra:.1f} MiB "
+        f"({extra / (data.nbytes / 2**20):.0%} of the table); the table itself is shared"
+    )
 
 
 if __name__ == "__main__":

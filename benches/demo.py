@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import time
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import torch
+from lancetorch.util import tbl_to_tensor
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-import lancetorch
-from lancetorch.util import tbl_to_tensor
 
 N_FEATURES = 16
 N_CLASSES = 10
@@ -92,11 +91,15 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=1024)
     p.add_argument(
-        "--plain-batches", type=int, default=100,
+        "--plain-batches",
+        type=int,
+        default=100,
         help="batches to train through the plain-Python loader (it is slow); default 100",
     )
     p.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch intra-op threads (default 1: a model this small gains nothing from more, "
         "and extra threads make timings erratic on a busy machine)",
     )
@@ -115,15 +118,19 @@ def main() -> None:
     loader = DataLoader(table, batch_size=args.batch_size, shuffle=True, collate_fn=tbl_to_tensor)
     rows, seconds, loss = train_epoch(loader, lancetorch_xy)
     fast = rows / seconds
-    print(f"lancetorch:   {rows:>9,} rows in {seconds:6.2f} s = {fast:>11,.0f} rows/s, "
-          f"mean loss {loss:.3f}")
+    print(
+        f"lancetorch:   {rows:>9,} rows in {seconds:6.2f} s = {fast:>11,.0f} rows/s, "
+        f"mean loss {loss:.3f}"
+    )
 
     # 3. The same training through a plain-Python loader, over its first --plain-batches.
     plain = DataLoader(RowDictDataset(features, labels), batch_size=args.batch_size, shuffle=True)
     rows, seconds, loss = train_epoch(plain, plain_xy, max_batches=args.plain_batches)
     slow = rows / seconds
-    print(f"plain Python: {rows:>9,} rows in {seconds:6.2f} s = {slow:>11,.0f} rows/s, "
-          f"mean loss {loss:.3f}  (first {args.plain_batches} batches of the epoch only)")
+    print(
+        f"plain Python: {rows:>9,} rows in {seconds:6.2f} s = {slow:>11,.0f} rows/s, "
+        f"mean loss {loss:.3f}  (first {args.plain_batches} batches of the epoch only)"
+    )
 
     print(f"lancetorch trains {fast / slow:.1f}x as many rows per second as plain Python")
 

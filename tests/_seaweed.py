@@ -72,21 +72,42 @@ class SeaweedServer:
         data = self.directory / "data"
         data.mkdir(parents=True, exist_ok=True)
         config = self.directory / "s3.json"
-        config.write_text(json.dumps({"identities": [{
-            "name": "tests",
-            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]}))
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "tests",
+                            "credentials": [
+                                {"accessKey": self.access_key, "secretKey": self.secret_key}
+                            ],
+                            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                        }
+                    ]
+                }
+            )
+        )
         log = open(self.directory / "weed.log", "ab")
         self.process = subprocess.Popen(
             [
-                binary, "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={data}",
-                f"-master.port={self.master}", f"-volume.port={self.volume}",
-                f"-filer.port={self.filer}", "-s3", f"-s3.port={self.s3}",
-                f"-s3.config={config}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                binary,
+                "server",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-dir={data}",
+                f"-master.port={self.master}",
+                f"-volume.port={self.volume}",
+                f"-filer.port={self.filer}",
+                "-s3",
+                f"-s3.port={self.s3}",
+                f"-s3.config={config}",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
                 "-master.telemetry=false",
             ],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -113,9 +134,14 @@ class SeaweedServer:
         from pyarrow import fs
 
         return fs.S3FileSystem(
-            access_key=self.access_key, secret_key=self.secret_key, region="us-east-1",
-            endpoint_override=f"127.0.0.1:{self.s3}", scheme="http", allow_bucket_creation=True,
-            connect_timeout=2, request_timeout=10,
+            access_key=self.access_key,
+            secret_key=self.secret_key,
+            region="us-east-1",
+            endpoint_override=f"127.0.0.1:{self.s3}",
+            scheme="http",
+            allow_bucket_creation=True,
+            connect_timeout=2,
+            request_timeout=10,
         )
 
     def create_bucket(self, bucket: str) -> None:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import lancetorch
 import pyarrow as pa
 import pytest
-
-import lancetorch
 
 
 @pytest.fixture(autouse=True)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 
 import lance
+import lancetorch
 import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import sample_table
-
-import lancetorch
 
 EXPECTED = pa.table({"a": pa.array([1, 2, 3], pa.int64()), "b": pa.array(["x", "y", "z"])})
 
@@ -285,8 +284,12 @@ def test_enterprise_connections_are_explained(uri, options):
 def test_lancedb_local_spellings_and_options(uri, tmp_path):
     from datetime import timedelta
 
-    options = dict(read_consistency_interval=timedelta(seconds=5), region="us-east-1",
-                   session=None, manifest_enabled=False)
+    options = dict(
+        read_consistency_interval=timedelta(seconds=5),
+        region="us-east-1",
+        session=None,
+        manifest_enabled=False,
+    )
     db = lancetorch.connect(uri, **options)
     assert isinstance(db, lancetorch.DBConnection) and db.uri == "memory://"
     assert db.create_table("t", pa.table({"a": [1]})).to_arrow().to_pydict() == {"a": [1]}

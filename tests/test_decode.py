@@ -20,8 +20,16 @@ from lancetorch.util import to_batch
 
 PROPS = settings(max_examples=60, deadline=None)
 
-INT_TYPES = [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint16(),
-             pa.uint32(), pa.uint64()]
+INT_TYPES = [
+    pa.int8(),
+    pa.int16(),
+    pa.int32(),
+    pa.int64(),
+    pa.uint8(),
+    pa.uint16(),
+    pa.uint32(),
+    pa.uint64(),
+]
 
 
 def reference_padding(rows, max_length, pad, to_max):
@@ -47,8 +55,10 @@ def test_tokens_pad_as_the_reference(kind, list_kind, rows, max_length, to_max, 
         to_max = False
     list_type = {"list": pa.list_, "large_list": pa.large_list, "list_view": pa.list_view}
     array = pa.array(rows, list_type[list_kind](kind))
-    out = to_batch(pa.record_batch({"t": array}),
-                   {"t": Tokens(max_length=max_length, pad_value=pad, pad_to_max_length=to_max)})
+    out = to_batch(
+        pa.record_batch({"t": array}),
+        {"t": Tokens(max_length=max_length, pad_value=pad, pad_to_max_length=to_max)},
+    )
     want, lengths = reference_padding(rows, max_length, pad, to_max)
     assert out["t"].shape == (len(rows), len(want[0]) if want else 0)
     assert out["t"].tolist() == want
@@ -65,12 +75,12 @@ def test_tokens_pad_as_the_reference(kind, list_kind, rows, max_length, to_max, 
     pad=st.integers(0, 127),
     start=st.integers(0, 3),
 )
-def test_packed_tokens_hold_every_token_once_in_row_order(kind, list_kind, rows, width, pad,
-                                                          start):
+def test_packed_tokens_hold_every_token_once_in_row_order(kind, list_kind, rows, width, pad, start):
     list_type = {"list": pa.list_, "large_list": pa.large_list, "list_view": pa.list_view}
     array = pa.array([[0]] * start + rows, list_type[list_kind](kind)).slice(start)
-    out = to_batch(pa.record_batch({"t": array}),
-                   {"t": Tokens(max_length=width, pad_value=pad, pack=True)})
+    out = to_batch(
+        pa.record_batch({"t": array}), {"t": Tokens(max_length=width, pad_value=pad, pack=True)}
+    )
     flat = [tok for r in rows for tok in (r or [])]
     docs = [i for i, r in enumerate(rows) for _ in (r or [])]
     blocks = -(-len(flat) // width)
@@ -86,16 +96,23 @@ def test_packing_needs_a_length_and_rows():
         Tokens(pack=True)
     spec = {"t": Tokens(max_length=4, pack=True)}
     with pytest.raises(ValueError, match="torch_dict gives rows"):
-        Permutation.identity(lancetorch.connect("memory://").create_table(
-            "t", pa.table({"t": pa.array([[1]], pa.list_(pa.int32()))}))
+        Permutation.identity(
+            lancetorch.connect("memory://").create_table(
+                "t", pa.table({"t": pa.array([[1]], pa.list_(pa.int32()))})
+            )
         ).with_format("torch_dict", decode=spec)
 
 
 def test_the_loader_packs_every_token_once_an_epoch(mem_db):
     rows = [list(range(i * 100, i * 100 + i % 7)) for i in range(50)]
     table = mem_db.create_table("tok", pa.table({"t": pa.array(rows, pa.list_(pa.int32()))}))
-    loader = Loader(table, 8, seed=3, per_column=True,
-                    decode={"t": Tokens(max_length=5, pad_value=-1, pack=True)})
+    loader = Loader(
+        table,
+        8,
+        seed=3,
+        per_column=True,
+        decode={"t": Tokens(max_length=5, pad_value=-1, pack=True)},
+    )
     for epoch in range(2):
         loader.set_epoch(epoch)
         seen = []
@@ -113,12 +130,19 @@ def test_a_sliced_token_column_pads_its_own_rows():
 
 def test_token_errors_name_the_column_and_row():
     batch = pa.record_batch({"t": pa.array([[1, 2], [3, 4, 5]], pa.list_(pa.int32()))})
-    with pytest.raises(ValueError, match="column 't': row 1 of the batch has 3 tokens, over max_length=2"):
+    with pytest.raises(
+        ValueError, match="column 't': row 1 of the batch has 3 tokens, over max_length=2"
+    ):
         to_batch(batch, {"t": Tokens(max_length=2, truncate=False)})
     with pytest.raises(ValueError, match="null token"):
-        to_batch(pa.record_batch({"t": pa.array([[1, None]], pa.list_(pa.int32()))}), {"t": Tokens()})
+        to_batch(
+            pa.record_batch({"t": pa.array([[1, None]], pa.list_(pa.int32()))}), {"t": Tokens()}
+        )
     with pytest.raises(ValueError, match="pad_value=-1 does not fit column 't'"):
-        to_batch(pa.record_batch({"t": pa.array([[1]], pa.list_(pa.uint8()))}), {"t": Tokens(pad_value=-1)})
+        to_batch(
+            pa.record_batch({"t": pa.array([[1]], pa.list_(pa.uint8()))}),
+            {"t": Tokens(pad_value=-1)},
+        )
     with pytest.raises(TypeError, match="token ids are integers"):
         to_batch(pa.record_batch({"t": pa.array([[1.5]])}), {"t": Tokens()})
     with pytest.raises(TypeError, match="name it in decode="):
@@ -135,11 +159,19 @@ def test_columns_of_every_kind():
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.float32)), 2)
     shaped = pa.ExtensionArray.from_storage(
         pa.fixed_shape_tensor(pa.int16(), (1, 2)),
-        pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.int16)), 2))
-    batch = pa.record_batch({
-        "x": pa.array([1.5, 2.5, 3.5]), "n": pa.array([1, 2, 3], pa.int8()), "b": [True, False, True],
-        "emb": emb, "img": shaped, "s": ["a", None, "c"], "raw": [b"\x00", b"", None],
-    })
+        pa.FixedSizeListArray.from_arrays(pa.array(np.arange(6, dtype=np.int16)), 2),
+    )
+    batch = pa.record_batch(
+        {
+            "x": pa.array([1.5, 2.5, 3.5]),
+            "n": pa.array([1, 2, 3], pa.int8()),
+            "b": [True, False, True],
+            "emb": emb,
+            "img": shaped,
+            "s": ["a", None, "c"],
+            "raw": [b"\x00", b"", None],
+        }
+    )
     out = to_batch(batch, {"s": Text(tokenizer=lambda xs: [len(x or "") for x in xs])})
     assert out["x"].tolist() == [1.5, 2.5, 3.5] and out["n"].dtype == torch.int8
     assert out["b"].tolist() == [True, False, True]
@@ -162,9 +194,17 @@ def test_features_and_target_keep_their_own_types():
 
 def _token_table(db, n=500):
     toks = [list(range(i, i + i % 9)) for i in range(n)]
-    return db.create_table("tok", pa.table({
-        "id": np.arange(n), "tok": pa.array(toks, pa.list_(pa.int32())),
-        "text": [f"row {i}" for i in range(n)], "f": np.arange(n, dtype=np.float32)}))
+    return db.create_table(
+        "tok",
+        pa.table(
+            {
+                "id": np.arange(n),
+                "tok": pa.array(toks, pa.list_(pa.int32())),
+                "text": [f"row {i}" for i in range(n)],
+                "f": np.arange(n, dtype=np.float32),
+            }
+        ),
+    )
 
 
 def _check_rows(batch):
@@ -183,8 +223,15 @@ def test_loader_decodes_side_columns(tmp_path, where):
     table = _token_table(db)
     if where == "disk beyond the cache":
         table = db.open_table("tok", cache_budget=1)
-    loader = Loader(table, 64, seed=3, per_column=True, window_rows=100, clump_size=16,
-                    decode={"tok": Tokens(max_length=6, pad_value=-1)})
+    loader = Loader(
+        table,
+        64,
+        seed=3,
+        per_column=True,
+        window_rows=100,
+        clump_size=16,
+        decode={"tok": Tokens(max_length=6, pad_value=-1)},
+    )
     seen = []
     for batch in loader:
         assert list(batch) == ["id", "tok", "tok_length", "text", "f"]
@@ -196,17 +243,27 @@ def test_loader_decodes_side_columns(tmp_path, where):
 def test_loader_of_a_permutation_with_renames_and_drop_last(mem_db):
     table = _token_table(mem_db)
     view = Permutation.identity(table).rename_column("tok", "ids").select_columns(["id", "ids"])
-    batches = list(Loader(view, 64, seed=0, per_column=True, drop_last=True,
-                          decode={"ids": Tokens(max_length=3)}))
+    batches = list(
+        Loader(
+            view, 64, seed=0, per_column=True, drop_last=True, decode={"ids": Tokens(max_length=3)}
+        )
+    )
     assert len(batches) == 500 // 64 and all(b["ids"].shape == (64, 3) for b in batches)
     with pytest.raises(ValueError, match="decode names column 'tok'"):
         Loader(view, 64, per_column=True, decode={"tok": Tokens()})
 
 
 def test_loader_features_and_target(mem_db):
-    table = mem_db.create_table("f", pa.table({
-        "f0": np.arange(100, dtype=np.float32), "f1": np.arange(100, dtype=np.int16) * 2,
-        "label": np.arange(100) % 4}))
+    table = mem_db.create_table(
+        "f",
+        pa.table(
+            {
+                "f0": np.arange(100, dtype=np.float32),
+                "f1": np.arange(100, dtype=np.int16) * 2,
+                "label": np.arange(100) % 4,
+            }
+        ),
+    )
     seen = []
     for x, y in Loader(table, 32, seed=1, features=["f0", "f1"], target="label"):
         assert x.dtype == torch.float32 and y.dtype == torch.int64 and x.shape[1] == 2
@@ -232,20 +289,28 @@ def test_torch_dict_with_decode_and_specs_pickle(mem_db):
     with pytest.raises(ValueError, match="decode= goes with the torch_dict format"):
         Permutation.identity(table).with_format("arrow", decode=spec)
     collate = functools.partial(to_batch, decode=spec)
-    assert pickle.loads(pickle.dumps(collate))(table.__getitems__([3]))["tok_length"].tolist() == [3]
+    assert pickle.loads(pickle.dumps(collate))(table.__getitems__([3]))["tok_length"].tolist() == [
+        3
+    ]
 
 
 def test_equal_length_arrays_become_an_embedding_column(mem_db):
-    t = mem_db.create_table("e", {
-        "emb": [np.full(3, i, np.float32) for i in range(4)],
-        "matrix": np.arange(8, dtype=np.int16).reshape(4, 2),
-        "ragged": [np.ones(2), np.ones(3), np.ones(1), np.ones(2)],
-    })
+    t = mem_db.create_table(
+        "e",
+        {
+            "emb": [np.full(3, i, np.float32) for i in range(4)],
+            "matrix": np.arange(8, dtype=np.int16).reshape(4, 2),
+            "ragged": [np.ones(2), np.ones(3), np.ones(1), np.ones(2)],
+        },
+    )
     assert t.schema.field("emb").type == pa.list_(pa.float32(), 3)
     assert t.schema.field("matrix").type == pa.list_(pa.int16(), 2)
     assert pa.types.is_list(t.schema.field("ragged").type)  # lengths differ: a list column
     out = to_batch(t.__getitems__([3, 0]).select(["emb", "matrix"]))
-    assert out["emb"].tolist() == [[3.0] * 3, [0.0] * 3] and out["matrix"].tolist() == [[6, 7], [0, 1]]
+    assert out["emb"].tolist() == [[3.0] * 3, [0.0] * 3] and out["matrix"].tolist() == [
+        [6, 7],
+        [0, 1],
+    ]
 
 
 def test_loader_device_moves_every_tensor(mem_db):
@@ -255,8 +320,9 @@ def test_loader_device_moves_every_tensor(mem_db):
         assert all(v.device.type == "cpu" for v in batch.values() if isinstance(v, torch.Tensor))
         assert isinstance(batch["text"], list)
     if torch.cuda.is_available():
-        batch = next(iter(Loader(table, 16, per_column=True, decode={"tok": Tokens()},
-                                 device="cuda")))
+        batch = next(
+            iter(Loader(table, 16, per_column=True, decode={"tok": Tokens()}, device="cuda"))
+        )
         assert batch["tok"].is_cuda and batch["f"].is_cuda
 
 
@@ -267,7 +333,9 @@ def test_a_failing_decode_surfaces_at_its_batch_and_stops_the_thread(mem_db):
 
     rows = 64
     images = [b"\xff\xd8 not really"] * rows  # every image refused
-    table = mem_db.create_table("bad", pa.table({"id": np.arange(rows), "img": pa.array(images, pa.binary())}))
+    table = mem_db.create_table(
+        "bad", pa.table({"id": np.arange(rows), "img": pa.array(images, pa.binary())})
+    )
     loader = Loader(table, 16, shuffle=False, per_column=True, decode={"img": Image(size=(4, 4))})
     with pytest.raises(ValueError, match="column 'img': the image at row 0 of the batch"):
         next(iter(loader))
@@ -279,7 +347,9 @@ import pyarrow as pa
 from lancetorch.decode import Tokens
 from lancetorch.util import to_batch
 values = pa.array([1, 2, 3], pa.int32())
-bad = pa.ListViewArray.from_arrays(pa.array([0, 100], pa.int32()), pa.array([2, 1], pa.int32()), values)
+bad = pa.ListViewArray.from_arrays(
+    pa.array([0, 100], pa.int32()), pa.array([2, 1], pa.int32()), values
+)
 try:
     to_batch(pa.record_batch({"t": bad}), {"t": Tokens()})
 except ValueError as e:
@@ -293,7 +363,8 @@ def test_list_offsets_past_the_values_are_refused_not_read():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _INVALID_LIST_VIEW], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _INVALID_LIST_VIEW], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "row 1 of the batch points past its 3 token values" in out.stdout

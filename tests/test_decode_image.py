@@ -7,16 +7,15 @@ import io
 import struct
 import zlib
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from PIL import Image as PILImage
-
-import lancetorch
 from lancetorch.decode import Image
 from lancetorch.loader import Loader
 from lancetorch.util import to_batch
+from PIL import Image as PILImage
 
 
 def encode(array: np.ndarray, fmt: str, **kw) -> bytes:
@@ -59,8 +58,9 @@ def test_jpeg_pixels_within_two_levels_of_pils():
     assert np.abs(got - pil_rgb(data)).mean() <= 2.0
 
 
-@pytest.mark.parametrize("kind", ["gray png", "rgba png", "16-bit png", "palette png",
-                                  "gray jpeg", "cmyk jpeg"])
+@pytest.mark.parametrize(
+    "kind", ["gray png", "rgba png", "16-bit png", "palette png", "gray jpeg", "cmyk jpeg"]
+)
 def test_other_color_kinds_become_rgb(kind):
     rgb = photo(24, 20, 2)
     if kind == "gray png":
@@ -94,8 +94,11 @@ def test_other_color_kinds_become_rgb(kind):
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])
 def test_webp_lossless_pixels_equal_pils_and_lossy_within_two_levels(mode):
     rgb = photo(40, 56, 3)
-    pixels = rgb if mode == "RGB" else np.concatenate(
-        [rgb, np.full((40, 56, 1), 200, np.uint8)], axis=-1)
+    pixels = (
+        rgb
+        if mode == "RGB"
+        else np.concatenate([rgb, np.full((40, 56, 1), 200, np.uint8)], axis=-1)
+    )
     lossless = io.BytesIO()
     PILImage.fromarray(pixels, mode=mode).save(lossless, format="WEBP", lossless=True)
     got = decode([lossless.getvalue()], size=(40, 56), layout="NHWC")[0].numpy()
@@ -107,11 +110,17 @@ def test_webp_lossless_pixels_equal_pils_and_lossy_within_two_levels(mode):
 
 def _png_claiming(width: int, height: int) -> bytes:
     def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b""))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize(
@@ -136,7 +145,10 @@ def test_bad_images_are_refused_naming_the_row(bad, words):
         raw = bytearray(good)
         raw[40:60] = b"\xff" * 20
         bad = bytes(raw)
-    with pytest.raises(ValueError, match=rf"column 'img': the image at row 2 of the batch cannot be read: .*{words}"):
+    with pytest.raises(
+        ValueError,
+        match=rf"column 'img': the image at row 2 of the batch cannot be read: .*{words}",
+    ):
         decode([good, good, bad, good], size=(8, 8))
 
 
@@ -161,8 +173,14 @@ def test_random_crops_repeat_for_a_seed_and_epoch_and_vary_otherwise():
 
 
 def test_image_spec_arguments_are_checked():
-    for bad in [dict(size=(0, 4)), dict(layout="CHW"), dict(crop="resize"),
-                dict(scale=(0.5, 0.1)), dict(ratio=(0, 1)), dict(seed=-1)]:
+    for bad in [
+        dict(size=(0, 4)),
+        dict(layout="CHW"),
+        dict(crop="resize"),
+        dict(scale=(0.5, 0.1)),
+        dict(ratio=(0, 1)),
+        dict(seed=-1),
+    ]:
         with pytest.raises(ValueError):
             Image(**bad)
     with pytest.raises(TypeError, match="images are binary columns"):
@@ -173,13 +191,19 @@ def test_image_spec_arguments_are_checked():
 def test_the_loader_decodes_images(tmp_path, where):
     db = lancetorch.connect("memory://" if where == "memory" else tmp_path)
     pictures = [photo(20 + i % 5, 30, i) for i in range(40)]
-    table = db.create_table("img", pa.table({
-        "id": np.arange(40),
-        "jpeg": pa.array([encode(p, "PNG") for p in pictures], pa.binary()),
-    }))
+    table = db.create_table(
+        "img",
+        pa.table(
+            {
+                "id": np.arange(40),
+                "jpeg": pa.array([encode(p, "PNG") for p in pictures], pa.binary()),
+            }
+        ),
+    )
     seen = []
-    for batch in Loader(table, 16, seed=2, per_column=True,
-                        decode={"jpeg": Image(size=(10, 15), layout="NHWC")}):
+    for batch in Loader(
+        table, 16, seed=2, per_column=True, decode={"jpeg": Image(size=(10, 15), layout="NHWC")}
+    ):
         assert batch["jpeg"].shape == (len(batch["id"]), 10, 15, 3)
         seen += batch["id"].tolist()
     assert sorted(seen) == list(range(40))
@@ -188,15 +212,21 @@ def test_the_loader_decodes_images(tmp_path, where):
 def test_skipped_images_leave_every_column_of_their_row(mem_db):
     good = encode(photo(8, 8), "PNG")
     images = [good, b"junk", good, None, good, good]
-    batch = pa.record_batch({"id": [0, 1, 2, 3, 4, 5], "img": pa.array(images, pa.binary()),
-                             "s": list("abcdef")})
+    batch = pa.record_batch(
+        {"id": [0, 1, 2, 3, 4, 5], "img": pa.array(images, pa.binary()), "s": list("abcdef")}
+    )
     out = to_batch(batch, {"img": Image(size=(4, 4), on_error="skip")})
     assert out["id"].tolist() == [0, 2, 4, 5] and out["s"] == ["a", "c", "e", "f"]
     assert out["img"].shape == (4, 3, 4, 4)
     assert Image(size=(4, 4), on_error="skip").decode(batch, "img")["img"].shape[0] == 4
     table = mem_db.create_table("mixed", pa.Table.from_batches([batch]))
-    loader = Loader(table, 4, shuffle=False, per_column=True,
-                    decode={"img": Image(size=(4, 4), on_error="skip")})
+    loader = Loader(
+        table,
+        4,
+        shuffle=False,
+        per_column=True,
+        decode={"img": Image(size=(4, 4), on_error="skip")},
+    )
     got = [b for b in loader]
     assert sum((b["id"].tolist() for b in got), []) == [0, 2, 4, 5]
     assert all(len(b["s"]) == len(b["id"]) == b["img"].shape[0] for b in got)
@@ -209,8 +239,9 @@ def test_images_to_column_round_trips_through_image():
     from lancetorch.util import images_to_column
 
     pictures = [photo(12, 10, s) for s in range(3)]
-    column = images_to_column([pictures[0], PILImage.fromarray(pictures[1]),
-                               encode(pictures[2], "PNG"), None])
+    column = images_to_column(
+        [pictures[0], PILImage.fromarray(pictures[1]), encode(pictures[2], "PNG"), None]
+    )
     assert column.type == pa.binary() and column.null_count == 1
     got = decode(column.to_pylist()[:3], size=(12, 10), layout="NHWC")
     assert all(np.array_equal(got[i].numpy(), pictures[i]) for i in range(3))

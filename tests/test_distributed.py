@@ -10,11 +10,10 @@ import sys
 import uuid
 from pathlib import Path
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
-
-import lancetorch
 from lancetorch.sampler import BatchSampler
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
@@ -23,16 +22,26 @@ SCRIPT = Path(__file__).parent / "scripts" / "ddp_train.py"
 def training_table(n: int) -> pa.Table:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(n, 4)).astype(np.float32)
-    return pa.table({
-        "id": np.arange(n, dtype=np.int64),
-        **{f"f{i}": x[:, i] for i in range(4)},
-        "label": (x @ np.array([1, -2, 0.5, 3], dtype=np.float32)).astype(np.float32),
-    })
+    return pa.table(
+        {
+            "id": np.arange(n, dtype=np.int64),
+            **{f"f{i}": x[:, i] for i in range(4)},
+            "label": (x @ np.array([1, -2, 0.5, 3], dtype=np.float32)).astype(np.float32),
+        }
+    )
 
 
 def torchrun(uri: str, out: Path, options: dict | None) -> list[dict]:
     torchrun = Path(sys.executable).parent / "torchrun"
-    command = [str(torchrun), "--standalone", "--nproc_per_node=2", str(SCRIPT), uri, "train", str(out)]
+    command = [
+        str(torchrun),
+        "--standalone",
+        "--nproc_per_node=2",
+        str(SCRIPT),
+        uri,
+        "train",
+        str(out),
+    ]
     if options:
         command.append(json.dumps(options))
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}

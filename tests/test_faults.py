@@ -9,10 +9,9 @@ import subprocess
 import sys
 import time
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
-
-import lancetorch
 
 APPEND = """
 import sys, numpy as np, pyarrow as pa, lancetorch
@@ -43,8 +42,11 @@ def _appends(path) -> dict[tuple[int, int], int]:
 def test_a_writer_killed_mid_append_leaves_whole_appends_only(tmp_path):
     _empty(tmp_path)
     for delay in (0.05, 0.3, 0.8):
-        proc = subprocess.Popen([sys.executable, "-c", APPEND, str(tmp_path), "1", "500"],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", APPEND, str(tmp_path), "1", "500"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline().strip() == "ready"
         time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
@@ -62,9 +64,15 @@ def test_a_writer_killed_mid_append_leaves_whole_appends_only(tmp_path):
 
 def test_three_processes_appending_at_once_keep_every_row(tmp_path):
     _empty(tmp_path)
-    procs = [subprocess.Popen([sys.executable, "-c", APPEND, str(tmp_path), str(w), "8"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for w in (1, 2, 3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPEND, str(tmp_path), str(w), "8"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in (1, 2, 3)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0 and out.split() == ["ready", "done"], err[-2000:]

@@ -18,12 +18,44 @@ import textwrap
 
 import pytest
 
-VALUES = ["0", "1", "-1", "2**31", "2**32", "2**63 - 1", "2**64", "10**30", "float('nan')",
-          "float('inf')", "-0.0", "True", "'7'", "None"]
+VALUES = [
+    "0",
+    "1",
+    "-1",
+    "2**31",
+    "2**32",
+    "2**63 - 1",
+    "2**64",
+    "10**30",
+    "float('nan')",
+    "float('inf')",
+    "-0.0",
+    "True",
+    "'7'",
+    "None",
+]
 if os.environ.get("LANCETORCH_FUZZ") == "long":  # `make fuzz`: more values for every call
-    VALUES += ["-2**31", "-2**63", "2**63", "-10**30", "float('-inf')", "1.5", "-1.5", "1e300",
-               "False", "b'1'", "'-1'", "''", "[]", "{}", "(1, 2)", "[1, 'a']", "{'a': 1}",
-               "complex(1, 1)", "object()"]
+    VALUES += [
+        "-2**31",
+        "-2**63",
+        "2**63",
+        "-10**30",
+        "float('-inf')",
+        "1.5",
+        "-1.5",
+        "1e300",
+        "False",
+        "b'1'",
+        "'-1'",
+        "''",
+        "[]",
+        "{}",
+        "(1, 2)",
+        "[1, 'a']",
+        "{'a': 1}",
+        "complex(1, 1)",
+        "object()",
+    ]
 
 # Entry points, each a Python expression over `v` (the hostile value), `t` (a 100-row memory
 # table of id, x, tok (token lists), img (PNG bytes)), `p` (a Permutation of t) and `batch`
@@ -78,8 +110,15 @@ CALLS = {
 }
 
 # What a call may raise: a documented, catchable refusal.
-ALLOWED = {"ValueError", "TypeError", "IndexError", "OverflowError", "MemoryError", "KeyError",
-           "StopIteration"}
+ALLOWED = {
+    "ValueError",
+    "TypeError",
+    "IndexError",
+    "OverflowError",
+    "MemoryError",
+    "KeyError",
+    "StopIteration",
+}
 
 CHILD = textwrap.dedent(
     """
@@ -127,17 +166,25 @@ CHILD = textwrap.dedent(
 @pytest.mark.parametrize("name", sorted(CALLS))
 def test_no_hostile_value_crashes_or_hangs(name):
     cases = [(name, CALLS[name], value) for value in VALUES]
-    proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cases)], capture_output=True,
-                          text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("[")]
     started = [line for line in lines if line[0] == "start"]
     done = [line for line in lines if line[0] == "done"]
     if proc.returncode != 0:
         last = started[-1] if started else None
-        pytest.fail(f"the interpreter died (exit {proc.returncode}) in {last}: "
-                    f"{proc.stderr[-2000:]}")
+        pytest.fail(
+            f"the interpreter died (exit {proc.returncode}) in {last}: {proc.stderr[-2000:]}"
+        )
     assert len(done) == len(VALUES), proc.stderr[-2000:]
     assert "panicked" not in proc.stderr, f"a Rust panic reached stderr: {proc.stderr[-2000:]}"
-    bad = [(value, outcome) for _, _, value, outcome in done
-           if outcome != "ok" and outcome.split(":")[0] not in ALLOWED]
+    bad = [
+        (value, outcome)
+        for _, _, value, outcome in done
+        if outcome != "ok" and outcome.split(":")[0] not in ALLOWED
+    ]
     assert not bad, f"{name}: undocumented exceptions {bad}"

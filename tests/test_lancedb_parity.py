@@ -9,7 +9,8 @@ lists it and the test says so.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import lancedb
 import lancedb.permutation as ldb_perm
@@ -75,8 +76,12 @@ def same(run: Callable[[Lib], Any], compare: Callable[[Any, Any], bool] | None =
     words in lancetorch's message, or both return equal values. Returns lancetorch's value."""
     ref, got = outcome(lambda: run(LANCEDB)), outcome(lambda: run(LANCETORCH))
     if ref[0] == "raise":
-        assert got[0] == "raise", f"lancedb raised {ref[1].__name__}: {ref[2]}; lancetorch gave {got[1]!r}"
-        assert got[1] is ref[1], f"lancedb raised {ref[1].__name__}, lancetorch {got[1].__name__}: {got[2]}"
+        assert got[0] == "raise", (
+            f"lancedb raised {ref[1].__name__}: {ref[2]}; lancetorch gave {got[1]!r}"
+        )
+        assert got[1] is ref[1], (
+            f"lancedb raised {ref[1].__name__}, lancetorch {got[1].__name__}: {got[2]}"
+        )
         assert key_words(ref[2]) in got[2], (ref[2], got[2])
         return None
     assert got[0] == "ok", f"lancedb gave {ref[1]!r}; lancetorch raised {got[1].__name__}: {got[2]}"
@@ -105,9 +110,14 @@ def test_connect_and_create(uri):
 def test_connect_local_options(tmp_path):
     from datetime import timedelta
 
-    same(lambda lib: type(lib.module.connect(tmp_path / lib.name,
-                                             read_consistency_interval=timedelta(0))).__name__
-         in ("LanceDBConnection", "Connection"))
+    same(
+        lambda lib: (
+            type(
+                lib.module.connect(tmp_path / lib.name, read_consistency_interval=timedelta(0))
+            ).__name__
+            in ("LanceDBConnection", "Connection")
+        )
+    )
     assert isinstance(lancetorch.connect("memory://"), lancetorch.DBConnection)
 
 
@@ -197,8 +207,10 @@ def test_permutation_tables_match(build):
     how=st.one_of(
         st.builds(lambda c: {"counts": c}, st.lists(st.integers(1, 20), min_size=1, max_size=4)),
         st.builds(lambda k: {"fixed": k}, st.integers(1, 8)),
-        st.builds(lambda r: {"ratios": r}, st.lists(st.sampled_from([0.1, 0.2, 0.25, 0.5]),
-                                                     min_size=1, max_size=4)),
+        st.builds(
+            lambda r: {"ratios": r},
+            st.lists(st.sampled_from([0.1, 0.2, 0.25, 0.5]), min_size=1, max_size=4),
+        ),
     ),
     seed=st.integers(0, 2**32),
     shuffle=st.booleans(),
@@ -247,14 +259,22 @@ def test_each_reads_the_others_permutation_table(writer, tmp_path):
     lance.dataset(first.uri).delete("id % 7 = 3")
     bases = {lib.name: lib.connect(data_dir).open_table("t") for lib in (LANCEDB, LANCETORCH)}
     builder = writer.perm.permutation_builder(bases[writer.name])
-    perm = builder.split_random(ratios=[0.7, 0.3], seed=3, split_names=["tr", "te"]).shuffle(
-        seed=4).execute()
+    perm = (
+        builder.split_random(ratios=[0.7, 0.3], seed=3, split_names=["tr", "te"])
+        .shuffle(seed=4)
+        .execute()
+    )
     saved = lancedb.connect(tmp_path / "perms").create_table("p", perm.to_arrow())
     reads = {}
     for lib in (LANCEDB, LANCETORCH):
         perms = lib.perm.Permutations(bases[lib.name], saved)
-        reads[lib.name] = (perms.split_names, perms.split_dict, _ids(perms["tr"]),
-                           _ids(perms[1]), _ids(lib.perm.Permutation.from_tables(bases[lib.name], saved)))
+        reads[lib.name] = (
+            perms.split_names,
+            perms.split_dict,
+            _ids(perms["tr"]),
+            _ids(perms[1]),
+            _ids(lib.perm.Permutation.from_tables(bases[lib.name], saved)),
+        )
     assert reads["lancedb"] == reads["lancetorch"]
     names, _, train, test, default = reads["lancetorch"]
     assert names == ["tr", "te"] and default == train, "no split named reads split 0 only"
@@ -280,7 +300,10 @@ def _on(pairs: dict, fn: Callable[[Any, Any, Any], Any]) -> Callable[[Lib], Any]
 @pytest.mark.parametrize(
     "name, fn",
     [
-        ("from_tables default split", lambda m, b, p: sorted(_ids(m.Permutation.from_tables(b, p)))),
+        (
+            "from_tables default split",
+            lambda m, b, p: sorted(_ids(m.Permutation.from_tables(b, p))),
+        ),
         ("split by name", lambda m, b, p: sorted(_ids(m.Permutation.from_tables(b, p, "val")))),
         ("split by number", lambda m, b, p: sorted(_ids(m.Permutation.from_tables(b, p, 2)))),
         ("unknown split name", lambda m, b, p: m.Permutation.from_tables(b, p, "nope")),
@@ -293,10 +316,23 @@ def _on(pairs: dict, fn: Callable[[Any, Any, Any], Any]) -> Callable[[Lib], Any]
         ("get_by_index", lambda m, b, p: sorted(_ids(m.Permutations(b, p).get_by_index(1)))),
         ("unknown name", lambda m, b, p: m.Permutations(b, p)["nope"]),
         ("float split", lambda m, b, p: m.Permutations(b, p)[1.0]),
-        ("attributes", lambda m, b, p: (
-            lambda q: (q.split, q.selection, q.batch_size, q.offset, q.limit,
-                       q.connection_factory, q.num_rows, q.num_columns, q.column_names, q.shape)
-        )(m.Permutation.from_tables(b, p, "val"))),
+        (
+            "attributes",
+            lambda m, b, p: (
+                lambda q: (
+                    q.split,
+                    q.selection,
+                    q.batch_size,
+                    q.offset,
+                    q.limit,
+                    q.connection_factory,
+                    q.num_rows,
+                    q.num_columns,
+                    q.column_names,
+                    q.shape,
+                )
+            )(m.Permutation.from_tables(b, p, "val")),
+        ),
         ("schema", lambda m, b, p: m.Permutation.identity(b).schema),
     ],
 )
@@ -335,15 +371,23 @@ def test_views(pairs, view):
     def run(m, b, p):
         q = VIEWS[view](m.Permutation.from_tables(b, p, "train"))
         rows = [r for batch in q.iter(8) for r in batch]
-        return (q.column_names, q.num_rows, q.selection, q.offset, q.limit, q.batch_size,
-                sorted(rows, key=lambda r: sorted(r.items(), key=str)),
-                [len(batch) for batch in q])
+        return (
+            q.column_names,
+            q.num_rows,
+            q.selection,
+            q.offset,
+            q.limit,
+            q.batch_size,
+            sorted(rows, key=lambda r: sorted(r.items(), key=str)),
+            [len(batch) for batch in q],
+        )
 
     same(_on(pairs, run))
 
 
-@pytest.mark.parametrize("fmt", ["python", "python_col", "arrow", "pandas", "polars", "torch_col",
-                                 "torch_row"])
+@pytest.mark.parametrize(
+    "fmt", ["python", "python_col", "arrow", "pandas", "polars", "torch_col", "torch_row"]
+)
 def test_formats(pairs, fmt):
     def run(m, b, p):
         q = m.Permutation.from_tables(b, p, "train").select_columns(["id", "x"]).with_format(fmt)
@@ -367,8 +411,12 @@ def small_pairs():
 
 
 @PROPS
-@given(skip=st.one_of(st.none(), st.integers(0, 35)), take=st.one_of(st.none(), st.integers(0, 35)),
-       batch=st.integers(1, 12), last=st.booleans())
+@given(
+    skip=st.one_of(st.none(), st.integers(0, 35)),
+    take=st.one_of(st.none(), st.integers(0, 35)),
+    batch=st.integers(1, 12),
+    last=st.booleans(),
+)
 def test_skip_take_iter(small_pairs, skip, take, batch, last):
     pairs = small_pairs
 
@@ -393,7 +441,13 @@ def test_pickle_round_trip(pairs):
     def run(m, b, p):
         q = m.Permutation.from_tables(b, p, "val").select_columns(["id", "s"]).with_skip(2)
         back = pickle.loads(pickle.dumps(q))
-        return (back.column_names, back.num_rows, back.selection, back.offset, _ids(back) == _ids(q))
+        return (
+            back.column_names,
+            back.num_rows,
+            back.selection,
+            back.offset,
+            _ids(back) == _ids(q),
+        )
 
     same(_on(pairs, run))
 
@@ -437,8 +491,13 @@ def test_streaming_in_table_order_matches(num_splits, rows, data):
         out = []
         for rank in range(world):
             ds = modules[lib.name].StreamingDataset(
-                table, num_splits=num_splits, shuffle=False, rank=rank, world_size=world,
-                read_batch_size=4)
+                table,
+                num_splits=num_splits,
+                shuffle=False,
+                rank=rank,
+                world_size=world,
+                read_batch_size=4,
+            )
             it = iter(ds)
             head = [next(it)["id"] for _ in range(steps * (num_splits // world))]
             state = ds.state_dict()

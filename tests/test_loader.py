@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-import torch
-
-import lancetorch
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation, permutation_builder
 from lancetorch.sampler import BatchSampler
@@ -73,12 +72,17 @@ def test_large_table_batches_equal_take_then_tbl_to_tensor(dtype):
     converted in one pass: the same tensors as a take and tbl_to_tensor."""
     n = 70_000
     rng = np.random.default_rng(4)
-    t = lancetorch.connect("memory://").create_table("big", pa.table({
-        "id": np.arange(n),
-        "x": rng.standard_normal(n).astype(np.float32),
-        "small": rng.integers(-100, 100, n).astype(np.int8),
-        "half": rng.standard_normal(n).astype(np.float16),
-    }))
+    t = lancetorch.connect("memory://").create_table(
+        "big",
+        pa.table(
+            {
+                "id": np.arange(n),
+                "x": rng.standard_normal(n).astype(np.float32),
+                "small": rng.integers(-100, 100, n).astype(np.int8),
+                "half": rng.standard_normal(n).astype(np.float16),
+            }
+        ),
+    )
     order = BatchSampler(n, 4096, seed=6).order(0)
     batches = list(Loader(t, 4096, seed=6, dtype=dtype))
     assert len(batches) == -(-n // 4096)
@@ -94,9 +98,11 @@ def test_unshuffled_and_dtype(table):
 
 
 def test_permutation_columns_and_split(table):
-    perm_table = permutation_builder(table).split_sequential(
-        counts=[1000, 500], split_names=["train", "test"]
-    ).execute()
+    perm_table = (
+        permutation_builder(table)
+        .split_sequential(counts=[1000, 500], split_names=["train", "test"])
+        .execute()
+    )
     test = Permutation.from_tables(table, perm_table, "test").select_columns(["x", "id"])
     batches = list(Loader(test, 128, seed=0))
     assert sorted(torch.cat([b[1] for b in batches]).long().tolist()) == list(range(1000, 1500))
@@ -106,8 +112,14 @@ def test_permutation_columns_and_split(table):
 
 
 @settings(max_examples=20, deadline=None)
-@given(skip=st.integers(0, 2000), take=st.integers(1, 1000), shuffled=st.booleans(),
-       bs=st.integers(1, 300), seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 3))
+@given(
+    skip=st.integers(0, 2000),
+    take=st.integers(1, 1000),
+    shuffled=st.booleans(),
+    bs=st.integers(1, 300),
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 3),
+)
 def test_permutation_rows_in_the_samplers_order(skip, take, shuffled, bs, seed, epoch):
     """A Permutation's positions map to table rows by an offset (an identity window) or
     through its row array (a shuffled one): position p of the sampler's order is the
@@ -163,10 +175,11 @@ def test_disk_table_beyond_the_cache_is_read_by_windows(tmp_path, shuffle, drop_
     db = lancetorch.connect(tmp_path)
     db.create_table("t", data())
     table = db.open_table("t", cache=False)
-    loader = Loader(table, 100, seed=4, shuffle=shuffle, drop_last=drop_last,
-                    window_rows=700, clump_size=64)
+    loader = Loader(
+        table, 100, seed=4, shuffle=shuffle, drop_last=drop_last, window_rows=700, clump_size=64
+    )
     assert table._backend._cached is None
-    for epoch in range(2):
+    for _ in range(2):
         batches = list(loader)
         assert len(batches) == len(loader)
         assert all(b.shape[1] == 100 for b in batches[:-1])
@@ -200,11 +213,13 @@ def _embedding_table(db, n: int = 500, dim: int = 4) -> lancetorch.Table:
     values = pa.array(np.arange(n * dim, dtype=np.float32))
     return db.create_table(
         "e",
-        pa.table({
-            "id": np.arange(n),
-            "emb": pa.FixedSizeListArray.from_arrays(values, dim),
-            "odd": np.arange(n) % 2 == 1,
-        }),
+        pa.table(
+            {
+                "id": np.arange(n),
+                "emb": pa.FixedSizeListArray.from_arrays(values, dim),
+                "odd": np.arange(n) % 2 == 1,
+            }
+        ),
     )
 
 
@@ -305,7 +320,9 @@ def test_interpreter_exits_with_a_loader_mid_epoch():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", EXIT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert "leaving" in out.stdout
 
@@ -350,7 +367,9 @@ def test_windowed_reads_shard_and_resume(tmp_path, world):
     kw = dict(seed=1, window_rows=300, clump_size=50)
     glob = ids_of(list(Loader(table, 100, world_size=1, **kw)))  # the windowed global order
     assert sorted(glob) == list(range(N))
-    per_rank = [ids_of(list(Loader(table, 100, rank=r, world_size=world, **kw))) for r in range(world)]
+    per_rank = [
+        ids_of(list(Loader(table, 100, rank=r, world_size=world, **kw))) for r in range(world)
+    ]
     shard = -(-N // world)
     for r, ids in enumerate(per_rank):
         expected = [glob[p % N] for p in range(r, shard * world, world)]
@@ -401,9 +420,17 @@ def uncached(tmp_path_factory):
 
 
 @settings(max_examples=25, deadline=None)
-@given(skip=st.integers(0, 500), n=st.integers(1, 700), bs=st.integers(1, 90),
-       clump=st.integers(1, 64), window=st.integers(1, 300), world=st.integers(1, 3),
-       later=st.integers(1, 3), stop=st.integers(0, 12), seed=st.integers(0, 2**32))
+@given(
+    skip=st.integers(0, 500),
+    n=st.integers(1, 700),
+    bs=st.integers(1, 90),
+    clump=st.integers(1, 64),
+    window=st.integers(1, 300),
+    world=st.integers(1, 3),
+    later=st.integers(1, 3),
+    stop=st.integers(0, 12),
+    seed=st.integers(0, 2**32),
+)
 def test_windowed_shards_and_resumes_against_the_one_order(
     uncached, skip, n, bs, clump, window, world, later, stop, seed
 ):
@@ -562,11 +589,14 @@ def test_a_forked_child_cannot_read_the_parents_epoch_and_does_not_hang():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", FORKED_PREFETCHER_SCRIPT], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_PREFETCHER_SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("child: this epoch's batches are made by threads of the process"), lines
+    assert lines[0].startswith("child: this epoch's batches are made by threads of the process"), (
+        lines
+    )
     assert lines[1] == "parent batches 100", lines
 
 
@@ -581,7 +611,9 @@ def test_a_null_value_that_does_not_fit_is_refused_on_every_path(rows, b_type):
     )
     for batch_size in (100, 20_000):
         for per_column in (False, True):
-            with pytest.raises(ValueError, match="null_value=0.5 cannot be stored in column 'a' as int64"):
+            with pytest.raises(
+                ValueError, match="null_value=0.5 cannot be stored in column 'a' as int64"
+            ):
                 next(iter(Loader(t, batch_size, null_value=0.5, per_column=per_column)))
     batch = t.__getitems__([0, 1])
     for _ in range(2):  # the same answer whether the batch's memory is lent yet or not

@@ -9,17 +9,16 @@ import tempfile
 import time
 import uuid
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from conftest import sample_table
-from torch.utils.data import DataLoader
-
-import lancetorch
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation
 from lancetorch.util import passthrough, tbl_to_tensor
+from torch.utils.data import DataLoader
 
 
 def numbers(n: int) -> pa.Table:
@@ -81,7 +80,11 @@ def test_dataloader_workers_reopen_the_table(s3_db):
     s3_db.create_table("t", numbers(3000))
     table = s3_db.open_table("t", cache=False)
     loader = DataLoader(
-        table, batch_size=256, shuffle=True, num_workers=2, multiprocessing_context="spawn",
+        table,
+        batch_size=256,
+        shuffle=True,
+        num_workers=2,
+        multiprocessing_context="spawn",
         collate_fn=tbl_to_tensor,
     )
     batches = list(loader)
@@ -95,14 +98,17 @@ def _open_with_env_credentials(name: str) -> lancetorch.Table:
     db = lancetorch.connect(
         os.environ["LT_TEST_URI"],
         storage_options={
-            "aws_endpoint": os.environ["LT_TEST_ENDPOINT"], "aws_region": "us-east-1",
+            "aws_endpoint": os.environ["LT_TEST_ENDPOINT"],
+            "aws_region": "us-east-1",
             "allow_http": "true",
         },
     )
     return db.open_table(name)
 
 
-def test_connection_factory_keeps_the_secret_out_of_pickles_and_files(s3_db, s3_server, monkeypatch):
+def test_connection_factory_keeps_the_secret_out_of_pickles_and_files(
+    s3_db, s3_server, monkeypatch
+):
     s3_db.create_table("t", numbers(2000))
     o = s3_server.options
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", o["aws_access_key_id"])
@@ -121,8 +127,14 @@ def test_connection_factory_keeps_the_secret_out_of_pickles_and_files(s3_db, s3_
     blob = pickle.dumps(perm)
     assert secret not in blob
     assert pickle.loads(blob).__getitems__([5, 1])[0].tolist() == [5, 1]
-    loader = DataLoader(perm, batch_size=500, shuffle=True, num_workers=2,
-                        multiprocessing_context="spawn", collate_fn=passthrough)
+    loader = DataLoader(
+        perm,
+        batch_size=500,
+        shuffle=True,
+        num_workers=2,
+        multiprocessing_context="spawn",
+        collate_fn=passthrough,
+    )
     ids = torch.cat([b[0] for b in loader]).long()
     assert sorted(ids.tolist()) == list(range(2000))
     for path in _library_files() - before:

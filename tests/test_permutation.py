@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import lancetorch
 import numpy as np
 import pandas as pd
 import polars as pl
@@ -17,11 +18,9 @@ import torch
 from conftest import sample_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torch.utils.data import DataLoader
-
-import lancetorch
 from lancetorch.permutation import Permutation, PermutationBuilder, Permutations
 from lancetorch.util import passthrough, tbl_to_tensor
+from torch.utils.data import DataLoader
 
 PROPS = settings(max_examples=30, deadline=None)
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -165,7 +164,9 @@ def test_permutations(any_db):
 def test_permutations_unknown_split(table):
     perm = PermutationBuilder(table).split_sequential(fixed=2, split_names=["train", "test"])
     perms = Permutations(table, perm.execute())
-    with pytest.raises(ValueError, match=r"No split named `valid` found; splits: \['train', 'test'\]"):
+    with pytest.raises(
+        ValueError, match=r"No split named `valid` found; splits: \['train', 'test'\]"
+    ):
         perms["valid"]
     with pytest.raises(ValueError, match="No rows found"):
         perms[2]
@@ -270,7 +271,13 @@ def test_views_leave_the_original_unchanged(shuffled):
     for v in views:
         assert v is not p
         assert isinstance(v, Permutation)
-    assert (p.take_offsets(range(10)), p.column_names, p.shape, list(p.iter()), p.selection) == before
+    assert (
+        p.take_offsets(range(10)),
+        p.column_names,
+        p.shape,
+        list(p.iter()),
+        p.selection,
+    ) == before
     sel, rem, ren, rens, bs, arrow, tr, skip, take, _ = views
     assert sel.column_names == ["s", "id"]
     assert sel[0] == {"s": f"row{order[0]}", "id": order[0]}
@@ -351,7 +358,10 @@ def shuffled_mem(n: int) -> tuple[Permutation, list[int]]:
     if n not in _SHUFFLED:
         t = lancetorch.connect("memory://").create_table("t", sample_table(n))
         perm = PermutationBuilder(t).shuffle(seed=n).execute()
-        _SHUFFLED[n] = (Permutation.from_tables(t, perm), perm.to_arrow().column("row_id").to_pylist())
+        _SHUFFLED[n] = (
+            Permutation.from_tables(t, perm),
+            perm.to_arrow().column("row_id").to_pylist(),
+        )
     return _SHUFFLED[n]
 
 
@@ -576,8 +586,10 @@ def test_formats_agree(n, picks, negate):
             assert got == [{k: w[k] for k in names} for w in want], fmt
         else:  # an empty request: no rows, whatever the container
             out = q.__getitems__(indices)
-            assert len(out) == 0 or (fmt == "torch_col" and out.shape[1] == 0) or (
-                fmt in ("python_col", "numpy") and all(len(v) == 0 for v in out.values())
+            assert (
+                len(out) == 0
+                or (fmt == "torch_col" and out.shape[1] == 0)
+                or (fmt in ("python_col", "numpy") and all(len(v) == 0 for v in out.values()))
             ), fmt
 
 
@@ -604,7 +616,9 @@ def test_dataloader_shuffle_gives_each_row_once(any_db):
 
 def test_pickle_round_trip(any_db):
     t = any_db.create_table("t", sample_table(20))
-    perm = PermutationBuilder(t).split_random(ratios=[0.5, 0.5], seed=1, split_names=["train", "test"])
+    perm = PermutationBuilder(t).split_random(
+        ratios=[0.5, 0.5], seed=1, split_names=["train", "test"]
+    )
     perm = perm.shuffle(seed=2).execute()
     p = Permutations(t, perm)["test"].select_columns(["id", "s"]).with_skip(2).with_format("arrow")
     back = pickle.loads(pickle.dumps(p))
@@ -764,7 +778,9 @@ def test_selecting_a_column_twice_keeps_it_once(mem_db):
     assert t.take_offsets([1], columns="b").to_arrow().to_pydict() == {"b": [4]}
 
 
-@pytest.mark.parametrize("bad", [pa.array([0, -1], pa.int64()), pa.array([0, 2**64 - 1], pa.uint64())])
+@pytest.mark.parametrize(
+    "bad", [pa.array([0, -1], pa.int64()), pa.array([0, 2**64 - 1], pa.uint64())]
+)
 def test_permutation_table_rows_outside_the_table_refused(mem_db, bad):
     t = mem_db.create_table("r", pa.table({"a": range(10)}))
     with pytest.raises(ValueError, match="refers to row"):
@@ -816,7 +832,8 @@ def test_a_factory_finds_the_split_rows_again_after_the_table_changed(tmp_path):
     t = db.create_table("t", pa.table({"x": list(range(10))}))
     perm = PermutationBuilder(t).split_sequential(counts=[5, 5]).execute()
     p = Permutation.from_tables(t, perm, 1).with_connection_factory(
-        functools.partial(_reopen, str(tmp_path)))
+        functools.partial(_reopen, str(tmp_path))
+    )
     state = pickle.dumps(p)
     lance.dataset(t.uri).delete("x = 2")
     db.open_table("t").add(pa.table({"x": [10]}))

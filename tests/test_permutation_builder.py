@@ -1,4 +1,5 @@
-"""Building permutation tables: splits, shuffles, filters, their errors, saving and golden orders."""
+"""Building permutation tables: splits, shuffles, filters, their errors, saving and golden
+orders."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import json
 import math
 import re
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 from conftest import sample_table
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch.permutation import (
     Permutation,
     PermutationBuilder,
@@ -133,7 +133,9 @@ def test_splits_have_names_only_when_given(table):
 
 def test_split_random_seed_determinism(big):
     def build(seed):
-        return PermutationBuilder(big).split_random(ratios=[0.6, 0.4], seed=seed).execute().to_arrow()
+        return (
+            PermutationBuilder(big).split_random(ratios=[0.6, 0.4], seed=seed).execute().to_arrow()
+        )
 
     assert build(11).equals(build(11))
     assert rows_of(build(11)) != rows_of(build(12))
@@ -149,8 +151,20 @@ def test_split_random_without_seed_differs(big):
 def test_split_random_same_on_memory_and_disk(tmp_path):
     mem = lancetorch.connect("memory://").create_table("t", sample_table(50))
     disk = lancetorch.connect(tmp_path).create_table("t", sample_table(50))
-    a = PermutationBuilder(mem).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute().to_arrow()
-    b = PermutationBuilder(disk).split_random(ratios=[0.7, 0.3], seed=9).shuffle(seed=3).execute().to_arrow()
+    a = (
+        PermutationBuilder(mem)
+        .split_random(ratios=[0.7, 0.3], seed=9)
+        .shuffle(seed=3)
+        .execute()
+        .to_arrow()
+    )
+    b = (
+        PermutationBuilder(disk)
+        .split_random(ratios=[0.7, 0.3], seed=9)
+        .shuffle(seed=3)
+        .execute()
+        .to_arrow()
+    )
     assert a.equals(b)
 
 
@@ -170,9 +184,12 @@ def test_split_random_clumps_stay_whole_but_at_split_boundaries(table):
     """Split sizes are exact, so a cut may fall inside a clump: at most one clump per boundary
     between splits is shared by two splits (as the README says); every other clump is whole."""
     for seed in range(20):
-        perm = PermutationBuilder(table).split_random(
-            ratios=[0.5, 0.5], clump_size=3, seed=seed
-        ).execute().to_arrow()
+        perm = (
+            PermutationBuilder(table)
+            .split_random(ratios=[0.5, 0.5], clump_size=3, seed=seed)
+            .execute()
+            .to_arrow()
+        )
         split_of = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
         shared = [
             start
@@ -191,13 +208,24 @@ def test_split_sequential(table):
     assert perm.column("split_id").to_pylist() == [0] * 3 + [1] * 4
     perm = PermutationBuilder(table).split_sequential(ratios=[0.8, 0.2]).execute().to_arrow()
     assert splits_of(perm) == {0: list(range(8)), 1: [8, 9]}
-    perm = PermutationBuilder(table).split_sequential(fixed=3, split_names=["a", "b", "c"]).execute().to_arrow()
+    perm = (
+        PermutationBuilder(table)
+        .split_sequential(fixed=3, split_names=["a", "b", "c"])
+        .execute()
+        .to_arrow()
+    )
     assert splits_of(perm) == {0: [0, 1, 2], 1: [3, 4, 5], 2: [6, 7, 8]}  # row 9 left out
     assert names_of(perm) == ["a", "b", "c"]
 
 
 def test_split_sequential_after_filter(table):
-    perm = PermutationBuilder(table).filter("id % 2 = 1").split_sequential(fixed=2).execute().to_arrow()
+    perm = (
+        PermutationBuilder(table)
+        .filter("id % 2 = 1")
+        .split_sequential(fixed=2)
+        .execute()
+        .to_arrow()
+    )
     assert splits_of(perm) == {0: [1, 3], 1: [5, 7]}
 
 
@@ -238,7 +266,12 @@ def test_split_hash_row_keeps_its_split_when_rows_come_and_go(any_db):
 
 def test_split_hash_proportions_and_names(any_db):
     t = any_db.create_table("t", _id_table(range(4000)))
-    perm = PermutationBuilder(t).split_hash(["id", "s"], [3, 1], split_names=["tr", "te"]).execute().to_arrow()
+    perm = (
+        PermutationBuilder(t)
+        .split_hash(["id", "s"], [3, 1], split_names=["tr", "te"])
+        .execute()
+        .to_arrow()
+    )
     groups = splits_of(perm)
     assert names_of(perm) == ["tr", "te"]
     assert len(groups[0]) + len(groups[1]) == 4000
@@ -260,19 +293,116 @@ def test_split_hash_discard_weight_drops_a_fraction(any_db):
 # Split ids of keys 0..31 (int64, and the strings "k0".."k31") under split_hash(..., [1, 1]):
 # a row's split must not move between versions of lancetorch.
 GOLDEN_HASH_SPLITS = {
-    ("k",): [1, 1, 1, 1, 0, 1, 0, 0, 1, 0, 1, 1, 0, 1, 0, 1,
-             1, 1, 0, 1, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 1, 1],
-    ("s",): [0, 0, 0, 1, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 1, 0,
-             1, 0, 1, 1, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1],
-    ("k", "s"): [1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 1, 1, 1, 1, 0,
-                 1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 1, 1, 1],
+    ("k",): [
+        1,
+        1,
+        1,
+        1,
+        0,
+        1,
+        0,
+        0,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+    ],
+    ("s",): [
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+    ],
+    ("k", "s"): [
+        1,
+        0,
+        1,
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        1,
+    ],
 }
 
 
 @pytest.mark.parametrize("columns", list(GOLDEN_HASH_SPLITS), ids=str)
 def test_golden_hash_splits(mem_db, columns):
-    t = mem_db.create_table("t", pa.table({"k": pa.array(range(32), pa.int64()),
-                                           "s": [f"k{i}" for i in range(32)]}))
+    t = mem_db.create_table(
+        "t", pa.table({"k": pa.array(range(32), pa.int64()), "s": [f"k{i}" for i in range(32)]})
+    )
     perm = PermutationBuilder(t).split_hash(list(columns), [1, 1]).execute().to_arrow()
     split = dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
     assert [split[r] for r in range(32)] == GOLDEN_HASH_SPLITS[columns]
@@ -284,15 +414,23 @@ def test_split_hash_keys_by_value_not_by_column_width(mem_db):
     keys = list(range(100))
 
     def split_of(arrow_type):
-        t = mem_db.create_table(f"t_{arrow_type}", pa.table({"k": pa.array(keys, arrow_type)}),
-                                mode="overwrite")
+        t = mem_db.create_table(
+            f"t_{arrow_type}", pa.table({"k": pa.array(keys, arrow_type)}), mode="overwrite"
+        )
         perm = PermutationBuilder(t).split_hash("k", [1, 1]).execute().to_arrow()
         return dict(zip(rows_of(perm), perm.column("split_id").to_pylist()))
 
     want = split_of(pa.int64())
     assert len(set(want.values())) == 2
-    for other in (pa.int8(), pa.int16(), pa.int32(), pa.uint8(), pa.uint16(), pa.uint32(),
-                  pa.uint64()):
+    for other in (
+        pa.int8(),
+        pa.int16(),
+        pa.int32(),
+        pa.uint8(),
+        pa.uint16(),
+        pa.uint32(),
+        pa.uint64(),
+    ):
         assert split_of(other) == want, other
     floats = split_of(pa.float64())
     assert split_of(pa.float32()) == split_of(pa.float16()) == floats
@@ -327,7 +465,9 @@ def test_split_calculated_negative_leaves_rows_out(table):
 
 
 def test_split_calculated_with_filter(table):
-    perm = PermutationBuilder(table).filter("id >= 4").split_calculated("id % 2").execute().to_arrow()
+    perm = (
+        PermutationBuilder(table).filter("id >= 4").split_calculated("id % 2").execute().to_arrow()
+    )
     assert splits_of(perm) == {0: [4, 6, 8], 1: [5, 7, 9]}
 
 
@@ -354,9 +494,16 @@ def test_memory_table_sql_reads_only_the_columns_it_names(mem_db, monkeypatch):
 
     monkeypatch.setattr(lance, "write_dataset", recording)
     emb = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(10 * 64, np.float32)), 64)
-    t = mem_db.create_table("t", pa.table({"id": range(10), "Tag Group": [i % 3 for i in range(10)],
-                                           "emb": emb}))
-    perm = PermutationBuilder(t).filter("`Tag Group` > 0").split_calculated("ID % 2").execute().to_arrow()
+    t = mem_db.create_table(
+        "t", pa.table({"id": range(10), "Tag Group": [i % 3 for i in range(10)], "emb": emb})
+    )
+    perm = (
+        PermutationBuilder(t)
+        .filter("`Tag Group` > 0")
+        .split_calculated("ID % 2")
+        .execute()
+        .to_arrow()
+    )
     assert written == [["Tag Group"], ["id"]]
     assert rows_of(perm) == [1, 2, 4, 5, 7, 8]
     assert perm.column("split_id").to_pylist() == [1, 0, 0, 1, 1, 0]
@@ -409,8 +556,16 @@ def test_shuffle_clumped(big):
 
 
 def test_shuffle_keeps_splits_grouped(big):
-    perm = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).shuffle(seed=2).execute().to_arrow()
-    unshuffled = PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).execute().to_arrow()
+    perm = (
+        PermutationBuilder(big)
+        .split_random(ratios=[0.7, 0.3], seed=1)
+        .shuffle(seed=2)
+        .execute()
+        .to_arrow()
+    )
+    unshuffled = (
+        PermutationBuilder(big).split_random(ratios=[0.7, 0.3], seed=1).execute().to_arrow()
+    )
     assert perm.column("split_id").to_pylist() == [0] * 70 + [1] * 30
     shuffled, plain = splits_of(perm), splits_of(unshuffled)
     for s in (0, 1):
@@ -419,7 +574,13 @@ def test_shuffle_keeps_splits_grouped(big):
 
 
 def test_shuffle_after_filter_clumps_filtered_rows(big):
-    perm = PermutationBuilder(big).filter("id % 2 = 0").shuffle(seed=5, clump_size=4).execute().to_arrow()
+    perm = (
+        PermutationBuilder(big)
+        .filter("id % 2 = 0")
+        .shuffle(seed=5, clump_size=4)
+        .execute()
+        .to_arrow()
+    )
     assert_clumps_whole(rows_of(perm), list(range(0, 100, 2)), 4)
 
 
@@ -455,7 +616,8 @@ def test_save_and_reopen_permutation_table(any_db):
         PermutationBuilder(base)
         .split_random(ratios=[0.5, 0.25, 0.25], seed=8, split_names=["a", "b", "c"])
         .shuffle(seed=3)
-        .execute().to_arrow()
+        .execute()
+        .to_arrow()
     )
     any_db.create_table("perm", perm)
     reopened = any_db.open_table("perm")
@@ -471,7 +633,13 @@ def test_save_and_reopen_permutation_table(any_db):
 
 def test_save_in_another_connection(tmp_path):
     base = lancetorch.connect("memory://").create_table("base", sample_table(20))
-    perm = PermutationBuilder(base).split_sequential(counts=[15, 5]).shuffle(seed=1).execute().to_arrow()
+    perm = (
+        PermutationBuilder(base)
+        .split_sequential(counts=[15, 5])
+        .shuffle(seed=1)
+        .execute()
+        .to_arrow()
+    )
     db = lancetorch.connect(tmp_path)
     db.create_table("perm", perm)
     again = lancetorch.connect(tmp_path).open_table("perm")
@@ -485,7 +653,12 @@ def test_save_in_another_connection(tmp_path):
 @pytest.mark.parametrize("step", ["split_random", "split_sequential"])
 @pytest.mark.parametrize(
     "kw",
-    [{}, {"ratios": [0.5], "counts": [1]}, {"counts": [1], "fixed": 2}, {"ratios": [0.5], "fixed": 2}],
+    [
+        {},
+        {"ratios": [0.5], "counts": [1]},
+        {"counts": [1], "fixed": 2},
+        {"ratios": [0.5], "fixed": 2},
+    ],
 )
 def test_exactly_one_of_ratios_counts_fixed(table, step, kw):
     with pytest.raises(ValueError, match="Exactly one of 'ratios', 'counts', or 'fixed' must be"):
@@ -580,9 +753,7 @@ def test_filter_sql_errors_quote_the_expression(table, expression, words):
     assert re.search(words, message)
 
 
-@pytest.mark.parametrize(
-    "expression, words", [("id %% 3", "parsing|parser"), ("nope % 3", "nope")]
-)
+@pytest.mark.parametrize("expression, words", [("id %% 3", "parsing|parser"), ("nope % 3", "nope")])
 def test_split_calculated_sql_errors_quote_the_expression(table, expression, words):
     with pytest.raises(ValueError) as info:
         PermutationBuilder(table).split_calculated(expression).execute().to_arrow()
@@ -702,7 +873,12 @@ def test_splits_partition_filtered_rows(n, data, kind, modulus, seed, clump, shu
 )
 def test_hash_split_partitions_and_is_stable_under_filtering(n, weights, discard, modulus):
     table = mem_table(n)
-    full = PermutationBuilder(table).split_hash(["id"], weights, discard_weight=discard).execute().to_arrow()
+    full = (
+        PermutationBuilder(table)
+        .split_hash(["id"], weights, discard_weight=discard)
+        .execute()
+        .to_arrow()
+    )
     split_of = dict(zip(rows_of(full), full.column("split_id").to_pylist()))
     assert len(split_of) == full.num_rows  # disjoint
     if discard == 0:
@@ -712,7 +888,8 @@ def test_hash_split_partitions_and_is_stable_under_filtering(n, weights, discard
         PermutationBuilder(table)
         .filter(f"id % {modulus} = 0")
         .split_hash(["id"], weights, discard_weight=discard)
-        .execute().to_arrow()
+        .execute()
+        .to_arrow()
     )
     sub = dict(zip(rows_of(filtered), filtered.column("split_id").to_pylist()))
     assert sub == {r: s for r, s in split_of.items() if r % modulus == 0}
@@ -732,9 +909,12 @@ def test_clumped_shuffles_keep_clumps_contiguous(n, clump, seed, splits):
         PermutationBuilder(table)
         .split_sequential(fixed=splits)
         .shuffle(seed=seed, clump_size=clump)
-        .execute().to_arrow()
+        .execute()
+        .to_arrow()
     )
-    unshuffled = splits_of(PermutationBuilder(table).split_sequential(fixed=splits).execute().to_arrow())
+    unshuffled = splits_of(
+        PermutationBuilder(table).split_sequential(fixed=splits).execute().to_arrow()
+    )
     for s, order in splits_of(perm).items():
         assert_clumps_whole(order, unshuffled[s], clump)
 
@@ -757,8 +937,9 @@ def test_a_huge_split_count_is_refused_before_anything_is_allocated():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", _HUGE_SPLITS], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", _HUGE_SPLITS], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert len(lines) == 2 and all("ask for at most 1000 splits" in line for line in lines), lines

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import collections
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 
-import lancetorch
-
 
 def test_quickstart_as_written(capsys):
+    import lancetorch
     import pyarrow as pa
     import torch
-
-    import lancetorch
     from lancetorch.util import tbl_to_tensor
 
     mem_db = lancetorch.connect("memory://")
@@ -71,7 +69,10 @@ def test_dataloader_batch_100(tmp_path, kind):
     db = lancetorch.connect("memory://" if kind == "memory" else tmp_path)
     table = _two_column_table(db)
     loader = torch.utils.data.DataLoader(
-        table, batch_size=100, shuffle=True, collate_fn=tbl_to_tensor,
+        table,
+        batch_size=100,
+        shuffle=True,
+        collate_fn=tbl_to_tensor,
         generator=torch.Generator().manual_seed(1),
     )
     assert len(loader) == 10
@@ -107,7 +108,10 @@ def test_quickstart_on_disk(tmp_path):
     reopened = lancetorch.connect(tmp_path).open_table("test_table")
     for t in (table, reopened):
         dataloader = torch.utils.data.DataLoader(
-            t, batch_size=1024, shuffle=True, collate_fn=tbl_to_tensor,
+            t,
+            batch_size=1024,
+            shuffle=True,
+            collate_fn=tbl_to_tensor,
             generator=torch.Generator().manual_seed(2),
         )
         for _epoch in range(2):
@@ -133,7 +137,10 @@ def test_dataloader_after_add(mem_db):
     table = mem_db.create_table("t", pa.table({"a": range(500)}))
     table.add(pa.table({"a": range(500, 1000)}))
     loader = torch.utils.data.DataLoader(
-        table, batch_size=128, shuffle=True, collate_fn=tbl_to_tensor,
+        table,
+        batch_size=128,
+        shuffle=True,
+        collate_fn=tbl_to_tensor,
         generator=torch.Generator().manual_seed(3),
     )
     rows = [r for b in loader for r in b[0].tolist()]

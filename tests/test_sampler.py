@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch import _native
 from lancetorch.sampler import BatchSampler
 from lancetorch.util import tbl_to_tensor
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(0, 300), bs=st.integers(1, 50), drop=st.booleans(), seed=st.integers(0, 2**64 - 1))
+@given(
+    n=st.integers(0, 300), bs=st.integers(1, 50), drop=st.booleans(), seed=st.integers(0, 2**64 - 1)
+)
 def test_every_position_once_per_epoch(n, bs, drop, seed):
     s = BatchSampler(n, bs, seed=seed, drop_last=drop)
     batches = list(s)
@@ -88,7 +89,9 @@ def test_golden_bijection_orders():
     assert bijection(10, 42, 1).tolist() == [4, 1, 9, 0, 8, 7, 5, 3, 6, 2]
     # A table of three billion rows: no index array, any position at once.
     assert bijection(3_000_000_000, 7, 2, [0, 1, 2_999_999_999]).tolist() == [
-        2_968_442_575, 695_869_406, 2_328_829_011,
+        2_968_442_575,
+        695_869_406,
+        2_328_829_011,
     ]
 
 
@@ -130,15 +133,25 @@ def test_sampler_order_choice():
         BatchSampler(100, 7, order="random")
 
 
-# ---- sharding across ranks ------------------------------------------------------------------------
+# ---- sharding across ranks -----------------------------------------------------------------
 def shards(n, bs, world, **kw):
-    return [np.concatenate(list(BatchSampler(n, bs, rank=r, world_size=world, **kw)) or
-                           [np.array([], dtype=np.int64)]) for r in range(world)]
+    return [
+        np.concatenate(
+            list(BatchSampler(n, bs, rank=r, world_size=world, **kw))
+            or [np.array([], dtype=np.int64)]
+        )
+        for r in range(world)
+    ]
 
 
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(0, 400), bs=st.integers(1, 40), world=st.integers(1, 5),
-       seed=st.integers(0, 2**64 - 1), order=st.sampled_from(["fisher-yates", "bijection"]))
+@given(
+    n=st.integers(0, 400),
+    bs=st.integers(1, 40),
+    world=st.integers(1, 5),
+    seed=st.integers(0, 2**64 - 1),
+    order=st.sampled_from(["fisher-yates", "bijection"]),
+)
 def test_ranks_split_every_epoch(n, bs, world, seed, order):
     padded = shards(n, bs, world, seed=seed, order=order)
     assert len({len(s) for s in padded}) == 1, "every rank reads as many rows"
@@ -180,7 +193,10 @@ def test_dataloader_workers_within_a_rank_do_not_overlap():
     for rank in range(2):
         sampler = BatchSampler(table, 128, seed=11, rank=rank, world_size=2)
         loader = torch.utils.data.DataLoader(
-            table, batch_sampler=sampler, collate_fn=tbl_to_tensor, num_workers=2,
+            table,
+            batch_sampler=sampler,
+            collate_fn=tbl_to_tensor,
+            num_workers=2,
             multiprocessing_context="spawn",
         )
         ids = torch.cat([b[0] for b in loader]).tolist()
@@ -190,11 +206,17 @@ def test_dataloader_workers_within_a_rank_do_not_overlap():
     assert sorted(seen) == list(range(n))
 
 
-# ---- resuming -------------------------------------------------------------------------------------
+# ---- resuming ------------------------------------------------------------------------------
 @settings(max_examples=60, deadline=None)
-@given(n=st.integers(1, 300), bs=st.integers(1, 30), stop=st.integers(0, 40),
-       world=st.integers(1, 4), later=st.integers(1, 4), seed=st.integers(0, 2**63),
-       order=st.sampled_from(["fisher-yates", "bijection"]))
+@given(
+    n=st.integers(1, 300),
+    bs=st.integers(1, 30),
+    stop=st.integers(0, 40),
+    world=st.integers(1, 4),
+    later=st.integers(1, 4),
+    seed=st.integers(0, 2**63),
+    order=st.sampled_from(["fisher-yates", "bijection"]),
+)
 def test_resume_reads_exactly_the_rest(n, bs, stop, world, later, seed, order):
     """Stop every rank after ``stop`` batches, resume on ``later`` ranks: the epoch's rows not
     yet read come once each (padding aside) and nothing read before comes again."""
@@ -220,8 +242,10 @@ def test_resume_reads_exactly_the_rest(n, bs, stop, world, later, seed, order):
         return
     rest = np.concatenate(after)
     order = first[0].order(0)
-    assert len(read_before) == state["position"] and read_before == set(order[: state["position"]].tolist())
-    assert set(rest.tolist()) == set(order[state["position"]:].tolist())
+    assert len(read_before) == state["position"] and read_before == set(
+        order[: state["position"]].tolist()
+    )
+    assert set(rest.tolist()) == set(order[state["position"] :].tolist())
     assert len(rest) == -(-(n - state["position"]) // later) * later
     assert [s.epoch for s in resumed] == [1] * later, "then the next epoch"
 
@@ -257,8 +281,13 @@ def test_resume_refuses_a_state_of_another_order():
 
 
 @settings(max_examples=80, deadline=None)
-@given(n=st.integers(0, 300), world=st.integers(1, 5), data=st.data(),
-       uneven=st.sampled_from(["pad", "drop"]), order=st.sampled_from(["fisher-yates", "bijection"]))
+@given(
+    n=st.integers(0, 300),
+    world=st.integers(1, 5),
+    data=st.data(),
+    uneven=st.sampled_from(["pad", "drop"]),
+    order=st.sampled_from(["fisher-yates", "bijection"]),
+)
 def test_shard_rows_is_the_batches_joined(n, world, data, uneven, order):
     """``shard_rows`` (what Loader reads) slices the order; the batches look each position
     up: both must give the same rows, resumed or not."""
@@ -295,8 +324,9 @@ def test_a_forked_child_computes_large_orders_on_its_own_thread():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", FORKED_ORDER_SCRIPT], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", FORKED_ORDER_SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "child exit 0"
 

@@ -49,9 +49,14 @@ class Worker:
 
 
 @PROPS
-@given(rows=st.integers(1, 80), num_splits=st.sampled_from([1, 2, 3, 4, 6]),
-       seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 3), shuffle=st.booleans(),
-       data=st.data())
+@given(
+    rows=st.integers(1, 80),
+    num_splits=st.sampled_from([1, 2, 3, 4, 6]),
+    seed=st.integers(0, 2**32 - 1),
+    epoch=st.integers(0, 3),
+    shuffle=st.booleans(),
+    data=st.data(),
+)
 def test_global_steps_are_the_same_on_every_topology(rows, num_splits, seed, epoch, shuffle, data):
     if rows < num_splits:
         with pytest.raises(ValueError, match="at least 1 row per split"):
@@ -61,10 +66,20 @@ def test_global_steps_are_the_same_on_every_topology(rows, num_splits, seed, epo
     world = data.draw(st.sampled_from(divisors(num_splits)), label="world_size")
     workers = data.draw(st.sampled_from(divisors(num_splits // world)), label="num_workers")
     datasets = [
-        [StreamingDataset(table, num_splits=num_splits, shuffle=shuffle, shuffle_seed=seed,
-                          epoch=epoch, rank=r, world_size=world, read_batch_size=3,
-                          worker_info_override=Worker(w, workers) if workers > 1 else None)
-         for w in range(workers)]
+        [
+            StreamingDataset(
+                table,
+                num_splits=num_splits,
+                shuffle=shuffle,
+                shuffle_seed=seed,
+                epoch=epoch,
+                rank=r,
+                world_size=world,
+                read_batch_size=3,
+                worker_info_override=Worker(w, workers) if workers > 1 else None,
+            )
+            for w in range(workers)
+        ]
         for r in range(world)
     ]
     reference = splits_of(datasets[0][0])
@@ -110,8 +125,17 @@ def test_resume_on_another_topology_gives_every_row_once(num_splits, seed, data)
     steps = data.draw(st.integers(0, 60 // num_splits), label="steps")
 
     def make(world):
-        return [StreamingDataset(table, num_splits=num_splits, shuffle_seed=seed, rank=r,
-                                 world_size=world, read_batch_size=4) for r in range(world)]
+        return [
+            StreamingDataset(
+                table,
+                num_splits=num_splits,
+                shuffle_seed=seed,
+                rank=r,
+                world_size=world,
+                read_batch_size=4,
+            )
+            for r in range(world)
+        ]
 
     first = make(before)
     iters = [iter(ds) for ds in first]
@@ -137,8 +161,9 @@ def test_state_between_splits_resumes_the_lagging_splits_first():
     assert state["samples_consumed_per_split"] == [2, 2, 1, 1]
     again = StreamingDataset(table, num_splits=4, shuffle=False)
     again.load_state_dict(state)
-    assert got + [r["id"] for r in again] == [r["id"] for r in StreamingDataset(
-        table, num_splits=4, shuffle=False)]
+    assert got + [r["id"] for r in again] == [
+        r["id"] for r in StreamingDataset(table, num_splits=4, shuffle=False)
+    ]
 
 
 def test_state_dicts_are_checked():
@@ -168,27 +193,41 @@ def test_skipped_rows_leave_the_others_and_are_counted(caplog):
         return [{"id": i, "twice": 2 * i} for i in ids]
 
     table = ids_table(60)
-    ds = StreamingDataset(table, num_splits=1, shuffle=False, transform=transform,
-                          on_transform_error="warn", read_batch_size=8)
+    ds = StreamingDataset(
+        table,
+        num_splits=1,
+        shuffle=False,
+        transform=transform,
+        on_transform_error="warn",
+        read_batch_size=8,
+    )
     with caplog.at_level(logging.WARNING, logger="lancetorch.streaming"):
         rows = list(ds)
     assert [r["id"] for r in rows] == [i for i in range(60) if i not in bad]
     assert all(r["twice"] == 2 * r["id"] for r in rows)
     assert ds.rows_skipped == 3 and "Skipped" in caplog.text and "KeyError" in caplog.text
     state = ds.state_dict()
-    assert state["samples_consumed_per_split"] == [57] and state["positions_consumed_per_split"] == [60]
+    assert state["samples_consumed_per_split"] == [57] and state[
+        "positions_consumed_per_split"
+    ] == [60]
     strict = StreamingDataset(table, num_splits=1, shuffle=False, transform=transform)
     with pytest.raises(KeyError, match="bad row"):
         list(strict)
-    picky = StreamingDataset(table, num_splits=1, shuffle=False, transform=transform,
-                             on_transform_error=lambda e: isinstance(e, ValueError))
+    picky = StreamingDataset(
+        table,
+        num_splits=1,
+        shuffle=False,
+        transform=transform,
+        on_transform_error=lambda e: isinstance(e, ValueError),
+    )
     with pytest.raises(KeyError):
         list(picky)
 
 
 def test_a_transform_that_loses_rows_is_an_error_even_when_skipping():
-    ds = StreamingDataset(ids_table(10), num_splits=1, transform=lambda b: [1],
-                          on_transform_error="skip")
+    ds = StreamingDataset(
+        ids_table(10), num_splits=1, transform=lambda b: [1], on_transform_error="skip"
+    )
     with pytest.raises(ValueError, match="one output row per input row"):
         list(ds)
 
@@ -240,14 +279,23 @@ def test_statistics():
 def test_packed_blocks_hold_every_document_in_order():
     docs = [[i] * (i % 5 + 1) for i in range(20)]
     table = lancetorch.connect("memory://").create_table(
-        "docs", pa.table({"tokens": pa.array(docs, pa.list_(pa.int32()))}))
-    ds = StreamingDataset(table, num_splits=1, shuffle=False, columns=["tokens"],
-                          pack_sequences=8, eos_id=-1, pad_id=-2, blocks_per_epoch=11)
+        "docs", pa.table({"tokens": pa.array(docs, pa.list_(pa.int32()))})
+    )
+    ds = StreamingDataset(
+        table,
+        num_splits=1,
+        shuffle=False,
+        columns=["tokens"],
+        pack_sequences=8,
+        eos_id=-1,
+        pad_id=-2,
+        blocks_per_epoch=11,
+    )
     blocks = list(ds)  # 80 tokens with the separators: 10 blocks, then one of padding
     assert len(blocks) == 11 and all(b["input_ids"].shape == (8,) for b in blocks)
     stream = torch.cat([b["input_ids"] for b in blocks]).tolist()
     want = [t for d in docs for t in d + [-1]]
-    assert stream[: len(want)] == want and set(stream[len(want):]) == {-2}
+    assert stream[: len(want)] == want and set(stream[len(want) :]) == {-2}
     first = blocks[0]
     assert first["doc_ids"].tolist() == [0, 0, 1, 1, 1, 2, 2, 2]  # documents 0, 1, 2
 
@@ -273,8 +321,7 @@ def test_streaming_dataloader_checkpoints_what_the_loop_received():
 def test_streaming_dataloader_with_spawned_workers(tmp_path):
     table = ids_table(48, lancetorch.connect(tmp_path))
     ds = StreamingDataset(table, num_splits=4, shuffle_seed=5)
-    loader = StreamingDataLoader(ds, batch_size=3, num_workers=2,
-                                 multiprocessing_context="spawn")
+    loader = StreamingDataLoader(ds, batch_size=3, num_workers=2, multiprocessing_context="spawn")
     it = iter(loader)
     taken = [next(it)["id"].tolist() for _ in range(4)]  # each worker: two batches
     state = ds.state_dict()
@@ -294,8 +341,9 @@ def test_streaming_dataloader_with_spawned_workers(tmp_path):
 def test_a_plain_dataloader_with_workers_cannot_checkpoint(tmp_path):
     table = ids_table(24, lancetorch.connect(tmp_path))
     ds = StreamingDataset(table, num_splits=2)
-    loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2,
-                                         multiprocessing_context="spawn")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=4, num_workers=2, multiprocessing_context="spawn"
+    )
     assert sorted(i for b in loader for i in b["id"].tolist()) == list(range(24))
     with pytest.raises(RuntimeError, match="Use StreamingDataLoader"):
         ds.state_dict()

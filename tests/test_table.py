@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -15,8 +16,6 @@ import torch
 from conftest import sample_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 
 
 @pytest.fixture
@@ -90,7 +89,9 @@ def test_add_many_times_and_take_across_chunks(table):
 
 
 def test_add_reordered_fields_and_safe_cast(table):
-    table.add({"s": ["row10"], "x": pa.array([5.0], pa.float32()), "id": pa.array([10], pa.int32())})
+    table.add(
+        {"s": ["row10"], "x": pa.array([5.0], pa.float32()), "id": pa.array([10], pa.int32())}
+    )
     assert table.schema == sample_table().schema
     assert table.to_arrow().equals(sample_table(11))
 
@@ -129,12 +130,16 @@ def _bad_adds():
         "missing": (pa.table({"id": [10], "x": [1.0]}), ["'s'"]),
         # row dicts: checked key by key, their values cast like columns
         "row_missing": ([{"id": 10, "s": "q"}], ["row 0", "lacks 'x'", "None for a null"]),
-        "row_misspelled": ([{"id": 10, "x": 1.0, "s": "q"}, {"id": 11, "X": 1.0, "s": "q"}],
-                           ["row 1", "lacks 'x'", "'X'"]),
+        "row_misspelled": (
+            [{"id": 10, "x": 1.0, "s": "q"}, {"id": 11, "X": 1.0, "s": "q"}],
+            ["row 1", "lacks 'x'", "'X'"],
+        ),
         "row_float_into_int": ([{"id": 10.5, "x": 1.0, "s": "q"}], ["'id'", "int64", "truncated"]),
         "duplicate": (
-            pa.Table.from_arrays([pa.array([10]), pa.array([1.0]), pa.array(["q"]), pa.array([1])],
-                                 names=["id", "x", "s", "id"]),
+            pa.Table.from_arrays(
+                [pa.array([10]), pa.array([1.0]), pa.array(["q"]), pa.array([1])],
+                names=["id", "x", "s", "id"],
+            ),
             ["two columns named 'id'"],
         ),
     }
@@ -169,16 +174,23 @@ def test_add_lossy_numeric_cast_refused(any_db):
 
 
 def test_add_refuses_what_a_cast_would_lose_and_keeps_what_rounds(any_db):
-    t = any_db.create_table("t", pa.table({
-        "f": pa.array([1.0], pa.float32()),
-        "d": pa.array([1], pa.decimal128(5, 2)),
-        "v": pa.array([[1.0, 2.0]], pa.list_(pa.float16(), 2)),
-    }))
+    t = any_db.create_table(
+        "t",
+        pa.table(
+            {
+                "f": pa.array([1.0], pa.float32()),
+                "d": pa.array([1], pa.decimal128(5, 2)),
+                "v": pa.array([[1.0, 2.0]], pa.list_(pa.float16(), 2)),
+            }
+        ),
+    )
     bad = [
         ({"f": [1.0, 1e300], "d": [1.0, 1.0], "v": [[1.0, 2.0]] * 2}, "row 1: 1e+300 becomes inf"),
         ({"f": [1.0], "d": [1.234], "v": [[1.0, 2.0]]}, "row 0: 1.234 becomes Decimal('1.23')"),
-        ({"f": [1.0, 2.0], "d": [1.0, 2.0], "v": [[1.0, 2.0], [3.0, 70000.0]]},
-         "row 1: 70000.0 becomes inf"),
+        (
+            {"f": [1.0, 2.0], "d": [1.0, 2.0], "v": [[1.0, 2.0], [3.0, 70000.0]]},
+            "row 1: 70000.0 becomes inf",
+        ),
     ]
     for data, words in bad:
         with pytest.raises(ValueError, match=re.escape(words)):
@@ -193,7 +205,9 @@ def test_add_refuses_what_a_cast_would_lose_and_keeps_what_rounds(any_db):
 def test_add_nulls_into_a_field_that_takes_none_are_named(any_db):
     schema = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("s", pa.string())])
     t = any_db.create_table("t", pa.table({"id": [1], "s": ["a"]}, schema=schema))
-    with pytest.raises(ValueError, match="'id' of table 't' takes no nulls.*has 2 \\(the first at row 1\\)"):
+    with pytest.raises(
+        ValueError, match="'id' of table 't' takes no nulls.*has 2 \\(the first at row 1\\)"
+    ):
         t.add({"id": [2, None, None], "s": ["b", "c", "d"]})
     assert t.to_arrow().column("id").to_pylist() == [1]
     t.add({"id": [2], "s": [None]})  # an all-null column of a field that takes nulls
@@ -247,9 +261,7 @@ def test_getitems_numpy_scalars_in_list(table):
     assert_rows(table.__getitems__([np.int32(3), np.uint8(1), np.int64(-1)]), [3, 1, 9])
 
 
-@pytest.mark.parametrize(
-    "dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8]
-)
+@pytest.mark.parametrize("dtype", [torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8])
 def test_getitems_torch(table, dtype):
     assert_rows(table.__getitems__(torch.tensor([8, 2, 2, 0], dtype=dtype)), [8, 2, 2, 0])
 
@@ -384,7 +396,8 @@ def test_two_dimensional_offsets_refused(table):
 
 
 @pytest.mark.parametrize(
-    "empty", [[], (), range(0), np.array([], dtype=np.int64), torch.tensor([], dtype=torch.int64)],
+    "empty",
+    [[], (), range(0), np.array([], dtype=np.int64), torch.tensor([], dtype=torch.int64)],
     ids=["list", "tuple", "range", "numpy", "torch"],
 )
 def test_empty_request(table, empty):
@@ -531,8 +544,17 @@ def test_unpickle_in_another_process(tmp_path, kind):
 # -- property test: takes agree with pyarrow ----------------------------------------------------
 
 _NUMERIC = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
 ]
 
 
@@ -592,8 +614,11 @@ def test_getitems_matches_pyarrow_take(case):
     db = lancetorch.connect("memory://")
     t = db.create_table("t", pt)
     assert len(t) == n
-    arg = {"list": idx, "numpy": np.array(idx, dtype=np.int64),
-           "torch": torch.tensor(idx, dtype=torch.int64)}[as_type]
+    arg = {
+        "list": idx,
+        "numpy": np.array(idx, dtype=np.int64),
+        "torch": torch.tensor(idx, dtype=torch.int64),
+    }[as_type]
     got = t.__getitems__(arg)
 
     norm = [i + n if i < 0 else i for i in idx]

@@ -7,16 +7,14 @@ import pickle
 import sys
 from multiprocessing.reduction import ForkingPickler
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import sample_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch.util import tbl_to_tensor
-
-from conftest import sample_table
 
 N = 300
 
@@ -217,8 +215,9 @@ def test_a_killed_process_leaves_no_shared_file():
     import subprocess
     import time
 
-    out = subprocess.run([sys.executable, "-c", KILLED_SCRIPT], capture_output=True, text=True,
-                         timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", KILLED_SCRIPT], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == -9, out.stderr
     path = out.stdout.strip()
     assert path.startswith("/dev/shm/lancetorch-"), path
@@ -235,8 +234,12 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
 
     from lancetorch import table as table_module
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     stale = tmp_path / f"lancetorch-{int(dead.stdout)}-{'0' * 32}.arrow"
     stale.write_bytes(b"x")
     mine = tmp_path / f"lancetorch-{os.getpid()}-{'1' * 32}.arrow"
@@ -356,8 +359,9 @@ def test_an_overwritten_data_file_is_a_named_read_error(tmp_path):
     panics or reports corruption underneath; its panic text still reaches stderr)."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", _CORRUPT, str(tmp_path)], capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", _CORRUPT, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.splitlines()
     assert len(lines) == 2, out.stdout

@@ -20,12 +20,17 @@ from torch.utils.data import DataLoader, default_collate
 
 def table(n: int = 50):
     rng = np.random.default_rng(0)
-    return lancetorch.connect("memory://").create_table("t", pa.table({
-        "x": rng.random(n, dtype=np.float32),
-        "label": np.arange(n),
-        "emb": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 3)), 3),
-        "name": [f"row {i}" for i in range(n)],
-    }))
+    return lancetorch.connect("memory://").create_table(
+        "t",
+        pa.table(
+            {
+                "x": rng.random(n, dtype=np.float32),
+                "label": np.arange(n),
+                "emb": pa.FixedSizeListArray.from_arrays(pa.array(rng.random(n * 3)), 3),
+                "name": [f"row {i}" for i in range(n)],
+            }
+        ),
+    )
 
 
 def plain(row: TorchRow) -> dict:
@@ -34,7 +39,8 @@ def plain(row: TorchRow) -> dict:
 
 def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(
-        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a
+    )
 
 
 def test_a_row_reads_as_the_dict_of_its_values():
@@ -64,7 +70,8 @@ def test_a_tokenizers_dict_is_cut_into_rows_and_collated_back():
         return {"ids": torch.tensor([[len(t), 0] for t in texts])}
 
     perm = Permutation.identity(table(6)).with_format(
-        "torch_dict", decode={"name": Text(tokenizer=tokenizer)})
+        "torch_dict", decode={"name": Text(tokenizer=tokenizer)}
+    )
     rows = perm.__getitems__([0, 1, 2])
     assert torch.equal(rows[1]["name"]["ids"], torch.tensor([5, 0]))
     assert torch.equal(default_collate(rows)["name"]["ids"], torch.tensor([[5, 0]] * 3))

@@ -6,26 +6,42 @@ import functools
 import gc
 import pickle
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import lancetorch
 from lancetorch import _native
 from lancetorch.util import batch_to_tensor, column_to_tensor, passthrough, tbl_to_tensor
 
 NUMERIC = [
-    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
-    "float16", "float32", "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
 ]
 TORCH = {
-    "bool": torch.bool, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
-    "int64": torch.int64, "uint8": torch.uint8, "uint16": torch.uint16,
-    "uint32": torch.uint32, "uint64": torch.uint64, "float16": torch.float16,
-    "float32": torch.float32, "float64": torch.float64,
+    "bool": torch.bool,
+    "int8": torch.int8,
+    "int16": torch.int16,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "uint8": torch.uint8,
+    "uint16": torch.uint16,
+    "uint32": torch.uint32,
+    "uint64": torch.uint64,
+    "float16": torch.float16,
+    "float32": torch.float32,
+    "float64": torch.float64,
 }
 
 
@@ -72,7 +88,9 @@ def test_single_column():
 
 
 def test_empty_batch():
-    t = tbl_to_tensor(pa.record_batch({"a": pa.array([], pa.float32()), "b": pa.array([], pa.float32())}))
+    t = tbl_to_tensor(
+        pa.record_batch({"a": pa.array([], pa.float32()), "b": pa.array([], pa.float32())})
+    )
     assert t.shape == (2, 0)
     assert t.dtype == torch.float32
 
@@ -177,7 +195,9 @@ def test_not_arrow_raises():
 
 
 def test_disk_take_values(dir_db):
-    data = pa.table({"a": np.arange(50, dtype=np.float32), "b": np.arange(50, 100, dtype=np.float32)})
+    data = pa.table(
+        {"a": np.arange(50, dtype=np.float32), "b": np.arange(50, 100, dtype=np.float32)}
+    )
     table = dir_db.create_table("t", data)
     t = tbl_to_tensor(table.__getitems__([49, 0, 7, 7]))
     assert t.tolist() == [[49, 0, 7, 7], [99, 50, 57, 57]]
@@ -197,10 +217,7 @@ def test_disk_take_values(dir_db):
 def test_every_width_matches_numpy(dtype, ncols, chunks, seed, via_take):
     rng = np.random.default_rng(seed)
     tbl = pa.concat_tables(
-        [
-            pa.table({f"c{i}": random_values(rng, dtype, n) for i in range(ncols)})
-            for n in chunks
-        ]
+        [pa.table({f"c{i}": random_values(rng, dtype, n) for i in range(ncols)}) for n in chunks]
     )
     if via_take:
         db = lancetorch.connect("memory://")
@@ -254,9 +271,14 @@ def _torch_result(types: list[str]) -> torch.dtype:
 )
 def test_mixed_types_examples(types, expected):
     assert _torch_result(types) == expected  # the table above is torch's own rule
-    batch = pa.record_batch({f"c{i}": pa.array([0, 1, 1], pa.from_numpy_dtype(np.dtype(t)))
-                             if t != "bool" else pa.array([False, True, True])
-                             for i, t in enumerate(types)})
+    batch = pa.record_batch(
+        {
+            f"c{i}": pa.array([0, 1, 1], pa.from_numpy_dtype(np.dtype(t)))
+            if t != "bool"
+            else pa.array([False, True, True])
+            for i, t in enumerate(types)
+        }
+    )
     t = tbl_to_tensor(batch)
     assert t.dtype == expected
     assert t.tolist() == [[0, 1, 1]] * len(types)  # False == 0, True == 1 for bool results
@@ -278,8 +300,11 @@ def test_mixed_types_follow_torch_result_type(types, n, seed):
         if t == "bool":
             cols.append(rng.random(n) < 0.5)
         else:  # small whole numbers: exact in every type, so values compare exactly
-            cols.append(rng.integers(-100, 100, size=n).astype(t) if t[0] != "u"
-                        else rng.integers(0, 200, size=n).astype(t))
+            cols.append(
+                rng.integers(-100, 100, size=n).astype(t)
+                if t[0] != "u"
+                else rng.integers(0, 200, size=n).astype(t)
+            )
     batch = pa.record_batch({f"c{i}": c for i, c in enumerate(cols)})
     expected_dtype = _torch_result(types)
     t = tbl_to_tensor(batch)
@@ -288,12 +313,17 @@ def test_mixed_types_follow_torch_result_type(types, n, seed):
     assert torch.equal(t, expected)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.int32, torch.int64,
-                                   torch.float16, torch.int16])
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float64, torch.int32, torch.int64, torch.float16, torch.int16]
+)
 def test_dtype_forces_type(dtype):
-    batch = pa.record_batch({"a": pa.array([1, 2, 3], pa.int64()),
-                             "b": pa.array([4.0, 5.0, 6.0], pa.float64()),
-                             "c": pa.array([True, False, True])})
+    batch = pa.record_batch(
+        {
+            "a": pa.array([1, 2, 3], pa.int64()),
+            "b": pa.array([4.0, 5.0, 6.0], pa.float64()),
+            "c": pa.array([True, False, True]),
+        }
+    )
     t = tbl_to_tensor(batch, dtype=dtype)
     assert t.dtype == dtype
     assert t.tolist() == [[1, 2, 3], [4, 5, 6], [1, 0, 1]]
@@ -337,7 +367,9 @@ def test_non_numeric_columns_raise_typeerror(column, type_words):
 
 
 def test_nulls_raise_naming_column_and_count():
-    batch = pa.record_batch({"fine": [1, 2, 3, 4], "holes": pa.array([1, None, None, None], pa.int64())})
+    batch = pa.record_batch(
+        {"fine": [1, 2, 3, 4], "holes": pa.array([1, None, None, None], pa.int64())}
+    )
     with pytest.raises(ValueError) as info:
         tbl_to_tensor(batch)
     msg = str(info.value)
@@ -387,8 +419,12 @@ def test_null_value_zero_on_int_column():
 
 def test_tensor_outlives_table_batch_connection():
     db = lancetorch.connect("memory://")
-    table = db.create_table("t", pa.table({"a": np.arange(1000, dtype=np.float32),
-                                           "b": np.arange(1000, 2000, dtype=np.float32)}))
+    table = db.create_table(
+        "t",
+        pa.table(
+            {"a": np.arange(1000, dtype=np.float32), "b": np.arange(1000, 2000, dtype=np.float32)}
+        ),
+    )
     batch = table.__getitems__(list(range(999, -1, -1)))
     t = tbl_to_tensor(batch)
     assert t.data_ptr() == batch.column(0).chunk(0).buffers()[1].address  # shares the take's memory
@@ -415,7 +451,9 @@ def test_tensor_outlives_copied_source():
 
 
 def _dl(values=(1.5, 2.5, 3.5)):
-    return _native.batches_to_tensor([pa.record_batch({"a": list(values), "b": [v * 2 for v in values]})])
+    return _native.batches_to_tensor(
+        [pa.record_batch({"a": list(values), "b": [v * 2 for v in values]})]
+    )
 
 
 def test_dlpack_object_properties():
@@ -498,7 +536,9 @@ def test_sliced_bool_batch():
 
 
 def test_multi_chunk_sliced_bool_table():
-    tbl = pa.concat_tables([pa.table({"b": [True, False, True]}).slice(1), pa.table({"b": [False, True]})])
+    tbl = pa.concat_tables(
+        [pa.table({"b": [True, False, True]}).slice(1), pa.table({"b": [False, True]})]
+    )
     assert tbl_to_tensor(tbl).tolist() == [[False, True, False, True]]
 
 
@@ -519,7 +559,10 @@ def test_zero_copy_with_selected_columns(mem_db):
 
 def test_mixed_memory_take_is_a_correct_copy(mem_db):
     table = mem_db.create_table(
-        "t", pa.table({"a": pa.array([1, 2, 3], pa.int32()), "b": pa.array([0.5, 1.5, 2.5], pa.float32())})
+        "t",
+        pa.table(
+            {"a": pa.array([1, 2, 3], pa.int32()), "b": pa.array([0.5, 1.5, 2.5], pa.float32())}
+        ),
     )
     batch = table.__getitems__([2, 0])
     t = tbl_to_tensor(batch)
@@ -562,8 +605,12 @@ def test_fill_values_that_do_not_fit_are_refused(type_, fill):
 
 
 def test_fill_values_at_the_edges_fit():
-    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.int8())}), null_value=-128)[0].tolist() == [1, -128]
-    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.uint8())}), null_value=255)[0].tolist() == [1, 255]
+    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.int8())}), null_value=-128)[
+        0
+    ].tolist() == [1, -128]
+    assert tbl_to_tensor(pa.record_batch({"v": pa.array([1, None], pa.uint8())}), null_value=255)[
+        0
+    ].tolist() == [1, 255]
 
 
 def _embedding_table(n=50, dim=8):
@@ -603,17 +650,23 @@ def test_column_to_tensor_errors():
     holes = pa.FixedSizeListArray.from_arrays(pa.array([1.0, None], pa.float32()), 2)
     with pytest.raises(ValueError, match="null"):
         column_to_tensor(pa.record_batch({"h": holes}), "h")
-    assert column_to_tensor(pa.record_batch({"h": holes}), "h", null_value=0).tolist() == [[1.0, 0.0]]
+    assert column_to_tensor(pa.record_batch({"h": holes}), "h", null_value=0).tolist() == [
+        [1.0, 0.0]
+    ]
 
 
 @pytest.mark.parametrize("user_batch", [True, False])
 def test_column_to_tensor_by_index_negative_counts_from_the_end(mem_db, user_batch):
     data = pa.table({"a": [1, 2], "b": [3.0, 4.0]})
-    batch = data.to_batches()[0] if user_batch else mem_db.create_table("t", data).__getitems__([0, 1])
+    batch = (
+        data.to_batches()[0] if user_batch else mem_db.create_table("t", data).__getitems__([0, 1])
+    )
     assert column_to_tensor(batch, -1).tolist() == [3.0, 4.0]
     assert column_to_tensor(batch, np.int64(-2)).tolist() == [1, 2]
     for bad in (2, -3):
-        with pytest.raises(IndexError, match=f"column index {bad} is out of range for a batch of 2"):
+        with pytest.raises(
+            IndexError, match=f"column index {bad} is out of range for a batch of 2"
+        ):
             column_to_tensor(batch, bad)
     with pytest.raises(TypeError, match="name or an integer index"):
         column_to_tensor(batch, True)

@@ -34,6 +34,11 @@ if _native.DEBUG_BUILD:
 os.register_at_fork(after_in_child=_native.mark_forked)
 
 __all__ = [
-    "AsyncConnection", "Connection", "DBConnection", "Table", "connect", "connect_async",
+    "AsyncConnection",
+    "Connection",
+    "DBConnection",
+    "Table",
+    "connect",
+    "connect_async",
     "__version__",
 ]

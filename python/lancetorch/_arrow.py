@@ -22,7 +22,11 @@ _TWINS: dict[int, tuple[weakref.ref, Any]] = {}
 
 def remember_twin(batch: pa.RecordBatch, twin: Any) -> pa.RecordBatch:
     key = id(batch)
-    _TWINS[key] = (weakref.ref(batch, lambda _, key=key: _TWINS.pop(key, None)), twin)
+
+    def forget(_: object) -> None:
+        _TWINS.pop(key, None)
+
+    _TWINS[key] = (weakref.ref(batch, forget), twin)
     return batch
 
 
@@ -85,7 +89,8 @@ def _matrix_column(values: Any) -> Any:
     """A 2-D numpy array, or a list of 1-D numpy arrays of one length and type, as a
     fixed-size list column (one row per line); anything else as it is."""
     if (
-        isinstance(values, list) and values
+        isinstance(values, list)
+        and values
         and all(isinstance(v, np.ndarray) and v.ndim == 1 for v in values)
         and len({(len(v), v.dtype) for v in values}) == 1
         and values[0].dtype.kind in "biuf"
@@ -276,8 +281,7 @@ def _offsets_from_values(values: list) -> pa.Array:
         i = _as_int(v)
         if i is None:
             raise TypeError(
-                f"row offsets must be integers; position {pos} holds {v!r} "
-                f"({type(v).__name__})"
+                f"row offsets must be integers; position {pos} holds {v!r} ({type(v).__name__})"
             )
         if not -_INT64_MAX - 1 <= i <= _INT64_MAX:
             raise IndexError(f"row offset {i} (position {pos} of the request) is out of range")
@@ -339,7 +343,11 @@ def as_offsets(indices: Any) -> pa.Array:
     if isinstance(indices, np.ndarray):
         return _from_numpy(indices)
     if type(indices).__module__.startswith("torch"):
-        if indices.is_floating_point() or indices.is_complex() or str(indices.dtype) == "torch.bool":
+        if (
+            indices.is_floating_point()
+            or indices.is_complex()
+            or str(indices.dtype) == "torch.bool"
+        ):
             raise TypeError(f"row offsets must be integers, got a tensor of {indices.dtype}")
         return _from_numpy(indices.detach().cpu().numpy())
     if isinstance(indices, pa.Int64Array) and indices.null_count == 0:

@@ -1,9 +1,36 @@
 """Type stubs for lancetorch's Rust core (``lancetorch._native``)."""
 
+from typing import final
+
 import pyarrow as pa
+from typing_extensions import Self
+
+__all__ = [
+    "DEBUG_BUILD",
+    "ColumnStore",
+    "ColumnStoreBuilder",
+    "DLPackTensor",
+    "Gathered",
+    "Prefetcher",
+    "normalize_offsets",
+    "batches_to_tensor",
+    "batch_column_to_tensor",
+    "split_sizes",
+    "random_split",
+    "sequential_split",
+    "hash_split",
+    "shuffle_splits",
+    "epoch_order",
+    "bijection_rows",
+    "mark_forked",
+    "pad_tokens",
+    "pack_tokens",
+    "decode_images",
+]
 
 DEBUG_BUILD: bool
 
+@final
 class ColumnStore:
     """A table's rows held in Rust and addressed by global row offset.
 
@@ -13,7 +40,7 @@ class ColumnStore:
     block's columns out of it.
     """
 
-    def __init__(self, data: pa.Table | pa.RecordBatchReader, row_major: bool = True) -> None: ...
+    def __new__(cls, data: pa.Table | pa.RecordBatchReader, row_major: bool = True) -> Self: ...
     def appended(self, data: pa.Table | pa.RecordBatchReader) -> ColumnStore: ...
     @property
     def num_rows(self) -> int: ...
@@ -32,14 +59,16 @@ class ColumnStore:
     def slice(self, start: int, n: int) -> pa.RecordBatch: ...
     def batches(self, columns: list[int] | None = None) -> list[pa.RecordBatch]: ...
 
+@final
 class ColumnStoreBuilder:
     """A ColumnStore made from batches as a scan delivers them, for a table whose row count is
     known: each batch's fixed-width columns go into the row-major block at once."""
 
-    def __init__(self, schema: pa.Schema, rows: int) -> None: ...
+    def __new__(cls, schema: pa.Schema, rows: int) -> Self: ...
     def push(self, batch: pa.RecordBatch) -> None: ...
     def finish(self) -> ColumnStore: ...
 
+@final
 class Gathered:
     """A batch gathered by the core, kept in Rust beside its pyarrow twin. The first tensor
     made of a column shares the gather's memory; converting that column again copies."""
@@ -49,6 +78,7 @@ class Gathered:
         self, index: int, dtype: str | None = None, null_value: float | None = None
     ) -> object: ...
 
+@final
 class DLPackTensor:
     """A tensor waiting for one DLPack consumer, e.g. ``torch.from_dlpack``."""
 
@@ -125,12 +155,13 @@ def epoch_order(
 ) -> pa.Int64Array | pa.UInt32Array: ...
 def bijection_rows(n: int, seed: int, epoch: int, positions: pa.Int64Array) -> pa.Int64Array: ...
 
+@final
 class Prefetcher:
     """One epoch of batches prepared ahead on Rust threads, in order: each one (columns, rows)
     tensor, or with per_column=True a list of one tensor per column."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         store: ColumnStore,
         rows: object,
         columns: list[int],
@@ -142,7 +173,7 @@ class Prefetcher:
         null_value: float | None = None,
         threads: int = 1,
         per_column: bool = False,
-    ) -> None: ...
+    ) -> Self: ...
     def next(self) -> object | list[object] | None: ...
     def close(self) -> None: ...
     def stats(self) -> dict[str, float | int]: ...

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 SCHEMES = ("s3://",)
 
@@ -151,12 +152,24 @@ class ObjectStore:
 
 _NO_BUCKET = ("NO_SUCH_BUCKET", "NoSuchBucket")
 _REFUSED = (
-    "SIGNATURE_DOES_NOT_MATCH", "SignatureDoesNotMatch", "INVALID_ACCESS_KEY_ID",
-    "InvalidAccessKeyId", "ACCESS_DENIED", "AccessDenied", "403 Forbidden",
+    "SIGNATURE_DOES_NOT_MATCH",
+    "SignatureDoesNotMatch",
+    "INVALID_ACCESS_KEY_ID",
+    "InvalidAccessKeyId",
+    "ACCESS_DENIED",
+    "AccessDenied",
+    "403 Forbidden",
 )
 _UNREACHABLE = (
-    "Connection refused", "connection refused", "error sending request", "tcp connect",
-    "timed out", "Timeout", "NETWORK_CONNECTION", "Couldn't connect", "error trying to connect",
+    "Connection refused",
+    "connection refused",
+    "error sending request",
+    "tcp connect",
+    "timed out",
+    "Timeout",
+    "NETWORK_CONNECTION",
+    "Couldn't connect",
+    "error trying to connect",
 )
 
 
@@ -190,8 +203,7 @@ def is_corrupt_data(error: BaseException) -> bool:
     """Whether Lance failed on bytes it read (a data file overwritten or cut): its decoder
     says the file is corrupt, or panics on it."""
     text = str(error)
-    return (type(error).__name__ == "PanicException" or "corrupt file" in text
-            or "panicked" in text)
+    return type(error).__name__ == "PanicException" or "corrupt file" in text or "panicked" in text
 
 
 def is_io_error(error: BaseException) -> bool:

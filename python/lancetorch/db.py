@@ -9,7 +9,8 @@ import dataclasses
 import os
 import re
 import shutil
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pyarrow as pa
 
@@ -202,7 +203,11 @@ class Connection:
             raise self._missing(name)
         with self._explained(f"open table '{name}'"):
             return Table._lance(
-                name, self._path(name), self._storage_options, cache, cache_budget,
+                name,
+                self._path(name),
+                self._storage_options,
+                cache,
+                cache_budget,
                 read_timeout=self._read_timeout,
             )
 
@@ -222,9 +227,16 @@ class Connection:
 
 # LanceDB's options for remote databases: named in connect()'s error, not taken.
 _ENTERPRISE_OPTIONS = frozenset(
-    {"api_key", "host_override", "sql_host_override", "client_config", "request_thread_pool",
-     "namespace_client_impl", "namespace_client_properties",
-     "namespace_client_pushdown_operations"}
+    {
+        "api_key",
+        "host_override",
+        "sql_host_override",
+        "client_config",
+        "request_thread_pool",
+        "namespace_client_impl",
+        "namespace_client_properties",
+        "namespace_client_pushdown_operations",
+    }
 )
 # LanceDB's options for local databases that change nothing here: accepted and ignored.
 # A lancetorch handle reads the version it opened until it is opened again (LanceDB's default,
@@ -257,14 +269,17 @@ def connect(
     PermissionError, no answer ConnectionError.
     """
     if read_timeout is not None and not read_timeout > 0:
-        raise ValueError(f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None")
+        raise ValueError(
+            f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
+        )
     unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
     if unknown:
         raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
     if enterprise.get("region", "us-east-1") == "us-east-1":
         enterprise.pop("region", None)  # another region means a remote database
     enterprise = {
-        k: v for k, v in enterprise.items()
+        k: v
+        for k, v in enterprise.items()
         if k == "region" or (k not in _LOCAL_OPTIONS and v is not None)
     }
     uri = os.fspath(uri)
@@ -282,6 +297,7 @@ def connect(
         uri = uri[len("file://") :]
     if _objectstore.is_object_store(uri):
         connection = Connection(uri, storage_options, read_timeout)
+        assert connection._store is not None  # made for an object-store URI
         connection._store.check()
         return connection
     if "://" in uri and uri != "memory://":

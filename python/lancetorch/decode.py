@@ -17,8 +17,9 @@ to ``Permutation.with_format("torch_dict", decode=...)`` and to
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import pyarrow as pa
 
@@ -74,9 +75,13 @@ class Tokens:
         torch = _torch()
         index = batch.schema.get_field_index(column)
         if self.pack:
-            tokens, rows = _native.pack_tokens(batch, index, self.max_length, self.pad_value)
-            return {column: torch.from_dlpack(tokens),
-                    f"{column}_document": torch.from_dlpack(rows)}
+            length = self.max_length
+            assert length is not None  # checked in __post_init__
+            tokens, rows = _native.pack_tokens(batch, index, length, self.pad_value)
+            return {
+                column: torch.from_dlpack(tokens),
+                f"{column}_document": torch.from_dlpack(rows),
+            }
         tokens, lengths = _native.pad_tokens(
             batch, index, self.max_length, self.pad_value, self.truncate, self.pad_to_max_length
         )
@@ -98,8 +103,11 @@ class Text:
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         array = batch.column(column)
         kind = array.type
-        if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-                or pa.types.is_string_view(kind)):
+        if not (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_string_view(kind)
+        ):
             raise TypeError(f"column '{column}' is {kind}; Text reads string columns")
         values = array.to_pylist()
         return {column: values if self.tokenizer is None else self.tokenizer(values)}
@@ -138,8 +146,10 @@ class Image:
         if self.on_error not in ("raise", "skip"):
             raise ValueError(f"on_error={self.on_error!r} must be 'raise' or 'skip'")
         height, width = self.size
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384
-                   for v in (height, width)):
+        if not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384
+            for v in (height, width)
+        ):
             raise ValueError(f"size={self.size!r} must be (height, width), each 1 to 16384")
         if self.layout not in ("NCHW", "NHWC"):
             raise ValueError(f"layout={self.layout!r} must be 'NCHW' or 'NHWC'")
@@ -161,9 +171,18 @@ class Image:
         torch = _torch()
         height, width = self.size
         capsule, failed = _native.decode_images(
-            batch, batch.schema.get_field_index(column), width, height, self.layout == "NHWC",
-            self.crop == "random", tuple(map(float, self.scale)), tuple(map(float, self.ratio)),
-            bool(self.flip), int(self.seed), int(epoch) % 2**64, self.on_error == "skip",
+            batch,
+            batch.schema.get_field_index(column),
+            width,
+            height,
+            self.layout == "NHWC",
+            self.crop == "random",
+            (float(self.scale[0]), float(self.scale[1])),
+            (float(self.ratio[0]), float(self.ratio[1])),
+            bool(self.flip),
+            int(self.seed),
+            int(epoch) % 2**64,
+            self.on_error == "skip",
         )
         return {column: torch.from_dlpack(capsule)}, failed
 

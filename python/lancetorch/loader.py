@@ -15,7 +15,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Iterator, NamedTuple
+from collections.abc import Generator, Iterator
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -25,7 +26,6 @@ from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
 from .util import _torch, decode_columns, keep_rows
-
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
@@ -39,12 +39,20 @@ def _dense(kind: pa.DataType) -> bool:
         return False
     if pa.types.is_fixed_size_list(kind):
         return _dense(kind.value_type)
-    return not (pa.types.is_string(kind) or pa.types.is_large_string(kind)
-                or pa.types.is_string_view(kind) or pa.types.is_binary(kind)
-                or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
-                or pa.types.is_list(kind) or pa.types.is_large_list(kind)
-                or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)
-                or pa.types.is_struct(kind) or pa.types.is_map(kind))
+    return not (
+        pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_string_view(kind)
+        or pa.types.is_binary(kind)
+        or pa.types.is_large_binary(kind)
+        or pa.types.is_binary_view(kind)
+        or pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+        or pa.types.is_struct(kind)
+        or pa.types.is_map(kind)
+    )
 
 
 class _Source:
@@ -54,24 +62,36 @@ class _Source:
     prefetcher cuts them, made by thread ``k % workers``, which keeps up to ``depth`` batches
     ready; the batches are read back in order."""
 
-    def __init__(self, prefetcher: _native.Prefetcher, store: Any = None,
-                 rows: np.ndarray | None = None, columns: list[int] | None = None,
-                 keys: list[str] | None = None, decode: dict | None = None, size: int = 0,
-                 depth: int = 1, epoch: int = 0, workers: int = 1) -> None:
+    def __init__(
+        self,
+        prefetcher: _native.Prefetcher,
+        store: Any = None,
+        rows: np.ndarray | None = None,
+        columns: list[int] | None = None,
+        keys: list[str] | None = None,
+        decode: dict | None = None,
+        size: int = 0,
+        depth: int = 1,
+        epoch: int = 0,
+        workers: int = 1,
+    ) -> None:
         self.prefetcher = prefetcher
         self.threads: list[threading.Thread] = []
-        if not columns:
+        if not columns or rows is None:
             return
         self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
         self.decode, self.size, self.epoch = decode, size, epoch
-        self.batches = -(-len(rows) // size) if size else 0
-        workers = max(1, min(workers, self.batches))
-        self.ready = [queue.Queue(maxsize=max(1, depth)) for _ in range(workers)]
+        batches = -(-len(rows) // size) if size else 0
+        workers = max(1, min(workers, batches))
+        self.ready: list[queue.Queue[Any]] = [
+            queue.Queue(maxsize=max(1, depth)) for _ in range(workers)
+        ]
         self.stop = threading.Event()
         self.taken = 0  # batches handed out by side()
         for w in range(workers):
-            thread = threading.Thread(target=self._produce, args=(w,), daemon=True,
-                                      name=f"lancetorch-side-{w}")
+            thread = threading.Thread(
+                target=self._produce, args=(w,), daemon=True, name=f"lancetorch-side-{w}"
+            )
             thread.start()
             self.threads.append(thread)
 
@@ -97,8 +117,9 @@ class _Source:
         """The side values of one batch, and, when a spec skipped rows, the rows kept and the
         batch's size."""
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
-        values, keep = decode_columns(batch.rename_columns(self.keys), self.decode,
-                                      epoch=self.epoch)
+        values, keep = decode_columns(
+            batch.rename_columns(self.keys), self.decode, epoch=self.epoch
+        )
         if keep is None:
             return values, None
         return {k: keep_rows(v, keep) for k, v in values.items()}, (keep, len(part))
@@ -214,7 +235,9 @@ class Loader:
             columns = None
             renames = {}
         else:
-            raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
+            raise TypeError(
+                f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}"
+            )
         self._rows = rows
         self._offset = offset
         names = list(columns) if columns is not None else self._table.schema.names
@@ -232,7 +255,9 @@ class Loader:
             wanted = self._features + ([] if target is None else [target])
             unknown = [c for c in wanted if c not in self._keys]
             if unknown:
-                raise ValueError(f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}")
+                raise ValueError(
+                    f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
+                )
             names = [names[self._keys.index(c)] for c in wanted]
             self._keys = wanted
             per_column = True  # one tensor a column inside, (x, y) outside
@@ -240,11 +265,17 @@ class Loader:
             raise ValueError("target= goes with features=: name the feature columns too")
         unknown = sorted(set(self._decode) - set(self._keys))
         if unknown:
-            raise ValueError(f"decode names column '{unknown[0]}', which this loader does not read; columns: {self._keys}")
+            raise ValueError(
+                f"decode names column '{unknown[0]}', which this loader does not read; "
+                f"columns: {self._keys}"
+            )
         # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
         # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
-        self._side = [i for i, (n, k) in enumerate(zip(names, self._keys))
-                      if k in self._decode or not _dense(schema.field(n).type)]
+        self._side = [
+            i
+            for i, (n, k) in enumerate(zip(names, self._keys))
+            if k in self._decode or not _dense(schema.field(n).type)
+        ]
         if self._side and not per_column:
             first = names[self._side[0]]
             raise TypeError(
@@ -270,8 +301,15 @@ class Loader:
         if n is None:
             n = len(self._table) if self._store is None else self._store.num_rows
         self._sampler = BatchSampler(
-            n, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last, rank=rank,
-            world_size=world_size, uneven=uneven, order=order,
+            n,
+            batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            uneven=uneven,
+            order=order,
         )
         if isinstance(prefetch, bool) or not 1 <= int(prefetch) <= _MAX_PREFETCH:
             raise ValueError(
@@ -298,9 +336,19 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = bool(profile)
-        self._stats = {"index_s": 0.0, "read_s": 0.0, "take_s": 0.0, "convert_s": 0.0,
-                       "pin_s": 0.0, "wait_s": 0.0, "total_s": 0.0, "batches": 0, "rows": 0,
-                       "bytes": 0, "skipped": 0}
+        self._stats = {
+            "index_s": 0.0,
+            "read_s": 0.0,
+            "take_s": 0.0,
+            "convert_s": 0.0,
+            "pin_s": 0.0,
+            "wait_s": 0.0,
+            "total_s": 0.0,
+            "batches": 0,
+            "rows": 0,
+            "bytes": 0,
+            "skipped": 0,
+        }
 
     def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
         """The store holding the columns and their positions there; ``(None, [])`` for a disk
@@ -343,8 +391,14 @@ class Loader:
             )
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
 
-    def _prefetcher(self, store: _native.ColumnStore, rows: np.ndarray, columns: list[int],
-                    drop_last: bool, epoch: int = 0) -> _Source:
+    def _prefetcher(
+        self,
+        store: _native.ColumnStore,
+        rows: np.ndarray,
+        columns: list[int],
+        drop_last: bool,
+        epoch: int = 0,
+    ) -> _Source:
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
         dense = [c for i, c in enumerate(columns) if i not in self._side]
@@ -363,9 +417,18 @@ class Loader:
         )
         if not side:
             return _Source(prefetcher)
-        return _Source(prefetcher, store, rows, side, [self._keys[i] for i in self._side],
-                       self._decode, self._sampler.batch_size, self._prefetch, epoch,
-                       self._side_threads)
+        return _Source(
+            prefetcher,
+            store,
+            rows,
+            side,
+            [self._keys[i] for i in self._side],
+            self._decode,
+            self._sampler.batch_size,
+            self._prefetch,
+            epoch,
+            self._side_threads,
+        )
 
     def _table_rows(self, positions: np.ndarray) -> np.ndarray:
         """The table rows at ``positions`` of what this loader reads: uint32 where the
@@ -388,13 +451,14 @@ class Loader:
             out[i : i + step] = self._rows[positions[i : i + step]]
         return out
 
-    def _epoch_in_memory(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
+    def _epoch_in_memory(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
-        prefetcher = self._prefetcher(self._store, rows, self._columns, self._sampler.drop_last,
-                                      epoch)
+        store = self._store
+        assert store is not None  # read from memory
+        prefetcher = self._prefetcher(store, rows, self._columns, self._sampler.drop_last, epoch)
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
         # epoch runs.
@@ -424,10 +488,12 @@ class Loader:
         )
         if self._sampler.shuffle:
             window_seed = (self._sampler.seed + 1 + k) & ((1 << 64) - 1)
-            positions = positions[_native.epoch_order(len(positions), window_seed, epoch).to_numpy()]
+            positions = positions[
+                _native.epoch_order(len(positions), window_seed, epoch).to_numpy()
+            ]
         return positions
 
-    def _epoch_by_windows(self, epoch: int, position: int) -> Iterator[_native.Prefetcher]:
+    def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
         order, read ``window_rows`` at a time (the next window on a background thread), rows
         shuffled within each window. The windows one after another are the epoch's global
@@ -445,6 +511,7 @@ class Loader:
         first = position + sampler.rank  # this rank's first global position
         todo = [k for k in range(len(groups)) if starts[k + 1] > position]
         backend = self._table._backend
+        assert isinstance(backend, _LanceBackend)  # only a Lance table is read by windows
         dataset = backend.dataset
 
         def mine(k: int) -> np.ndarray:
@@ -478,6 +545,7 @@ class Loader:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
             pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if todo else None
             for i in range(len(todo)):
+                assert pending is not None  # submitted when there is a window to read
                 store, local, carry = pending.result()
                 if i + 1 < len(todo):
                     pending = pool.submit(read, i + 1, carry)
@@ -501,8 +569,10 @@ class Loader:
         start = time.perf_counter()
         epoch, position = self._sampler._begin()
         progress = self._sampler._progress
-        sources = (
-            self._epoch_in_memory(epoch, position) if self._store is not None
+        assert progress is not None  # set by _begin
+        sources: Generator[_Source, None, None] = (
+            self._epoch_in_memory(epoch, position)
+            if self._store is not None
             else self._epoch_by_windows(epoch, position)
         )
         pin = self._pin and torch.cuda.is_available()
@@ -511,7 +581,8 @@ class Loader:
             pin_range = lambda: torch.profiler.record_function("lancetorch.loader.pin")  # noqa: E731
         else:
             wait_range = pin_range = contextlib.nullcontext
-        prefetcher = None
+        prefetcher: _Source | None = None
+        batch: Any
         try:
             while True:
                 t0 = time.perf_counter()
@@ -528,6 +599,7 @@ class Loader:
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
                     return
+                assert prefetcher is not None  # the capsule came from it
                 if self._per_column:
                     batch = self._columns_of(capsule, prefetcher.side(), torch)
                 else:
@@ -535,8 +607,10 @@ class Loader:
                 if pin:
                     with pin_range():
                         if self._per_column:
-                            batch = {n: t.pin_memory() if isinstance(t, torch.Tensor) else t
-                                     for n, t in batch.items()}
+                            batch = {
+                                n: t.pin_memory() if isinstance(t, torch.Tensor) else t
+                                for n, t in batch.items()
+                            }
                         else:
                             batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
@@ -575,6 +649,7 @@ class Loader:
 
     def _moved(self, batch: Any, torch: Any) -> Any:
         """The batch's tensors on ``device`` (lists of strings and bytes stay as they are)."""
+
         def move(t: Any) -> Any:
             if isinstance(t, torch.Tensor):
                 return t.to(self._device, non_blocking=self._non_blocking)
@@ -585,6 +660,7 @@ class Loader:
         return move(batch)
 
     def _x_y(self, batch: dict, torch: Any) -> Any:
+        assert self._features is not None  # called only with features=
         parts = [batch[f] for f in self._features]
         common = getattr(torch, self._x_dtype) if self._x_dtype else None
         if common is None:
@@ -607,8 +683,8 @@ class Loader:
         as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); the batches, rows
         and bytes delivered to the loop (not those made ahead and dropped at a ``break``);
         rows and bytes per second of the loop; ``skipped``, the rows an
-        ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share of the loop's
-        time the consumer spent waiting for data."""
+        ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share
+        of the loop's time the consumer spent waiting for data."""
         s = dict(self._stats)
         total = s["total_s"]
         s["rows_per_s"] = s["rows"] / total if total else 0.0

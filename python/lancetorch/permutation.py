@@ -18,8 +18,9 @@ import re
 import secrets
 import tempfile
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +64,7 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     backend = table._backend
     if hasattr(backend, "dataset"):
         return run(backend.dataset)
+
     # A memory table is written to a scratch dataset for Lance to evaluate: only the columns
     # the expression names (an embedding column it does not use is never copied), or, where
     # that fails, every column.
@@ -107,7 +109,9 @@ def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None
     if dup is not None:
         raise ValueError(f"split name {dup!r} is used twice in {names}")
     if k is not None and len(names) != k:
-        raise ValueError(f"{len(names)} split names {names} for {k} splits; give one name per split")
+        raise ValueError(
+            f"{len(names)} split names {names} for {k} splits; give one name per split"
+        )
     return names
 
 
@@ -154,7 +158,7 @@ class PermutationBuilder:
         given = [x is not None for x in (ratios, counts, fixed)]
         if sum(given) != 1:
             raise ValueError(_ONE_OF)
-        args = {
+        args: dict[str, Any] = {
             "ratios": None if ratios is None else [float(r) for r in ratios],
             "counts": None if counts is None else [int(c) for c in counts],
             "fixed": None if fixed is None else int(fixed),
@@ -215,7 +219,9 @@ class PermutationBuilder:
         names = self._table.schema.names
         for c in columns:
             if c not in names:
-                raise ValueError(f"split_hash column '{c}' is not in the table; columns are {names}")
+                raise ValueError(
+                    f"split_hash column '{c}' is not in the table; columns are {names}"
+                )
         weights = [int(w) for w in split_weights]
         if not weights or any(w <= 0 for w in weights):
             raise ValueError(f"split_weights {list(split_weights)} must be weights above 0")
@@ -242,7 +248,9 @@ class PermutationBuilder:
             "calculated", expression=calculation, names=_check_names(split_names, None)
         )
 
-    def shuffle(self, *, seed: int | None = None, clump_size: int | None = None) -> PermutationBuilder:
+    def shuffle(
+        self, *, seed: int | None = None, clump_size: int | None = None
+    ) -> PermutationBuilder:
         """Shuffle the rows of each split (clumps of ``clump_size`` neighbouring rows move as
         one). Without a seed one is drawn at random here: each builder's order differs, and
         executing the same builder again repeats it."""
@@ -269,11 +277,15 @@ class PermutationBuilder:
             metadata[_NAMES_KEY] = json.dumps(names, separators=(",", ":")).encode()
         # A calculated split's ids keep the expression's type (int64) as LanceDB's do.
         calculated = self._split is not None and self._split[0] == "calculated"
-        id_field = pa.field(SPLIT_ID, pa.int64()) if calculated else pa.field(SPLIT_ID, pa.uint64(), False)
+        id_field = (
+            pa.field(SPLIT_ID, pa.int64()) if calculated else pa.field(SPLIT_ID, pa.uint64(), False)
+        )
         schema = pa.schema([pa.field(ROW_ID, pa.uint64()), id_field], metadata=metadata)
         row_ids = pa.array(self._table._row_ids(rows.to_numpy()), pa.uint64())
         split_ids = ids.cast(id_field.type)
-        return Table._memory("permutation", pa.Table.from_arrays([row_ids, split_ids], schema=schema))
+        return Table._memory(
+            "permutation", pa.Table.from_arrays([row_ids, split_ids], schema=schema)
+        )
 
     def _rows_and_splits(self) -> tuple[pa.Array, pa.Array, list[str] | None]:
         """Row offsets (uint64) and split ids (uint32) in read order, and the split names."""
@@ -281,7 +293,9 @@ class PermutationBuilder:
         if self._filter is not None:
             mask = _sql_column(self._table, self._filter, "filter")
             if not pa.types.is_boolean(mask.type):
-                raise ValueError(f"filter {self._filter!r} gives {mask.type} values, not true/false")
+                raise ValueError(
+                    f"filter {self._filter!r} gives {mask.type} values, not true/false"
+                )
             keep = mask.fill_null(False).to_numpy(zero_copy_only=False)
             rows = np.flatnonzero(keep).astype(np.uint64)
         else:
@@ -533,7 +547,9 @@ class Permutation:
         self._rows = rows
         self.permutation_table = permutation_table
         self.split = split
-        self.selection = selection if selection is not None else {n: n for n in base_table.schema.names}
+        self.selection = (
+            selection if selection is not None else {n: n for n in base_table.schema.names}
+        )
         self.batch_size = DEFAULT_BATCH_SIZE
         self.transform_fn: Callable[[pa.RecordBatch], Any] = Transforms.arrow2python
         self._format: str | None = "python"
@@ -593,7 +609,13 @@ class Permutation:
 
     def _base(self) -> Table:
         if self._table is None:
-            table = as_lancetorch_table(self.connection_factory(self._table_name))
+            factory = self.connection_factory
+            if factory is None:
+                raise RuntimeError(
+                    f"this permutation holds no table '{self._table_name}' and has no "
+                    "connection_factory to reopen it"
+                )
+            table = as_lancetorch_table(factory(self._table_name))
             ids = self.__dict__.pop("_row_ids", None)
             if ids is not None:
                 # The factory opens the table as it is now: rows added or deleted since shift
@@ -657,10 +679,12 @@ class Permutation:
     @property
     def schema(self) -> pa.Schema:
         schema = self._base().schema
-        return pa.schema([
-            (schema.field(c) if c != _ROW_ID_COLUMN else pa.field(n, pa.uint64())).with_name(n)
-            for n, c in self.selection.items()
-        ])
+        return pa.schema(
+            [
+                (schema.field(c) if c != _ROW_ID_COLUMN else pa.field(n, pa.uint64())).with_name(n)
+                for n, c in self.selection.items()
+            ]
+        )
 
     def __repr__(self) -> str:
         return (
@@ -891,7 +915,12 @@ class Permutation:
         if not shuffle and rank is None and world_size is None:
             rank, world_size = 0, 1
         sampler = BatchSampler(
-            len(self), size, shuffle=shuffle, seed=seed, drop_last=skip_last_batch, rank=rank,
+            len(self),
+            size,
+            shuffle=shuffle,
+            seed=seed,
+            drop_last=skip_last_batch,
+            rank=rank,
             world_size=world_size,
         )
         sampler.set_epoch(epoch)

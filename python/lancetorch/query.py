@@ -10,7 +10,8 @@ method runs; each runs the take afresh.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -67,7 +68,9 @@ class TakeQuery:
         distinct = list(dict.fromkeys(columns))
         batch = self._table._take(positions, distinct)
         wants_id = self._with_row_id or ROW_ID in selection.values()
-        ids = pa.array(self._table._row_ids(positions.to_numpy()), pa.uint64()) if wants_id else None
+        ids = (
+            pa.array(self._table._row_ids(positions.to_numpy()), pa.uint64()) if wants_id else None
+        )
         arrays, names = [], []
         for out, source in selection.items():
             arrays.append(ids if source == ROW_ID else batch.column(distinct.index(source)))

@@ -18,7 +18,8 @@ import os
 import secrets
 import sys
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -247,9 +248,13 @@ class BatchSampler:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
         # Fisher-Yates: a strided slice of the epoch's order, then the padding.
         whole = self._fisher_yates(epoch)
-        mine = whole[start + self.rank : min(start + size * self.world_size, self.n) : self.world_size]
+        mine = whole[
+            start + self.rank : min(start + size * self.world_size, self.n) : self.world_size
+        ]
         if len(mine) < size:
-            mine = np.concatenate([mine, self.rows_at(epoch, self.shard_positions(start, len(mine), size))])
+            mine = np.concatenate(
+                [mine, self.rows_at(epoch, self.shard_positions(start, len(mine), size))]
+            )
         return np.ascontiguousarray(mine)
 
     def _batches(self, rows: int) -> int:
@@ -271,6 +276,7 @@ class BatchSampler:
         epoch, start = self._begin()
         size, step = self.shard_size(start), self.batch_size
         progress = self._progress
+        assert progress is not None  # set by _begin
         for k in range(self._batches(size)):
             lo, hi = k * step, min((k + 1) * step, size)
             batch = self.rows_at(epoch, self.shard_positions(start, lo, hi))

@@ -29,10 +29,11 @@ import threading
 import time
 import warnings
 from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
 from multiprocessing import RawArray
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -111,16 +112,16 @@ class StreamingDataset(IterableDataset):
     ) -> None:
         super().__init__()
         if prefetch_batches is not None:
-            logger.warning(
-                "prefetch_batches is deprecated and will be removed; use io_queue_depth"
-            )
+            logger.warning("prefetch_batches is deprecated and will be removed; use io_queue_depth")
             io_queue_depth = prefetch_batches
         table = as_lancetorch_table(table)
         num_splits = world_size if num_splits is None else num_splits
         _check_positive(world_size, "world_size")
         _check_positive(num_splits, "num_splits")
         if not 0 <= rank < world_size:
-            raise ValueError(f"rank ({rank}) must be between 0 and world_size - 1 ({world_size - 1})")
+            raise ValueError(
+                f"rank ({rank}) must be between 0 and world_size - 1 ({world_size - 1})"
+            )
         if num_splits % world_size != 0:
             raise ValueError(
                 f"num_splits ({num_splits}) must be divisible by world_size ({world_size})"
@@ -139,8 +140,16 @@ class StreamingDataset(IterableDataset):
             )
         # An unknown column is refused when iteration starts, as LanceDB refuses it.
         if pack_sequences is not None:
-            _check_packing(table, pack_sequences, eos_id, pad_id, blocks_per_epoch, num_splits,
-                           transform, columns)
+            _check_packing(
+                table,
+                pack_sequences,
+                eos_id,
+                pad_id,
+                blocks_per_epoch,
+                num_splits,
+                transform,
+                columns,
+            )
         elif blocks_per_epoch is not None:
             raise ValueError("blocks_per_epoch requires pack_sequences")
         if shuffle_seed is None:
@@ -201,7 +210,8 @@ class StreamingDataset(IterableDataset):
             builder = builder.filter(filter)
         if shuffle:
             builder = builder.split_random(
-                fixed=num_splits, seed=shuffle_seed + epoch * _EPOCH_PRIME,
+                fixed=num_splits,
+                seed=shuffle_seed + epoch * _EPOCH_PRIME,
                 clump_size=shuffle_clump_size,
             )
         else:
@@ -387,7 +397,13 @@ class StreamingDataset(IterableDataset):
         self.__dict__.update(state)
         self._lock = threading.Lock()
         if self._table is None:
-            self._table = as_lancetorch_table(self._connection_factory(name))
+            factory = self._connection_factory
+            if factory is None:
+                raise RuntimeError(
+                    f"this dataset holds no table '{name}' and has no connection_factory to "
+                    "reopen it"
+                )
+            self._table = as_lancetorch_table(factory(name))
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -408,9 +424,13 @@ class StreamingDataset(IterableDataset):
                 "fresh dataset before continuing"
             )
         state = self._checkpoint_snapshot()
-        key = ("blocks_emitted_per_split" if self._pack_sequences is not None
-               else "samples_consumed_per_split" if self._consumer_checkpoint_requires_uniform
-               else None)
+        key = (
+            "blocks_emitted_per_split"
+            if self._pack_sequences is not None
+            else "samples_consumed_per_split"
+            if self._consumer_checkpoint_requires_uniform
+            else None
+        )
         if key is not None and len({state[key][s] for s in self._rank_splits}) > 1:
             raise RuntimeError(
                 "checkpointing is only safe at a complete logical step boundary, when every "
@@ -420,18 +440,25 @@ class StreamingDataset(IterableDataset):
         return state
 
     def _checkpoint_snapshot(self) -> dict:
-        state = {"shuffle_seed": self._shuffle_seed, "num_splits": self._num_splits,
-                 "epoch": self._epoch}
+        state: dict[str, Any] = {
+            "shuffle_seed": self._shuffle_seed,
+            "num_splits": self._num_splits,
+            "epoch": self._epoch,
+        }
         if self._pack_sequences is not None:
             state.update(
-                pack_sequences=self._pack_sequences, eos_id=self._eos_id, pad_id=self._pad_id,
+                pack_sequences=self._pack_sequences,
+                eos_id=self._eos_id,
+                pad_id=self._pad_id,
                 blocks_per_epoch=self._blocks_per_epoch,
                 samples_consumed_per_split=list(self._pack_consumed),
                 blocks_emitted_per_split=list(self._pack_blocks_emitted),
                 pack_buffers=deepcopy(self._pack_buffers),
             )
             return state
-        samples = [self._resume_samples.get(s, self._resume_offset) for s in range(self._num_splits)]
+        samples = [
+            self._resume_samples.get(s, self._resume_offset) for s in range(self._num_splits)
+        ]
         state["samples_consumed_per_split"] = samples
         state["positions_consumed_per_split"] = [
             self._resume_positions.get(s, samples[s]) for s in range(self._num_splits)
@@ -454,8 +481,10 @@ class StreamingDataset(IterableDataset):
         if self._pack_sequences is not None:
             buffers = state["pack_buffers"]
             for split in range(self._num_splits):
-                theirs = (state["blocks_emitted_per_split"][split],
-                          state["samples_consumed_per_split"][split])
+                theirs = (
+                    state["blocks_emitted_per_split"][split],
+                    state["samples_consumed_per_split"][split],
+                )
                 if theirs > (self._pack_blocks_emitted[split], self._pack_consumed[split]):
                     self._pack_blocks_emitted[split], self._pack_consumed[split] = theirs
                     buffer = buffers.get(split, buffers.get(str(split)))
@@ -502,9 +531,9 @@ class StreamingDataset(IterableDataset):
         else:  # one count for every split
             self._resume_offset, self._resume_samples = int(samples), {}
         positions = state.get("positions_consumed_per_split")  # absent in older states
-        self._resume_positions = {} if positions is None else {
-            s: int(p) for s, p in enumerate(positions)
-        }
+        self._resume_positions = (
+            {} if positions is None else {s: int(p) for s, p in enumerate(positions)}
+        )
 
     @staticmethod
     def merge_state_dicts(states: list[dict]) -> dict:
@@ -523,17 +552,22 @@ class StreamingDataset(IterableDataset):
                 raise ValueError("cannot merge packed and unpacked state dicts")
             for key in keys:
                 if state[key] != first[key]:
-                    raise ValueError(f"{key} mismatch across state dicts: {state[key]} != {first[key]}")
+                    raise ValueError(
+                        f"{key} mismatch across state dicts: {state[key]} != {first[key]}"
+                    )
         merged = dict(first)
         if not packed:
             merged["samples_consumed_per_split"] = [
                 max(c) for c in zip(*(s["samples_consumed_per_split"] for s in states))
             ]
             merged["positions_consumed_per_split"] = [
-                max(p) for p in zip(*(
-                    s.get("positions_consumed_per_split", s["samples_consumed_per_split"])
-                    for s in states
-                ))
+                max(p)
+                for p in zip(
+                    *(
+                        s.get("positions_consumed_per_split", s["samples_consumed_per_split"])
+                        for s in states
+                    )
+                )
             ]
             return merged
         n = first["num_splits"]
@@ -543,8 +577,13 @@ class StreamingDataset(IterableDataset):
                     raise ValueError(f"{key} must contain one entry per logical split")
         consumed, emitted, buffers = [], [], {}
         for split in range(n):
-            owner = max(states, key=lambda s: (s["blocks_emitted_per_split"][split],
-                                               s["samples_consumed_per_split"][split]))
+            owner = max(
+                states,
+                key=lambda s: (
+                    s["blocks_emitted_per_split"][split],
+                    s["samples_consumed_per_split"][split],
+                ),
+            )
             consumed.append(owner["samples_consumed_per_split"][split])
             emitted.append(owner["blocks_emitted_per_split"][split])
             buffer = owner["pack_buffers"].get(split, owner["pack_buffers"].get(str(split)))
@@ -555,8 +594,11 @@ class StreamingDataset(IterableDataset):
                 "packed state dicts were not captured at the same global step or do not "
                 "cover every rank"
             )
-        merged.update(samples_consumed_per_split=consumed, blocks_emitted_per_split=emitted,
-                      pack_buffers=buffers)
+        merged.update(
+            samples_consumed_per_split=consumed,
+            blocks_emitted_per_split=emitted,
+            pack_buffers=buffers,
+        )
         return merged
 
     # -- packing ------------------------------------------------------------------------------
@@ -586,7 +628,9 @@ class StreamingDataset(IterableDataset):
                 tokens += int(pc.sum(lengths).as_py())
             sampled += len(picks)
             rows += n
-        blocks = (tokens + sampled) * rows // sampled // self._pack_sequences  # + one EOS a row
+        length = self._pack_sequences
+        assert length is not None  # estimated only for packing
+        blocks = (tokens + sampled) * rows // sampled // length  # + one EOS a row
         return max(self._num_splits, blocks - blocks % self._num_splits)
 
 
@@ -595,8 +639,16 @@ def _check_positive(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
 
 
-def _check_packing(table: Any, length: int, eos_id: Any, pad_id: Any, blocks: Any,
-                   num_splits: int, transform: Any, columns: list[str] | None) -> None:
+def _check_packing(
+    table: Any,
+    length: int,
+    eos_id: Any,
+    pad_id: Any,
+    blocks: Any,
+    num_splits: int,
+    transform: Any,
+    columns: list[str] | None,
+) -> None:
     if length <= 0:
         raise ValueError("pack_sequences must be greater than 0")
     if eos_id is None:
@@ -621,8 +673,9 @@ def _check_packing(table: Any, length: int, eos_id: Any, pad_id: Any, blocks: An
             "pack_sequences requires columns to name exactly one list-typed column of token ids"
         )
     kind = table.schema.field(columns[0]).type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-            or pa.types.is_fixed_size_list(kind)):
+    if not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
         raise ValueError(
             f"pack_sequences requires a list-typed token column; {columns[0]} has type {kind}"
         )
@@ -642,8 +695,13 @@ class _Pipeline:
     batches of them. Each row carries its position in its split, counted from the split's
     start."""
 
-    def __init__(self, dataset: StreamingDataset, splits: list[int], starts: list[int],
-                 transform: Callable[[pa.RecordBatch], Any]) -> None:
+    def __init__(
+        self,
+        dataset: StreamingDataset,
+        splits: list[int],
+        starts: list[int],
+        transform: Callable[[pa.RecordBatch], Any],
+    ) -> None:
         self.ds = dataset
         self.splits = splits
         self.perms = []
@@ -735,7 +793,9 @@ class _Pipeline:
         if skipped and self.ds._on_transform_error == "warn":
             logger.warning(
                 "Skipped %d of %d rows whose transform failed (first error: %r)",
-                skipped, batch.num_rows, first or failure,
+                skipped,
+                batch.num_rows,
+                first or failure,
             )
         return kept
 
@@ -835,8 +895,12 @@ class _Packer:
 
     def __init__(self, dataset: StreamingDataset, splits: list[int]) -> None:
         self.ds, self.splits = dataset, splits
-        self.length = dataset._pack_sequences
-        self.budget = dataset._blocks_per_epoch // dataset._num_splits
+        length, blocks = dataset._pack_sequences, dataset._blocks_per_epoch
+        eos, pad = dataset._eos_id, dataset._pad_id
+        if length is None or not isinstance(blocks, int) or eos is None or pad is None:
+            raise RuntimeError("packing runs once pack_sequences and blocks_per_epoch are set")
+        self.length, self.eos, self.pad = length, eos, pad
+        self.budget = blocks // dataset._num_splits
 
     def blocks(self) -> Iterator[dict[str, Any]]:
         import torch
@@ -860,7 +924,7 @@ class _Packer:
                     position, tokens = pipe.pop(i)
                     buffer["starts"].append(len(buffer["tokens"]))
                     buffer["tokens"].extend(tokens)
-                    buffer["tokens"].append(ds._eos_id)
+                    buffer["tokens"].append(self.eos)
                     consumed[splits[i]] = position + 1
                 return buffer
 
@@ -868,7 +932,7 @@ class _Packer:
                 full = [fill(i) for i in range(len(splits))]
                 for i, buffer in enumerate(full):
                     tokens = buffer["tokens"]
-                    tokens.extend([ds._pad_id] * (self.length - len(tokens)))
+                    tokens.extend([self.pad] * (self.length - len(tokens)))
                     doc_ids = torch.zeros(self.length, dtype=torch.int64)
                     doc_ids[[s for s in buffer["starts"] if 0 < s < self.length]] = 1
                     block = {
@@ -876,7 +940,9 @@ class _Packer:
                         "doc_ids": doc_ids.cumsum(0),
                     }
                     del tokens[: self.length]
-                    buffer["starts"] = [s - self.length for s in buffer["starts"] if s >= self.length]
+                    buffer["starts"] = [
+                        s - self.length for s in buffer["starts"] if s >= self.length
+                    ]
                     emitted[splits[i]] += 1
                     # Committed before the block leaves: a StreamingDataLoader sends it with it.
                     ds._pack_consumed = list(consumed)
@@ -946,12 +1012,16 @@ class _Committing:
             self._finish()
             raise
         except BaseException as exc:
-            self._dataset._invalidate_checkpoint(f"a DataLoader batch failed before it was returned: {exc}")
+            self._dataset._invalidate_checkpoint(
+                f"a DataLoader batch failed before it was returned: {exc}"
+            )
             raise
         try:
             self._dataset._commit_worker_state(batch.state, require_uniform=self._uniform)
         except BaseException as exc:
-            self._dataset._invalidate_checkpoint(f"a DataLoader batch failed before it was returned: {exc}")
+            self._dataset._invalidate_checkpoint(
+                f"a DataLoader batch failed before it was returned: {exc}"
+            )
             raise
         return batch.data
 
@@ -1013,14 +1083,19 @@ class StreamingDataLoader(DataLoader):
             )
         self.collate_fn = _Collate(self.collate_fn)
 
-    def __iter__(self) -> _Committing:
+    def __iter__(self) -> _Committing:  # type: ignore[override]  # yields as DataLoader's does
         dataset = self._streaming_dataset
         token = dataset._acquire()
         try:
             state = dataset._checkpoint_snapshot()
             packed = dataset._pack_sequences is not None
-            key = ("blocks_emitted_per_split" if packed
-                   else "samples_consumed_per_split" if self.num_workers > 1 else None)
+            key = (
+                "blocks_emitted_per_split"
+                if packed
+                else "samples_consumed_per_split"
+                if self.num_workers > 1
+                else None
+            )
             if key is not None and len({state[key][s] for s in dataset._rank_splits}) > 1:
                 raise RuntimeError(
                     "StreamingDataLoader cannot start from a partial logical step; resume from "

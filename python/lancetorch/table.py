@@ -16,8 +16,9 @@ import threading
 import uuid
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.reduction import ForkingPickler
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -216,7 +217,13 @@ class _LanceBackend:
         self.cache_budget = cache_budget
         self.read_timeout = read_timeout
         self._open(
-            self.call("opening the dataset", lance.dataset, uri, version=version, storage_options=storage_options)
+            self.call(
+                "opening the dataset",
+                lance.dataset,
+                uri,
+                version=version,
+                storage_options=storage_options,
+            )
         )
         # (column names, their rows in the column store) once read; per column selection
         # asked for, the store serving it and the positions of the columns there.
@@ -253,7 +260,11 @@ class _LanceBackend:
         """Arguments of ``Table._lance`` that reopen this version of the dataset elsewhere."""
         cache = self.cache if cache is None else cache
         return (
-            self.uri, self.storage_options, cache, self.cache_budget, self.version,
+            self.uri,
+            self.storage_options,
+            cache,
+            self.cache_budget,
+            self.version,
             self.read_timeout,
         )
 
@@ -547,7 +558,9 @@ class Table:
         """The table as a polars LazyFrame (as LanceDB's ``to_polars``)."""
         import polars as pl
 
-        return pl.from_arrow(self.to_arrow(), **kwargs).lazy()
+        frame = pl.from_arrow(self.to_arrow(), **kwargs)
+        assert isinstance(frame, pl.DataFrame)  # a table gives a DataFrame, never a Series
+        return frame.lazy()
 
     def __getitems__(self, indices: Any) -> pa.Table:
         """The rows at ``indices`` in the order given, as one pyarrow Table of one chunk
@@ -738,13 +751,12 @@ def _open_shared_table(name: str, path: str) -> Table:
     return Table(name, _MemoryBackend(_native.ColumnStore(data, row_major=False), path))
 
 
-def _open_cached_lance_table(
-    name: str, location: tuple, columns: list[str], path: str
-) -> Table:
+def _open_cached_lance_table(name: str, location: tuple, columns: list[str], path: str) -> Table:
     """A disk table in a worker, its cache mapped from the parent's shared-memory file."""
     table = Table._lance(name, *location)
-    shared = _open_shared_table(name, path)._backend.store
-    table._backend._cached = (columns, shared)
+    shared, backend = _open_shared_table(name, path)._backend, table._backend
+    assert isinstance(shared, _MemoryBackend) and isinstance(backend, _LanceBackend)
+    backend._cached = (columns, shared.store)
     return table
 
 

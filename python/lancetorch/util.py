@@ -126,11 +126,15 @@ def _one_batch(data: Any) -> pa.RecordBatch:
 
 
 def _is_text(kind: pa.DataType) -> bool:
-    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    )
 
 
 def _is_bytes(kind: pa.DataType) -> bool:
-    return pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+    return (
+        pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+    )
 
 
 def to_batch(
@@ -167,8 +171,7 @@ def to_batch(
     if features is None:
         if target is not None:
             raise ValueError("target= goes with features=: name the feature columns too")
-        out, keep = decode_columns(data, decode, dtype=dtype, null_value=null_value,
-                                   epoch=epoch)
+        out, keep = decode_columns(data, decode, dtype=dtype, null_value=null_value, epoch=epoch)
         if keep is not None:  # rows a spec skipped (Image(on_error="skip")) leave every column
             out = {k: keep_rows(v, keep) for k, v in out.items()}
         return out
@@ -187,8 +190,9 @@ def to_batch(
     return x, _column_tensor(batch, twin_of(data), names.index(target), None, null_value)
 
 
-def _column_tensor(batch: pa.RecordBatch, twin: Any, index: int, convert: str | None,
-                   null_value: float | None) -> Any:
+def _column_tensor(
+    batch: pa.RecordBatch, twin: Any, index: int, convert: str | None, null_value: float | None
+) -> Any:
     """Column ``index`` as a tensor, sharing a take's memory through its twin where it can."""
     torch = _torch()
     if twin is not None:
@@ -239,13 +243,20 @@ def decode_columns(
             failed.update(bad)
         elif isinstance(kind, pa.FixedShapeTensorType):
             storage = batch.column(index).storage
-            flat = torch.from_dlpack(_native.batch_column_to_tensor(
-                pa.record_batch({column: storage}), 0, name, null_value))
+            flat = torch.from_dlpack(
+                _native.batch_column_to_tensor(
+                    pa.record_batch({column: storage}), 0, name, null_value
+                )
+            )
             out[column] = flat.reshape(batch.num_rows, *kind.shape)
         elif _is_text(kind) or _is_bytes(kind):
             out[column] = batch.column(index).to_pylist()
-        elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)
-              or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
+        elif (
+            pa.types.is_list(kind)
+            or pa.types.is_large_list(kind)
+            or pa.types.is_list_view(kind)
+            or pa.types.is_large_list_view(kind)
+        ):
             raise TypeError(
                 f"column '{column}' is {kind}, lists of varying length; name it in decode= "
                 f"(decode={{'{column}': lancetorch.decode.Tokens(max_length=..., "

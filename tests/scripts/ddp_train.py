@@ -8,14 +8,13 @@ it saw and its final weights to ``<out>/rank<r>.json``.
 import json
 import sys
 
+import lancetorch
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
-
-import lancetorch
 from lancetorch.loader import Loader
 from lancetorch.sampler import BatchSampler
 from lancetorch.util import tbl_to_tensor
+from torch.nn.parallel import DistributedDataParallel
 
 
 def main() -> None:
@@ -52,8 +51,16 @@ def main() -> None:
 
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
     with open(f"{out}/rank{rank}.json", "w") as f:
-        json.dump({"seen": seen, "dataloader": via_dataloader, "weights": weights,
-                   "unseeded": unseeded.seed, "world_size": dist.get_world_size()}, f)
+        json.dump(
+            {
+                "seen": seen,
+                "dataloader": via_dataloader,
+                "weights": weights,
+                "unseeded": unseeded.seed,
+                "world_size": dist.get_world_size(),
+            },
+            f,
+        )
     dist.destroy_process_group()
 
 
