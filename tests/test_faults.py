@@ -3,6 +3,7 @@ processes appending at once. Real processes, real signals, a real Lance dataset 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,3 +79,110 @@ def test_three_processes_appending_at_once_keep_every_row(tmp_path):
         assert proc.returncode == 0 and out.split() == ["ready", "done"], err[-2000:]
     counts = _appends(tmp_path)
     assert counts == {(w, i): 1000 for w in (1, 2, 3) for i in range(8)}
+
+
+# A parent process reading a memory table through two spawned DataLoader workers, which map
+# the table from a shared copy. argv: the folder for shared copies, then what to do once the
+# epoch runs: "kill-worker" (SIGKILL one worker, read on) or "kill-self" (SIGKILL the parent).
+READER = """
+import glob, os, signal, sys
+import numpy as np, pyarrow as pa, torch, lancetorch
+import lancetorch.table
+from lancetorch.util import tbl_to_tensor
+
+folder, action = sys.argv[1], sys.argv[2]
+lancetorch.table._shared_dir = lambda nbytes: folder  # the copies go where the test looks
+t = lancetorch.connect("memory://").create_table(
+    "t", pa.table({"x": np.arange(200_000, dtype=np.float32)}))
+loader = torch.utils.data.DataLoader(
+    t, batch_size=64, shuffle=True, num_workers=2, multiprocessing_context="spawn",
+    collate_fn=tbl_to_tensor)
+batches = iter(loader)
+next(batches)
+print("copies", *glob.glob(os.path.join(folder, f"lancetorch-{os.getpid()}-*")), flush=True)
+print("workers", *(w.pid for w in batches._workers), flush=True)
+if action == "kill-self":
+    os.kill(os.getpid(), signal.SIGKILL)
+try:  # the DataLoader's SIGCHLD handler may raise as soon as the worker dies
+    os.kill(batches._workers[0].pid, signal.SIGKILL)
+    for _ in batches:
+        pass
+    print("read on", flush=True)
+except Exception as e:
+    print("raised", type(e).__name__, str(e)[:200], flush=True)
+"""
+
+
+def _reader(folder, action: str) -> tuple[int, list[str], list[str]]:
+    """Runs READER; its exit code, what it said, and its shared copies. Its output goes to a
+    file, not a pipe: workers orphaned by a killed parent would hold a pipe open. Workers
+    still alive once the parent is gone are killed here (PyTorch's own may wait forever on
+    a full queue with no reader)."""
+    out = folder / f"{action}.out"
+    with open(out, "w") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", READER, str(folder), action], stdout=sink, stderr=sink
+        )
+        code = proc.wait(timeout=300)
+    lines = out.read_text().splitlines()
+    for pid in next((line.split()[1:] for line in lines if line.startswith("workers")), []):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid), signal.SIGKILL)
+    copies = next((line.split()[1:] for line in lines if line.startswith("copies")), [])
+    said = [line for line in lines if line.startswith(("raised", "read on"))]
+    return code, said, copies
+
+
+def test_a_worker_killed_mid_epoch_raises_and_the_shared_copy_goes(tmp_path):
+    code, said, copies = _reader(tmp_path, "kill-worker")
+    assert code == 0 and said and said[0].startswith("raised RuntimeError"), said
+    assert "killed by signal" in said[0]
+    assert copies, "the table was not sent to the workers through a shared copy"
+    assert not any(os.path.exists(c) for c in copies), "the parent left its shared copy"
+
+
+def test_a_copy_left_by_a_killed_parent_is_removed_by_the_next_run(tmp_path):
+    code, _, copies = _reader(tmp_path, "kill-self")
+    assert code == -signal.SIGKILL and copies
+    assert all(os.path.exists(c) for c in copies), "nothing was left behind to clean up"
+    code, _, _ = _reader(tmp_path, "kill-worker")  # the next run sweeps before its own copy
+    assert code == 0
+    assert not any(os.path.exists(c) for c in copies)
+
+
+def test_a_disk_table_replaced_under_an_open_handle_reads_its_version_or_names_it(tmp_path):
+    from lancetorch import StorageReadError
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation
+
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", pa.table({"x": np.arange(1000)}))
+    old = db.open_table("t")
+    assert old.__getitems__([1, 2]).column(0).to_pylist() == [1, 2]
+    replace = (
+        "import sys, lancetorch, pyarrow as pa; db = lancetorch.connect(sys.argv[1]); "
+        "db.drop_table('t'); db.create_table('t', pa.table({'y': ['a'] * 10}))"
+    )
+    subprocess.run([sys.executable, "-c", replace, str(tmp_path)], check=True)
+    reads = {
+        "__getitems__": lambda: old.__getitems__([5, 7]).column("x").to_pylist(),
+        "head": lambda: old.head(3).column("x").to_pylist(),
+        "to_arrow": lambda: old.to_arrow().column("x").to_pylist()[:3],
+        "loader": lambda: sorted(v for b in Loader(old, 100, shuffle=False) for v in b[0].tolist()),
+        "permutation": lambda: Permutation.identity(old).with_format("arrow")[0:2]["x"].to_pylist(),
+    }
+    want = {
+        "__getitems__": [5, 7],
+        "head": [0, 1, 2],
+        "to_arrow": [0, 1, 2],
+        "loader": list(range(1000)),
+        "permutation": [0, 1],
+    }
+    for name, read in reads.items():
+        try:
+            got = read()
+        except StorageReadError as e:  # the version's files are gone: named, not garbage
+            assert "'t'" in str(e), (name, e)
+        else:
+            assert got == want[name], name  # the version the handle holds, never the new table
+    assert lancetorch.connect(tmp_path).open_table("t").schema.names == ["y"]

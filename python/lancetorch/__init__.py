@@ -14,6 +14,7 @@ import warnings
 from importlib.metadata import PackageNotFoundError, version
 
 from . import _native
+from ._objectstore import StorageReadError
 from .db import AsyncConnection, Connection, DBConnection, connect, connect_async
 from .table import Table
 
@@ -37,6 +38,7 @@ __all__ = [
     "AsyncConnection",
     "Connection",
     "DBConnection",
+    "StorageReadError",
     "Table",
     "connect",
     "connect_async",
