@@ -371,7 +371,7 @@ pub fn gather_with(
     }
     let block: Buffer = match pool {
         Some(pool) => pool.share(block),
-        None => block.into(),
+        None => crate::lending::registered(block),
     };
 
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());

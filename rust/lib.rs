@@ -3,8 +3,8 @@
 //! bindings in `py/`, the only code that touches Python. This file only registers.
 //!
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
-//! `dlpack`, `threads`, `pool`; `tensor`; `rows`; `store`; `gather`; `loader` (the prefetcher),
-//! with `permutation`, `bijection`, `tokens` and `image` beside them.
+//! `dlpack`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
+//! prefetcher), with `permutation`, `bijection`, `tokens` and `image` beside them.
 
 pub mod bijection;
 pub mod dlpack;
@@ -12,6 +12,7 @@ pub mod dtype;
 pub mod error;
 pub mod gather;
 pub mod image;
+pub mod lending;
 pub mod loader;
 pub mod permutation;
 pub mod pool;

@@ -296,10 +296,24 @@ fn copy_to(columns: &[Column], rows: usize, fill: NullFill, target: DType) -> Re
 /// Whether the tensor may share the batches' memory instead of copying it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Share {
-    /// Only for memory the core allocated for this batch (a gather's output): a user's
-    /// buffers may be read-only maps, or data that must not change under them.
+    /// The caller owns the memory, made for this batch alone (the prefetcher's gathers).
     Allowed,
+    /// Where the memory lies in a take's allocation and no tensor shares it yet (see
+    /// `lending`): a user's buffers may be read-only maps, or data that must not change.
+    IfLendable,
     Never,
+}
+
+/// `tensor` if `share` lets it keep the memory it shares, else `None` (copy instead).
+fn shared(tensor: HostTensor, share: Share) -> Option<HostTensor> {
+    match share {
+        Share::Allowed => Some(tensor),
+        Share::IfLendable => {
+            let bytes = tensor.shape().iter().product::<i64>() as usize * tensor.dtype().size();
+            crate::lending::lend(tensor.data_ptr() as usize, bytes).then_some(tensor)
+        }
+        Share::Never => None,
+    }
 }
 
 /// Build the `(columns, rows)` tensor of `batches` (chunks of one table).
@@ -320,8 +334,8 @@ pub fn batch_to_tensor(
     if let Some(first) = columns.first() {
         check_fill(fill, target, first.name)?;
     }
-    if share == Share::Allowed {
-        if let Some(t) = zero_copy(&columns, &dtypes, target, rows) {
+    if share != Share::Never {
+        if let Some(t) = zero_copy(&columns, &dtypes, target, rows).and_then(|t| shared(t, share)) {
             return Ok(t);
         }
     }
@@ -384,7 +398,7 @@ pub fn column_to_tensor(
     let target = dtype.unwrap_or(elem);
     check_fill(fill, target, field.name())?;
     let shape = vec![rows as i64, size as i64];
-    if share == Share::Allowed
+    if share != Share::Never
         && target == elem
         && elem != DType::Bool
         && nulls == 0
@@ -394,7 +408,10 @@ pub fn column_to_tensor(
         let owner = data.buffers()[0].clone();
         let ptr = values_ptr(&values, elem.size());
         // SAFETY: `values` covers rows * size elements from `ptr`, owned by `owner`.
-        return Ok(unsafe { HostTensor::new(ptr, elem, shape, vec![owner]) });
+        let tensor = unsafe { HostTensor::new(ptr, elem, shape.clone(), vec![owner]) };
+        if let Some(t) = shared(tensor, share) {
+            return Ok(t);
+        }
     }
     let column = Column {
         name: field.name(),
@@ -402,59 +419,6 @@ pub fn column_to_tensor(
     };
     let buffer = copy_to(std::slice::from_ref(&column), rows * size, fill, target)?;
     Ok(HostTensor::from_buffer(buffer, target, shape))
-}
-
-/// A batch gathered by the core, kept on the Rust side beside its pyarrow twin.
-///
-/// A tensor made from it may share the gather's memory, and with it the pyarrow batch's, as
-/// `torch.from_numpy` shares a numpy array's. Each column is lent that way to one tensor
-/// only: converting it again copies, so that two tensors never write into each other.
-pub struct Gathered {
-    batch: RecordBatch,
-    /// The columns whose memory a tensor shares. Held through each conversion, so that two
-    /// threads converting at once do not both share.
-    lent: std::sync::Mutex<Vec<bool>>,
-}
-
-impl Gathered {
-    pub fn new(batch: RecordBatch) -> Self {
-        let lent = std::sync::Mutex::new(vec![false; batch.num_columns()]);
-        Gathered { batch, lent }
-    }
-
-    pub fn batch(&self) -> &RecordBatch {
-        &self.batch
-    }
-
-    /// `convert(share)` for the columns `columns`: sharing their memory only if no tensor
-    /// shares it yet, and noting them as lent if the tensor made does.
-    pub fn lend(
-        &self,
-        columns: std::ops::Range<usize>,
-        convert: impl FnOnce(Share) -> Result<HostTensor>,
-    ) -> Result<HostTensor> {
-        let mut lent = self.lent.lock().expect("lent columns lock");
-        let free = lent
-            .get(columns.clone())
-            .is_some_and(|c| !c.contains(&true));
-        let tensor = convert(if free { Share::Allowed } else { Share::Never })?;
-        if free && points_into(&self.batch, columns.clone(), tensor.data_ptr() as usize) {
-            lent[columns].fill(true);
-        }
-        Ok(tensor)
-    }
-}
-
-/// Whether a tensor starting at `ptr` shares the memory of `batch`'s columns `columns`: one
-/// that does starts in the first of them (the gather lays the columns out in that order).
-fn points_into(batch: &RecordBatch, columns: std::ops::Range<usize>, ptr: usize) -> bool {
-    fn within(data: &arrow_data::ArrayData, ptr: usize) -> bool {
-        data.buffers().iter().any(|b| {
-            let start = b.as_ptr() as usize;
-            (start..start + b.len()).contains(&ptr)
-        }) || data.child_data().iter().any(|c| within(c, ptr))
-    }
-    !columns.is_empty() && within(&batch.column(columns.start).to_data(), ptr)
 }
 
 #[cfg(test)]

@@ -153,6 +153,47 @@ def test_a_take_lends_its_memory_to_one_tensor_only(mem_db):
     assert shared.data_ptr() == cast_first.column(0).chunk(0).buffers()[1].address
 
 
+def test_a_take_shares_its_memory_however_it_was_wrapped(mem_db):
+    """What counts is where the buffers lie, not which Python object holds them: a renamed
+    batch, a table around it, a column put in a batch of its own all share the take."""
+    data = pa.table({"a": np.arange(6, dtype=np.float32), "b": np.arange(6, dtype=np.float32)})
+    table = mem_db.create_table("t", data)
+
+    def address(batch, i=0):
+        column = batch.column(i)
+        return (column.chunk(0) if hasattr(column, "chunk") else column).buffers()[1].address
+
+    renamed = table.__getitems__([5, 0, 2]).rename_columns(["x", "y"])
+    assert tbl_to_tensor(renamed).data_ptr() == address(renamed)
+    rb = table.__getitems__([1, 2]).to_batches()[0]
+    wrapped = pa.Table.from_batches([rb])
+    assert tbl_to_tensor(wrapped).data_ptr() == address(rb)
+    assert tbl_to_tensor(rb).data_ptr() != address(rb)  # lent once already: a copy
+    taken = table.__getitems__([3, 4])
+    alone = pa.record_batch({"b": taken.column("b").chunk(0)})
+    assert column_to_tensor(alone, "b").data_ptr() == address(taken, 1)
+    assert column_to_tensor(taken, "b").data_ptr() != address(taken, 1)
+    assert column_to_tensor(taken, "a").data_ptr() == address(taken, 0)
+
+
+def test_two_threads_converting_one_take_never_both_share(mem_db):
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = pa.table({"a": np.arange(10_000, dtype=np.float64)})
+    table = mem_db.create_table("t", data)
+    for _ in range(20):
+        batch = table.__getitems__(np.arange(10_000))
+        with ThreadPoolExecutor(4) as pool:
+            tensors = list(pool.map(tbl_to_tensor, [batch] * 4))
+        shared = [t for t in tensors if t.data_ptr() == address_of(batch)]
+        assert len(shared) == 1
+        assert all(torch.equal(t, tensors[0]) for t in tensors)
+
+
+def address_of(batch) -> int:
+    return batch.column(0).chunk(0).buffers()[1].address
+
+
 def test_copy_for_user_made_batch():
     a = np.arange(6, dtype=np.float64)
     batch = pa.record_batch({"a": a, "b": a * 2})

@@ -4,7 +4,6 @@ indices to an int64 Arrow array, and new data conformed to a table's schema."""
 from __future__ import annotations
 
 import operator
-import weakref
 from typing import Any
 
 import numpy as np
@@ -12,36 +11,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 _INT64_MAX = np.iinfo(np.int64).max
-
-
-# Batches gathered by the core, by id, with a weak reference that proves identity and the
-# Rust twin that becomes a tensor without reading the pyarrow batch back. An entry leaves when
-# its batch is collected.
-_TWINS: dict[int, tuple[weakref.ref, Any]] = {}
-
-
-def remember_twin(batch: pa.RecordBatch, twin: Any) -> pa.RecordBatch:
-    key = id(batch)
-
-    def forget(_: object) -> None:
-        _TWINS.pop(key, None)
-
-    _TWINS[key] = (weakref.ref(batch, forget), twin)
-    return batch
-
-
-def lend_twin(batch: pa.RecordBatch, wrapper: Any) -> Any:
-    """``wrapper`` (a pyarrow Table around ``batch``'s arrays) converted as ``batch`` is."""
-    twin = twin_of(batch)
-    return wrapper if twin is None else remember_twin(wrapper, twin)
-
-
-def twin_of(batch: Any) -> Any:
-    """The Rust twin of a batch the core gathered, or None."""
-    entry = _TWINS.get(id(batch))
-    if entry is not None and entry[0]() is batch:
-        return entry[1]
-    return None
 
 
 def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:

@@ -10,7 +10,6 @@ __all__ = [
     "ColumnStore",
     "ColumnStoreBuilder",
     "DLPackTensor",
-    "Gathered",
     "Prefetcher",
     "normalize_offsets",
     "batches_to_tensor",
@@ -53,9 +52,6 @@ class ColumnStore:
     def take(
         self, offsets: list[int] | pa.Int64Array, columns: list[int] | None = None
     ) -> pa.RecordBatch: ...
-    def take_with_twin(
-        self, offsets: list[int] | pa.Int64Array, columns: list[int] | None = None
-    ) -> tuple[pa.RecordBatch, Gathered]: ...
     def slice(self, start: int, n: int) -> pa.RecordBatch: ...
     def batches(self, columns: list[int] | None = None) -> list[pa.RecordBatch]: ...
 
@@ -67,16 +63,6 @@ class ColumnStoreBuilder:
     def __new__(cls, schema: pa.Schema, rows: int) -> Self: ...
     def push(self, batch: pa.RecordBatch) -> None: ...
     def finish(self) -> ColumnStore: ...
-
-@final
-class Gathered:
-    """A batch gathered by the core, kept in Rust beside its pyarrow twin. The first tensor
-    made of a column shares the gather's memory; converting that column again copies."""
-
-    def tensor(self, dtype: str | None = None, null_value: float | None = None) -> object: ...
-    def column(
-        self, index: int, dtype: str | None = None, null_value: float | None = None
-    ) -> object: ...
 
 @final
 class DLPackTensor:

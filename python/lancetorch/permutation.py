@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _native
-from ._arrow import as_offsets, lend_twin
+from ._arrow import as_offsets
 from ._torch_rows import TorchRow, rows_of
 from .sampler import BatchSampler
 from .table import Table, TableForWorkers, as_lancetorch_table
@@ -841,7 +841,7 @@ class Permutation:
             columns = [ids if c == _ROW_ID_COLUMN else next(taken) for c in self.selection.values()]
             return pa.RecordBatch.from_arrays(columns, names=names)
         if names != batch.schema.names:
-            return lend_twin(batch, batch.rename_columns(names))
+            return batch.rename_columns(names)
         return batch
 
     def _output(self, batch: pa.RecordBatch) -> Any:

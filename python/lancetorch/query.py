@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import as_offsets, lend_twin
+from ._arrow import as_offsets
 
 ROW_ID = "_rowid"
 
@@ -83,7 +83,7 @@ class TakeQuery:
         if ids is None and len(distinct) == len(names):  # the take's columns, maybe renamed
             if names == batch.schema.names:
                 return batch
-            return lend_twin(batch, batch.rename_columns(names))
+            return batch.rename_columns(names)
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     def output_schema(self) -> pa.Schema:
@@ -99,7 +99,7 @@ class TakeQuery:
         """The rows as a pyarrow Table of one chunk (``tbl_to_tensor`` converts it without a
         copy where the take allows)."""
         batch = self._batch()
-        return lend_twin(batch, pa.Table.from_batches([batch]))
+        return pa.Table.from_batches([batch])
 
     def to_batches(self, *, max_batch_length: int | None = None) -> pa.RecordBatchReader:
         batch = self._batch()

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform, lend_twin, remember_twin
+from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
 from ._objectstore import is_corrupt_data, is_io_error, read_failure, within
 from .query import ScanQuery, TakeQuery
 
@@ -72,7 +72,7 @@ class _MemoryBackend:
         return self.store.num_rows
 
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
-        return remember_twin(*self.store.take_with_twin(offsets, columns))
+        return self.store.take(offsets, columns)
 
     def to_arrow(self) -> pa.Table:
         return pa.Table.from_batches(self.store.batches(), schema=self.schema)
@@ -354,7 +354,7 @@ class _LanceBackend:
         key = None if columns is None else tuple(columns)
         hit = self._served.get(key)
         if hit is not None and self._cached is not None and hit[0] is self._cached[1]:
-            return remember_twin(*hit[0].take_with_twin(offsets, hit[1]))
+            return hit[0].take(offsets, hit[1])
         names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
         if not names:  # no column to read: the rows are only counted, as in a memory table
             n = len(_native.normalize_offsets(offsets, self.count_rows()))
@@ -363,12 +363,12 @@ class _LanceBackend:
         if cached is not None:
             positions = [cached[0].index(n) for n in names]
             self._served[key] = (cached[1], positions)
-            return remember_twin(*cached[1].take_with_twin(offsets, positions))
+            return cached[1].take(offsets, positions)
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
         unique, inverse = np.unique(rows, return_inverse=True)
         fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
         store = _native.ColumnStore(fetched, row_major=False)
-        return remember_twin(*store.take_with_twin(pa.array(inverse.astype(np.int64))))
+        return store.take(pa.array(inverse.astype(np.int64)))
 
     def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
         """The cache written to shared memory for workers: the columns ``names`` (all when
@@ -566,7 +566,7 @@ class Table:
         """The rows at ``indices`` in the order given, as one pyarrow Table of one chunk
         (what LanceDB returns); ``tbl_to_tensor`` turns it into a tensor without a copy."""
         batch = self._take(indices)
-        return lend_twin(batch, pa.Table.from_batches([batch]))
+        return pa.Table.from_batches([batch])
 
     def __getitem__(self, index: Any) -> pa.Table:
         """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table."""

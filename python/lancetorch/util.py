@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._arrow import twin_of
 
 
 def _torch():
@@ -54,8 +53,9 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
 
     ``data`` is a pyarrow Table (what a Table's ``__getitems__`` returns), a RecordBatch, a
-    list of RecordBatches or a lancetorch Table. A batch a lancetorch take returned may lend
-    its memory to the first tensor made from it, as ``torch.from_numpy`` does. Strings, lists
+    list of RecordBatches or a lancetorch Table. The first tensor made from a lancetorch take's
+    memory shares it, as ``torch.from_numpy`` does, however the batch was wrapped since (a
+    rename, a table around it); a user's own Arrow data is copied. Strings, lists
     and structs raise TypeError naming the column; nulls raise ValueError unless
     ``null_value`` says what to put there.
 
@@ -66,9 +66,6 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
     """
     torch = _torch()
     name = None if dtype is None else str(dtype).removeprefix("torch.")
-    twin = twin_of(data)
-    if twin is not None:  # gathered by the core: convert its Rust twin, no crossing back
-        return torch.from_dlpack(twin.tensor(name, null_value))
     capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
     return torch.from_dlpack(capsule)
 
@@ -78,8 +75,8 @@ def column_to_tensor(
 ) -> Any:
     """One column of a batch as a tensor: ``(rows,)`` for a numeric or bool column, ``(rows,
     size)`` for a fixed-size list of numbers (an embedding). The first tensor made from a
-    column of a batch a lancetorch take returned shares its memory (an in-place change shows
-    in the batch); any other batch, or the same column again, costs one copy.
+    column whose memory a lancetorch take made shares it (an in-place change shows in the
+    batch); any other data, or the same memory again, costs one copy.
 
     >>> import pyarrow as pa
     >>> emb = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)
@@ -88,7 +85,6 @@ def column_to_tensor(
             [3., 4.]])
     """
     torch = _torch()
-    twin = twin_of(batch)
     if isinstance(batch, pa.Table):  # what a Table's __getitems__ returns
         batch = _batches(batch.combine_chunks())[0]
     if not isinstance(batch, pa.RecordBatch):
@@ -110,8 +106,6 @@ def column_to_tensor(
             )
         index %= len(names)  # negative counts from the end, as in a list
     name = None if dtype is None else str(dtype).removeprefix("torch.")
-    if twin is not None:
-        return torch.from_dlpack(twin.column(index, name, null_value))
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
 
 
@@ -187,16 +181,14 @@ def to_batch(
     x = x.T.contiguous()
     if target is None:
         return x
-    return x, _column_tensor(batch, twin_of(data), names.index(target), None, null_value)
+    return x, _column_tensor(batch, names.index(target), None, null_value)
 
 
 def _column_tensor(
-    batch: pa.RecordBatch, twin: Any, index: int, convert: str | None, null_value: float | None
+    batch: pa.RecordBatch, index: int, convert: str | None, null_value: float | None
 ) -> Any:
-    """Column ``index`` as a tensor, sharing a take's memory through its twin where it can."""
+    """Column ``index`` as a tensor, sharing a take's memory where it can."""
     torch = _torch()
-    if twin is not None:
-        return torch.from_dlpack(twin.column(index, convert, null_value))
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, convert, null_value))
 
 
@@ -212,7 +204,6 @@ def decode_columns(
     rows to keep when a spec skipped some (``None`` otherwise; the Loader drops the others
     from its own tensors too)."""
     torch = _torch()
-    twin = twin_of(data)
     batch = _one_batch(data)
     names = batch.schema.names
     name = None if dtype is None else str(dtype).removeprefix("torch.")
@@ -263,7 +254,7 @@ def decode_columns(
                 "pad_value=...)} for token ids)"
             )
         else:
-            out[column] = _column_tensor(batch, twin, index, name, null_value)
+            out[column] = _column_tensor(batch, index, name, null_value)
     if not failed:
         return out, None
     return out, [i for i in range(batch.num_rows) if i not in failed]

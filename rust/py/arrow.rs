@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyList, PyType};
 
+use crate::dtype::DType;
 use crate::error::Error;
 
 fn record_batch_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
@@ -54,21 +55,104 @@ pub fn schema_to_py<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py
 /// A pyarrow RecordBatch (or anything with `__arrow_c_array__` of struct type) as a Rust
 /// batch, trusting its producer.
 pub fn batch_from_py(obj: &Bound<'_, PyAny>) -> PyResult<RecordBatch> {
-    let py = obj.py();
-    let mut array = FFI_ArrowArray::empty();
-    let mut schema = FFI_ArrowSchema::empty();
-    obj.call_method1(
-        pyo3::intern!(py, "_export_to_c"),
-        (&raw mut array as usize, &raw mut schema as usize),
-    )?;
-    // SAFETY: pyarrow filled both structs; from_ffi takes over the array's release callback.
-    let data = unsafe { from_ffi(array, &schema) }.map_err(Error::from)?;
-    let schema = Arc::new(Schema::try_from(&schema).map_err(Error::from)?);
-    let rows = data.len();
-    let struct_array = StructArray::from(data);
-    let (_, columns, _) = struct_array.into_parts();
-    let options = RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(schema, columns, &options).map_err(Error::from)?)
+    Exported::from_py(obj)?.into_batch()
+}
+
+/// A pyarrow batch exported through the C Data Interface: its structs, read as they are (the
+/// zero-copy check needs only where the columns lie) or imported as a Rust batch.
+pub struct Exported {
+    array: FFI_ArrowArray,
+    schema: FFI_ArrowSchema,
+}
+
+impl Exported {
+    pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = obj.py();
+        let mut exported = Exported {
+            array: FFI_ArrowArray::empty(),
+            schema: FFI_ArrowSchema::empty(),
+        };
+        obj.call_method1(
+            pyo3::intern!(py, "_export_to_c"),
+            (
+                &raw mut exported.array as usize,
+                &raw mut exported.schema as usize,
+            ),
+        )?;
+        Ok(exported)
+    }
+
+    /// The batch, imported (its buffers shared, not copied).
+    pub fn into_batch(self) -> PyResult<RecordBatch> {
+        // SAFETY: pyarrow filled both structs; from_ffi takes over the array's release.
+        let data = unsafe { from_ffi(self.array, &self.schema) }.map_err(Error::from)?;
+        let rows = data.len();
+        // The fields as from_ffi read them, not parsed a second time (the batch is converted,
+        // never stored: its schema-level metadata is not needed).
+        let (fields, columns, _) = StructArray::from(data).into_parts();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        let schema = Arc::new(Schema::new(fields));
+        Ok(RecordBatch::try_new_with_options(schema, columns, &options).map_err(Error::from)?)
+    }
+
+    /// Where the batch's values lie when they form one `(columns, rows)` block: every column
+    /// a primitive array of one number type without nulls, each starting where the one
+    /// before it ends (as a take lays them out). The start, the type, columns and rows.
+    pub fn dense_block(&self) -> Option<(*const u8, DType, usize, usize)> {
+        let (array, schema) = (&self.array, &self.schema);
+        let columns = array.num_children();
+        let rows = array.len();
+        if schema.format() != "+s" || array.offset() != 0 || columns == 0 || rows == 0 {
+            return None;
+        }
+        let dtype = format_dtype(schema.child(0).format())?;
+        let size = dtype.size();
+        let mut start: *const u8 = std::ptr::null();
+        for c in 0..columns {
+            let child = array.child(c);
+            if format_dtype(schema.child(c).format()) != Some(dtype)
+                || child.len() != rows
+                || child.null_count_opt() != Some(0)
+                || child.num_buffers() != 2
+                || child.buffer(1).is_null()
+            {
+                return None;
+            }
+            // The column's first value; `offset` is within the buffer by the C Data Interface.
+            let first = child.buffer(1).wrapping_add(child.offset() * size);
+            if c == 0 {
+                start = first;
+            } else if first != start.wrapping_add(c * rows * size) {
+                return None;
+            }
+        }
+        Some((start, dtype, columns, rows))
+    }
+
+    /// The exported array, kept alive (its buffers with it) for as long as the owner lives.
+    pub fn into_owner(self) -> Arc<FFI_ArrowArray> {
+        Arc::new(self.array)
+    }
+}
+
+/// The tensor type of a C Data Interface primitive format (bool, which Arrow packs in bits,
+/// is not one).
+fn format_dtype(format: &str) -> Option<DType> {
+    let data_type = match format {
+        "c" => DataType::Int8,
+        "C" => DataType::UInt8,
+        "s" => DataType::Int16,
+        "S" => DataType::UInt16,
+        "i" => DataType::Int32,
+        "I" => DataType::UInt32,
+        "l" => DataType::Int64,
+        "L" => DataType::UInt64,
+        "e" => DataType::Float16,
+        "f" => DataType::Float32,
+        "g" => DataType::Float64,
+        _ => return None,
+    };
+    DType::from_arrow(&data_type)
 }
 
 /// The values of a list of exact Python ints, read through the C API: a batch of a thousand

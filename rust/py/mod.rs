@@ -27,7 +27,6 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyColumnStore>()?;
     m.add_class::<store::PyStoreBuilder>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;
-    m.add_class::<tensor::PyGathered>()?;
     m.add_class::<loader::PyPrefetcher>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;

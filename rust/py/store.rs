@@ -9,7 +9,6 @@ use pyo3::prelude::*;
 
 use crate::error::Error;
 use crate::gather::take;
-use crate::py::tensor::PyGathered;
 use crate::store::{normalize, Store, StoreBuilder};
 
 /// Offsets made non-negative and checked against `num_rows`, as an int64 Arrow array.
@@ -125,7 +124,8 @@ impl PyColumnStore {
     }
 
     /// Rows at `offsets` (an int64 Arrow array; negative counts from the end) of the columns
-    /// at positions `columns` (all when omitted), gathered with the GIL released.
+    /// at positions `columns` (all when omitted), gathered with the GIL released into one
+    /// allocation, which the first tensor made of each column shares (see `lending`).
     #[pyo3(signature = (offsets, columns=None))]
     fn take<'py>(
         &self,
@@ -133,29 +133,13 @@ impl PyColumnStore {
         offsets: &Bound<'py, PyAny>,
         columns: Option<Vec<usize>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        Ok(self.take_with_twin(py, offsets, columns)?.0)
-    }
-
-    /// `take`, and beside the pyarrow batch its Rust twin, which turns into a tensor without
-    /// crossing back from pyarrow.
-    #[pyo3(signature = (offsets, columns=None))]
-    fn take_with_twin<'py>(
-        &self,
-        py: Python<'py>,
-        offsets: &Bound<'py, PyAny>,
-        columns: Option<Vec<usize>>,
-    ) -> PyResult<(Bound<'py, PyAny>, PyGathered)> {
         let offsets = crate::py::arrow::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
         self.inner.check_columns(&columns)?;
         let schema = self.py_schema(py, &columns)?;
         let store = self.inner.clone();
         let batch = crate::py::errors::detached(py, || take(&store, &offsets, &columns))?;
-        let twin = PyGathered::new(batch.clone());
-        Ok((
-            crate::py::arrow::batch_to_py(py, batch, Some(&schema))?,
-            twin,
-        ))
+        crate::py::arrow::batch_to_py(py, batch, Some(&schema))
     }
 
     /// Rows `start..start + n` as a pyarrow record batch (see [`Store::slice`]).

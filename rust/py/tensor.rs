@@ -1,12 +1,18 @@
-//! Arrow to tensor for Python: a user's batches, one column, and a gathered batch lent to the
-//! tensors made from it.
+//! Arrow to tensor for Python: batches, or one column, sharing a take's memory where `lending`
+//! allows (a user's data is always copied).
 
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
+use std::ptr::NonNull;
+
+use arrow_buffer::Buffer;
+
+use crate::dlpack::HostTensor;
 use crate::dtype::DType;
+use crate::py::arrow::Exported;
 use crate::py::dlpack::{legacy_capsule, PyDLPackTensor};
-use crate::tensor::{batch_to_tensor, column_to_tensor, Gathered, Share};
+use crate::tensor::{batch_to_tensor, column_to_tensor, Share};
 
 /// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
 /// dtype name and null fill value. Returns a DLPack provider, or with `capsule=True` a legacy
@@ -21,20 +27,59 @@ pub fn batches_to_tensor<'py>(
     capsule: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
-    let batches = batches
+    let mut exported = batches
         .iter()
-        .map(|b| crate::py::arrow::batch_from_py(&b))
+        .map(|b| Exported::from_py(&b))
+        .collect::<PyResult<Vec<_>>>()?;
+    if exported.len() == 1 && null_value.is_none() {
+        // A take's batch, however wrapped: read where its columns lie, with no import.
+        if let Some((start, dtype, columns, rows)) = lent_block(&exported[0], dtype) {
+            let owner = exported.pop().expect("one batch").into_owner();
+            let bytes = columns * rows * dtype.size();
+            // SAFETY: the block's `bytes` bytes from `start` are the exported batch's values,
+            // kept alive by `owner` (the exported array, whose release frees pyarrow's hold
+            // on them) for as long as the Buffer lives.
+            let buffer = unsafe { Buffer::from_custom_allocation(start, bytes, owner) };
+            let shape = vec![columns as i64, rows as i64];
+            return hand_over(py, HostTensor::from_buffer(buffer, dtype, shape), capsule);
+        }
+    }
+    let batches = exported
+        .into_iter()
+        .map(Exported::into_batch)
         .collect::<PyResult<Vec<_>>>()?;
     let tensor = crate::py::errors::detached(py, || {
-        batch_to_tensor(&batches, dtype, null_value, Share::Never)
+        batch_to_tensor(&batches, dtype, null_value, Share::IfLendable)
     })?;
+    hand_over(py, tensor, capsule)
+}
+
+/// The dense block of an exported batch (see [`Exported::dense_block`]) when it may become a
+/// tensor as it is: of the type asked for (if any), and lent by `lending` to this tensor.
+fn lent_block(
+    exported: &Exported,
+    dtype: Option<DType>,
+) -> Option<(NonNull<u8>, DType, usize, usize)> {
+    let (start, found, columns, rows) = exported.dense_block()?;
+    if dtype.is_some_and(|d| d != found) {
+        return None;
+    }
+    let bytes = columns * rows * found.size();
+    if !crate::lending::lend(start as usize, bytes) {
+        return None;
+    }
+    Some((NonNull::new(start as *mut u8)?, found, columns, rows))
+}
+
+/// The tensor as a legacy capsule, or as a `DLPackTensor`.
+fn hand_over(py: Python<'_>, tensor: HostTensor, capsule: bool) -> PyResult<Bound<'_, PyAny>> {
     if capsule {
         return legacy_capsule(py, tensor);
     }
     Ok(Bound::new(py, PyDLPackTensor::new(tensor))?.into_any())
 }
 
-/// `column_to_tensor` for a user's pyarrow batch (always a copy).
+/// `column_to_tensor` for a pyarrow batch: shares a take's memory where `lending` allows.
 #[pyfunction]
 #[pyo3(signature = (batch, index, dtype=None, null_value=None))]
 pub fn batch_column_to_tensor<'py>(
@@ -47,65 +92,7 @@ pub fn batch_column_to_tensor<'py>(
     let dtype = dtype.map(DType::from_name).transpose()?;
     let batch = crate::py::arrow::batch_from_py(batch)?;
     let tensor = crate::py::errors::detached(py, || {
-        column_to_tensor(&batch, index, dtype, null_value, Share::Never)
+        column_to_tensor(&batch, index, dtype, null_value, Share::IfLendable)
     })?;
     legacy_capsule(py, tensor)
-}
-
-/// A batch gathered by the core, kept on the Rust side beside its pyarrow twin (see
-/// [`Gathered`]).
-#[pyclass(name = "Gathered", module = "lancetorch._native", frozen)]
-pub struct PyGathered {
-    inner: Gathered,
-}
-
-impl PyGathered {
-    pub fn new(batch: arrow_array::RecordBatch) -> Self {
-        PyGathered {
-            inner: Gathered::new(batch),
-        }
-    }
-}
-
-#[pymethods]
-impl PyGathered {
-    /// The `(columns, rows)` tensor as a legacy DLPack capsule (see `batches_to_tensor`),
-    /// sharing the gather's memory if no tensor does yet.
-    #[pyo3(signature = (dtype=None, null_value=None))]
-    fn tensor<'py>(
-        &self,
-        py: Python<'py>,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let dtype = dtype.map(DType::from_name).transpose()?;
-        let batch = std::slice::from_ref(self.inner.batch());
-        let tensor = crate::py::errors::detached(py, || {
-            self.inner
-                .lend(0..self.inner.batch().num_columns(), |share| {
-                    batch_to_tensor(batch, dtype, null_value, share)
-                })
-        })?;
-        legacy_capsule(py, tensor)
-    }
-
-    /// Column `index` as a tensor (see `column_to_tensor`), sharing the gather's memory if no
-    /// tensor does yet.
-    #[pyo3(signature = (index, dtype=None, null_value=None))]
-    fn column<'py>(
-        &self,
-        py: Python<'py>,
-        index: usize,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let dtype = dtype.map(DType::from_name).transpose()?;
-        let batch = self.inner.batch();
-        let tensor = crate::py::errors::detached(py, || {
-            self.inner.lend(index..index + 1, |share| {
-                column_to_tensor(batch, index, dtype, null_value, share)
-            })
-        })?;
-        legacy_capsule(py, tensor)
-    }
 }
