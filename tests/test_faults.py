@@ -87,11 +87,11 @@ def test_three_processes_appending_at_once_keep_every_row(tmp_path):
 READER = """
 import glob, os, signal, sys
 import numpy as np, pyarrow as pa, torch, lancetorch
-import lancetorch.table
+import lancetorch._shared
 from lancetorch.util import tbl_to_tensor
 
 folder, action = sys.argv[1], sys.argv[2]
-lancetorch.table._shared_dir = lambda nbytes: folder  # the copies go where the test looks
+lancetorch._shared._shared_dir = lambda nbytes: folder  # the copies go where the test looks
 t = lancetorch.connect("memory://").create_table(
     "t", pa.table({"x": np.arange(200_000, dtype=np.float32)}))
 loader = torch.utils.data.DataLoader(

@@ -232,7 +232,7 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from lancetorch import table as table_module
+    from lancetorch import _shared as table_module
 
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
@@ -272,7 +272,7 @@ def test_shared_files_are_owner_only(mem_db):
 def test_progress_bar_only_where_someone_sees_it(monkeypatch):
     import io
 
-    from lancetorch.table import _Count, _progress
+    from lancetorch._backends import _Count, _progress
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     monkeypatch.setattr(sys, "stderr", io.StringIO())

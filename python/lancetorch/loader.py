@@ -22,9 +22,10 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
+from ._backends import _LanceBackend, _MemoryBackend, _take_of
 from .permutation import Permutation
 from .sampler import BatchSampler
-from .table import Table, _LanceBackend, _MemoryBackend, _take_of, as_lancetorch_table
+from .table import Table, as_lancetorch_table
 from .util import _torch, decode_columns, keep_rows
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).

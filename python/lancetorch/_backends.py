@@ -1,0 +1,388 @@
+"""Where a Table's rows live: ``_MemoryBackend`` (the Rust column store) and
+``_LanceBackend`` (a Lance dataset, with a memory cache within a budget of the available
+memory), the one small interface a Table reads through (``schema``, ``count_rows``, ``take``,
+``to_arrow``, ``read_columns``, ``append``), and the fill of disk caches before a fork."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from . import _native
+from ._objectstore import is_corrupt_data, is_io_error, read_failure, within
+from ._shared import _SharedCopy
+
+
+class _MemoryBackend:
+    """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
+
+    def __init__(self, store: _native.ColumnStore, shared_file: str | None = None) -> None:
+        self.store = store
+        self._shared = _SharedCopy(store, shared_file)
+
+    def shared_file(self) -> str:
+        """The path of a shared-memory copy of the rows, written on first use."""
+        return self._shared.path_for(self.store)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self.store.schema
+
+    def count_rows(self) -> int:
+        return self.store.num_rows
+
+    def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        return self.store.take(offsets, columns)
+
+    def to_arrow(self) -> pa.Table:
+        return pa.Table.from_batches(self.store.batches(), schema=self.schema)
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        positions = [self.schema.get_field_index(c) for c in columns]
+        if -1 in positions:
+            return self.to_arrow().select(columns)  # pyarrow's error names the column
+        schema = pa.schema([self.schema.field(i) for i in positions])
+        return pa.Table.from_batches(self.store.batches(positions), schema=schema)
+
+    def append(self, data: pa.Table) -> None:
+        self.store = self.store.appended(data)
+
+
+def available_memory() -> int:
+    """Bytes of memory the kernel says are available now."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
+    """Bytes the columns take in memory (variable-width columns guessed at 64 bytes a row)."""
+    total = 0
+    for name in names:
+        t = schema.field(name).type
+        try:
+            if pa.types.is_fixed_size_list(t):
+                total += rows * t.list_size * max(t.value_type.bit_width // 8, 1)
+            else:
+                total += rows * max(t.bit_width // 8, 1)
+        except ValueError:  # variable width
+            total += rows * 64
+    return total
+
+
+def _fixed_width(t: pa.DataType) -> bool:
+    """Whether the row-major block can hold a column of type ``t`` (numbers up to 8 bytes)."""
+    numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+    timely = pa.types.is_temporal(t) and not pa.types.is_interval(t)
+    return (numeric or timely) and t.bit_width <= 64
+
+
+def _scan_at(rows: int) -> str:
+    return f"a sequential scan, after {rows} rows (row offset {rows} was next)"
+
+
+def _take_of(rows: np.ndarray) -> str:
+    """A take, described by its size and first row (rows in the order they were asked)."""
+    if not len(rows):
+        return "a take of no rows"
+    return f"a take of {len(rows)} rows starting at row offset {int(rows[0])}"
+
+
+class _Count:
+    """Rows read, where no progress bar is shown."""
+
+    n = 0
+
+    def update(self, rows: int) -> None:
+        self.n += rows
+
+    def __enter__(self) -> _Count:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+
+def _progress(total: int, desc: str) -> Any:
+    """A tqdm progress bar on a terminal or in a notebook; elsewhere a plain count (and tqdm
+    is not imported at all)."""
+    if (sys.stderr is not None and sys.stderr.isatty()) or "ipykernel" in sys.modules:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, unit="rows", desc=desc, leave=False)
+    return _Count()
+
+
+_OPEN: weakref.WeakSet[_LanceBackend] = weakref.WeakSet()
+
+
+def _fill_before_fork() -> None:
+    """Before this process forks (DataLoader workers under ``fork``), fill the cache of every
+    open disk table where the cache allows, so that forked workers read memory and never
+    Lance. A table whose cache is off, or over its budget, is left as it is: a forked worker
+    reading it raises a RuntimeError saying so."""
+    for backend in list(_OPEN):
+        try:
+            backend.fill_cache()
+        except Exception:  # a store that fails now fails again, named, where it is read
+            pass
+
+
+def _track_open(backend: _LanceBackend) -> None:
+    """Register ``backend`` for the fill before a fork. pylance warns at every fork of a
+    process that imported it, because a Lance handle used across a fork is unsafe;
+    lancetorch never uses one there (see ``_LanceBackend.dataset``), so that warning is
+    silenced once lancetorch opens a dataset (code that imports lance alone still gets it)."""
+    _OPEN.add(backend)
+    warnings.filterwarnings(
+        "ignore", message="lance is not fork-safe", category=UserWarning, module="lance"
+    )
+
+
+os.register_at_fork(before=_fill_before_fork)
+
+
+class _LanceBackend:
+    """A Lance dataset read through pylance.
+
+    With ``cache`` on (``"auto"``: when the columns read fit ``cache_budget`` bytes, default
+    half the available memory; ``True``: always; ``False``: never) the columns a take needs are
+    read once by sequential scan into the Rust column store, and random batches are served from
+    memory from then on. Without it, random takes go to Lance sorted and are reordered in Rust.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        uri: str,
+        storage_options: dict[str, str] | None,
+        cache: bool | str = "auto",
+        cache_budget: int | None = None,
+        version: int | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        import lance
+
+        if cache not in (True, False, "auto"):
+            raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+        self.name = name
+        self.uri = uri
+        self.storage_options = storage_options
+        self.cache = cache
+        self.cache_budget = cache_budget
+        self.read_timeout = read_timeout
+        self._open(
+            self.call(
+                "opening the dataset",
+                lance.dataset,
+                uri,
+                version=version,
+                storage_options=storage_options,
+            )
+        )
+        # (column names, their rows in the column store) once read; per column selection
+        # asked for, the store serving it and the positions of the columns there.
+        self._cached: tuple[list[str], _native.ColumnStore] | None = None
+        self._served: dict[tuple[int, ...] | None, tuple[_native.ColumnStore, list[int]]] = {}
+        self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
+        self._shared = _SharedCopy()
+        self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
+        self._filling = threading.RLock()
+        # Live Permutations over this table and the columns each reads (for the fork fill).
+        self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
+        _track_open(self)
+
+    def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a read through Lance of ``what`` (words for the message):
+        a storage error, or no answer within ``read_timeout`` seconds, becomes one
+        StorageReadError naming the table, what was read and the limits."""
+        try:
+            if self.read_timeout is None:
+                return fn(*args, **kwargs)
+            return within(self.read_timeout, fn, *args, **kwargs)
+        except BaseException as e:  # a panic in Lance's reader is a BaseException
+            if not (is_io_error(e) or is_corrupt_data(e)):
+                raise
+            raise read_failure(e, self.name, self.uri, what, self.storage_options) from e
+
+    def _open(self, dataset: Any) -> None:
+        self._dataset = dataset
+        self._pid = os.getpid()
+        self._schema = dataset.schema
+        self.version = dataset.version
+
+    def location(self, cache: bool | str | None = None) -> tuple:
+        """Arguments of ``Table._lance`` that reopen this version of the dataset elsewhere."""
+        cache = self.cache if cache is None else cache
+        return (
+            self.uri,
+            self.storage_options,
+            cache,
+            self.cache_budget,
+            self.version,
+            self.read_timeout,
+        )
+
+    @property
+    def dataset(self) -> Any:
+        """The pylance dataset, refused in a process forked from the one that opened it:
+        Lance is not fork-safe, and using it there can crash the process (even through a
+        handle opened anew in the child). A forked worker reads the cache instead, which the
+        parent fills before it forks (see ``_fill_before_fork``)."""
+        if self._pid != os.getpid():
+            raise RuntimeError(
+                f"the Lance dataset {self.uri} was opened before this process was forked, and "
+                "Lance cannot be used across fork. This table's cache was not filled before the "
+                "fork (cache=False, or its columns do not fit cache_budget): use DataLoader(..., "
+                "multiprocessing_context='spawn') or 'forkserver', or allow the cache"
+            )
+        return self._dataset
+
+    def fill_cache(self) -> None:
+        """Before a fork: read into the cache the columns the live views of this table read
+        (all of them together where the budget allows, else the newest view's, else every
+        column), and the row ids; nothing when the cache is off."""
+        if self._pid != os.getpid():
+            return
+        with contextlib.suppress(Exception):
+            self.row_ids()  # one column of 8 bytes a row: a _rowid selection needs no Lance
+        if self.cache is False:
+            return
+        views = [list(v) for v in self.views.values()]
+        union = [n for n in self.schema.names if any(n in v for v in views)]
+        for names in [union, *reversed(views), self.schema.names]:
+            if names and self._cache_for(names) is not None:
+                return
+
+    def note_view(self, view: object, columns: list[str]) -> None:
+        """A Permutation over this table that reads ``columns`` (kept while it lives)."""
+        self.views[view] = tuple(columns)
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._schema
+
+    def count_rows(self) -> int:
+        if self._cached is not None:
+            return self._cached[1].num_rows
+        return self.dataset.count_rows()
+
+    def _cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        """The cached columns covering ``names``, reading them now if the budget allows (one
+        thread at a time: the threads of a streaming read ask at once, and one scan serves
+        them all)."""
+        if self.cache is False:
+            return None
+        with self._filling:
+            return self._cache_for_locked(names)
+
+    def _cache_for_locked(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        if self._cached is not None and set(names) <= set(self._cached[0]):
+            return self._cached
+        have = set(names) | set(self._cached[0] if self._cached else ())
+        wanted = [n for n in self.schema.names if n in have]
+        if frozenset(wanted) in self._refused:
+            return None
+        rows = self.dataset.count_rows()
+        budget = self.cache_budget if self.cache_budget is not None else available_memory() // 2
+        if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
+            self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
+            return None
+        # Each scanned batch goes into the store as it arrives: its fixed-width columns into
+        # the row-major block (their Lance buffers are then let go), the others kept as they
+        # are, so the columns are never held twice.
+        schema = pa.schema([self.schema.field(n) for n in wanted])
+        builder = _native.ColumnStoreBuilder(schema, rows)
+        # Lance's own batch size where every column can go into the row-major block (larger
+        # batches make Lance join its pages into new buffers); large batches otherwise, as each
+        # one stays a chunk of the columns kept as Arrow.
+        size = None if all(_fixed_width(f.type) for f in schema) else 1 << 18
+        with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
+            scan = iter(self.dataset.to_batches(columns=wanted, batch_size=size))
+            while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:
+                builder.push(batch)
+                progress.update(batch.num_rows)
+        self._cached = (wanted, builder.finish())
+        return self._cached
+
+    def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        key = None if columns is None else tuple(columns)
+        hit = self._served.get(key)
+        if hit is not None and self._cached is not None and hit[0] is self._cached[1]:
+            return hit[0].take(offsets, hit[1])
+        names = self.schema.names if columns is None else [self.schema.names[c] for c in columns]
+        if not names:  # no column to read: the rows are only counted, as in a memory table
+            n = len(_native.normalize_offsets(offsets, self.count_rows()))
+            return pa.record_batch({"_": pa.nulls(n)}).select([])
+        cached = self._cache_for(names)
+        if cached is not None:
+            positions = [cached[0].index(n) for n in names]
+            self._served[key] = (cached[1], positions)
+            return cached[1].take(offsets, positions)
+        rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
+        unique, inverse = np.unique(rows, return_inverse=True)
+        fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
+        store = _native.ColumnStore(fetched, row_major=False)
+        return store.take(pa.array(inverse.astype(np.int64)))
+
+    def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
+        """The cache written to shared memory for workers: the columns ``names`` (all when
+        None) with any read so far, when the cache allows, else the columns read so far;
+        None when nothing is cached."""
+        wanted = self.schema.names if names is None else names
+        cached = (self._cache_for(wanted) if wanted else None) or self._cached
+        if cached is None:
+            return None
+        return cached[0], self._shared.path_for(cached[1])
+
+    def row_ids(self) -> np.ndarray:
+        """Lance's row id of every row, in row-offset order (read once per version): on a
+        table with several fragments or deleted rows a row id is not a row offset."""
+        if self._row_ids is None or self._row_ids[0] != self.version:
+            ids = self.call(
+                "a scan of the row ids", self.dataset.to_table, columns=[], with_row_id=True
+            ).column("_rowid")
+            self._row_ids = (self.version, ids.to_numpy().astype(np.uint64, copy=False))
+        return self._row_ids[1]
+
+    def to_arrow(self) -> pa.Table:
+        return self.call("a scan of every row", self.dataset.to_table)
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        return self.call(f"a scan of columns {columns}", self.dataset.to_table, columns=columns)
+
+    def append(self, data: pa.Table) -> None:
+        import lance
+
+        # Appended to the latest version, which must still be this table: Lance would create
+        # a dropped one anew, and refuse a replaced one's new columns without saying why.
+        try:
+            latest = lance.dataset(self.uri, storage_options=self.storage_options)
+        except ValueError as e:  # Lance's "was not found" (a store that fails is an OSError)
+            raise FileNotFoundError(
+                f"table at {self.uri} no longer exists (dropped since this handle opened it); "
+                "create it again to add rows"
+            ) from e
+        if not latest.schema.equals(self.schema, check_metadata=False):
+            raise ValueError(
+                f"table at {self.uri} was replaced since this handle opened it; its fields are "
+                f"now {latest.schema.names}: open it again to add rows"
+            )
+        lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
+        self._open(lance.dataset(self.uri, storage_options=self.storage_options))
+        self._cached = None
+        self._refused.clear()
