@@ -307,7 +307,7 @@ pub fn images_to_tensor(
     let cells = rows
         .checked_mul(per)
         .ok_or_else(|| Error::Value(format!("column '{name}': {rows} images do not fit")))?;
-    let mut out = crate::tokens::reserve::<u8>(cells)?;
+    let mut out = crate::memory::reserve::<u8>(cells)?;
     out.resize(cells, 0);
     let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let items: Vec<(usize, &mut [u8])> = out

@@ -3,7 +3,7 @@
 //! bindings in `py/`, the only code that touches Python. This file only registers.
 //!
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
-//! `dlpack`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
+//! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
 //! prefetcher), with `permutation`, `bijection`, `tokens` and `image` beside them.
 
 pub mod bijection;
@@ -14,6 +14,7 @@ pub mod gather;
 pub mod image;
 pub mod lending;
 pub mod loader;
+pub mod memory;
 pub mod permutation;
 pub mod pool;
 pub mod rows;

@@ -97,14 +97,6 @@ pub fn fixed_width(dt: &DataType) -> Option<usize> {
     dt.primitive_width().filter(|w| matches!(w, 1 | 2 | 4 | 8))
 }
 
-/// Free memory as the kernel reports it, when it does.
-fn available_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
 impl RowBlock {
     /// Build the block for a table of `schema` and `rows` rows held as `num_chunks` chunks,
     /// `arrays[c]` column `c`'s arrays by chunk (`None` for a column held elsewhere): its
@@ -163,7 +155,7 @@ impl RowBlock {
         let stride = at.next_multiple_of(8);
         let rows = usize::try_from(rows).ok()?;
         let bytes = rows.checked_mul(stride)?;
-        if available_bytes().is_some_and(|free| bytes as u64 > free / 4) {
+        if crate::memory::available_bytes().is_some_and(|free| bytes as u64 > free / 4) {
             return None;
         }
         Some(RowBlock {

@@ -201,7 +201,7 @@ fn fill<T: Copy + arrow_buffer::ArrowNativeType>(
     cells: usize,
     pad: T,
 ) -> Result<Buffer> {
-    let mut out = crate::tokens::reserve::<T>(cells)?;
+    let mut out = crate::memory::reserve::<T>(cells)?;
     out.resize(cells, pad);
     for (row, &(start, n)) in out.chunks_exact_mut(width.max(1)).zip(ranges) {
         let n = n.min(width);
@@ -231,15 +231,21 @@ pub fn pack_lists(array: &dyn Array, name: &str, width: usize, pad: i64) -> Resu
             "column '{name}': {blocks} blocks of {width} tokens do not fit in memory"
         ))
     })?;
+    let token_bytes = values.data_type().primitive_width().unwrap_or(8);
+    let bytes = cells.saturating_mul(token_bytes + 8); // the tokens and each one's row
+    crate::memory::check(
+        bytes,
+        &format!("column '{name}' packed into blocks of max_length={width}"),
+    )?;
     let (buffer, dtype) = by_token_type!(values, name, pad, |tokens: &[_], pad| {
-        let mut out = reserve(cells)?;
+        let mut out = crate::memory::reserve(cells)?;
         for &(start, n) in &ranges {
             out.extend_from_slice(&tokens[start..start + n]);
         }
         out.resize(cells, pad);
         Ok::<_, Error>(Buffer::from_vec(out))
     });
-    let mut documents = reserve::<i64>(cells)?;
+    let mut documents = crate::memory::reserve::<i64>(cells)?;
     for (row, &(_, n)) in ranges.iter().enumerate() {
         documents.extend(std::iter::repeat_n(row as i64, n));
     }
@@ -249,19 +255,6 @@ pub fn pack_lists(array: &dyn Array, name: &str, width: usize, pad: i64) -> Resu
         tokens: HostTensor::from_buffer(buffer, dtype, shape.clone()),
         documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape),
     })
-}
-
-/// An empty vector with room for `n` items, or a MemoryError-like error instead of an abort
-/// when the memory is not there (a `max_length` of 10**12, say).
-pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::Memory(format!(
-            "{n} values of {} bytes do not fit in memory; ask for a smaller size",
-            std::mem::size_of::<T>()
-        ))
-    })?;
-    Ok(v)
 }
 
 #[cfg(test)]

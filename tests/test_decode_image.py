@@ -249,3 +249,30 @@ def test_images_to_column_round_trips_through_image():
     assert jpeg[0].as_py()[:2] == b"\xff\xd8"
     with pytest.raises(TypeError, match="image 1 is ndarray of float64"):
         images_to_column([pictures[0], np.zeros((4, 4))])
+
+
+def test_random_crops_are_the_same_in_another_process():
+    """The draws come from (seed, epoch, the image's bytes): a worker process, with its own
+    threads and its own order of work, makes the same crops."""
+    import pickle
+    import subprocess
+    import sys
+
+    data = [encode(photo(48, 64, s), "PNG") for s in range(6)]
+    batch = pa.record_batch({"img": pa.array(data, pa.binary())})
+    spec = Image(size=(16, 16), crop="random", flip=True, seed=11)
+    here = to_batch(batch, {"img": spec}, epoch=3)["img"]
+    child = (
+        "import sys, pickle, pyarrow as pa\n"
+        "from lancetorch.util import to_batch\n"
+        "batch, spec = pickle.loads(sys.stdin.buffer.read())\n"
+        "out = to_batch(batch, {'img': spec}, epoch=3)['img']\n"
+        "sys.stdout.buffer.write(out.numpy().tobytes())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child],
+        input=pickle.dumps((batch, spec)),
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert out == here.numpy().tobytes()

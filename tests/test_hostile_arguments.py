@@ -57,7 +57,7 @@ if os.environ.get("LANCETORCH_FUZZ") == "long":  # `make fuzz`: more values for 
         "object()",
     ]
 
-# Entry points, each a Python expression over `v` (the hostile value), `t` (a 100-row memory
+# Entry points, each a line of Python (run with exec) over `v` (the hostile value), `t` (a 100-row memory
 # table of id, x, tok (token lists), img (PNG bytes)), `p` (a Permutation of t) and `batch`
 # (a take of t).
 CALLS = {
@@ -105,6 +105,16 @@ CALLS = {
     "StreamingDataset shuffle_seed": "next(iter(StreamingDataset(t, shuffle_seed=v, columns=['id'])))",
     "StreamingDataset epoch": "next(iter(StreamingDataset(t, epoch=v, columns=['id'])))",
     "StreamingDataset load_state_dict": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'samples_consumed_per_split': [v, v]})",
+    "BatchSampler load_state_dict epoch": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'epoch': v}); next(iter(s))",
+    "BatchSampler load_state_dict position": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'position': v}); next(iter(s))",
+    "BatchSampler load_state_dict shape": "BatchSampler(100, 8, seed=0).load_state_dict({'epoch': v})",
+    "BatchSampler state_dict batches": "s = BatchSampler(100, 8, seed=0); it = iter(s); next(it); s.state_dict(batches=v)",
+    "Loader load_state_dict position": "l = Loader(p.select_columns(['id']), 8, seed=0); l.load_state_dict({**l.state_dict(), 'position': v}); next(iter(l))",
+    "Loader load_state_dict shape": "Loader(p.select_columns(['id']), 8, seed=0).load_state_dict({'position': v})",
+    "Tokens pack max_length": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=v, pack=True)})",
+    "Tokens pack pad_value": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=4, pad_value=v, pack=True)})",
+    "images_to_column quality": "images_to_column([np.zeros((4, 4, 3), np.uint8)], format='JPEG', quality=v)",
+    "column_to_tensor column": "column_to_tensor(batch, v)",
     "tbl_to_tensor null_value": "tbl_to_tensor(batch.select(['x']), null_value=v)",
     "connect read_timeout": "lancetorch.connect('memory://', read_timeout=v)",
 }
@@ -131,7 +141,7 @@ CHILD = textwrap.dedent(
     from lancetorch.permutation import Permutation, permutation_builder
     from lancetorch.sampler import BatchSampler
     from lancetorch.streaming import StreamingDataset
-    from lancetorch.util import tbl_to_tensor, to_batch
+    from lancetorch.util import column_to_tensor, images_to_column, tbl_to_tensor, to_batch
 
     png = io.BytesIO()
     PILImage.fromarray(np.zeros((6, 6, 3), np.uint8)).save(png, format="PNG")
@@ -153,7 +163,7 @@ CHILD = textwrap.dedent(
         print(json.dumps(["start", name, value]), flush=True)
         signal.alarm(20)
         try:
-            eval(expression)
+            exec(expression)
             outcome = "ok"
         except BaseException as e:
             outcome = type(e).__name__ + ": " + str(e)[:200]

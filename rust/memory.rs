@@ -1,0 +1,60 @@
+//! How much memory there is, and allocations sized by a caller's arguments that fail with an
+//! error instead of an abort, or of the kernel killing the process once the pages are touched.
+
+use crate::error::{Error, Result};
+
+/// Free memory as the kernel reports it, when it does.
+pub fn available_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// An error unless `bytes` more fit in the memory the kernel reports free: for a result made
+/// of several allocations, checked for all of them before the first.
+pub fn check(bytes: usize, what: &str) -> Result<()> {
+    if available_bytes().is_some_and(|free| bytes as u64 > free) {
+        return Err(Error::Memory(format!(
+            "{what} would take {bytes} bytes, more than the memory free; ask for a smaller size"
+        )));
+    }
+    Ok(())
+}
+
+/// An empty vector with room for `n` items, or `Error::Memory` (a MemoryError) when they
+/// would not fit: over the memory the kernel reports free (an allocation the kernel grants
+/// lazily would be filled, and the process killed, only later), or refused by the allocator.
+pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    let refuse = || {
+        Error::Memory(format!(
+            "{n} values of {size} bytes do not fit in memory; ask for a smaller size"
+        ))
+    };
+    let bytes = n.checked_mul(size).ok_or_else(refuse)?;
+    if available_bytes().is_some_and(|free| bytes as u64 > free) {
+        return Err(refuse());
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| refuse())?;
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_than_the_machine_has_is_an_error() {
+        assert!(matches!(
+            reserve::<u64>(usize::MAX / 4),
+            Err(Error::Memory(_))
+        ));
+        if let Some(free) = available_bytes() {
+            let over = (free / 8 + 1) as usize;
+            assert!(matches!(reserve::<u64>(over), Err(Error::Memory(_))));
+        }
+        assert_eq!(reserve::<u8>(16).unwrap().capacity(), 16);
+    }
+}
