@@ -265,7 +265,7 @@ class _LanceBackend:
         views = [list(v) for v in self.views.values()]
         union = [n for n in self.schema.names if any(n in v for v in views)]
         for names in [union, *reversed(views), self.schema.names]:
-            if names and self._cache_for(names) is not None:
+            if names and self.cache_for(names) is not None:
                 return
 
     def note_view(self, view: object, columns: list[str]) -> None:
@@ -281,7 +281,7 @@ class _LanceBackend:
             return self._cached[1].num_rows
         return self.dataset.count_rows()
 
-    def _cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+    def cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
         """The cached columns covering ``names``, reading them now if the budget allows (one
         thread at a time: the threads of a streaming read ask at once, and one scan serves
         them all)."""
@@ -328,7 +328,7 @@ class _LanceBackend:
         if not names:  # no column to read: the rows are only counted, as in a memory table
             n = len(_native.normalize_offsets(offsets, self.count_rows()))
             return pa.record_batch({"_": pa.nulls(n)}).select([])
-        cached = self._cache_for(names)
+        cached = self.cache_for(names)
         if cached is not None:
             positions = [cached[0].index(n) for n in names]
             self._served[key] = (cached[1], positions)
@@ -344,7 +344,7 @@ class _LanceBackend:
         None) with any read so far, when the cache allows, else the columns read so far;
         None when nothing is cached."""
         wanted = self.schema.names if names is None else names
-        cached = (self._cache_for(wanted) if wanted else None) or self._cached
+        cached = (self.cache_for(wanted) if wanted else None) or self._cached
         if cached is None:
             return None
         return cached[0], self._shared.path_for(cached[1])

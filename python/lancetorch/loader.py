@@ -222,14 +222,12 @@ class Loader:
         non_blocking: bool = True,
     ) -> None:
         if isinstance(data, Permutation):
-            self._table = data._base()
-            lo, hi = data._window
+            plan = data.read_plan()
+            self._table = plan.table
             # Positions map to table rows by an offset (an identity permutation's window) or
             # through the permutation's own row array (a view: nothing is copied here).
-            offset, n = lo, hi - lo
-            rows = None if data._rows is None else data._rows[lo:hi]
-            columns = data._columns
-            renames = data._renames
+            offset, n, rows = plan.offset, plan.length, plan.rows
+            columns, renames = plan.columns, plan.renames
         elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
             self._table = as_lancetorch_table(data)
             offset, n, rows = 0, None, None
@@ -357,7 +355,7 @@ class Loader:
         backend = self._table._backend
         if isinstance(backend, _MemoryBackend):
             store, held = backend.store, backend.schema.names
-        elif isinstance(backend, _LanceBackend) and (cached := backend._cache_for(names)):
+        elif isinstance(backend, _LanceBackend) and (cached := backend.cache_for(names)):
             held, store = cached
         else:
             return None, []

@@ -19,6 +19,7 @@ import secrets
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -470,6 +471,20 @@ _FORMATS: dict[str, Callable[[pa.RecordBatch], Any]] = {
 
 
 # ---- reading -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadPlan:
+    """The rows and columns of a Permutation, as a reader takes them: position ``i`` of the
+    view is base-table row ``rows[i]`` (or ``offset + i`` where ``rows`` is None, a window of
+    the table itself); ``columns`` are base columns, shown as ``renames.get(c, c)``."""
+
+    table: Table
+    rows: np.ndarray | None
+    offset: int
+    length: int
+    columns: list[str]
+    renames: dict[str, str]
+
+
 DEFAULT_BATCH_SIZE = 100
 _ROW_ID_COLUMN = "_rowid"  # the pseudo-column of each row's row id
 
@@ -654,6 +669,20 @@ class Permutation:
     def column_names(self) -> list[str]:
         """Output names, in the selection's order."""
         return list(self.selection)
+
+    def read_plan(self) -> ReadPlan:
+        """What a reader of this view reads (the Loader's way in: it reads nothing else of
+        the view): the base table, and the base columns under their output names."""
+        base = self._base()  # first: a reopened table finds its rows again
+        lo, hi = self._window
+        return ReadPlan(
+            table=base,
+            rows=None if self._rows is None else self._rows[lo:hi],
+            offset=lo,
+            length=hi - lo,
+            columns=self._base_columns(),
+            renames=self._renames,
+        )
 
     def _base_columns(self) -> list[str]:
         """The base table's columns this view reads (``_rowid`` is not one)."""
