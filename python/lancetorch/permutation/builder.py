@@ -1,0 +1,334 @@
+"""``PermutationBuilder``: splits (random, sequential, hash, SQL-calculated), shuffles and
+filters of a table, written as a permutation table; the SQL checks and the split math."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .. import _native
+from ..table import Table, as_lancetorch_table
+from .layout import _NAMES_KEY, ROW_ID, SPLIT_ID
+
+
+def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
+    """Evaluate a SQL expression for every row of ``table``, in row order."""
+    import lance
+
+    if not isinstance(expression, str) or not expression.strip():
+        raise ValueError(f"{what} must be a non-empty SQL expression, got {expression!r}")
+
+    def run(dataset: Any) -> pa.ChunkedArray:
+        try:
+            return dataset.to_table(columns={"value": expression}).column("value")
+        except (ValueError, OSError, RuntimeError) as e:
+            detail = str(e).split(", /")[0]
+            raise ValueError(
+                f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
+                f"(columns {table.schema.names}): {detail}"
+            ) from None
+
+    backend = table._backend
+    if hasattr(backend, "dataset"):
+        return run(backend.dataset)
+
+    # A memory table is written to a scratch dataset for Lance to evaluate: only the columns
+    # the expression names (an embedding column it does not use is never copied), or, where
+    # that fails, every column.
+    def scratch(columns: list[str]) -> pa.ChunkedArray:
+        with tempfile.TemporaryDirectory(prefix="lancetorch-sql-") as tmp:
+            return run(lance.write_dataset(backend.read_columns(columns), f"{tmp}/t.lance"))
+
+    names = table.schema.names
+    named = [n for n in names if re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", expression, re.I)]
+    fewer = named or names[:1]  # Lance refuses a scan of no column
+    if len(fewer) < len(names):
+        try:
+            return scratch(fewer)
+        except ValueError:
+            pass  # a column it uses went unrecognised: evaluate it with every column
+    return scratch(names)
+
+
+def _one_expression(expression: str, what: str) -> None:
+    """Refuse SQL that holds more than one statement: Lance's parser reads up to the first
+    ``;`` and drops the rest without a word (``a > 5; a < 3`` would filter on ``a > 5``)."""
+    quote = None
+    for i, ch in enumerate(expression):
+        if quote is not None:
+            if ch == quote:
+                quote = None  # a doubled quote ('it''s') closes and reopens: the same state
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == ";":
+            raise ValueError(
+                f"{what} {expression!r} holds more than one statement (a ';' at offset {i}); "
+                "give exactly one SQL expression"
+            )
+
+
+def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None:
+    if names is None:
+        return None
+    names = list(names)
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup is not None:
+        raise ValueError(f"split name {dup!r} is used twice in {names}")
+    if k is not None and len(names) != k:
+        raise ValueError(
+            f"{len(names)} split names {names} for {k} splits; give one name per split"
+        )
+    return names
+
+
+_ONE_OF = (
+    "Exactly one of 'ratios', 'counts', or 'fixed' must be provided (ratios= for fractions of "
+    "the rows, counts= for numbers of rows, fixed= for a number of equal splits)"
+)
+
+
+def _check_clump(clump_size: int | None) -> None:
+    if clump_size is not None and (isinstance(clump_size, bool) or int(clump_size) < 1):
+        raise ValueError(f"clump_size={clump_size} must be 1 or more rows")
+
+
+def _seed(seed: int | None) -> int:
+    if seed is None:
+        return secrets.randbits(64)
+    if not 0 <= int(seed) < 2**64:
+        raise ValueError(f"seed={seed} must be between 0 and 2**64 - 1")
+    return int(seed)
+
+
+class PermutationBuilder:
+    """Chainable description of a permutation table; nothing is read until :meth:`execute`.
+
+    Steps run in this order whatever the call order: ``filter``, then the split, then
+    ``shuffle``. Without a split every row is in split 0. Splits have names only when
+    ``split_names`` gives them; they can always be read by number.
+    """
+
+    def __init__(self, table: Any) -> None:
+        self._table = as_lancetorch_table(table)
+        self._filter: str | None = None
+        self._split: tuple[str, dict[str, Any]] | None = None
+        self._shuffle: tuple[int, int | None] | None = None
+
+    def _set_split(self, kind: str, **args: Any) -> PermutationBuilder:
+        if self._split is not None:
+            raise ValueError(f"this builder already splits ({self._split[0]}); use one split step")
+        self._split = (kind, args)
+        return self
+
+    def _sizes_args(self, ratios, counts, fixed) -> dict[str, Any]:
+        given = [x is not None for x in (ratios, counts, fixed)]
+        if sum(given) != 1:
+            raise ValueError(_ONE_OF)
+        args: dict[str, Any] = {
+            "ratios": None if ratios is None else [float(r) for r in ratios],
+            "counts": None if counts is None else [int(c) for c in counts],
+            "fixed": None if fixed is None else int(fixed),
+        }
+        if self._filter is None:  # the row count is known: check sizes now, before any work
+            _native.split_sizes(len(self._table), **args)
+        return args
+
+    def split_random(
+        self,
+        *,
+        ratios: Sequence[float] | None = None,
+        counts: Sequence[int] | None = None,
+        fixed: int | None = None,
+        seed: int | None = None,
+        clump_size: int | None = None,
+        split_names: Sequence[str] | None = None,
+    ) -> PermutationBuilder:
+        """Rows go to splits at random (in clumps of contiguous rows when ``clump_size`` is
+        set); each split keeps ascending row order until :meth:`shuffle`."""
+        args = self._sizes_args(ratios, counts, fixed)
+        _check_clump(clump_size)
+        k = len(args["ratios"] or args["counts"] or []) or args["fixed"]
+        names = _check_names(split_names, k)
+        return self._set_split(
+            "random", sizes=args, seed=_seed(seed), clump_size=clump_size, names=names
+        )
+
+    def split_sequential(
+        self,
+        *,
+        ratios: Sequence[float] | None = None,
+        counts: Sequence[int] | None = None,
+        fixed: int | None = None,
+        split_names: Sequence[str] | None = None,
+    ) -> PermutationBuilder:
+        """The first rows go to split 0, the next to split 1, and so on."""
+        args = self._sizes_args(ratios, counts, fixed)
+        k = len(args["ratios"] or args["counts"] or []) or args["fixed"]
+        return self._set_split("sequential", sizes=args, names=_check_names(split_names, k))
+
+    def split_hash(
+        self,
+        columns: Sequence[str],
+        split_weights: Sequence[int],
+        *,
+        discard_weight: int | None = None,
+        split_names: Sequence[str] | None = None,
+    ) -> PermutationBuilder:
+        """Each row's split is a stable hash of its ``columns`` values, so a row never changes
+        split when other rows come or go. Split ``i`` gets ``split_weights[i]`` parts out of
+        ``sum(split_weights) + discard_weight``; rows hashed into the discard part are left out."""
+        if isinstance(columns, str):
+            columns = [columns]
+        columns = list(columns)
+        if not columns:
+            raise ValueError("split_hash needs at least one column to hash")
+        names = self._table.schema.names
+        for c in columns:
+            if c not in names:
+                raise ValueError(
+                    f"split_hash column '{c}' is not in the table; columns are {names}"
+                )
+        weights = [int(w) for w in split_weights]
+        if not weights or any(w <= 0 for w in weights):
+            raise ValueError(f"split_weights {list(split_weights)} must be weights above 0")
+        discard = int(discard_weight or 0)
+        if discard < 0:
+            raise ValueError(f"discard_weight={discard_weight} must not be negative")
+        return self._set_split(
+            "hash",
+            columns=columns,
+            weights=weights,
+            discard=discard,
+            names=_check_names(split_names, len(weights)),
+        )
+
+    def split_calculated(
+        self, calculation: str, split_names: Sequence[str] | None = None
+    ) -> PermutationBuilder:
+        """A SQL expression gives each row's split number (0, 1, ...); rows where it is null
+        or negative are left out."""
+        if not isinstance(calculation, str) or not calculation.strip():
+            raise ValueError(f"split_calculated needs a SQL expression, got {calculation!r}")
+        _one_expression(calculation, "split_calculated")
+        return self._set_split(
+            "calculated", expression=calculation, names=_check_names(split_names, None)
+        )
+
+    def shuffle(
+        self, *, seed: int | None = None, clump_size: int | None = None
+    ) -> PermutationBuilder:
+        """Shuffle the rows of each split (clumps of ``clump_size`` neighbouring rows move as
+        one). Without a seed one is drawn at random here: each builder's order differs, and
+        executing the same builder again repeats it."""
+        _check_clump(clump_size)
+        self._shuffle = (_seed(seed), clump_size)
+        return self
+
+    def filter(self, filter: str) -> PermutationBuilder:
+        """Keep the rows where the SQL predicate is true (null counts as false)."""
+        if not isinstance(filter, str) or not filter.strip():
+            raise ValueError(f"filter needs a SQL predicate, got {filter!r}")
+        _one_expression(filter, "filter")
+        self._filter = filter
+        return self
+
+    def execute(self) -> Table:
+        """The permutation table, a memory table named ``permutation`` with LanceDB's layout:
+        ``row_id`` (uint64, the base table's row ids) and ``split_id`` (uint64) in read order,
+        the split names (when given) as JSON in its schema metadata under ``split_names``.
+        Save it with ``db.create_table(name, perm.to_arrow())``."""
+        rows, ids, names = self._rows_and_splits()
+        metadata = {}
+        if names is not None:
+            metadata[_NAMES_KEY] = json.dumps(names, separators=(",", ":")).encode()
+        # A calculated split's ids keep the expression's type (int64) as LanceDB's do.
+        calculated = self._split is not None and self._split[0] == "calculated"
+        id_field = (
+            pa.field(SPLIT_ID, pa.int64()) if calculated else pa.field(SPLIT_ID, pa.uint64(), False)
+        )
+        schema = pa.schema([pa.field(ROW_ID, pa.uint64()), id_field], metadata=metadata)
+        row_ids = pa.array(self._table._row_ids(rows.to_numpy()), pa.uint64())
+        split_ids = ids.cast(id_field.type)
+        return Table._memory(
+            "permutation", pa.Table.from_arrays([row_ids, split_ids], schema=schema)
+        )
+
+    def _rows_and_splits(self) -> tuple[pa.Array, pa.Array, list[str] | None]:
+        """Row offsets (uint64) and split ids (uint32) in read order, and the split names."""
+        n = len(self._table)
+        if self._filter is not None:
+            mask = _sql_column(self._table, self._filter, "filter")
+            if not pa.types.is_boolean(mask.type):
+                raise ValueError(
+                    f"filter {self._filter!r} gives {mask.type} values, not true/false"
+                )
+            keep = mask.fill_null(False).to_numpy(zero_copy_only=False)
+            rows = np.flatnonzero(keep).astype(np.uint64)
+        else:
+            rows = np.arange(n, dtype=np.uint64)
+        rows_arr = pa.array(rows, type=pa.uint64())
+        names: list[str] | None = None
+        if self._split is None:
+            ids_arr = pa.array(np.zeros(len(rows), dtype=np.uint32))
+        else:
+            kind, args = self._split
+            names = args["names"]
+            if kind in ("random", "sequential"):
+                sizes = _native.split_sizes(len(rows), **args["sizes"])
+                if kind == "random":
+                    rows_arr, ids_arr = _native.random_split(
+                        rows_arr, sizes, args["seed"], args["clump_size"]
+                    )
+                else:
+                    rows_arr, ids_arr = _native.sequential_split(rows_arr, sizes)
+            elif kind == "hash":
+                keys = self._table._read_columns(args["columns"]).take(pa.array(rows))
+                rows_arr, ids_arr = _native.hash_split(
+                    rows_arr, keys.to_batches(), args["weights"], args["discard"]
+                )
+            else:
+                rows_arr, ids_arr = self._calculated(rows, args["expression"], names)
+        if self._shuffle is not None:
+            seed, clump = self._shuffle
+            rows_arr, ids_arr = _native.shuffle_splits(rows_arr, ids_arr, seed, clump)
+        return rows_arr, ids_arr, names
+
+    def _calculated(
+        self, rows: np.ndarray, expression: str, names: list[str] | None
+    ) -> tuple[pa.Array, pa.Array]:
+        """Rows and split ids from a SQL expression; null or negative ids leave the row out."""
+        values = _sql_column(self._table, expression, "split_calculated")
+        if not pa.types.is_integer(values.type):
+            raise ValueError(
+                f"split_calculated {expression!r} gives {values.type} values, not split numbers"
+            )
+        split = values.to_numpy(zero_copy_only=False)
+        valid = ~np.asarray(values.is_null().to_numpy(zero_copy_only=False))
+        split = np.where(valid, split, -1).astype(np.int64)[rows.astype(np.int64)]
+        keep = split >= 0
+        top = int(split.max()) if keep.any() else -1
+        if top >= 2**32:
+            raise ValueError(
+                f"split_calculated {expression!r} gives split {top}; split numbers go up to "
+                f"{2**32 - 1}"
+            )
+        if names is not None and top >= len(names):
+            raise ValueError(
+                f"split_calculated {expression!r} gives split {top} but only {len(names)} "
+                f"names were given: {names}"
+            )
+        return (
+            pa.array(rows[keep], type=pa.uint64()),
+            pa.array(split[keep].astype(np.uint32)),
+        )
+
+
+def permutation_builder(table: Any) -> PermutationBuilder:
+    return PermutationBuilder(table)

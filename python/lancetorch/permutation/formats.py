@@ -1,0 +1,105 @@
+"""The output formats of a Permutation: each a function of the Arrow batch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .._torch_rows import TorchRow, rows_of
+from ..util import tbl_to_tensor, to_batch
+
+
+class Transforms:
+    """The built-in output formats, as functions from a ``pyarrow.RecordBatch``."""
+
+    @staticmethod
+    def arrow2arrow(batch: pa.RecordBatch) -> pa.RecordBatch:
+        return batch
+
+    @staticmethod
+    def arrow2python(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+        return batch.to_pylist()
+
+    @staticmethod
+    def arrow2python_col(batch: pa.RecordBatch) -> dict[str, list[Any]]:
+        return batch.to_pydict()
+
+    @staticmethod
+    def arrow2polars(batch: pa.RecordBatch) -> Any:
+        import polars as pl
+
+        return pl.from_arrow(batch)
+
+    @staticmethod
+    def arrow2pandas(batch: pa.RecordBatch) -> Any:
+        return batch.to_pandas()
+
+    @staticmethod
+    def arrow2numpy(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
+        """One array per column; fixed-width columns without nulls are not copied, fixed-size
+        lists become 2-D ``(rows, size)`` arrays."""
+        out = {}
+        for name, column in zip(batch.schema.names, batch.columns):
+            if pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
+                size = column.type.list_size
+                values = column.flatten().to_numpy(zero_copy_only=False)
+                out[name] = values.reshape(len(column), size)
+            else:
+                out[name] = column.to_numpy(zero_copy_only=False)
+        return out
+
+    @staticmethod
+    def arrow2torch_col(batch: pa.RecordBatch) -> Any:
+        return tbl_to_tensor(batch)
+
+    @staticmethod
+    def arrow2torch(batch: pa.RecordBatch) -> list[Any]:
+        """Per-row tensors: views into one ``(columns, rows)`` tensor from the Rust take."""
+        return list(tbl_to_tensor(batch).T.unbind(0))
+
+    @staticmethod
+    def arrow2torch_dict(batch: pa.RecordBatch) -> list[TorchRow]:
+        """Per-row mappings: numbers as 0-d tensors and fixed-size lists as ``(size,)``
+        tensors, views into one batched tensor per column made when read (the default collate
+        gives the batched tensors back as they are), strings and bytes as they are. Columns
+        that need a spec (token lists) go through ``with_format("torch_dict", decode=...)``."""
+        return _TorchDict()(batch)
+
+
+class _TorchDict:
+    """The torch_dict format with decode specs: ``to_batch`` of the batch, cut into rows."""
+
+    def __init__(self, decode: dict[str, Any] | None = None) -> None:
+        packed = [c for c, spec in (decode or {}).items() if getattr(spec, "pack", False)]
+        if packed:
+            raise ValueError(
+                f"decode['{packed[0]}'] packs tokens into blocks, and torch_dict gives rows; "
+                "pack in a collate_fn (functools.partial(lancetorch.util.to_batch, decode=...)) "
+                "or in the Loader"
+            )
+        self.decode = decode
+
+    def __call__(self, batch: pa.RecordBatch) -> list[TorchRow]:
+        columns = to_batch(batch, self.decode)
+        sized = [v for v in columns.values() if not isinstance(v, dict)]
+        return rows_of(columns, len(sized[0]) if sized else batch.num_rows)
+
+
+_ROW_FORMATS = ("python", "torch", "torch_row", "torch_dict")
+
+
+_FORMATS: dict[str, Callable[[pa.RecordBatch], Any]] = {
+    "arrow": Transforms.arrow2arrow,
+    "python": Transforms.arrow2python,
+    "python_col": Transforms.arrow2python_col,
+    "polars": Transforms.arrow2polars,
+    "pandas": Transforms.arrow2pandas,
+    "numpy": Transforms.arrow2numpy,
+    "torch_col": Transforms.arrow2torch_col,
+    "torch": Transforms.arrow2torch,
+    "torch_row": Transforms.arrow2torch,
+    "torch_dict": Transforms.arrow2torch_dict,
+}
