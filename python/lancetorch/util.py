@@ -11,12 +11,15 @@ handed over without a copy; anything else costs exactly one copy.
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
 from . import _native
+
+if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the package
+    import torch
 
 
 def _torch():
@@ -49,7 +52,9 @@ def _batches(data: Any) -> list[pa.RecordBatch]:
     return data.to_batches() or [pa.RecordBatch.from_pylist([], schema=data.schema)]
 
 
-def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
+def tbl_to_tensor(
+    data: Any, *, dtype: torch.dtype | str | None = None, null_value: float | None = None
+) -> torch.Tensor:
     """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
 
     ``data`` is a pyarrow Table (what a Table's ``__getitems__`` returns), a RecordBatch, a
@@ -71,8 +76,12 @@ def tbl_to_tensor(data: Any, *, dtype: Any = None, null_value: float | None = No
 
 
 def column_to_tensor(
-    batch: pa.RecordBatch, column: str | int, *, dtype: Any = None, null_value: float | None = None
-) -> Any:
+    batch: pa.RecordBatch | pa.Table,
+    column: str | int,
+    *,
+    dtype: torch.dtype | str | None = None,
+    null_value: float | None = None,
+) -> torch.Tensor:
     """One column of a batch as a tensor: ``(rows,)`` for a numeric or bool column, ``(rows,
     size)`` for a fixed-size list of numbers (an embedding). The first tensor made from a
     column whose memory a lancetorch take made shares it (an in-place change shows in the
@@ -325,7 +334,9 @@ def _encode_image(image: Any, index: int, format: str, save: dict[str, Any]) -> 
     return buffer.getvalue()
 
 
-def batch_to_tensor(batch: Any, *, dtype: Any = None, null_value: float | None = None) -> Any:
+def batch_to_tensor(
+    batch: Any, *, dtype: torch.dtype | str | None = None, null_value: float | None = None
+) -> torch.Tensor:
     """The same as :func:`tbl_to_tensor`, for one batch."""
     return tbl_to_tensor(batch, dtype=dtype, null_value=null_value)
 
