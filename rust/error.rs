@@ -8,7 +8,35 @@ use arrow_schema::ArrowError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A row offset outside the table.
+    /// A row offset outside a table of `rows` rows: as the caller gave it, and where in the
+    /// request it came when known.
+    #[error(
+        "row offset {offset}{} is out of range for a table of {rows} rows{}",
+        .position.map(|p| format!(" (position {p} of the request)")).unwrap_or_default(),
+        .why.map(|w| format!(": {w}")).unwrap_or_default()
+    )]
+    RowOutOfRange {
+        offset: i64,
+        rows: u64,
+        position: Option<usize>,
+        why: Option<&'static str>,
+    },
+    /// A column position outside a table (or batch) of `columns` columns.
+    #[error("column index {index} is out of range for a {of} of {columns} columns")]
+    ColumnOutOfRange {
+        index: usize,
+        columns: usize,
+        of: &'static str,
+    },
+    /// Nulls in a column that a tensor cannot hold without being told what to put there.
+    #[error("column '{column}' has {count} {what}; {fix}")]
+    Nulls {
+        column: String,
+        count: usize,
+        what: &'static str,
+        fix: &'static str,
+    },
+    /// Another index outside its range (a span of rows, say).
     #[error("{0}")]
     Index(String),
     /// A value of the wrong kind: a string column where numbers are needed, a float offset.
@@ -54,6 +82,39 @@ pub fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn structured_errors_read_as_sentences() {
+        let row = Error::RowOutOfRange {
+            offset: -11,
+            rows: 10,
+            position: Some(3),
+            why: None,
+        };
+        assert_eq!(
+            row.to_string(),
+            "row offset -11 (position 3 of the request) is out of range for a table of 10 rows"
+        );
+        let column = Error::ColumnOutOfRange {
+            index: 4,
+            columns: 2,
+            of: "batch",
+        };
+        assert_eq!(
+            column.to_string(),
+            "column index 4 is out of range for a batch of 2 columns"
+        );
+        let nulls = Error::Nulls {
+            column: "x".into(),
+            count: 2,
+            what: "null value(s)",
+            fix: "fill them",
+        };
+        assert_eq!(
+            nulls.to_string(),
+            "column 'x' has 2 null value(s); fill them"
+        );
+    }
 
     #[test]
     fn a_panic_becomes_an_internal_error_with_its_message() {

@@ -90,19 +90,27 @@ impl Rows {
             Rows::Wide(v) => v[range].to_vec(),
         };
         match rows.iter().find(|&&r| r >= num_rows) {
-            Some(&bad) => Err(Error::Index(format!(
-                "row offset {bad} is out of range for a table of {num_rows} rows: the offsets \
-                 changed after the epoch started (do not write into an array handed to a loader)"
-            ))),
+            Some(&bad) => Err(Error::RowOutOfRange {
+                offset: bad as i64,
+                rows: num_rows,
+                position: None,
+                why: Some(
+                    "the offsets changed after the epoch started (do not write into an array \
+                     handed to a loader)",
+                ),
+            }),
             None => Ok(rows),
         }
     }
 }
 
 fn out_of_range(offset: i64, num_rows: u64) -> Error {
-    Error::Index(format!(
-        "row offset {offset} is out of range for a table of {num_rows} rows"
-    ))
+    Error::RowOutOfRange {
+        offset,
+        rows: num_rows,
+        position: None,
+        why: None,
+    }
 }
 
 /// What the thread needs to make one epoch's batches.

@@ -199,9 +199,11 @@ impl Store {
     pub fn check_columns(&self, columns: &[usize]) -> Result<()> {
         let fields = self.schema.fields().len();
         match columns.iter().find(|&&c| c >= fields) {
-            Some(&c) => Err(Error::Index(format!(
-                "column index {c} is out of range for a table of {fields} columns"
-            ))),
+            Some(&c) => Err(Error::ColumnOutOfRange {
+                index: c,
+                columns: fields,
+                of: "table",
+            }),
             None => Ok(()),
         }
     }
@@ -463,10 +465,12 @@ pub fn normalize(offsets: &[i64], num_rows: u64) -> Result<Vec<u64>> {
         .map(|(pos, &raw)| {
             let off = if raw < 0 { raw + n } else { raw };
             if off < 0 || off >= n {
-                return Err(Error::Index(format!(
-                    "row offset {raw} (position {pos} of the request) is out of range for a \
-                     table of {n} rows"
-                )));
+                return Err(Error::RowOutOfRange {
+                    offset: raw,
+                    rows: num_rows,
+                    position: Some(pos),
+                    why: None,
+                });
             }
             Ok(off as u64)
         })

@@ -149,11 +149,13 @@ fn check_columns<'a>(
         let chunks: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
         let nulls: usize = chunks.iter().map(|c| c.logical_null_count()).sum();
         if nulls > 0 && fill.is_none() {
-            return Err(Error::Value(format!(
-                "column '{}' has {nulls} null value(s); pass null_value= (for example \
-                 float('nan') or 0) to fill them, or filter those rows out",
-                field.name()
-            )));
+            return Err(Error::Nulls {
+                column: field.name().clone(),
+                count: nulls,
+                what: "null value(s)",
+                fix: "pass null_value= (for example float('nan') or 0) to fill them, or filter \
+                      those rows out",
+            });
         }
         columns.push(Column {
             name: field.name(),
@@ -358,10 +360,11 @@ pub fn column_to_tensor(
 ) -> Result<HostTensor> {
     let schema = batch.schema();
     if index >= schema.fields().len() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            schema.fields().len()
-        )));
+        return Err(Error::ColumnOutOfRange {
+            index,
+            columns: schema.fields().len(),
+            of: "batch",
+        });
     }
     let field = schema.field(index);
     let rows = batch.num_rows();
@@ -380,20 +383,23 @@ pub fn column_to_tensor(
     })?;
     let array = batch.column(index);
     if array.logical_null_count() > 0 {
-        return Err(Error::Value(format!(
-            "column '{}' has {} null list(s); filter those rows out",
-            field.name(),
-            array.logical_null_count()
-        )));
+        return Err(Error::Nulls {
+            column: field.name().clone(),
+            count: array.logical_null_count(),
+            what: "null list(s)",
+            fix: "filter those rows out",
+        });
     }
     use arrow_array::cast::AsArray;
     let values = array.as_fixed_size_list().values().slice(0, rows * size);
     let nulls = values.logical_null_count();
     if nulls > 0 && fill.is_none() {
-        return Err(Error::Value(format!(
-            "column '{}' has {nulls} null value(s) inside its lists; pass null_value= to fill them",
-            field.name()
-        )));
+        return Err(Error::Nulls {
+            column: field.name().clone(),
+            count: nulls,
+            what: "null value(s) inside its lists",
+            fix: "pass null_value= to fill them",
+        });
     }
     let target = dtype.unwrap_or(elem);
     check_fill(fill, target, field.name())?;

@@ -116,6 +116,39 @@ CALLS = {
     "images_to_column quality": "images_to_column([np.zeros((4, 4, 3), np.uint8)], format='JPEG', quality=v)",
     "column_to_tensor column": "column_to_tensor(batch, v)",
     "tbl_to_tensor null_value": "tbl_to_tensor(batch.select(['x']), null_value=v)",
+    "tbl_to_tensor dtype": "tbl_to_tensor(batch.select(['x']), dtype=v)",
+    "tbl_to_tensor data": "tbl_to_tensor(v)",
+    "Table.add": "lancetorch.connect('memory://').create_table('a', pa.table({'id': [1]})).add(v)",
+    "Table.search.select": "t.search().select(v).to_arrow()",
+    "Table.take_offsets columns": "t.take_offsets([0], columns=v).to_arrow()",
+    "Connection.create_table name": "lancetorch.connect('memory://').create_table(v, pa.table({'id': [1]}))",
+    "Connection.open_table": "lancetorch.connect('memory://').open_table(v)",
+    "Connection.drop_table": "lancetorch.connect('memory://').drop_table(v)",
+    "Permutation.select_columns": "p.select_columns(v)[0]",
+    "Permutation.remove_columns": "p.remove_columns(v)[0]",
+    "Permutation.rename_column": "p.rename_column(v, 'z')[0]",
+    "Permutation.rename_columns": "p.rename_columns(v)[0]",
+    "Permutation.with_format": "p.with_format(v)[0]",
+    "Permutation.with_transform": "p.with_transform(v)[0]",
+    "Permutations.__getitem__": "Permutation.from_tables(t, perm, v)",
+    "Permutations split name": "from lancetorch.permutation import Permutations; Permutations(t, perm)[v]",
+    "filter": "permutation_builder(t).filter(v).execute()",
+    "split_random ratios pair": "permutation_builder(t).split_random(ratios=[v, 0.5]).execute()",
+    "Loader clump_size": "next(iter(Loader(p.select_columns(['id']), 8, clump_size=v)))",
+    "Loader rank": "next(iter(Loader(p.select_columns(['id']), 8, rank=v, world_size=2)))",
+    "Loader world_size": "next(iter(Loader(p.select_columns(['id']), 8, rank=0, world_size=v)))",
+    "Loader dtype": "next(iter(Loader(p.select_columns(['id']), 8, dtype=v)))",
+    "Loader null_value": "next(iter(Loader(p.select_columns(['x']), 8, null_value=v)))",
+    "Loader features": "next(iter(Loader(p.select_columns(['id', 'x']), 8, features=v)))",
+    "Loader target": "next(iter(Loader(p.select_columns(['id', 'x']), 8, features=['x'], target=v)))",
+    "Loader set_epoch": "l = Loader(p.select_columns(['id']), 8); l.set_epoch(v); next(iter(l))",
+    "BatchSampler rank": "next(iter(BatchSampler(100, 8, seed=0, rank=v, world_size=2)))",
+    "BatchSampler set_epoch": "s = BatchSampler(100, 8, seed=0); s.set_epoch(v); next(iter(s))",
+    "Image scale": "Image(size=(4, 4), scale=(v, 1.0))",
+    "Image ratio": "Image(size=(4, 4), ratio=(v, 2.0))",
+    "Text tokenizer": "to_batch(pa.record_batch({'s': ['a']}), {'s': Text(tokenizer=v)})",
+    "to_batch features": "to_batch(batch.select(['id', 'x']), features=v)",
+    "images_to_column images": "images_to_column(v)",
     "connect read_timeout": "lancetorch.connect('memory://', read_timeout=v)",
 }
 
@@ -128,6 +161,7 @@ ALLOWED = {
     "MemoryError",
     "KeyError",
     "StopIteration",
+    "FileNotFoundError",  # a table name that names no table
 }
 
 CHILD = textwrap.dedent(
@@ -136,7 +170,7 @@ CHILD = textwrap.dedent(
     import numpy as np, pyarrow as pa
     from PIL import Image as PILImage
     import lancetorch
-    from lancetorch.decode import Image, Tokens
+    from lancetorch.decode import Image, Text, Tokens
     from lancetorch.loader import Loader
     from lancetorch.permutation import Permutation, permutation_builder
     from lancetorch.sampler import BatchSampler

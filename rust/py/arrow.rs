@@ -2,12 +2,16 @@
 //! row offsets in, each in one call through the Arrow C Data Interface (no validation pass
 //! over data that pyarrow or this crate already produced).
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
-use arrow_array::{Array, Int64Array, RecordBatch, RecordBatchOptions, StructArray};
+use arrow_array::{
+    make_array, Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StructArray,
+};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
 use arrow_data::ArrayData;
-use arrow_schema::{DataType, Schema};
+use arrow_schema::{DataType, Field, Schema};
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -84,6 +88,112 @@ impl Exported {
 
     /// The batch, imported (its buffers shared, not copied).
     pub fn into_batch(self) -> PyResult<RecordBatch> {
+        match self.primitive_batch() {
+            Ok(batch) => Ok(batch),
+            Err(exported) => exported.import(),
+        }
+    }
+
+    /// The batch built straight from the structs when every column is a primitive number
+    /// array, as a training batch's are: no schema parsed from its strings, no validation
+    /// pass over what pyarrow made. `Err(self)` for anything else, imported the general way.
+    #[allow(clippy::result_large_err)] // the Err is the input handed back, moved once
+    fn primitive_batch(self) -> std::result::Result<RecordBatch, Self> {
+        struct Column<'a> {
+            name: &'a str,
+            nullable: bool,
+            data_type: DataType,
+            offset: usize,
+            nulls: usize,
+            validity: *const u8,
+            values: *const u8,
+        }
+        let (array, schema) = (&self.array, &self.schema);
+        let rows = array.len();
+        if schema.format() != "+s"
+            || array.offset() != 0
+            || array.null_count_opt() != Some(0)
+            || rows == 0
+            || array.num_children() != schema.children().count()
+        {
+            return Err(self);
+        }
+        let mut columns = Vec::with_capacity(array.num_children());
+        for c in 0..array.num_children() {
+            let (child, field) = (array.child(c), schema.child(c));
+            let Some(data_type) = format_type(field.format()) else {
+                return Err(self);
+            };
+            let Some(nulls) = child.null_count_opt() else {
+                return Err(self);
+            };
+            if child.len() != rows
+                || child.num_buffers() != 2
+                || child.num_children() != 0
+                || child.dictionary().is_some()
+                || child.buffer(1).is_null()
+                || (nulls > 0 && child.buffer(0).is_null())
+            {
+                return Err(self);
+            }
+            columns.push(Column {
+                name: field.name().unwrap_or(""),
+                nullable: field.nullable(),
+                data_type,
+                offset: child.offset(),
+                nulls,
+                validity: child.buffer(0),
+                values: child.buffer(1),
+            });
+        }
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| Field::new(c.name, c.data_type.clone(), c.nullable))
+            .collect();
+        let columns: Vec<(DataType, usize, usize, *const u8, *const u8)> = columns
+            .into_iter()
+            .map(|c| (c.data_type, c.offset, c.nulls, c.validity, c.values))
+            .collect();
+        // Every buffer below is kept alive by the exported array, released when the last goes.
+        let owner = Arc::new(self.array);
+        let share = |ptr: *const u8, len: usize| {
+            let ptr = NonNull::new(ptr as *mut u8).expect("checked not null");
+            // SAFETY: `ptr` is one of the exported array's buffers, at least `len` bytes long
+            // by the C Data Interface (offset + length values, or as many bits), and `owner`
+            // keeps it alive and unchanged until the Buffer goes.
+            unsafe { Buffer::from_custom_allocation(ptr, len, owner.clone()) }
+        };
+        let arrays: Vec<ArrayRef> = columns
+            .into_iter()
+            .map(|(data_type, offset, nulls, validity, values)| {
+                let width = data_type.primitive_width().expect("a primitive format");
+                let values = share(values, (offset + rows) * width);
+                let nulls = (nulls > 0).then(|| {
+                    let bits = share(validity, (offset + rows).div_ceil(8));
+                    // SAFETY: the exported null count is the count of the bits' zeros.
+                    unsafe {
+                        NullBuffer::new_unchecked(BooleanBuffer::new(bits, offset, rows), nulls)
+                    }
+                });
+                let builder = ArrayData::builder(data_type)
+                    .len(rows)
+                    .offset(offset)
+                    .add_buffer(values)
+                    .nulls(nulls);
+                // SAFETY: the layout pyarrow exported for this primitive type: one values
+                // buffer of offset + length elements and an optional validity bitmap.
+                make_array(unsafe { builder.build_unchecked() })
+            })
+            .collect();
+        let options = RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(
+            RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+                .expect("fields made from the columns themselves"),
+        )
+    }
+
+    /// The batch, imported through arrow-rs's C Data Interface import.
+    fn import(self) -> PyResult<RecordBatch> {
         // SAFETY: pyarrow filled both structs; from_ffi takes over the array's release.
         let data = unsafe { from_ffi(self.array, &self.schema) }.map_err(Error::from)?;
         let rows = data.len();
@@ -138,7 +248,12 @@ impl Exported {
 /// The tensor type of a C Data Interface primitive format (bool, which Arrow packs in bits,
 /// is not one).
 fn format_dtype(format: &str) -> Option<DType> {
-    let data_type = match format {
+    DType::from_arrow(&format_type(format)?)
+}
+
+/// The Arrow number type of a C Data Interface primitive format.
+fn format_type(format: &str) -> Option<DataType> {
+    Some(match format {
         "c" => DataType::Int8,
         "C" => DataType::UInt8,
         "s" => DataType::Int16,
@@ -151,8 +266,7 @@ fn format_dtype(format: &str) -> Option<DType> {
         "f" => DataType::Float32,
         "g" => DataType::Float64,
         _ => return None,
-    };
-    DType::from_arrow(&data_type)
+    })
 }
 
 /// The values of a list of exact Python ints, read through the C API: a batch of a thousand

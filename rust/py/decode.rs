@@ -64,10 +64,11 @@ pub fn pack_tokens<'py>(
 fn batch_column(batch: &Bound<'_, PyAny>, index: usize) -> PyResult<RecordBatch> {
     let batch: RecordBatch = crate::py::arrow::batch_from_py(batch)?;
     if index >= batch.num_columns() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            batch.num_columns()
-        ))
+        return Err(Error::ColumnOutOfRange {
+            index,
+            columns: batch.num_columns(),
+            of: "batch",
+        }
         .into());
     }
     Ok(batch)
@@ -94,10 +95,11 @@ pub fn decode_images<'py>(
 ) -> PyResult<(Bound<'py, PyAny>, Vec<usize>)> {
     let batch = crate::py::arrow::batch_from_py(batch)?;
     if index >= batch.num_columns() {
-        return Err(Error::Index(format!(
-            "column index {index} is out of range for a batch of {} columns",
-            batch.num_columns()
-        ))
+        return Err(Error::ColumnOutOfRange {
+            index,
+            columns: batch.num_columns(),
+            of: "batch",
+        }
         .into());
     }
     let crop = if random {

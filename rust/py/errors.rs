@@ -9,6 +9,10 @@ use crate::error::{guarded, Error, Result};
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
         match err {
+            Error::RowOutOfRange { .. } | Error::ColumnOutOfRange { .. } => {
+                PyIndexError::new_err(err.to_string())
+            }
+            Error::Nulls { .. } => PyValueError::new_err(err.to_string()),
             Error::Index(msg) => PyIndexError::new_err(msg),
             Error::Type(msg) => PyTypeError::new_err(msg),
             Error::Value(msg) => PyValueError::new_err(msg),

@@ -321,6 +321,11 @@ class Permutation:
         return self._copy(selection=selection)
 
     def rename_columns(self, column_map: dict[str, str]) -> Permutation:
+        if not isinstance(column_map, dict):
+            raise TypeError(
+                f"rename_columns takes a dict of old name -> new name, got "
+                f"{type(column_map).__name__}"
+            )
         new = self
         for old_name, new_name in column_map.items():
             new = new.rename_column(old_name, new_name)
