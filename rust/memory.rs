@@ -11,10 +11,21 @@ pub fn available_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Below this many bytes an allocation is granted without asking the kernel what is free:
+/// reading /proc/meminfo costs more than a batch's padding, and a batch-sized request cannot
+/// be what takes a machine down.
+const ASK_FROM: usize = 64 << 20;
+
+/// Whether `bytes` is more than the memory the kernel reports free (asked only from
+/// [`ASK_FROM`] bytes on).
+fn over_free(bytes: usize) -> bool {
+    bytes >= ASK_FROM && available_bytes().is_some_and(|free| bytes as u64 > free)
+}
+
 /// An error unless `bytes` more fit in the memory the kernel reports free: for a result made
 /// of several allocations, checked for all of them before the first.
 pub fn check(bytes: usize, what: &str) -> Result<()> {
-    if available_bytes().is_some_and(|free| bytes as u64 > free) {
+    if over_free(bytes) {
         return Err(Error::Memory(format!(
             "{what} would take {bytes} bytes, more than the memory free; ask for a smaller size"
         )));
@@ -33,7 +44,7 @@ pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
         ))
     };
     let bytes = n.checked_mul(size).ok_or_else(refuse)?;
-    if available_bytes().is_some_and(|free| bytes as u64 > free) {
+    if over_free(bytes) {
         return Err(refuse());
     }
     let mut v = Vec::new();
