@@ -401,7 +401,7 @@ class StreamingDataset(IterableDataset):
             if factory is None:
                 raise RuntimeError(
                     f"this dataset holds no table '{name}' and has no connection_factory to "
-                    "reopen it"
+                    "reopen it; pass connection_factory=(name -> table) when making it"
                 )
             self._table = as_lancetorch_table(factory(name))
 

@@ -180,7 +180,8 @@ class Permutation:
             if factory is None:
                 raise RuntimeError(
                     f"this permutation holds no table '{self._table_name}' and has no "
-                    "connection_factory to reopen it"
+                    "connection_factory to reopen it; give one with "
+                    "with_connection_factory(name -> table) before pickling it"
                 )
             table = as_lancetorch_table(factory(self._table_name))
             ids = self.__dict__.pop("_row_ids", None)
