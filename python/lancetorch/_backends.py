@@ -28,6 +28,7 @@ class _MemoryBackend:
     def __init__(self, store: _native.ColumnStore, shared_file: str | None = None) -> None:
         self.store = store
         self._shared = _SharedCopy(store, shared_file)
+        self._schema = store.schema  # made from the store's once: it changes only with it
 
     def shared_file(self) -> str:
         """The path of a shared-memory copy of the rows, written on first use."""
@@ -35,7 +36,7 @@ class _MemoryBackend:
 
     @property
     def schema(self) -> pa.Schema:
-        return self.store.schema
+        return self._schema
 
     def count_rows(self) -> int:
         return self.store.num_rows
@@ -55,6 +56,7 @@ class _MemoryBackend:
 
     def append(self, data: pa.Table) -> None:
         self.store = self.store.appended(data)
+        self._schema = self.store.schema
 
 
 def available_memory() -> int:

@@ -34,6 +34,11 @@ class Table:
     def __init__(self, name: str, backend: _MemoryBackend | _LanceBackend) -> None:
         self._name = name
         self._backend = backend
+        # The schema the column positions below were worked out for, and the positions.
+        self._positions: tuple[pa.Schema | None, dict[tuple[str, ...], tuple[int, ...]]] = (
+            None,
+            {},
+        )
 
     # -- construction (used by Connection and unpickling) --------------------------------------
     @classmethod
@@ -97,20 +102,39 @@ class Table:
 
     # -- reading --------------------------------------------------------------------------------
     def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
+        """Positions of ``columns`` in the schema (None: every column), worked out once per
+        selection and schema: a view reading the same columns batch after batch asks again."""
         if columns is None:
             return None
         if isinstance(columns, str):
             columns = [columns]
-        dup = next((c for c in columns if list(columns).count(c) > 1), None)
-        if dup is not None:
-            raise ValueError(f"column '{dup}' is named twice in {list(columns)}")
-        names = self.schema.names
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise ValueError(
-                f"column '{missing[0]}' is not in table '{self._name}'; its columns are {names}"
-            )
-        return [names.index(c) for c in columns]
+        schema = self.schema
+        if self._positions[0] is not schema:
+            self._positions = (schema, {})
+        known = self._positions[1]
+        try:
+            key = tuple(columns)
+            hit = known.get(key)
+        except TypeError:  # an unhashable name: the checks below explain it
+            key, hit = None, None
+        if hit is not None:
+            return list(hit)
+        names = schema.names
+        index = {n: i for i, n in enumerate(names)}
+        seen: set[Any] = set()
+        positions = []
+        for c in columns:
+            if not isinstance(c, str) or c not in index:
+                raise ValueError(
+                    f"column '{c}' is not in table '{self._name}'; its columns are {names}"
+                )
+            if c in seen:
+                raise ValueError(f"column '{c}' is named twice in {list(columns)}")
+            seen.add(c)
+            positions.append(index[c])
+        if key is not None and len(known) < 64:
+            known[key] = tuple(positions)
+        return positions
 
     def _take(self, offsets: Any, columns: Sequence[str] | None = None) -> pa.RecordBatch:
         """Rows at ``offsets`` (list, numpy or torch integers; negative counts from the end)
