@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import gc
+import os
 import pickle
 
 import lancetorch
@@ -174,6 +175,45 @@ def test_a_take_shares_its_memory_however_it_was_wrapped(mem_db):
     assert column_to_tensor(alone, "b").data_ptr() == address(taken, 1)
     assert column_to_tensor(taken, "b").data_ptr() != address(taken, 1)
     assert column_to_tensor(taken, "a").data_ptr() == address(taken, 0)
+
+
+def test_the_last_take_is_known_as_that_object_only(mem_db):
+    """The object a take just returned is converted from the take's own batch; any other
+    object (the same rows wrapped again, an earlier take) goes through pyarrow, and both
+    ways give the same tensor and share the same way."""
+    from lancetorch import _native
+
+    data = pa.table({"a": np.arange(8, dtype=np.int32), "b": np.arange(8, 16, dtype=np.int32)})
+    table = mem_db.create_table("t", data)
+    earlier = table.__getitems__([7, 1, 4])
+    taken = table.__getitems__([0, 6])
+    assert _native.taken_to_tensor(pa.Table.from_batches(taken.to_batches())) is None
+    assert _native.taken_to_tensor(earlier) is None  # no longer the last take
+    assert _native.taken_to_tensor(pa.record_batch({"a": [1]})) is None
+    shared = tbl_to_tensor(earlier)  # through pyarrow, still the take's memory
+    assert shared.data_ptr() == address_of(earlier)
+    assert shared.tolist() == [[7, 1, 4], [15, 9, 12]]
+    last = torch.from_dlpack(_native.taken_to_tensor(taken))
+    assert last.data_ptr() == address_of(taken) and last.tolist() == [[0, 6], [8, 14]]
+    assert _native.taken_to_tensor(taken).__class__.__name__ == "PyCapsule"  # a copy now...
+    assert tbl_to_tensor(taken).data_ptr() != last.data_ptr()  # ...as through pyarrow
+
+
+def test_a_dropped_take_frees_its_memory(mem_db):
+    """Remembering the last take keeps nothing alive: its memory goes with its object."""
+    rows = 8 << 20  # 64 MiB of int64, an allocation of its own
+    table = mem_db.create_table("t", pa.table({"a": np.arange(rows)}))
+
+    def resident() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = resident()
+    taken = table.__getitems__(np.arange(rows))
+    held = resident()
+    assert held - before > 48 << 20
+    del taken
+    assert held - resident() > 48 << 20
 
 
 def test_two_threads_converting_one_take_never_both_share(mem_db):

@@ -191,8 +191,7 @@ class Table:
     def __getitems__(self, indices: Any) -> pa.Table:
         """The rows at ``indices`` in the order given, as one pyarrow Table of one chunk
         (what LanceDB returns); ``tbl_to_tensor`` turns it into a tensor without a copy."""
-        batch = self._take(indices)
-        return pa.Table.from_batches([batch])
+        return _native.table_of_batch(self._take(indices))
 
     def __getitem__(self, index: Any) -> pa.Table:
         """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table."""

@@ -71,7 +71,9 @@ def tbl_to_tensor(
     """
     torch = _torch()
     name = None if dtype is None else str(dtype).removeprefix("torch.")
-    capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
+    capsule = _native.taken_to_tensor(data, name, null_value)  # what a take just returned
+    if capsule is None:
+        capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
     return torch.from_dlpack(capsule)
 
 

@@ -8,6 +8,7 @@ pub mod dlpack;
 pub mod errors;
 pub mod loader;
 pub mod permutation;
+pub mod recent;
 pub mod store;
 pub mod tensor;
 
@@ -30,6 +31,8 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loader::PyPrefetcher>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(tensor::taken_to_tensor, m)?)?;
+    m.add_function(wrap_pyfunction!(recent::table_of_batch, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batch_column_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;

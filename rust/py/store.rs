@@ -139,7 +139,9 @@ impl PyColumnStore {
         let schema = self.py_schema(py, &columns)?;
         let store = self.inner.clone();
         let batch = crate::py::errors::detached(py, || take(&store, &offsets, &columns))?;
-        crate::py::arrow::batch_to_py(py, batch, Some(&schema))
+        let out = crate::py::arrow::batch_to_py(py, batch.clone(), Some(&schema))?;
+        crate::py::recent::remember(&out, batch)?;
+        Ok(out)
     }
 
     /// Rows `start..start + n` as a pyarrow record batch (see [`Store::slice`]).

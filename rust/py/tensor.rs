@@ -54,6 +54,27 @@ pub fn batches_to_tensor<'py>(
     hand_over(py, tensor, capsule)
 }
 
+/// `batches_to_tensor` of the object the last take returned (see `recent`), as a legacy
+/// DLPack capsule: the take's own batch converted, with no crossing back. `None` for any
+/// other object, which the caller converts through `batches_to_tensor`.
+#[pyfunction]
+#[pyo3(signature = (data, dtype=None, null_value=None))]
+pub fn taken_to_tensor<'py>(
+    py: Python<'py>,
+    data: &Bound<'py, PyAny>,
+    dtype: Option<&str>,
+    null_value: Option<f64>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let Some(batch) = crate::py::recent::batch_of(data) else {
+        return Ok(None);
+    };
+    let dtype = dtype.map(DType::from_name).transpose()?;
+    let tensor = crate::py::errors::detached(py, || {
+        batch_to_tensor(&[batch], dtype, null_value, Share::IfLendable)
+    })?;
+    legacy_capsule(py, tensor).map(Some)
+}
+
 /// The dense block of an exported batch (see [`Exported::dense_block`]) when it may become a
 /// tensor as it is: of the type asked for (if any), and lent by `lending` to this tensor.
 fn lent_block(
@@ -90,7 +111,10 @@ pub fn batch_column_to_tensor<'py>(
     null_value: Option<f64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
-    let batch = crate::py::arrow::batch_from_py(batch)?;
+    let batch = match crate::py::recent::batch_of(batch) {
+        Some(taken) => taken,
+        None => crate::py::arrow::batch_from_py(batch)?,
+    };
     let tensor = crate::py::errors::detached(py, || {
         column_to_tensor(&batch, index, dtype, null_value, Share::IfLendable)
     })?;

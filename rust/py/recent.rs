@@ -1,0 +1,99 @@
+//! The last take, known by identity: a shortcut past the crossing back from pyarrow.
+//!
+//! `tbl_to_tensor` finds a take's memory by where a batch's columns lie (see `lending`), read
+//! through the Arrow C Data Interface: right however the batch was wrapped since, but a
+//! pyarrow export and an import for every batch. Most often the object converted is the very
+//! one a take just returned (a DataLoader hands `__getitems__`' table to its `collate_fn`).
+//! The core's batch behind the last object a take returned is kept here with a weak
+//! reference to that object; converting that same object uses the batch as it is. Identity
+//! of a live object is exact: pyarrow's batches and tables never change, and the weak
+//! reference dies with the object, taking the batch with it (nothing is kept alive longer).
+//! The memory rules are `lending`'s on either path.
+
+use std::sync::Mutex;
+
+use arrow_array::RecordBatch;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyWeakrefMethods, PyWeakrefReference};
+
+struct Last {
+    object: Py<PyWeakrefReference>,
+    batch: RecordBatch,
+}
+
+/// Held only with the GIL attached and never across a call that could release it, so the
+/// weak reference's callback (which runs wherever the object dies) cannot wait on a holder.
+static LAST: Mutex<Option<Last>> = Mutex::new(None);
+
+fn last() -> std::sync::MutexGuard<'static, Option<Last>> {
+    LAST.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Remember `batch` as the core's batch behind `object`, the object a take returns.
+pub fn remember(object: &Bound<'_, PyAny>, batch: RecordBatch) -> PyResult<()> {
+    let py = object.py();
+    let weak = PyWeakrefReference::new_with(object, forget_callback(py)?)?;
+    let before = last().replace(Last {
+        object: weak.unbind(),
+        batch,
+    });
+    drop(before); // after the lock is let go: dropping it may run Python code
+    Ok(())
+}
+
+/// The core's batch behind `object` when it is the object the last take returned.
+pub fn batch_of(object: &Bound<'_, PyAny>) -> Option<RecordBatch> {
+    let guard = last();
+    let last = guard.as_ref()?;
+    // The caller holds `object`, so the referent cannot die while the lock is held here.
+    let referent = last.object.bind(object.py()).upgrade()?;
+    referent.is(object).then(|| last.batch.clone())
+}
+
+/// Called by the weak reference when its object dies: the batch goes with it.
+fn forget(reference: &Bound<'_, PyAny>) {
+    let mut guard = last();
+    let gone = match guard.as_ref() {
+        Some(last) if last.object.as_ptr() == reference.as_ptr() => guard.take(),
+        _ => None,
+    };
+    drop(guard);
+    drop(gone);
+}
+
+fn forget_callback(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
+    static CALLBACK: PyOnceLock<Py<PyCFunction>> = PyOnceLock::new();
+    let callback = CALLBACK.get_or_try_init(py, || {
+        PyCFunction::new_closure(
+            py,
+            Some(c"forget_take"),
+            Some(c"Drops lancetorch's note of a take's batch when the batch object dies."),
+            |args, _kwargs| -> PyResult<()> {
+                forget(&args.get_item(0)?);
+                Ok(())
+            },
+        )
+        .map(Bound::unbind)
+    })?;
+    Ok(callback.bind(py))
+}
+
+/// A one-chunk pyarrow Table of `batch` (what a Table's `__getitems__` returns), remembered
+/// in the batch's place when the batch is the last take's.
+#[pyfunction]
+pub fn table_of_batch<'py>(batch: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = batch.py();
+    static FROM_BATCHES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    let from_batches = FROM_BATCHES.get_or_try_init(py, || {
+        py.import("pyarrow")?
+            .getattr("Table")?
+            .getattr("from_batches")
+            .map(Bound::unbind)
+    })?;
+    let table = from_batches.bind(py).call1(([batch],))?;
+    if let Some(rust) = batch_of(batch) {
+        remember(&table, rust)?;
+    }
+    Ok(table)
+}
