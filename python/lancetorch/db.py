@@ -40,7 +40,20 @@ class ListTablesResponse:
 
 class Connection:
     """A place that holds tables. Make one with :func:`lancetorch.connect`. (LanceDB's name
-    for it, ``DBConnection``, is the same class.)"""
+    for it, ``DBConnection``, is the same class.)
+
+    Parameters
+    ----------
+    uri : str
+        ``"memory://"``, a local directory or an object-storage prefix
+        (``"s3://bucket/prefix"``), as :func:`lancetorch.connect` resolved it.
+    storage_options : dict[str, str], optional
+        Passed to Lance for every dataset opened or written; on object storage also the
+        endpoint, region and keys of the store (see :func:`lancetorch.connect`).
+    read_timeout : float, optional
+        Seconds any one read of an object-store table may wait for an answer; ``None``: no
+        limit.
+    """
 
     def __init__(
         self,
@@ -93,9 +106,29 @@ class Connection:
         page_token: str | None = None,
         limit: int | None = None,
     ) -> ListTablesResponse:
-        """Names of the tables here, sorted, a page at a time (LanceDB's call): ``limit``
-        names after ``page_token`` (the last name of the page before), and the token of the
-        next page, ``None`` after the last. lancetorch has no namespaces."""
+        """Names of the tables here, sorted, a page at a time (LanceDB's call). lancetorch has no
+        namespaces.
+
+        Parameters
+        ----------
+        namespace_path : list of str, optional
+            LanceDB's namespace; only ``None`` or an empty list is accepted.
+        page_token : str, optional
+            The last name of the page before: the page starts after it.
+        limit : int, optional
+            The most names in the page (1 or more); ``None``: every name.
+
+        Returns
+        -------
+        ListTablesResponse
+            ``tables``, the names, and ``page_token``, the token of the next page, ``None`` after
+            the last.
+
+        Raises
+        ------
+        ValueError
+            For a namespace, or a ``limit`` under 1.
+        """
         if namespace_path:
             raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
         if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
@@ -134,8 +167,36 @@ class Connection:
     ) -> Table:
         """Create table ``name`` from ``data`` (anything Arrow-like) or an empty one of ``schema``.
 
-        ``mode="overwrite"`` replaces an existing table; with ``exist_ok=True`` an existing
-        table is opened as it is. Otherwise an existing name raises ValueError.
+        Parameters
+        ----------
+        name : str
+            Letters, digits, ``_``, ``-`` and ``.``, not starting with ``.`` or ``-``.
+        data : Any, optional
+            The rows: a pyarrow Table or RecordBatch, a RecordBatchReader, a pandas or polars
+            frame, a dict of columns, a list of row dicts, a LanceDB or Lance table, or anything
+            with the Arrow C interfaces. A column named ``vector`` of number lists of one length
+            becomes an embedding (float32), as LanceDB infers.
+        schema : pa.Schema, optional
+            The table's schema: ``data`` is cast to it (safe casts only), or without ``data`` the
+            table is empty.
+        mode : {"create", "overwrite"}, default "create"
+            ``"overwrite"`` replaces an existing table.
+        exist_ok : bool, default False
+            With ``mode="create"``, open an existing table as it is instead of raising.
+
+        Returns
+        -------
+        Table
+            The new table (or the existing one, with ``exist_ok``).
+
+        Raises
+        ------
+        ValueError
+            For an invalid name or mode, an existing name (without ``mode="overwrite"`` or
+            ``exist_ok=True``), neither data nor schema, data that does not fit ``schema``, or
+            two columns of one name.
+        TypeError
+            For ``data`` of a type a table cannot be made from.
         """
         _check_name(name)
         if mode not in _MODES:
@@ -190,10 +251,30 @@ class Connection:
     def open_table(
         self, name: str, *, cache: bool | str = "auto", cache_budget: int | None = None
     ) -> Table:
-        """Open table ``name``. For tables on disk, ``cache`` says whether the columns a read
-        needs are read once into memory and served from there: ``"auto"`` when they fit
-        ``cache_budget`` bytes (default: half the available memory), ``True`` always,
-        ``False`` never (every random read goes to Lance)."""
+        """Open table ``name``.
+
+        Parameters
+        ----------
+        name : str
+            The table's name.
+        cache : bool or "auto", default "auto"
+            For tables on disk, whether the columns a read needs are read once into memory and
+            served from there: ``"auto"`` when they fit ``cache_budget``, ``True`` always,
+            ``False`` never (every random read goes to Lance). Not used for memory tables.
+        cache_budget : int, optional
+            Bytes the cache may take with ``cache="auto"``; by default half the available memory.
+
+        Returns
+        -------
+        Table
+
+        Raises
+        ------
+        FileNotFoundError
+            For a table that does not exist here (the message lists those that do).
+        ValueError
+            For an invalid name.
+        """
         _check_name(name)
         if self._memory is not None:
             if name not in self._memory:
@@ -212,6 +293,20 @@ class Connection:
             )
 
     def drop_table(self, name: str) -> None:
+        """Remove table ``name``: from memory, or its dataset from disk or the object store.
+
+        Parameters
+        ----------
+        name : str
+            The table's name.
+
+        Raises
+        ------
+        FileNotFoundError
+            For a table that does not exist here.
+        ValueError
+            For an invalid name.
+        """
         _check_name(name)
         if self._memory is not None:
             if self._memory.pop(name, None) is None:
@@ -257,16 +352,46 @@ def connect(
     Remote ``db://`` databases, and their ``api_key``, ``region`` and other options, are
     LanceDB Enterprise features: they raise an error saying what lancetorch connects to.
 
-    ``storage_options`` are passed to Lance for every dataset opened or written. For object
-    storage they hold the endpoint, region, keys and ``allow_http`` (``aws_endpoint``,
-    ``aws_region``, ``aws_access_key_id``, ``aws_secret_access_key``, ``allow_http``);
-    whatever is absent comes from the ``AWS_*`` environment variables. Reads retry a bounded
-    number of times (``client_max_retries``, default 3, within ``client_retry_timeout``
-    seconds, default 20), and any one read of an object-store table that has no answer
-    after ``read_timeout`` seconds (``None``: no limit) fails, naming the table and what was
-    being read, rather than wait on a store that accepts connections and never answers. The bucket
-    is checked now: a missing bucket raises FileNotFoundError, refused credentials
-    PermissionError, no answer ConnectionError.
+    Parameters
+    ----------
+    uri : str or os.PathLike
+        ``"memory://"`` (or LanceDB's other spellings of it), a directory (``~`` expanded, a
+        ``file://`` prefix dropped) or ``"s3://bucket/prefix"``.
+    storage_options : dict[str, str], optional
+        Passed to Lance for every dataset opened or written. For object storage they hold the
+        endpoint, region, keys and ``allow_http`` (``aws_endpoint``, ``aws_region``,
+        ``aws_access_key_id``, ``aws_secret_access_key``, ``allow_http``); whatever is absent
+        comes from the ``AWS_*`` environment variables. Reads retry a bounded number of times
+        (``client_max_retries``, default 3, within ``client_retry_timeout`` seconds, default
+        20).
+    read_timeout : float, default 60.0
+        Seconds after which any one read of an object-store table that has no answer fails,
+        naming the table and what was being read, rather than wait on a store that accepts
+        connections and never answers; ``None``: no limit.
+    **enterprise : Any
+        LanceDB's options. Those for local databases that change nothing here
+        (``read_consistency_interval``, ``session``, ``manifest_enabled``, ``region`` at its
+        default) are accepted and ignored; remote ones given a value (``api_key``,
+        ``host_override``, another ``region``, ...) raise ValueError; any other raises
+        TypeError.
+
+    Returns
+    -------
+    Connection
+
+    Raises
+    ------
+    ValueError
+        For a ``db://`` URI or a remote option, a scheme lancetorch does not connect to, or a
+        ``read_timeout`` that is not above 0.
+    TypeError
+        For an option LanceDB does not have either.
+    FileNotFoundError
+        On object storage, for a missing bucket (the bucket is checked now).
+    PermissionError
+        On object storage, for refused credentials.
+    ConnectionError
+        On object storage, for no answer.
     """
     if read_timeout is not None and not read_timeout > 0:
         raise ValueError(
@@ -322,12 +447,38 @@ _SYNC_ONLY = (
 
 class AsyncConnection:
     """LanceDB's asynchronous connection. The name exists so that code naming it (a type
-    annotation, an import) loads; making one raises NotImplementedError saying what to use."""
+    annotation, an import) loads; making one raises NotImplementedError saying what to use.
+
+    Parameters
+    ----------
+    *args : Any
+        Not used.
+    **kwargs : Any
+        Not used.
+
+    Raises
+    ------
+    NotImplementedError
+        Always: use :func:`lancetorch.connect`.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         raise NotImplementedError(_SYNC_ONLY)
 
 
 async def connect_async(uri: str | os.PathLike, **kwargs: Any) -> AsyncConnection:
-    """LanceDB's asynchronous connect: raises NotImplementedError (see :class:`AsyncConnection`)."""
+    """LanceDB's asynchronous connect: raises NotImplementedError (see :class:`AsyncConnection`).
+
+    Parameters
+    ----------
+    uri : str or os.PathLike
+        Not used.
+    **kwargs : Any
+        Not used.
+
+    Raises
+    ------
+    NotImplementedError
+        Always: use :func:`lancetorch.connect`.
+    """
     raise NotImplementedError(_SYNC_ONLY)

@@ -38,9 +38,7 @@ class Tokens:
     padded ``(rows, length)`` tensor of the tokens' own integer type, and ``<column>_length``,
     the ``(rows,)`` int64 count of real tokens in each row.
 
-    ``length`` is the batch's longest row, capped at ``max_length``; with
-    ``pad_to_max_length=True`` it is ``max_length`` itself. Rows over ``max_length`` are cut
-    (``truncate=False`` refuses them with ValueError naming the row). Positions past a row's
+    ``length`` is the batch's longest row, capped at ``max_length``. Positions past a row's
     end hold ``pad_value``; a null list is an empty row. The padding is done in Rust, in one
     pass over the batch's token buffer.
 
@@ -50,6 +48,28 @@ class Tokens:
     batch each token came from (-1 for padding), whose changes are the document boundaries.
     The block count follows the batch's tokens, not its rows, so the other columns keep their
     own row count.
+
+    Parameters
+    ----------
+    max_length : int, optional
+        The longest a row may be (1 or more); rows over it are cut. ``None``: no cap. Needed
+        by ``pad_to_max_length`` and ``pack`` (the length of a block).
+    pad_value : int, default 0
+        The token id of the padding (within int64).
+    truncate : bool, default True
+        ``False`` refuses rows over ``max_length`` with ValueError naming the row.
+    pad_to_max_length : bool, default False
+        Pad every batch to ``max_length`` itself, not to its longest row.
+    pack : bool, default False
+        Pack the rows into blocks, as above, instead of padding each.
+
+    Raises
+    ------
+    ValueError
+        For a ``max_length`` under 1, a ``pad_value`` outside int64, or ``pad_to_max_length``
+        or ``pack`` without ``max_length``.
+    TypeError
+        For a ``pad_value`` that is not an integer.
     """
 
     max_length: int | None = None
@@ -72,6 +92,22 @@ class Tokens:
             raise ValueError("pack=True needs max_length, the length of a packed block")
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+        """The column's padded (or packed) tokens, and their lengths (or documents).
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The batch.
+        column : str
+            The column of token lists.
+        epoch : int, default 0
+            Not used (specs share one signature).
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            ``{column, <column>_length}``, or with ``pack=True`` ``{column, <column>_document}``.
+        """
         torch = _torch()
         index = batch.schema.get_field_index(column)
         if self.pack:
@@ -92,7 +128,18 @@ class Tokens:
 class Text:
     """A string column as ``list[str]``, or, with ``tokenizer=``, whatever
     ``tokenizer(list_of_strings)`` returns for the batch (a tokenizer of the ``transformers``
-    kind gives a dict of tensors). A null is ``None`` (the tokenizer sees it as it is)."""
+    kind gives a dict of tensors). A null is ``None`` (the tokenizer sees it as it is).
+
+    Parameters
+    ----------
+    tokenizer : callable, optional
+        Called once a batch with the column's strings.
+
+    Raises
+    ------
+    TypeError
+        For a ``tokenizer`` that is not callable.
+    """
 
     tokenizer: Callable[[list[str]], Any] | None = None
 
@@ -101,6 +148,27 @@ class Text:
             raise TypeError(f"tokenizer must be callable, got {type(self.tokenizer).__name__}")
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+        """The column's strings, or the tokenizer's output for them.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The batch.
+        column : str
+            A ``string``, ``large_string`` or ``string_view`` column.
+        epoch : int, default 0
+            Not used (specs share one signature).
+
+        Returns
+        -------
+        dict[str, Any]
+            ``{column: values}``.
+
+        Raises
+        ------
+        TypeError
+            For a column that is not strings.
+        """
         array = batch.column(column)
         kind = array.type
         if not (
@@ -119,18 +187,40 @@ class Image:
     (``layout="NCHW"``) or ``(rows, height, width, 3)`` (``"NHWC"``), decoded, cropped and
     resized (bilinear) in Rust on two threads with the GIL released.
 
-    ``crop="center"``: the largest centered crop of the output's aspect ratio (as
-    ``Resize`` then ``CenterCrop``). ``crop="random"``: torchvision's ``RandomResizedCrop``
-    (an area fraction drawn from ``scale``, an aspect ratio log-uniform in ``ratio``), mirrored
-    half the time with ``flip=True``; the draws are seeded by ``(seed, epoch, the image's
-    bytes)``, the same on every run and in every worker. The Loader gives its epoch, so the
-    crops change each epoch there; through ``to_batch`` pass ``epoch=`` to change them, and
-    through a Permutation's ``torch_dict`` format (which knows no epoch) vary ``seed`` per
-    epoch, or the crops repeat. Grayscale and alpha images become RGB. An
-    image that cannot be read (corrupt, truncated, empty, null, another format, over 2**28
-    pixels) raises ValueError naming the column and its row in the batch; with
-    ``on_error="skip"`` its row leaves the batch instead (every column of it; the Loader counts
-    such rows in ``stats()["skipped"]``).
+    Random crops are seeded by ``(seed, epoch, the image's bytes)``, the same on every run and
+    in every worker. The Loader gives its epoch, so the crops change each epoch there; through
+    ``to_batch`` pass ``epoch=`` to change them, and through a Permutation's ``torch_dict``
+    format (which knows no epoch) vary ``seed`` per epoch, or the crops repeat. Grayscale and
+    alpha images become RGB. An image that cannot be read (corrupt, truncated, empty, null,
+    another format, over 2**28 pixels) raises ValueError naming the column and its row in the
+    batch, unless ``on_error="skip"``.
+
+    Parameters
+    ----------
+    size : tuple[int, int], default (224, 224)
+        The output's ``(height, width)``, each 1 to 16384.
+    layout : {"NCHW", "NHWC"}, default "NCHW"
+        Channels first or last.
+    crop : {"center", "random"}, default "center"
+        ``"center"``: the largest centered crop of the output's aspect ratio (as ``Resize``
+        then ``CenterCrop``). ``"random"``: torchvision's ``RandomResizedCrop``.
+    scale : tuple[float, float], default (0.08, 1.0)
+        With ``crop="random"``, the range the crop's area fraction is drawn from
+        (``0 < low <= high <= 1``).
+    ratio : tuple[float, float], default (3 / 4, 4 / 3)
+        With ``crop="random"``, the range the crop's aspect ratio is drawn from, log-uniform.
+    flip : bool, default False
+        With ``crop="random"``, mirror the image half the time.
+    seed : int, default 0
+        Seeds the random crops and flips (0 to 2**64 - 1).
+    on_error : {"raise", "skip"}, default "raise"
+        ``"skip"``: an image that cannot be read takes its row out of the batch (every column
+        of it; the Loader counts such rows in ``stats()["skipped"]``) instead of raising.
+
+    Raises
+    ------
+    ValueError
+        For a value out of the ranges above.
     """
 
     size: tuple[int, int] = (224, 224)  # (height, width)
@@ -167,7 +257,27 @@ class Image:
     def decode_rows(
         self, batch: pa.RecordBatch, column: str, epoch: int = 0
     ) -> tuple[dict[str, Any], list[int]]:
-        """The images, and the rows skipped (``on_error="skip"``; black in the tensor)."""
+        """The images, and the rows skipped (``on_error="skip"``; black in the tensor).
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The batch.
+        column : str
+            The column of encoded images.
+        epoch : int, default 0
+            Seeds the random crops with ``seed``.
+
+        Returns
+        -------
+        tuple[dict[str, torch.Tensor], list[int]]
+            ``({column: images}, skipped rows)``.
+
+        Raises
+        ------
+        ValueError
+            For an image that cannot be read, with ``on_error="raise"``.
+        """
         torch = _torch()
         height, width = self.size
         capsule, failed = _native.decode_images(
@@ -187,7 +297,27 @@ class Image:
         return {column: torch.from_dlpack(capsule)}, failed
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
-        """The images as one tensor (rows that failed under ``on_error="skip"`` dropped)."""
+        """The images as one tensor (rows that failed under ``on_error="skip"`` dropped).
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The batch.
+        column : str
+            The column of encoded images.
+        epoch : int, default 0
+            Seeds the random crops with ``seed``.
+
+        Returns
+        -------
+        dict[str, torch.Tensor]
+            ``{column: images}``.
+
+        Raises
+        ------
+        ValueError
+            For an image that cannot be read, with ``on_error="raise"``.
+        """
         values, failed = self.decode_rows(batch, column, epoch)
         if failed:
             keep = [i for i in range(batch.num_rows) if i not in set(failed)]

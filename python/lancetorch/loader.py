@@ -156,29 +156,17 @@ class _Failed(NamedTuple):
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
-    ``prefetch`` batches are prepared ahead, by ``threads`` Rust threads (default 1; more
-    help where cores are idle while the model trains, and batches still come in order).
-    ``pin_memory=True`` pins each batch for fast copies to a GPU when CUDA is present.
-    ``per_column=True`` yields ``{column: tensor}`` per batch (a Permutation's renamed
-    columns under their new names), each as :func:`lancetorch.util.column_to_tensor` gives
-    it: ``(rows,)`` for a number or bool column, ``(rows, size)`` for a fixed-size list of
-    numbers (an embedding); number columns of their own type share the gathered memory
-    (bools, and columns that ``dtype`` converts, are copied once); ``dtype`` applies to every
-    column.
-    Columns the Rust threads cannot convert (token lists, strings, bytes) come with
-    ``per_column=True`` as :func:`lancetorch.util.to_batch` gives them, ``decode={column:
-    spec}`` saying how (:class:`lancetorch.decode.Tokens`, :class:`lancetorch.decode.Text`);
-    two Python threads (``threads`` of them where more) take and decode them ahead, batches
-    taking turns (their work releases the GIL). ``features=[...]`` and ``target=`` give
-    ``(x, y)`` batches: ``x`` the ``(rows, features)`` tensor of the feature columns in their
-    common type (or ``dtype``), ``y`` the target column in its own.
-    ``device="cuda"`` moves every batch there (pinned first, copied with ``non_blocking``,
-    default True, so the copy overlaps the loop's work when CUDA is present).
-    ``profile=True`` marks the waits and the pinning as ``torch.profiler`` ranges
-    (``lancetorch.loader.wait``, ``lancetorch.loader.pin``). ``set_epoch`` / ``len`` /
-    ``drop_last`` behave as with :class:`lancetorch.sampler.BatchSampler`, which also gives
-    the order. Breaking out of the loop, an exception, or the loader being collected stops
-    the threads.
+    Each batch is one ``(columns, rows)`` tensor; with ``per_column=True`` it is
+    ``{column: tensor}`` (a Permutation's renamed columns under their new names), each as
+    :func:`lancetorch.util.column_to_tensor` gives it: ``(rows,)`` for a number or bool
+    column, ``(rows, size)`` for a fixed-size list of numbers (an embedding); number columns
+    of their own type share the gathered memory (bools, and columns that ``dtype`` converts,
+    are copied once). Columns the Rust threads cannot convert (token lists, strings, bytes)
+    come with ``per_column=True`` as :func:`lancetorch.util.to_batch` gives them; two Python
+    threads (``threads`` of them where more) take and decode them ahead, batches taking turns
+    (their work releases the GIL). ``set_epoch`` / ``len`` / ``drop_last`` behave as with
+    :class:`lancetorch.sampler.BatchSampler`, which also gives the order. Breaking out of the
+    loop, an exception, or the loader being collected stops the threads.
 
     Under ``torch.distributed`` (or with ``rank``/``world_size`` given) each rank reads its
     share of every epoch, as :class:`lancetorch.sampler.BatchSampler` with the same
@@ -192,6 +180,71 @@ class Loader:
     window. Every row still comes once per epoch; a row's neighbours within its clump share
     its window, and two rows of different clumps share a window with probability about
     ``window_rows / rows``.
+
+    Parameters
+    ----------
+    data : Table or Permutation
+        What is read (a LanceDB table too, read as :func:`lancetorch.table.as_lancetorch_table`
+        gives it); a Permutation's columns, names and rows.
+    batch_size : int, default 1024
+        Rows a batch.
+    shuffle : bool, default True
+        Shuffle each epoch; ``False`` reads in order.
+    seed : int, optional
+        The shuffle's seed, as :class:`~lancetorch.sampler.BatchSampler` takes it.
+    drop_last : bool, default False
+        Leave out a short last batch.
+    prefetch : int, default 4
+        Batches prepared ahead of the loop, 1 to 1024 (each held in memory).
+    pin_memory : bool, default False
+        Pin each batch for fast copies to a GPU when CUDA is present.
+    dtype : torch.dtype or str, optional
+        The type every number column is converted to; with ``features``, the type of ``x``.
+    null_value : float, optional
+        What a null in a number column becomes.
+    profile : bool, default False
+        Mark the waits and the pinning as ``torch.profiler`` ranges
+        (``lancetorch.loader.wait``, ``lancetorch.loader.pin``).
+    window_rows : int, default 262144
+        Rows in memory at a time when a disk table is read by windows (1 or more).
+    clump_size : int, default 16384
+        Neighbouring rows that stay together when a disk table is read by windows (1 or more).
+    rank : int, optional
+        This rank, as :class:`~lancetorch.sampler.BatchSampler` takes it.
+    world_size : int, optional
+        The number of ranks, as :class:`~lancetorch.sampler.BatchSampler` takes it.
+    uneven : {"pad", "drop"}, default "pad"
+        How ranks get the same number of rows, as :class:`~lancetorch.sampler.BatchSampler`.
+    order : {"auto", "fisher-yates", "bijection"}, default "auto"
+        The shuffle of a read from memory, as :class:`~lancetorch.sampler.BatchSampler`.
+    threads : int, default 1
+        Rust threads that gather and convert batches, 1 to 256; more help where cores are idle
+        while the model trains, and batches still come in order.
+    per_column : bool, default False
+        Yield ``{column: value}`` instead of one tensor (set by ``features``).
+    decode : dict[str, spec], optional
+        ``{column: spec}`` (:class:`lancetorch.decode.Tokens`, ``Text``, ``Image``) for columns
+        read with ``per_column=True``.
+    features : list of str, optional
+        Yield ``x``, the ``(rows, features)`` tensor of these columns in their common type (or
+        ``dtype``), or ``(x, y)`` with ``target``.
+    target : str, optional
+        The column of ``y``, in its own type; goes with ``features``.
+    device : torch.device or str, optional
+        Move every batch there (``"cuda"``: pinned first).
+    non_blocking : bool, default True
+        Copy to ``device`` with ``non_blocking``, so the copy overlaps the loop's work when
+        CUDA is present.
+
+    Raises
+    ------
+    TypeError
+        For ``data`` that is not a Table or Permutation, or a column one ``(columns, rows)``
+        tensor cannot hold without ``per_column=True``.
+    ValueError
+        For a column (in ``features``, ``target``, ``decode`` or a Permutation) that is not
+        read, ``target`` without ``features``, ``prefetch``, ``threads``, ``clump_size`` or
+        ``window_rows`` out of range, and the sampler's arguments as BatchSampler checks them.
     """
 
     def __init__(
@@ -365,6 +418,13 @@ class Loader:
         return len(self._sampler)
 
     def set_epoch(self, epoch: int) -> None:
+        """Read ``epoch`` next, as :meth:`lancetorch.sampler.BatchSampler.set_epoch`.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, 0 or more.
+        """
         self._sampler.set_epoch(epoch)
 
     def _order_name(self) -> str:
@@ -380,7 +440,20 @@ class Loader:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
         order, on as many ranks as there are now. A table read by windows resumes in its
-        windowed order: the state must come from a Loader reading it the same way."""
+        windowed order: the state must come from a Loader reading it the same way.
+
+        Parameters
+        ----------
+        state : dict[str, Any]
+            What :meth:`state_dict` returned.
+
+        Raises
+        ------
+        ValueError
+            For a state saved reading in another order (the cache decision, ``clump_size`` and
+            ``window_rows``), or one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
+            refuses.
+        """
         if state.get("order") != self._order_name():
             raise ValueError(
                 f"the state was saved reading in the order {state.get('order')!r}, this loader "

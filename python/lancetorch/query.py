@@ -23,7 +23,17 @@ ROW_ID = "_rowid"
 
 
 class TakeQuery:
-    """Rows of a table at given offsets, in the order given (duplicates kept)."""
+    """Rows of a table at given offsets, in the order given (duplicates kept).
+
+    Made by :meth:`Table.take_offsets` and :meth:`Table.take_row_ids`.
+
+    Parameters
+    ----------
+    table : Table
+        The table read.
+    offsets : list, range, np.ndarray, torch.Tensor or pa.Array of int
+        Row offsets; negative counts from the end. Checked when a ``to_*`` method runs.
+    """
 
     def __init__(self, table: Any, offsets: Any) -> None:
         self._table = table
@@ -32,8 +42,24 @@ class TakeQuery:
         self._with_row_id = False
 
     def select(self, columns: Sequence[str] | dict[str, str]) -> TakeQuery:
-        """Only these columns, in this order: a list of names (``"_rowid"`` among them if
-        wanted), or a dict of output name to column name. SQL expressions are LanceDB's."""
+        """Only these columns, in this order. SQL expressions are LanceDB's.
+
+        Parameters
+        ----------
+        columns : list of str or dict[str, str]
+            A list of names (``"_rowid"`` among them if wanted; one name is a list of one), or a
+            dict of output name to column name.
+
+        Returns
+        -------
+        TakeQuery
+            This query.
+
+        Raises
+        ------
+        ValueError
+            For a name given twice or a column not in the table.
+        """
         if isinstance(columns, str):
             columns = [columns]
         selection = dict(columns) if isinstance(columns, dict) else {c: c for c in columns}
@@ -51,7 +77,18 @@ class TakeQuery:
         return self
 
     def with_row_id(self, with_row_id: bool = True) -> TakeQuery:
-        """Add the ``_rowid`` column (uint64) after the others."""
+        """Add the ``_rowid`` column (uint64) after the others.
+
+        Parameters
+        ----------
+        with_row_id : bool, default True
+            ``False`` takes it away again.
+
+        Returns
+        -------
+        TakeQuery
+            This query.
+        """
         self._with_row_id = bool(with_row_id)
         return self
 
@@ -102,6 +139,22 @@ class TakeQuery:
         return pa.Table.from_batches([batch])
 
     def to_batches(self, *, max_batch_length: int | None = None) -> pa.RecordBatchReader:
+        """The rows as a RecordBatchReader.
+
+        Parameters
+        ----------
+        max_batch_length : int, optional
+            The most rows a batch (1 or more); by default all rows come as one batch.
+
+        Returns
+        -------
+        pa.RecordBatchReader
+
+        Raises
+        ------
+        ValueError
+            For a ``max_batch_length`` under 1 (when there are rows).
+        """
         batch = self._batch()
         if max_batch_length is None or batch.num_rows <= max_batch_length:
             parts = [batch]
@@ -117,6 +170,17 @@ class TakeQuery:
         return self._batch().to_pylist()
 
     def to_pandas(self, **kwargs: Any) -> Any:
+        """The rows as a pandas DataFrame.
+
+        Parameters
+        ----------
+        **kwargs : Any
+            Passed to ``pyarrow.Table.to_pandas``.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return self.to_arrow().to_pandas(**kwargs)
 
     def to_polars(self) -> Any:
@@ -129,7 +193,15 @@ class TakeQuery:
 
 
 class ScanQuery(TakeQuery):
-    """Every row of a table in table order, after ``offset`` and up to ``limit`` of them."""
+    """Every row of a table in table order, after ``offset`` and up to ``limit`` of them.
+
+    Made by :meth:`Table.search`.
+
+    Parameters
+    ----------
+    table : Table
+        The table read.
+    """
 
     def __init__(self, table: Any) -> None:
         super().__init__(table, None)
@@ -137,12 +209,46 @@ class ScanQuery(TakeQuery):
         self._skip = 0
 
     def limit(self, limit: int | None) -> ScanQuery:
+        """Read at most ``limit`` rows.
+
+        Parameters
+        ----------
+        limit : int or None
+            0 or more; ``None``: every row.
+
+        Returns
+        -------
+        ScanQuery
+            This query.
+
+        Raises
+        ------
+        ValueError
+            For a negative limit.
+        """
         if limit is not None and (isinstance(limit, bool) or int(limit) < 0):
             raise ValueError(f"limit={limit!r} must be 0 or more (or None for every row)")
         self._limit = None if limit is None else int(limit)
         return self
 
     def offset(self, offset: int) -> ScanQuery:
+        """Start after the first ``offset`` rows.
+
+        Parameters
+        ----------
+        offset : int
+            0 or more.
+
+        Returns
+        -------
+        ScanQuery
+            This query.
+
+        Raises
+        ------
+        ValueError
+            For a negative offset.
+        """
         if isinstance(offset, bool) or int(offset) < 0:
             raise ValueError(f"offset={offset!r} must be 0 or more")
         self._skip = int(offset)

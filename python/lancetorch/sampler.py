@@ -54,9 +54,28 @@ def _torch_distributed() -> Any:
 def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """``(rank, world_size)`` of this process: as given; else ``torch.distributed``'s when it
     is initialised; else the ``RANK`` and ``WORLD_SIZE`` environment variables (set by
-    ``torchrun``); else ``(0, 1)``. A ``world_size`` given without a rank takes the found
-    rank when the found world has that size, else rank 0 (``world_size=1``: read
-    everything, whichever rank this is)."""
+    ``torchrun``); else ``(0, 1)``.
+
+    Parameters
+    ----------
+    rank : int, optional
+        This process's rank. A ``world_size`` given without a rank takes the found rank when
+        the found world has that size, else rank 0 (``world_size=1``: read everything,
+        whichever rank this is).
+    world_size : int, optional
+        The number of ranks.
+
+    Returns
+    -------
+    tuple[int, int]
+        ``(rank, world_size)``.
+
+    Raises
+    ------
+    ValueError
+        For a world size under 1, a rank outside ``0..world_size - 1``, or a ``RANK`` or
+        ``WORLD_SIZE`` that is not an integer.
+    """
     if rank is None or world_size is None:
         dist = _torch_distributed()
         if dist is not None:
@@ -122,23 +141,53 @@ class BatchSampler:
     pass that ends without a ``set_epoch`` moves on to the next epoch by itself. With the same
     seed and epoch the order is the same on every machine and every release.
 
-    Sharding: ``rank`` and ``world_size`` default to those of ``torch.distributed`` (or
-    ``RANK``/``WORLD_SIZE``); pass ``world_size=1`` to read everything on every rank. Every
-    rank gets the same number of rows: ``uneven="pad"`` (default, as ``DistributedSampler``)
-    repeats the first rows still to read (from the start of the epoch, or of a resumed
-    remainder) to fill the last round, ``uneven="drop"`` leaves out the last
-    ``rows % world_size`` of them. A shuffled sampler built without a seed while
-    ``torch.distributed`` runs is a collective: rank 0 picks the seed and broadcasts it, so
-    every rank must build it at the same point (on NCCL, after ``torch.cuda.set_device``).
-
-    ``order``: ``"fisher-yates"`` shuffles an index array (4 bytes a row);
-    ``"bijection"`` computes each position's row from ``(seed, epoch, position)`` with no
-    memory at all, for tables of billions of rows; ``"auto"`` picks Fisher-Yates up to
-    :data:`FISHER_YATES_MAX_ROWS` rows. ``clump_size`` keeps runs of neighbouring rows
-    together (Fisher-Yates only).
+    Sharding: every rank gets the same number of rows (see ``uneven``). A shuffled sampler
+    built without a seed while ``torch.distributed`` runs is a collective: rank 0 picks the
+    seed and broadcasts it, so every rank must build it at the same point (on NCCL, after
+    ``torch.cuda.set_device``).
 
     ``state_dict()`` / ``load_state_dict()`` stop and resume mid-epoch; see there.
 
+    Parameters
+    ----------
+    data_source : int or sized
+        The number of rows ``n``, or anything with a ``len()`` (a Table, a Permutation).
+    batch_size : int
+        Positions a batch (1 or more); this rank's last batch of a pass may be shorter.
+    shuffle : bool, default True
+        Shuffle each epoch from ``(seed, epoch)``; ``False`` reads the positions in order.
+    seed : int, optional
+        The shuffle's seed; by default a random one (rank 0's, broadcast, in a sharded read).
+    drop_last : bool, default False
+        Leave out this rank's last batch of a pass when it is short.
+    clump_size : int, optional
+        Runs of this many neighbouring rows move together in the shuffle and keep their order
+        (``order="fisher-yates"`` only).
+    rank : int, optional
+        This rank; by default that of ``torch.distributed`` (or ``RANK``), see
+        :func:`distributed_rank`.
+    world_size : int, optional
+        The number of ranks; by default that of ``torch.distributed`` (or ``WORLD_SIZE``).
+        ``world_size=1`` reads everything on every rank.
+    uneven : {"pad", "drop"}, default "pad"
+        ``"pad"`` (as ``DistributedSampler``) repeats the first rows still to read (from the
+        start of the epoch, or of a resumed remainder) to fill the last round; ``"drop"``
+        leaves out the last ``rows % world_size`` of them.
+    order : {"auto", "fisher-yates", "bijection"}, default "auto"
+        ``"fisher-yates"`` shuffles an index array (4 bytes a row); ``"bijection"`` computes
+        each position's row from ``(seed, epoch, position)`` with no memory at all, for tables
+        of billions of rows; ``"auto"`` picks Fisher-Yates up to
+        :data:`FISHER_YATES_MAX_ROWS` rows.
+
+    Raises
+    ------
+    ValueError
+        For a negative number of rows, a ``batch_size`` under 1, an unknown ``uneven`` or
+        ``order``, a ``clump_size`` with the bijection order, or a shuffled read sharded
+        without a seed when ``torch.distributed`` is not initialised.
+
+    Examples
+    --------
     >>> s = BatchSampler(10, batch_size=4, seed=42, world_size=1)
     >>> [len(b) for b in s]
     [4, 4, 2]
@@ -190,7 +239,18 @@ class BatchSampler:
     # -- orders -----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Read ``epoch`` next, from its start; or, when a loaded state stopped part way
-        through that very epoch, from where it stopped."""
+        through that very epoch, from where it stopped.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch, 0 or more.
+
+        Raises
+        ------
+        ValueError
+            For a negative epoch.
+        """
         if int(epoch) < 0:
             raise ValueError(f"epoch must be 0 or more, got {epoch}")
         if int(epoch) != self.epoch:
@@ -198,12 +258,36 @@ class BatchSampler:
         self.epoch, self._progress = int(epoch), None
 
     def order(self, epoch: int | None = None) -> np.ndarray:
-        """All positions of ``epoch`` (default: the current one) in global read order."""
+        """All positions of ``epoch`` (default: the current one) in global read order.
+
+        Parameters
+        ----------
+        epoch : int, optional
+            The epoch; by default the one the next pass reads.
+
+        Returns
+        -------
+        np.ndarray
+            The ``n`` positions, int64.
+        """
         epoch = self.epoch if epoch is None else epoch
         return self.rows_at(epoch, np.arange(self.n, dtype=np.int64))
 
     def rows_at(self, epoch: int, positions: np.ndarray) -> np.ndarray:
-        """The positions read at ``positions`` of ``epoch``'s global order."""
+        """The positions read at ``positions`` of ``epoch``'s global order.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch whose order is read.
+        positions : np.ndarray
+            Places in that order (int64); without shuffling they are returned as they are.
+
+        Returns
+        -------
+        np.ndarray
+            One position a place, int64.
+        """
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
@@ -227,14 +311,41 @@ class BatchSampler:
 
     # -- this rank's share --------------------------------------------------------------------
     def shard_size(self, start: int = 0) -> int:
-        """Rows this rank reads in an epoch that starts at global position ``start``."""
+        """Rows this rank reads in an epoch that starts at global position ``start``.
+
+        Parameters
+        ----------
+        start : int, default 0
+            The global position the epoch starts at (a resumed one's).
+
+        Returns
+        -------
+        int
+            Rounded up with ``uneven="pad"``, down with ``"drop"``.
+        """
         remaining = max(self.n - start, 0)
         if self.uneven == "pad":
             return -(-remaining // self.world_size)
         return remaining // self.world_size
 
     def shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
-        """Global positions of this rank's rows ``lo..hi`` in an epoch started at ``start``."""
+        """Global positions of this rank's rows ``lo..hi`` in an epoch started at ``start``.
+
+        Parameters
+        ----------
+        start : int
+            The global position the epoch starts at.
+        lo : int
+            This rank's first row, counted in its own share.
+        hi : int
+            One past its last row.
+
+        Returns
+        -------
+        np.ndarray
+            int64; with ``uneven="pad"``, positions past the end wrap to the first after
+            ``start``.
+        """
         positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)
@@ -242,7 +353,20 @@ class BatchSampler:
 
     def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
         """Everything this rank reads in ``epoch`` from global position ``start``, in order
-        (uint32 or int64)."""
+        (uint32 or int64).
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch whose order is read.
+        start : int, default 0
+            The global position the read starts at.
+
+        Returns
+        -------
+        np.ndarray
+            :meth:`shard_size` rows.
+        """
         size = self.shard_size(start)
         if self.order_kind == "bijection" or not self.shuffle:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
@@ -287,9 +411,25 @@ class BatchSampler:
         """Where reading stands: ``{"epoch", "position", "seed", ...}``, enough to resume.
 
         ``position`` counts the rows of the epoch's global order read by all ranks together.
-        By default the batches this sampler has handed out count as read; a DataLoader with
-        worker processes draws batches ahead of the training loop, so pass ``batches=``, the
-        number of batches of the current pass the loop has finished."""
+
+        Parameters
+        ----------
+        batches : int, optional
+            The number of batches of the current pass the training loop has finished. By default
+            the batches this sampler has handed out count as read; a DataLoader with worker
+            processes draws batches ahead of the training loop, so pass it there.
+
+        Returns
+        -------
+        dict[str, Any]
+            ``epoch``, ``position``, ``seed``, and ``rows``, ``shuffle``, ``order``,
+            ``clump_size``, ``world_size`` for :meth:`load_state_dict`'s checks.
+
+        Raises
+        ------
+        ValueError
+            For ``batches`` beyond those handed out in this pass (or negative).
+        """
         if self._progress is None:
             epoch, position = self.epoch, self._start
         else:
@@ -318,7 +458,19 @@ class BatchSampler:
         """Resume from ``state_dict()``: the next pass reads the rest of that epoch, in the
         same order, then the epochs after it. The number of ranks (and the batch size) may
         differ from the run that saved the state: the remaining positions are shared among
-        the ranks there are now, none read twice, none left out (beyond ``uneven`` padding)."""
+        the ranks there are now, none read twice, none left out (beyond ``uneven`` padding).
+
+        Parameters
+        ----------
+        state : dict[str, Any]
+            What :meth:`state_dict` returned; its seed replaces this sampler's.
+
+        Raises
+        ------
+        ValueError
+            For a state without the keys of one, or saved by a sampler with other rows,
+            ``shuffle``, ``order`` or ``clump_size``, or a position outside the epoch.
+        """
         for key, mine in (
             ("rows", self.n),
             ("shuffle", self.shuffle),

@@ -71,16 +71,78 @@ class _Batch(NamedTuple):
 class StreamingDataset(IterableDataset):
     """An elastic, resumable IterableDataset over a table (see the module's description).
 
-    Parameters are LanceDB's: ``num_splits`` (default ``world_size``; must divide by
-    ``world_size``, and by ``world_size * num_workers`` under DataLoader workers; rows past a
-    multiple of it are left out), ``shuffle``, ``shuffle_seed`` (``None``: drawn once here),
-    ``epoch``, ``rank``, ``world_size``, ``read_batch_size``, ``io_queue_depth``, ``columns``,
-    ``shuffle_clump_size``, ``filter``, ``transform``, ``transform_parallelism`` (default the
-    CPU count), ``pack_sequences`` with ``eos_id``, ``pad_id`` and ``blocks_per_epoch`` (token
-    lists packed into blocks), ``on_transform_error`` (``"raise"``, ``"skip"``, ``"warn"``
-    or a callable ``handler(exc) -> bool``: a failing batch is transformed again row by row
-    and only the failing rows are dropped), ``transform_queue_depth``,
-    ``connection_factory`` (reopens the table in workers) and ``worker_info_override``.
+    Its parameters are LanceDB's.
+
+    Parameters
+    ----------
+    table : Table
+        A lancetorch Table, or a LanceDB table (read as
+        :func:`lancetorch.table.as_lancetorch_table` gives it).
+    num_splits : int, optional
+        The number of splits the rows are dealt into; by default ``world_size``. Must divide
+        by ``world_size``, and by ``world_size * num_workers`` under DataLoader workers; rows
+        past a multiple of it are left out.
+    shuffle : bool, default True
+        Deal the rows by a seeded shuffle; ``False``: in table order.
+    shuffle_seed : int or None, default 0
+        The shuffle's seed (``shuffle_seed + epoch * 100003`` seeds it); ``None``: drawn once
+        here.
+    epoch : int, default 0
+        The epoch, which changes the shuffle.
+    rank : int, default 0
+        This rank, ``0`` to ``world_size - 1``; it owns a contiguous block of splits.
+    world_size : int, default 1
+        The number of ranks.
+    read_batch_size : int, default 64
+        Rows a take reads from a split.
+    io_queue_depth : int, default 4
+        Takes in flight per split, ahead of the transform.
+    columns : list of str, optional
+        The columns read (an unknown one is refused when iteration starts); by default all.
+    shuffle_clump_size : int, optional
+        Runs of this many neighbouring rows move together in the shuffle.
+    filter : str, optional
+        An SQL filter, evaluated by Lance; only the rows it keeps are dealt into splits.
+    transform : callable, optional
+        A function of a ``pyarrow.RecordBatch`` returning one sample per row, run on a thread
+        pool; by default each row as a dict. Not with ``pack_sequences``.
+    transform_parallelism : int, optional
+        Batches transformed at once; by default the CPU count.
+    pack_sequences : int, optional
+        Pack the token lists of ``columns`` (exactly one list column of integers) into blocks
+        of this many tokens, each row followed by ``eos_id``; the samples are then
+        ``{"input_ids", "doc_ids"}`` int64 tensors.
+    eos_id : int, optional
+        The token after each row when packing; needed with ``pack_sequences``.
+    pad_id : int, optional
+        The token that fills a split's blocks once it runs dry; needed with
+        ``pack_sequences``.
+    blocks_per_epoch : int or "auto", optional
+        The blocks an epoch gives, divided among the splits (it must divide by
+        ``num_splits``; tokens past the budget are left out); ``"auto"`` estimates it from a
+        sample of rows, with a warning. Needed with ``pack_sequences``, refused without it.
+    on_transform_error : {"raise", "skip", "warn"} or callable, default "raise"
+        What a failing transform does: ``"raise"`` raises; otherwise the batch is transformed
+        again row by row and only the failing rows are dropped (``"warn"`` logs them, a
+        callable ``handler(exc) -> bool`` says whether to drop the row or raise).
+    transform_queue_depth : int, optional
+        Batches of transformed rows a split may hold waiting for the consumer; by default no
+        bound.
+    connection_factory : callable, optional
+        ``name -> table``: reopens the table in workers, so a pickled dataset carries no
+        table (without it, the table itself is pickled).
+    worker_info_override : Any, optional
+        Used instead of ``torch.utils.data.get_worker_info()`` (its ``id`` and
+        ``num_workers``) to choose this iterator's splits.
+    prefetch_batches : int, optional
+        The old name of ``io_queue_depth`` (deprecated; logs a warning).
+
+    Raises
+    ------
+    ValueError
+        For a rank, world size, split count, batch size or queue depth out of range, a
+        ``num_splits`` that does not divide by ``world_size``, an unknown
+        ``on_transform_error``, or packing arguments missing or inconsistent.
     """
 
     def __init__(
@@ -505,7 +567,18 @@ class StreamingDataset(IterableDataset):
 
     def load_state_dict(self, state: dict) -> None:
         """Resume from :meth:`state_dict` (of this topology, or merged from every rank's with
-        :meth:`merge_state_dicts`). ValueError when the splits or the seed differ."""
+        :meth:`merge_state_dicts`).
+
+        Parameters
+        ----------
+        state : dict
+            What :meth:`state_dict` or :meth:`merge_state_dicts` returned.
+
+        Raises
+        ------
+        ValueError
+            When the splits or the seed differ (packed: also the packing arguments or the epoch).
+        """
         for key in ("num_splits", "shuffle_seed"):
             if state[key] != getattr(self, f"_{key}"):
                 raise ValueError(
@@ -539,7 +612,24 @@ class StreamingDataset(IterableDataset):
     def merge_state_dicts(states: list[dict]) -> dict:
         """One state from the states of every rank of a run (each knows its own splits
         exactly): per split, the furthest progress. Give the result to every rank of the next
-        run, whatever its size. ValueError when the states are of different runs."""
+        run, whatever its size.
+
+        Parameters
+        ----------
+        states : list of dict
+            The :meth:`state_dict` of every rank.
+
+        Returns
+        -------
+        dict
+            A state for :meth:`load_state_dict`.
+
+        Raises
+        ------
+        ValueError
+            When there are no states, or the states are of different runs (or, packed, not of
+            one global step).
+        """
         if not states:
             raise ValueError("merge_state_dicts requires at least one state dict")
         first = states[0]
@@ -1054,9 +1144,25 @@ class _Committing:
 class StreamingDataLoader(DataLoader):
     """A DataLoader over a :class:`StreamingDataset` whose checkpoints count only the batches
     the training loop received (workers read ahead; their progress comes back with each
-    batch). Arguments are DataLoader's; ``persistent_workers=True``, ``drop_last=True`` and
-    ``in_order=False`` are refused, as they would make a checkpoint wrong. With more than one
-    worker, ``state_dict()`` works at complete steps (every split of the rank at one count).
+    batch). With more than one worker, ``state_dict()`` works at complete steps (every split
+    of the rank at one count).
+
+    Parameters
+    ----------
+    dataset : StreamingDataset
+        The dataset read (not a subclass that overrides ``__iter__``).
+    *args : Any
+        DataLoader's arguments.
+    **kwargs : Any
+        DataLoader's arguments; ``persistent_workers=True``, ``drop_last=True`` and
+        ``in_order=False`` are refused, as they would make a checkpoint wrong.
+
+    Raises
+    ------
+    TypeError
+        For a dataset that is not a StreamingDataset, or overrides ``__iter__``.
+    ValueError
+        For ``persistent_workers=True``, ``drop_last=True`` or ``in_order=False``.
     """
 
     def __init__(self, dataset: StreamingDataset, *args: Any, **kwargs: Any) -> None:

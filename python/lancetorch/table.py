@@ -24,6 +24,17 @@ from .query import ScanQuery, TakeQuery
 class Table:
     """A named table: a PyTorch map-style Dataset over its rows.
 
+    Made by a :class:`~lancetorch.Connection` (``create_table``, ``open_table``), not directly.
+
+    Parameters
+    ----------
+    name : str
+        The table's name.
+    backend : _MemoryBackend or _LanceBackend
+        What holds the rows: the Rust column store, or a Lance dataset.
+
+    Examples
+    --------
     >>> import lancetorch, pyarrow as pa
     >>> db = lancetorch.connect("memory://")
     >>> t = db.create_table("t", pa.table({"x": [10, 20, 30]}))
@@ -94,8 +105,19 @@ class Table:
 
     # -- writing --------------------------------------------------------------------------------
     def add(self, data: Any) -> None:
-        """Append rows. The data must have the table's fields (in any order; types that cast
-        without loss are cast); otherwise ValueError names the field and nothing is written."""
+        """Append rows.
+
+        Parameters
+        ----------
+        data : Any
+            The rows, anything :meth:`Connection.create_table` takes. They must have the table's
+            fields (in any order; types that cast without loss are cast).
+
+        Raises
+        ------
+        ValueError
+            Naming the field that is missing, extra or does not cast; nothing is written.
+        """
         new = conform(as_table(data, self.schema), self.schema, self._name)
         if new.num_rows:
             self._backend.append(new)
@@ -149,23 +171,68 @@ class Table:
         return self._backend.take(as_offsets(offsets), positions)
 
     def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> TakeQuery:
-        """The rows at ``offsets`` (0 to ``len(table) - 1``; negative counts from the end), in
-        the order given, duplicates kept, as a query: ``.select([...])``, ``.with_row_id()``,
-        then ``.to_arrow()``, ``.to_batches()``, ``.to_pandas()``, ``.to_polars()`` or
-        ``.to_list()``. ``columns=`` is ``.select(columns)``."""
+        """The rows at ``offsets`` in the order given, duplicates kept, as a query:
+        ``.select([...])``, ``.with_row_id()``, then ``.to_arrow()``, ``.to_batches()``,
+        ``.to_pandas()``, ``.to_polars()`` or ``.to_list()``.
+
+        Parameters
+        ----------
+        offsets : list, range, np.ndarray, torch.Tensor or pa.Array of int
+            Row offsets, 0 to ``len(table) - 1``; negative counts from the end.
+        columns : sequence of str or dict[str, str], optional
+            The same as ``.select(columns)``.
+
+        Returns
+        -------
+        TakeQuery
+            Nothing is read until one of its ``to_*`` methods runs; an offset out of range raises
+            IndexError there.
+        """
         query = TakeQuery(self, offsets)
         return query if columns is None else query.select(columns)
 
     def take_row_ids(self, row_ids: Any) -> TakeQuery:
         """The rows with these Lance row ids (the ``_rowid`` column; on a table of several
         fragments or with deleted rows they are not row offsets), as a query like
-        :meth:`take_offsets`. An id not in the table raises ValueError."""
+        :meth:`take_offsets`.
+
+        Parameters
+        ----------
+        row_ids : list, np.ndarray, torch.Tensor or pa.Array of int
+            Row ids, not negative.
+
+        Returns
+        -------
+        TakeQuery
+
+        Raises
+        ------
+        ValueError
+            For an id not in the table.
+        """
         return TakeQuery(self, self._offsets_of_row_ids(row_ids))
 
     def search(self, query: Any = None, **kwargs: Any) -> ScanQuery:
         """A full scan (``search()`` or ``search(None)``): ``.select``, ``.limit``,
         ``.offset``, ``.with_row_id``, then ``.to_arrow()`` and the like. Vector and text
-        search are LanceDB's, not lancetorch's: any other query raises ValueError."""
+        search are LanceDB's, not lancetorch's.
+
+        Parameters
+        ----------
+        query : None, optional
+            Only ``None``; any other query raises ValueError.
+        **kwargs : Any
+            LanceDB's search options; any raises ValueError.
+
+        Returns
+        -------
+        ScanQuery
+
+        Raises
+        ------
+        ValueError
+            For a query or an option.
+        """
         if query is not None or kwargs:
             raise ValueError(
                 "lancetorch's search() is a full scan only (search() or search(None)); vector "
@@ -174,14 +241,45 @@ class Table:
         return ScanQuery(self)
 
     def head(self, n: int = 5) -> pa.Table:
-        """The first ``n`` rows."""
+        """The first ``n`` rows.
+
+        Parameters
+        ----------
+        n : int, default 5
+            How many rows (fewer when the table has fewer).
+
+        Returns
+        -------
+        pa.Table
+        """
         return self.search().limit(n).to_arrow()
 
     def to_pandas(self, **kwargs: Any) -> Any:
+        """The table as a pandas DataFrame.
+
+        Parameters
+        ----------
+        **kwargs : Any
+            Passed to ``pyarrow.Table.to_pandas``.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return self.to_arrow().to_pandas(**kwargs)
 
     def to_polars(self, **kwargs: Any) -> Any:
-        """The table as a polars LazyFrame (as LanceDB's ``to_polars``)."""
+        """The table as a polars LazyFrame (as LanceDB's ``to_polars``).
+
+        Parameters
+        ----------
+        **kwargs : Any
+            Passed to ``polars.from_arrow``.
+
+        Returns
+        -------
+        polars.LazyFrame
+        """
         import polars as pl
 
         frame = pl.from_arrow(self.to_arrow(), **kwargs)
@@ -190,11 +288,45 @@ class Table:
 
     def __getitems__(self, indices: Any) -> pa.Table:
         """The rows at ``indices`` in the order given, as one pyarrow Table of one chunk
-        (what LanceDB returns); ``tbl_to_tensor`` turns it into a tensor without a copy."""
+        (what LanceDB returns); ``tbl_to_tensor`` turns it into a tensor without a copy.
+
+        Parameters
+        ----------
+        indices : list, range, np.ndarray, torch.Tensor or pa.Array of int
+            Row offsets; negative counts from the end.
+
+        Returns
+        -------
+        pa.Table
+
+        Raises
+        ------
+        IndexError
+            For an offset out of range.
+        TypeError
+            For offsets that are not integers.
+        """
         return _native.table_of_batch(self._take(indices))
 
     def __getitem__(self, index: Any) -> pa.Table:
-        """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table."""
+        """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table.
+
+        Parameters
+        ----------
+        index : int, slice, list, np.ndarray or torch.Tensor
+            One row offset (negative counts from the end), a slice, or offsets.
+
+        Returns
+        -------
+        pa.Table
+
+        Raises
+        ------
+        IndexError
+            For an offset out of range.
+        TypeError
+            For an index of another kind (a bool, a float, a string).
+        """
         if isinstance(index, slice):
             return self.__getitems__(range(*index.indices(len(self))))
         if isinstance(index, (list, np.ndarray)) or type(index).__module__.startswith("torch"):
@@ -247,7 +379,23 @@ class Table:
 
 def as_lancetorch_table(table: Any) -> Table:
     """``table`` as a lancetorch Table: itself, or a LanceDB table read through its Lance
-    dataset (a LanceDB memory table, which has no dataset on disk, by value)."""
+    dataset (a LanceDB memory table, which has no dataset on disk, by value).
+
+    Parameters
+    ----------
+    table : Table or lancedb.table.Table
+        A lancetorch Table, or a LanceDB one (one on a local disk is read at its current
+        version; any other is copied into memory).
+
+    Returns
+    -------
+    Table
+
+    Raises
+    ------
+    TypeError
+        For anything else.
+    """
     if isinstance(table, Table):
         return table
     if type(table).__module__.startswith("lancedb") and hasattr(table, "to_arrow"):

@@ -57,13 +57,36 @@ def tbl_to_tensor(
 ) -> torch.Tensor:
     """Numeric and bool columns of ``data`` as one ``torch.Tensor`` of shape ``(columns, rows)``.
 
-    ``data`` is a pyarrow Table (what a Table's ``__getitems__`` returns), a RecordBatch, a
-    list of RecordBatches or a lancetorch Table. The first tensor made from a lancetorch take's
-    memory shares it, as ``torch.from_numpy`` does, however the batch was wrapped since (a
-    rename, a table around it); a user's own Arrow data is copied. Strings, lists
-    and structs raise TypeError naming the column; nulls raise ValueError unless
-    ``null_value`` says what to put there.
+    The first tensor made from a lancetorch take's memory shares it, as ``torch.from_numpy``
+    does, however the batch was wrapped since (a rename, a table around it); a user's own Arrow
+    data is copied.
 
+    Parameters
+    ----------
+    data : pa.Table, pa.RecordBatch, list of pa.RecordBatch or Table
+        A pyarrow Table (what a Table's ``__getitems__`` returns), a RecordBatch, a list of
+        RecordBatches or a lancetorch Table (or an object with ``__arrow_c_array__`` or
+        ``__arrow_c_stream__``).
+    dtype : torch.dtype or str, optional
+        The tensor's type (a torch dtype or its name, ``"float32"``) instead of the columns'
+        common type.
+    null_value : float, optional
+        What a null becomes; without it a null raises ValueError.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(columns, rows)``.
+
+    Raises
+    ------
+    TypeError
+        For strings, lists and structs (naming the column), or ``data`` that is not Arrow data.
+    ValueError
+        For a null when ``null_value`` is not given.
+
+    Examples
+    --------
     >>> import pyarrow as pa
     >>> tbl_to_tensor(pa.record_batch({"a": [1, 2], "b": [0.5, 1.5]}))
     tensor([[1.0000, 2.0000],
@@ -89,6 +112,33 @@ def column_to_tensor(
     column whose memory a lancetorch take made shares it (an in-place change shows in the
     batch); any other data, or the same memory again, costs one copy.
 
+    Parameters
+    ----------
+    batch : pa.RecordBatch or pa.Table
+        The batch (a Table, what a Table's ``__getitems__`` returns, is combined into one).
+    column : str or int
+        The column's name, or its index (negative counts from the end, as in a list).
+    dtype : torch.dtype or str, optional
+        The tensor's type (a torch dtype or its name) instead of the column's own.
+    null_value : float, optional
+        What a null becomes; without it a null raises ValueError.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(rows,)``, or ``(rows, size)`` for a fixed-size list.
+
+    Raises
+    ------
+    TypeError
+        For a ``batch`` that is not a RecordBatch or Table, or a ``column`` that is a bool.
+    ValueError
+        For a name not in the batch.
+    IndexError
+        For an index out of range.
+
+    Examples
+    --------
     >>> import pyarrow as pa
     >>> emb = pa.FixedSizeListArray.from_arrays(pa.array([1.0, 2.0, 3.0, 4.0], pa.float32()), 2)
     >>> column_to_tensor(pa.record_batch({"emb": emb}), "emb")
@@ -159,13 +209,47 @@ def to_batch(
     ``(rows, *shape)``, strings as ``list[str]``, binary as ``list[bytes]``, and each column
     named in ``decode`` as its spec gives it (:class:`lancetorch.decode.Tokens` adds
     ``<column>_length``). A column of lists without a spec raises TypeError naming the spec
-    to use. ``dtype`` converts the number columns; ``epoch`` seeds random image crops.
+    to use.
 
     With ``features=[...]`` (and ``target=``) the result is ``x``, a ``(rows, features)``
     tensor of those columns (their common type, or ``dtype``), or ``(x, y)`` with ``y`` the
     target column in its own type. As a DataLoader ``collate_fn``:
     ``functools.partial(to_batch, decode={...})`` (it pickles to spawned workers).
 
+    Parameters
+    ----------
+    data : pa.RecordBatch, pa.Table or list of pa.RecordBatch
+        The batch, as :func:`tbl_to_tensor` takes it.
+    decode : dict[str, spec], optional
+        ``{column: spec}`` with a :mod:`lancetorch.decode` spec (``Tokens``, ``Text``,
+        ``Image``) for each column named. Not used with ``features``.
+    features : list of str, optional
+        The columns of ``x`` (one name is a list of one); the result is then ``x`` or
+        ``(x, y)`` instead of a dict.
+    target : str, optional
+        The column of ``y``; goes with ``features``.
+    dtype : torch.dtype or str, optional
+        The type the number columns are converted to (with ``features``, the type of ``x``).
+    null_value : float, optional
+        What a null in a number column becomes; without it a null raises ValueError.
+    epoch : int, default 0
+        Passed to the decode specs: it seeds random image crops.
+
+    Returns
+    -------
+    dict[str, Any], torch.Tensor or tuple of torch.Tensor
+        ``{column: value}``; with ``features``, ``x`` or ``(x, y)``.
+
+    Raises
+    ------
+    ValueError
+        For a column named in ``features``, ``target`` or ``decode`` that is not in the batch,
+        or ``target`` without ``features``.
+    TypeError
+        For a column of lists without a spec, or a ``decode`` value that is not a spec.
+
+    Examples
+    --------
     >>> import pyarrow as pa
     >>> x, y = to_batch(pa.record_batch({"a": [1.0, 2.0], "b": [3.0, 4.0], "label": [0, 1]}),
     ...                 features=["a", "b"], target="label")
@@ -213,7 +297,34 @@ def decode_columns(
 ) -> tuple[dict[str, Any], list[int] | None]:
     """``to_batch``'s values of every column, before rows a spec skipped are dropped, and the
     rows to keep when a spec skipped some (``None`` otherwise; the Loader drops the others
-    from its own tensors too)."""
+    from its own tensors too).
+
+    Parameters
+    ----------
+    data : pa.RecordBatch, pa.Table or list of pa.RecordBatch
+        The batch, as :func:`to_batch` takes it.
+    decode : dict[str, spec], optional
+        ``{column: spec}``, as for :func:`to_batch`.
+    dtype : torch.dtype or str, optional
+        The type the number columns are converted to.
+    null_value : float, optional
+        What a null in a number column becomes; without it a null raises ValueError.
+    epoch : int, default 0
+        Passed to the decode specs: it seeds random image crops.
+
+    Returns
+    -------
+    tuple[dict[str, Any], list[int] | None]
+        ``({column: value}, keep)``, ``keep`` the rows to keep or ``None``.
+
+    Raises
+    ------
+    ValueError
+        For a ``decode`` column not in the batch, or a spec that packs tokens beside one that
+        skips rows (``on_error="skip"``).
+    TypeError
+        For a column of lists without a spec, or a ``decode`` value that is not a spec.
+    """
     torch = _torch()
     batch = _one_batch(data)
     names = batch.schema.names
@@ -280,7 +391,25 @@ def _decoded(spec: Any, batch: pa.RecordBatch, column: str, epoch: int) -> tuple
 
 
 def keep_rows(value: Any, keep: list[int]) -> Any:
-    """``value`` (a tensor, a list, or a dict of them) with only the rows ``keep``."""
+    """``value`` (a tensor, a list, or a dict of them) with only the rows ``keep``.
+
+    Parameters
+    ----------
+    value : torch.Tensor, list or dict
+        The values, first dimension the rows; a dict's values are each cut the same way.
+    keep : list of int
+        The rows to keep, in the order given.
+
+    Returns
+    -------
+    torch.Tensor, list or dict
+        The same kind as ``value``.
+
+    Raises
+    ------
+    TypeError
+        For a value that is none of these.
+    """
     if isinstance(value, dict):
         return {k: keep_rows(v, keep) for k, v in value.items()}
     if isinstance(value, list):
@@ -297,10 +426,30 @@ def keep_rows(value: Any, keep: list[int]) -> Any:
 def images_to_column(images: Any, *, format: str = "PNG", **save: Any) -> pa.Array:
     """A binary column (``Image`` decodes it) from encoded images (``bytes``), PIL images or
     ``(height, width[, channels])`` uint8 numpy arrays; the last two are encoded with PIL as
-    ``format`` (``"PNG"``, lossless, by default; ``"JPEG"`` or ``"WEBP"`` with ``quality=``
-    and PIL's other ``save`` arguments). ``None`` stays a null. Over 2 GiB of bytes gives a
-    ``large_binary`` column.
+    ``format``. ``None`` stays a null. Over 2 GiB of bytes gives a ``large_binary`` column.
 
+    Parameters
+    ----------
+    images : iterable
+        Each an encoded image (``bytes``, ``bytearray``, ``memoryview``), a PIL image, a
+        uint8 array or ``None``.
+    format : str, default "PNG"
+        PIL's format for the images it encodes: ``"PNG"`` (lossless), ``"JPEG"`` or ``"WEBP"``.
+    **save : Any
+        PIL's other ``save`` arguments, such as ``quality=``.
+
+    Returns
+    -------
+    pa.Array
+        ``binary``, or ``large_binary`` past 2 GiB.
+
+    Raises
+    ------
+    TypeError
+        For an array that is not uint8 with 2 or 3 dimensions.
+
+    Examples
+    --------
     >>> import numpy as np
     >>> images_to_column([np.zeros((4, 4, 3), np.uint8), None]).null_count
     1
@@ -339,11 +488,32 @@ def _encode_image(image: Any, index: int, format: str, save: dict[str, Any]) -> 
 def batch_to_tensor(
     batch: Any, *, dtype: torch.dtype | str | None = None, null_value: float | None = None
 ) -> torch.Tensor:
-    """The same as :func:`tbl_to_tensor`, for one batch."""
+    """The same as :func:`tbl_to_tensor`, for one batch.
+
+    Parameters
+    ----------
+    batch : pa.RecordBatch or pa.Table
+        The batch (anything :func:`tbl_to_tensor` takes).
+    dtype : torch.dtype or str, optional
+        The tensor's type instead of the columns' common type.
+    null_value : float, optional
+        What a null becomes; without it a null raises ValueError.
+
+    Returns
+    -------
+    torch.Tensor
+        Shape ``(columns, rows)``.
+    """
     return tbl_to_tensor(batch, dtype=dtype, null_value=null_value)
 
 
 def passthrough(batch: Any) -> Any:
     """A collate function that returns the batch as it is; unlike ``lambda x: x`` it can be
-    pickled to spawned DataLoader workers."""
+    pickled to spawned DataLoader workers.
+
+    Parameters
+    ----------
+    batch : Any
+        Returned as it is.
+    """
     return batch

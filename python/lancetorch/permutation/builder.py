@@ -113,6 +113,17 @@ class PermutationBuilder:
     Steps run in this order whatever the call order: ``filter``, then the split, then
     ``shuffle``. Without a split every row is in split 0. Splits have names only when
     ``split_names`` gives them; they can always be read by number.
+
+    Parameters
+    ----------
+    table : Table
+        The base table (a LanceDB table too, read as
+        :func:`lancetorch.table.as_lancetorch_table` gives it).
+
+    Raises
+    ------
+    TypeError
+        For a ``table`` that is neither.
     """
 
     def __init__(self, table: Any) -> None:
@@ -151,7 +162,39 @@ class PermutationBuilder:
         split_names: Sequence[str] | None = None,
     ) -> PermutationBuilder:
         """Rows go to splits at random (in clumps of contiguous rows when ``clump_size`` is
-        set); each split keeps ascending row order until :meth:`shuffle`."""
+        set); each split keeps ascending row order until :meth:`shuffle`.
+
+        Exactly one of ``ratios``, ``counts`` and ``fixed`` gives the split sizes, by LanceDB's
+        rules.
+
+        Parameters
+        ----------
+        ratios : sequence of float, optional
+            Each split's fraction of the rows (rounded; where the ratios add up to 1, every row
+            goes to a split).
+        counts : sequence of int, optional
+            Each split's number of rows.
+        fixed : int, optional
+            A number of equal splits (``rows // fixed`` rows each; the rest are left out).
+        seed : int, optional
+            The seed, 0 to 2**64 - 1; by default one drawn at random here.
+        clump_size : int, optional
+            Runs of this many contiguous rows go to a split together (1 or more).
+        split_names : sequence of str, optional
+            One distinct name per split.
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            For none or more than one of ``ratios``, ``counts`` and ``fixed``, sizes the rows
+            cannot meet (checked here when there is no filter), a seed or ``clump_size`` out of
+            range, names that are not one per split or repeat, or a second split step.
+        """
         args = self._sizes_args(ratios, counts, fixed)
         _check_clump(clump_size)
         k = len(args["ratios"] or args["counts"] or []) or args["fixed"]
@@ -168,7 +211,32 @@ class PermutationBuilder:
         fixed: int | None = None,
         split_names: Sequence[str] | None = None,
     ) -> PermutationBuilder:
-        """The first rows go to split 0, the next to split 1, and so on."""
+        """The first rows go to split 0, the next to split 1, and so on.
+
+        Exactly one of ``ratios``, ``counts`` and ``fixed`` gives the split sizes, as for
+        :meth:`split_random`.
+
+        Parameters
+        ----------
+        ratios : sequence of float, optional
+            Each split's fraction of the rows.
+        counts : sequence of int, optional
+            Each split's number of rows.
+        fixed : int, optional
+            A number of equal splits.
+        split_names : sequence of str, optional
+            One distinct name per split.
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            As for :meth:`split_random`.
+        """
         args = self._sizes_args(ratios, counts, fixed)
         k = len(args["ratios"] or args["counts"] or []) or args["fixed"]
         return self._set_split("sequential", sizes=args, names=_check_names(split_names, k))
@@ -182,8 +250,31 @@ class PermutationBuilder:
         split_names: Sequence[str] | None = None,
     ) -> PermutationBuilder:
         """Each row's split is a stable hash of its ``columns`` values, so a row never changes
-        split when other rows come or go. Split ``i`` gets ``split_weights[i]`` parts out of
-        ``sum(split_weights) + discard_weight``; rows hashed into the discard part are left out."""
+        split when other rows come or go.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            The columns hashed (one name is a list of one); at least one.
+        split_weights : sequence of int
+            Split ``i`` gets ``split_weights[i]`` parts out of
+            ``sum(split_weights) + discard_weight``; each above 0.
+        discard_weight : int, optional
+            Parts whose rows are left out; by default none.
+        split_names : sequence of str, optional
+            One distinct name per split.
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            For no column or one not in the table, a weight that is not above 0, a negative
+            ``discard_weight``, names that are not one per split or repeat, or a second split step.
+        """
         if isinstance(columns, str):
             columns = [columns]
         columns = list(columns)
@@ -213,7 +304,26 @@ class PermutationBuilder:
         self, calculation: str, split_names: Sequence[str] | None = None
     ) -> PermutationBuilder:
         """A SQL expression gives each row's split number (0, 1, ...); rows where it is null
-        or negative are left out."""
+        or negative are left out.
+
+        Parameters
+        ----------
+        calculation : str
+            One SQL expression of integer type, evaluated by Lance when :meth:`execute` runs.
+        split_names : sequence of str, optional
+            Distinct names of splits 0, 1, ...; the expression must not give a split past them.
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            For an empty expression or more than one statement, repeated names, or a second split
+            step.
+        """
         if not isinstance(calculation, str) or not calculation.strip():
             raise ValueError(f"split_calculated needs a SQL expression, got {calculation!r}")
         _one_expression(calculation, "split_calculated")
@@ -226,13 +336,48 @@ class PermutationBuilder:
     ) -> PermutationBuilder:
         """Shuffle the rows of each split (clumps of ``clump_size`` neighbouring rows move as
         one). Without a seed one is drawn at random here: each builder's order differs, and
-        executing the same builder again repeats it."""
+        executing the same builder again repeats it.
+
+        Parameters
+        ----------
+        seed : int, optional
+            The seed, 0 to 2**64 - 1.
+        clump_size : int, optional
+            Rows that move as one (1 or more).
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            For a seed or ``clump_size`` out of range.
+        """
         _check_clump(clump_size)
         self._shuffle = (_seed(seed), clump_size)
         return self
 
     def filter(self, filter: str) -> PermutationBuilder:
-        """Keep the rows where the SQL predicate is true (null counts as false)."""
+        """Keep the rows where the SQL predicate is true (null counts as false).
+
+        Parameters
+        ----------
+        filter : str
+            One SQL predicate, evaluated by Lance when :meth:`execute` runs (ValueError there
+            when it cannot be evaluated or is not true/false).
+
+        Returns
+        -------
+        PermutationBuilder
+            This builder.
+
+        Raises
+        ------
+        ValueError
+            For an empty predicate or more than one statement.
+        """
         if not isinstance(filter, str) or not filter.strip():
             raise ValueError(f"filter needs a SQL predicate, got {filter!r}")
         _one_expression(filter, "filter")
@@ -331,4 +476,15 @@ class PermutationBuilder:
 
 
 def permutation_builder(table: Any) -> PermutationBuilder:
+    """A :class:`PermutationBuilder` of ``table`` (LanceDB's name for making one).
+
+    Parameters
+    ----------
+    table : Table
+        The base table (a LanceDB table too).
+
+    Returns
+    -------
+    PermutationBuilder
+    """
     return PermutationBuilder(table)

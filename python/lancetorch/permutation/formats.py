@@ -17,30 +17,95 @@ class Transforms:
 
     @staticmethod
     def arrow2arrow(batch: pa.RecordBatch) -> pa.RecordBatch:
+        """The ``arrow`` format: the batch as it is.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        pa.RecordBatch
+        """
         return batch
 
     @staticmethod
     def arrow2python(batch: pa.RecordBatch) -> list[dict[str, Any]]:
+        """The ``python`` format: one dict per row.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        list of dict
+        """
         return batch.to_pylist()
 
     @staticmethod
     def arrow2python_col(batch: pa.RecordBatch) -> dict[str, list[Any]]:
+        """The ``python_col`` format: one list per column.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        dict[str, list]
+        """
         return batch.to_pydict()
 
     @staticmethod
     def arrow2polars(batch: pa.RecordBatch) -> Any:
+        """The ``polars`` format: a polars DataFrame.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        polars.DataFrame
+        """
         import polars as pl
 
         return pl.from_arrow(batch)
 
     @staticmethod
     def arrow2pandas(batch: pa.RecordBatch) -> Any:
+        """The ``pandas`` format: a pandas DataFrame.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
         return batch.to_pandas()
 
     @staticmethod
     def arrow2numpy(batch: pa.RecordBatch) -> dict[str, np.ndarray]:
-        """One array per column; fixed-width columns without nulls are not copied, fixed-size
-        lists become 2-D ``(rows, size)`` arrays."""
+        """The ``numpy`` format: one array per column; fixed-width columns without nulls are not
+        copied, fixed-size lists become 2-D ``(rows, size)`` arrays.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        dict[str, np.ndarray]
+        """
         out = {}
         for name, column in zip(batch.schema.names, batch.columns):
             if pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
@@ -53,19 +118,53 @@ class Transforms:
 
     @staticmethod
     def arrow2torch_col(batch: pa.RecordBatch) -> Any:
+        """The ``torch_col`` format: one ``(columns, rows)`` tensor, as :func:`tbl_to_tensor`
+        makes it.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read (numbers and bools).
+
+        Returns
+        -------
+        torch.Tensor
+        """
         return tbl_to_tensor(batch)
 
     @staticmethod
     def arrow2torch(batch: pa.RecordBatch) -> list[Any]:
-        """Per-row tensors: views into one ``(columns, rows)`` tensor from the Rust take."""
+        """The ``torch`` and ``torch_row`` formats: per-row tensors, views into one
+        ``(columns, rows)`` tensor from the Rust take.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read (numbers and bools).
+
+        Returns
+        -------
+        list of torch.Tensor
+        """
         return list(tbl_to_tensor(batch).T.unbind(0))
 
     @staticmethod
     def arrow2torch_dict(batch: pa.RecordBatch) -> list[TorchRow]:
-        """Per-row mappings: numbers as 0-d tensors and fixed-size lists as ``(size,)``
-        tensors, views into one batched tensor per column made when read (the default collate
-        gives the batched tensors back as they are), strings and bytes as they are. Columns
-        that need a spec (token lists) go through ``with_format("torch_dict", decode=...)``."""
+        """The ``torch_dict`` format: per-row mappings, numbers as 0-d tensors and fixed-size lists
+        as ``(size,)`` tensors, views into one batched tensor per column made when read (the
+        default collate gives the batched tensors back as they are), strings and bytes as they
+        are. Columns that need a spec (token lists) go through
+        ``with_format("torch_dict", decode=...)``.
+
+        Parameters
+        ----------
+        batch : pa.RecordBatch
+            The rows read.
+
+        Returns
+        -------
+        list of TorchRow
+        """
         return _TorchDict()(batch)
 
 

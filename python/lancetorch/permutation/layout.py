@@ -27,7 +27,18 @@ def _perm_arrow(permutation_table: Any) -> pa.Table:
 
 
 def split_names_of(permutation_table: Any) -> list[str]:
-    """The split names stored in a permutation table's metadata ([] when it names none)."""
+    """The split names stored in a permutation table's metadata ([] when it names none).
+
+    Parameters
+    ----------
+    permutation_table : Table or pa.Table
+        Anything with a ``schema`` (lancetorch's, LanceDB's, or Arrow data); LanceDB's
+        metadata key and lancetorch's older one are both read.
+
+    Returns
+    -------
+    list of str
+    """
     meta = permutation_table.schema.metadata or {}
     raw = meta.get(_NAMES_KEY, meta.get(_OLD_NAMES_KEY))
     return [] if raw is None else list(json.loads(raw))

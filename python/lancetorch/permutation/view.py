@@ -25,7 +25,25 @@ from .layout import _OLD_ROW_OFFSET, ROW_ID, SPLIT_ID, _perm_arrow, split_names_
 class ReadPlan:
     """The rows and columns of a Permutation, as a reader takes them: position ``i`` of the
     view is base-table row ``rows[i]`` (or ``offset + i`` where ``rows`` is None, a window of
-    the table itself); ``columns`` are base columns, shown as ``renames.get(c, c)``."""
+    the table itself); ``columns`` are base columns, shown as ``renames.get(c, c)``.
+
+    Made by :meth:`Permutation.read_plan`.
+
+    Parameters
+    ----------
+    table : Table
+        The base table.
+    rows : np.ndarray or None
+        The base-table row of each position, or ``None`` for a window of the table itself.
+    offset : int
+        The first position's row where ``rows`` is ``None``.
+    length : int
+        The number of positions.
+    columns : list of str
+        The base columns read, in output order.
+    renames : dict[str, str]
+        Base column to output name, for the columns shown under another name.
+    """
 
     table: Table
     rows: np.ndarray | None
@@ -97,7 +115,23 @@ class Permutation:
     Permutation and leaves this one as it was. Its attributes are LanceDB's:
     ``base_table``, ``permutation_table``, ``split`` (a number), ``selection`` (output name to
     base column), ``batch_size``, ``transform_fn``, ``offset`` and ``limit`` (``with_skip`` and
-    ``with_take``), ``connection_factory``.
+    ``with_take``), ``connection_factory``. Make one with :meth:`identity` or
+    :meth:`from_tables`.
+
+    Parameters
+    ----------
+    base_table : Table
+        The table read.
+    rows : np.ndarray or None
+        The base table's row offset of each position, in read order; ``None``: every row in
+        table order.
+    permutation_table : Any, optional
+        The permutation table the rows came from (kept as the ``permutation_table``
+        attribute).
+    split : int, default 0
+        The split the rows are (the ``split`` attribute).
+    selection : dict[str, str], optional
+        Output name to base column; by default every column under its own name.
     """
 
     def __init__(
@@ -128,7 +162,17 @@ class Permutation:
     # -- construction -------------------------------------------------------------------------
     @classmethod
     def identity(cls, table: Any) -> Permutation:
-        """All rows of ``table`` in table order."""
+        """All rows of ``table`` in table order.
+
+        Parameters
+        ----------
+        table : Table
+            The table (a LanceDB table too).
+
+        Returns
+        -------
+        Permutation
+        """
         return cls(as_lancetorch_table(table), None)
 
     @classmethod
@@ -139,8 +183,30 @@ class Permutation:
         over ``base_table``; without a permutation table, all rows in order.
 
         Split 0 by default, never every split: reading a permutation table without naming a
-        split must not mix the test rows into training. A split with no rows raises
-        ValueError ("No rows found"), as does a split name the table does not define.
+        split must not mix the test rows into training.
+
+        Parameters
+        ----------
+        base_table : Table
+            The table read (a LanceDB table too).
+        permutation_table : Table or pa.Table, optional
+            What :meth:`PermutationBuilder.execute` made (or LanceDB's, or its Arrow data):
+            ``row_id`` and ``split_id`` columns.
+        split : str or int, optional
+            The split's name (from the table's split names) or number; only with a permutation
+            table.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For a split with no rows ("No rows found"), a split name the table does not define,
+            a split without a permutation table, or a table that is not a permutation table.
+        TypeError
+            For a split that is neither a name nor a number.
         """
         base = as_lancetorch_table(base_table)
         if permutation_table is None:
@@ -277,7 +343,22 @@ class Permutation:
     # -- views --------------------------------------------------------------------------------
     def select_columns(self, columns: Sequence[str]) -> Permutation:
         """Only these columns, in this order (never adds back a removed one); ``_rowid``
-        selects each row's row id. The others are never read."""
+        selects each row's row id. The others are never read.
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Output names of this view (one name is a list of one), or ``_rowid``.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For no column, or one not in the view.
+        """
         if isinstance(columns, str):
             columns = [columns]
         if columns is None or len(columns) == 0:
@@ -296,7 +377,22 @@ class Permutation:
         return self._copy(selection=selection)
 
     def remove_columns(self, columns: Sequence[str]) -> Permutation:
-        """Without these columns (names not in the view are ignored, as in LanceDB)."""
+        """Without these columns (names not in the view are ignored, as in LanceDB).
+
+        Parameters
+        ----------
+        columns : sequence of str
+            Output names (one name is a list of one).
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            When no column would be left.
+        """
         if isinstance(columns, str):
             columns = [columns]
         drop = set(columns)
@@ -306,7 +402,24 @@ class Permutation:
         return self._copy(selection=selection)
 
     def rename_column(self, old_name: str, new_name: str) -> Permutation:
-        """Show column ``old_name`` as ``new_name`` (it moves to the end, as in LanceDB)."""
+        """Show column ``old_name`` as ``new_name`` (it moves to the end, as in LanceDB).
+
+        Parameters
+        ----------
+        old_name : str
+            An output name of this view.
+        new_name : str
+            A name not in the view.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For an ``old_name`` not in the view, or a ``new_name`` already there.
+        """
         if old_name not in self.selection:
             raise ValueError(
                 f"Cannot rename column `{old_name}` because it does not exist; columns: "
@@ -322,6 +435,24 @@ class Permutation:
         return self._copy(selection=selection)
 
     def rename_columns(self, column_map: dict[str, str]) -> Permutation:
+        """Rename several columns, one after another as :meth:`rename_column` does.
+
+        Parameters
+        ----------
+        column_map : dict[str, str]
+            Old name to new name.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        TypeError
+            For a ``column_map`` that is not a dict.
+        ValueError
+            As :meth:`rename_column`.
+        """
         if not isinstance(column_map, dict):
             raise TypeError(
                 f"rename_columns takes a dict of old name -> new name, got "
@@ -333,9 +464,27 @@ class Permutation:
         return new
 
     def with_format(self, format: str, *, decode: dict[str, Any] | None = None) -> Permutation:
-        """One of: arrow, python (default), python_col, polars, pandas, numpy, torch_col,
-        torch, torch_row, torch_dict. ``decode={column: spec}`` (``lancetorch.decode``) says,
-        for torch_dict, how token lists and text columns become values."""
+        """The rows in another output format.
+
+        Parameters
+        ----------
+        format : str
+            One of: arrow, python (default), python_col, polars, pandas, numpy, torch_col,
+            torch, torch_row, torch_dict (see :class:`Transforms`).
+        decode : dict[str, spec], optional
+            ``{column: spec}`` (``lancetorch.decode``): for torch_dict, how token lists and text
+            columns become values.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For an unknown format, ``decode`` with another format than torch_dict, or a spec
+            that packs tokens.
+        """
         if format not in _FORMATS:
             raise ValueError(f"Invalid format: {format}; choose one of {list(_FORMATS)}")
         if decode is not None:
@@ -345,27 +494,92 @@ class Permutation:
         return self._copy(transform_fn=_FORMATS[format], _format=format)
 
     def with_transform(self, transform: Callable[[pa.RecordBatch], Any]) -> Permutation:
-        """Apply ``transform`` to each Arrow batch instead of a format."""
+        """Apply ``transform`` to each Arrow batch instead of a format.
+
+        Parameters
+        ----------
+        transform : callable
+            A function of a ``pyarrow.RecordBatch``.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        TypeError
+            For a ``transform`` that is not callable.
+        """
         if not callable(transform):
             raise TypeError(f"transform must be callable, got {type(transform).__name__}")
         return self._copy(transform_fn=transform, _format=None)
 
     def with_batch_size(self, batch_size: int) -> Permutation:
+        """Read ``batch_size`` rows a batch when iterated (default 100).
+
+        Parameters
+        ----------
+        batch_size : int
+            1 or more.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For a batch size under 1.
+        """
         if isinstance(batch_size, bool) or int(batch_size) < 1:
             raise ValueError(f"batch_size={batch_size} must be 1 or more")
         return self._copy(batch_size=int(batch_size))
 
     def with_skip(self, skip: int) -> Permutation:
         """Leave out the first ``skip`` rows of the split (a second call replaces the first,
-        as in LanceDB); applied before :meth:`with_take`. ValueError when the skip, or the
-        skip and the take together, pass the end."""
+        as in LanceDB); applied before :meth:`with_take`.
+
+        Parameters
+        ----------
+        skip : int
+            Rows to leave out, 0 or more.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            When the skip, or the skip and the take together, pass the end, or the skip is
+            negative.
+        TypeError
+            For a skip that is not a whole number.
+        """
         skip = _count(skip, "with_skip")
         self._check_window(skip, self.limit)
         return self._copy(offset=skip)
 
     def with_take(self, limit: int) -> Permutation:
         """Only ``limit`` rows, counted after any :meth:`with_skip` (a second call replaces
-        the first). ValueError when they pass the end, as in LanceDB."""
+        the first).
+
+        Parameters
+        ----------
+        limit : int
+            Rows to read, 0 or more.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            When they pass the end, as in LanceDB, or the limit is negative.
+        TypeError
+            For a limit that is not a whole number.
+        """
         limit = _count(limit, "with_take")
         self._check_window(self.offset, limit)
         return self._copy(limit=limit)
@@ -389,19 +603,54 @@ class Permutation:
             )
 
     def skip(self, skip: int) -> Permutation:
-        """Deprecated: :meth:`with_skip`."""
+        """Deprecated: :meth:`with_skip`.
+
+        Parameters
+        ----------
+        skip : int
+            As :meth:`with_skip`.
+
+        Returns
+        -------
+        Permutation
+        """
         warnings.warn("skip() is deprecated; use with_skip()", DeprecationWarning, stacklevel=2)
         return self.with_skip(skip)
 
     def take(self, limit: int) -> Permutation:
-        """Deprecated: :meth:`with_take`."""
+        """Deprecated: :meth:`with_take`.
+
+        Parameters
+        ----------
+        limit : int
+            As :meth:`with_take`.
+
+        Returns
+        -------
+        Permutation
+        """
         warnings.warn("take() is deprecated; use with_take()", DeprecationWarning, stacklevel=2)
         return self.with_take(limit)
 
     def with_connection_factory(self, connection_factory: Callable[[str], Any]) -> Permutation:
         """Reopen the base table with ``connection_factory(table_name)`` wherever this
         permutation is unpickled (DataLoader workers); the table itself, and any credentials
-        of its connection, are then left out of the pickle."""
+        of its connection, are then left out of the pickle.
+
+        Parameters
+        ----------
+        connection_factory : callable
+            ``table_name -> table``; the rows are found again there by their row ids.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        TypeError
+            For a factory that is not callable.
+        """
         if not callable(connection_factory):
             raise TypeError(
                 f"the connection factory must be callable, got {type(connection_factory).__name__}"
@@ -444,7 +693,23 @@ class Permutation:
         return _native.normalize_offsets(as_offsets(indices), len(self))
 
     def take_offsets(self, offsets: Any) -> Any:
-        """Rows at these positions of the permutation, in the output format."""
+        """Rows at these positions of the permutation, in the output format.
+
+        Parameters
+        ----------
+        offsets : list, range, np.ndarray, torch.Tensor or pa.Array of int
+            Positions in this view; negative counts from the end.
+
+        Returns
+        -------
+        Any
+            What the format (or transform) makes of the rows.
+
+        Raises
+        ------
+        IndexError
+            For a position out of range.
+        """
         base = self._base()
         if self._rows is None and not self.offset and self.limit is None and self._whole(base):
             # Every row and column in table order: positions are row offsets, checked by
@@ -470,7 +735,24 @@ class Permutation:
     def __getitem__(self, index: Any) -> Any:
         """One row: a dict, or a tensor, in the row formats (python, torch, torch_row,
         torch_dict), a one-row batch in the others; a slice gives those rows. (LanceDB gives
-        a list of one row here; see the README's differences.)"""
+        a list of one row here; see the README's differences.)
+
+        Parameters
+        ----------
+        index : int or slice
+            A position (negative counts from the end), or a slice of positions.
+
+        Returns
+        -------
+        Any
+
+        Raises
+        ------
+        TypeError
+            For an index that is not an integer or a slice.
+        IndexError
+            For a position out of range.
+        """
         if isinstance(index, slice):
             return self.take_offsets(range(*index.indices(len(self))))
         if isinstance(index, (bool, np.bool_)) or not isinstance(index, (int, np.integer)):
@@ -491,13 +773,35 @@ class Permutation:
         rank: int | None = None,
         world_size: int | None = None,
     ) -> Iterator[Any]:
-        """Batches of ``batch_size`` rows (default: ``with_batch_size``, 100): in order, or
-        with ``shuffle=True`` in the order :class:`lancetorch.sampler.BatchSampler` gives for
-        ``(seed, epoch)``.
+        """Batches of ``batch_size`` rows: in order, or with ``shuffle=True`` in the order
+        :class:`lancetorch.sampler.BatchSampler` gives for ``(seed, epoch)``.
 
         A shuffled read is a training read: under ``torch.distributed`` (or ``RANK`` and
         ``WORLD_SIZE``) each rank gets its own share of the epoch, as with ``BatchSampler``.
-        A read in order gives every row unless ``rank`` and ``world_size`` are passed."""
+        A read in order gives every row unless ``rank`` and ``world_size`` are passed.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            Rows a batch; by default the view's (``with_batch_size``, 100).
+        skip_last_batch : bool, default False
+            Leave out a short last batch.
+        shuffle : bool, default False
+            Read in a seeded shuffled order.
+        seed : int, optional
+            The shuffle's seed, as ``BatchSampler`` takes it.
+        epoch : int, default 0
+            The epoch whose order is read.
+        rank : int, optional
+            This rank, as ``BatchSampler`` takes it.
+        world_size : int, optional
+            The number of ranks, as ``BatchSampler`` takes it.
+
+        Yields
+        ------
+        Any
+            Each batch in the output format.
+        """
         size = self.batch_size if batch_size is None else batch_size
         if not shuffle and rank is None and world_size is None:
             rank, world_size = 0, 1
@@ -567,6 +871,13 @@ class Permutations:
 
     ``split_names`` lists the names the table defines ([] when none), ``split_dict`` maps
     each name to its split number.
+
+    Parameters
+    ----------
+    base_table : Table
+        The table read (a LanceDB table too).
+    permutation_table : Table or pa.Table
+        What :meth:`PermutationBuilder.execute` made (or LanceDB's, or its Arrow data).
     """
 
     def __init__(self, base_table: Any, permutation_table: Any) -> None:
@@ -577,12 +888,44 @@ class Permutations:
         self.split_dict = {name: i for i, name in enumerate(self.split_names)}
 
     def get_by_name(self, name: str) -> Permutation:
+        """The split named ``name``.
+
+        Parameters
+        ----------
+        name : str
+            One of ``split_names``.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For a name the table does not define.
+        """
         index = self.split_dict.get(name)
         if index is None:
             raise ValueError(f"No split named `{name}` found; splits: {self.split_names}")
         return self.get_by_index(index)
 
     def get_by_index(self, index: int) -> Permutation:
+        """Split number ``index``.
+
+        Parameters
+        ----------
+        index : int
+            The split's number.
+
+        Returns
+        -------
+        Permutation
+
+        Raises
+        ------
+        ValueError
+            For a split with no rows.
+        """
         return Permutation.from_tables(self.base_table, self._arrow, index)._copy(
             permutation_table=self.permutation_table
         )
