@@ -477,6 +477,34 @@ pub fn normalize(offsets: &[i64], num_rows: u64) -> Result<Vec<u64>> {
         .collect()
 }
 
+/// Positions of a view of `length` rows (negative counts from the end) as row offsets of the
+/// table under it, each checked once: the view starts `start` rows into `rows` (the table's
+/// offsets in the view's own order) or, without `rows`, into the table itself.
+pub fn view_offsets(
+    positions: &[i64],
+    length: u64,
+    start: u64,
+    rows: Option<&[i64]>,
+) -> Result<Vec<i64>> {
+    let end = start.checked_add(length);
+    if let Some(rows) = rows {
+        if end.is_none_or(|end| end > rows.len() as u64) {
+            return Err(Error::Value(format!(
+                "a view of {length} rows from position {start} of an order of {} rows",
+                rows.len()
+            )));
+        }
+    }
+    let checked = normalize(positions, length)?;
+    Ok(match rows {
+        Some(rows) => checked
+            .iter()
+            .map(|&p| rows[(start + p) as usize])
+            .collect(),
+        None => checked.iter().map(|&p| (start + p) as i64).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -688,5 +716,32 @@ mod tests {
         let mut builder = StoreBuilder::new(schema(), 6);
         builder.push(good).unwrap();
         assert!(builder.push(bad).is_err());
+    }
+
+    #[test]
+    fn view_offsets_check_positions_against_the_view_then_map_them() {
+        let rows = [40, 10, 30, 20, 0];
+        assert_eq!(
+            view_offsets(&[0, -1, 1], 3, 1, Some(&rows)).unwrap(),
+            vec![10, 20, 30]
+        );
+        assert_eq!(view_offsets(&[1, -2], 4, 5, None).unwrap(), vec![6, 7]);
+        let err = view_offsets(&[3], 3, 1, Some(&rows)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::RowOutOfRange {
+                    offset: 3,
+                    rows: 3,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(
+            view_offsets(&[0], 3, 3, Some(&rows)).is_err(),
+            "window past the order"
+        );
+        assert!(view_offsets(&[0], 1, u64::MAX, Some(&rows)).is_err());
     }
 }

@@ -18,6 +18,7 @@ import torch
 from conftest import sample_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lancetorch import _native
 from lancetorch.permutation import Permutation, PermutationBuilder, Permutations
 from lancetorch.util import passthrough, tbl_to_tensor
 from torch.utils.data import DataLoader
@@ -418,6 +419,31 @@ def test_skip_take_compose_as_slices(n, ops):
     if want:
         assert p[-1]["id"] == want[-1]
         assert p[0]["id"] == want[0]
+
+
+@PROPS
+@given(
+    data=st.data(),
+    size=st.integers(0, 30),
+    ordered=st.booleans(),
+)
+def test_view_positions_map_to_table_offsets_as_numpy_indexing(data, size, ordered):
+    """A view's positions become table offsets in one Rust pass: checked against the view's
+    length (negative from the end), then read through its window of its order."""
+    rows = np.random.default_rng(size).permutation(size).astype(np.int64)
+    start = data.draw(st.integers(0, size))
+    length = data.draw(st.integers(0, size - start))
+    positions = data.draw(st.lists(st.integers(-length - 2, length + 1), max_size=12))
+    window = rows[start : start + length] if ordered else np.arange(start, start + length)
+    args = (length, start, pa.array(rows) if ordered else None)
+    if all(-length <= p < length for p in positions):
+        want = window[np.array(positions, dtype=np.int64)].tolist() if positions else []
+        assert _native.view_offsets(positions, *args).to_pylist() == want
+        assert _native.view_offsets(pa.array(positions, pa.int64()), *args).to_pylist() == want
+    else:
+        bad = next(p for p in positions if not -length <= p < length)
+        with pytest.raises(IndexError, match=f"row offset {bad} .*out of range"):
+            _native.view_offsets(positions, *args)
 
 
 # -- output formats -------------------------------------------------------------------------------

@@ -83,6 +83,12 @@ class DLPackTensor:
     def dtype(self) -> str: ...
 
 def normalize_offsets(offsets: list[int] | pa.Int64Array, num_rows: int) -> pa.Int64Array: ...
+def view_offsets(
+    positions: list[int] | pa.Int64Array,
+    length: int,
+    start: int = 0,
+    rows: pa.Int64Array | None = None,
+) -> pa.Int64Array: ...
 def batches_to_tensor(
     batches: list[pa.RecordBatch],
     dtype: str | None = None,

@@ -24,6 +24,30 @@ pub fn normalize_offsets<'py>(
     arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
 }
 
+/// Positions of a view (a list of ints or an int64 array; negative counts from the end)
+/// checked against its `length` and turned into row offsets of the table under it, as an
+/// int64 array: `rows[start + position]` when the view has an order of its own (`rows`, an
+/// int64 array of the table's offsets), else `start + position`.
+#[pyfunction]
+#[pyo3(signature = (positions, length, start=0, rows=None))]
+pub fn view_offsets<'py>(
+    py: Python<'py>,
+    positions: &Bound<'py, PyAny>,
+    length: u64,
+    start: u64,
+    rows: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let positions = crate::py::arrow::offsets_from_py(positions)?;
+    let offsets = match rows {
+        Some(rows) => crate::py::arrow::with_offsets(rows, |rows| {
+            crate::store::view_offsets(&positions, length, start, Some(rows))
+        })??,
+        None => crate::store::view_offsets(&positions, length, start, None)?,
+    };
+    let out = arrow_array::Int64Array::from(offsets);
+    arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
+}
+
 /// A memory table's data, held in Rust.
 #[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
 pub struct PyColumnStore {

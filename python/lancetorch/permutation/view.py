@@ -658,16 +658,33 @@ class Permutation:
         return self._copy(connection_factory=connection_factory)
 
     # -- reading ------------------------------------------------------------------------------
-    def _offsets(self, positions: pa.Array) -> pa.Array:
-        """Row offsets in the base table of (checked, non-negative) positions of this view."""
-        lo = self._window[0]  # (reopens the base table first, where it was left behind)
-        if self._rows is None:
-            return positions if lo == 0 else pa.array(positions.to_numpy() + lo)
-        return pa.array(self._rows[positions.to_numpy() + lo])
+    def _offsets(self, indices: Any) -> pa.Array:
+        """Row offsets in the base table of positions of this view (a list of ints or
+        anything ``as_offsets`` takes; negative counts from the end), checked against the
+        view and mapped through its order and window in one pass in Rust."""
+        lo, hi = self._window  # (reopens the base table first, where it was left behind)
+        rows = self._rows_array()
+        if type(indices) is list:  # the DataLoader's batch: read by Rust without conversion
+            try:
+                return _native.view_offsets(indices, hi - lo, lo, rows)
+            except TypeError:
+                pass  # not all plain ints: as_offsets accepts numpy ints or explains why
+        return _native.view_offsets(as_offsets(indices), hi - lo, lo, rows)
 
-    def _arrow(self, positions: pa.Array) -> pa.RecordBatch:
-        """Rows at (checked, non-negative) positions of this view, as Arrow."""
-        offsets = self._offsets(positions)
+    def _rows_array(self) -> pa.Array | None:
+        """The view's order as an int64 Arrow array over the same memory, made once per
+        order (a reopened table finds its rows again, a new order)."""
+        if self._rows is None:
+            return None
+        made = self.__dict__.get("_rows_arrow")
+        if made is None or made[0] is not self._rows:
+            made = (self._rows, pa.array(self._rows, pa.int64()))
+            self.__dict__["_rows_arrow"] = made
+        return made[1]
+
+    def _arrow(self, indices: Any) -> pa.RecordBatch:
+        """Rows at positions of this view (negative counts from the end), as Arrow."""
+        offsets = self._offsets(indices)
         base = self._base()
         batch = base._take(offsets, None if self._whole(base) else self._base_columns())
         names = self.column_names
@@ -682,15 +699,6 @@ class Permutation:
 
     def _output(self, batch: pa.RecordBatch) -> Any:
         return self.transform_fn(batch)
-
-    def _positions(self, indices: Any) -> pa.Array:
-        """Indices checked against this view's length, negative ones counted from the end."""
-        if type(indices) is list:  # the DataLoader's batch: read by Rust without conversion
-            try:
-                return _native.normalize_offsets(indices, len(self))
-            except TypeError:
-                pass  # not all plain ints: as_offsets accepts numpy ints or explains why
-        return _native.normalize_offsets(as_offsets(indices), len(self))
 
     def take_offsets(self, offsets: Any) -> Any:
         """Rows at these positions of the permutation, in the output format.
@@ -715,7 +723,7 @@ class Permutation:
             # Every row and column in table order: positions are row offsets, checked by
             # the take itself (the DataLoader's hot path).
             return self._output(base._take(offsets))
-        return self._output(self._arrow(self._positions(offsets)))
+        return self._output(self._arrow(offsets))
 
     def _whole(self, base: Table) -> bool:
         """Whether this view shows the table's columns as they are, all of them in order
@@ -816,7 +824,7 @@ class Permutation:
         )
         sampler.set_epoch(epoch)
         for positions in sampler:
-            yield self._output(self._arrow(pa.array(positions)))
+            yield self._output(self._arrow(positions))
 
     def __iter__(self) -> Iterator[Any]:
         """Batches of ``batch_size`` rows, the last one left out when it is short (as in
@@ -826,6 +834,7 @@ class Permutation:
     # -- pickling -----------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
+        state.pop("_rows_arrow", None)  # made again from the rows where it is needed
         if self.connection_factory is not None:
             state["_table"] = None  # reopened by the factory; no connection state travels
             if self._rows is not None and "_row_ids" not in state:
