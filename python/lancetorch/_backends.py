@@ -336,10 +336,20 @@ class _LanceBackend:
             self._served[key] = (cached[1], positions)
             return cached[1].take(offsets, positions)
         rows = _native.normalize_offsets(offsets, self.count_rows()).to_numpy()
-        unique, inverse = np.unique(rows, return_inverse=True)
+        store, places = self.read_rows(rows, names)
+        return store.take(pa.array(places))
+
+    def read_rows(
+        self, rows: np.ndarray, names: list[str]
+    ) -> tuple[_native.ColumnStore, np.ndarray]:
+        """The rows at ``rows`` (checked, non-negative offsets; repeats allowed) read through
+        Lance once each, in offset order, as a store of the columns ``names`` in that order,
+        and the place of each asked row in it (int64): what an uncached take and a Loader
+        window both read."""
+        unique, places = np.unique(rows, return_inverse=True)
         fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
-        store = _native.ColumnStore(fetched, row_major=False)
-        return store.take(pa.array(inverse.astype(np.int64)))
+        fetched = fetched.select(names)  # in the order asked for, whatever Lance gives
+        return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
 
     def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
         """The cache written to shared memory for workers: the columns ``names`` (all when

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._backends import _LanceBackend, _MemoryBackend, _take_of
+from ._backends import _LanceBackend, _MemoryBackend
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, as_lancetorch_table
@@ -584,7 +584,6 @@ class Loader:
         todo = [k for k in range(len(groups)) if starts[k + 1] > position]
         backend = self._table._backend
         assert isinstance(backend, _LanceBackend)  # only a Lance table is read by windows
-        dataset = backend.dataset
 
         def mine(k: int) -> np.ndarray:
             """This rank's positions (of the permutation) in window ``k``, in read order."""
@@ -606,12 +605,9 @@ class Loader:
             positions, carry = positions[:keep], positions[keep:]
             if not len(positions):
                 return None, positions, carry
-            rows = self._table_rows(positions)
-            unique, local = np.unique(rows, return_inverse=True)
-            table = backend.call(_take_of(rows), dataset.take, unique, columns=self._names)
-            table = table.select(self._names)  # in the order asked for, whatever Lance gives
+            store, local = backend.read_rows(self._table_rows(positions), self._names)
             self._stats["read_s"] += time.perf_counter() - t0
-            return _native.ColumnStore(table, row_major=False), local.astype(np.int64), carry
+            return store, local, carry
 
         columns = list(range(len(self._names)))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
