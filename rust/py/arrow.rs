@@ -1,6 +1,13 @@
 //! The hot-path crossings between Python and the core: a batch out to pyarrow and back, and
 //! row offsets in, each in one call through the Arrow C Data Interface (no validation pass
 //! over data that pyarrow or this crate already produced).
+//!
+//! Data comes in through the Arrow PyCapsule interface (`__arrow_c_array__`), so any Arrow
+//! library's arrays and batches are read. Batches go out through pyarrow's
+//! `RecordBatch._import_from_c` given a pyarrow schema object kept per column selection: no
+//! public pyarrow call imports an array against a ready schema, and importing the schema
+//! again for every batch costs as much as the rest of the crossing (arrow-pyarrow's own
+//! export uses the same call).
 
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -16,7 +23,7 @@ use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyList, PyType};
+use pyo3::types::{PyCapsule, PyCapsuleMethods, PyList, PyType};
 
 use crate::dtype::DType;
 use crate::error::Error;
@@ -71,19 +78,8 @@ pub struct Exported {
 
 impl Exported {
     pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let py = obj.py();
-        let mut exported = Exported {
-            array: FFI_ArrowArray::empty(),
-            schema: FFI_ArrowSchema::empty(),
-        };
-        obj.call_method1(
-            pyo3::intern!(py, "_export_to_c"),
-            (
-                &raw mut exported.array as usize,
-                &raw mut exported.schema as usize,
-            ),
-        )?;
-        Ok(exported)
+        let (array, schema) = exported_structs(obj)?;
+        Ok(Exported { array, schema })
     }
 
     /// The batch, imported (its buffers shared, not copied).
@@ -341,14 +337,38 @@ pub fn int64_offsets(data: ArrayData) -> PyResult<arrow_buffer::ScalarBuffer<i64
     Ok(Int64Array::from(data).values().clone())
 }
 
-/// A pyarrow Array's data, imported without a copy.
+/// A pyarrow Array's data (or any Arrow PyCapsule producer's), imported without a copy.
 pub fn array_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
-    let mut array = FFI_ArrowArray::empty();
-    let mut schema = FFI_ArrowSchema::empty();
-    obj.call_method1(
-        pyo3::intern!(obj.py(), "_export_to_c"),
-        (&raw mut array as usize, &raw mut schema as usize),
-    )?;
-    // SAFETY: as in batch_from_py.
+    let (array, schema) = exported_structs(obj)?;
+    // SAFETY: the producer filled both structs; from_ffi takes over the array's release.
     Ok(unsafe { from_ffi(array, &schema) }.map_err(Error::from)?)
+}
+
+/// The C Data Interface structs an object exports through the Arrow PyCapsule interface
+/// (`__arrow_c_array__`, which pyarrow's arrays and batches, polars and other Arrow
+/// libraries have), moved out of their capsules: the capsules then release nothing, and the
+/// structs release the producer's data when dropped.
+fn exported_structs(obj: &Bound<'_, PyAny>) -> PyResult<(FFI_ArrowArray, FFI_ArrowSchema)> {
+    let py = obj.py();
+    let Some(method) = obj.getattr_opt(pyo3::intern!(py, "__arrow_c_array__"))? else {
+        return Err(PyTypeError::new_err(format!(
+            "expected Arrow data (an object with __arrow_c_array__, such as a pyarrow array \
+             or record batch), got {}",
+            obj.get_type().name()?
+        )));
+    };
+    let (schema, array): (Bound<'_, PyCapsule>, Bound<'_, PyCapsule>) =
+        method.call0()?.extract().map_err(|_| {
+            PyTypeError::new_err("__arrow_c_array__ must return a (schema, array) capsule pair")
+        })?;
+    let schema = schema.pointer_checked(Some(c"arrow_schema"))?;
+    let array = array.pointer_checked(Some(c"arrow_array"))?;
+    // SAFETY: the capsules hold an exported schema and array by the PyCapsule interface;
+    // `from_raw` moves each out, leaving a released struct for the capsule's destructor.
+    unsafe {
+        Ok((
+            FFI_ArrowArray::from_raw(array.cast().as_ptr()),
+            FFI_ArrowSchema::from_raw(schema.cast().as_ptr()),
+        ))
+    }
 }
