@@ -107,7 +107,9 @@ struct Column<'a> {
     chunks: Vec<&'a ArrayRef>,
 }
 
-fn check_columns<'a>(
+/// The batches' columns with their tensor types: an error naming the first column that is not
+/// a number or bool, or that holds nulls when `fill` gives nothing to put there.
+fn numeric_columns<'a>(
     batches: &'a [RecordBatch],
     fill: NullFill,
 ) -> Result<(Vec<Column<'a>>, Vec<DType>)> {
@@ -325,7 +327,7 @@ pub fn batch_to_tensor(
     fill: NullFill,
     share: Share,
 ) -> Result<HostTensor> {
-    let (columns, dtypes) = check_columns(batches, fill)?;
+    let (columns, dtypes) = numeric_columns(batches, fill)?;
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
     let target = match dtype {
         Some(d) => d,
