@@ -367,6 +367,17 @@ impl StoreBuilder {
         StoreBuilder { store, block }
     }
 
+    /// Positions of the columns the row-major block takes (none when the table gets no
+    /// block): a column among them leaves it later only if a batch brings nulls.
+    pub fn block_columns(&self) -> Vec<usize> {
+        let Some(block) = &self.block else {
+            return Vec::new();
+        };
+        (0..self.store.schema().fields().len())
+            .filter(|&c| block.slot(c).is_some())
+            .collect()
+    }
+
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
         self.store.check(&batch)?;
         let n = batch.num_rows();
@@ -629,6 +640,18 @@ mod tests {
         let store = built(105, &input);
         assert!(store.row_block(&[0, 2]).is_none());
         same_rows(&store, &input);
+    }
+
+    #[test]
+    fn a_builder_names_the_columns_its_block_takes() {
+        assert_eq!(
+            StoreBuilder::new(schema(), 70_000).block_columns(),
+            vec![0, 2, 3]
+        );
+        assert!(
+            StoreBuilder::new(schema(), 6).block_columns().is_empty(),
+            "too short"
+        );
     }
 
     #[test]

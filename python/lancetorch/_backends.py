@@ -60,14 +60,10 @@ class _MemoryBackend:
 
 
 def available_memory() -> int:
-    """Bytes of memory the kernel says are available now."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    """Bytes of memory the kernel says are available now (read where the core reads them)."""
+    free = _native.available_memory()
+    if free is not None:
+        return free
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
@@ -84,13 +80,6 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
         except ValueError:  # variable width
             total += rows * 64
     return total
-
-
-def _fixed_width(t: pa.DataType) -> bool:
-    """Whether the row-major block can hold a column of type ``t`` (numbers up to 8 bytes)."""
-    numeric = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
-    timely = pa.types.is_temporal(t) and not pa.types.is_interval(t)
-    return (numeric or timely) and t.bit_width <= 64
 
 
 def _scan_at(rows: int) -> str:
@@ -312,7 +301,7 @@ class _LanceBackend:
         # Lance's own batch size where every column can go into the row-major block (larger
         # batches make Lance join its pages into new buffers); large batches otherwise, as each
         # one stays a chunk of the columns kept as Arrow.
-        size = None if all(_fixed_width(f.type) for f in schema) else 1 << 18
+        size = None if len(builder.block_columns) == len(schema) else 1 << 18
         with _progress(rows, f"reading {os.path.basename(self.uri)}") as progress:
             scan = iter(self.dataset.to_batches(columns=wanted, batch_size=size))
             while (batch := self.call(_scan_at(progress.n), next, scan, None)) is not None:

@@ -12,7 +12,11 @@ __all__ = [
     "DLPackTensor",
     "Prefetcher",
     "normalize_offsets",
+    "view_offsets",
+    "available_memory",
     "batches_to_tensor",
+    "taken_to_tensor",
+    "table_of_batch",
     "batch_column_to_tensor",
     "split_sizes",
     "random_split",
@@ -61,6 +65,8 @@ class ColumnStoreBuilder:
     known: each batch's fixed-width columns go into the row-major block at once."""
 
     def __new__(cls, schema: pa.Schema, rows: int) -> Self: ...
+    @property
+    def block_columns(self) -> list[int]: ...
     def push(self, batch: pa.RecordBatch) -> None: ...
     def finish(self) -> ColumnStore: ...
 
@@ -83,6 +89,7 @@ class DLPackTensor:
     def dtype(self) -> str: ...
 
 def normalize_offsets(offsets: list[int] | pa.Int64Array, num_rows: int) -> pa.Int64Array: ...
+def available_memory() -> int | None: ...
 def view_offsets(
     positions: list[int] | pa.Int64Array,
     length: int,

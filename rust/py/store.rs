@@ -48,6 +48,12 @@ pub fn view_offsets<'py>(
     arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
 }
 
+/// Bytes of memory the kernel reports free, or None where it does not say.
+#[pyfunction]
+pub fn available_memory() -> Option<u64> {
+    crate::memory::available_bytes()
+}
+
 /// A memory table's data, held in Rust.
 #[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
 pub struct PyColumnStore {
@@ -225,6 +231,13 @@ impl PyStoreBuilder {
         PyStoreBuilder {
             inner: Some(StoreBuilder::new(Arc::new(schema.0), rows)),
         }
+    }
+
+    /// Positions of the columns the row-major block takes as it starts (see
+    /// [`StoreBuilder::block_columns`]).
+    #[getter]
+    fn block_columns(&mut self) -> PyResult<Vec<usize>> {
+        Ok(self.builder()?.block_columns())
     }
 
     /// Add a pyarrow RecordBatch (with the GIL released while it is laid out).
