@@ -129,7 +129,7 @@ fn copy_rows(srcs: &[&[u8]], locs: &[Loc], layout: Fixed, dst: &mut [u8]) {
             for (k, (d, &(c, r))) in dst.chunks_exact_mut(row_bytes).zip(locs).enumerate() {
                 if let Some(&(c, r)) = locs.get(k + ahead) {
                     let row = &srcs[c][r * row_bytes..(r + 1) * row_bytes];
-                    crate::rows::prefetch_l2(row.as_ptr() as usize, row_bytes);
+                    crate::row_block::prefetch_l2(row.as_ptr() as usize, row_bytes);
                 }
                 d.copy_from_slice(&srcs[c][r * row_bytes..(r + 1) * row_bytes]);
             }
@@ -166,7 +166,7 @@ pub fn gather_tensor(
     fill: crate::tensor::NullFill,
     pool: Option<&Arc<BufferPool>>,
 ) -> Option<Result<HostTensor>> {
-    if rows.len() > crate::rows::MAX_CONVERTED_ROWS {
+    if rows.len() > crate::row_block::MAX_CONVERTED_ROWS {
         return None;
     }
     let block = store.row_block(columns)?;
@@ -331,7 +331,7 @@ pub fn gather_with(
                 .into_iter()
                 .partition(|(i, _, _)| in_block(columns[*i]));
             jobs = rest;
-            let mut outs: Vec<crate::rows::ColumnOut> = from_block
+            let mut outs: Vec<crate::row_block::ColumnOut> = from_block
                 .into_iter()
                 .map(|(i, _, dst)| {
                     let (off, w) = rows_block.slot(columns[i]).expect("checked above");
@@ -706,7 +706,7 @@ mod tests {
             }
         }
         // Not for a column outside the block, nor for a batch the parallel gather serves.
-        let big: Vec<u64> = (0..crate::rows::MAX_CONVERTED_ROWS as u64 + 1).collect();
+        let big: Vec<u64> = (0..crate::row_block::MAX_CONVERTED_ROWS as u64 + 1).collect();
         assert!(gather_tensor(&store, &big, &[0, 1], None, None, None).is_none());
     }
 

@@ -17,7 +17,7 @@ pub mod loader;
 pub mod memory;
 pub mod permutation;
 pub mod pool;
-pub mod rows;
+pub mod row_block;
 pub mod store;
 pub mod tensor;
 pub mod threads;

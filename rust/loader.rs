@@ -47,12 +47,12 @@ pub struct Totals {
 
 /// An epoch's row offsets, in 4 bytes each where the table allows: an epoch's index costs
 /// half as much memory beside the table. A uint32 array from Python is kept as it is.
-pub enum Rows {
+pub enum EpochRows {
     Narrow(ScalarBuffer<u32>),
     Wide(ScalarBuffer<u64>),
 }
 
-impl Rows {
+impl EpochRows {
     /// `offsets` checked against a table of `num_rows` rows.
     pub fn new(offsets: &[i64], num_rows: u64) -> Result<Self> {
         let n = num_rows as i64;
@@ -60,9 +60,9 @@ impl Rows {
             return Err(out_of_range(*bad, num_rows));
         }
         Ok(if num_rows <= u64::from(u32::MAX) + 1 {
-            Rows::Narrow(offsets.iter().map(|&r| r as u32).collect())
+            EpochRows::Narrow(offsets.iter().map(|&r| r as u32).collect())
         } else {
-            Rows::Wide(offsets.iter().map(|&r| r as u64).collect())
+            EpochRows::Wide(offsets.iter().map(|&r| r as u64).collect())
         })
     }
 
@@ -72,13 +72,13 @@ impl Rows {
         if let Some(&bad) = rows.iter().find(|&&r| u64::from(r) >= num_rows) {
             return Err(out_of_range(i64::from(bad), num_rows));
         }
-        Ok(Rows::Narrow(rows))
+        Ok(EpochRows::Narrow(rows))
     }
 
     fn len(&self) -> usize {
         match self {
-            Rows::Narrow(v) => v.len(),
-            Rows::Wide(v) => v.len(),
+            EpochRows::Narrow(v) => v.len(),
+            EpochRows::Wide(v) => v.len(),
         }
     }
 
@@ -86,8 +86,8 @@ impl Rows {
     /// table of `num_rows` rows: memory shared with Python could have changed since `new`.
     fn slice(&self, range: std::ops::Range<usize>, num_rows: u64) -> Result<Vec<u64>> {
         let rows: Vec<u64> = match self {
-            Rows::Narrow(v) => v[range].iter().map(|&r| u64::from(r)).collect(),
-            Rows::Wide(v) => v[range].to_vec(),
+            EpochRows::Narrow(v) => v[range].iter().map(|&r| u64::from(r)).collect(),
+            EpochRows::Wide(v) => v[range].to_vec(),
         };
         match rows.iter().find(|&&r| r >= num_rows) {
             Some(&bad) => Err(Error::RowOutOfRange {
@@ -117,7 +117,7 @@ fn out_of_range(offset: i64, num_rows: u64) -> Error {
 pub struct Plan {
     pub store: Arc<Store>,
     /// Row offsets in epoch order, checked against the store.
-    pub rows: Rows,
+    pub rows: EpochRows,
     pub columns: Vec<usize>,
     pub batch_size: usize,
     pub drop_last: bool,
@@ -386,7 +386,7 @@ mod tests {
         .unwrap();
         Plan {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
-            rows: Rows::new(&(0..n).rev().collect::<Vec<_>>(), n as u64).unwrap(),
+            rows: EpochRows::new(&(0..n).rev().collect::<Vec<_>>(), n as u64).unwrap(),
             columns: vec![0],
             batch_size,
             drop_last,
@@ -442,7 +442,7 @@ mod tests {
         .unwrap();
         let plan = Plan {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
-            rows: Rows::new(&[7, 2, 9, 0], 10).unwrap(),
+            rows: EpochRows::new(&[7, 2, 9, 0], 10).unwrap(),
             columns: vec![0, 1],
             batch_size: 3,
             drop_last: false,
@@ -508,17 +508,17 @@ mod tests {
     #[test]
     fn rows_are_checked_and_kept_narrow_where_they_fit() {
         for bad in [&[0, 5][..], &[-1]] {
-            let err = Rows::new(bad, 5).err().expect("refused").to_string();
+            let err = EpochRows::new(bad, 5).err().expect("refused").to_string();
             assert!(
                 err.contains(&format!("row offset {}", bad[bad.len() - 1])),
                 "{err}"
             );
         }
         let offsets = [4i64, 0, 3, 3];
-        let narrow = Rows::new(&offsets, 5).unwrap();
-        assert!(matches!(narrow, Rows::Narrow(_)));
-        let wide = Rows::new(&offsets, 1 << 33).unwrap();
-        assert!(matches!(wide, Rows::Wide(_)));
+        let narrow = EpochRows::new(&offsets, 5).unwrap();
+        assert!(matches!(narrow, EpochRows::Narrow(_)));
+        let wide = EpochRows::new(&offsets, 1 << 33).unwrap();
+        assert!(matches!(wide, EpochRows::Wide(_)));
         for rows in [narrow, wide] {
             assert_eq!(rows.len(), 4);
             assert_eq!(rows.slice(1..4, 5).unwrap(), vec![0, 3, 3]);

@@ -14,7 +14,7 @@ use arrow_schema::SchemaRef;
 
 use crate::dtype::same_columns;
 use crate::error::{Error, Result};
-use crate::rows::RowBlock;
+use crate::row_block::RowBlock;
 
 /// Rows copied out of the block at a time when a store with a block is appended to.
 const APPEND_ROWS: usize = 1 << 16;
@@ -354,7 +354,7 @@ impl StoreBuilder {
     /// of a type it can hold.
     fn holding(schema: SchemaRef, rows: u64, wanted: impl Fn(usize) -> bool) -> Self {
         let block = RowBlock::empty(&schema, rows, |c| {
-            crate::rows::fixed_width(schema.field(c).data_type()).filter(|_| wanted(c))
+            crate::row_block::fixed_width(schema.field(c).data_type()).filter(|_| wanted(c))
         });
         let mut store = Store::columns_only(schema, Vec::new()).expect("no batches to refuse");
         if let Some(block) = &block {

@@ -6,7 +6,7 @@ use pyo3::types::PyDict;
 
 use crate::dtype::DType;
 use crate::error::Error;
-use crate::loader::{Plan, Prefetcher, Rows};
+use crate::loader::{EpochRows, Plan, Prefetcher};
 use crate::py::dlpack::legacy_capsule;
 use crate::py::store::PyColumnStore;
 
@@ -18,18 +18,18 @@ pub struct PyPrefetcher {
 
 /// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
 /// `bridge::offsets_from_py` reads.
-fn rows_from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<Rows> {
+fn rows_from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<EpochRows> {
     if obj.is_instance_of::<pyo3::types::PyList>() {
         return Ok(crate::py::arrow::with_offsets(obj, |offsets| {
-            Rows::new(offsets, num_rows)
+            EpochRows::new(offsets, num_rows)
         })??);
     }
     let data = crate::py::arrow::array_from_py(obj)?;
     if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
         let rows = arrow_array::UInt32Array::from(data).values().clone();
-        return Ok(Rows::narrow(rows, num_rows)?);
+        return Ok(EpochRows::narrow(rows, num_rows)?);
     }
-    Ok(Rows::new(
+    Ok(EpochRows::new(
         &crate::py::arrow::int64_offsets(data)?,
         num_rows,
     )?)
