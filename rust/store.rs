@@ -497,14 +497,18 @@ pub fn view_offsets(
     start: u64,
     rows: Option<&[i64]>,
 ) -> Result<Vec<i64>> {
-    let end = start.checked_add(length);
-    if let Some(rows) = rows {
-        if end.is_none_or(|end| end > rows.len() as u64) {
-            return Err(Error::Value(format!(
-                "a view of {length} rows from position {start} of an order of {} rows",
-                rows.len()
-            )));
-        }
+    let end = start
+        .checked_add(length)
+        .filter(|&end| end <= i64::MAX as u64);
+    let limit = rows.map_or(i64::MAX as u64, |rows| rows.len() as u64);
+    if end.is_none_or(|end| end > limit) {
+        return Err(Error::Value(format!(
+            "a view of {length} rows from position {start} is past the end of {}",
+            match rows {
+                Some(rows) => format!("an order of {} rows", rows.len()),
+                None => "the row offsets a table can have".to_string(),
+            }
+        )));
     }
     let checked = normalize(positions, length)?;
     Ok(match rows {
@@ -766,5 +770,9 @@ mod tests {
             "window past the order"
         );
         assert!(view_offsets(&[0], 1, u64::MAX, Some(&rows)).is_err());
+        assert!(
+            view_offsets(&[0], 1, i64::MAX as u64, None).is_err(),
+            "offset past i64"
+        );
     }
 }

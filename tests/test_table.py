@@ -48,6 +48,18 @@ def test_len_count_rows_schema(table):
     assert table.name == "t"
 
 
+def test_column_positions_are_worked_out_once_and_read_any_iterable(table):
+    names = table.schema.names
+    want = [names.index("s"), names.index("id")]
+    assert table._column_positions(c for c in ["s", "id"]) == want  # read once, kept right
+    assert table._column_positions(["s", "id"]) == want
+    assert table._take([3], ["s", "id"]).schema.names == ["s", "id"]
+    with pytest.raises(ValueError, match="column 'id' is named twice"):
+        table._column_positions(["id", "s", "id"])
+    with pytest.raises(ValueError, match=r"column '\['id'\]' is not in table 't'"):
+        table._column_positions([["id"]])
+
+
 def test_to_arrow(table):
     assert table.to_arrow().equals(sample_table(10))
 

@@ -128,15 +128,14 @@ class Table:
         selection and schema: a view reading the same columns batch after batch asks again."""
         if columns is None:
             return None
-        if isinstance(columns, str):
-            columns = [columns]
+        columns = (columns,) if isinstance(columns, str) else tuple(columns)  # read once
         schema = self.schema
         if self._positions[0] is not schema:
             self._positions = (schema, {})
         known = self._positions[1]
+        key: tuple[str, ...] | None = columns
         try:
-            key = tuple(columns)
-            hit = known.get(key)
+            hit = known.get(columns)
         except TypeError:  # an unhashable name: the checks below explain it
             key, hit = None, None
         if hit is not None:

@@ -361,8 +361,16 @@ fn exported_structs(obj: &Bound<'_, PyAny>) -> PyResult<(FFI_ArrowArray, FFI_Arr
         method.call0()?.extract().map_err(|_| {
             PyTypeError::new_err("__arrow_c_array__ must return a (schema, array) capsule pair")
         })?;
-    let schema = schema.pointer_checked(Some(c"arrow_schema"))?;
-    let array = array.pointer_checked(Some(c"arrow_array"))?;
+    let named = |capsule: &Bound<'_, PyCapsule>, name: &std::ffi::CStr| {
+        capsule.pointer_checked(Some(name)).map_err(|_| {
+            PyTypeError::new_err(format!(
+                "__arrow_c_array__ must return an '{}' capsule where it returned another",
+                name.to_string_lossy()
+            ))
+        })
+    };
+    let schema = named(&schema, c"arrow_schema")?;
+    let array = named(&array, c"arrow_array")?;
     // SAFETY: the capsules hold an exported schema and array by the PyCapsule interface;
     // `from_raw` moves each out, leaving a released struct for the capsule's destructor.
     unsafe {

@@ -46,9 +46,16 @@ pub fn remember(object: &Bound<'_, PyAny>, batch: RecordBatch) -> PyResult<()> {
 pub fn batch_of(object: &Bound<'_, PyAny>) -> Option<RecordBatch> {
     let guard = last();
     let last = guard.as_ref()?;
-    // The caller holds `object`, so the referent cannot die while the lock is held here.
-    let referent = last.object.bind(object.py()).upgrade()?;
-    referent.is(object).then(|| last.batch.clone())
+    let referent = last.object.bind(object.py()).upgrade();
+    let batch = match &referent {
+        Some(referent) if referent.is(object) => Some(last.batch.clone()),
+        _ => None,
+    };
+    // The lock goes before the reference: dropping a reference can run Python code (the
+    // callback below, which takes the lock, should it be the last one).
+    drop(guard);
+    drop(referent);
+    batch
 }
 
 /// Called by the weak reference when its object dies: the batch goes with it.
