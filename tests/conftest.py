@@ -6,6 +6,21 @@ import lancetorch
 import pyarrow as pa
 import pytest
 
+# The Arrow number types a tensor column can have, for tests that run over each.
+NUMERIC_TYPES = [
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "float16",
+    "float32",
+    "float64",
+]
+
 
 @pytest.fixture(autouse=True)
 def _one_process_world(monkeypatch):

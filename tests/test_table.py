@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import sample_table
+from conftest import NUMERIC_TYPES, sample_table
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -555,24 +555,10 @@ def test_unpickle_in_another_process(tmp_path, kind):
 
 # -- property test: takes agree with pyarrow ----------------------------------------------------
 
-_NUMERIC = [
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-]
-
 
 def _chunk(rng: np.random.Generator, n: int, start: int) -> pa.RecordBatch:
     cols = {}
-    for name in _NUMERIC:
+    for name in NUMERIC_TYPES:
         dt = np.dtype(name)
         if dt.kind in "iu":
             info = np.iinfo(dt)
@@ -621,7 +607,7 @@ def test_getitems_matches_pyarrow_take(case):
     else:
         pt = pa.Table.from_batches(batches)
     n = pt.num_rows
-    assert pt.num_columns == len(_NUMERIC) + 7
+    assert pt.num_columns == len(NUMERIC_TYPES) + 7
 
     db = lancetorch.connect("memory://")
     t = db.create_table("t", pt)

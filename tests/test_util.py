@@ -12,24 +12,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from conftest import NUMERIC_TYPES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lancetorch import _native
 from lancetorch.util import batch_to_tensor, column_to_tensor, passthrough, tbl_to_tensor
 
-NUMERIC = [
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "float16",
-    "float32",
-    "float64",
-]
 TORCH = {
     "bool": torch.bool,
     "int8": torch.int8,
@@ -289,7 +277,7 @@ def test_disk_take_values(dir_db):
 
 @settings(max_examples=50, deadline=None)
 @given(
-    dtype=st.sampled_from(NUMERIC),
+    dtype=st.sampled_from(NUMERIC_TYPES),
     ncols=st.integers(1, 4),
     chunks=st.lists(st.integers(0, 30), min_size=1, max_size=3),
     seed=st.integers(0, 2**32 - 1),
