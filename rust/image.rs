@@ -4,9 +4,9 @@
 //!
 //! A crop is either the largest centered one of the output's aspect ratio, or a random one as
 //! torchvision's `RandomResizedCrop` draws it (an area fraction in `scale`, an aspect ratio in
-//! `ratio`, log-uniform), optionally mirrored. The random draws of an image come from a
-//! generator seeded by `(seed, epoch, the image's bytes)`: the same on every run and in every
-//! process, different from one epoch to the next.
+//! `ratio`, log-uniform); either is optionally mirrored, half the time, after the crop. The
+//! random draws of an image come from a generator seeded by `(seed, epoch, the image's bytes)`:
+//! the same on every run and in every process, different from one epoch to the next.
 
 use std::io::Cursor;
 use std::sync::Mutex;
@@ -29,7 +29,9 @@ pub const MAX_PIXELS: u64 = 1 << 28;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Crop {
-    Center,
+    Center {
+        flip: bool,
+    },
     Random {
         scale: (f64, f64),
         ratio: (f64, f64),
@@ -213,7 +215,10 @@ fn crop_of(
         ((w - cw) / 2.0, (h - ch) / 2.0, cw, ch)
     };
     match spec.crop {
-        Crop::Center => (center(spec.width as f64 / spec.height as f64), false),
+        Crop::Center { flip } => {
+            let mirror = flip && rng.next_u64() & 1 == 1;
+            (center(spec.width as f64 / spec.height as f64), mirror)
+        }
         Crop::Random { scale, ratio, flip } => {
             let area = w * h;
             let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
@@ -355,7 +360,7 @@ mod tests {
             width: 4,
             height: 2,
             channels_last: true,
-            crop: Crop::Center,
+            crop: Crop::Center { flip: false },
             seed: 0,
             epoch: 0,
         };
@@ -368,6 +373,33 @@ mod tests {
             crop_of((100, 10), &spec, &mut rng).0,
             (40.0, 0.0, 20.0, 10.0)
         );
+    }
+
+    #[test]
+    fn a_center_crop_with_flip_mirrors_about_half_the_images() {
+        let spec = |flip| Spec {
+            width: 4,
+            height: 4,
+            channels_last: true,
+            crop: Crop::Center { flip },
+            seed: 0,
+            epoch: 0,
+        };
+        let mirrored = |flip| {
+            (0..1000u64)
+                .filter(|&k| {
+                    crop_of(
+                        (10, 10),
+                        &spec(flip),
+                        &mut Xoshiro256PlusPlus::seed_from_u64(k),
+                    )
+                    .1
+                })
+                .count()
+        };
+        assert_eq!(mirrored(false), 0);
+        let n = mirrored(true);
+        assert!((400..600).contains(&n), "{n} of 1000 mirrored");
     }
 
     #[test]

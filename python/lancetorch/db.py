@@ -14,7 +14,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from . import _objectstore
+from . import _checks, _objectstore
 from ._arrow import as_table, conform, infer_vectors
 from .table import Table
 
@@ -131,10 +131,11 @@ class Connection:
         """
         if namespace_path:
             raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
-        if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
-            raise ValueError(f"limit={limit!r} must be 1 or more (or None for every table)")
+        limit = _checks.optional_integer("limit", limit, low=1)
+        if page_token is not None:
+            _checks.text("page_token", page_token)
         names = [n for n in self.table_names() if page_token is None or n > page_token]
-        page = names if limit is None else names[: int(limit)]
+        page = names if limit is None else names[:limit]
         more = len(page) < len(names)
         return ListTablesResponse(tables=page, page_token=page[-1] if more else None)
 
@@ -199,8 +200,8 @@ class Connection:
             For ``data`` of a type a table cannot be made from.
         """
         _check_name(name)
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        _checks.choice("mode", mode, _MODES)
+        _checks.flag("exist_ok", exist_ok)
         if mode == "create" and self._exists(name):
             if exist_ok:
                 return self.open_table(name)
@@ -276,6 +277,11 @@ class Connection:
             For an invalid name.
         """
         _check_name(name)
+        if not isinstance(cache, bool) and not (isinstance(cache, str) and cache == "auto"):
+            raise TypeError(
+                f"cache={cache!r} is {type(cache).__name__}; cache takes True, False or 'auto'"
+            )
+        _checks.optional_integer("cache_budget", cache_budget, low=0)
         if self._memory is not None:
             if name not in self._memory:
                 raise self._missing(name)
@@ -393,7 +399,7 @@ def connect(
     ConnectionError
         On object storage, for no answer.
     """
-    if read_timeout is not None and not read_timeout > 0:
+    if read_timeout is not None and not _checks.number("read_timeout", read_timeout) > 0:
         raise ValueError(
             f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
         )

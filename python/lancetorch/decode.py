@@ -16,14 +16,22 @@ to ``Permutation.with_format("torch_dict", decode=...)`` and to
 
 from __future__ import annotations
 
-import operator
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
+
+
+def _pair(name: str, value: Any) -> tuple[float, float]:
+    """``(low, high)``: two numbers, as a tuple or a list."""
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name}={value!r} is {type(value).__name__}; {name} takes (low, high)")
+    return _checks.number(name, value[0]), _checks.number(name, value[1])
 
 
 def _torch() -> Any:
@@ -69,7 +77,8 @@ class Tokens:
         For a ``max_length`` under 1, a ``pad_value`` outside int64, or ``pad_to_max_length``
         or ``pack`` without ``max_length``.
     TypeError
-        For a ``pad_value`` that is not an integer.
+        For a ``max_length`` or ``pad_value`` that is not an integer, or a flag that is not a
+        bool.
     """
 
     max_length: int | None = None
@@ -79,13 +88,15 @@ class Tokens:
     pack: bool = False
 
     def __post_init__(self) -> None:
-        limit = self.max_length
-        if limit is not None and (isinstance(limit, bool) or operator.index(limit) < 1):
-            raise ValueError(f"max_length={limit!r} must be 1 or more, or None")
-        if isinstance(self.pad_value, bool) or not isinstance(self.pad_value, int):
-            raise TypeError(f"pad_value={self.pad_value!r} must be an integer token id")
-        if not -(2**63) <= self.pad_value < 2**63:
-            raise ValueError(f"pad_value={self.pad_value} is outside the int64 range")
+        # Frozen: the checked values are set through object.__setattr__ (NumPy ints as ints).
+        limit = _checks.optional_integer("max_length", self.max_length, low=1)
+        object.__setattr__(self, "max_length", limit)
+        pad = _checks.integer("pad_value", self.pad_value)
+        if not -(2**63) <= pad < 2**63:
+            raise ValueError(f"pad_value={pad} is outside the int64 range")
+        object.__setattr__(self, "pad_value", pad)
+        for name in ("truncate", "pad_to_max_length", "pack"):
+            object.__setattr__(self, name, _checks.flag(name, getattr(self, name)))
         if self.pad_to_max_length and self.max_length is None:
             raise ValueError("pad_to_max_length=True needs max_length")
         if self.pack and self.max_length is None:
@@ -197,8 +208,9 @@ class Image:
 
     Parameters
     ----------
-    size : tuple[int, int], default (224, 224)
-        The output's ``(height, width)``, each 1 to 16384.
+    size : int or tuple[int, int], default (224, 224)
+        The output's ``(height, width)``, each 1 to 16384; one int is a square (as
+        torchvision's ``size=224``).
     layout : {"NCHW", "NHWC"}, default "NCHW"
         Channels first or last.
     crop : {"center", "random"}, default "center"
@@ -210,7 +222,8 @@ class Image:
     ratio : tuple[float, float], default (3 / 4, 4 / 3)
         With ``crop="random"``, the range the crop's aspect ratio is drawn from, log-uniform.
     flip : bool, default False
-        With ``crop="random"``, mirror the image half the time.
+        Mirror the image left to right half the time, after the crop (either crop), as
+        torchvision's ``RandomHorizontalFlip``; seeded as the random crops are.
     seed : int, default 0
         Seeds the random crops and flips (0 to 2**64 - 1).
     on_error : {"raise", "skip"}, default "raise"
@@ -221,6 +234,9 @@ class Image:
     ------
     ValueError
         For a value out of the ranges above.
+    TypeError
+        For a value of another type (a ``size`` that is not an int or a pair of ints, a
+        ``flip`` that is not a bool, a ``seed`` that is not an integer).
     """
 
     size: tuple[int, int] = (224, 224)  # (height, width)
@@ -233,26 +249,41 @@ class Image:
     on_error: str = "raise"
 
     def __post_init__(self) -> None:
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={self.on_error!r} must be 'raise' or 'skip'")
-        height, width = self.size
-        if not all(
-            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 16384
-            for v in (height, width)
+        # Frozen: the checked values are set through object.__setattr__ (size=224 as
+        # (224, 224), NumPy numbers as Python's).
+        _checks.choice("on_error", self.on_error, ("raise", "skip"))
+        size = self.size
+        if isinstance(size, (bool, np.bool_)) or not isinstance(
+            size, (int, np.integer, tuple, list)
         ):
-            raise ValueError(f"size={self.size!r} must be (height, width), each 1 to 16384")
-        if self.layout not in ("NCHW", "NHWC"):
-            raise ValueError(f"layout={self.layout!r} must be 'NCHW' or 'NHWC'")
-        if self.crop not in ("center", "random"):
-            raise ValueError(f"crop={self.crop!r} must be 'center' or 'random'")
-        lo, hi = self.scale
+            raise TypeError(
+                f"size={size!r} is {type(size).__name__}; size takes an int (a square) or "
+                "(height, width)"
+            )
+        if isinstance(size, (int, np.integer)):
+            size = (size, size)
+        if len(size) != 2:
+            raise ValueError(
+                f"size={self.size!r} has {len(size)} values; give (height, width) or one int "
+                "for a square"
+            )
+        size = tuple(_checks.integer("size", v, low=1, high=16384) for v in size)
+        object.__setattr__(self, "size", size)
+        _checks.choice("layout", self.layout, ("NCHW", "NHWC"))
+        _checks.choice("crop", self.crop, ("center", "random"))
+        lo, hi = _pair("scale", self.scale)
         if not 0 < lo <= hi <= 1:
             raise ValueError(f"scale={self.scale!r} must be fractions 0 < low <= high <= 1")
-        lo, hi = self.ratio
-        if not 0 < lo <= hi:
+        object.__setattr__(self, "scale", (lo, hi))
+        lo, hi = _pair("ratio", self.ratio)
+        if not 0 < lo <= hi < math.inf:
             raise ValueError(f"ratio={self.ratio!r} must be aspect ratios 0 < low <= high")
-        if not 0 <= self.seed < 2**64:
-            raise ValueError(f"seed={self.seed} must be between 0 and 2**64 - 1")
+        object.__setattr__(self, "ratio", (lo, hi))
+        object.__setattr__(self, "flip", _checks.flag("flip", self.flip))
+        seed = _checks.integer("seed", self.seed)
+        if not 0 <= seed < 2**64:
+            raise ValueError(f"seed={seed} must be between 0 and 2**64 - 1")
+        object.__setattr__(self, "seed", seed)
 
     def decode_rows(
         self, batch: pa.RecordBatch, column: str, epoch: int = 0
@@ -287,11 +318,11 @@ class Image:
             height,
             self.layout == "NHWC",
             self.crop == "random",
-            (float(self.scale[0]), float(self.scale[1])),
-            (float(self.ratio[0]), float(self.ratio[1])),
-            bool(self.flip),
-            int(self.seed),
-            int(epoch) % 2**64,
+            self.scale,
+            self.ratio,
+            self.flip,
+            self.seed,
+            _checks.integer("epoch", epoch) % 2**64,
             self.on_error == "skip",
         )
         return {column: torch.from_dlpack(capsule)}, failed
@@ -327,4 +358,48 @@ class Image:
 
 Spec = Tokens | Text | Image
 
-__all__ = ["Image", "Spec", "Text", "Tokens"]
+
+def check_specs(decode: Any) -> dict[str, Any]:
+    """``decode`` as a dict of column name to spec instance, checked before any row is read:
+    a spec class in place of an instance (``{"img": Image}``), a value that is no spec, or a
+    name that is not a string raises TypeError saying what to write.
+
+    Parameters
+    ----------
+    decode : dict[str, spec] or None
+        ``{column: spec}``; ``None`` is no spec.
+
+    Returns
+    -------
+    dict[str, spec]
+        A copy of it.
+
+    Raises
+    ------
+    TypeError
+        For a ``decode`` that is not a dict, or an entry as above.
+    """
+    if decode is None:
+        return {}
+    if not isinstance(decode, dict):
+        raise TypeError(
+            f"decode={decode!r} is {type(decode).__name__}; decode takes a dict of column name "
+            "to spec, such as {'img': Image(size=224)}"
+        )
+    for column, spec in decode.items():
+        if not isinstance(column, str):
+            raise TypeError(f"decode key {column!r} is {type(column).__name__}; name a column")
+        if isinstance(spec, type):
+            raise TypeError(
+                f"decode['{column}'] is the class {spec.__name__}, not a spec: write "
+                f"{spec.__name__}(...), e.g. decode={{'{column}': {spec.__name__}()}}"
+            )
+        if not callable(getattr(spec, "decode", None)):
+            raise TypeError(
+                f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
+                "(Tokens(...), Text(...), Image(...))"
+            )
+    return dict(decode)
+
+
+__all__ = ["Image", "Spec", "Text", "Tokens", "check_specs"]

@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
 from ._backends import _LanceBackend, _MemoryBackend
+from .decode import check_specs
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, as_lancetorch_table
@@ -239,8 +240,11 @@ class Loader:
     Raises
     ------
     TypeError
-        For ``data`` that is not a Table or Permutation, or a column one ``(columns, rows)``
-        tensor cannot hold without ``per_column=True``.
+        For ``data`` that is not a Table or Permutation, a column one ``(columns, rows)``
+        tensor cannot hold without ``per_column=True``, an argument of the wrong type (a size
+        or count that is not an integer: ``2.5``, ``"64"``, ``True``; a flag that is not a
+        bool), or a ``decode`` spec class in place of an instance (``Image`` for
+        ``Image(...)``).
     ValueError
         For a column (in ``features``, ``target``, ``decode`` or a Permutation) that is not
         read, ``target`` without ``features``, ``prefetch``, ``threads``, ``clump_size`` or
@@ -274,6 +278,28 @@ class Loader:
         device: Any = None,
         non_blocking: bool = True,
     ) -> None:
+        # Arguments are checked before anything is read: a wrong type is refused, not
+        # converted (batch_size=2.5 is not 2 rows, "64" is not 64).
+        batch_size = _checks.integer("batch_size", batch_size, low=1)
+        prefetch = _checks.integer("prefetch", prefetch)
+        threads = _checks.integer("threads", threads)
+        clump_size = _checks.integer("clump_size", clump_size)
+        window_rows = _checks.integer("window_rows", window_rows)
+        for name, value in (
+            ("shuffle", shuffle),
+            ("drop_last", drop_last),
+            ("pin_memory", pin_memory),
+            ("profile", profile),
+            ("per_column", per_column),
+            ("non_blocking", non_blocking),
+        ):
+            _checks.flag(name, value)
+        null_value = None if null_value is None else _checks.number("null_value", null_value)
+        decode = check_specs(decode)
+        if features is not None and not isinstance(features, str):
+            features = _checks.names("features", features)
+        if target is not None:
+            _checks.text("target", target)
         if isinstance(data, Permutation):
             plan = data.read_plan()
             self._table = plan.table
@@ -298,7 +324,7 @@ class Loader:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
         self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
         schema = self._table.schema
-        self._decode = dict(decode or {})
+        self._decode = decode
         self._features = None if features is None else list(features)
         self._target = target
         if self._features is not None:
@@ -343,12 +369,12 @@ class Loader:
                 "tensor cannot hold; pass per_column=True for one tensor per column (this one "
                 "as (rows, size)), or leave it out with a Permutation's select_columns"
             )
-        if int(clump_size) < 1 or int(window_rows) < 1:
+        if clump_size < 1 or window_rows < 1:
             raise ValueError(
                 f"clump_size={clump_size} and window_rows={window_rows} must be 1 or more"
             )
-        self._clump = int(clump_size)
-        self._window_rows = int(window_rows)
+        self._clump = clump_size
+        self._window_rows = window_rows
         self._store, self._columns = self._in_memory(names)  # positions of every column read
         if n is None:
             n = len(self._table) if self._store is None else self._store.num_rows
@@ -363,31 +389,31 @@ class Loader:
             uneven=uneven,
             order=order,
         )
-        if isinstance(prefetch, bool) or not 1 <= int(prefetch) <= _MAX_PREFETCH:
+        if not 1 <= prefetch <= _MAX_PREFETCH:
             raise ValueError(
                 f"prefetch={prefetch} must be 1 to {_MAX_PREFETCH} batches (each is held in "
                 "memory ahead of the loop)"
             )
-        if isinstance(threads, bool) or not 1 <= int(threads) <= _MAX_THREADS:
+        if not 1 <= threads <= _MAX_THREADS:
             raise ValueError(f"threads={threads!r} must be 1 to {_MAX_THREADS}")
-        self._threads = int(threads)
+        self._threads = threads
         # Side columns are taken and decoded on Python threads whose work releases the GIL:
         # two at least, so that a take and a decode overlap where there are two cores.
         self._side_threads = max(self._threads, min(2, os.cpu_count() or 1))
-        self._prefetch = int(prefetch)
-        self._pin = bool(pin_memory)
+        self._prefetch = prefetch
+        self._pin = pin_memory
         torch = _torch()
         self._device = None if device is None else torch.device(device)
         if self._device is not None and self._device.type != "cpu":
             self._pin = True  # copies to an accelerator start from pinned memory
-        self._non_blocking = bool(non_blocking)
-        self._per_column = bool(per_column)
-        self._dtype = None if dtype is None else str(dtype).removeprefix("torch.")
+        self._non_blocking = non_blocking
+        self._per_column = per_column
+        self._dtype = _checks.dtype_name("dtype", dtype)
         self._x_dtype = self._dtype if self._features is not None else None
         if self._features is not None:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
-        self._profile = bool(profile)
+        self._profile = profile
         self._stats = {
             "index_s": 0.0,
             "read_s": 0.0,

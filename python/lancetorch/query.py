@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
 from ._arrow import as_offsets
 
 ROW_ID = "_rowid"
@@ -89,7 +89,7 @@ class TakeQuery:
         TakeQuery
             This query.
         """
-        self._with_row_id = bool(with_row_id)
+        self._with_row_id = _checks.flag("with_row_id", with_row_id)
         return self
 
     def _positions(self) -> pa.Array:
@@ -152,15 +152,17 @@ class TakeQuery:
 
         Raises
         ------
+        TypeError
+            For a ``max_batch_length`` that is not an integer.
         ValueError
-            For a ``max_batch_length`` under 1 (when there are rows).
+            For a ``max_batch_length`` under 1.
         """
+        longest = _checks.optional_integer("max_batch_length", max_batch_length, low=1)
         batch = self._batch()
-        if max_batch_length is None or batch.num_rows <= max_batch_length:
+        if longest is None or batch.num_rows <= longest:
             parts = [batch]
         else:
-            if max_batch_length < 1:
-                raise ValueError(f"max_batch_length={max_batch_length} must be 1 or more")
+            max_batch_length = longest
             parts = [
                 batch.slice(i, max_batch_length) for i in range(0, batch.num_rows, max_batch_length)
             ]
@@ -191,6 +193,32 @@ class TakeQuery:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(table={self._table.name!r})"
 
+    def __getattr__(self, name: str) -> Any:
+        advice = _LANCEDB_QUERY.get(name)
+        if advice is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        raise AttributeError(
+            f"lancetorch's {type(self).__name__} has no {name}() (LanceDB's query has): {advice}"
+        )
+
+
+_SEARCH = "lancetorch reads every row; vector and full-text search are LanceDB's: use lancedb"
+# LanceDB 0.40 query methods lancetorch does not have, and what to write instead.
+_LANCEDB_QUERY = {
+    "to_df": "use to_pandas()",
+    "vector": _SEARCH,
+    "text": _SEARCH,
+    "rerank": _SEARCH,
+    "order_by": "sort after reading: to_arrow().sort_by([...])",
+    "with_row_address": "use with_row_id() for the rows' ids",
+    "explain_plan": "there is no plan: a scan reads the table's rows in order",
+    "analyze_plan": "there is no plan: a scan reads the table's rows in order",
+    "with_fragments": "read rows by offset with table.take_offsets([...])",
+    "fragment_ids": "read rows by offset with table.take_offsets([...])",
+    "to_pydantic": "use to_list() for dicts of the rows",
+    "to_query_object": "there is no query object: call to_arrow() or to_batches()",
+}
+
 
 class ScanQuery(TakeQuery):
     """Every row of a table in table order, after ``offset`` and up to ``limit`` of them.
@@ -207,6 +235,7 @@ class ScanQuery(TakeQuery):
         super().__init__(table, None)
         self._limit: int | None = None
         self._skip = 0
+        self._filter: str | None = None
 
     def limit(self, limit: int | None) -> ScanQuery:
         """Read at most ``limit`` rows.
@@ -226,9 +255,7 @@ class ScanQuery(TakeQuery):
         ValueError
             For a negative limit.
         """
-        if limit is not None and (isinstance(limit, bool) or int(limit) < 0):
-            raise ValueError(f"limit={limit!r} must be 0 or more (or None for every row)")
-        self._limit = None if limit is None else int(limit)
+        self._limit = _checks.optional_integer("limit", limit, low=0)
         return self
 
     def offset(self, offset: int) -> ScanQuery:
@@ -249,13 +276,63 @@ class ScanQuery(TakeQuery):
         ValueError
             For a negative offset.
         """
-        if isinstance(offset, bool) or int(offset) < 0:
-            raise ValueError(f"offset={offset!r} must be 0 or more")
-        self._skip = int(offset)
+        self._skip = _checks.integer("offset", offset, low=0)
+        return self
+
+    def where(self, filter: str, prefilter: bool = True) -> ScanQuery:
+        """Only the rows where the SQL predicate is true (null counts as false), evaluated by
+        Lance as :meth:`PermutationBuilder.filter` evaluates it; ``offset`` and ``limit``
+        count the rows it keeps (LanceDB's ``prefilter=True``).
+
+        Parameters
+        ----------
+        filter : str
+            One SQL predicate over the table's columns.
+        prefilter : bool, default True
+            Filter before ``offset`` and ``limit``, the one order lancetorch reads in;
+            ``False`` (LanceDB's filter after a vector search's limit) raises ValueError.
+
+        Returns
+        -------
+        ScanQuery
+            This query.
+
+        Raises
+        ------
+        TypeError
+            For a filter that is not a string.
+        ValueError
+            For an empty predicate, more than one expression, or ``prefilter=False``; when the
+            rows are read, for a predicate Lance cannot evaluate or that is not true/false.
+        """
+        from .permutation.builder import _one_expression
+
+        _checks.text("filter", filter)
+        if not filter.strip():
+            raise ValueError(f"filter={filter!r} is empty: give a SQL predicate such as 'x > 3'")
+        _one_expression(filter, "filter")
+        if not _checks.flag("prefilter", prefilter):
+            raise ValueError(
+                "prefilter=False filters after a vector search's limit in LanceDB; lancetorch "
+                "scans every row and always filters first: leave prefilter out"
+            )
+        self._filter = filter
         return self
 
     def _positions(self) -> pa.Array:
-        n = len(self._table)
-        lo = min(self._skip, n)
-        hi = n if self._limit is None else min(lo + self._limit, n)
-        return pa.array(np.arange(lo, hi, dtype=np.int64))
+        if self._filter is None:
+            n = len(self._table)
+            lo = min(self._skip, n)
+            hi = n if self._limit is None else min(lo + self._limit, n)
+            return pa.array(np.arange(lo, hi, dtype=np.int64))
+        from .permutation.builder import _sql_column
+
+        mask = _sql_column(self._table, self._filter, "filter")
+        if not pa.types.is_boolean(mask.type):
+            raise ValueError(
+                f"filter {self._filter!r} gives {mask.type} values, not true/false: write a "
+                "predicate such as 'x > 3'"
+            )
+        kept = np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))
+        end = None if self._limit is None else self._skip + self._limit
+        return pa.array(kept[self._skip : end].astype(np.int64))

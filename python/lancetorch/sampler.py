@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
 
 #: Up to this many rows an epoch's order is a Fisher-Yates shuffle held as one index array
 #: (4 bytes a row); beyond it, a seeded bijection computed position by position.
@@ -76,6 +76,8 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
         For a world size under 1, a rank outside ``0..world_size - 1``, or a ``RANK`` or
         ``WORLD_SIZE`` that is not an integer.
     """
+    _checks.optional_integer("rank", rank)
+    _checks.optional_integer("world_size", world_size)
     if rank is None or world_size is None:
         dist = _torch_distributed()
         if dist is not None:
@@ -84,9 +86,9 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
             env_rank, env_world = _env_int("RANK"), _env_int("WORLD_SIZE")
             found = (env_rank or 0, env_world or 1)
         if rank is None:
-            rank = found[0] if world_size is None or int(world_size) == found[1] else 0
+            rank = found[0] if world_size is None or world_size == found[1] else 0
         world_size = found[1] if world_size is None else world_size
-    rank, world_size = int(rank), int(world_size)
+    rank, world_size = _checks.integer("rank", rank), _checks.integer("world_size", world_size)
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(
             f"rank={rank} with world_size={world_size}: the world size must be 1 or more and "
@@ -98,7 +100,7 @@ def distributed_rank(rank: int | None = None, world_size: int | None = None) -> 
 def _shared_seed(seed: int | None, world_size: int) -> int:
     """The seed: as given; else a random one, the same on every rank of a sharded read."""
     if seed is not None:
-        return int(seed) & ((1 << 64) - 1)
+        return _checks.integer("seed", seed) & ((1 << 64) - 1)
     if world_size == 1:
         return secrets.randbits(64)
     dist = _torch_distributed()
@@ -185,6 +187,9 @@ class BatchSampler:
         For a negative number of rows, a ``batch_size`` under 1, an unknown ``uneven`` or
         ``order``, a ``clump_size`` with the bijection order, or a shuffled read sharded
         without a seed when ``torch.distributed`` is not initialised.
+    TypeError
+        For an argument of the wrong type: a size, count, seed or rank that is not an integer
+        (``2.5``, ``"64"``, ``True``), a flag that is not a bool.
 
     Examples
     --------
@@ -207,23 +212,29 @@ class BatchSampler:
         uneven: str = "pad",
         order: str = "auto",
     ) -> None:
-        n = data_source if isinstance(data_source, (int, np.integer)) else len(data_source)
-        if isinstance(n, bool) or int(n) < 0:
-            raise ValueError(f"the number of rows must be 0 or more, got {n!r}")
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be 1 or more")
-        if uneven not in _UNEVEN:
-            raise ValueError(f"uneven must be one of {_UNEVEN}, got {uneven!r}")
-        if order not in _ORDERS:
-            raise ValueError(f"order must be one of {_ORDERS}, got {order!r}")
-        self.n = int(n)
+        if isinstance(data_source, (int, np.integer, bool, np.bool_)):
+            n = _checks.integer("data_source", data_source, low=0)
+        elif hasattr(data_source, "__len__"):
+            n = len(data_source)
+        else:
+            raise TypeError(
+                f"data_source={data_source!r} is {type(data_source).__name__}; give the number "
+                "of rows (an int) or something with a len() (a Table, a Permutation)"
+            )
+        batch_size = _checks.integer("batch_size", batch_size, low=1)
+        shuffle = _checks.flag("shuffle", shuffle)
+        drop_last = _checks.flag("drop_last", drop_last)
+        clump_size = _checks.optional_integer("clump_size", clump_size, low=1)
+        _checks.choice("uneven", uneven, _UNEVEN)
+        _checks.choice("order", order, _ORDERS)
+        self.n = n
         if order == "auto":
             order = "fisher-yates" if self.n <= FISHER_YATES_MAX_ROWS else "bijection"
         if order == "bijection" and clump_size not in (None, 1):
             raise ValueError(
                 "clump_size needs order='fisher-yates': the bijection order moves single rows"
             )
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.shuffle = shuffle
         self.rank, self.world_size = distributed_rank(rank, world_size)
         self.seed = _shared_seed(seed, self.world_size if shuffle else 1)
@@ -251,11 +262,10 @@ class BatchSampler:
         ValueError
             For a negative epoch.
         """
-        if int(epoch) < 0:
-            raise ValueError(f"epoch must be 0 or more, got {epoch}")
-        if int(epoch) != self.epoch:
+        epoch = _checks.integer("epoch", epoch, low=0)
+        if epoch != self.epoch:
             self._start = 0
-        self.epoch, self._progress = int(epoch), None
+        self.epoch, self._progress = epoch, None
 
     def order(self, epoch: int | None = None) -> np.ndarray:
         """All positions of ``epoch`` (default: the current one) in global read order.
@@ -434,7 +444,7 @@ class BatchSampler:
             epoch, position = self.epoch, self._start
         else:
             epoch, start, handed = self._progress
-            done = handed if batches is None else int(batches)
+            done = handed if batches is None else _checks.integer("batches", batches)
             if batches is not None and not 0 <= done <= handed:
                 raise ValueError(
                     f"batches={batches}: only {handed} batches of this pass were handed out"
@@ -485,9 +495,14 @@ class BatchSampler:
                     f"{key}={mine!r}: its positions would name other rows; build the sampler "
                     "as it was built then"
                 )
-        position = int(state["position"])
+        for key in ("position", "seed", "epoch"):
+            if key not in state:
+                raise ValueError(f"not a BatchSampler state: it has no '{key}'")
+        position = _checks.integer("state['position']", state["position"])
         if not 0 <= position <= self.n:
             raise ValueError(f"position {position} is outside the epoch's {self.n} rows")
-        self.seed = int(state["seed"])
-        self.epoch, self._start, self._progress = int(state["epoch"]), position, None
+        seed = _checks.integer("state['seed']", state["seed"], low=0, high=2**64 - 1)
+        epoch = _checks.integer("state['epoch']", state["epoch"], low=0)
+        self.seed = seed
+        self.epoch, self._start, self._progress = epoch, position, None
         self._cached_order = None

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from . import _checks
 from .permutation import Permutation, Transforms, permutation_builder
 from .table import as_lancetorch_table
 
@@ -143,6 +144,9 @@ class StreamingDataset(IterableDataset):
         For a rank, world size, split count, batch size or queue depth out of range, a
         ``num_splits`` that does not divide by ``world_size``, an unknown
         ``on_transform_error``, or packing arguments missing or inconsistent.
+    TypeError
+        For an argument of the wrong type (a count, seed or id that is not an integer, a flag
+        that is not a bool, ``columns`` that is not a list of names).
     """
 
     def __init__(
@@ -177,6 +181,29 @@ class StreamingDataset(IterableDataset):
             logger.warning("prefetch_batches is deprecated and will be removed; use io_queue_depth")
             io_queue_depth = prefetch_batches
         table = as_lancetorch_table(table)
+        # Types first: a wrong one is refused, never converted.
+        _checks.flag("shuffle", shuffle)
+        _checks.optional_integer("shuffle_seed", shuffle_seed)
+        _checks.integer("epoch", epoch, low=0)
+        _checks.integer("rank", rank)
+        _checks.integer("io_queue_depth", io_queue_depth)
+        for name, value in (
+            ("transform_parallelism", transform_parallelism),
+            ("transform_queue_depth", transform_queue_depth),
+            ("pack_sequences", pack_sequences),
+            ("eos_id", eos_id),
+            ("pad_id", pad_id),
+            ("num_splits", num_splits),
+        ):
+            _checks.optional_integer(name, value)
+        _checks.optional_integer("shuffle_clump_size", shuffle_clump_size, low=1)
+        if columns is not None:
+            columns = _checks.names("columns", columns)
+        if filter is not None:
+            _checks.text("filter", filter)
+        for name, value in (("transform", transform), ("connection_factory", connection_factory)):
+            if value is not None and not callable(value):
+                raise TypeError(f"{name}={value!r} is {type(value).__name__}; give a callable")
         num_splits = world_size if num_splits is None else num_splits
         _check_positive(world_size, "world_size")
         _check_positive(num_splits, "num_splits")
@@ -725,7 +752,7 @@ class StreamingDataset(IterableDataset):
 
 
 def _check_positive(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if _checks.integer(name, value) <= 0:
         raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
 
 

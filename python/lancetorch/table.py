@@ -369,11 +369,123 @@ class Table:
     # -- pickling -------------------------------------------------------------------------------
     # Plain pickle: a disk table as its location, a memory table by value. To multiprocessing
     # workers a memory table travels as shared memory instead (see _reduce_for_workers).
+    def __getattr__(self, name: str) -> Any:
+        # Only names that are not attributes reach here: a LanceDB table method lancetorch
+        # does not have says so and what to use; any other name fails as usual.
+        advice = _LANCEDB_TABLE.get(name)
+        if advice is None:
+            raise AttributeError(f"'Table' object has no attribute {name!r}")
+        raise AttributeError(f"lancetorch's Table has no {name} (a LanceDB Table has): {advice}")
+
     def __reduce__(self) -> tuple:
         if isinstance(self._backend, _LanceBackend):
             # The version read here: rows appended or deleted later do not shift the offsets.
             return (Table._lance, (self._name, *self._backend.location()))
         return (_unpickle_memory_table, (self._name, _to_ipc(self._backend.store)))
+
+
+_WRITE = (
+    "lancetorch reads tables for training and writes only by add(); change the dataset with "
+    "lancedb or pylance (lance.dataset(table.uri)) and open the table again"
+)
+_INDEX = (
+    "lancetorch reads every row and builds no index (vector and full-text search are "
+    "LanceDB's); use lancedb for indexes"
+)
+_VERSION = (
+    "lancetorch reads the version the table was opened at; open it again with "
+    "connect(uri).open_table(name) for the latest, or use lancedb for versions"
+)
+_MAINTAIN = "maintain the dataset with lancedb or pylance (lance.dataset(table.uri))"
+_LSM = "LanceDB's LSM writes are not in lancetorch; use lancedb"
+_BLOB = "read blob columns as binary with take_offsets([...]).to_arrow()"
+# LanceDB 0.40 Table attributes lancetorch does not have, and what to use instead.
+_LANCEDB_TABLE = {
+    **dict.fromkeys(
+        [
+            "add_columns",
+            "alter_columns",
+            "drop_columns",
+            "delete",
+            "update",
+            "merge",
+            "merge_insert",
+            "replace_field_metadata",
+            "update_field_metadata",
+            "refresh_column",
+            "refresh_column_async",
+            "set_unenforced_primary_key",
+        ],
+        _WRITE,
+    ),
+    **dict.fromkeys(
+        [
+            "create_index",
+            "create_index_async",
+            "create_fts_index",
+            "create_scalar_index",
+            "drop_index",
+            "list_indices",
+            "index_stats",
+            "wait_for_index",
+            "prewarm_index",
+            "infer_tokenizer_configs",
+            "tokenize",
+            "embedding_functions",
+        ],
+        _INDEX,
+    ),
+    **dict.fromkeys(
+        [
+            "version",
+            "checkout",
+            "checkout_latest",
+            "restore",
+            "list_versions",
+            "tags",
+            "branches",
+            "current_branch",
+        ],
+        _VERSION,
+    ),
+    **dict.fromkeys(
+        [
+            "optimize",
+            "compact_files",
+            "cleanup_old_versions",
+            "migrate_v2_manifest_paths",
+            "uses_v2_manifest_paths",
+            "prewarm_data",
+        ],
+        _MAINTAIN,
+    ),
+    **dict.fromkeys(
+        [
+            "checkpoint_lsm",
+            "close_lsm_writers",
+            "compact_lsm",
+            "flush_lsm",
+            "get_lsm_stats",
+            "get_lsm_write_spec",
+            "set_lsm_write_spec",
+            "unset_lsm_write_spec",
+        ],
+        _LSM,
+    ),
+    **dict.fromkeys(
+        ["blob_columns", "fetch_blobs", "fetch_blob_files", "fetch_blob_ranges"], _BLOB
+    ),
+    "to_lance": "open the dataset with pylance: lance.dataset(table.uri) (a disk table)",
+    "stats": "len(table) counts the rows and table.schema describes the columns",
+    "create": "make a table with connect(uri).create_table(name, data)",
+    "open": "open a table with connect(uri).open_table(name)",
+    "from_inner": "open a table with connect(uri).open_table(name)",
+    "id": "a table is named by table.name",
+    "namespace": "namespaces are LanceDB's; lancetorch tables live directly in a connection",
+    "function_errors": "lancetorch has no embedding functions",
+    "initial_storage_options": "storage options are given to connect(uri, storage_options=...)",
+    "latest_storage_options": "storage options are given to connect(uri, storage_options=...)",
+}
 
 
 def as_lancetorch_table(table: Any) -> Table:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
+from .decode import check_specs
 
 if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the package
     import torch
@@ -93,7 +94,7 @@ def tbl_to_tensor(
             [0.5000, 1.5000]], dtype=torch.float64)
     """
     torch = _torch()
-    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    name = _checks.dtype_name("dtype", dtype)
     capsule = _native.taken_to_tensor(data, name, null_value)  # what a take just returned
     if capsule is None:
         capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
@@ -166,7 +167,7 @@ def column_to_tensor(
                 f"column index {index} is out of range for a batch of {len(names)} columns"
             )
         index %= len(names)  # negative counts from the end, as in a list
-    name = None if dtype is None else str(dtype).removeprefix("torch.")
+    name = _checks.dtype_name("dtype", dtype)
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
 
 
@@ -328,17 +329,11 @@ def decode_columns(
     torch = _torch()
     batch = _one_batch(data)
     names = batch.schema.names
-    name = None if dtype is None else str(dtype).removeprefix("torch.")
-    decode = dict(decode or {})
+    name = _checks.dtype_name("dtype", dtype)
+    decode = check_specs(decode)
     unknown = sorted(set(decode) - set(names))
     if unknown:
         raise ValueError(f"decode names column '{unknown[0]}', which is not in the batch {names}")
-    for column, spec in decode.items():
-        if not hasattr(spec, "decode"):
-            raise TypeError(
-                f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
-                "(Tokens, Text, Image)"
-            )
     packed = [c for c, spec in decode.items() if getattr(spec, "pack", False)]
     skipping = [c for c, spec in decode.items() if getattr(spec, "on_error", None) == "skip"]
     if packed and skipping:

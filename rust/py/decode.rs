@@ -105,7 +105,7 @@ pub fn decode_images<'py>(
     let crop = if random {
         Crop::Random { scale, ratio, flip }
     } else {
-        Crop::Center
+        Crop::Center { flip }
     };
     let spec = Spec {
         width,

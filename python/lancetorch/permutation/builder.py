@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .. import _native
+from .. import _checks, _native
 from ..table import Table, as_lancetorch_table
 from .layout import _NAMES_KEY, ROW_ID, SPLIT_ID
 
@@ -95,16 +95,16 @@ _ONE_OF = (
 
 
 def _check_clump(clump_size: int | None) -> None:
-    if clump_size is not None and (isinstance(clump_size, bool) or int(clump_size) < 1):
-        raise ValueError(f"clump_size={clump_size} must be 1 or more rows")
+    _checks.optional_integer("clump_size", clump_size, low=1)
 
 
 def _seed(seed: int | None) -> int:
     if seed is None:
         return secrets.randbits(64)
-    if not 0 <= int(seed) < 2**64:
+    seed = _checks.integer("seed", seed)
+    if not 0 <= seed < 2**64:
         raise ValueError(f"seed={seed} must be between 0 and 2**64 - 1")
-    return int(seed)
+    return seed
 
 
 class PermutationBuilder:
@@ -123,7 +123,9 @@ class PermutationBuilder:
     Raises
     ------
     TypeError
-        For a ``table`` that is neither.
+        For a ``table`` that is neither; and in every step, for an argument of the wrong type
+        (a count, seed, weight or ``clump_size`` that is not an integer, a ratio that is not a
+        number), which is refused, never converted.
     """
 
     def __init__(self, table: Any) -> None:
@@ -142,10 +144,18 @@ class PermutationBuilder:
         given = [x is not None for x in (ratios, counts, fixed)]
         if sum(given) != 1:
             raise ValueError(_ONE_OF)
+        for name, value in (("ratios", ratios), ("counts", counts)):
+            if value is not None and (
+                isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, range))
+            ):
+                raise TypeError(
+                    f"{name}={value!r} is {type(value).__name__}; {name} takes a list, one "
+                    "value per split"
+                )
         args: dict[str, Any] = {
-            "ratios": None if ratios is None else [float(r) for r in ratios],
-            "counts": None if counts is None else [int(c) for c in counts],
-            "fixed": None if fixed is None else int(fixed),
+            "ratios": None if ratios is None else [_checks.number("ratios", r) for r in ratios],
+            "counts": None if counts is None else [_checks.integer("counts", c) for c in counts],
+            "fixed": _checks.optional_integer("fixed", fixed),
         }
         if self._filter is None:  # the row count is known: check sizes now, before any work
             _native.split_sizes(len(self._table), **args)
@@ -286,10 +296,17 @@ class PermutationBuilder:
                 raise ValueError(
                     f"split_hash column '{c}' is not in the table; columns are {names}"
                 )
-        weights = [int(w) for w in split_weights]
+        if isinstance(split_weights, (str, bytes)) or not isinstance(
+            split_weights, (list, tuple, range)
+        ):
+            raise TypeError(
+                f"split_weights={split_weights!r} is {type(split_weights).__name__}; give a "
+                "list of integer weights, one per split"
+            )
+        weights = [_checks.integer("split_weights", w) for w in split_weights]
         if not weights or any(w <= 0 for w in weights):
             raise ValueError(f"split_weights {list(split_weights)} must be weights above 0")
-        discard = int(discard_weight or 0)
+        discard = _checks.optional_integer("discard_weight", discard_weight) or 0
         if discard < 0:
             raise ValueError(f"discard_weight={discard_weight} must not be negative")
         return self._set_split(

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 
 from .._torch_rows import TorchRow, rows_of
+from ..decode import check_specs
 from ..util import tbl_to_tensor, to_batch
 
 
@@ -172,6 +173,7 @@ class _TorchDict:
     """The torch_dict format with decode specs: ``to_batch`` of the batch, cut into rows."""
 
     def __init__(self, decode: dict[str, Any] | None = None) -> None:
+        decode = check_specs(decode)
         packed = [c for c, spec in (decode or {}).items() if getattr(spec, "pack", False)]
         if packed:
             raise ValueError(

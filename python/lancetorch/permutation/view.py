@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import _native
+from .. import _checks, _native
 from .._arrow import as_offsets
 from ..sampler import BatchSampler
 from ..table import Table, TableForWorkers, as_lancetorch_table
@@ -484,13 +484,16 @@ class Permutation:
         ValueError
             For an unknown format, ``decode`` with another format than torch_dict, or a spec
             that packs tokens.
+        TypeError
+            For a ``decode`` that is not a dict of specs (a spec class, ``Image``, in place of
+            ``Image(...)``).
         """
         if format not in _FORMATS:
             raise ValueError(f"Invalid format: {format}; choose one of {list(_FORMATS)}")
         if decode is not None:
             if format != "torch_dict":
                 raise ValueError(f"decode= goes with the torch_dict format, not {format!r}")
-            return self._copy(transform_fn=_TorchDict(dict(decode)), _format=format)
+            return self._copy(transform_fn=_TorchDict(decode), _format=format)
         return self._copy(transform_fn=_FORMATS[format], _format=format)
 
     def with_transform(self, transform: Callable[[pa.RecordBatch], Any]) -> Permutation:
@@ -531,9 +534,7 @@ class Permutation:
         ValueError
             For a batch size under 1.
         """
-        if isinstance(batch_size, bool) or int(batch_size) < 1:
-            raise ValueError(f"batch_size={batch_size} must be 1 or more")
-        return self._copy(batch_size=int(batch_size))
+        return self._copy(batch_size=_checks.integer("batch_size", batch_size, low=1))
 
     def with_skip(self, skip: int) -> Permutation:
         """Leave out the first ``skip`` rows of the split (a second call replaces the first,
