@@ -8,120 +8,15 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator
 from typing import Any
 
-import lancetorch
 import pytest
-from lancetorch import decode, loader, permutation, query, sampler, streaming, table, util
-
-# What a user imports: the modules and the names in them that make up the public API.
-PUBLIC: list[tuple[Any, list[str]]] = [
-    (lancetorch, [n for n in lancetorch.__all__ if n != "__version__"]),
-    (
-        util,
-        [
-            "tbl_to_tensor",
-            "column_to_tensor",
-            "to_batch",
-            "decode_columns",
-            "keep_rows",
-            "images_to_column",
-            "batch_to_tensor",
-            "passthrough",
-        ],
-    ),
-    (permutation, list(permutation.__all__)),
-    (sampler, ["BatchSampler", "distributed_rank"]),
-    (loader, ["Loader"]),
-    (streaming, ["StreamingDataset", "StreamingDataLoader"]),
-    (decode, ["Tokens", "Text", "Image"]),
-    (query, ["TakeQuery", "ScanQuery"]),
-    (table, ["as_lancetorch_table"]),
-]
-
-# Made by the constructor, documented in the class's docstring.
-_CONSTRUCTION = {"__init__", "__new__", "__post_init__"}
+from _public_api import documented
 
 _HEADER = re.compile(r"^(\S.*)\n-+$", re.MULTILINE)
 _ENTRY = re.compile(r"^(\*{0,2}[A-Za-z_][A-Za-z0-9_]*) : \S.*$")
 
-
-def _ours(obj: Any) -> bool:
-    return (getattr(obj, "__module__", None) or "").startswith("lancetorch")
-
-
-def _methods(cls: type) -> Iterator[tuple[str, Callable[..., Any], bool]]:
-    """``(name, function, bound)`` for each public method a lancetorch class in ``cls``'s
-    MRO defines (``bound``: its first parameter is self or cls); dunder methods only where
-    they have a docstring of their own."""
-    seen: set[str] = set()
-    for klass in cls.__mro__:
-        if not _ours(klass):
-            continue
-        for name, raw in vars(klass).items():
-            if name in seen:
-                continue
-            seen.add(name)
-            dunder = name.startswith("__") and name.endswith("__")
-            if name in _CONSTRUCTION or (name.startswith("_") and not dunder):
-                continue
-            if isinstance(raw, staticmethod):
-                func, bound = raw.__func__, False
-            elif isinstance(raw, classmethod):
-                func, bound = raw.__func__, True
-            elif inspect.isfunction(raw):
-                func, bound = raw, True
-            else:  # properties, attributes: no parameters to document
-                continue
-            if not _ours(func) or (dunder and not func.__doc__):
-                continue
-            yield f"{klass.__module__}.{klass.__qualname__}.{name}", func, bound
-
-
-def _documented() -> list[tuple[str, Any, list[str]]]:
-    """``(qualified name, object, parameter names)`` for every public callable with
-    parameters (self and cls left out; ``*args`` and ``**kwargs`` spelled with their stars)."""
-    out: list[tuple[str, Any, list[str]]] = []
-    seen: set[int] = set()
-
-    def add(name: str, obj: Any, params: list[inspect.Parameter]) -> None:
-        if id(obj) in seen:
-            return
-        seen.add(id(obj))
-        names = [
-            "*" + p.name
-            if p.kind is p.VAR_POSITIONAL
-            else "**" + p.name
-            if p.kind is p.VAR_KEYWORD
-            else p.name
-            for p in params
-        ]
-        if names:
-            out.append((name, obj, names))
-
-    for module, names in PUBLIC:
-        for attr in names:
-            obj = getattr(module, attr)
-            qualified = f"{module.__name__}.{attr}"
-            if inspect.isclass(obj):
-                init = next(
-                    (k for k in obj.__mro__ if "__init__" in vars(k) or "__new__" in vars(k)),
-                    object,
-                )
-                if _ours(init):  # a constructor of lancetorch's own
-                    add(qualified, obj, list(inspect.signature(obj).parameters.values()))
-                else:
-                    seen.add(id(obj))
-                for name, func, bound in _methods(obj):
-                    params = list(inspect.signature(func).parameters.values())
-                    add(name, func, params[1:] if bound else params)
-            elif callable(obj):
-                add(qualified, obj, list(inspect.signature(obj).parameters.values()))
-    return out
-
-
-DOCUMENTED = _documented()
+DOCUMENTED = documented()
 
 
 def parameter_section(doc: str | None) -> list[str] | None:

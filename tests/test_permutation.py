@@ -335,8 +335,11 @@ def test_view_errors(shuffled):
         p.with_transform("arrow")
     with pytest.raises(TypeError, match="factory must be callable"):
         p.with_connection_factory(None)
-    for bad in (0, -1, True):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="batch_size"):
+            p.with_batch_size(bad)
+    for bad in (True, 2.5, "64"):  # refused, not converted to 1, 2 or 64
+        with pytest.raises(TypeError, match="batch_size"):
             p.with_batch_size(bad)
     with pytest.raises(ValueError, match="must not be negative"):
         p.with_skip(-1)

@@ -72,7 +72,7 @@ def choice(name: str, value: Any, options: tuple[str, ...]) -> str:
     for a string that is not one of them."""
     text(name, value)
     if value not in options:
-        raise ValueError(f"{name}={value!r} must be one of {', '.join(map(repr, options))}")
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
     return value
 
 

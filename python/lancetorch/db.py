@@ -202,6 +202,11 @@ class Connection:
         _check_name(name)
         _checks.choice("mode", mode, _MODES)
         _checks.flag("exist_ok", exist_ok)
+        if schema is not None and not isinstance(schema, pa.Schema):
+            raise TypeError(
+                f"schema={schema!r} is {type(schema).__name__}; give a pyarrow Schema, such as "
+                "pa.schema([('x', pa.float32())])"
+            )
         if mode == "create" and self._exists(name):
             if exist_ok:
                 return self.open_table(name)

@@ -34,6 +34,23 @@ def _pair(name: str, value: Any) -> tuple[float, float]:
     return _checks.number(name, value[0]), _checks.number(name, value[1])
 
 
+def _checked(batch: Any, column: Any) -> int:
+    """The position of ``column`` in ``batch``: TypeError for a batch that is not a pyarrow
+    RecordBatch or a column name that is not a string, ValueError for a name not in it."""
+    if not isinstance(batch, pa.RecordBatch):
+        raise TypeError(
+            f"batch is {type(batch).__name__}; a spec decodes a pyarrow RecordBatch (to_batch "
+            "takes tables and lists of batches)"
+        )
+    _checks.text("column", column)
+    index = batch.schema.get_field_index(column)
+    if index < 0:
+        raise ValueError(
+            f"column '{column}' is not in the batch; its columns are {batch.schema.names}"
+        )
+    return index
+
+
 def _torch() -> Any:
     import torch
 
@@ -119,8 +136,8 @@ class Tokens:
         dict[str, torch.Tensor]
             ``{column, <column>_length}``, or with ``pack=True`` ``{column, <column>_document}``.
         """
+        index = _checked(batch, column)
         torch = _torch()
-        index = batch.schema.get_field_index(column)
         if self.pack:
             length = self.max_length
             assert length is not None  # checked in __post_init__
@@ -180,7 +197,8 @@ class Text:
         TypeError
             For a column that is not strings.
         """
-        array = batch.column(column)
+        index = _checked(batch, column)
+        array = batch.column(index)
         kind = array.type
         if not (
             pa.types.is_string(kind)
@@ -309,11 +327,12 @@ class Image:
         ValueError
             For an image that cannot be read, with ``on_error="raise"``.
         """
+        index = _checked(batch, column)
         torch = _torch()
         height, width = self.size
         capsule, failed = _native.decode_images(
             batch,
-            batch.schema.get_field_index(column),
+            index,
             width,
             height,
             self.layout == "NHWC",

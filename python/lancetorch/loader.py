@@ -480,6 +480,10 @@ class Loader:
             ``window_rows``), or one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
             refuses.
         """
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"state={state!r} is {type(state).__name__}; give what state_dict() returned"
+            )
         if state.get("order") != self._order_name():
             raise ValueError(
                 f"the state was saved reading in the order {state.get('order')!r}, this loader "

@@ -298,6 +298,12 @@ class BatchSampler:
         np.ndarray
             One position a place, int64.
         """
+        epoch = _checks.integer("epoch", epoch, low=0)
+        positions = np.asarray(positions)
+        if positions.dtype.kind not in "iu":
+            raise TypeError(
+                f"positions of {positions.dtype} values; rows_at takes integer positions"
+            )
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
@@ -333,6 +339,7 @@ class BatchSampler:
         int
             Rounded up with ``uneven="pad"``, down with ``"drop"``.
         """
+        start = _checks.integer("start", start, low=0)
         remaining = max(self.n - start, 0)
         if self.uneven == "pad":
             return -(-remaining // self.world_size)
@@ -356,6 +363,8 @@ class BatchSampler:
             int64; with ``uneven="pad"``, positions past the end wrap to the first after
             ``start``.
         """
+        start = _checks.integer("start", start, low=0)
+        lo, hi = _checks.integer("lo", lo, low=0), _checks.integer("hi", hi, low=0)
         positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)
@@ -377,6 +386,7 @@ class BatchSampler:
         np.ndarray
             :meth:`shard_size` rows.
         """
+        epoch = _checks.integer("epoch", epoch, low=0)
         size = self.shard_size(start)
         if self.order_kind == "bijection" or not self.shuffle:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
@@ -481,6 +491,10 @@ class BatchSampler:
             For a state without the keys of one, or saved by a sampler with other rows,
             ``shuffle``, ``order`` or ``clump_size``, or a position outside the epoch.
         """
+        if not isinstance(state, dict):
+            raise TypeError(
+                f"state={state!r} is {type(state).__name__}; give what state_dict() returned"
+            )
         for key, mine in (
             ("rows", self.n),
             ("shuffle", self.shuffle),

@@ -204,6 +204,16 @@ class StreamingDataset(IterableDataset):
         for name, value in (("transform", transform), ("connection_factory", connection_factory)):
             if value is not None and not callable(value):
                 raise TypeError(f"{name}={value!r} is {type(value).__name__}; give a callable")
+        if not isinstance(on_transform_error, str) and not callable(on_transform_error):
+            raise TypeError(
+                f"on_transform_error={on_transform_error!r} is "
+                f"{type(on_transform_error).__name__}; give 'raise', 'skip', 'warn' or a callable"
+            )
+        if worker_info_override is not None:
+            for name in ("id", "num_workers"):
+                _checks.integer(
+                    f"worker_info_override.{name}", getattr(worker_info_override, name, None)
+                )
         num_splits = world_size if num_splits is None else num_splits
         _check_positive(world_size, "world_size")
         _check_positive(num_splits, "num_splits")

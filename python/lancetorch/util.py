@@ -33,6 +33,11 @@ def _torch():
     return torch
 
 
+def _null(null_value: Any) -> float | None:
+    """``null_value`` checked: a number or ``None`` (``True`` is not 1.0, ``"0"`` not 0)."""
+    return None if null_value is None else _checks.number("null_value", null_value)
+
+
 def _batches(data: Any) -> list[pa.RecordBatch]:
     if isinstance(data, pa.RecordBatch):
         return [data]
@@ -95,6 +100,7 @@ def tbl_to_tensor(
     """
     torch = _torch()
     name = _checks.dtype_name("dtype", dtype)
+    null_value = _null(null_value)
     capsule = _native.taken_to_tensor(data, name, null_value)  # what a take just returned
     if capsule is None:
         capsule = _native.batches_to_tensor(_batches(data), name, null_value, capsule=True)
@@ -168,6 +174,7 @@ def column_to_tensor(
             )
         index %= len(names)  # negative counts from the end, as in a list
     name = _checks.dtype_name("dtype", dtype)
+    null_value = _null(null_value)
     return torch.from_dlpack(_native.batch_column_to_tensor(batch, index, name, null_value))
 
 
@@ -223,7 +230,7 @@ def to_batch(
         The batch, as :func:`tbl_to_tensor` takes it.
     decode : dict[str, spec], optional
         ``{column: spec}`` with a :mod:`lancetorch.decode` spec (``Tokens``, ``Text``,
-        ``Image``) for each column named. Not used with ``features``.
+        ``Image``) for each column named; refused with ``features``.
     features : list of str, optional
         The columns of ``x`` (one name is a list of one); the result is then ``x`` or
         ``(x, y)`` instead of a dict.
@@ -245,7 +252,7 @@ def to_batch(
     ------
     ValueError
         For a column named in ``features``, ``target`` or ``decode`` that is not in the batch,
-        or ``target`` without ``features``.
+        ``target`` without ``features``, or ``decode`` with ``features``.
     TypeError
         For a column of lists without a spec, or a ``decode`` value that is not a spec.
 
@@ -265,6 +272,11 @@ def to_batch(
         if keep is not None:  # rows a spec skipped (Image(on_error="skip")) leave every column
             out = {k: keep_rows(v, keep) for k, v in out.items()}
         return out
+    if decode:
+        raise ValueError(
+            "decode= does not go with features=: x is made of number columns; decode the "
+            "other columns with to_batch(data, decode={...}) (no features=)"
+        )
     batch = _one_batch(data)
     names = batch.schema.names
     if isinstance(features, str):
@@ -330,6 +342,8 @@ def decode_columns(
     batch = _one_batch(data)
     names = batch.schema.names
     name = _checks.dtype_name("dtype", dtype)
+    null_value = _null(null_value)
+    epoch = _checks.integer("epoch", epoch)
     decode = check_specs(decode)
     unknown = sorted(set(decode) - set(names))
     if unknown:
@@ -405,6 +419,9 @@ def keep_rows(value: Any, keep: list[int]) -> Any:
     TypeError
         For a value that is none of these.
     """
+    if isinstance(keep, (str, bytes)) or not isinstance(keep, (list, tuple, range, np.ndarray)):
+        raise TypeError(f"keep={keep!r} is {type(keep).__name__}; keep takes a list of rows")
+    keep = [_checks.integer("keep", k) for k in keep]
     if isinstance(value, dict):
         return {k: keep_rows(v, keep) for k, v in value.items()}
     if isinstance(value, list):
@@ -449,6 +466,7 @@ def images_to_column(images: Any, *, format: str = "PNG", **save: Any) -> pa.Arr
     >>> images_to_column([np.zeros((4, 4, 3), np.uint8), None]).null_count
     1
     """
+    _checks.text("format", format)
     out: list[bytes | None] = []
     for i, image in enumerate(images):
         if image is None or isinstance(image, bytes):

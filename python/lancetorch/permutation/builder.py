@@ -77,7 +77,15 @@ def _one_expression(expression: str, what: str) -> None:
 def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None:
     if names is None:
         return None
+    if isinstance(names, (str, bytes)) or not isinstance(names, (list, tuple)):
+        raise TypeError(
+            f"split_names={names!r} is {type(names).__name__}; give a list of names, one per "
+            "split (a string is not a list of its letters)"
+        )
     names = list(names)
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(f"split name {name!r} is {type(name).__name__}; names are strings")
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
         raise ValueError(f"split name {dup!r} is used twice in {names}")

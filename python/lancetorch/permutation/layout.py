@@ -39,6 +39,12 @@ def split_names_of(permutation_table: Any) -> list[str]:
     -------
     list of str
     """
-    meta = permutation_table.schema.metadata or {}
+    schema = getattr(permutation_table, "schema", None)
+    if not isinstance(schema, pa.Schema):
+        raise TypeError(
+            f"permutation_table={permutation_table!r} is {type(permutation_table).__name__}; "
+            "give a permutation table (what PermutationBuilder.execute() returns, or Arrow data)"
+        )
+    meta = schema.metadata or {}
     raw = meta.get(_NAMES_KEY, meta.get(_OLD_NAMES_KEY))
     return [] if raw is None else list(json.loads(raw))
