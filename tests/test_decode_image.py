@@ -187,6 +187,63 @@ def test_image_spec_arguments_are_checked():
         to_batch(pa.record_batch({"img": ["not bytes"]}), {"img": Image()})
 
 
+def test_flip_mirrors_the_center_crop_for_about_half_the_images():
+    # Image(flip=True) with the default center crop once did nothing.
+    data = [encode(photo(20, 30, s), "PNG") for s in range(64)]
+    plain = decode(data, size=(8, 12))
+    flipped = decode(data, size=(8, 12), flip=True)
+    mirrored = [torch.equal(f, p.flip(-1)) for f, p in zip(flipped, plain)]
+    kept = [torch.equal(f, p) for f, p in zip(flipped, plain)]
+    assert all(m or k for m, k in zip(mirrored, kept))  # each image as it was, or mirrored
+    assert 16 <= sum(mirrored) <= 48, sum(mirrored)
+    assert torch.equal(flipped, decode(data, size=(8, 12), flip=True))  # the same every run
+    other = decode(data, size=(8, 12), flip=True, seed=1)
+    assert not torch.equal(flipped, other)  # the seed draws the flips
+
+
+def test_an_int_size_is_a_square_and_other_shapes_are_refused():
+    data = [encode(photo(20, 30), "PNG")]
+    assert Image(size=7).size == (7, 7)
+    assert Image(size=np.int64(7)).size == (7, 7)
+    assert decode(data, size=7).shape == (1, 3, 7, 7)
+    assert torch.equal(decode(data, size=7), decode(data, size=(7, 7)))
+    with pytest.raises(ValueError, match="has 3 values"):
+        Image(size=(4, 4, 3))
+    for bad in ["224", 224.0, True, (4, 4.0), None]:
+        with pytest.raises(TypeError, match="size="):
+            Image(size=bad)
+    with pytest.raises(ValueError, match="size=0"):
+        Image(size=0)
+
+
+def test_image_settings_of_another_type_are_refused_not_converted():
+    for bad in [
+        dict(flip=1),
+        dict(flip="yes"),
+        dict(seed=1.5),
+        dict(seed="1"),
+        dict(layout=1),
+        dict(scale="0.5"),
+        dict(ratio=("1", "2")),
+    ]:
+        with pytest.raises(TypeError):
+            Image(**bad)
+
+
+def test_a_spec_class_for_an_instance_is_refused_before_any_row_is_read(mem_db):
+    table = mem_db.create_table("t", {"img": pa.array([encode(photo(8, 8), "PNG")], pa.binary())})
+    from lancetorch.permutation import Permutation
+
+    calls = [
+        lambda: Loader(table, 1, per_column=True, decode={"img": Image}),
+        lambda: to_batch(table.__getitems__([0]), {"img": Image}),
+        lambda: Permutation.identity(table).with_format("torch_dict", decode={"img": Image}),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"the class Image, not a spec: write Image\(\.\.\.\)"):
+            call()
+
+
 @pytest.mark.parametrize("where", ["memory", "disk"])
 def test_the_loader_decodes_images(tmp_path, where):
     db = lancetorch.connect("memory://" if where == "memory" else tmp_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import lancetorch
 import numpy as np
 import pyarrow as pa
@@ -623,3 +625,31 @@ def test_a_null_value_that_does_not_fit_is_refused_on_every_path(rows, b_type):
             column_to_tensor(batch, "a", null_value=0.5)
     if b_type == pa.int64():  # one type: a conversion may share, and the refused ones lent nothing
         assert tbl_to_tensor(batch).data_ptr() == batch.column(0).chunk(0).buffers()[1].address
+
+
+@pytest.mark.parametrize(
+    "name, bad",
+    [
+        ("batch_size", 2.5),  # once read as 2
+        ("batch_size", "64"),  # once read as 64
+        ("batch_size", True),
+        ("prefetch", 2.0),
+        ("threads", "2"),
+        ("window_rows", 1e3),
+        ("clump_size", 16.0),
+        ("seed", 1.5),
+        ("rank", 0.0),
+        ("shuffle", 0),
+        ("drop_last", "False"),
+        ("per_column", 1),
+        ("null_value", "0"),
+        ("dtype", 32),
+    ],
+)
+def test_settings_of_another_type_are_refused_not_converted(mem_db, name, bad):
+    table = mem_db.create_table("t", {"a": np.arange(10)})
+    args = {"batch_size": 4, name: bad}
+    if name == "rank":
+        args["world_size"] = 2
+    with pytest.raises(TypeError, match=rf"{name}={re.escape(repr(bad))} is {type(bad).__name__}"):
+        Loader(table, **args)

@@ -786,3 +786,70 @@ def test_store_columns_out_of_range_are_named():
         store.batches([5])
     with pytest.raises(IndexError, match="column index 3 is out of range"):
         store.take([0], [3])
+
+
+# -- search().where() and LanceDB's names --------------------------------------------------------
+@pytest.fixture(scope="module")
+def scan_tables(tmp_path_factory):
+    """The same 40 rows (a null among them) in memory and on disk in two fragments."""
+    data = pa.table(
+        {
+            "id": pa.array(range(40), pa.int64()),
+            "x": pa.array([None if i == 7 else (i * 37) % 11 for i in range(40)], pa.int64()),
+        }
+    )
+    disk = lancetorch.connect(tmp_path_factory.mktemp("scan"))
+    on_disk = disk.create_table("t", data.slice(0, 25))
+    on_disk.add(data.slice(25))
+    return data, [lancetorch.connect("memory://").create_table("t", data), on_disk]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    threshold=st.integers(-1, 11),
+    offset=st.integers(0, 45),
+    limit=st.one_of(st.none(), st.integers(0, 45)),
+)
+def test_where_filters_before_offset_and_limit(scan_tables, threshold, offset, limit):
+    data, tables = scan_tables
+    kept = [r["id"] for r in data.to_pylist() if r["x"] is not None and r["x"] > threshold]
+    want = kept[offset:] if limit is None else kept[offset : offset + limit]
+    for table in tables:
+        query = table.search().where(f"x > {threshold}").offset(offset).limit(limit)
+        assert ids(query.select(["id"]).to_arrow()) == want
+        # the order of the calls does not matter: the filter always comes first
+        again = table.search().limit(limit).offset(offset).where(f"x > {threshold}")
+        assert ids(again.to_arrow()) == want
+
+
+def test_where_refuses_what_it_cannot_honour(mem_db):
+    table = mem_db.create_table("t", sample_table(5))
+    with pytest.raises(TypeError, match="filter=5 is int"):
+        table.search().where(5)
+    with pytest.raises(ValueError, match="more than one statement"):
+        table.search().where("id > 1; id < 3")
+    with pytest.raises(ValueError, match="empty"):
+        table.search().where("  ")
+    with pytest.raises(ValueError, match="prefilter=False"):
+        table.search().where("id > 1", prefilter=False)
+    with pytest.raises(ValueError, match="not true/false"):
+        table.search().where("id + 1").to_arrow()
+
+
+def test_lancedb_table_methods_lancetorch_lacks_say_what_to_use(table):
+    lancedb_table = pytest.importorskip("lancedb.table")
+    lacking = sorted(
+        name
+        for name in dir(lancedb_table.LanceTable)
+        if not name.startswith("_") and not hasattr(lancetorch.Table, name)
+    )
+    assert "delete" in lacking and "create_index" in lacking
+    for name in lacking:
+        with pytest.raises(AttributeError, match=f"lancetorch's Table has no {name} ") as err:
+            getattr(table, name)
+        assert len(str(err.value).split(": ", 1)[1]) > 20  # what to use instead
+        assert not hasattr(table, name)
+    with pytest.raises(AttributeError, match="^'Table' object has no attribute 'no_such_name'$"):
+        table.no_such_name  # noqa: B018
+    with pytest.raises(AttributeError, match="lancetorch's ScanQuery has no to_df.*to_pandas"):
+        table.search().to_df  # noqa: B018

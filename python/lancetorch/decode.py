@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -257,7 +257,7 @@ class Image:
         ``flip`` that is not a bool, a ``seed`` that is not an integer).
     """
 
-    size: tuple[int, int] = (224, 224)  # (height, width)
+    size: int | tuple[int, int] = (224, 224)  # (height, width) once made
     layout: str = "NCHW"
     crop: str = "center"
     scale: tuple[float, float] = (0.08, 1.0)
@@ -285,8 +285,8 @@ class Image:
                 f"size={self.size!r} has {len(size)} values; give (height, width) or one int "
                 "for a square"
             )
-        size = tuple(_checks.integer("size", v, low=1, high=16384) for v in size)
-        object.__setattr__(self, "size", size)
+        height, width = (_checks.integer("size", v, low=1, high=16384) for v in size)
+        object.__setattr__(self, "size", (height, width))
         _checks.choice("layout", self.layout, ("NCHW", "NHWC"))
         _checks.choice("crop", self.crop, ("center", "random"))
         lo, hi = _pair("scale", self.scale)
@@ -329,7 +329,7 @@ class Image:
         """
         index = _checked(batch, column)
         torch = _torch()
-        height, width = self.size
+        height, width = cast(tuple[int, int], self.size)
         capsule, failed = _native.decode_images(
             batch,
             index,

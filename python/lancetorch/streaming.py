@@ -201,9 +201,14 @@ class StreamingDataset(IterableDataset):
             columns = _checks.names("columns", columns)
         if filter is not None:
             _checks.text("filter", filter)
-        for name, value in (("transform", transform), ("connection_factory", connection_factory)):
-            if value is not None and not callable(value):
-                raise TypeError(f"{name}={value!r} is {type(value).__name__}; give a callable")
+        for name, function in (
+            ("transform", transform),
+            ("connection_factory", connection_factory),
+        ):
+            if function is not None and not callable(function):
+                raise TypeError(
+                    f"{name}={function!r} is {type(function).__name__}; give a callable"
+                )
         if not isinstance(on_transform_error, str) and not callable(on_transform_error):
             raise TypeError(
                 f"on_transform_error={on_transform_error!r} is "
