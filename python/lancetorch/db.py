@@ -61,6 +61,14 @@ class Connection:
         storage_options: dict[str, str] | None = None,
         read_timeout: float | None = None,
     ) -> None:
+        _checks.text("uri", uri)
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(
+                f"storage_options={storage_options!r} is {type(storage_options).__name__}; "
+                "give a dict of option name to value, such as {'aws_region': 'us-east-1'}"
+            )
+        if read_timeout is not None:
+            _checks.number("read_timeout", read_timeout)
         self._uri = uri
         self._read_timeout = read_timeout
         self._storage_options = dict(storage_options) if storage_options else None

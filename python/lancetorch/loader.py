@@ -150,6 +150,28 @@ class _Source:
         return self.prefetcher.stats()
 
 
+def _device(device: Any, torch: Any) -> Any:
+    """``device`` as a ``torch.device`` (a name, an index as torch reads one, or a device),
+    checked now rather than at the first batch."""
+    if device is None:
+        return None
+    if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+        raise TypeError(
+            f"device={device!r} is {type(device).__name__}; give a torch.device or its name, "
+            "such as 'cuda' or 'cpu'"
+        )
+    try:
+        found = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"device={device!r} is not a device torch knows: {err}") from err
+    if found.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} is a CUDA device, and torch finds no CUDA here; leave device "
+            "out (or pass 'cpu') on this machine"
+        )
+    return found
+
+
 class _Failed(NamedTuple):
     error: BaseException
 
@@ -248,7 +270,8 @@ class Loader:
     ValueError
         For a column (in ``features``, ``target``, ``decode`` or a Permutation) that is not
         read, ``target`` without ``features``, ``prefetch``, ``threads``, ``clump_size`` or
-        ``window_rows`` out of range, and the sampler's arguments as BatchSampler checks them.
+        ``window_rows`` out of range, a ``device`` torch does not know (or a CUDA one where
+        there is no CUDA), and the sampler's arguments as BatchSampler checks them.
     """
 
     def __init__(
@@ -403,7 +426,7 @@ class Loader:
         self._prefetch = prefetch
         self._pin = pin_memory
         torch = _torch()
-        self._device = None if device is None else torch.device(device)
+        self._device = _device(device, torch)
         if self._device is not None and self._device.type != "cpu":
             self._pin = True  # copies to an accelerator start from pinned memory
         self._non_blocking = non_blocking

@@ -36,6 +36,13 @@ class TakeQuery:
     """
 
     def __init__(self, table: Any, offsets: Any) -> None:
+        from .table import Table
+
+        if not isinstance(table, Table):
+            raise TypeError(
+                f"table is {type(table).__name__}; queries are made by a Table's "
+                "take_offsets, take_row_ids and search"
+            )
         self._table = table
         self._offsets = offsets
         self._selection: dict[str, str] | None = None  # output name -> column name

@@ -362,9 +362,15 @@ class BatchSampler:
         np.ndarray
             int64; with ``uneven="pad"``, positions past the end wrap to the first after
             ``start``.
+
+        Raises
+        ------
+        ValueError
+            For ``lo`` or ``hi`` outside this rank's share (``0 <= lo <= hi <= shard_size``).
         """
-        start = _checks.integer("start", start, low=0)
-        lo, hi = _checks.integer("lo", lo, low=0), _checks.integer("hi", hi, low=0)
+        size = self.shard_size(start)  # checks start
+        lo = _checks.integer("lo", lo, low=0, high=size)
+        hi = _checks.integer("hi", hi, low=lo, high=size)
         positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)

@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from . import _checks
+from . import _checks, _native
 from .permutation import Permutation, Transforms, permutation_builder
 from .table import as_lancetorch_table
 
@@ -771,6 +771,15 @@ def _check_positive(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
 
 
+def _within_memory(size: int, what: str) -> None:
+    """Refuse, as a MemoryError, what would take more than the memory free now: torch and
+    Python lists ask the kernel for it without a check, and an overcommitted allocation ends
+    the process when it is filled."""
+    free = _native.available_memory()
+    if free is not None and size > free:
+        raise MemoryError(f"{what} needs {size} bytes, more than the {free} free")
+
+
 def _check_packing(
     table: Any,
     length: int,
@@ -783,6 +792,7 @@ def _check_packing(
 ) -> None:
     if length <= 0:
         raise ValueError("pack_sequences must be greater than 0")
+    _within_memory(length * 16, f"pack_sequences={length} (blocks of int64 tokens and ids)")
     if eos_id is None:
         raise ValueError("eos_id is required when pack_sequences is set")
     if pad_id is None:
@@ -1204,7 +1214,8 @@ class StreamingDataLoader(DataLoader):
     TypeError
         For a dataset that is not a StreamingDataset, or overrides ``__iter__``.
     ValueError
-        For ``persistent_workers=True``, ``drop_last=True`` or ``in_order=False``.
+        For ``persistent_workers=True``, ``drop_last=True`` or ``in_order=False``, or a
+        ``batch_size`` past both the samples an epoch gives and 2**20.
     """
 
     def __init__(self, dataset: StreamingDataset, *args: Any, **kwargs: Any) -> None:
@@ -1221,6 +1232,15 @@ class StreamingDataLoader(DataLoader):
             raise ValueError(
                 "StreamingDataLoader does not support persistent_workers=True: a kept worker "
                 "would go on from where it was, not from the dataset's checkpoint"
+            )
+        size = kwargs.get("batch_size", args[0] if args else 1)
+        samples = max(len(dataset._table), dataset._blocks_per_epoch or 0)
+        if isinstance(size, int) and not isinstance(size, bool) and size > max(samples, 1 << 20):
+            # DataLoader fills a list of batch_size slots one by one in Python before the
+            # first batch: a size far past the data would run for minutes, or fill memory.
+            raise ValueError(
+                f"batch_size={size} is more than the {samples} samples an epoch of this dataset "
+                "gives (and than 2**20); a batch holds at most all of them: pass a smaller one"
             )
         self._streaming_dataset = dataset
         super().__init__(_Adapter(dataset), *args, **kwargs)

@@ -43,6 +43,13 @@ class Table:
     """
 
     def __init__(self, name: str, backend: _MemoryBackend | _LanceBackend) -> None:
+        if not isinstance(name, str):
+            raise TypeError(f"name={name!r} is {type(name).__name__}; a table's name is a string")
+        if not isinstance(backend, (_MemoryBackend, _LanceBackend)):
+            raise TypeError(
+                f"backend is {type(backend).__name__}; tables are made by "
+                "connect(uri).create_table(...) or open_table(...)"
+            )
         self._name = name
         self._backend = backend
         # The schema the column positions below were worked out for, and the positions.

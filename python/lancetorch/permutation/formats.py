@@ -13,6 +13,14 @@ from ..decode import check_specs
 from ..util import tbl_to_tensor, to_batch
 
 
+def _arrow_batch(batch: Any) -> None:
+    """Refuse what is not the Arrow batch a Permutation hands its format."""
+    if not isinstance(batch, (pa.RecordBatch, pa.Table)):
+        raise TypeError(
+            f"batch is {type(batch).__name__}; a format function takes a pyarrow RecordBatch"
+        )
+
+
 class Transforms:
     """The built-in output formats, as functions from a ``pyarrow.RecordBatch``."""
 
@@ -44,6 +52,7 @@ class Transforms:
         -------
         list of dict
         """
+        _arrow_batch(batch)
         return batch.to_pylist()
 
     @staticmethod
@@ -59,6 +68,7 @@ class Transforms:
         -------
         dict[str, list]
         """
+        _arrow_batch(batch)
         return batch.to_pydict()
 
     @staticmethod
@@ -76,6 +86,7 @@ class Transforms:
         """
         import polars as pl
 
+        _arrow_batch(batch)
         return pl.from_arrow(batch)
 
     @staticmethod
@@ -91,6 +102,7 @@ class Transforms:
         -------
         pandas.DataFrame
         """
+        _arrow_batch(batch)
         return batch.to_pandas()
 
     @staticmethod
@@ -107,6 +119,7 @@ class Transforms:
         -------
         dict[str, np.ndarray]
         """
+        _arrow_batch(batch)
         out = {}
         for name, column in zip(batch.schema.names, batch.columns):
             if pa.types.is_fixed_size_list(column.type) and column.null_count == 0:
@@ -166,6 +179,7 @@ class Transforms:
         -------
         list of TorchRow
         """
+        _arrow_batch(batch)
         return _TorchDict()(batch)
 
 

@@ -143,6 +143,19 @@ class Permutation:
         split: int = 0,
         selection: dict[str, str] | None = None,
     ) -> None:
+        if not isinstance(base_table, Table):
+            raise TypeError(
+                f"base_table is {type(base_table).__name__}; make a Permutation with "
+                "Permutation.identity(table) or Permutation.from_tables(table, permutation_table)"
+            )
+        if rows is not None and not (isinstance(rows, np.ndarray) and rows.dtype.kind in "iu"):
+            raise TypeError(f"rows is {type(rows).__name__}; give an integer numpy array or None")
+        split = _checks.integer("split", split, low=0)
+        if selection is not None and not (
+            isinstance(selection, dict)
+            and all(isinstance(k, str) and isinstance(c, str) for k, c in selection.items())
+        ):
+            raise TypeError(f"selection={selection!r}: give a dict of shown name to column name")
         self._table: Table | None = base_table
         self._table_name = base_table.name
         self._rows = rows
