@@ -218,15 +218,10 @@ fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
 /// A random split: rows shuffled (in clumps when asked) and cut into `sizes`; each split's rows
 /// come back in ascending row order (shuffle them with [`shuffle_splits`]).
 pub fn random_split(rows: &[u64], sizes: &[u64], seed: u64, clump: usize) -> (Vec<u64>, Vec<u32>) {
+    // Each split keeps the shuffled order it was dealt in, as LanceDB's does: a split read
+    // without a further `shuffle` is still in random order, never in storage order.
     let mut rng = generator(seed);
-    let shuffled = shuffle_clumps(rows, clump, &mut rng);
-    let (mut rows, ids) = cut(&shuffled, sizes);
-    let mut at = 0;
-    for &size in sizes {
-        rows[at..at + size as usize].sort_unstable();
-        at += size as usize;
-    }
-    (rows, ids)
+    cut(&shuffle_clumps(rows, clump, &mut rng), sizes)
 }
 
 /// A sequential split: the first rows to split 0, the next to split 1, and so on.

@@ -117,8 +117,6 @@ def test_split_random_sizes(table, how, sizes):
     everything = [r for g in groups.values() for r in g]
     assert len(set(everything)) == len(everything) == sum(sizes)
     assert set(everything) <= set(range(10))
-    for g in groups.values():  # each split keeps ascending row order until shuffle()
-        assert g == sorted(g)
     assert perm.column("split_id").to_pylist() == sorted(perm.column("split_id").to_pylist())
 
 
@@ -569,7 +567,7 @@ def test_shuffle_keeps_splits_grouped(big):
     assert perm.column("split_id").to_pylist() == [0] * 70 + [1] * 30
     shuffled, plain = splits_of(perm), splits_of(unshuffled)
     for s in (0, 1):
-        assert sorted(shuffled[s]) == plain[s]
+        assert sorted(shuffled[s]) == sorted(plain[s])
     assert shuffled[0] != plain[0]
 
 
@@ -594,6 +592,15 @@ def test_golden_shuffle(table):
     order = rows_of(PermutationBuilder(table).shuffle(seed=42).execute().to_arrow())
     assert sorted(order) == list(range(10))
     assert order == GOLDEN_SEED_42  # the same vector as the Rust core's golden_shuffle test
+
+
+def test_golden_random_split(table):
+    """A random split keeps the order its rows were dealt in (LanceDB's too): the seed's
+    shuffle, cut into splits. Never ascending row order, which would read unshuffled."""
+    perm = PermutationBuilder(table).split_random(fixed=2, seed=42).execute().to_arrow()
+    assert splits_of(perm) == {0: GOLDEN_SEED_42[:5], 1: GOLDEN_SEED_42[5:]}
+    perm = PermutationBuilder(table).split_random(counts=[4], seed=7, clump_size=3).execute()
+    assert rows_of(perm.to_arrow()) == GOLDEN_SEED_7_CLUMP_3[:4]
 
 
 def test_golden_clumped_shuffle(table):

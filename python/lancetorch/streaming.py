@@ -1,9 +1,10 @@
 """An elastic, resumable streaming dataset: LanceDB's ``StreamingDataset`` on lancetorch.
 
 The rows (after an optional SQL ``filter``) are dealt into ``num_splits`` equal splits by a
-seeded shuffle of lancetorch's Rust core (``shuffle_seed + epoch * 100003`` seeds it), or in
-table order with ``shuffle=False``. Rank ``r`` of ``world_size`` owns a contiguous block of
-splits; a DataLoader worker owns a contiguous part of its rank's block. An iterator yields one
+seeded shuffle of lancetorch's Rust core (``shuffle_seed + epoch * 100003`` seeds it), each
+split read in the random order it was dealt in; with ``shuffle=False`` both are in table order.
+Rank ``r`` of ``world_size`` owns a contiguous block of splits; a DataLoader worker owns a
+contiguous part of its rank's block. An iterator yields one
 row per owned split in turn, so for a fixed ``(num_splits, shuffle_seed, epoch)`` the rows that
 make up a global step are the same whatever the number of ranks or workers.
 
@@ -271,6 +272,7 @@ class StreamingDataset(IterableDataset):
         if filter is not None:
             builder = builder.filter(filter)
         if shuffle:
+            # Each split keeps the random order its rows were dealt in: the stream is shuffled.
             builder = builder.split_random(
                 fixed=num_splits,
                 seed=shuffle_seed + epoch * _EPOCH_PRIME,
