@@ -696,7 +696,7 @@ class Loader:
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
         """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
-        the side columns' values (a Tokens column followed by its lengths); rows a spec
+        the side columns' values (every output a spec declares, in its order); rows a spec
         skipped leave the Rust threads' tensors too."""
         values, skipped = side if side is not None else ({}, None)
         keep = None
@@ -707,9 +707,9 @@ class Loader:
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
             if i in self._side:
-                out[key] = values[key]
-                if f"{key}_length" in values:
-                    out[f"{key}_length"] = values[f"{key}_length"]
+                spec = self._decode.get(key)
+                for name in [key] if spec is None else spec.outputs(key):
+                    out[name] = values[name]
             else:
                 tensor = torch.from_dlpack(next(dense))
                 out[key] = tensor if keep is None else keep_rows(tensor, keep)

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
+from .decode import DecodeSpec
 
 if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the package
     import torch
@@ -334,7 +335,7 @@ def decode_columns(
     if unknown:
         raise ValueError(f"decode names column '{unknown[0]}', which is not in the batch {names}")
     for column, spec in decode.items():
-        if not hasattr(spec, "decode"):
+        if not isinstance(spec, DecodeSpec):
             raise TypeError(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
                 "(Tokens, Text, Image)"
@@ -352,6 +353,12 @@ def decode_columns(
         kind = field.type
         if column in decode:
             values, bad = _decoded(decode[column], batch, column, epoch)
+            declared = decode[column].outputs(column)
+            if list(values) != declared:
+                raise RuntimeError(
+                    f"decode['{column}'] ({type(decode[column]).__name__}) gave "
+                    f"{list(values)}, but declares {declared}: a spec gives exactly its outputs"
+                )
             out.update(values)
             failed.update(bad)
         elif isinstance(kind, pa.FixedShapeTensorType):
