@@ -43,6 +43,14 @@ class ReadPlan:
         The base columns read, in output order.
     renames : dict[str, str]
         Base column to output name, for the columns shown under another name.
+    transform : callable or None, default None
+        The view's :meth:`Permutation.with_transform` function, which a reader applies to
+        each batch's Arrow rows (under their output names); ``None`` where the view has a
+        format instead.
+    decode : dict[str, spec] or None, default None
+        The decode specs of the view's ``torch_dict`` format, where it has them.
+    row_ids : bool, default False
+        Whether the view selects ``_rowid`` (each row's row id), which is not a base column.
     """
 
     table: Table
@@ -51,6 +59,9 @@ class ReadPlan:
     length: int
     columns: list[str]
     renames: dict[str, str]
+    transform: Callable[[pa.RecordBatch], Any] | None = None
+    decode: dict[str, Any] | None = None
+    row_ids: bool = False
 
 
 DEFAULT_BATCH_SIZE = 100
@@ -294,6 +305,7 @@ class Permutation:
         the view): the base table, and the base columns under their output names."""
         base = self._base()  # first: a reopened table finds its rows again
         lo, hi = self._window
+        decode = self.transform_fn.decode if isinstance(self.transform_fn, _TorchDict) else None
         return ReadPlan(
             table=base,
             rows=None if self._rows is None else self._rows[lo:hi],
@@ -301,6 +313,9 @@ class Permutation:
             length=hi - lo,
             columns=self._base_columns(),
             renames=self._renames,
+            transform=self.transform_fn if self._format is None else None,
+            decode=decode,
+            row_ids=_ROW_ID_COLUMN in self.selection.values(),
         )
 
     def _base_columns(self) -> list[str]:
