@@ -91,14 +91,37 @@ def _rows_of_split(base: Table, arrow: pa.Table, split: int) -> np.ndarray:
     elif split != 0:
         raw = raw[:0]  # one split only: split 0
     if column == ROW_ID:
-        return base._offsets_of_row_ids(raw)
-    if raw.size and (raw.min() < 0 or raw.max() >= len(base)):
-        bad = raw.min() if raw.min() < 0 else raw.max()
-        raise ValueError(
-            f"the permutation table refers to row {int(bad)} but table '{base.name}' has "
-            f"{len(base)} rows; rebuild the permutation"
-        )
-    return raw.astype(np.int64)
+        offsets = base._offsets_of_row_ids(raw)
+    else:
+        if raw.size and (raw.min() < 0 or raw.max() >= len(base)):
+            bad = raw.min() if raw.min() < 0 else raw.max()
+            raise ValueError(
+                f"the permutation table refers to row {int(bad)} but table '{base.name}' has "
+                f"{len(base)} rows; rebuild the permutation"
+            )
+        offsets = raw.astype(np.int64)
+    _refuse_repeats(offsets, raw, column, split)
+    return offsets
+
+
+def _refuse_repeats(offsets: np.ndarray, raw: np.ndarray, column: str, split: int) -> None:
+    """A split names each row once: a row listed twice would be read twice an epoch."""
+    if offsets.size < 2:
+        return
+    seen = np.zeros(int(offsets.max()) + 1, dtype=bool)  # one byte a row, one pass
+    seen[offsets] = True
+    if int(np.count_nonzero(seen)) == offsets.size:
+        return
+    order = np.argsort(offsets, kind="stable")
+    repeats = np.flatnonzero(offsets[order][1:] == offsets[order][:-1])
+    first = order[repeats[0] + 1]
+    times = int(np.count_nonzero(offsets == offsets[first]))
+    raise ValueError(
+        f"split {split} of the permutation table lists {column} {int(raw[first])} {times} "
+        f"times ({offsets.size - int(np.count_nonzero(seen))} repeated entries in all): it "
+        "would be read that many times an epoch; a permutation lists each row once, so "
+        "rebuild it with permutation_builder(table)...execute()"
+    )
 
 
 def _split_number(split: Any, names: list[str]) -> int:
