@@ -39,8 +39,8 @@ def _env_int(name: str) -> int | None:
         return None
     try:
         return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
 
 
 def _torch_distributed() -> Any:

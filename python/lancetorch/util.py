@@ -26,10 +26,10 @@ if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the packa
 def _torch():
     try:
         import torch
-    except ImportError:
+    except ImportError as err:
         raise ImportError(
             "lancetorch.util needs PyTorch: pip install torch (or lancetorch[torch])"
-        ) from None
+        ) from err
     return torch
 
 

@@ -33,7 +33,7 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
             raise ValueError(
                 f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
                 f"(columns {table.schema.names}): {detail}"
-            ) from None
+            ) from e
 
     backend = table._backend
     if hasattr(backend, "dataset"):
