@@ -345,12 +345,13 @@ class Loader:
             )
         self._rows = rows
         self._offset = offset
-        names = list(columns) if columns is not None else self._table.schema.names
-        missing = [c for c in names if c not in self._table.schema.names]
+        schema = self._table.schema
+        held = set(schema.names)
+        names = list(columns) if columns is not None else schema.names
+        missing = [c for c in names if c not in held]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
         self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
-        schema = self._table.schema
         self._decode = dict(decode or {})
         self._features = None if features is None else list(features)
         self._target = target
@@ -358,12 +359,13 @@ class Loader:
             if isinstance(features, str):
                 self._features = [features]
             wanted = self._features + ([] if target is None else [target])
-            unknown = [c for c in wanted if c not in self._keys]
+            position = {k: i for i, k in enumerate(self._keys)}
+            unknown = [c for c in wanted if c not in position]
             if unknown:
                 raise ValueError(
                     f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
                 )
-            names = [names[self._keys.index(c)] for c in wanted]
+            names = [names[position[c]] for c in wanted]
             self._keys = wanted
             per_column = True  # one tensor a column inside, (x, y) outside
         elif target is not None:
@@ -383,6 +385,7 @@ class Loader:
             for i, (n, k) in enumerate(zip(names, self._keys))
             if transform is not None or k in self._decode or not _dense(schema.field(n).type)
         ]
+        self._side_set = set(self._side)
         if self._side and not per_column and transform is None:
             first = names[self._side[0]]
             raise TypeError(
@@ -468,7 +471,8 @@ class Loader:
             held, store = cached
         else:
             return None, []
-        return store, [held.index(n) for n in names]
+        position = {n: i for i, n in enumerate(held)}
+        return store, [position[n] for n in names]
 
     def __len__(self) -> int:
         return len(self._sampler)
@@ -529,7 +533,7 @@ class Loader:
     ) -> _Source:
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
-        dense = [c for i, c in enumerate(columns) if i not in self._side]
+        dense = [c for i, c in enumerate(columns) if i not in self._side_set]
         side = [columns[i] for i in self._side]
         prefetcher = _native.Prefetcher(
             store,
@@ -767,7 +771,7 @@ class Loader:
         dense = iter(capsules)
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
-            if i in self._side:
+            if i in self._side_set:
                 spec = self._decode.get(key)
                 for name in [key] if spec is None else spec.outputs(key):
                     out[name] = values[name]

@@ -124,6 +124,21 @@ def _refuse_repeats(offsets: np.ndarray, raw: np.ndarray, column: str, split: in
     )
 
 
+def _rename(selection: dict[str, str], old_name: str, new_name: str) -> None:
+    """Show ``old_name`` of ``selection`` as ``new_name``, moved to the end (in place)."""
+    if old_name not in selection:
+        raise ValueError(
+            f"Cannot rename column `{old_name}` because it does not exist; columns: "
+            f"{list(selection)}"
+        )
+    if new_name in selection:
+        raise ValueError(
+            f"Cannot rename column `{old_name}` to `{new_name}` because a column with "
+            "that name already exists"
+        )
+    selection[new_name] = selection.pop(old_name)
+
+
 def _split_number(split: Any, names: list[str]) -> int:
     if isinstance(split, str):
         if not names:
@@ -458,18 +473,8 @@ class Permutation:
         ValueError
             For an ``old_name`` not in the view, or a ``new_name`` already there.
         """
-        if old_name not in self.selection:
-            raise ValueError(
-                f"Cannot rename column `{old_name}` because it does not exist; columns: "
-                f"{self.column_names}"
-            )
-        if new_name in self.selection:
-            raise ValueError(
-                f"Cannot rename column `{old_name}` to `{new_name}` because a column with "
-                "that name already exists"
-            )
         selection = dict(self.selection)
-        selection[new_name] = selection.pop(old_name)
+        _rename(selection, old_name, new_name)
         return self._copy(selection=selection)
 
     def rename_columns(self, column_map: dict[str, str]) -> Permutation:
@@ -496,10 +501,10 @@ class Permutation:
                 f"rename_columns takes a dict of old name -> new name, got "
                 f"{type(column_map).__name__}"
             )
-        new = self
+        selection = dict(self.selection)  # one copy, however many columns are renamed
         for old_name, new_name in column_map.items():
-            new = new.rename_column(old_name, new_name)
-        return new
+            _rename(selection, old_name, new_name)
+        return self._copy(selection=selection)
 
     def with_format(self, format: str, *, decode: dict[str, Any] | None = None) -> Permutation:
         """The rows in another output format.
