@@ -52,6 +52,14 @@ pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// `n` copies of `value` (what `vec![value; n]` makes), or `Error::Memory` as [`reserve`].
+pub fn filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = reserve(n)?;
+    #[allow(clippy::disallowed_methods)] // the room is reserved above
+    v.resize(n, value);
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +75,10 @@ mod tests {
             assert!(matches!(reserve::<u64>(over), Err(Error::Memory(_))));
         }
         assert_eq!(reserve::<u8>(16).unwrap().capacity(), 16);
+        assert!(matches!(
+            filled(usize::MAX / 4, 0u64),
+            Err(Error::Memory(_))
+        ));
+        assert_eq!(filled(3, 7u8).unwrap(), [7, 7, 7]);
     }
 }
