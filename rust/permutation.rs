@@ -247,6 +247,7 @@ fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
     for (split, &size) in sizes.iter().enumerate() {
         let end = at + size as usize;
         out_rows.extend_from_slice(&rows[at..end]);
+        #[allow(clippy::disallowed_methods)] // as many as the rows just copied from `rows`
         ids.extend(std::iter::repeat_n(split as u32, size as usize));
         at = end;
     }
@@ -277,7 +278,9 @@ pub fn shuffle_splits(rows: &[u64], ids: &[u32], seed: u64, clump: usize) -> (Ve
     let mut rng = generator(seed);
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| ids[i]); // stable: rows keep their order within a split
+    #[allow(clippy::disallowed_methods)] // the length of `rows`, held already
     let mut out_rows = Vec::with_capacity(rows.len());
+    #[allow(clippy::disallowed_methods)] // the length of `rows`, held already
     let mut out_ids = Vec::with_capacity(rows.len());
     let mut start = 0;
     while start < order.len() {
@@ -285,6 +288,7 @@ pub fn shuffle_splits(rows: &[u64], ids: &[u32], seed: u64, clump: usize) -> (Ve
         let end = start + order[start..].iter().take_while(|&&i| ids[i] == id).count();
         let group: Vec<u64> = order[start..end].iter().map(|&i| rows[i]).collect();
         out_rows.extend(shuffle_clumps(&group, clump, &mut rng));
+        #[allow(clippy::disallowed_methods)] // a split's rows, held already
         out_ids.extend(std::iter::repeat_n(id, end - start));
         start = end;
     }
@@ -364,6 +368,7 @@ fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
 pub fn row_hashes(batches: &[RecordBatch]) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for batch in batches {
+        #[allow(clippy::disallowed_methods)] // one a row of a batch held already
         let mut hashes = vec![0u64; batch.num_rows()];
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
             fold_column(column, field.name(), &mut hashes)?;
@@ -391,6 +396,7 @@ pub fn hash_split(
         .iter()
         .try_fold(discard, |a, &w| a.checked_add(w))
         .ok_or_else(|| Error::Value(format!("split_weights {weights:?} and discard_weight {discard} add up past 2**64; use smaller weights")))?;
+    #[allow(clippy::disallowed_methods)] // one a weight given
     let mut bounds = Vec::with_capacity(weights.len());
     let mut acc = 0;
     for w in weights {
