@@ -348,7 +348,10 @@ def attempt(what, call):
         print(what, "MemoryError", e)
 
 attempt("constructor", lambda: BatchSampler(10**12, 4, seed=0, order="fisher-yates"))
-attempt("constructor clumps", lambda: BatchSampler(10**12, 4, seed=0, order="fisher-yates", clump_size=8))
+attempt(
+    "constructor clumps",
+    lambda: BatchSampler(10**12, 4, seed=0, order="fisher-yates", clump_size=8),
+)
 attempt("native wide", lambda: _native.epoch_order(10**12, 0, 0))
 attempt("native clumps", lambda: _native.epoch_order(10**12, 0, 0, 3, narrow=True))
 # The first batch, where the free memory is not known when the sampler is made.

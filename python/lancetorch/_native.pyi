@@ -26,6 +26,7 @@ __all__ = [
     "epoch_order",
     "bijection_rows",
     "mark_forked",
+    "check_sql_expression",
     "pad_tokens",
     "pack_tokens",
     "decode_images",
