@@ -17,6 +17,7 @@ import pytest
 from conftest import sample_table
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from lancetorch import _native
 from lancetorch.permutation import (
     Permutation,
     PermutationBuilder,
@@ -997,6 +998,16 @@ def test_sql_that_is_not_exactly_one_expression_is_refused(table, sql, where):
         assert where in message, message
         assert f"give exactly one {kind} expression" in message
         assert isinstance(info.value.__cause__, ValueError), "the parser's error is kept"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(st.sampled_from("ab1 ;,()[]'\"`-/*<>=.\nNOTANDLIMIT"), max_size=40))
+def test_any_text_is_checked_without_a_crash(text):
+    """The parser answers any text: one expression, or a ValueError saying where it is not."""
+    try:
+        _native.check_sql_expression(text)
+    except ValueError as err:
+        assert str(err), text
 
 
 def test_text_after_a_filter_is_refused_where_lance_drops_it(dir_db):
