@@ -155,6 +155,16 @@ def test_packing_a_shuffled_stream_starts_at_a_random_row():
     assert len(firsts) > 1 and firsts != {0}
 
 
+def test_filter_keeps_its_rows_and_refuses_text_after_its_expression():
+    table = ids_table(30)
+    ds = StreamingDataset(table, num_splits=3, shuffle_seed=3, filter="id % 3 = 0 AND id < 25")
+    assert sorted(r["id"] for r in ds) == list(range(0, 25, 3))
+    # Lance would read each of these as `id % 3 = 0` and stream its rows without a word.
+    for bad in ["id % 3 = 0, id < 25", "id % 3 = 0 LIMIT 2", "id % 3 = 0)", "id % 3 = 0 -- x"]:
+        with pytest.raises(ValueError, match=r"^filter .* is not exactly one SQL expression"):
+            StreamingDataset(table, num_splits=2, filter=bad)
+
+
 # -- resumption -----------------------------------------------------------------------------------
 
 

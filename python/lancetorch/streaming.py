@@ -103,7 +103,8 @@ class StreamingDataset(IterableDataset):
     shuffle_clump_size : int, optional
         Runs of this many neighbouring rows move together in the shuffle.
     filter : str, optional
-        An SQL filter, evaluated by Lance; only the rows it keeps are dealt into splits.
+        An SQL filter, evaluated by Lance; only the rows it keeps are dealt into splits. It
+        must be exactly one SQL expression (see :meth:`PermutationBuilder.filter`).
     transform : callable, optional
         A function of a ``pyarrow.RecordBatch`` returning one sample per row, run on a thread
         pool; by default each row as a dict. Not with ``pack_sequences``.
@@ -143,7 +144,8 @@ class StreamingDataset(IterableDataset):
     ValueError
         For a rank, world size, split count, batch size or queue depth out of range, a
         ``num_splits`` that does not divide by ``world_size``, an unknown
-        ``on_transform_error``, or packing arguments missing or inconsistent.
+        ``on_transform_error``, packing arguments missing or inconsistent, or a ``filter``
+        that is not exactly one SQL expression.
     """
 
     def __init__(
