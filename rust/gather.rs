@@ -15,7 +15,7 @@ use arrow_schema::DataType;
 
 use crate::dlpack::HostTensor;
 use crate::dtype::{promote, DType};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::pool::BufferPool;
 use crate::store::{Loc, Store};
 
@@ -171,7 +171,9 @@ pub fn gather_tensor(
     }
     let block = store.row_block(columns)?;
     let schema = store.schema();
+    #[allow(clippy::disallowed_methods)] // one a column named
     let mut typed = Vec::with_capacity(columns.len());
+    #[allow(clippy::disallowed_methods)] // one a column named
     let mut dtypes = Vec::with_capacity(columns.len());
     for &c in columns {
         block.slot(c)?;
@@ -192,12 +194,24 @@ pub fn gather_tensor(
         }
     }
     let n = rows.len();
-    let bytes = columns.len() * n * target.size();
+    let bytes = match columns
+        .len()
+        .checked_mul(n)
+        .and_then(|cells| cells.checked_mul(target.size()))
+    {
+        Some(bytes) => bytes,
+        None => return Some(Err(too_large(n))),
+    };
+    if let Err(e) = crate::memory::check(bytes, &format!("a tensor of {n} rows")) {
+        return Some(Err(e));
+    }
+    #[allow(clippy::disallowed_methods)] // the size is checked above
     let mut buffer = match pool {
         Some(pool) => pool.take(bytes),
         None => MutableBuffer::with_capacity(bytes),
     };
     if target == DType::Bool {
+        #[allow(clippy::disallowed_methods)] // the size is checked above
         buffer.resize(bytes, 0); // only valid bools behind a `&mut [bool]`
     } else {
         // SAFETY: the allocation holds `bytes` bytes; every element is written below (each
@@ -233,6 +247,13 @@ pub fn gather_tensor(
         None => buffer.into(),
     };
     Some(Ok(HostTensor::from_buffer(buffer, target, shape)))
+}
+
+/// The error for a result whose size in bytes does not fit a `usize`.
+fn too_large(rows: usize) -> Error {
+    Error::Memory(format!(
+        "{rows} rows of these columns take more bytes than an address holds; ask for fewer rows"
+    ))
 }
 
 /// Take rows `offsets` (negative counts from the end) of columns `columns` of `store`.
@@ -282,8 +303,9 @@ pub fn gather_with(
         .collect();
 
     // Plan the one allocation: fixed-width columns back to back at their alignment.
+    #[allow(clippy::disallowed_methods)] // one a column named
     let mut plans: Vec<Option<(Fixed, usize)>> = Vec::with_capacity(columns.len());
-    let mut total = 0usize;
+    let mut total = Some(0usize); // None past usize::MAX
     for (i, &c) in columns.iter().enumerate() {
         let layout = fixed_layout(schema.field(c).data_type()).filter(|l| {
             in_block(c)
@@ -293,14 +315,19 @@ pub fn gather_with(
                 })
         });
         plans.push(layout.map(|l| {
-            let start = total.next_multiple_of(l.elem_bytes);
-            total = start + n * l.row_bytes;
-            (l, start)
+            let start = total.and_then(|t| t.checked_next_multiple_of(l.elem_bytes));
+            total = start.and_then(|s| s.checked_add(n.checked_mul(l.row_bytes)?));
+            (l, start.unwrap_or(0))
         }));
     }
+    // Repeated rows of a wide column can ask for more than the rows held: checked before
+    // the allocation, which would abort where the allocator refuses it.
+    let total = total.ok_or_else(|| too_large(n))?;
+    crate::memory::check(total, &format!("a take of {n} rows"))?;
     // Not zeroed: every byte of every column is written below, and the alignment gaps
     // between columns are zeroed as the allocation is carved. (Zeroing all of it would write
     // each page twice.)
+    #[allow(clippy::disallowed_methods)] // the size is checked above
     let mut block = match pool {
         Some(pool) => pool.take(total),
         None => MutableBuffer::with_capacity(total),
@@ -374,6 +401,7 @@ pub fn gather_with(
         None => crate::lending::registered(block),
     };
 
+    #[allow(clippy::disallowed_methods)] // one a column named
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
     for (i, &c) in columns.iter().enumerate() {
         let field = schema.field(c);

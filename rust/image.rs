@@ -119,6 +119,7 @@ fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     checked(width, height)?;
     decoder.set_memory_limit((MAX_PIXELS * 4) as usize);
     let size = decoder.output_buffer_size().ok_or("WebP: too large")?;
+    #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 4 bytes (limit set above)
     let mut buffer = vec![0u8; size];
     // An animation gives its first frame.
     decoder
@@ -149,6 +150,7 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let (width, height) = (reader.info().width, reader.info().height);
     checked(width, height)?;
     let size = reader.output_buffer_size().ok_or("PNG: too large")?;
+    #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 4 bytes (limit set above)
     let mut buffer = vec![0u8; size];
     let frame = reader
         .next_frame(&mut buffer)
@@ -170,6 +172,7 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let pixels = if channels == 3 {
         buffer
     } else {
+        #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 3 bytes (checked above)
         let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
         for px in buffer.chunks_exact(channels) {
             if channels <= 2 {
@@ -312,8 +315,7 @@ pub fn images_to_tensor(
     let cells = rows
         .checked_mul(per)
         .ok_or_else(|| Error::Value(format!("column '{name}': {rows} images do not fit")))?;
-    let mut out = crate::memory::reserve::<u8>(cells)?;
-    out.resize(cells, 0);
+    let mut out = crate::memory::filled::<u8>(cells, 0)?;
     let failures: Mutex<Vec<(usize, String)>> = Mutex::new(Vec::new());
     let items: Vec<(usize, &mut [u8])> = out
         .chunks_exact_mut(per.max(1))

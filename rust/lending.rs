@@ -87,6 +87,7 @@ pub fn lend(start: usize, len: usize) -> bool {
     true
 }
 
+#[allow(clippy::disallowed_methods)] // tests: sizes of their own
 #[cfg(test)]
 mod tests {
     use super::*;

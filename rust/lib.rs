@@ -4,7 +4,7 @@
 //!
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
 //! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
-//! prefetcher), with `permutation`, `bijection`, `tokens` and `image` beside them.
+//! prefetcher), with `permutation`, `bijection`, `tokens`, `image` and `sql` beside them.
 
 pub mod bijection;
 pub mod dlpack;
@@ -18,6 +18,7 @@ pub mod memory;
 pub mod permutation;
 pub mod pool;
 pub mod row_block;
+pub mod sql;
 pub mod store;
 pub mod tensor;
 pub mod threads;

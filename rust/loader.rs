@@ -131,6 +131,7 @@ impl Plan {
     /// The tensors of one gathered batch.
     fn tensors(&self, batch: &arrow_array::RecordBatch) -> Result<Vec<HostTensor>> {
         if self.per_column {
+            // bounded: one a column of a batch held already
             (0..batch.num_columns())
                 .map(|i| column_to_tensor(batch, i, self.dtype, self.fill, Share::Allowed))
                 .collect()

@@ -52,6 +52,14 @@ pub fn reserve<T>(n: usize) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// `n` copies of `value` (what `vec![value; n]` makes), or `Error::Memory` as [`reserve`].
+pub fn filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
+    let mut v = reserve(n)?;
+    #[allow(clippy::disallowed_methods)] // the room is reserved above
+    v.resize(n, value);
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +75,85 @@ mod tests {
             assert!(matches!(reserve::<u64>(over), Err(Error::Memory(_))));
         }
         assert_eq!(reserve::<u8>(16).unwrap().capacity(), 16);
+        assert!(matches!(
+            filled(usize::MAX / 4, 0u64),
+            Err(Error::Memory(_))
+        ));
+        assert_eq!(filled(3, 7u8).unwrap(), [7, 7, 7]);
+    }
+
+    /// The `(start..` ranges of `code` collected into a collection whose end is not a
+    /// `.len()` of something held, with their line numbers: statements (to the next `;`)
+    /// that hold both a range from a literal and a `collect`, unless they say `// bounded:`.
+    fn collected_ranges(code: &str) -> Vec<(usize, String)> {
+        let mut found = Vec::new();
+        let mut offset = 0;
+        for statement in code.split_inclusive(';') {
+            let mut rest = statement;
+            while let Some(at) = rest.find("(0..").or_else(|| rest.find("(1..")) {
+                let range = &rest[at + 1..];
+                // To the `)` that closes the range's own `(`.
+                let mut depth = 0i32;
+                let close = range.find(|c| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth < 0
+                });
+                let end = close.map_or(range, |e| &range[..e]);
+                let held = end.trim_end().ends_with(".len()");
+                if !held && statement.contains("collect") && !statement.contains("// bounded:") {
+                    let line = code[..offset + statement.len() - rest.len() + at]
+                        .lines()
+                        .count();
+                    found.push((line.max(1), end.to_string()));
+                }
+                rest = &rest[at + 1..];
+            }
+            offset += statement.len();
+        }
+        found
+    }
+
+    /// Allocations clippy's `disallowed_methods` (clippy.toml) cannot see: a range collected
+    /// into a vector, `(0..n).collect()`, allocates `n` items whatever `n` is. Outside tests
+    /// each range must run to a length already held (`0..rows.len()`) or say why it is
+    /// bounded in a `// bounded:` comment; else reserve with [`reserve`] and `extend`.
+    #[test]
+    fn ranges_are_collected_only_up_to_lengths_held() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rust");
+        let mut offenders = Vec::new();
+        for dir in [root.clone(), root.join("py")] {
+            for entry in std::fs::read_dir(&dir).expect("the rust sources") {
+                let path = entry.expect("a source file").path();
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a readable source file");
+                let code = text
+                    .split("#[cfg(test)]\nmod tests")
+                    .next()
+                    .unwrap_or_default();
+                for (line, end) in collected_ranges(code) {
+                    offenders.push(format!("{}:{line}: ..{end}", path.display()));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "ranges collected unchecked: {offenders:#?}"
+        );
+    }
+
+    #[test]
+    fn the_range_scan_finds_a_range_to_a_caller_size() {
+        let code = "fn f(n: u64) {\n    let v: Vec<u64> = (0..n)\n        .map(|i| i * 2)\n        .collect();\n}";
+        assert_eq!(collected_ranges(code), [(2, "0..n".to_string())]);
+        assert!(collected_ranges("let v: Vec<_> = (0..rows.len()).collect();").is_empty());
+        let bounded = "// bounded: one a column\nlet v: Vec<_> = (0..fields).collect();";
+        assert!(collected_ranges(bounded).is_empty());
+        assert!(collected_ranges("for i in 0..n { x(i); }").is_empty());
     }
 }

@@ -59,32 +59,69 @@ pub fn epoch_seed(seed: u64, epoch: u64) -> u64 {
     mix(seed ^ mix(epoch.wrapping_add(0x9e37_79b9_7f4a_7c15)))
 }
 
+/// Room for the `n` positions of an epoch's order in `T`, or `Error::Memory` naming the
+/// size when the machine has not got it: checked before anything is allocated (an order of
+/// 10^12 positions once asked for 8 TB and aborted the interpreter). Clumps need more beside
+/// the positions: a slice per clump and the shuffled copy.
+fn order_room<T>(n: u64, clump: usize) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>() as u64;
+    let refuse = |bytes: Option<u64>| {
+        let bytes = bytes.map_or("more than 2^64".into(), |b| b.to_string());
+        Error::Memory(format!(
+            "the order of an epoch of {n} positions takes {bytes} bytes ({size} a position), \
+             more than the memory free; compute it position by position instead of holding it"
+        ))
+    };
+    let clump_bytes = if clump > 1 {
+        (n / clump as u64 + 1)
+            .checked_mul(16)
+            .and_then(|c| c.checked_add(n.checked_mul(8)?))
+    } else {
+        Some(0)
+    };
+    let bytes = n
+        .checked_mul(size)
+        .and_then(|b| b.checked_add(clump_bytes?));
+    let len = usize::try_from(n).map_err(|_| refuse(bytes))?;
+    let total = bytes
+        .and_then(|b| usize::try_from(b).ok())
+        .ok_or(refuse(bytes))?;
+    crate::memory::check(total, "").map_err(|_| refuse(bytes))?;
+    crate::memory::reserve(len).map_err(|_| refuse(bytes))
+}
+
 /// Positions `0..n` in the shuffled order of `epoch` (clumps of `clump` positions move as one).
-pub fn epoch_order(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u64> {
+pub fn epoch_order(n: u64, seed: u64, epoch: u64, clump: usize) -> Result<Vec<u64>> {
     let mut rng = generator(epoch_seed(seed, epoch));
-    let mut positions: Vec<u64> = (0..n).collect();
+    let mut positions = order_room::<u64>(n, clump)?;
+    positions.extend(0..n);
     if clump <= 1 {
         // In place: one array of the table's length, not two.
         shuffle_in_place(&mut positions, &mut rng);
-        return positions;
+        return Ok(positions);
     }
-    shuffle_clumps(&positions, clump, &mut rng)
+    Ok(shuffle_clumps(&positions, clump, &mut rng))
 }
 
 /// `epoch_order` in 4-byte positions, for `n` up to 2^32.
-pub fn epoch_order_narrow(n: u64, seed: u64, epoch: u64, clump: usize) -> Vec<u32> {
-    assert!(
-        n <= u64::from(u32::MAX) + 1,
-        "{n} positions do not fit 4 bytes"
-    );
+pub fn epoch_order_narrow(n: u64, seed: u64, epoch: u64, clump: usize) -> Result<Vec<u32>> {
+    let n32 = u32::try_from(n.saturating_sub(1)).map_err(|_| {
+        Error::Value(format!(
+            "{n} positions do not fit 4 bytes; ask for the order in 8-byte positions"
+        ))
+    })?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
     if clump <= 1 {
         // The same swaps as `epoch_order`, on 4-byte positions.
-        let mut positions: Vec<u32> = (0..n).map(|p| p as u32).collect();
+        let mut positions = order_room::<u32>(n, clump)?;
+        positions.extend(0..=n32);
         shuffle_in_place(&mut positions, &mut generator(epoch_seed(seed, epoch)));
-        return positions;
+        return Ok(positions);
     }
-    let order = epoch_order(n, seed, epoch, clump);
-    order.into_iter().map(|p| p as u32).collect()
+    let order = epoch_order(n, seed, epoch, clump)?;
+    Ok(order.into_iter().map(|p| p as u32).collect())
 }
 
 /// How many rows each split gets. Exactly one of `ratios`, `counts`, `fixed` is given. The
@@ -140,7 +177,8 @@ pub fn split_sizes(
                  Must have at least 1 row per split: ask for at most {n} splits"
             )));
         }
-        vec![n / k; k as usize]
+        let k = usize::try_from(k).map_err(|_| Error::Memory(format!("{k} splits")))?;
+        crate::memory::filled(k, n / k as u64)?
     };
     if let Some(i) = sizes.iter().position(|&s| s == 0) {
         return Err(Error::Value(format!(
@@ -209,6 +247,7 @@ fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
     for (split, &size) in sizes.iter().enumerate() {
         let end = at + size as usize;
         out_rows.extend_from_slice(&rows[at..end]);
+        #[allow(clippy::disallowed_methods)] // as many as the rows just copied from `rows`
         ids.extend(std::iter::repeat_n(split as u32, size as usize));
         at = end;
     }
@@ -218,15 +257,10 @@ fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
 /// A random split: rows shuffled (in clumps when asked) and cut into `sizes`; each split's rows
 /// come back in ascending row order (shuffle them with [`shuffle_splits`]).
 pub fn random_split(rows: &[u64], sizes: &[u64], seed: u64, clump: usize) -> (Vec<u64>, Vec<u32>) {
+    // Each split keeps the shuffled order it was dealt in, as LanceDB's does: a split read
+    // without a further `shuffle` is still in random order, never in storage order.
     let mut rng = generator(seed);
-    let shuffled = shuffle_clumps(rows, clump, &mut rng);
-    let (mut rows, ids) = cut(&shuffled, sizes);
-    let mut at = 0;
-    for &size in sizes {
-        rows[at..at + size as usize].sort_unstable();
-        at += size as usize;
-    }
-    (rows, ids)
+    cut(&shuffle_clumps(rows, clump, &mut rng), sizes)
 }
 
 /// A sequential split: the first rows to split 0, the next to split 1, and so on.
@@ -239,7 +273,9 @@ pub fn shuffle_splits(rows: &[u64], ids: &[u32], seed: u64, clump: usize) -> (Ve
     let mut rng = generator(seed);
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by_key(|&i| ids[i]); // stable: rows keep their order within a split
+    #[allow(clippy::disallowed_methods)] // the length of `rows`, held already
     let mut out_rows = Vec::with_capacity(rows.len());
+    #[allow(clippy::disallowed_methods)] // the length of `rows`, held already
     let mut out_ids = Vec::with_capacity(rows.len());
     let mut start = 0;
     while start < order.len() {
@@ -247,6 +283,7 @@ pub fn shuffle_splits(rows: &[u64], ids: &[u32], seed: u64, clump: usize) -> (Ve
         let end = start + order[start..].iter().take_while(|&&i| ids[i] == id).count();
         let group: Vec<u64> = order[start..end].iter().map(|&i| rows[i]).collect();
         out_rows.extend(shuffle_clumps(&group, clump, &mut rng));
+        #[allow(clippy::disallowed_methods)] // a split's rows, held already
         out_ids.extend(std::iter::repeat_n(id, end - start));
         start = end;
     }
@@ -326,6 +363,7 @@ fn fold_column(array: &ArrayRef, name: &str, hashes: &mut [u64]) -> Result<()> {
 pub fn row_hashes(batches: &[RecordBatch]) -> Result<Vec<u64>> {
     let mut out = Vec::new();
     for batch in batches {
+        #[allow(clippy::disallowed_methods)] // one a row of a batch held already
         let mut hashes = vec![0u64; batch.num_rows()];
         for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
             fold_column(column, field.name(), &mut hashes)?;
@@ -353,6 +391,7 @@ pub fn hash_split(
         .iter()
         .try_fold(discard, |a, &w| a.checked_add(w))
         .ok_or_else(|| Error::Value(format!("split_weights {weights:?} and discard_weight {discard} add up past 2**64; use smaller weights")))?;
+    #[allow(clippy::disallowed_methods)] // one a weight given
     let mut bounds = Vec::with_capacity(weights.len());
     let mut acc = 0;
     for w in weights {
@@ -388,16 +427,36 @@ mod tests {
 
     #[test]
     fn golden_epoch_orders() {
-        assert_eq!(epoch_order(8, 42, 0, 1), GOLDEN_EPOCH_0);
-        assert_eq!(epoch_order(8, 42, 1, 1), GOLDEN_EPOCH_1);
-        assert_ne!(epoch_order(1000, 42, 0, 1), epoch_order(1000, 42, 1, 1));
+        let order = |n, epoch| epoch_order(n, 42, epoch, 1).unwrap();
+        assert_eq!(order(8, 0), GOLDEN_EPOCH_0);
+        assert_eq!(order(8, 1), GOLDEN_EPOCH_1);
+        assert_ne!(order(1000, 0), order(1000, 1));
+    }
+
+    #[test]
+    fn an_order_larger_than_memory_is_an_error_naming_its_size() {
+        for clump in [1, 4] {
+            match epoch_order(1_000_000_000_000, 0, 0, clump) {
+                Err(Error::Memory(msg)) => assert!(
+                    msg.contains("of 1000000000000 positions") && msg.contains(" bytes "),
+                    "{msg}"
+                ),
+                other => panic!("expected a memory error, got {:?}", other.map(|o| o.len())),
+            }
+        }
+        assert!(matches!(
+            epoch_order(u64::MAX, 0, 0, 3),
+            Err(Error::Memory(_))
+        ));
+        let narrow = epoch_order_narrow(u64::from(u32::MAX) + 2, 0, 0, 1);
+        assert!(matches!(narrow, Err(Error::Value(_))));
     }
     #[test]
     fn narrow_epoch_orders_are_the_same_orders() {
         for (n, clump) in [(8, 1), (1000, 1), (1000, 7), (0, 1), (1, 3)] {
             for epoch in 0..3 {
-                let wide = epoch_order(n, 42, epoch, clump);
-                let narrow = epoch_order_narrow(n, 42, epoch, clump);
+                let wide = epoch_order(n, 42, epoch, clump).unwrap();
+                let narrow = epoch_order_narrow(n, 42, epoch, clump).unwrap();
                 let narrow: Vec<u64> = narrow.into_iter().map(u64::from).collect();
                 assert_eq!(narrow, wide, "n={n} clump={clump} epoch={epoch}");
             }

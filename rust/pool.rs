@@ -35,6 +35,7 @@ impl BufferPool {
             return buffer;
         }
         drop(free);
+        #[allow(clippy::disallowed_methods)] // callers check the size with memory::check
         MutableBuffer::with_capacity(capacity)
     }
 

@@ -36,6 +36,7 @@ impl HugeBytes {
         let layout =
             std::alloc::Layout::from_size_align(len.max(1), Self::ALIGN).expect("row block layout");
         // SAFETY: non-zero size.
+        #[allow(clippy::disallowed_methods)] // RowBlock::empty keeps it under a quarter of free
         let raw = unsafe { std::alloc::alloc(layout) };
         let ptr =
             std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
@@ -114,6 +115,7 @@ impl RowBlock {
             arrays.iter().all(|a| a.null_count() == 0).then_some(width)
         };
         let mut block = RowBlock::empty(schema, rows, held)?;
+        // bounded: one a chunk and column of the table held already
         let chunks: Vec<Vec<Option<&arrow_array::ArrayRef>>> = (0..num_chunks)
             .map(|i| {
                 (0..schema.fields().len())
@@ -138,6 +140,7 @@ impl RowBlock {
             return None;
         }
         let fields = schema.fields().len();
+        // bounded: one a column of the schema
         let mut cols: Vec<(usize, usize)> = (0..fields)
             .filter_map(|c| held(c).map(|w| (c, w)))
             .collect();
@@ -146,6 +149,7 @@ impl RowBlock {
         }
         // Widest first: every value sits at a multiple of its width.
         cols.sort_by_key(|&(c, w)| (std::cmp::Reverse(w), c));
+        #[allow(clippy::disallowed_methods)] // one a column of the schema
         let mut slots = vec![None; fields];
         let mut at = 0;
         for &(c, w) in &cols {
@@ -286,6 +290,7 @@ impl RowBlock {
         assert!(first + n <= self.written, "rows not written yet");
         // SAFETY: rows already written (checked).
         let rows = unsafe { self.data.range(first * self.stride, n * self.stride) };
+        #[allow(clippy::disallowed_methods)] // rows the block holds (checked above)
         let mut values = arrow_buffer::MutableBuffer::from_len_zeroed(n * w);
         let dst = values.as_slice_mut();
         match w {
@@ -348,6 +353,7 @@ impl RowBlock {
         let mut first = 0;
         while first < rows.len() {
             let n = TASK_ROWS.min(rows.len() - first);
+            #[allow(clippy::disallowed_methods)] // one a column of the block
             let mut parts = Vec::with_capacity(rests.len());
             for (o, w, d) in rests.iter_mut() {
                 let (mine, tail) = std::mem::take(d).split_at_mut(n * *w);
@@ -390,6 +396,7 @@ fn for_each_tile(bytes: &[u8], stride: usize, rows: &[u64], mut emit: impl FnMut
         unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const u64, bytes.len() / 8) };
     SCRATCH.with_borrow_mut(|scratch| {
         let tile_rows = (TILE_BYTES / stride).clamp(16, 256);
+        #[allow(clippy::disallowed_methods)] // a tile: at most 256 rows
         scratch.resize(tile_rows.min(rows.len()) * words, 0);
         for (t, tile) in rows.chunks(tile_rows).enumerate() {
             let scratch = &mut scratch[..tile.len() * words];

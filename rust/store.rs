@@ -69,6 +69,7 @@ impl Store {
     /// for tables mapped from shared memory, where a block would be a copy in every process.
     pub fn columns_only(schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Self> {
         let mut store = Store {
+            #[allow(clippy::disallowed_methods)] // one a column of the schema
             arrays: vec![Some(Vec::new()); schema.fields().len()],
             schema,
             starts: vec![0],
@@ -437,6 +438,7 @@ impl StoreBuilder {
         };
         let store = &mut self.store;
         let dt = store.schema.field(c).data_type().clone();
+        // bounded: one a chunk of the store
         let arrays = (0..store.num_chunks())
             .map(|i| block.column(c, &dt, store.starts[i] as usize, store.chunk_rows(i)))
             .collect::<Result<Vec<_>>>()?;

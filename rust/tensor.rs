@@ -251,7 +251,20 @@ fn copy_as<T: Element>(
     fill: NullFill,
     target: DType,
 ) -> Result<Buffer> {
-    let mut out = MutableBuffer::from_len_zeroed(columns.len() * rows * std::mem::size_of::<T>());
+    // A wider type than the columns' own (int8 to float64) takes more than the rows held.
+    let bytes = columns
+        .len()
+        .checked_mul(rows)
+        .and_then(|cells| cells.checked_mul(std::mem::size_of::<T>()))
+        .ok_or_else(|| {
+            Error::Memory(format!(
+                "a tensor of {rows} rows of {} columns takes more bytes than an address holds",
+                columns.len()
+            ))
+        })?;
+    crate::memory::check(bytes, &format!("a {} tensor of {rows} rows", target.name()))?;
+    #[allow(clippy::disallowed_methods)] // the size is checked above
+    let mut out = MutableBuffer::from_len_zeroed(bytes);
     // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows elements of T.
     let all: &mut [T] =
         unsafe { std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut T, columns.len() * rows) };

@@ -110,6 +110,7 @@ pub fn share<T: Send>(items: Vec<T>, work: impl Fn(T) + Sync) {
     }
 }
 
+#[allow(clippy::disallowed_methods)] // tests: sizes of their own
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -201,8 +201,7 @@ fn fill<T: Copy + arrow_buffer::ArrowNativeType>(
     cells: usize,
     pad: T,
 ) -> Result<Buffer> {
-    let mut out = crate::memory::reserve::<T>(cells)?;
-    out.resize(cells, pad);
+    let mut out = crate::memory::filled::<T>(cells, pad)?;
     for (row, &(start, n)) in out.chunks_exact_mut(width.max(1)).zip(ranges) {
         let n = n.min(width);
         row[..n].copy_from_slice(&tokens[start..start + n]);
@@ -242,13 +241,16 @@ pub fn pack_lists(array: &dyn Array, name: &str, width: usize, pad: i64) -> Resu
         for &(start, n) in &ranges {
             out.extend_from_slice(&tokens[start..start + n]);
         }
+        #[allow(clippy::disallowed_methods)] // the room is reserved above
         out.resize(cells, pad);
         Ok::<_, Error>(Buffer::from_vec(out))
     });
     let mut documents = crate::memory::reserve::<i64>(cells)?;
     for (row, &(_, n)) in ranges.iter().enumerate() {
+        #[allow(clippy::disallowed_methods)] // the room is reserved above
         documents.extend(std::iter::repeat_n(row as i64, n));
     }
+    #[allow(clippy::disallowed_methods)] // the room is reserved above
     documents.resize(cells, -1);
     let shape = vec![blocks as i64, width as i64];
     Ok(Packed {

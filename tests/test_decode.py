@@ -13,7 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lancetorch.decode import Text, Tokens
+from lancetorch.decode import DecodeSpec, Image, Text, Tokens
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation
 from lancetorch.util import to_batch
@@ -120,6 +120,80 @@ def test_the_loader_packs_every_token_once_an_epoch(mem_db):
             assert batch["t"].shape[1] == 5
             seen += [tok for tok in batch["t"].flatten().tolist() if tok != -1]
         assert sorted(seen) == sorted(tok for r in rows for tok in r)
+
+
+def _png(i: int) -> bytes:
+    import io
+
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.fromarray(np.full((6, 6, 3), i, np.uint8)).save(out, format="PNG")
+    return out.getvalue()
+
+
+SPECS = {
+    "tokens": ("tok", Tokens(max_length=4, pad_value=-1)),
+    "tokens-packed": ("tok", Tokens(max_length=4, pad_value=-1, pack=True)),
+    "text": ("txt", Text()),
+    "text-tokenizer": ("txt", Text(tokenizer=lambda v: {"n": torch.tensor([len(s) for s in v])})),
+    "image": ("img", Image(size=(4, 4))),
+}
+
+
+@pytest.mark.parametrize("path", ["to_batch", "loader", "loader-2-threads", "torch_dict"])
+@pytest.mark.parametrize("kind", list(SPECS))
+def test_every_declared_output_reaches_every_path(mem_db, kind, path):
+    """A spec's outputs (``outputs(column)``) each reach the user, whatever path reads them:
+    the Loader once kept only a column and its ``_length``, dropping ``_document``."""
+    column, spec = SPECS[kind]
+    n = 12
+    table = mem_db.create_table(
+        "specs",
+        pa.table(
+            {
+                "id": pa.array(range(n), pa.int64()),
+                "tok": pa.array([[i] * (i % 3 + 1) for i in range(n)], pa.list_(pa.int32())),
+                "txt": pa.array([f"row {i}" for i in range(n)]),
+                "img": pa.array([_png(i) for i in range(n)], pa.binary()),
+            }
+        ),
+    )
+    assert isinstance(spec, DecodeSpec)
+    declared = spec.outputs(column)
+    assert declared[0] == column
+    read = Permutation.identity(table).select_columns(["id", column])
+    if path == "to_batch":
+        batches = [to_batch(table.to_arrow().select(["id", column]), {column: spec})]
+    elif path.startswith("loader"):
+        threads = 2 if path == "loader-2-threads" else 1
+        batches = list(Loader(read, 5, per_column=True, decode={column: spec}, threads=threads))
+    else:
+        if getattr(spec, "pack", False):
+            pytest.skip("torch_dict gives rows, which packed blocks are not (refused)")
+        rows = read.with_format("torch_dict", decode={column: spec})
+        batches = [torch.utils.data.default_collate(rows.__getitems__(list(range(n))))]
+    for batch in batches:
+        assert [k for k in batch if k != "id"] == declared
+    if kind == "tokens-packed":  # the documents are the rows the tokens came from
+        seen = {}
+        for batch in batches:
+            ids = batch["id"].tolist()
+            for block, docs in zip(batch[column].tolist(), batch[f"{column}_document"].tolist()):
+                for tok, doc in zip(block, docs):
+                    if doc >= 0:
+                        seen.setdefault(ids[doc], []).append(tok)
+        assert seen == {i: [i] * (i % 3 + 1) for i in range(n)}
+
+
+def test_a_spec_must_give_what_it_declares():
+    class Liar(Text):
+        def outputs(self, column):
+            return [column, f"{column}_extra"]
+
+    batch = pa.record_batch({"t": pa.array(["a"])})
+    with pytest.raises(RuntimeError, match=r"declares \['t', 't_extra'\]"):
+        to_batch(batch, {"t": Liar()})
 
 
 def test_a_sliced_token_column_pads_its_own_rows():

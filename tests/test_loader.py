@@ -171,6 +171,80 @@ def test_stats_count_what_was_delivered_not_what_was_made_ahead(table):
     assert (s["batches"], s["rows"], s["bytes"]) == (1, 100, 100 * 3 * 4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_a_permutations_transform_makes_every_batch(table, threads, drop_last):
+    """A Permutation's with_transform is the batch: it gets each batch's Arrow rows (in the
+    sampler's order, under the view's names) and the loop gets what it returns."""
+    calls = []
+
+    def transform(batch: pa.RecordBatch):
+        calls.append(batch.num_rows)
+        return {"ids": batch.column("key").to_pylist(), "names": batch.schema.names}
+
+    perm = (
+        Permutation.identity(table)
+        .select_columns(["id", "label"])
+        .rename_column("id", "key")
+        .with_transform(transform)
+    )
+    loader = Loader(perm, 300, seed=4, threads=threads, drop_last=drop_last)
+    batches = list(loader)
+    want = BatchSampler(N, 300, seed=4, drop_last=drop_last).order(0).tolist()
+    assert [i for b in batches for i in b["ids"]] == want[: len(batches) * 300]
+    assert all(b["names"] == perm.column_names for b in batches)
+    assert sorted(perm.column_names) == ["key", "label"]
+    assert len(batches) == len(loader) and sum(calls) == sum(len(b["ids"]) for b in batches)
+
+
+def test_a_permutations_decode_specs_are_the_loaders(mem_db):
+    tokens = pa.array([[i] * (i % 4 + 1) for i in range(40)], pa.list_(pa.int32()))
+    table = mem_db.create_table("tok", pa.table({"id": np.arange(40), "t": tokens}))
+    spec = lancetorch.decode.Tokens(max_length=3, pad_value=-1)
+    perm = Permutation.identity(table).with_format("torch_dict", decode={"t": spec})
+    batch = next(iter(Loader(perm, 40, shuffle=False)))
+    assert batch["t"].shape == (40, 3) and batch["t_length"].tolist() == [
+        min(i % 4 + 1, 3) for i in range(40)
+    ]
+    with pytest.raises(ValueError, match="give the specs in one place"):
+        Loader(perm, 4, decode={"t": lancetorch.decode.Tokens(max_length=9)})
+
+
+def test_what_a_loader_cannot_honour_is_refused(table):
+    perm = Permutation.identity(table).with_transform(lambda b: b)
+    for kw in ({"per_column": True}, {"features": ["x"]}):
+        with pytest.raises(ValueError, match="with_transform"):
+            Loader(perm, 4, **kw)
+    with pytest.raises(ValueError, match="_rowid"):
+        Loader(Permutation.identity(table).select_columns(["id", "_rowid"]), 4)
+
+
+def test_stats_count_decoded_columns():
+    """The columns made on Python threads count in the bytes and seconds: an image epoch is
+    not 8 bytes a row and no time."""
+    import io
+
+    from PIL import Image as PILImage
+
+    def png(i):
+        out = io.BytesIO()
+        PILImage.fromarray(np.full((32, 32, 3), i, np.uint8)).save(out, format="PNG")
+        return out.getvalue()
+
+    db = lancetorch.connect("memory://")
+    table = db.create_table(
+        "img", pa.table({"id": np.arange(64), "img": pa.array([png(i) for i in range(64)])})
+    )
+    loader = Loader(
+        table, 16, per_column=True, decode={"img": lancetorch.decode.Image(size=(24, 24))}
+    )
+    list(loader)
+    s = loader.stats()
+    assert s["rows"] == 64
+    assert s["bytes"] == 64 * (8 + 3 * 24 * 24)
+    assert s["decode_s"] > 0 and s["take_s"] > 0
+
+
 @pytest.mark.parametrize("shuffle", [True, False])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_disk_table_beyond_the_cache_is_read_by_windows(tmp_path, shuffle, drop_last):

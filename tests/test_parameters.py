@@ -1032,6 +1032,9 @@ CASES: dict[str, Case] = {
         "t2",
         1.5,
     ),
+    "lancetorch.decode.Tokens.outputs:column": Case(lambda v: Tokens().outputs(v), "tok", "ids", 5),
+    "lancetorch.decode.Text.outputs:column": Case(lambda v: Text().outputs(v), "s", "t", 5),
+    "lancetorch.decode.Image.outputs:column": Case(lambda v: Image().outputs(v), "img", "i", 5),
     "lancetorch.decode.Text:tokenizer": Case(
         lambda v: seen(util.to_batch(_STRINGS, {"s": Text(tokenizer=v)})), None, len, 5
     ),
@@ -1154,7 +1157,17 @@ EXEMPT: dict[str, str] = {
     # A record the Loader reads from a Permutation: plain fields, no behaviour of their own.
     **{
         f"lancetorch.permutation.ReadPlan:{field}": "a record of Permutation.read_plan()"
-        for field in ("table", "rows", "offset", "length", "columns", "renames")
+        for field in (
+            "table",
+            "rows",
+            "offset",
+            "length",
+            "columns",
+            "renames",
+            "transform",
+            "decode",
+            "row_ids",
+        )
     },
     # Format functions a Permutation calls with its own Arrow batches: one argument, the batch.
     **{

@@ -816,6 +816,30 @@ def test_permutation_table_rows_outside_the_table_refused(mem_db, bad):
         Permutation.from_tables(t, pa.table({"row_offset": bad}))
 
 
+@given(
+    rows=st.lists(st.integers(0, 29), min_size=1, max_size=40),
+    column=st.sampled_from(["row_id", "row_offset"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_a_split_that_lists_a_row_twice_is_refused(rows, column):
+    """A hand-made permutation table listing a row twice would read it twice an epoch."""
+    t = lancetorch.connect("memory://").create_table("r", pa.table({"a": range(30)}))
+    perm = pa.table({column: pa.array(rows, pa.uint64()), "split_id": [0] * len(rows)})
+    if len(set(rows)) == len(rows):
+        got = Permutation.from_tables(t, perm).with_format("python_col")
+        assert got.take_offsets(range(len(rows)))["a"] == rows
+        return
+    repeated = min(r for r in rows if rows.count(r) > 1)  # the message names the lowest
+    with pytest.raises(ValueError, match=f"lists {column} {repeated} {rows.count(repeated)} times"):
+        Permutation.from_tables(t, perm)
+
+
+def test_a_row_in_two_splits_is_read_in_each(mem_db):
+    t = mem_db.create_table("r", pa.table({"a": range(4)}))
+    perm = pa.table({"row_id": pa.array([0, 1, 1, 2], pa.uint64()), "split_id": [0, 0, 1, 1]})
+    assert len(Permutation.from_tables(t, perm, 0)) == len(Permutation.from_tables(t, perm, 1))
+
+
 def test_iter_shuffled_follows_the_sampler(mem_db):
     from lancetorch.sampler import BatchSampler
 

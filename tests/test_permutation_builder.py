@@ -3,9 +3,12 @@ orders."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import operator
 import re
+from collections.abc import Callable
 
 import lancetorch
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 from conftest import sample_table
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from lancetorch import _native
 from lancetorch.permutation import (
     Permutation,
     PermutationBuilder,
@@ -117,8 +121,6 @@ def test_split_random_sizes(table, how, sizes):
     everything = [r for g in groups.values() for r in g]
     assert len(set(everything)) == len(everything) == sum(sizes)
     assert set(everything) <= set(range(10))
-    for g in groups.values():  # each split keeps ascending row order until shuffle()
-        assert g == sorted(g)
     assert perm.column("split_id").to_pylist() == sorted(perm.column("split_id").to_pylist())
 
 
@@ -569,7 +571,7 @@ def test_shuffle_keeps_splits_grouped(big):
     assert perm.column("split_id").to_pylist() == [0] * 70 + [1] * 30
     shuffled, plain = splits_of(perm), splits_of(unshuffled)
     for s in (0, 1):
-        assert sorted(shuffled[s]) == plain[s]
+        assert sorted(shuffled[s]) == sorted(plain[s])
     assert shuffled[0] != plain[0]
 
 
@@ -594,6 +596,15 @@ def test_golden_shuffle(table):
     order = rows_of(PermutationBuilder(table).shuffle(seed=42).execute().to_arrow())
     assert sorted(order) == list(range(10))
     assert order == GOLDEN_SEED_42  # the same vector as the Rust core's golden_shuffle test
+
+
+def test_golden_random_split(table):
+    """A random split keeps the order its rows were dealt in (LanceDB's too): the seed's
+    shuffle, cut into splits. Never ascending row order, which would read unshuffled."""
+    perm = PermutationBuilder(table).split_random(fixed=2, seed=42).execute().to_arrow()
+    assert splits_of(perm) == {0: GOLDEN_SEED_42[:5], 1: GOLDEN_SEED_42[5:]}
+    perm = PermutationBuilder(table).split_random(counts=[4], seed=7, clump_size=3).execute()
+    assert rows_of(perm.to_arrow()) == GOLDEN_SEED_7_CLUMP_3[:4]
 
 
 def test_golden_clumped_shuffle(table):
@@ -743,7 +754,11 @@ def test_one_split_step_only(table):
 
 @pytest.mark.parametrize(
     "expression, words",
-    [("x >>> 5", "parsing|parser"), ("nope > 5", "nope"), ("s = 'row1' AND", "pars|not valid")],
+    [
+        ("x >>> 5", "Expected: an expression, found: > at offset 4"),
+        ("nope > 5", "nope"),
+        ("s = 'row1' AND", "Expected: an expression, found: EOF at offset 14"),
+    ],
 )
 def test_filter_sql_errors_quote_the_expression(table, expression, words):
     with pytest.raises(ValueError) as info:
@@ -753,7 +768,9 @@ def test_filter_sql_errors_quote_the_expression(table, expression, words):
     assert re.search(words, message)
 
 
-@pytest.mark.parametrize("expression, words", [("id %% 3", "parsing|parser"), ("nope % 3", "nope")])
+@pytest.mark.parametrize(
+    "expression, words", [("id %% 3", "found: % at offset 4"), ("nope % 3", "nope")]
+)
 def test_split_calculated_sql_errors_quote_the_expression(table, expression, words):
     with pytest.raises(ValueError) as info:
         PermutationBuilder(table).split_calculated(expression).execute().to_arrow()
@@ -954,15 +971,227 @@ def test_split_numbers_past_uint32_are_refused_without_naming_splits(mem_db):
     assert perm.num_rows == 1000 and names_of(perm) == []
 
 
-@pytest.mark.parametrize(
-    "sql", ["id > 5; DROP TABLE t", "id > 5; id < 3", "id > 5;", "s = 'a'; id > 1"]
+# Text Lance reads in part: it wraps a filter as `SELECT 1 FROM t WHERE <filter>` and keeps
+# the first expression, so each of these would filter on `id > 5` alone. The offset is where
+# the expression stops being one.
+NOT_ONE_EXPRESSION = [
+    ("id > 5; DROP TABLE t", "ends before ';' at offset 6"),
+    ("id > 5; id < 3", "ends before ';' at offset 6"),
+    ("id > 5;", "ends before ';' at offset 6"),
+    ("s = 'a'; id > 1", "ends before ';' at offset 7"),
+    ("id > 5, id < 3", "ends before ',' at offset 6"),
+    ("id > 5 LIMIT 3", "ends before 'LIMIT' at offset 7"),
+    ("id > 5 ORDER BY id", "ends before 'ORDER' at offset 7"),
+    ("id > 5 GROUP BY id", "ends before 'GROUP' at offset 7"),
+    ("id > 5)", "ends before ')' at offset 6"),
+    ("(id > 5) OR id < 3)", "ends before ')' at offset 18"),
+    ("id > 5 id < 3", "ends before 'id' at offset 7"),
+    ("id > 5\n  LIMIT 3", "ends before 'LIMIT' at offset 9"),
+    ("(id > 5", "found: EOF at offset 7"),
+    ("id > 5 -- , id < 3", "comment, whose text would not be read, at offset 7"),
+    ("id > 5 /* LIMIT 3 */", "comment, whose text would not be read, at offset 7"),
+    ("id > 5 --", "comment, whose text would not be read, at offset 7"),
+    ("s = 'open", "Unterminated string literal at offset 4"),
+]
+
+
+@pytest.mark.parametrize("sql, where", NOT_ONE_EXPRESSION)
+def test_sql_that_is_not_exactly_one_expression_is_refused(table, sql, where):
+    for step, kind in (("filter", "boolean"), ("split_calculated", "integer")):
+        with pytest.raises(ValueError) as info:
+            getattr(PermutationBuilder(table), step)(sql)
+        message = str(info.value)
+        assert message.startswith(f"{step} {sql!r} is not exactly one SQL expression: "), message
+        assert where in message, message
+        assert f"give exactly one {kind} expression" in message
+        assert isinstance(info.value.__cause__, ValueError), "the parser's error is kept"
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(st.sampled_from("ab1 ;,()[]'\"`-/*<>=.\nNOTANDLIMIT"), max_size=40))
+def test_any_text_is_checked_without_a_crash(text):
+    """The parser answers any text: one expression, or a ValueError saying where it is not."""
+    try:
+        _native.check_sql_expression(text)
+    except ValueError as err:
+        assert str(err), text
+
+
+def test_text_after_a_filter_is_refused_where_lance_drops_it(dir_db):
+    """What the check guards against: Lance itself reads `id > 5, id < 3` as `id > 5`."""
+    import lance
+
+    t = dir_db.create_table("t", sample_table(10))
+    dataset = lance.dataset(t._backend.dataset.uri)
+    assert dataset.to_table(filter="id > 5, id < 3").num_rows == 4, "Lance changed: recheck"
+    with pytest.raises(ValueError, match="not exactly one SQL expression"):
+        PermutationBuilder(t).filter("id > 5, id < 3")
+
+
+def _filter_table() -> pa.Table:
+    """Columns of the kinds a filter meets: strings holding SQL's own punctuation, a name with
+    a space, a struct, a timestamp, a date, a list, nulls."""
+    names = ["a;b", "a)b", "a -- b", "it's", "x", "abc", "ab", None, "Zz", "q"]
+    return pa.table(
+        {
+            "id": pa.array(range(10), pa.int64()),
+            "name": pa.array(names, pa.string()),
+            "my col": pa.array([i * 0.5 for i in range(10)], pa.float64()),
+            "s": pa.array([{"b": i % 4} for i in range(10)]),
+            "ts": pa.array(
+                [datetime.datetime(2024, 1, i + 1) for i in range(10)], pa.timestamp("us")
+            ),
+            "d": pa.array([datetime.date(2024, 1, i + 1) for i in range(10)], pa.date32()),
+            "tags": pa.array([["x"] if i % 3 == 0 else ["y", "z"] for i in range(10)]),
+        }
+    )
+
+
+_ROWS = _filter_table().to_pylist()
+
+# Filters Lance reads, with the rows each keeps worked out here in Python.
+VALID_FILTERS = [
+    ("id IN (1, 3, 5)", lambda r: r["id"] in (1, 3, 5)),
+    ("id NOT IN (1, 3, 5)", lambda r: r["id"] not in (1, 3, 5)),
+    ("id BETWEEN 2 AND 4", lambda r: 2 <= r["id"] <= 4),
+    ("id == 4", lambda r: r["id"] == 4),
+    ("id <> 4 AND id != 5", lambda r: r["id"] not in (4, 5)),
+    ("name LIKE 'a%'", lambda r: (r["name"] or "").startswith("a")),
+    ("name NOT LIKE 'a%'", lambda r: r["name"] is not None and not r["name"].startswith("a")),
+    ("name IS NULL", lambda r: r["name"] is None),
+    ("name IS NOT NULL", lambda r: r["name"] is not None),
+    ("NOT (id > 5)", lambda r: not r["id"] > 5),
+    ("((id > 5) AND ((id < 8) OR (id = 1)))", lambda r: 5 < r["id"] < 8),
+    ("CAST(id AS BIGINT) % 2 = 0", lambda r: r["id"] % 2 == 0),
+    ("regexp_match(name, '^a.') IS NOT NULL", lambda r: re.match("^a.", r["name"] or "")),
+    ("regexp_like(name, 'b$')", lambda r: (r["name"] or "").endswith("b")),
+    ("array_has_any(tags, make_array('x'))", lambda r: "x" in r["tags"]),
+    ("lower(name) = 'zz'", lambda r: r["name"] == "Zz"),
+    ("name = 'a;b'", lambda r: r["name"] == "a;b"),
+    ("name = 'a)b'", lambda r: r["name"] == "a)b"),
+    ("name = 'a -- b'", lambda r: r["name"] == "a -- b"),
+    ("name = 'it''s'", lambda r: r["name"] == "it's"),
+    ("`my col` >= 3.5", lambda r: r["my col"] >= 3.5),
+    ("s.b = 3", lambda r: r["s"]["b"] == 3),
+    ("ts > timestamp '2024-01-05 00:00:00'", lambda r: r["ts"] > datetime.datetime(2024, 1, 5)),
+    ("d < date '2024-01-04'", lambda r: r["d"] < datetime.date(2024, 1, 4)),
+    ("`my col` < 2.5e0", lambda r: r["my col"] < 2.5),
+    ("`my col` > 15E-1", lambda r: r["my col"] > 1.5),
+    ("id > 5\nAND id < 8", lambda r: 5 < r["id"] < 8),
+    ("  id >= 8  ", lambda r: r["id"] >= 8),
+    ("id IS DISTINCT FROM 3", lambda r: r["id"] != 3),
+    ("id::bigint > 6", lambda r: r["id"] > 6),
+]
+
+
+@pytest.mark.parametrize("sql, keeps", VALID_FILTERS, ids=[f for f, _ in VALID_FILTERS])
+def test_valid_filters_are_accepted_and_filter_as_lance_does(any_db, sql, keeps):
+    t = any_db.create_table("t", _filter_table())
+    perm = PermutationBuilder(t).filter(sql).execute().to_arrow()
+    assert rows_of(perm) == [r["id"] for r in _ROWS if keeps(r)]
+
+
+def _where() -> st.SearchStrategy[tuple[str, Callable[[dict], bool]]]:
+    """Boolean SQL over integer columns `a` and `b` and a string column `s`, with the Python
+    predicate it means."""
+    column = st.sampled_from(["a", "b"])
+    number = st.integers(-5, 15)
+    ops: dict[str, Callable[[int, int], bool]] = {
+        "=": operator.eq,
+        "!=": operator.ne,
+        "<": operator.lt,
+        "<=": operator.le,
+        ">": operator.gt,
+        ">=": operator.ge,
+    }
+    comparison = st.builds(
+        lambda c, o, n: (f"{c} {o} {n}", lambda r: ops[o](r[c], n)),
+        column,
+        st.sampled_from(sorted(ops)),
+        number,
+    )
+    within = st.builds(
+        lambda c, ns: (f"{c} IN ({', '.join(map(str, ns))})", lambda r: r[c] in ns),
+        column,
+        st.lists(number, min_size=1, max_size=4),
+    )
+    between = st.builds(
+        lambda c, lo, hi: (f"{c} BETWEEN {lo} AND {hi}", lambda r: lo <= r[c] <= hi),
+        column,
+        number,
+        number,
+    )
+    text = st.text(st.sampled_from("ab;)(-'*/ ,"), max_size=6)
+    equal_text = st.builds(
+        lambda v: ("s = '" + v.replace("'", "''") + "'", lambda r: r["s"] == v), text
+    )
+
+    def combine(children):
+        pair = st.tuples(children, children)
+        both = pair.map(
+            lambda p: (f"({p[0][0]}) AND ({p[1][0]})", lambda r: p[0][1](r) and p[1][1](r))
+        )
+        either = pair.map(
+            lambda p: (f"({p[0][0]}) OR ({p[1][0]})", lambda r: p[0][1](r) or p[1][1](r))
+        )
+        negated = children.map(lambda c: (f"NOT ({c[0]})", lambda r: not c[1](r)))
+        return both | either | negated
+
+    leaf = comparison | within | between | equal_text
+    return st.recursive(leaf, combine, max_leaves=6)
+
+
+@PROPS
+@given(
+    where=_where(),
+    values=st.lists(st.text(st.sampled_from("ab;)(-'*/ ,"), max_size=6), min_size=3, max_size=3),
 )
-def test_sql_of_more_than_one_statement_is_refused(table, sql):
-    """Lance's parser stops at the first ';' and drops the rest without a word."""
-    with pytest.raises(ValueError, match="more than one statement"):
-        PermutationBuilder(table).filter(sql)
-    with pytest.raises(ValueError, match="more than one statement"):
-        PermutationBuilder(table).split_calculated(sql)
+def test_generated_filters_are_accepted_and_keep_the_rows_they_mean(where, values):
+    sql, keeps = where
+    rows = [{"a": i, "b": (7 * i) % 11, "s": values[i % 3]} for i in range(12)]
+    t = lancetorch.connect("memory://").create_table("t", pa.Table.from_pylist(rows))
+    perm = PermutationBuilder(t).filter(sql).execute().to_arrow()
+    assert rows_of(perm) == [i for i, r in enumerate(rows) if keeps(r)]
+    # The same expression with text after it is refused.
+    for tail in [", a < 3", " LIMIT 3", ")", "; a < 3", " -- a < 3"]:
+        with pytest.raises(ValueError, match="not exactly one SQL expression"):
+            PermutationBuilder(t).filter(sql + tail)
+
+
+_DEEP_SQL = """
+import sys, threading
+import pyarrow as pa, lancetorch
+from lancetorch.permutation import PermutationBuilder
+
+t = lancetorch.connect("memory://").create_table("t", pa.table({"id": [1, 2]}))
+texts = ["(" * 10**5 + "id > 1" + ")" * 10**5, "NOT " * 10**5 + "id > 1", "- " * 10**5 + "1",
+         "f(" * 10**5 + "id", "[" * 10**5 + "1"]
+def run():
+    for text in texts:
+        try:
+            PermutationBuilder(t).filter(text)
+        except ValueError as e:
+            print("refused", str(e)[-60:])
+threading.stack_size(256 * 1024)  # a small thread stack: the parser must not run on it
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+"""
+
+
+def test_deeply_nested_sql_is_refused_without_overflowing_a_small_stack():
+    """The parser recurses for each level of nesting: past its limit of 50 levels the text is
+    refused; the check runs on a stack of its own, so a small caller stack cannot overflow
+    (an overflow aborts the interpreter: run in a child, where it fails this test)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _DEEP_SQL], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.splitlines()
+    assert len(lines) == 5 and all(line.startswith("refused") for line in lines), lines
 
 
 def test_a_semicolon_inside_a_string_is_part_of_the_expression(table):

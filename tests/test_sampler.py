@@ -334,3 +334,71 @@ def test_a_forked_child_computes_large_orders_on_its_own_thread():
 def test_split_ids_must_match_the_rows():
     with pytest.raises(ValueError, match="one split id per row: got 3 rows and 2 ids"):
         _native.shuffle_splits(pa.array([0, 1, 2], pa.uint64()), pa.array([0, 1], pa.uint32()), 1)
+
+
+_HUGE_ORDER = """
+from lancetorch import _native
+from lancetorch.sampler import BatchSampler
+
+def attempt(what, call):
+    try:
+        call()
+        print(what, "returned")
+    except MemoryError as e:
+        print(what, "MemoryError", e)
+
+attempt("constructor", lambda: BatchSampler(10**12, 4, seed=0, order="fisher-yates"))
+attempt(
+    "constructor clumps",
+    lambda: BatchSampler(10**12, 4, seed=0, order="fisher-yates", clump_size=8),
+)
+attempt("native wide", lambda: _native.epoch_order(10**12, 0, 0))
+attempt("native clumps", lambda: _native.epoch_order(10**12, 0, 0, 3, narrow=True))
+# The first batch, where the free memory is not known when the sampler is made.
+_native.available_memory = lambda: None
+sampler = BatchSampler(10**12, 4, seed=0, order="fisher-yates")
+attempt("first batch", lambda: next(iter(sampler)))
+"""
+
+
+def test_an_order_larger_than_memory_is_a_memory_error_not_an_abort():
+    """BatchSampler(10**12, order='fisher-yates') once asked for 8 TB outside the memory
+    check and aborted the interpreter: run in a child, so that an abort fails this test. The
+    machines the tests run on have less than the 4 TB these orders need."""
+    import subprocess
+    import sys
+
+    free = _native.available_memory()
+    if free is None or free >= 4 * 10**12:
+        pytest.skip("the memory free is unknown, or enough for an order of 10**12 rows")
+    out = subprocess.run(
+        [sys.executable, "-c", _HUGE_ORDER], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    by_call = {}
+    for line in out.stdout.splitlines():
+        for what in (
+            "constructor clumps",
+            "constructor",
+            "native wide",
+            "native clumps",
+            "first batch",
+        ):
+            if line.startswith(what + " "):
+                by_call.setdefault(what, line[len(what) + 1 :])
+    assert set(by_call) == {
+        "constructor",
+        "constructor clumps",
+        "native wide",
+        "native clumps",
+        "first batch",
+    }, out.stdout
+    for what, said in by_call.items():
+        assert said.startswith("MemoryError"), (what, said)
+    for what in ("constructor", "constructor clumps", "first batch"):
+        assert "BatchSampler of 1000000000000 rows" in by_call[what]
+        assert "use order='bijection'" in by_call[what]
+    assert "8000000000000 bytes (8 a row)" in by_call["constructor"]
+    assert "of 1000000000000 positions" in by_call["native wide"]
+    assert "of 1000000000000 positions" in by_call["native clumps"]
+    assert "of 1000000000000 positions" in by_call["first batch"], "the core's size is kept"

@@ -113,6 +113,58 @@ def test_epochs_and_seeds_change_the_order():
     assert sorted(base) == list(range(60))
 
 
+@pytest.mark.parametrize("num_splits", [1, 4])
+def test_a_shuffled_stream_is_not_in_table_order(num_splits):
+    """Each split is read in the random order its rows were dealt in: the stream position says
+    nothing of the row (LanceDB's stream, too, is shuffled), and seeds and epochs differ."""
+    import numpy as np
+
+    table = ids_table(4000)
+
+    def order(**kw):
+        return [r["id"] for r in StreamingDataset(table, num_splits=num_splits, **kw)]
+
+    orders = [order(shuffle_seed=s, epoch=e) for s, e in [(0, 0), (1, 0), (0, 1)]]
+    for ids in orders:
+        assert sorted(ids) == list(range(4000))
+        assert abs(np.corrcoef(np.arange(len(ids)), ids)[0, 1]) < 0.1
+    assert len({tuple(ids) for ids in orders}) == 3
+    if num_splits == 1:
+        assert order(shuffle=False) == list(range(4000))  # asked for: table order
+
+
+def test_packing_a_shuffled_stream_starts_at_a_random_row():
+    docs = [[i, i] for i in range(200)]
+    table = lancetorch.connect("memory://").create_table(
+        "docs", pa.table({"tokens": pa.array(docs, pa.list_(pa.int32()))})
+    )
+
+    def first_token(seed):
+        ds = StreamingDataset(
+            table,
+            shuffle_seed=seed,
+            columns=["tokens"],
+            pack_sequences=6,
+            eos_id=-1,
+            pad_id=-2,
+            blocks_per_epoch=4,
+        )
+        return int(next(iter(ds))["input_ids"][0])
+
+    firsts = {first_token(seed) for seed in range(6)}
+    assert len(firsts) > 1 and firsts != {0}
+
+
+def test_filter_keeps_its_rows_and_refuses_text_after_its_expression():
+    table = ids_table(30)
+    ds = StreamingDataset(table, num_splits=3, shuffle_seed=3, filter="id % 3 = 0 AND id < 25")
+    assert sorted(r["id"] for r in ds) == list(range(0, 25, 3))
+    # Lance would read each of these as `id % 3 = 0` and stream its rows without a word.
+    for bad in ["id % 3 = 0, id < 25", "id % 3 = 0 LIMIT 2", "id % 3 = 0)", "id % 3 = 0 -- x"]:
+        with pytest.raises(ValueError, match=r"^filter .* is not exactly one SQL expression"):
+            StreamingDataset(table, num_splits=2, filter=bad)
+
+
 # -- resumption -----------------------------------------------------------------------------------
 
 

@@ -826,8 +826,10 @@ def test_where_refuses_what_it_cannot_honour(mem_db):
     table = mem_db.create_table("t", sample_table(5))
     with pytest.raises(TypeError, match="filter=5 is int"):
         table.search().where(5)
-    with pytest.raises(ValueError, match="more than one statement"):
+    with pytest.raises(ValueError, match="not exactly one SQL expression"):
         table.search().where("id > 1; id < 3")
+    with pytest.raises(ValueError, match="not exactly one SQL expression"):
+        table.search().where("id > 1 LIMIT 2")
     with pytest.raises(ValueError, match="empty"):
         table.search().where("  ")
     with pytest.raises(ValueError, match="prefilter=False"):

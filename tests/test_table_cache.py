@@ -259,6 +259,89 @@ def test_files_of_dead_processes_are_swept(tmp_path, monkeypatch):
     table_module._unlink_if_owner(path, os.getpid())
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout)
+
+
+def test_a_live_owner_in_another_pid_namespace_keeps_its_copy(tmp_path, monkeypatch):
+    """Containers share /dev/shm but not pids: a copy whose pid is dead *here* but whose
+    owner lives (it holds the copy's lock) is kept; once that owner ends it is swept."""
+    import os
+    import subprocess
+    import sys
+
+    from lancetorch import _shared
+
+    copy = tmp_path / f"lancetorch-{_dead_pid()}-{'3' * 32}.arrow"
+    copy.write_bytes(b"x")
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_SH); print('locked', flush=True); sys.stdin.read()",
+            str(copy),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(_shared, "_swept", set())
+        _shared._sweep(str(tmp_path))
+        assert copy.exists()
+    finally:
+        owner.communicate("")
+    monkeypatch.setattr(_shared, "_swept", set())
+    _shared._sweep(str(tmp_path))
+    assert not copy.exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_sweep_survives_any_name_it_meets(tmp_path, monkeypatch):
+    import os
+
+    from lancetorch import _shared
+
+    dead = _dead_pid()
+    odd = {
+        f"lancetorch-{'9' * 40}-{'0' * 32}.arrow": "file",  # a pid past any integer kill takes
+        f"lancetorch-0-{'1' * 32}.arrow": "file",  # kill(0) would name a process group
+        f"lancetorch-{dead}-{'2' * 32}.arrow": "dir",  # the pattern, but a directory
+        f"lancetorch-{dead}-{'4' * 32}.arrow": "link",  # the pattern, but a symlink
+        "lancetorch-\udcff-x.arrow": "file",  # not UTF-8
+        "lancetorch--.arrow": "file",
+        "lancetorch": "file",
+    }
+    target = tmp_path / "target"
+    target.write_bytes(b"keep me")
+    for name, kind in odd.items():
+        path = os.path.join(os.fsencode(tmp_path), os.fsencode(name))
+        if kind == "dir":
+            os.mkdir(path)
+        elif kind == "link":
+            os.symlink(os.fsencode(target), path)
+        else:
+            with open(path, "wb") as f:
+                f.write(b"x")
+    draft = tmp_path / f".lancetorch-{dead}-{'5' * 32}.arrow.new"  # a writer died mid-way
+    draft.write_bytes(b"")
+    monkeypatch.setattr(_shared, "_swept", set())
+    _shared._sweep(str(tmp_path))
+    left = set(os.listdir(tmp_path))
+    assert left == {*odd, "target"} and target.read_bytes() == b"keep me"
+
+
 def test_shared_files_are_owner_only(mem_db):
     import os
     import stat

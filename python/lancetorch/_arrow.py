@@ -131,7 +131,7 @@ def _from_rows(rows: list, schema: pa.Schema | None) -> pa.Table:
             else:
                 columns[k] = pa.array(values, type=field.type)
         except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as e:
-            raise ValueError(f"the values of field '{k}' do not make one column ({e})") from None
+            raise ValueError(f"the values of field '{k}' do not make one column ({e})") from e
     return pa.table(columns)
 
 
@@ -194,7 +194,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, table_name: str) -> pa.Chunk
     try:
         cast = column.cast(field.type, safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-        raise refuse(str(e)) from None
+        raise refuse(str(e)) from e
     if pa.types.is_null(source) or not len(column):
         return cast
     before, after, rows = column.combine_chunks(), cast.combine_chunks(), None

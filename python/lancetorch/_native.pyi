@@ -26,6 +26,7 @@ __all__ = [
     "epoch_order",
     "bijection_rows",
     "mark_forked",
+    "check_sql_expression",
     "pad_tokens",
     "pack_tokens",
     "decode_images",
@@ -153,6 +154,7 @@ def shuffle_splits(
     rows: pa.UInt64Array, ids: pa.UInt32Array, seed: int, clump_size: int | None = None
 ) -> tuple[pa.UInt64Array, pa.UInt32Array]: ...
 def mark_forked() -> None: ...
+def check_sql_expression(text: str) -> None: ...
 def epoch_order(
     n: int, seed: int, epoch: int, clump_size: int | None = None, narrow: bool = False
 ) -> pa.Int64Array | pa.UInt32Array: ...

@@ -1,12 +1,20 @@
 """The shared copies that send a memory table to worker processes: Arrow IPC files in
 /dev/shm (or the temp dir), created owner-only, removed by the process that wrote them (or,
-if it was killed, by multiprocessing's resource tracker or the next run's sweep)."""
+if it was killed, by multiprocessing's resource tracker or the next run's sweep).
+
+The process that writes a copy holds a shared ``flock`` on it for as long as it lives (the
+kernel drops it when the process dies, however it ends). A later process's sweep removes a
+copy only when it can take that lock exclusively and the pid in the name is not alive in its
+own view: containers that share ``/dev/shm`` see each other's files but not each other's
+pids, and a live owner anywhere holds its lock."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
+import stat as _stat
 import tempfile
 import uuid
 import weakref
@@ -53,14 +61,16 @@ def _shared_dir(nbytes: int) -> str:
     return tempfile.gettempdir()
 
 
-_SHARED_NAME = re.compile(r"^lancetorch-(\d+)-[0-9a-f]{32}\.arrow$")
+# A copy, or the draft of one (a writer that died between creating and renaming it).
+_SHARED_NAME = re.compile(r"^\.?lancetorch-(\d+)-[0-9a-f]{32}\.arrow(?:\.new)?$")
 
 
 _swept: set[str] = set()
 
 
 def _sweep(directory: str) -> None:
-    """Remove shared copies left by processes that died before cleaning up (once a process)."""
+    """Remove shared copies left by processes that died before cleaning up (once a process).
+    Whatever else the directory holds (any name, any kind of file) is left as it is."""
     if directory in _swept:
         return
     _swept.add(directory)
@@ -68,31 +78,65 @@ def _sweep(directory: str) -> None:
         names = os.listdir(directory)
     except OSError:
         return
-    uid = os.getuid()
     for name in names:
         match = _SHARED_NAME.match(name)
-        if not match:
-            continue
-        path = os.path.join(directory, name)
+        if match is not None:
+            with contextlib.suppress(OSError, ValueError, OverflowError):
+                _remove_if_orphan(os.path.join(directory, name), int(match.group(1)))
+
+
+def _remove_if_orphan(path: str, pid: int) -> None:
+    """Remove the copy at ``path`` if no live process holds it: nobody holds its lock (an
+    owner anywhere does) and its pid is not alive here."""
+    info = os.lstat(path)
+    if info.st_uid != os.getuid() or not _stat.S_ISREG(info.st_mode):
+        return  # another user's, or not a file this module writes: never touched
+    if _alive_here(pid):
+        return
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
         try:
-            if os.lstat(path).st_uid != uid:
-                continue  # another user's: never touched
-            os.kill(int(match.group(1)), 0)
-        except ProcessLookupError:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        except OSError:
-            pass  # gone already, or alive and someone else's
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # its owner lives, in this pid namespace or another
+        if os.fstat(fd).st_ino == os.lstat(path).st_ino:  # still the file that was checked
+            os.unlink(path)
+    finally:
+        os.close(fd)
+
+
+def _alive_here(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a process's id: kill() would address a group; leave the file
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # alive, another user's
+    return True
 
 
 def _write_shared(store: _native.ColumnStore) -> str:
     """The store's rows written to a new shared file, a slice at a time."""
     directory = _shared_dir(store.nbytes)
     _sweep(directory)
-    path = os.path.join(directory, f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow")
+    name = f"lancetorch-{os.getpid()}-{uuid.uuid4().hex}.arrow"
+    path = os.path.join(directory, name)
     # Created new and owner-only: on a shared node no other user reads the training data
-    # (pyarrow's OSFile then truncates the file it finds, keeping its mode).
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    # (pyarrow's OSFile then truncates the file it finds, keeping its mode). Locked under a
+    # name no sweep matches, then renamed: a sweep never meets it unlocked.
+    draft = os.path.join(directory, f".{name}.new")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        os.rename(draft, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(draft)
+        raise
+    _locks[path] = fd
     _track(path, True)
     try:
         with pa.OSFile(path, "wb") as sink, pa.ipc.new_file(sink, store.schema) as writer:
@@ -111,7 +155,14 @@ def _unlink_if_owner(path: str, owner: int) -> None:
         os.unlink(path)
     except OSError:
         pass
+    fd = _locks.pop(path, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
     _track(path, False)
+
+
+_locks: dict[str, int] = {}  # the lock this process holds on each copy it wrote
 
 
 _tracked: set[str] = set()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -55,6 +55,22 @@ def _torch() -> Any:
     import torch
 
     return torch
+
+
+@runtime_checkable
+class DecodeSpec(Protocol):
+    """What every reading path (``to_batch``, the Loader, the ``torch_dict`` rows) uses of a
+    spec: the values it makes of a batch's column, and the names of those values, which each
+    path hands on, all of them."""
+
+    def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
+        """``{name: value}`` for the column of ``batch``, one entry per name of
+        :meth:`outputs`."""
+        ...
+
+    def outputs(self, column: str) -> list[str]:
+        """The names :meth:`decode` gives for ``column``, in order."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,21 @@ class Tokens:
         if self.pack and self.max_length is None:
             raise ValueError("pack=True needs max_length, the length of a packed block")
 
+    def outputs(self, column: str) -> list[str]:
+        """``[column, <column>_length]``, or packed ``[column, <column>_document]``.
+
+        Parameters
+        ----------
+        column : str
+            The column of token lists.
+
+        Returns
+        -------
+        list[str]
+        """
+        _checks.text("column", column)
+        return [column, f"{column}_document" if self.pack else f"{column}_length"]
+
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         """The column's padded (or packed) tokens, and their lengths (or documents).
 
@@ -174,6 +205,21 @@ class Text:
     def __post_init__(self) -> None:
         if self.tokenizer is not None and not callable(self.tokenizer):
             raise TypeError(f"tokenizer must be callable, got {type(self.tokenizer).__name__}")
+
+    def outputs(self, column: str) -> list[str]:
+        """``[column]``: the strings, or the tokenizer's output, under the column's name.
+
+        Parameters
+        ----------
+        column : str
+            The string column.
+
+        Returns
+        -------
+        list[str]
+        """
+        _checks.text("column", column)
+        return [column]
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         """The column's strings, or the tokenizer's output for them.
@@ -303,6 +349,21 @@ class Image:
             raise ValueError(f"seed={seed} must be between 0 and 2**64 - 1")
         object.__setattr__(self, "seed", seed)
 
+    def outputs(self, column: str) -> list[str]:
+        """``[column]``: the images under the column's name.
+
+        Parameters
+        ----------
+        column : str
+            The column of encoded images.
+
+        Returns
+        -------
+        list[str]
+        """
+        _checks.text("column", column)
+        return [column]
+
     def decode_rows(
         self, batch: pa.RecordBatch, column: str, epoch: int = 0
     ) -> tuple[dict[str, Any], list[int]]:
@@ -413,7 +474,7 @@ def check_specs(decode: Any) -> dict[str, Any]:
                 f"decode['{column}'] is the class {spec.__name__}, not a spec: write "
                 f"{spec.__name__}(...), e.g. decode={{'{column}': {spec.__name__}()}}"
             )
-        if not callable(getattr(spec, "decode", None)):
+        if not isinstance(spec, DecodeSpec):
             raise TypeError(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
                 "(Tokens(...), Text(...), Image(...))"

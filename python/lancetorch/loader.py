@@ -76,13 +76,18 @@ class _Source:
         depth: int = 1,
         epoch: int = 0,
         workers: int = 1,
+        transform: Any = None,
     ) -> None:
         self.prefetcher = prefetcher
         self.threads: list[threading.Thread] = []
+        # What the batches handed out cost on the side threads: take and decode seconds
+        # (summed over the threads), and the bytes delivered.
+        self.cost = {"take_s": 0.0, "decode_s": 0.0, "bytes": 0}
         if not columns or rows is None:
             return
         self.store, self.rows, self.columns, self.keys = store, rows, columns, keys
         self.decode, self.size, self.epoch = decode, size, epoch
+        self.transform = transform
         batches = -(-len(rows) // size) if size else 0
         workers = max(1, min(workers, batches))
         self.ready: list[queue.Queue[Any]] = [
@@ -115,29 +120,41 @@ class _Source:
             if self.stop.is_set() or isinstance(item, _Failed):
                 return
 
-    def _make(self, part: np.ndarray) -> tuple[dict[str, Any], tuple | None]:
-        """The side values of one batch, and, when a spec skipped rows, the rows kept and the
-        batch's size."""
+    def _make(self, part: np.ndarray) -> tuple[Any, tuple | None, tuple[float, float, int]]:
+        """The side values of one batch (with a transform, its output), when a spec skipped
+        rows the rows kept and the batch's size, and the batch's cost: take and decode
+        seconds, bytes delivered."""
+        t0 = time.perf_counter()
         batch = self.store.take(pa.array(part.astype(np.int64, copy=False)), self.columns)
-        values, keep = decode_columns(
-            batch.rename_columns(self.keys), self.decode, epoch=self.epoch
-        )
-        if keep is None:
-            return values, None
-        return {k: keep_rows(v, keep) for k, v in values.items()}, (keep, len(part))
+        batch = batch.rename_columns(self.keys)
+        t1 = time.perf_counter()
+        if self.transform is not None:
+            out = self.transform(batch)
+            return out, None, (t1 - t0, time.perf_counter() - t1, batch.nbytes)
+        values, keep = decode_columns(batch, self.decode, epoch=self.epoch)
+        skipped = None
+        if keep is not None:
+            values = {k: keep_rows(v, keep) for k, v in values.items()}
+            skipped = (keep, len(part))
+        return values, skipped, (t1 - t0, time.perf_counter() - t1, _bytes_of(values, batch))
 
     def next(self) -> Any:
         return self.prefetcher.next()
 
-    def side(self) -> tuple[dict[str, Any], tuple | None] | None:
-        """The side values of the batch ``next`` last returned (see ``_make``)."""
+    def side(self) -> tuple[Any, tuple | None] | None:
+        """The side values of the batch ``next`` last returned, and the rows a spec kept (see
+        ``_make``); its cost is counted as it is handed out."""
         if not self.threads:
             return None
         item = self.ready[self.taken % len(self.ready)].get()
         self.taken += 1
         if isinstance(item, _Failed):
             raise item.error
-        return item
+        values, skipped, (take_s, decode_s, size) = item
+        self.cost["take_s"] += take_s
+        self.cost["decode_s"] += decode_s
+        self.cost["bytes"] += size
+        return values, skipped
 
     def close(self) -> None:
         self.prefetcher.close()
@@ -176,6 +193,18 @@ class _Failed(NamedTuple):
     error: BaseException
 
 
+def _bytes_of(values: dict[str, Any], batch: pa.RecordBatch) -> int:
+    """The bytes of a batch's side values: a tensor's own, and for other values (strings,
+    bytes, a tokenizer's output) those of the Arrow column they were made from."""
+    total = 0
+    for name, value in values.items():
+        if hasattr(value, "untyped_storage") and hasattr(value, "nbytes"):
+            total += int(value.nbytes)
+        elif name in batch.schema.names:
+            total += batch.column(name).nbytes
+    return total
+
+
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
@@ -208,7 +237,10 @@ class Loader:
     ----------
     data : Table or Permutation
         What is read (a LanceDB table too, read as :func:`lancetorch.table.as_lancetorch_table`
-        gives it); a Permutation's columns, names and rows.
+        gives it); a Permutation's columns, names and rows, its ``with_transform`` function
+        (applied on Python threads to each batch's Arrow rows, under their output names: the
+        loop gets what it returns) and its ``torch_dict`` format's decode specs. Its other
+        formats are not applied: the Loader yields tensors. ``_rowid`` is refused.
     batch_size : int, default 1024
         Rows a batch.
     shuffle : bool, default True
@@ -318,11 +350,12 @@ class Loader:
         ):
             _checks.flag(name, value)
         null_value = None if null_value is None else _checks.number("null_value", null_value)
-        decode = check_specs(decode)
+        decode = None if decode is None else check_specs(decode)
         if features is not None and not isinstance(features, str):
             features = _checks.names("features", features)
         if target is not None:
             _checks.text("target", target)
+        transform = None
         if isinstance(data, Permutation):
             plan = data.read_plan()
             self._table = plan.table
@@ -330,6 +363,26 @@ class Loader:
             # through the permutation's own row array (a view: nothing is copied here).
             offset, n, rows = plan.offset, plan.length, plan.rows
             columns, renames = plan.columns, plan.renames
+            if plan.row_ids:
+                raise ValueError(
+                    "the Loader does not read _rowid; leave it out of the permutation's "
+                    "select_columns, or read row ids through the permutation itself "
+                    "(a DataLoader over it)"
+                )
+            if plan.decode is not None:  # the view's torch_dict format says how to decode
+                if decode is not None and dict(decode) != plan.decode:
+                    raise ValueError(
+                        f"decode={decode!r} differs from the permutation's torch_dict decode "
+                        f"{plan.decode!r}; give the specs in one place"
+                    )
+                decode, per_column = plan.decode, True
+            transform = plan.transform
+            if transform is not None and (decode or features is not None or per_column):
+                raise ValueError(
+                    "the permutation has a with_transform function, which makes each batch "
+                    "from its Arrow rows; decode=, features= and per_column= say otherwise: "
+                    "give one of them (decode in the transform, or drop with_transform)"
+                )
         elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
             self._table = as_lancetorch_table(data)
             offset, n, rows = 0, None, None
@@ -341,25 +394,27 @@ class Loader:
             )
         self._rows = rows
         self._offset = offset
-        names = list(columns) if columns is not None else self._table.schema.names
-        missing = [c for c in names if c not in self._table.schema.names]
+        schema = self._table.schema
+        held = set(schema.names)
+        names = list(columns) if columns is not None else schema.names
+        missing = [c for c in names if c not in held]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
         self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
-        schema = self._table.schema
-        self._decode = decode
+        self._decode = dict(decode or {})
         self._features = None if features is None else list(features)
         self._target = target
         if self._features is not None:
             if isinstance(features, str):
                 self._features = [features]
             wanted = self._features + ([] if target is None else [target])
-            unknown = [c for c in wanted if c not in self._keys]
+            position = {k: i for i, k in enumerate(self._keys)}
+            unknown = [c for c in wanted if c not in position]
             if unknown:
                 raise ValueError(
                     f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
                 )
-            names = [names[self._keys.index(c)] for c in wanted]
+            names = [names[position[c]] for c in wanted]
             self._keys = wanted
             per_column = True  # one tensor a column inside, (x, y) outside
         elif target is not None:
@@ -372,12 +427,15 @@ class Loader:
             )
         # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
         # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
+        # With a transform, every column goes to it as Arrow rows.
+        self._transform = transform
         self._side = [
             i
             for i, (n, k) in enumerate(zip(names, self._keys))
-            if k in self._decode or not _dense(schema.field(n).type)
+            if transform is not None or k in self._decode or not _dense(schema.field(n).type)
         ]
-        if self._side and not per_column:
+        self._side_set = set(self._side)
+        if self._side and not per_column and transform is None:
             first = names[self._side[0]]
             raise TypeError(
                 f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
@@ -386,7 +444,7 @@ class Loader:
             )
         self._names = names
         lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
-        if lists and not per_column:
+        if lists and not per_column and transform is None:
             raise TypeError(
                 f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
                 "tensor cannot hold; pass per_column=True for one tensor per column (this one "
@@ -443,6 +501,7 @@ class Loader:
             "take_s": 0.0,
             "convert_s": 0.0,
             "pin_s": 0.0,
+            "decode_s": 0.0,
             "wait_s": 0.0,
             "total_s": 0.0,
             "batches": 0,
@@ -461,7 +520,8 @@ class Loader:
             held, store = cached
         else:
             return None, []
-        return store, [held.index(n) for n in names]
+        position = {n: i for i, n in enumerate(held)}
+        return store, [position[n] for n in names]
 
     def __len__(self) -> int:
         return len(self._sampler)
@@ -526,7 +586,7 @@ class Loader:
     ) -> _Source:
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
-        dense = [c for i, c in enumerate(columns) if i not in self._side]
+        dense = [c for i, c in enumerate(columns) if i not in self._side_set]
         side = [columns[i] for i in self._side]
         prefetcher = _native.Prefetcher(
             store,
@@ -553,6 +613,7 @@ class Loader:
             self._prefetch,
             epoch,
             self._side_threads,
+            self._transform,
         )
 
     def _table_rows(self, positions: np.ndarray) -> np.ndarray:
@@ -721,18 +782,22 @@ class Loader:
                 if capsule is None:
                     return
                 assert prefetcher is not None  # the capsule came from it
-                if self._per_column:
+                if self._transform is not None:
+                    side = prefetcher.side()
+                    assert side is not None  # every column is a side column
+                    batch = side[0]
+                elif self._per_column:
                     batch = self._columns_of(capsule, prefetcher.side(), torch)
                 else:
                     batch = torch.from_dlpack(capsule)
                 if pin:
                     with pin_range():
-                        if self._per_column:
+                        if isinstance(batch, dict):
                             batch = {
                                 n: t.pin_memory() if isinstance(t, torch.Tensor) else t
                                 for n, t in batch.items()
                             }
-                        else:
+                        elif isinstance(batch, torch.Tensor):
                             batch = batch.pin_memory()
                     self._stats["pin_s"] += time.perf_counter() - t1
                 if self._device is not None:
@@ -749,7 +814,7 @@ class Loader:
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
         """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
-        the side columns' values (a Tokens column followed by its lengths); rows a spec
+        the side columns' values (every output a spec declares, in its order); rows a spec
         skipped leave the Rust threads' tensors too."""
         values, skipped = side if side is not None else ({}, None)
         keep = None
@@ -759,10 +824,10 @@ class Loader:
         dense = iter(capsules)
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
-            if i in self._side:
-                out[key] = values[key]
-                if f"{key}_length" in values:
-                    out[f"{key}_length"] = values[f"{key}_length"]
+            if i in self._side_set:
+                spec = self._decode.get(key)
+                for name in [key] if spec is None else spec.outputs(key):
+                    out[name] = values[name]
             else:
                 tensor = torch.from_dlpack(next(dense))
                 out[key] = tensor if keep is None else keep_rows(tensor, keep)
@@ -795,14 +860,20 @@ class Loader:
         prefetcher.close()
         for key, value in prefetcher.stats().items():
             self._stats[key] += value
+        for key, value in prefetcher.cost.items():
+            self._stats[key] += value
 
     def stats(self) -> dict[str, float]:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
         windows of a table too large for memory (``read_s``, on a background thread), in the
         take and the conversion on the Rust threads (``take_s``, ``convert_s``, summed over the
         threads; a batch gathered and converted in one pass from the row-major block counts
-        as take), pinning (``pin_s``), and waiting for a batch (``wait_s``); the batches, rows
-        and bytes delivered to the loop (not those made ahead and dropped at a ``break``);
+        as take), taking and decoding the columns made on Python threads (their takes in
+        ``take_s`` too; ``decode_s`` for the decode specs or a Permutation's transform, summed
+        over the threads), pinning (``pin_s``), and waiting for a batch (``wait_s``); the
+        batches, rows and bytes delivered to the loop (not those made ahead and dropped at a
+        ``break``; a decoded column counts its tensors' bytes, strings and a transform's
+        output the Arrow bytes they were made from);
         rows and bytes per second of the loop; ``skipped``, the rows an
         ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share
         of the loop's time the consumer spent waiting for data."""

@@ -317,7 +317,7 @@ class ScanQuery(TakeQuery):
         _checks.text("filter", filter)
         if not filter.strip():
             raise ValueError(f"filter={filter!r} is empty: give a SQL predicate such as 'x > 3'")
-        _one_expression(filter, "filter")
+        _one_expression(filter, "filter", "boolean")
         if not _checks.flag("prefilter", prefilter):
             raise ValueError(
                 "prefilter=False filters after a vector search's limit in LanceDB; lancetorch "

@@ -39,8 +39,8 @@ def _env_int(name: str) -> int | None:
         return None
     try:
         return int(value)
-    except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+    except ValueError as err:
+        raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
 
 
 def _torch_distributed() -> Any:
@@ -190,6 +190,9 @@ class BatchSampler:
     TypeError
         For an argument of the wrong type: a size, count, seed or rank that is not an integer
         (``2.5``, ``"64"``, ``True``), a flag that is not a bool.
+    MemoryError
+        For ``order="fisher-yates"`` when an epoch's order (4 bytes a row, 8 past 2**32 rows)
+        is more than the memory free.
 
     Examples
     --------
@@ -234,6 +237,8 @@ class BatchSampler:
             raise ValueError(
                 "clump_size needs order='fisher-yates': the bijection order moves single rows"
             )
+        if order == "fisher-yates" and shuffle:
+            self._check_order_fits()
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rank, self.world_size = distributed_rank(rank, world_size)
@@ -311,11 +316,33 @@ class BatchSampler:
             return rows.to_numpy()
         return self._fisher_yates(epoch)[positions].astype(np.int64)
 
+    def _order_too_large(self, detail: str) -> str:
+        return (
+            f"BatchSampler of {self.n} rows with order='fisher-yates' holds each epoch's order "
+            f"in memory: {detail}; use order='bijection' (or the default order='auto'), which "
+            "computes each position's row without holding the order"
+        )
+
+    def _check_order_fits(self) -> None:
+        """MemoryError now, rather than at the first batch, when an epoch's order is more than
+        the memory the kernel reports free."""
+        per_row = 4 if self.n <= 2**32 else 8
+        free = _native.available_memory()
+        if free is not None and self.n * per_row > free:
+            raise MemoryError(
+                self._order_too_large(
+                    f"{self.n * per_row} bytes ({per_row} a row), more than the {free} free"
+                )
+            )
+
     def _fisher_yates(self, epoch: int) -> np.ndarray:
         """The whole order of ``epoch`` (kept for the epoch's later batches), in uint32 where
         the rows allow: 4 bytes a row beside the table."""
         if self._cached_order is None or self._cached_order[0] != epoch:
-            order = _native.epoch_order(self.n, self.seed, epoch, self.clump_size, narrow=True)
+            try:
+                order = _native.epoch_order(self.n, self.seed, epoch, self.clump_size, narrow=True)
+            except MemoryError as err:
+                raise MemoryError(self._order_too_large(str(err))) from err
             whole = order.to_numpy()
             self._cached_order = (epoch, whole)
         return self._cached_order[1]

@@ -1,9 +1,10 @@
 """An elastic, resumable streaming dataset: LanceDB's ``StreamingDataset`` on lancetorch.
 
 The rows (after an optional SQL ``filter``) are dealt into ``num_splits`` equal splits by a
-seeded shuffle of lancetorch's Rust core (``shuffle_seed + epoch * 100003`` seeds it), or in
-table order with ``shuffle=False``. Rank ``r`` of ``world_size`` owns a contiguous block of
-splits; a DataLoader worker owns a contiguous part of its rank's block. An iterator yields one
+seeded shuffle of lancetorch's Rust core (``shuffle_seed + epoch * 100003`` seeds it), each
+split read in the random order it was dealt in; with ``shuffle=False`` both are in table order.
+Rank ``r`` of ``world_size`` owns a contiguous block of splits; a DataLoader worker owns a
+contiguous part of its rank's block. An iterator yields one
 row per owned split in turn, so for a fixed ``(num_splits, shuffle_seed, epoch)`` the rows that
 make up a global step are the same whatever the number of ranks or workers.
 
@@ -103,7 +104,8 @@ class StreamingDataset(IterableDataset):
     shuffle_clump_size : int, optional
         Runs of this many neighbouring rows move together in the shuffle.
     filter : str, optional
-        An SQL filter, evaluated by Lance; only the rows it keeps are dealt into splits.
+        An SQL filter, evaluated by Lance; only the rows it keeps are dealt into splits. It
+        must be exactly one SQL expression (see :meth:`PermutationBuilder.filter`).
     transform : callable, optional
         A function of a ``pyarrow.RecordBatch`` returning one sample per row, run on a thread
         pool; by default each row as a dict. Not with ``pack_sequences``.
@@ -143,7 +145,8 @@ class StreamingDataset(IterableDataset):
     ValueError
         For a rank, world size, split count, batch size or queue depth out of range, a
         ``num_splits`` that does not divide by ``world_size``, an unknown
-        ``on_transform_error``, or packing arguments missing or inconsistent.
+        ``on_transform_error``, packing arguments missing or inconsistent, or a ``filter``
+        that is not exactly one SQL expression.
     TypeError
         For an argument of the wrong type (a count, seed or id that is not an integer, a flag
         that is not a bool, ``columns`` that is not a list of names).
@@ -313,6 +316,7 @@ class StreamingDataset(IterableDataset):
         if filter is not None:
             builder = builder.filter(filter)
         if shuffle:
+            # Each split keeps the random order its rows were dealt in: the stream is shuffled.
             builder = builder.split_random(
                 fixed=num_splits,
                 seed=shuffle_seed + epoch * _EPOCH_PRIME,
@@ -1234,7 +1238,8 @@ class StreamingDataLoader(DataLoader):
                 "would go on from where it was, not from the dataset's checkpoint"
             )
         size = kwargs.get("batch_size", args[0] if args else 1)
-        samples = max(len(dataset._table), dataset._blocks_per_epoch or 0)
+        blocks = dataset._blocks_per_epoch  # an int once the dataset is made
+        samples = max(len(dataset._table), blocks if isinstance(blocks, int) else 0)
         if isinstance(size, int) and not isinstance(size, bool) and size > max(samples, 1 << 20):
             # DataLoader fills a list of batch_size slots one by one in Python before the
             # first batch: a size far past the data would run for minutes, or fill memory.

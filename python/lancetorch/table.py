@@ -538,12 +538,12 @@ def _open_shared_table(name: str, path: str) -> Table:
     every worker reads the same pages, none holds a copy of its own."""
     try:
         source = pa.memory_map(path)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
         raise FileNotFoundError(
             f"the shared memory of memory table '{name}' ({path}) is gone: the process that "
             "created the table has ended or dropped it. Send memory tables only to workers of "
             "a live process, or use a table on disk"
-        ) from None
+        ) from err
     data = pa.ipc.open_file(source).read_all()
     return Table(name, _MemoryBackend(_native.ColumnStore(data, row_major=False), path))
 

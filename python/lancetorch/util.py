@@ -26,10 +26,10 @@ if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the packa
 def _torch():
     try:
         import torch
-    except ImportError:
+    except ImportError as err:
         raise ImportError(
             "lancetorch.util needs PyTorch: pip install torch (or lancetorch[torch])"
-        ) from None
+        ) from err
     return torch
 
 
@@ -361,6 +361,12 @@ def decode_columns(
         kind = field.type
         if column in decode:
             values, bad = _decoded(decode[column], batch, column, epoch)
+            declared = decode[column].outputs(column)
+            if list(values) != declared:
+                raise RuntimeError(
+                    f"decode['{column}'] ({type(decode[column]).__name__}) gave "
+                    f"{list(values)}, but declares {declared}: a spec gives exactly its outputs"
+                )
             out.update(values)
             failed.update(bad)
         elif isinstance(kind, pa.FixedShapeTensorType):

@@ -114,6 +114,7 @@ impl Exported {
         {
             return Err(self);
         }
+        #[allow(clippy::disallowed_methods)] // one a child of an array held already
         let mut columns = Vec::with_capacity(array.num_children());
         for c in 0..array.num_children() {
             let (child, field) = (array.child(c), schema.child(c));
@@ -275,6 +276,7 @@ fn ints_of_list(list: &Bound<'_, PyList>) -> PyResult<Vec<i64>> {
     // references would cost a reference count write to every int.
     pyo3::sync::critical_section::with_critical_section(list.as_any(), || {
         let n = list.len();
+        #[allow(clippy::disallowed_methods)] // one an item of a list held already
         let mut out = Vec::with_capacity(n);
         for pos in 0..n {
             // SAFETY: `pos` is below the length of a list nothing else can change meanwhile;

@@ -9,6 +9,7 @@ pub mod errors;
 pub mod loader;
 pub mod permutation;
 pub mod recent;
+pub mod sql;
 pub mod store;
 pub mod tensor;
 
@@ -44,6 +45,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_epoch_order, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(mark_forked, m)?)?;
+    m.add_function(wrap_pyfunction!(sql::check_sql_expression, m)?)?;
     m.add_function(wrap_pyfunction!(decode::pad_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(decode::pack_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_images, m)?)?;

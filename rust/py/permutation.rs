@@ -175,15 +175,12 @@ pub fn py_epoch_order(
 ) -> PyResult<PyArrow<arrow_data::ArrayData>> {
     let clump = clump_arg(clump_size)?;
     if narrow && n <= u64::from(u32::MAX) + 1 {
-        let order = crate::py::errors::detached(py, || {
-            Ok::<_, Error>(epoch_order_narrow(n, seed, epoch, clump))
-        })?;
+        let order = crate::py::errors::detached(py, || epoch_order_narrow(n, seed, epoch, clump))?;
         return Ok(arrow_pyarrow::PyArrowType(
             arrow_array::UInt32Array::from(order).into_data(),
         ));
     }
-    let order =
-        crate::py::errors::detached(py, || Ok::<_, Error>(epoch_order(n, seed, epoch, clump)))?;
+    let order = crate::py::errors::detached(py, || epoch_order(n, seed, epoch, clump))?;
     // Collected in place (same layout), and the Arrow array takes the vector as it is.
     let order: Vec<i64> = order.into_iter().map(|v| v as i64).collect();
     Ok(arrow_pyarrow::PyArrowType(

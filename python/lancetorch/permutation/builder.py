@@ -33,7 +33,7 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
             raise ValueError(
                 f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
                 f"(columns {table.schema.names}): {detail}"
-            ) from None
+            ) from e
 
     backend = table._backend
     if hasattr(backend, "dataset"):
@@ -57,21 +57,19 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     return scratch(names)
 
 
-def _one_expression(expression: str, what: str) -> None:
-    """Refuse SQL that holds more than one statement: Lance's parser reads up to the first
-    ``;`` and drops the rest without a word (``a > 5; a < 3`` would filter on ``a > 5``)."""
-    quote = None
-    for i, ch in enumerate(expression):
-        if quote is not None:
-            if ch == quote:
-                quote = None  # a doubled quote ('it''s') closes and reopens: the same state
-        elif ch in ("'", '"'):
-            quote = ch
-        elif ch == ";":
-            raise ValueError(
-                f"{what} {expression!r} holds more than one statement (a ';' at offset {i}); "
-                "give exactly one SQL expression"
-            )
+def _one_expression(expression: str, what: str, kind: str) -> None:
+    """Refuse SQL that is not exactly one expression. Lance reads a filter as
+    ``SELECT 1 FROM t WHERE <filter>`` and keeps the first expression it finds, dropping the
+    rest without a word (``a > 5, a < 3``, ``a > 5 LIMIT 3`` and ``a > 5)`` would all filter on
+    ``a > 5``): the text is parsed here, by the parser Lance uses, and must end where the
+    expression ends. Comments are refused too: text after ``--`` is never read."""
+    try:
+        _native.check_sql_expression(expression)
+    except ValueError as err:
+        raise ValueError(
+            f"{what} {expression!r} is not exactly one SQL expression: {err}; give exactly one "
+            f"{kind} expression (join conditions with AND / OR, and leave out comments)"
+        ) from err
 
 
 def _check_names(names: Sequence[str] | None, k: int | None) -> list[str] | None:
@@ -346,12 +344,13 @@ class PermutationBuilder:
         Raises
         ------
         ValueError
-            For an empty expression or more than one statement, repeated names, or a second split
-            step.
+            For an empty expression or text that is not exactly one SQL expression (a second
+            expression, a clause, a comment or unbalanced brackets), repeated names, or a second
+            split step.
         """
         if not isinstance(calculation, str) or not calculation.strip():
             raise ValueError(f"split_calculated needs a SQL expression, got {calculation!r}")
-        _one_expression(calculation, "split_calculated")
+        _one_expression(calculation, "split_calculated", "integer")
         return self._set_split(
             "calculated", expression=calculation, names=_check_names(split_names, None)
         )
@@ -401,11 +400,13 @@ class PermutationBuilder:
         Raises
         ------
         ValueError
-            For an empty predicate or more than one statement.
+            For an empty predicate or text that is not exactly one SQL expression (a second
+            expression after a ``,`` or ``;``, a clause such as ``LIMIT``, a comment, or
+            unbalanced brackets).
         """
         if not isinstance(filter, str) or not filter.strip():
             raise ValueError(f"filter needs a SQL predicate, got {filter!r}")
-        _one_expression(filter, "filter")
+        _one_expression(filter, "filter", "boolean")
         self._filter = filter
         return self
 

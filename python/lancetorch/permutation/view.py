@@ -43,6 +43,14 @@ class ReadPlan:
         The base columns read, in output order.
     renames : dict[str, str]
         Base column to output name, for the columns shown under another name.
+    transform : callable or None, default None
+        The view's :meth:`Permutation.with_transform` function, which a reader applies to
+        each batch's Arrow rows (under their output names); ``None`` where the view has a
+        format instead.
+    decode : dict[str, spec] or None, default None
+        The decode specs of the view's ``torch_dict`` format, where it has them.
+    row_ids : bool, default False
+        Whether the view selects ``_rowid`` (each row's row id), which is not a base column.
     """
 
     table: Table
@@ -51,6 +59,9 @@ class ReadPlan:
     length: int
     columns: list[str]
     renames: dict[str, str]
+    transform: Callable[[pa.RecordBatch], Any] | None = None
+    decode: dict[str, Any] | None = None
+    row_ids: bool = False
 
 
 DEFAULT_BATCH_SIZE = 100
@@ -80,14 +91,52 @@ def _rows_of_split(base: Table, arrow: pa.Table, split: int) -> np.ndarray:
     elif split != 0:
         raw = raw[:0]  # one split only: split 0
     if column == ROW_ID:
-        return base._offsets_of_row_ids(raw)
-    if raw.size and (raw.min() < 0 or raw.max() >= len(base)):
-        bad = raw.min() if raw.min() < 0 else raw.max()
+        offsets = base._offsets_of_row_ids(raw)
+    else:
+        if raw.size and (raw.min() < 0 or raw.max() >= len(base)):
+            bad = raw.min() if raw.min() < 0 else raw.max()
+            raise ValueError(
+                f"the permutation table refers to row {int(bad)} but table '{base.name}' has "
+                f"{len(base)} rows; rebuild the permutation"
+            )
+        offsets = raw.astype(np.int64)
+    _refuse_repeats(offsets, raw, column, split)
+    return offsets
+
+
+def _refuse_repeats(offsets: np.ndarray, raw: np.ndarray, column: str, split: int) -> None:
+    """A split names each row once: a row listed twice would be read twice an epoch."""
+    if offsets.size < 2:
+        return
+    seen = np.zeros(int(offsets.max()) + 1, dtype=bool)  # one byte a row, one pass
+    seen[offsets] = True
+    if int(np.count_nonzero(seen)) == offsets.size:
+        return
+    order = np.argsort(offsets, kind="stable")
+    repeats = np.flatnonzero(offsets[order][1:] == offsets[order][:-1])
+    first = order[repeats[0] + 1]
+    times = int(np.count_nonzero(offsets == offsets[first]))
+    raise ValueError(
+        f"split {split} of the permutation table lists {column} {int(raw[first])} {times} "
+        f"times ({offsets.size - int(np.count_nonzero(seen))} repeated entries in all): it "
+        "would be read that many times an epoch; a permutation lists each row once, so "
+        "rebuild it with permutation_builder(table)...execute()"
+    )
+
+
+def _rename(selection: dict[str, str], old_name: str, new_name: str) -> None:
+    """Show ``old_name`` of ``selection`` as ``new_name``, moved to the end (in place)."""
+    if old_name not in selection:
         raise ValueError(
-            f"the permutation table refers to row {int(bad)} but table '{base.name}' has "
-            f"{len(base)} rows; rebuild the permutation"
+            f"Cannot rename column `{old_name}` because it does not exist; columns: "
+            f"{list(selection)}"
         )
-    return raw.astype(np.int64)
+    if new_name in selection:
+        raise ValueError(
+            f"Cannot rename column `{old_name}` to `{new_name}` because a column with "
+            "that name already exists"
+        )
+    selection[new_name] = selection.pop(old_name)
 
 
 def _split_number(split: Any, names: list[str]) -> int:
@@ -307,6 +356,7 @@ class Permutation:
         the view): the base table, and the base columns under their output names."""
         base = self._base()  # first: a reopened table finds its rows again
         lo, hi = self._window
+        decode = self.transform_fn.decode if isinstance(self.transform_fn, _TorchDict) else None
         return ReadPlan(
             table=base,
             rows=None if self._rows is None else self._rows[lo:hi],
@@ -314,6 +364,9 @@ class Permutation:
             length=hi - lo,
             columns=self._base_columns(),
             renames=self._renames,
+            transform=self.transform_fn if self._format is None else None,
+            decode=decode,
+            row_ids=_ROW_ID_COLUMN in self.selection.values(),
         )
 
     def _base_columns(self) -> list[str]:
@@ -433,18 +486,8 @@ class Permutation:
         ValueError
             For an ``old_name`` not in the view, or a ``new_name`` already there.
         """
-        if old_name not in self.selection:
-            raise ValueError(
-                f"Cannot rename column `{old_name}` because it does not exist; columns: "
-                f"{self.column_names}"
-            )
-        if new_name in self.selection:
-            raise ValueError(
-                f"Cannot rename column `{old_name}` to `{new_name}` because a column with "
-                "that name already exists"
-            )
         selection = dict(self.selection)
-        selection[new_name] = selection.pop(old_name)
+        _rename(selection, old_name, new_name)
         return self._copy(selection=selection)
 
     def rename_columns(self, column_map: dict[str, str]) -> Permutation:
@@ -471,10 +514,10 @@ class Permutation:
                 f"rename_columns takes a dict of old name -> new name, got "
                 f"{type(column_map).__name__}"
             )
-        new = self
+        selection = dict(self.selection)  # one copy, however many columns are renamed
         for old_name, new_name in column_map.items():
-            new = new.rename_column(old_name, new_name)
-        return new
+            _rename(selection, old_name, new_name)
+        return self._copy(selection=selection)
 
     def with_format(self, format: str, *, decode: dict[str, Any] | None = None) -> Permutation:
         """The rows in another output format.
