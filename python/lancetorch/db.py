@@ -290,7 +290,9 @@ class Connection:
             For an invalid name.
         """
         _check_name(name)
-        if not isinstance(cache, bool) and not (isinstance(cache, str) and cache == "auto"):
+        if isinstance(cache, str) and cache != "auto":
+            raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+        if not isinstance(cache, (bool, str)):
             raise TypeError(
                 f"cache={cache!r} is {type(cache).__name__}; cache takes True, False or 'auto'"
             )
