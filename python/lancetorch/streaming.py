@@ -1234,7 +1234,8 @@ class StreamingDataLoader(DataLoader):
                 "would go on from where it was, not from the dataset's checkpoint"
             )
         size = kwargs.get("batch_size", args[0] if args else 1)
-        samples = max(len(dataset._table), dataset._blocks_per_epoch or 0)
+        blocks = dataset._blocks_per_epoch  # an int once the dataset is made
+        samples = max(len(dataset._table), blocks if isinstance(blocks, int) else 0)
         if isinstance(size, int) and not isinstance(size, bool) and size > max(samples, 1 << 20):
             # DataLoader fills a list of batch_size slots one by one in Python before the
             # first batch: a size far past the data would run for minutes, or fill memory.
