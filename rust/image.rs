@@ -133,7 +133,16 @@ fn pixel_buffer(size: usize) -> std::result::Result<Vec<u8>, String> {
     Ok(buffer)
 }
 
+/// A WebP decoded whole: a file shorter than its RIFF header says is refused as truncated
+/// (the decoder reads some such files without an error).
 fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    let riff = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as u64 + 8;
+    if (bytes.len() as u64) < riff {
+        return Err(format!(
+            "WebP: its RIFF header says {riff} bytes and it has {}: it is truncated",
+            bytes.len()
+        ));
+    }
     let mut decoder =
         image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(|e| format!("WebP: {e}"))?;
     let (width, height) = decoder.dimensions();
@@ -153,6 +162,7 @@ fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     })
 }
 
+/// A PNG decoded whole: the chunks are read to the end chunk, each checked (CRC).
 fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -167,6 +177,8 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let frame = reader
         .next_frame(&mut buffer)
         .map_err(|e| format!("PNG: {e}"))?;
+    // The chunks after the image, to its end chunk: a file cut short there is refused too.
+    reader.finish().map_err(|e| format!("PNG: {e}"))?;
     buffer.truncate(frame.buffer_size());
     let channels = match frame.color_type {
         png::ColorType::Grayscale => 1,
