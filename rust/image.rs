@@ -82,9 +82,9 @@ fn checked(width: u32, height: u32) -> std::result::Result<(), String> {
 }
 
 /// A JPEG decoded strictly: a file cut short, a header claiming more pixels than the file's
-/// scans can code (see [`crate::jpeg`]) or entropy-coded data the decoder cannot read is an
-/// error, not an image with a gray part. The layout is read, and the size checked, before any
-/// pixel is allocated.
+/// scans can code (see [`crate::jpeg`]), entropy-coded data the decoder cannot read, or a last
+/// scan whose data runs out before its last block is an error, not an image with a gray part.
+/// The layout is read, and the size checked, before any pixel is allocated.
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
@@ -99,6 +99,8 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
         .set_strict_mode(true)
         .set_max_width(1 << 16)
         .set_max_height(1 << 16);
+    let guarded = crate::jpeg::with_sentinel(bytes, &layout);
+    let bytes = guarded.as_deref().unwrap_or(bytes);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| jpeg(e.to_string()))?;
     let (width, height) = decoder
@@ -116,9 +118,11 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
         .filter(|&n| n == width as usize * height as usize * 3)
         .ok_or("JPEG: the decoder gives another output size than RGB")?;
     let mut pixels = pixel_buffer(size)?;
-    decoder
-        .decode_into(&mut pixels)
-        .map_err(|e| jpeg(e.to_string()))?;
+    decoder.decode_into(&mut pixels).map_err(|e| {
+        jpeg(format!(
+            "its image data cannot be decoded ({e}): it is corrupt or cut short"
+        ))
+    })?;
     Ok(Rgb {
         width,
         height,

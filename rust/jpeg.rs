@@ -1,7 +1,8 @@
 //! A JPEG file's layout, read without decoding it: its frame (size, components and their
 //! sampling) and how many bytes its scans hold. Read before the decoder runs, it refuses a file
 //! cut short (no end-of-image marker after its scans) and a file whose header claims more
-//! pixels than its bytes can code, before a pixel is allocated.
+//! pixels than its bytes can code, before a pixel is allocated; and [`with_sentinel`] makes a
+//! last scan whose data runs out early (a cut file given its end marker back) fail to decode.
 //!
 //! The rule for the second: every 8x8 block of every component codes its DC coefficient in at
 //! least one bit (a Huffman code is 1 to 16 bits; a scan codes every block of its components,
@@ -23,6 +24,8 @@ pub struct Layout {
     pub sampling: Vec<(u8, u8)>,
     /// The bytes of entropy-coded data in all scans, stuffed bytes and restart markers in.
     pub coded_bytes: u64,
+    /// Where the last scan's data ends, when the end-of-image marker follows it there.
+    pub last_scan_end: Option<usize>,
 }
 
 impl Layout {
@@ -88,6 +91,7 @@ pub fn layout(bytes: &[u8]) -> Result<Layout, String> {
     let mut frame: Option<Layout> = None;
     let mut coded_bytes = 0u64;
     let mut scans = 0usize;
+    let mut last_scan_end = None;
     let mut pos = 2;
     loop {
         match bytes.get(pos) {
@@ -158,6 +162,7 @@ pub fn layout(bytes: &[u8]) -> Result<Layout, String> {
                 pos = end_of_scan(bytes, pos)
                     .ok_or_else(|| truncated(size, &format!("inside the data of scan {scans}")))?;
                 coded_bytes += (pos - start) as u64;
+                last_scan_end = (bytes.get(pos + 1) == Some(&0xD9)).then_some(pos);
             }
             _ => {}
         }
@@ -167,7 +172,32 @@ pub fn layout(bytes: &[u8]) -> Result<Layout, String> {
         return Err("it has no scan (SOS): it is corrupt".into());
     }
     frame.coded_bytes = coded_bytes;
+    frame.last_scan_end = last_scan_end;
     Ok(frame)
+}
+
+/// Bits that no JPEG Huffman code is (codes of all one bits are not assigned, T.81 C), as
+/// stuffed bytes: eight bytes of one bits, more than a symbol's code, its extra bits and the
+/// next code take.
+const SENTINEL: [u8; 16] = [
+    0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00, 0xFF, 0x00,
+];
+
+/// The file with [`SENTINEL`] between the last scan's data and the end-of-image marker, when
+/// the marker follows it there.
+///
+/// A decoder that runs out of a scan's data before its last block (a file cut short and given
+/// an end marker back, say) reads zeros past the marker and draws the rest gray, in zune-jpeg's
+/// strict mode too. With the sentinel in between it reads one bits instead and fails on a code
+/// no table has; a whole scan's decoder never reads past its data, so the sentinel changes
+/// nothing for it (the decoder skips bytes before a marker it looks for).
+pub fn with_sentinel(bytes: &[u8], layout: &Layout) -> Option<Vec<u8>> {
+    let at = layout.last_scan_end?;
+    let mut out = Vec::with_capacity(bytes.len() + SENTINEL.len());
+    out.extend_from_slice(&bytes[..at]);
+    out.extend_from_slice(&SENTINEL);
+    out.extend_from_slice(&bytes[at..]);
+    Some(out)
 }
 
 /// A frame header's size and components.
@@ -199,6 +229,7 @@ fn frame_of(body: &[u8], progressive: bool) -> Result<Layout, String> {
         progressive,
         sampling,
         coded_bytes: 0,
+        last_scan_end: None,
     })
 }
 
@@ -207,13 +238,30 @@ fn frame_of(body: &[u8], progressive: bool) -> Result<Layout, String> {
 /// file ends first.
 fn end_of_scan(bytes: &[u8], mut pos: usize) -> Option<usize> {
     loop {
-        pos += bytes.get(pos..)?.iter().position(|&b| b == 0xFF)?;
+        pos = next_ff(bytes, pos)?;
         match *bytes.get(pos + 1)? {
             0x00 | 0xD0..=0xD7 => pos += 2,
             0xFF => pos += 1,
             _ => return Some(pos),
         }
     }
+}
+
+/// The first 0xFF byte from `pos` on, eight bytes a step (a scan's data is most of the file).
+fn next_ff(bytes: &[u8], pos: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let rest = bytes.get(pos..)?;
+    let mut skipped = 0;
+    for chunk in rest.chunks_exact(8) {
+        let zeroed = !u64::from_le_bytes(chunk.try_into().expect("8 bytes")); // 0xFF -> 0x00
+        if zeroed.wrapping_sub(ONES) & !zeroed & HIGHS != 0 {
+            break; // a zero byte in the word: a 0xFF in these eight
+        }
+        skipped += 8;
+    }
+    let at = rest[skipped..].iter().position(|&b| b == 0xFF)?;
+    Some(pos + skipped + at)
 }
 
 #[cfg(test)]
@@ -265,6 +313,7 @@ mod tests {
                 progressive: false,
                 sampling: vec![(2, 2), (1, 1), (1, 1)],
                 coded_bytes: 9,
+                last_scan_end: Some(bytes.len() - 2),
             }
         );
         // luma 5x3 blocks, each chroma 20x12 pixels: 3x2 blocks
@@ -282,6 +331,45 @@ mod tests {
                 why.contains("truncated") || why.contains("start-of-image"),
                 "{cut}: {why}"
             );
+        }
+    }
+
+    #[test]
+    fn the_sentinel_goes_between_the_last_scan_and_the_end_marker() {
+        let bytes = file((0xC0, sof(8, 8, &[0x11])), &[&[1, 2], &[3, 0xFF, 0x00, 4]]);
+        let found = layout(&bytes).unwrap();
+        let guarded = with_sentinel(&bytes, &found).unwrap();
+        let at = bytes.len() - 2;
+        assert_eq!(found.last_scan_end, Some(at));
+        assert_eq!(&guarded[..at], &bytes[..at]);
+        assert_eq!(&guarded[at..at + SENTINEL.len()], &SENTINEL);
+        assert_eq!(&guarded[at + SENTINEL.len()..], &[0xFF, 0xD9]);
+        // The sentinel reads as data: the walk finds the same scans around it.
+        assert_eq!(
+            layout(&guarded).unwrap().coded_bytes,
+            found.coded_bytes + SENTINEL.len() as u64
+        );
+        // A segment between the last scan and the end marker: nothing is put in.
+        let mut commented = bytes[..at].to_vec();
+        commented.extend_from_slice(&[0xFF, 0xFE, 0, 4, b'h', b'i', 0xFF, 0xD9]);
+        let found = layout(&commented).unwrap();
+        assert_eq!(found.last_scan_end, None);
+        assert!(with_sentinel(&commented, &found).is_none());
+    }
+
+    #[test]
+    fn the_next_ff_is_found_wherever_it_lies() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut bytes = vec![0xFEu8; len];
+                if at < len {
+                    bytes[at] = 0xFF;
+                }
+                for from in 0..=len + 1 {
+                    let want = (at < len && from <= at).then_some(at);
+                    assert_eq!(next_ff(&bytes, from), want, "{len} {at} {from}");
+                }
+            }
         }
     }
 

@@ -186,6 +186,25 @@ def test_a_truncated_jpeg_is_refused_naming_the_column_and_row(kind, keep):
         decode([good, cut], size=(40, 56))
 
 
+@pytest.mark.parametrize("kind", sorted(set(JPEG_KINDS) - {"progressive"}))
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.97])
+def test_a_cut_jpeg_given_its_end_marker_back_is_refused(kind, keep):
+    """The scan's data runs out before its last block: the decoder would read zeros past the
+    marker (a gray part), and reads a code no table has instead. (A progressive JPEG cut at a
+    scan's end is a whole JPEG of fewer scans, and its DC refinement scans carry raw bits, so
+    a cut there cannot be told.)"""
+    data = jpeg_of(kind)
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # the scan's data
+    mended = data[: start + int((len(data) - 2 - start) * keep)] + b"\xff\xd9"
+    with pytest.raises(
+        ValueError,
+        match=r"the image at row 0 of the batch cannot be read: JPEG: its image data cannot be "
+        r"decoded \(.*\): it is corrupt or cut short",
+    ):
+        decode([mended], size=(40, 56))
+
+
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP lossy", "WEBP lossless"])
 def test_truncated_png_and_webp_are_refused_at_every_cut(fmt):
     """Every cut of the file, to its last byte (the PNG end chunk's checksum, the WebP padding),
