@@ -130,11 +130,11 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     })
 }
 
-/// `size` zeroed bytes for decoded pixels, allocated through [`crate::memory::reserve`].
+/// `size` zeroed bytes for decoded pixels, from [`crate::memory::zeroed`]: refused past the
+/// memory free, and costing only the pages the decoder writes (a PNG that claims a large size
+/// and ends early writes few).
 fn pixel_buffer(size: usize) -> std::result::Result<Vec<u8>, String> {
-    let mut buffer = crate::memory::reserve::<u8>(size).map_err(|e| e.to_string())?;
-    buffer.resize(size, 0);
-    Ok(buffer)
+    crate::memory::zeroed(size).map_err(|e| e.to_string())
 }
 
 /// A WebP decoded whole: a file shorter than its RIFF header says is refused as truncated
