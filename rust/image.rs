@@ -437,6 +437,20 @@ mod tests {
     }
 
     #[test]
+    fn pixels_of_each_channel_count_become_rgb() {
+        assert_eq!(
+            rgb_of(vec![1, 2, 3, 4, 5, 6], 3).unwrap(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            rgb_of(vec![1, 2, 3, 9, 4, 5, 6, 9], 4).unwrap(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(rgb_of(vec![7, 9, 8, 9], 2).unwrap(), [7, 7, 7, 8, 8, 8]);
+        assert_eq!(rgb_of(vec![7, 8], 1).unwrap(), [7, 7, 7, 8, 8, 8]);
+    }
+
+    #[test]
     fn bad_bytes_are_refused_with_the_reason() {
         assert!(decode(b"").unwrap_err().contains("empty"));
         assert!(decode(b"GIF89a")

@@ -193,6 +193,7 @@ const SENTINEL: [u8; 16] = [
 /// nothing for it (the decoder skips bytes before a marker it looks for).
 pub fn with_sentinel(bytes: &[u8], layout: &Layout) -> Option<Vec<u8>> {
     let at = layout.last_scan_end?;
+    #[allow(clippy::disallowed_methods)] // bounded: the file, already in memory, and 16 bytes
     let mut out = Vec::with_capacity(bytes.len() + SENTINEL.len());
     out.extend_from_slice(&bytes[..at]);
     out.extend_from_slice(&SENTINEL);

@@ -69,6 +69,7 @@ pub fn zeroed(n: usize) -> Result<Vec<u8>> {
     }
     let layout = std::alloc::Layout::array::<u8>(n).map_err(|_| refuse())?;
     // SAFETY: the layout's size is not zero.
+    #[allow(clippy::disallowed_methods)] // checked against the memory free above
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
     if ptr.is_null() {
         return Err(refuse());
