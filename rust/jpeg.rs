@@ -266,6 +266,7 @@ fn next_ff(bytes: &[u8], pos: usize) -> Option<usize> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests: sizes of their own
 mod tests {
     use super::*;
 
