@@ -106,6 +106,10 @@ class Lib:
         lance.dataset(table.uri).delete(where)
         return db.open_table(name)
 
+    def format(self, fmt: str) -> str:
+        """The name this library gives the output format lancetorch calls ``fmt``."""
+        return fmt
+
     def permutation_builder(self, table: Any) -> Any:
         from lancetorch.permutation import permutation_builder
 
@@ -267,6 +271,8 @@ def _perm_batch(batch: Any, case: Case, collated: bool, keys: set[str] | None) -
     if fmt == "python_col":
         assert isinstance(batch, dict) and isinstance(batch["id"], list)
         return _from_dict(batch, case, keys)
+    if fmt == "numpy" and isinstance(batch, np.ndarray):  # lancedb: one (rows, columns) array
+        return _from_tensor_cols(torch.from_numpy(np.ascontiguousarray(batch.T)))
     if fmt == "numpy":
         assert isinstance(batch, dict) and isinstance(batch["id"], np.ndarray)
         return _from_dict(batch, case, keys)
@@ -343,7 +349,7 @@ def _permutation(ws: Workspace, case: Case, fmt: bool = True) -> tuple[Any, np.n
     if case.decode != "none":
         perm = perm.with_format(case.fmt, decode=spec(case.decode))
     else:
-        perm = perm.with_format(case.fmt)
+        perm = perm.with_format(lib.format(case.fmt))
     return perm, ids
 
 
