@@ -177,6 +177,8 @@ class Result:
     expected: np.ndarray | None = None
     states: list[dict] = field(default_factory=list)
     tokens: Counter | None = None  # packed streaming: every token seen, by value
+    split_sizes: list[int] | None = None  # perm: the rows of each split read
+    second: list[np.ndarray] | None = None  # one rank, no resume: the next epoch's batches
 
     def flat(self) -> np.ndarray:
         return np.concatenate(
@@ -329,37 +331,60 @@ def read_dataloader(ws: Workspace, case: Case) -> Result:
     return Result(phases=[[batches]], expected=ids)
 
 
-def _permutation(ws: Workspace, case: Case, fmt: bool = True) -> tuple[Any, np.ndarray]:
-    """The case's Permutation and its rows' ids in its own order (None: a shuffled order)."""
+def _permutations(ws: Workspace, case: Case, fmt: bool = True) -> tuple[list[Any], np.ndarray]:
+    """The case's Permutations (both splits of a split case, else one) and the ids of their
+    rows in storage order."""
     table, ids = ws.table(case)
     lib = ws.lib
     builder_shuffle = case.mode == "for" and case.shuffle
-    if case.filter or builder_shuffle:
+    if case.filter or builder_shuffle or case.split:
         builder = lib.permutation_builder(table)
         if case.filter:
             builder = builder.filter(FILTER)
             ids = filtered(ids)
+        if case.split:
+            builder = builder.split_random(ratios=[0.6, 0.4], seed=case.seed + 11)
         if builder_shuffle:
             builder = builder.shuffle(seed=case.seed)
-        perm = lib.Permutation.from_tables(table, builder.execute())
+        perm_table = builder.execute()
+        splits = [0, 1] if case.split else [None]
+        perms = [
+            lib.Permutation.from_tables(table, perm_table, **({} if s is None else {"split": s}))
+            for s in splits
+        ]
     else:
-        perm = lib.Permutation.identity(table)
+        perms = [lib.Permutation.identity(table)]
     if not fmt:
-        return perm, ids
+        return perms, ids
     if case.decode != "none":
-        perm = perm.with_format(case.fmt, decode=spec(case.decode))
+        perms = [p.with_format(case.fmt, decode=spec(case.decode)) for p in perms]
     else:
-        perm = perm.with_format(lib.format(case.fmt))
-    return perm, ids
+        perms = [p.with_format(lib.format(case.fmt)) for p in perms]
+    return perms, ids
+
+
+def _permutation(ws: Workspace, case: Case, fmt: bool = True) -> tuple[Any, np.ndarray]:
+    perms, ids = _permutations(ws, case, fmt)
+    assert len(perms) == 1
+    return perms[0], ids
 
 
 _COLLATED = ("python", "torch", "torch_row", "torch_dict")
 
 
 def read_perm(ws: Workspace, case: Case) -> Result:
+    perms, ids = _permutations(ws, case)
+    result = Result(expected=ids, split_sizes=[len(p) for p in perms])
+    for perm in perms:
+        result.phases.append(_read_one_perm(perm, case))
+    if len(perms) > 1:  # the splits one after another: one read of every row
+        result.phases = [[[b for phase in result.phases for b in phase[0]]]]
+    return result
+
+
+def _read_one_perm(perm: Any, case: Case) -> list[list[np.ndarray]]:
     from lancetorch.util import passthrough
 
-    perm, ids = _permutation(ws, case)
     keys = ref_keys(case)
     a, _ = case.rank_counts
     if case.mode == "dataloader":
@@ -389,7 +414,7 @@ def read_perm(ws: Workspace, case: Case) -> Result:
         ]
     else:
         ranks = [[_perm_batch(b, case, False, keys) for b in perm.with_batch_size(case.batch_size)]]
-    return Result(phases=[ranks], expected=ids)
+    return ranks
 
 
 def _sampler_loader(table: Any, case: Case, sampler: Any) -> DataLoader:
@@ -436,7 +461,10 @@ def read_sampler(ws: Workspace, case: Case) -> Result:
         s = sampler(r, b)
         if state is not None:
             s.load_state_dict(state)
-        phase.append([_batch_ids(x, case, keys) for x in _sampler_loader(table, case, s)])
+        loader = _sampler_loader(table, case, s)
+        phase.append([_batch_ids(x, case, keys) for x in loader])
+        if state is None and b == 1:  # a pass without set_epoch reads the next epoch
+            result.second = [_batch_ids(x, case, keys) for x in loader]
     result.phases.append(phase)
     return result
 
@@ -495,6 +523,8 @@ def read_loader(ws: Workspace, case: Case) -> Result:
         if state is not None:
             lo.load_state_dict(state)
         phase.append([_batch_ids(x, case, keys) for x in lo])
+        if state is None and b == 1:  # a pass without set_epoch reads the next epoch
+            result.second = [_batch_ids(x, case, keys) for x in lo]
     result.phases.append(phase)
     return result
 
@@ -555,15 +585,27 @@ def read_streaming(ws: Workspace, case: Case) -> Result:
     state = None
     if case.resume:
         per_rank = (len(ids) - len(ids) % STREAM_SPLITS) // a
-        step = _resume_step(case, per_rank // case.batch_size)
+        step = _resume_step(case, per_rank // case.batch_size - 1)
         phase = []
         for r in range(a):
             ds = dataset(r, a)
             got = []
-            for batch in loader(ds):
+            it = iter(loader(ds))
+            for batch in it:
                 got.append(batch_ids(batch))
                 if len(got) == step:
                     break
+            if case.workers != "0" and step % 2:
+                # Documented: exact at a step boundary only, where every split of the rank
+                # has given as many rows; two workers take turns, so an odd step is refused.
+                try:
+                    ds.state_dict()
+                except RuntimeError as err:
+                    assert "step boundary" in str(err), err
+                else:
+                    raise AssertionError("a state between step boundaries was given")
+                got.append(batch_ids(next(it)))
+            del it
             result.states.append(ds.state_dict())
             phase.append(got)
         result.phases.append(phase)
@@ -639,10 +681,13 @@ def check_rows(case: Case, result: Result) -> np.ndarray:
         f"of num_splits={STREAM_SPLITS} are left out)"
         return got
 
+    if case.split:
+        sizes = result.split_sizes or []
+        assert sum(sizes) == n, f"splits of {sizes} rows do not hold the {n} rows"
     if case.path == "perm" and case.mode == "for":
         got = result.flat()
-        assert len(got) == n - n % bs, f"{len(got)} rows, expected {n - n % bs} (short last "
-        "batch left out)"
+        want = sum(s - s % bs for s in result.split_sizes or [n])
+        assert len(got) == want, f"{len(got)} rows, expected {want} (short last batch left out)"
         assert len(set(got.tolist())) == len(got) and set(got.tolist()) <= exp_set
         return got
 
@@ -729,7 +774,7 @@ def check_order(case: Case, result: Result, order: np.ndarray) -> None:
     none was."""
     expected = result.expected
     assert expected is not None
-    if case.shuffle:
+    if case.shuffle or case.split:  # a random split keeps the random order it dealt
         units = len(order) / (CLUMP if _windows(case) else 1)
         limit = min(0.35, 5 / np.sqrt(max(units, 1)))
         r = correlation(order, expected)
@@ -761,17 +806,44 @@ def promised_order(case: Case) -> bool:
     return case.path == "perm" and case.mode == "iter"
 
 
-def reference_order(case: Case, n: int) -> np.ndarray:
+def reference_order(case: Case, n: int, epoch: int = 0) -> np.ndarray:
+    """BatchSampler's order of n positions for the case's seed: what the paths promise."""
     from lancetorch.sampler import BatchSampler
 
-    return BatchSampler(n, 1, seed=case.seed, world_size=1).order(0)
+    return BatchSampler(n, 1, seed=case.seed, world_size=1).order(epoch)
+
+
+def refused(case: Case) -> bool:
+    """A forked worker over a disk table beyond its cache budget: refused, as documented."""
+    return case.workers == "fork" and case.storage == "windows" and case.path != "loader"
 
 
 def check(ws: Workspace, case: Case, refs: dict) -> None:
     """Run ``case`` and check every property."""
+    if refused(case):
+        # Documented: a forked worker never reads through Lance; a table it would have to
+        # read that way raises RuntimeError in the worker, saying to use spawn.
+        try:
+            run(ws, case)
+        except RuntimeError as err:
+            assert "spawn" in str(err), f"refused without saying what to do: {err}"
+            return
+        raise AssertionError("a forked worker read an uncached disk table through Lance")
     result = run(ws, case)
     order = check_rows(case, result)
     check_order(case, result, order)
+    if result.second is not None:
+        second = check_rows(case, Result(phases=[[result.second]], expected=result.expected))
+        check_order(case, Result(expected=result.expected), second)
+        if case.shuffle:
+            assert not np.array_equal(second, order), "the next epoch repeated the order"
+            if promised_order(case):
+                expected = result.expected
+                assert expected is not None
+                want = expected[reference_order(case, len(expected), epoch=1)]
+                assert np.array_equal(second, want[: len(second)]), (
+                    "the next epoch is not BatchSampler's order for (seed, 1)"
+                )
     if not case.shuffle:
         return
     # The same seed gives the same order (fresh objects, this process), another seed another.
