@@ -240,6 +240,35 @@ def test_loader_over_a_permutation_applies_or_refuses_its_transform(table):
     assert batches and calls, "with_transform's function was never called"
 
 
+@pytest.mark.xfail(strict=True, reason=ITEM_3)
+def test_loader_over_a_permutation_applies_or_refuses_its_decode(table):
+    """The same cause as item 3: with_format(..., decode=) is the view's transform too."""
+    perm = (
+        Permutation.identity(table)
+        .select_columns(["id", "text"])
+        .with_format("torch_dict", decode={"text": Text(tokenizer=_upper)})
+    )
+    try:
+        batch = next(iter(Loader(perm, 10, shuffle=False, per_column=True)))
+    except (TypeError, ValueError):
+        return
+    assert batch["text"] == [f"ROW {i}" for i in range(10)], "the view's tokenizer was not run"
+
+
+def test_loader_over_a_permutation_gives_its_rowid_or_refuses(table):
+    """select_columns([..., "_rowid"]) adds each row's row id (README "Permutations"); the
+    DataLoader over the view gives it, so the Loader must too, or say it cannot."""
+    perm = Permutation.identity(table).select_columns(["id", "_rowid"])
+    assert perm.with_format("arrow").take_offsets([3]).column_names == ["id", "_rowid"]
+    try:
+        batch = next(iter(Loader(perm, 10, shuffle=False, per_column=True)))
+    except (TypeError, ValueError) as err:
+        assert "_rowid" in str(err)
+        return
+    assert list(batch) == ["id", "_rowid"], f"the Loader gave {list(batch)}"
+    assert batch["_rowid"].tolist() == list(range(10))
+
+
 @pytest.mark.xfail(strict=True, reason=ITEM_7)
 def test_a_permutation_table_with_a_row_twice_is_refused(table):
     dup = lancetorch.connect("memory://").create_table(
