@@ -25,11 +25,8 @@ from torch.utils.data import DataLoader, default_collate
 
 from .engine import N
 
-ITEM_3 = "issue 22 item 3: Loader over a Permutation drops its with_transform"
-ITEM_7 = "issue 22 item 7: a permutation table with duplicate row ids is read as is"
 ITEM_8 = "issue 22 item 8: StreamingDataset applies a state saved in another epoch"
 ITEM_11 = "issue 22 item 11: a setting taken and not applied"
-ITEM_2 = "issue 22 item 2: Loader drops <column>_document of Tokens(pack=True)"
 
 ROWS = 120
 
@@ -135,21 +132,9 @@ def _same(a, b) -> bool:
     return a == b
 
 
-def _spec_marks(name: str, path: str) -> list:
-    if name == "tokens-pack" and path == "torch_dict":
-        return []  # refused: checked below
-    if name == "tokens-pack" and path == "loader":
-        return [pytest.mark.xfail(strict=True, reason=ITEM_2)]
-    return []
-
-
 @pytest.mark.parametrize(
     "name, path",
-    [
-        pytest.param(name, path, id=f"{name}-{path}", marks=_spec_marks(name, path))
-        for name in SPECS
-        for path in PATHS
-    ],
+    [pytest.param(name, path, id=f"{name}-{path}") for name in SPECS for path in PATHS],
 )
 def test_a_decode_setting_gives_to_batch_s_output_on_every_path(table, name, path):
     decode, default = SPECS[name]
@@ -224,7 +209,6 @@ def test_flip_with_the_center_crop_is_honoured_or_refused(table):
     assert not torch.equal(batch, plain), "flip=True with the center crop changed nothing"
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_3)
 def test_loader_over_a_permutation_applies_or_refuses_its_transform(table):
     calls = []
 
@@ -240,7 +224,6 @@ def test_loader_over_a_permutation_applies_or_refuses_its_transform(table):
     assert batches and calls, "with_transform's function was never called"
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_3)
 def test_loader_over_a_permutation_applies_or_refuses_its_decode(table):
     """The same cause as item 3: with_format(..., decode=) is the view's transform too."""
     perm = (
@@ -269,7 +252,6 @@ def test_loader_over_a_permutation_gives_its_rowid_or_refuses(table):
     assert batch["_rowid"].tolist() == list(range(10))
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_7)
 def test_a_permutation_table_with_a_row_twice_is_refused(table):
     dup = lancetorch.connect("memory://").create_table(
         "p",
