@@ -357,7 +357,8 @@ def _versions_run(module, root, interval):
     t.checkout(1)
     lance.write_dataset(EXPECTED, uri, mode="append")  # version 3, unseen while checked out
     seen += [t.count_rows(), t.version, t.to_arrow().num_rows]
-    for bad in (lambda: t.add(EXPECTED), lambda: t.checkout(99), lambda: t.checkout(-1)):
+    bad_ones = (lambda: t.add(EXPECTED), lambda: t.checkout(99), lambda: t.checkout(0))
+    for bad in (*bad_ones, lambda: t.checkout(-1), lambda: t.checkout(1.0)):
         try:
             bad()
         except Exception as e:
@@ -384,7 +385,7 @@ def test_versions_and_read_consistency_as_lancedb(tmp_path, interval):
     got = _versions_run(lancetorch, tmp_path / "lancetorch", every)
     assert got == want
     later = 6 if interval == 0 else 3  # the append is seen at once, or after checkout_latest
-    assert got[2] == later and got[6:12] == [3, 1, 3, "ValueError", "ValueError", "TypeError"]
+    assert got[2] == later and got[6:14] == [3, 1, 3, *["ValueError"] * 3, "TypeError", "TypeError"]
 
 
 def test_a_read_after_the_interval_sees_the_latest_version(tmp_path):

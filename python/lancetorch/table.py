@@ -182,7 +182,7 @@ class Table:
                 f"version must be a version number (an int, 1 or more) or a tag name, got "
                 f"{version!r}"
             )
-        if not isinstance(version, str) and version < 1:
+        if not isinstance(version, str) and version < 0:  # as LanceDB: 0 is a missing one
             raise TypeError(f"version must be a version number from 1, got {version}")
         version = version if isinstance(version, str) else int(version)
         backend = self._backend
@@ -195,7 +195,7 @@ class Table:
         else:
             try:
                 dataset = backend.load(version)
-            except ValueError as e:
+            except (ValueError, OverflowError) as e:  # none such (or past Lance's u64)
                 raise ValueError(
                     f"Version {version} no longer exists. Was it cleaned up? Table "
                     f"'{self._name}' has versions "
