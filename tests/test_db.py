@@ -451,3 +451,29 @@ def test_read_consistency_on_object_storage(s3_server, s3_db):
     assert never.to_arrow().num_rows == 6
     never.checkout(1)
     assert never.to_arrow().equals(EXPECTED)
+
+
+@pytest.mark.parametrize("change", ["recreate", "compact"])
+def test_an_unpickled_object_storage_table_refuses_a_changed_table(s3_server, s3_db, change):
+    import datetime
+    import pickle
+
+    from lancetorch import StorageReadError
+
+    s3_db.create_table("t", EXPECTED)
+    s3_db.open_table("t").add(EXPECTED)
+    sent = pickle.dumps(s3_db.open_table("t", cache=False))
+    if change == "recreate":
+        s3_db.drop_table("t")
+        s3_db.create_table("t", EXPECTED)
+        s3_db.open_table("t").add(EXPECTED)  # version 2 again, other rows' files
+        what = "table 't'.*dropped and created again"
+    else:
+        options = s3_db._storage_options
+        lance.dataset(f"{s3_db.uri}/t.lance", storage_options=options).optimize.compact_files()
+        lance.dataset(f"{s3_db.uri}/t.lance", storage_options=options).cleanup_old_versions(
+            older_than=datetime.timedelta(0)
+        )
+        what = "version 2 of table 't'.*is gone"
+    with pytest.raises(StorageReadError, match=f"{what}.*Open the table again"):
+        pickle.loads(sent).__getitems__([0])
