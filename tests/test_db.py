@@ -477,3 +477,16 @@ def test_an_unpickled_object_storage_table_refuses_a_changed_table(s3_server, s3
         what = "version 2 of table 't'.*is gone"
     with pytest.raises(StorageReadError, match=f"{what}.*Open the table again"):
         pickle.loads(sent).__getitems__([0])
+
+
+def test_a_read_that_looks_finds_a_dropped_table_gone(tmp_path):
+    from datetime import timedelta
+
+    t = lancetorch.connect(tmp_path, read_consistency_interval=timedelta(0)).create_table(
+        "t", EXPECTED
+    )
+    lancetorch.connect(tmp_path).drop_table("t")
+    with pytest.raises(FileNotFoundError, match="table 't' .* no longer exists"):
+        t.count_rows()
+    with pytest.raises(FileNotFoundError, match="no longer exists"):
+        t.checkout_latest()

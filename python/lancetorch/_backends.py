@@ -307,6 +307,8 @@ class _LanceBackend:
         try:
             dataset = self.load(self.version)
         except ValueError as e:  # Lance's "was not found": the version, or the table, is gone
+            if "not found" not in str(e).lower():
+                raise
             raise StorageReadError(
                 f"version {self.version} of table '{self.name}' ({self.uri}) is gone: the table "
                 "was dropped, or its old versions were removed (cleanup_old_versions), after "
