@@ -132,8 +132,8 @@ class Table:
         backend = self._current()
         if isinstance(backend, _MemoryBackend):
             return self
-        if self._pinned or self._checked_out is not None:
-            return self
+        # A view of its own even of a pinned or checked-out handle: that handle may move on
+        # (checkout_latest), the view never does.
         return Table(self._name, backend, pinned=True)
 
     @property
