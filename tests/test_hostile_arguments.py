@@ -150,6 +150,9 @@ CALLS = {
     "to_batch features": "to_batch(batch.select(['id', 'x']), features=v)",
     "images_to_column images": "images_to_column(v)",
     "connect read_timeout": "lancetorch.connect('memory://', read_timeout=v)",
+    "connect read_consistency_interval": "lancetorch.connect('memory://', read_consistency_interval=v)",
+    "Table.checkout": "lancetorch.connect('memory://').create_table('a', pa.table({'id': [1]})).checkout(v)",
+    "Table.checkout disk": "import tempfile; lancetorch.connect(tempfile.mkdtemp()).create_table('a', pa.table({'id': [1]})).checkout(v)",
 }
 
 # What a call may raise: a documented, catchable refusal.

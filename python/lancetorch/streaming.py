@@ -179,7 +179,8 @@ class StreamingDataset(IterableDataset):
         if prefetch_batches is not None:
             logger.warning("prefetch_batches is deprecated and will be removed; use io_queue_depth")
             io_queue_depth = prefetch_batches
-        table = as_lancetorch_table(table)
+        # The version read now, for the life of the dataset (its rows are dealt once, here).
+        table = as_lancetorch_table(table)._pinned_view()
         num_splits = world_size if num_splits is None else num_splits
         _check_positive(world_size, "world_size")
         _check_positive(num_splits, "num_splits")
@@ -469,7 +470,7 @@ class StreamingDataset(IterableDataset):
                     f"this dataset holds no table '{name}' and has no connection_factory to "
                     "reopen it; pass connection_factory=(name -> table) when making it"
                 )
-            self._table = as_lancetorch_table(factory(name))
+            self._table = as_lancetorch_table(factory(name))._pinned_view()
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:
