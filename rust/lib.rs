@@ -4,7 +4,8 @@
 //!
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
 //! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
-//! prefetcher), with `permutation`, `bijection`, `tokens`, `image` and `sql` beside them.
+//! prefetcher), with `permutation`, `bijection`, `tokens`, `image` (which reads a file's
+//! layout with `jpeg` first) and `sql` beside them.
 
 pub mod bijection;
 pub mod dlpack;
@@ -12,6 +13,7 @@ pub mod dtype;
 pub mod error;
 pub mod gather;
 pub mod image;
+pub mod jpeg;
 pub mod lending;
 pub mod loader;
 pub mod memory;

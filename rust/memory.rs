@@ -60,6 +60,33 @@ pub fn filled<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
     Ok(v)
 }
 
+/// `n` zero bytes, refused as [`reserve`] refuses them. The allocator's zeroed memory (calloc)
+/// is not written here: the kernel maps its pages as they are first written, so a buffer that
+/// a decoder leaves mostly unwritten (a file that ends early) costs only what it writes.
+pub fn zeroed(n: usize) -> Result<Vec<u8>> {
+    let refuse = || {
+        Error::Memory(format!(
+            "{n} bytes do not fit in memory; ask for a smaller size"
+        ))
+    };
+    if over_free(n) {
+        return Err(refuse());
+    }
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<u8>(n).map_err(|_| refuse())?;
+    // SAFETY: the layout's size is not zero.
+    #[allow(clippy::disallowed_methods)] // checked against the memory free above
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+    if ptr.is_null() {
+        return Err(refuse());
+    }
+    // SAFETY: `ptr` comes from the global allocator with the layout of `n` bytes (a u8's
+    // alignment), and its `n` bytes are initialized (zero): a Vec of length and capacity `n`.
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +182,13 @@ mod tests {
         let bounded = "// bounded: one a column\nlet v: Vec<_> = (0..fields).collect();";
         assert!(collected_ranges(bounded).is_empty());
         assert!(collected_ranges("for i in 0..n { x(i); }").is_empty());
+    }
+
+    #[test]
+    fn zeroed_bytes_are_zero_or_an_error() {
+        assert_eq!(zeroed(0).unwrap(), Vec::<u8>::new());
+        let bytes = zeroed(100_000).unwrap();
+        assert!(bytes.len() == 100_000 && bytes.iter().all(|&b| b == 0));
+        assert!(matches!(zeroed(usize::MAX / 2), Err(Error::Memory(_))));
     }
 }

@@ -337,3 +337,156 @@ def test_create_from_numpy_backed_dict(mem_db):
     table = mem_db.create_table("t", {"a": np.arange(5, dtype=np.int32)})
     assert table.schema.field("a").type == pa.int32()
     assert table.to_arrow().column("a").to_pylist() == [0, 1, 2, 3, 4]
+
+
+# -- versions and read_consistency_interval ------------------------------------------------------
+
+
+def _versions_run(module, root, interval):
+    """One LanceDB-API script on a disk table another writer appends to; what it saw."""
+    import datetime
+
+    db = module.connect(root, read_consistency_interval=interval)
+    t = db.create_table("t", EXPECTED)
+    uri = os.path.join(str(root), "t.lance")
+    seen: list = [t.version, t.count_rows()]
+    lance.write_dataset(EXPECTED, uri, mode="append")  # another writer: version 2
+    seen += [t.count_rows(), t.version]
+    t.checkout_latest()
+    seen += [t.count_rows(), t.version]
+    t.checkout(1)
+    lance.write_dataset(EXPECTED, uri, mode="append")  # version 3, unseen while checked out
+    seen += [t.count_rows(), t.version, t.to_arrow().num_rows]
+    bad_ones = (lambda: t.add(EXPECTED), lambda: t.checkout(99), lambda: t.checkout(0))
+    for bad in (*bad_ones, lambda: t.checkout(-1), lambda: t.checkout(1.0)):
+        try:
+            bad()
+        except Exception as e:
+            seen.append(type(e).__name__)
+    t.checkout_latest()
+    seen += [t.count_rows(), t.version, [v["version"] for v in t.list_versions()]]
+    assert all(isinstance(v["timestamp"], datetime.datetime) for v in t.list_versions())
+    t.checkout(2)
+    seen += [t.count_rows(), t.version]
+    return seen
+
+
+@pytest.mark.parametrize("interval", [None, 0, 3600], ids=["none", "zero", "hour"])
+def test_versions_and_read_consistency_as_lancedb(tmp_path, interval):
+    """The same script against lancedb 0.40 and lancetorch sees the same versions and rows:
+    None and a long interval never look for another writer's versions until
+    checkout_latest(), timedelta(0) on every read; checkout(v) reads v and refuses writes."""
+    from datetime import timedelta
+
+    import lancedb
+
+    every = None if interval is None else timedelta(seconds=interval)
+    want = _versions_run(lancedb, tmp_path / "lancedb", every)
+    got = _versions_run(lancetorch, tmp_path / "lancetorch", every)
+    assert got == want
+    later = 6 if interval == 0 else 3  # the append is seen at once, or after checkout_latest
+    assert got[2] == later and got[6:14] == [3, 1, 3, *["ValueError"] * 3, "TypeError", "TypeError"]
+
+
+def test_a_read_after_the_interval_sees_the_latest_version(tmp_path):
+    import time
+    from datetime import timedelta
+
+    every = timedelta(seconds=0.2)
+    t = lancetorch.connect(tmp_path, read_consistency_interval=every).create_table("t", EXPECTED)
+    lance.write_dataset(EXPECTED, t.uri, mode="append")
+    time.sleep(0.25)  # the interval has passed: the next read looks
+    assert (t.count_rows(), t.version) == (6, 2)
+    lance.write_dataset(EXPECTED, t.uri, mode="append")
+    time.sleep(0.25)
+    assert t.schema == EXPECTED.schema and t.version == 3  # schema is a read that looks too
+
+
+@pytest.mark.parametrize(
+    "bad, error, words",
+    [
+        (5, TypeError, "must be a datetime.timedelta"),
+        ("0", TypeError, "must be a datetime.timedelta"),
+        (-1.0, TypeError, "must be a datetime.timedelta"),
+        ("negative", ValueError, "must not be negative"),
+    ],
+)
+def test_read_consistency_interval_checked(tmp_path, bad, error, words):
+    from datetime import timedelta
+
+    value = timedelta(seconds=-1) if bad == "negative" else bad
+    with pytest.raises(error, match=words):
+        lancetorch.connect(tmp_path, read_consistency_interval=value)
+
+
+def test_memory_table_versions(mem_db):
+    t = mem_db.create_table("t", EXPECTED)
+    assert t.version == 1
+    t.add(EXPECTED)
+    assert t.version == 2 and [v["version"] for v in t.list_versions()] == [2]
+    t.checkout(2)
+    with pytest.raises(ValueError, match="cannot be modified when a specific version"):
+        t.add(EXPECTED)
+    with pytest.raises(ValueError, match="Version 1 no longer exists.*only its latest"):
+        t.checkout(1)
+    t.checkout_latest()
+    t.add(EXPECTED)
+    assert (t.version, len(t)) == (3, 9)
+    with pytest.raises(TypeError, match="version number"):
+        t.checkout(2.0)
+
+
+def test_read_consistency_on_object_storage(s3_server, s3_db):
+    from datetime import timedelta
+
+    s3_db.create_table("t", EXPECTED)
+    looks = lancetorch.connect(
+        s3_db.uri, storage_options=s3_server.options, read_consistency_interval=timedelta(0)
+    ).open_table("t")
+    never = s3_db.open_table("t")
+    s3_db.open_table("t").add(EXPECTED)  # another handle writes: version 2
+    assert (looks.count_rows(), looks.version) == (6, 2)
+    assert (never.count_rows(), never.version) == (3, 1)
+    never.checkout_latest()
+    assert never.to_arrow().num_rows == 6
+    never.checkout(1)
+    assert never.to_arrow().equals(EXPECTED)
+
+
+@pytest.mark.parametrize("change", ["recreate", "compact"])
+def test_an_unpickled_object_storage_table_refuses_a_changed_table(s3_server, s3_db, change):
+    import datetime
+    import pickle
+
+    from lancetorch import StorageReadError
+
+    s3_db.create_table("t", EXPECTED)
+    s3_db.open_table("t").add(EXPECTED)
+    sent = pickle.dumps(s3_db.open_table("t", cache=False))
+    if change == "recreate":
+        s3_db.drop_table("t")
+        s3_db.create_table("t", EXPECTED)
+        s3_db.open_table("t").add(EXPECTED)  # version 2 again, other rows' files
+        what = "table 't'.*dropped and created again"
+    else:
+        options = s3_db._storage_options
+        lance.dataset(f"{s3_db.uri}/t.lance", storage_options=options).optimize.compact_files()
+        lance.dataset(f"{s3_db.uri}/t.lance", storage_options=options).cleanup_old_versions(
+            older_than=datetime.timedelta(0)
+        )
+        what = "version 2 of table 't'.*is gone"
+    with pytest.raises(StorageReadError, match=f"{what}.*Open the table again"):
+        pickle.loads(sent).__getitems__([0])
+
+
+def test_a_read_that_looks_finds_a_dropped_table_gone(tmp_path):
+    from datetime import timedelta
+
+    t = lancetorch.connect(tmp_path, read_consistency_interval=timedelta(0)).create_table(
+        "t", EXPECTED
+    )
+    lancetorch.connect(tmp_path).drop_table("t")
+    with pytest.raises(FileNotFoundError, match="table 't' .* no longer exists"):
+        t.count_rows()
+    with pytest.raises(FileNotFoundError, match="no longer exists"):
+        t.checkout_latest()

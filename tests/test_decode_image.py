@@ -152,6 +152,175 @@ def test_bad_images_are_refused_naming_the_row(bad, words):
         decode([good, good, bad, good], size=(8, 8))
 
 
+# JPEGs of each coding Pillow makes: baseline 4:4:4 and 4:2:0, progressive, with restart
+# markers, optimized Huffman tables, grayscale.
+JPEG_KINDS = {
+    "baseline 4:4:4": dict(quality=90, subsampling=0),
+    "baseline 4:2:0": dict(quality=90, subsampling=2),
+    "progressive": dict(quality=90, progressive=True),
+    "restart markers": dict(quality=90, restart_marker_blocks=1),
+    "optimized": dict(quality=75, optimize=True),
+    "gray": dict(quality=90),
+}
+
+
+def jpeg_of(kind: str, seed: int = 0) -> bytes:
+    rgb = photo(40, 56, seed)
+    return encode(rgb[..., 0] if kind == "gray" else rgb, "JPEG", **JPEG_KINDS[kind])
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.97, -3, -2, -1])
+def test_a_truncated_jpeg_is_refused_naming_the_column_and_row(kind, keep):
+    """Cut in its headers, in its image data, or by just its last bytes (the end-of-image
+    marker): an error, where the decoder's tolerant mode gave an image with a gray part."""
+    data = jpeg_of(kind)
+    cut = data[: int(len(data) * keep)] if keep > 0 else data[:keep]
+    good = jpeg_of(kind, seed=1)
+    decode([good, data], size=(40, 56))  # the whole file reads
+    with pytest.raises(
+        ValueError,
+        match=rf"column 'img': the image at row 1 of the batch cannot be read: JPEG: it ends "
+        rf"after {len(cut)} bytes, .* it is truncated",
+    ):
+        decode([good, cut], size=(40, 56))
+
+
+@pytest.mark.parametrize("kind", sorted(set(JPEG_KINDS) - {"progressive"}))
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.97])
+def test_a_cut_jpeg_given_its_end_marker_back_is_refused(kind, keep):
+    """The scan's data runs out before its last block: the decoder would read zeros past the
+    marker (a gray part), and reads a code no table has instead. (A progressive JPEG cut at a
+    scan's end is a whole JPEG of fewer scans, and its DC refinement scans carry raw bits, so
+    a cut there cannot be told.)"""
+    data = jpeg_of(kind)
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")  # the scan's data
+    mended = data[: start + int((len(data) - 2 - start) * keep)] + b"\xff\xd9"
+    with pytest.raises(
+        ValueError,
+        match=r"the image at row 0 of the batch cannot be read: JPEG: its image data cannot be "
+        r"decoded \(.*\): it is corrupt or cut short",
+    ):
+        decode([mended], size=(40, 56))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP lossy", "WEBP lossless"])
+def test_truncated_png_and_webp_are_refused_at_every_cut(fmt):
+    """Every cut of the file, to its last byte (the PNG end chunk's checksum, the WebP padding),
+    is an error naming the row."""
+    kind, _, mode = fmt.partition(" ")
+    data = encode(photo(12, 16), kind, **({"lossless": mode == "lossless"} if mode else {}))
+    decode([data], size=(12, 16))
+    for cut in range(12, len(data)):
+        why = "PNG: unexpected end of file" if kind == "PNG" else "WebP: .* it is truncated"
+        with pytest.raises(
+            ValueError, match=f"the image at row 0 of the batch cannot be read: {why}"
+        ):
+            decode([data[:cut]], size=(12, 16))
+
+
+def test_skip_drops_the_truncated_rows_and_keeps_the_others_as_they_decode():
+    images = [jpeg_of(kind, seed) for seed, kind in enumerate(sorted(JPEG_KINDS))]
+    cut = {1: images[1][: len(images[1]) // 2], 4: images[4][:-2]}
+    batch = pa.record_batch(
+        {
+            "id": list(range(len(images))),
+            "img": pa.array([cut.get(i, image) for i, image in enumerate(images)], pa.binary()),
+        }
+    )
+    out = to_batch(batch, {"img": Image(size=(40, 56), on_error="skip")})
+    keep = [i for i in range(len(images)) if i not in cut]
+    assert out["id"].tolist() == keep
+    alone = decode([images[i] for i in keep], size=(40, 56))
+    assert torch.equal(out["img"], alone)
+
+
+def _claiming(data: bytes, width: int, height: int) -> bytes:
+    """A real JPEG with its frame header (SOF0 or SOF2) saying another size."""
+    raw = bytearray(data)
+    at = next(i for i in range(len(raw) - 1) if raw[i] == 0xFF and raw[i + 1] in (0xC0, 0xC2))
+    raw[at + 5 : at + 9] = struct.pack(">HH", height, width)
+    return bytes(raw)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_claiming_more_pixels_than_its_bytes_code_is_refused(progressive):
+    small = encode(photo(16, 16), "JPEG", quality=90, progressive=progressive)
+    bomb = _claiming(small, 16384, 16384)
+    kind = "one bit a block in a progressive" if progressive else "two bits a block in a baseline"
+    with pytest.raises(
+        ValueError,
+        match=rf"column 'img': the image at row 0 of the batch cannot be read: JPEG: its header "
+        rf"claims 16384x16384 pixels, more than its {len(bomb)} bytes can code: .*{kind} JPEG",
+    ):
+        decode([bomb], size=(8, 8))
+    decode([small], size=(8, 8))  # the same file at its own size reads
+
+
+@pytest.mark.parametrize("kind", ["JPEG", "PNG"])
+def test_a_large_size_claimed_on_few_bytes_costs_no_memory(kind):
+    """In a process of its own, reading the file leaves the peak memory where it was: the JPEG
+    is refused before its pixels are allocated (decoding it to gray took over 700 MB), and the
+    PNG's buffer is paid for only as far as its data fills it."""
+    import subprocess
+    import sys
+
+    if kind == "JPEG":
+        bomb = _claiming(encode(photo(16, 16), "JPEG", quality=90), 16384, 16384)
+    else:
+        bomb = _png_claiming(16383, 16383)  # under the 2**28-pixel limit
+    child = (
+        "import resource, sys, pyarrow as pa\n"
+        "from lancetorch.decode import Image\n"
+        "from lancetorch.util import to_batch\n"
+        "def read(data):\n"
+        "    batch = pa.record_batch({'img': pa.array([data], pa.binary())})\n"
+        "    return to_batch(batch, {'img': Image(size=(8, 8), on_error='skip')})['img']\n"
+        "read(b'warm up')\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert len(read(sys.stdin.buffer.read())) == 0\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    grown_kib = subprocess.run(
+        [sys.executable, "-c", child], input=bomb, capture_output=True, check=True
+    ).stdout
+    assert int(grown_kib) < 64 * 1024
+
+
+FLAT_JPEGS = [
+    dict(quality=95, subsampling=0, optimize=True),
+    dict(quality=10, subsampling=0, optimize=True),
+    dict(quality=95, subsampling=2, optimize=True),
+    dict(quality=95, subsampling=0, progressive=True),
+    dict(quality=10, subsampling=2, progressive=True),
+    dict(quality=95),
+]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+@pytest.mark.parametrize("options", FLAT_JPEGS, ids=str)
+def test_flat_jpegs_the_bound_is_tightest_for_still_decode(mode, options):
+    """A solid color is the fewest bytes a JPEG can be: a baseline one with optimized tables
+    codes two bits a block, exactly what the rule asks; a progressive one two (its DC first and
+    refinement scans), twice what it asks."""
+    color = (200, 30, 90) if mode == "RGB" else 77
+    data = io.BytesIO()
+    PILImage.new(mode, (520, 392), color).save(data, format="JPEG", **options)
+    got = decode([data.getvalue()], size=(49, 65), layout="NHWC")[0].numpy().astype(int)
+    assert np.abs(got - pil_rgb(data.getvalue())[0, 0]).max() <= 2
+
+
+@pytest.mark.slow
+def test_a_large_flat_jpeg_still_decodes():
+    data = io.BytesIO()
+    PILImage.new("RGB", (4000, 4000), (200, 30, 90)).save(
+        data, format="JPEG", quality=95, subsampling=2, optimize=True
+    )
+    got = decode([data.getvalue()], size=(4, 4), layout="NHWC")[0].numpy().astype(int)
+    assert np.abs(got - pil_rgb(data.getvalue())[0, 0]).max() <= 2
+
+
 def test_center_crop_and_resize_follow_the_aspect():
     wide = np.zeros((20, 60, 3), np.uint8)
     wide[:, 20:40] = 255  # a white square in the middle third

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -13,6 +14,8 @@ import time
 import lancetorch
 import numpy as np
 import pyarrow as pa
+import pytest
+import torch
 
 APPEND = """
 import sys, numpy as np, pyarrow as pa, lancetorch
@@ -191,3 +194,153 @@ def test_a_disk_table_replaced_under_an_open_handle_reads_its_version_or_names_i
         else:
             assert got == want[name], name  # the version the handle holds, never the new table
     assert lancetorch.connect(tmp_path).open_table("t").schema.names == ["y"]
+
+
+# -- another process changes a table while this one reads it ------------------------------------
+
+# argv[1]: the database folder. Each makes table 't' something this process did not write.
+CHANGES = {
+    # Dropped and made again with other rows, to the same version number (2) and length.
+    "recreate": (
+        "import sys, numpy as np, pyarrow as pa, lancetorch; db = lancetorch.connect(sys.argv[1]);"
+        " db.drop_table('t'); t = db.create_table('t', pa.table({'x': np.arange(5000, 5500)}));"
+        " t.add(pa.table({'x': np.arange(5500, 6000)}))"
+    ),
+    # Compacted to version 3, and every older version (and its data files) removed.
+    "compact": (
+        "import sys, datetime, lance; uri = sys.argv[1] + '/t.lance';"
+        " lance.dataset(uri).optimize.compact_files();"
+        " lance.dataset(uri).cleanup_old_versions(older_than=datetime.timedelta(0))"
+    ),
+    # Rows appended: version 3.
+    "append": (
+        "import sys, numpy as np, pyarrow as pa, lancetorch; t = lancetorch.connect(sys.argv[1])"
+        ".open_table('t'); t.add(pa.table({'x': np.arange(1000, 1100)}))"
+    ),
+}
+
+
+def _change(folder, change: str) -> None:
+    subprocess.run([sys.executable, "-c", CHANGES[change], str(folder)], check=True, timeout=120)
+
+
+def _two_fragments(folder, cache: bool, interval=None) -> lancetorch.Table:
+    """Table 't' of x = 0..999 at version 2, in two fragments (so that compaction merges)."""
+    db = lancetorch.connect(folder, read_consistency_interval=interval)
+    db.create_table("t", pa.table({"x": np.arange(500)}))
+    db.open_table("t").add(pa.table({"x": np.arange(500, 1000)}))
+    return db.open_table("t", cache=cache)
+
+
+def _xs(loader) -> list[int]:
+    return sorted(int(v) for batch in loader for v in batch[0].tolist())
+
+
+def _loader(table, context: str | None) -> torch.utils.data.DataLoader:
+    from lancetorch.util import tbl_to_tensor
+
+    workers = {} if context is None else {"num_workers": 2, "multiprocessing_context": context}
+    return torch.utils.data.DataLoader(
+        table, batch_size=100, shuffle=True, collate_fn=tbl_to_tensor, **workers
+    )
+
+
+@pytest.mark.parametrize("change", ["recreate", "compact"])
+@pytest.mark.parametrize(
+    "context, cache", [("spawn", False), ("spawn", True), ("fork", True)], ids=str
+)
+def test_workers_of_a_table_another_process_changed(tmp_path, change, context, cache):
+    """DataLoader workers read the version their table had when it was sent, or fail naming
+    the table, the version, what changed and what to do: never the rows of a table made
+    again, never a worker that dies without a word. Workers of a cached table hold the rows
+    they read (the parent's cache), so they read on after the version is gone."""
+    from lancetorch import StorageReadError
+
+    table = _two_fragments(tmp_path, cache=cache)
+    loader = _loader(table, context)
+    assert _xs(loader) == list(range(1000))
+    _change(tmp_path, change)
+    if cache:
+        assert _xs(loader) == list(range(1000))  # the version sent, from the rows held
+        return
+    with pytest.raises(StorageReadError) as info:
+        _xs(loader)
+    said = str(info.value)
+    assert "table 't'" in said and "version 2" in said and "Open the table again" in said
+    what = "dropped and created again" if change == "recreate" else "is gone"
+    assert what in said and "DataLoader worker" in said, said
+
+
+@pytest.mark.parametrize("change", ["recreate", "compact"])
+def test_an_unpickled_handle_never_reads_a_table_made_again(tmp_path, change):
+    from lancetorch import StorageReadError
+
+    table = _two_fragments(tmp_path, cache=False)
+    sent = pickle.dumps(table)
+    assert pickle.loads(sent).__getitems__([0, 999]).column("x").to_pylist() == [0, 999]
+    _change(tmp_path, change)
+    back = pickle.loads(sent)  # unpickling needs no Lance: the first read does, and says why
+    what = {"recreate": "table 't'.*dropped and created again", "compact": "version 2 .* is gone"}
+    with pytest.raises(StorageReadError, match=f"{what[change]}.*Open the table again"):
+        back.__getitems__([0, 999])
+    back.checkout_latest()  # asked for: the table as it is now
+    first = 5000 if change == "recreate" else 0
+    assert back.__getitems__([0]).column("x").to_pylist() == [first]
+
+
+@pytest.mark.parametrize("context", [None, "spawn"], ids=["in-process", "spawn"])
+def test_an_epoch_reads_the_version_it_started_on(tmp_path, context):
+    """With read_consistency_interval=timedelta(0), a DataLoader epoch (its workers too)
+    reads one version although another process appends during it; a read of the table's API
+    then moves the handle on, and the next epoch reads the new rows."""
+    from datetime import timedelta
+
+    table = _two_fragments(tmp_path, False, timedelta(0))
+    loader = _loader(table, context)
+    seen = []
+    for i, batch in enumerate(loader):
+        if i == 1:
+            _change(tmp_path, "append")
+        seen += batch[0].tolist()
+    assert sorted(seen) == list(range(1000)) and len(table) == 1000
+    assert table.count_rows() == 1100  # looks, and moves the handle to version 3
+    assert _xs(loader) == list(range(1100))
+
+
+def test_loaders_and_permutations_read_the_version_they_were_made_on(tmp_path):
+    from datetime import timedelta
+
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation
+
+    table = _two_fragments(tmp_path, True, timedelta(0))
+    loader = Loader(table, 128, seed=0)
+    perm = Permutation.identity(table).with_format("arrow")
+    before = [b.num_rows for b in perm]
+    _change(tmp_path, "append")
+    assert table.version == 3
+    assert sorted(v for b in loader for v in b[0].tolist()) == list(range(1000))
+    assert len(perm) == 1000 and [b.num_rows for b in perm] == before
+    assert sorted(v for b in Loader(table, 128) for v in b[0].tolist()) == list(range(1100))
+    assert len(Permutation.identity(table)) == 1100
+
+
+def test_a_refresh_never_mixes_the_cached_rows_of_two_versions(tmp_path):
+    """A cached table that moves to a version rewritten by another process serves that
+    version's rows only; a reader made before keeps the old version's, from its own cache."""
+    from datetime import timedelta
+
+    from lancetorch.permutation import Permutation
+
+    table = _two_fragments(tmp_path, True, timedelta(0))
+    old = Permutation.identity(table).with_format("arrow")
+    assert table.__getitems__([3, 998]).column("x").to_pylist() == [3, 998]  # cached now
+    rewrite = (
+        "import sys, numpy as np, pyarrow as pa, lancetorch; lancetorch.connect(sys.argv[1])"
+        ".create_table('t', pa.table({'x': np.arange(1000) + 10_000}), mode='overwrite')"
+    )
+    subprocess.run([sys.executable, "-c", rewrite, str(tmp_path)], check=True, timeout=120)
+    assert table.version == 3
+    every = table.__getitems__(list(range(1000))).column("x").to_pylist()
+    assert every == list(range(10_000, 11_000))
+    assert old[0:1000]["x"].to_pylist() == list(range(1000))

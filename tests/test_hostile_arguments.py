@@ -101,6 +101,9 @@ SCENARIOS = {
     "BatchSampler load_state_dict shape": "BatchSampler(100, 8, seed=0).load_state_dict({'epoch': v})",
     "Loader load_state_dict position": "l = Loader(p.select_columns(['id']), 8, seed=0); l.load_state_dict({**l.state_dict(), 'position': v}); next(iter(l))",
     "Loader load_state_dict shape": "Loader(p.select_columns(['id']), 8, seed=0).load_state_dict({'position': v})",
+    "connect read_consistency_interval": "lancetorch.connect('memory://', read_consistency_interval=v)",
+    "Table.checkout": "lancetorch.connect('memory://').create_table('a', pa.table({'id': [1]})).checkout(v)",
+    "Table.checkout disk": "import tempfile; lancetorch.connect(tempfile.mkdtemp()).create_table('a', pa.table({'id': [1]})).checkout(v)",
 }
 
 # The parameters tests/test_parameters.py exempts (no result shows them), called directly.
@@ -108,6 +111,9 @@ EXEMPT_CALLS = {
     "lancetorch.Connection:uri": "lancetorch.Connection(v).table_names()",
     "lancetorch.Connection:storage_options": "lancetorch.Connection('memory://', v).table_names()",
     "lancetorch.Connection:read_timeout": "lancetorch.Connection('memory://', None, v).table_names()",
+    "lancetorch.Connection:read_consistency_interval": "lancetorch.Connection('memory://', None, None, v).table_names()",
+    "lancetorch.Table:read_consistency_interval": "lancetorch.Table('t', t._backend, read_consistency_interval=v).head(2)",
+    "lancetorch.Table:pinned": "lancetorch.Table('t', t._backend, pinned=v).head(2)",
     "lancetorch.Table:name": "lancetorch.Table(v, t._backend).head(2)",
     "lancetorch.Table:backend": "lancetorch.Table('t', v).head(2)",
     "lancetorch.query.TakeQuery:table": "TakeQuery(v, [0]).to_arrow()",

@@ -148,7 +148,7 @@ def _library_files() -> set[str]:
     """Files lancetorch writes: shared-memory copies of tables and caches."""
     found = set()
     for d in ("/dev/shm", tempfile.gettempdir()):
-        found |= set(glob.glob(os.path.join(d, "lancetorch-*")))
+        found |= {p for p in glob.glob(os.path.join(d, "lancetorch-*")) if os.path.isfile(p)}
     return found
 
 

@@ -13,6 +13,7 @@ effect cannot be seen in a result are listed in ``EXEMPT`` with the reason.
 from __future__ import annotations
 
 import atexit
+import datetime
 import functools
 import io
 import itertools
@@ -121,6 +122,22 @@ def _disk() -> lancetorch.Connection:
     db.create_table("a", _data().select(["id", "x"]))
     db.create_table("b", _data(100).select(["id", "x"]))
     return db
+
+
+def _sees_appends(interval: Any) -> int:
+    """Rows a handle with ``read_consistency_interval`` sees after another handle appends."""
+    where = tempfile.mkdtemp(dir=_DIR)
+    lancetorch.connect(where).create_table("a", {"a": [1]})
+    table = lancetorch.connect(where, read_consistency_interval=interval).open_table("a")
+    lancetorch.connect(where).open_table("a").add({"a": [2]})
+    return table.count_rows()
+
+
+def _two_versions() -> lancetorch.Table:
+    db = lancetorch.connect(tempfile.mkdtemp(dir=_DIR))
+    table = db.create_table("a", {"a": [1]})
+    table.add({"a": [2]})
+    return table
 
 
 def _memory_db(*names: str) -> lancetorch.Connection:
@@ -371,6 +388,12 @@ CASES: dict[str, Case] = {
         f"{_DIR}/disk",
         f"{_DIR}/empty",
         5,
+    ),
+    "lancetorch.connect:read_consistency_interval": Case(
+        _sees_appends, None, datetime.timedelta(0), "0"
+    ),
+    f"{TABLE}.checkout:version": Case(
+        lambda v: (t := _two_versions()).checkout(v) or len(t), 1, 2, 1.5
     ),
     "lancetorch.connect:read_timeout": Case(
         lambda v: lancetorch.connect("memory://", read_timeout=v).table_names(),
@@ -1142,6 +1165,9 @@ EXEMPT: dict[str, str] = {
     "lancetorch.Connection:uri": "made by connect(uri)",
     "lancetorch.Connection:storage_options": "made by connect(storage_options=)",
     "lancetorch.Connection:read_timeout": "made by connect(read_timeout=)",
+    "lancetorch.Connection:read_consistency_interval": "made by connect()",
+    "lancetorch.Table:read_consistency_interval": "made by Connection.open_table",
+    "lancetorch.Table:pinned": "made by Connection.open_table and pickling",
     # Made by a Connection, not by users.
     "lancetorch.Table:name": "made by Connection.create_table / open_table",
     "lancetorch.Table:backend": "made by Connection.create_table / open_table",

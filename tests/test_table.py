@@ -855,3 +855,36 @@ def test_lancedb_table_methods_lancetorch_lacks_say_what_to_use(table):
         table.no_such_name  # noqa: B018
     with pytest.raises(AttributeError, match="lancetorch's ScanQuery has no to_df.*to_pandas"):
         table.search().to_df  # noqa: B018
+
+
+def test_readers_keep_their_version_when_a_checked_out_handle_moves_on(dir_db):
+    """A Permutation, a Loader and a query made over a handle read that handle's version to
+    their end, also where the handle was checked out and then moves to the latest."""
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation
+
+    t = dir_db.create_table("t", sample_table(10))
+    t.add(sample_table(15).slice(10))
+    t.checkout(1)
+    perm = Permutation.identity(t).with_format("arrow")
+    loader = Loader(t, 4, shuffle=False, per_column=True)
+    query = t.take_offsets([9, 0])
+    t.checkout_latest()
+    assert (t.version, len(t)) == (2, 15)
+    assert len(perm) == 10 and perm[0:10]["id"].to_pylist() == list(range(10))
+    assert sorted(v for b in loader for v in b["id"].tolist()) == list(range(10))
+    assert query.to_arrow()["id"].to_pylist() == [9, 0]
+    assert Permutation.identity(t)[14]["id"] == 14
+
+
+def test_checkout_reads_that_version_and_caches_it_alone(dir_db):
+    dir_db.create_table("t", sample_table(10))
+    t = dir_db.open_table("t", cache=True)
+    t.add(sample_table(12).slice(10))
+    assert ids(t[[11, 0]]) == [11, 0]  # version 2, cached
+    t.checkout(1)
+    assert len(t) == 10 and ids(t[:]) == list(range(10))
+    with pytest.raises(IndexError):
+        t[[10]]
+    t.checkout_latest()
+    assert ids(t[[11]]) == [11]

@@ -1,7 +1,12 @@
 """Where a Table's rows live: ``_MemoryBackend`` (the Rust column store) and
 ``_LanceBackend`` (a Lance dataset, with a memory cache within a budget of the available
 memory), the one small interface a Table reads through (``schema``, ``count_rows``, ``take``,
-``to_arrow``, ``read_columns``, ``append``), and the fill of disk caches before a fork."""
+``to_arrow``, ``read_columns``, ``append``), and the fill of disk caches before a fork.
+
+A ``_LanceBackend`` reads one version of its dataset for its whole life: a Table that moves
+to another version (``checkout_latest``, a read after ``read_consistency_interval``, ``add``)
+makes a new backend, so a reader still holding the old one (an epoch in progress, a
+Permutation, a Loader) keeps reading the old version and its cache, never a mix."""
 
 from __future__ import annotations
 
@@ -18,15 +23,18 @@ import numpy as np
 import pyarrow as pa
 
 from . import _native
-from ._objectstore import is_corrupt_data, is_io_error, read_failure, within
+from ._objectstore import StorageReadError, is_corrupt_data, is_io_error, read_failure, within
 from ._shared import _SharedCopy
 
 
 class _MemoryBackend:
     """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
 
-    def __init__(self, store: _native.ColumnStore, shared_file: str | None = None) -> None:
+    def __init__(
+        self, store: _native.ColumnStore, shared_file: str | None = None, version: int = 1
+    ) -> None:
         self.store = store
+        self.version = version  # 1 when made, one more each append (as LanceDB counts)
         self._shared = _SharedCopy(store, shared_file)
         self._schema = store.schema  # made from the store's once: it changes only with it
 
@@ -57,6 +65,7 @@ class _MemoryBackend:
     def append(self, data: pa.Table) -> None:
         self.store = self.store.appended(data)
         self._schema = self.store.schema
+        self.version += 1
 
 
 def available_memory() -> int:
@@ -163,11 +172,13 @@ class _LanceBackend:
         storage_options: dict[str, str] | None,
         cache: bool | str = "auto",
         cache_budget: int | None = None,
-        version: int | None = None,
+        version: int | str | None = None,
         read_timeout: float | None = None,
+        *,
+        schema: pa.Schema | None = None,
+        identity: str | None = None,
+        dataset: Any = None,
     ) -> None:
-        import lance
-
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
         self.name = name
@@ -176,15 +187,30 @@ class _LanceBackend:
         self.cache = cache
         self.cache_budget = cache_budget
         self.read_timeout = read_timeout
-        self._open(
-            self.call(
-                "opening the dataset",
-                lance.dataset,
-                uri,
-                version=version,
-                storage_options=storage_options,
+        self._dataset: Any = None
+        self._pid = os.getpid()
+        self._opening = threading.Lock()
+        # The version's identity, where it was sent from another process: checked when the
+        # dataset is opened here, so that a table dropped and made again is never read.
+        self._identity = identity
+        if dataset is not None:
+            self._open(dataset)
+        elif schema is not None and isinstance(version, int):
+            # Reopened elsewhere (a pickle, a worker): the dataset is opened when a read needs
+            # it, so a worker that reads its parent's cache never touches Lance.
+            self.version, self._schema = version, schema
+        else:
+            import lance
+
+            self._open(
+                self.call(
+                    "opening the dataset",
+                    lance.dataset,
+                    uri,
+                    version=version,
+                    storage_options=storage_options,
+                )
             )
-        )
         # (column names, their rows in the column store) once read; per column selection
         # asked for, the store serving it and the positions of the columns there.
         self._cached: tuple[list[str], _native.ColumnStore] | None = None
@@ -196,6 +222,49 @@ class _LanceBackend:
         # Live Permutations over this table and the columns each reads (for the fork fill).
         self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
         _track_open(self)
+
+    def at(self, dataset: Any) -> _LanceBackend:
+        """A backend like this one reading ``dataset`` (another version): its own cache."""
+        return _LanceBackend(
+            self.name,
+            self.uri,
+            self.storage_options,
+            self.cache,
+            self.cache_budget,
+            read_timeout=self.read_timeout,
+            dataset=dataset,
+        )
+
+    def load(self, version: int | str | None = None) -> Any:
+        """The dataset at ``version`` (a number or a tag; None: the latest), opened now."""
+        import lance
+
+        try:
+            return self.call(
+                "opening the dataset",
+                lance.dataset,
+                self.uri,
+                version=version,
+                storage_options=self.storage_options,
+            )
+        except ValueError as e:  # Lance's "was not found"
+            if "not found" not in str(e).lower():
+                raise
+            if version is None:
+                raise FileNotFoundError(
+                    f"table '{self.name}' ({self.uri}) no longer exists: it was dropped since "
+                    "this handle opened it; open it (or create it) again"
+                ) from e
+            raise
+
+    def forked(self) -> bool:
+        """Whether this process was forked from the one that made this backend."""
+        return self._pid != os.getpid()
+
+    def identity(self) -> str | None:
+        """What tells this version from a version of the same number of another table of the
+        same name (one dropped and made again): its number and the time it was written."""
+        return self._identity
 
     def call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)``, a read through Lance of ``what`` (words for the message):
@@ -212,21 +281,52 @@ class _LanceBackend:
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
-        self._pid = os.getpid()
         self._schema = dataset.schema
         self.version = dataset.version
+        self._identity = _identity_of(dataset)
 
-    def location(self, cache: bool | str | None = None) -> tuple:
-        """Arguments of ``Table._lance`` that reopen this version of the dataset elsewhere."""
-        cache = self.cache if cache is None else cache
-        return (
-            self.uri,
-            self.storage_options,
-            cache,
-            self.cache_budget,
-            self.version,
-            self.read_timeout,
-        )
+    def state(self, cache: bool | str | None = None) -> dict[str, Any]:
+        """The arguments of ``_LanceBackend`` that reopen this version elsewhere (another
+        process), where it is opened only when a read needs Lance, and checked to be this
+        version of this table then."""
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "storage_options": self.storage_options,
+            "cache": self.cache if cache is None else cache,
+            "cache_budget": self.cache_budget,
+            "version": self.version,
+            "read_timeout": self.read_timeout,
+            "schema": self._schema,
+            "identity": self.identity(),
+        }
+
+    def _open_sent(self) -> Any:
+        """The dataset of a backend sent from another process: its version, opened now, and
+        checked to be the version that was sent."""
+        try:
+            dataset = self.load(self.version)
+        except ValueError as e:  # Lance's "was not found": the version, or the table, is gone
+            if "not found" not in str(e).lower():
+                raise
+            raise StorageReadError(
+                f"version {self.version} of table '{self.name}' ({self.uri}) is gone: the table "
+                "was dropped, or its old versions were removed (cleanup_old_versions), after "
+                "this handle was made for that version (a pickled table, and DataLoader "
+                "workers, read the version their table had when it was sent). Open the table "
+                "again, and make the DataLoader, Loader or Permutation again, to read its "
+                "latest version"
+            ) from e
+        found = _identity_of(dataset)
+        if self._identity is not None and found != self._identity:
+            raise StorageReadError(
+                f"table '{self.name}' ({self.uri}) was dropped and created again after this "
+                f"handle was made for its version {self.version}: that version now holds other "
+                f"rows (written {found.partition('@')[2]}, not {self._identity.partition('@')[2]})"
+                ". Open the table again, and make the DataLoader, Loader or Permutation again, "
+                "to read the new table"
+            )
+        return dataset
 
     @property
     def dataset(self) -> Any:
@@ -241,7 +341,14 @@ class _LanceBackend:
                 "fork (cache=False, or its columns do not fit cache_budget): use DataLoader(..., "
                 "multiprocessing_context='spawn') or 'forkserver', or allow the cache"
             )
-        return self._dataset
+        dataset = self._dataset
+        if dataset is None:
+            with self._opening:
+                if self._dataset is None:
+                    dataset = self._open_sent()
+                    self._dataset, self._identity = dataset, _identity_of(dataset)
+                dataset = self._dataset
+        return dataset
 
     def fill_cache(self) -> None:
         """Before a fork: read into the cache the columns the live views of this table read
@@ -367,6 +474,8 @@ class _LanceBackend:
         return self.call(f"a scan of columns {columns}", self.dataset.to_table, columns=columns)
 
     def append(self, data: pa.Table) -> None:
+        """Write ``data`` after the latest version (the Table then reads a new backend at
+        the version written: this one keeps reading its own)."""
         import lance
 
         # Appended to the latest version, which must still be this table: Lance would create
@@ -384,6 +493,13 @@ class _LanceBackend:
                 f"now {latest.schema.names}: open it again to add rows"
             )
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
-        self._open(lance.dataset(self.uri, storage_options=self.storage_options))
-        self._cached = None
-        self._refused.clear()
+
+
+def _identity_of(dataset: Any) -> str:
+    """A version's number and the time it was written: a table dropped and made again has
+    versions of the same numbers, written at other times."""
+    try:
+        written = dataset.get_version()["timestamp"]
+    except Exception:  # a pylance without it: the number alone
+        return str(dataset.version)
+    return f"{dataset.version}@{written.isoformat()}"

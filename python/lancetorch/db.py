@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import os
 import re
 import shutil
@@ -53,6 +54,10 @@ class Connection:
     read_timeout : float, optional
         Seconds any one read of an object-store table may wait for an answer; ``None``: no
         limit.
+    read_consistency_interval : float, optional
+        Seconds after which a read of a disk or object-store table opened here checks for
+        a newer version (``0.0``: every read checks); ``None``: never, until the table's
+        ``checkout_latest()`` (see :func:`lancetorch.connect`).
     """
 
     def __init__(
@@ -60,6 +65,7 @@ class Connection:
         uri: str,
         storage_options: dict[str, str] | None = None,
         read_timeout: float | None = None,
+        read_consistency_interval: float | None = None,
     ) -> None:
         _checks.text("uri", uri)
         if storage_options is not None and not isinstance(storage_options, dict):
@@ -71,6 +77,7 @@ class Connection:
             _checks.number("read_timeout", read_timeout)
         self._uri = uri
         self._read_timeout = read_timeout
+        self._interval = read_consistency_interval
         self._storage_options = dict(storage_options) if storage_options else None
         self._memory: dict[str, Table] | None = {} if uri == "memory://" else None
         self._store: _objectstore.ObjectStore | None = None
@@ -311,6 +318,7 @@ class Connection:
                 cache,
                 cache_budget,
                 read_timeout=self._read_timeout,
+                read_consistency_interval=self._interval,
             )
 
     def drop_table(self, name: str) -> None:
@@ -355,9 +363,27 @@ _ENTERPRISE_OPTIONS = frozenset(
     }
 )
 # LanceDB's options for local databases that change nothing here: accepted and ignored.
-# A lancetorch handle reads the version it opened until it is opened again (LanceDB's default,
-# read_consistency_interval=None); `region` has its default unless a remote database is meant.
-_LOCAL_OPTIONS = frozenset({"read_consistency_interval", "session", "manifest_enabled", "region"})
+# `region` has its default unless a remote database is meant.
+_LOCAL_OPTIONS = frozenset({"session", "manifest_enabled", "region"})
+
+
+def _interval_seconds(interval: Any) -> float | None:
+    """``read_consistency_interval`` in seconds, checked: a ``timedelta`` of 0 or more."""
+    if interval is None:
+        return None
+    if not isinstance(interval, datetime.timedelta):
+        raise TypeError(
+            f"read_consistency_interval must be a datetime.timedelta (or None), got "
+            f"{interval!r}: for example timedelta(seconds=5), or timedelta(0) to check for "
+            "a newer version on every read"
+        )
+    seconds = interval.total_seconds()
+    if seconds < 0:
+        raise ValueError(
+            f"read_consistency_interval={interval!r} must not be negative: timedelta(0) checks "
+            "on every read, None never"
+        )
+    return seconds
 
 
 def connect(
@@ -365,6 +391,7 @@ def connect(
     *,
     storage_options: dict[str, str] | None = None,
     read_timeout: float | None = 60.0,
+    read_consistency_interval: datetime.timedelta | None = None,
     **enterprise: Any,
 ) -> Connection:
     """Connect to ``"memory://"``, a local directory (created when the first table is), or a
@@ -389,10 +416,20 @@ def connect(
         Seconds after which any one read of an object-store table that has no answer fails,
         naming the table and what was being read, rather than wait on a store that accepts
         connections and never answers; ``None``: no limit.
+    read_consistency_interval : datetime.timedelta, optional
+        How often a table on disk or object storage opened here looks for versions other
+        processes wrote, as in LanceDB: ``None`` (the default) never, until its
+        ``checkout_latest()``; ``timedelta(0)`` on every read; ``timedelta(seconds=s)`` on
+        the first read ``s`` seconds or more after the last look. The reads that look are
+        those of the table's own API (``count_rows``, ``schema``, ``version``,
+        ``to_arrow``, ``search``, ``take_offsets``, ``head`` ...) and the making of a
+        Permutation, Loader or StreamingDataset, each of which then reads that version to
+        its end; the Dataset protocol (``len(t)``, ``t[i]``, ``__getitems__``) and pickling
+        never look. Memory tables are always at their latest version.
     **enterprise : Any
         LanceDB's options. Those for local databases that change nothing here
-        (``read_consistency_interval``, ``session``, ``manifest_enabled``, ``region`` at its
-        default) are accepted and ignored; remote ones given a value (``api_key``,
+        (``session``, ``manifest_enabled``, ``region`` at its default) are accepted and
+        ignored; remote ones given a value (``api_key``,
         ``host_override``, another ``region``, ...) raise ValueError; any other raises
         TypeError.
 
@@ -403,10 +440,11 @@ def connect(
     Raises
     ------
     ValueError
-        For a ``db://`` URI or a remote option, a scheme lancetorch does not connect to, or a
-        ``read_timeout`` that is not above 0.
+        For a ``db://`` URI or a remote option, a scheme lancetorch does not connect to, a
+        ``read_timeout`` that is not above 0, or a negative ``read_consistency_interval``.
     TypeError
-        For an option LanceDB does not have either.
+        For an option LanceDB does not have either, or a ``read_consistency_interval`` that
+        is not a ``timedelta``.
     FileNotFoundError
         On object storage, for a missing bucket (the bucket is checked now).
     PermissionError
@@ -418,6 +456,7 @@ def connect(
         raise ValueError(
             f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
         )
+    interval = _interval_seconds(read_consistency_interval)
     unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
     if unknown:
         raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
@@ -442,7 +481,7 @@ def connect(
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if _objectstore.is_object_store(uri):
-        connection = Connection(uri, storage_options, read_timeout)
+        connection = Connection(uri, storage_options, read_timeout, interval)
         assert connection._store is not None  # made for an object-store URI
         connection._store.check()
         return connection
@@ -453,7 +492,7 @@ def connect(
         )
     if uri != "memory://":
         uri = os.path.abspath(os.path.expanduser(uri))
-    return Connection(uri, storage_options)
+    return Connection(uri, storage_options, read_consistency_interval=interval)
 
 
 DBConnection = Connection

@@ -267,8 +267,11 @@ class Image:
     ``to_batch`` pass ``epoch=`` to change them, and through a Permutation's ``torch_dict``
     format (which knows no epoch) vary ``seed`` per epoch, or the crops repeat. Grayscale and
     alpha images become RGB. An image that cannot be read (corrupt, truncated, empty, null,
-    another format, over 2**28 pixels) raises ValueError naming the column and its row in the
-    batch, unless ``on_error="skip"``.
+    another format, over 2**28 pixels, or a JPEG whose header claims more pixels than its bytes
+    can code: at least two bits for each 8x8 block of each component baseline, one
+    progressive) raises ValueError naming the column and its row in the batch, unless
+    ``on_error="skip"``. Files are read strictly: one cut short is refused, not completed in
+    gray.
 
     Parameters
     ----------

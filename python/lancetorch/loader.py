@@ -384,7 +384,9 @@ class Loader:
                     "give one of them (decode in the transform, or drop with_transform)"
                 )
         elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
-            self._table = as_lancetorch_table(data)
+            # The version the table reads now, for every epoch of this loader (its length
+            # and order are that version's): make a new Loader to read a newer one.
+            self._table = as_lancetorch_table(data)._pinned_view()
             offset, n, rows = 0, None, None
             columns = None
             renames = {}

@@ -183,7 +183,8 @@ class StreamingDataset(IterableDataset):
         if prefetch_batches is not None:
             logger.warning("prefetch_batches is deprecated and will be removed; use io_queue_depth")
             io_queue_depth = prefetch_batches
-        table = as_lancetorch_table(table)
+        # The version read now, for the life of the dataset (its rows are dealt once, here).
+        table = as_lancetorch_table(table)._pinned_view()
         # Types first: a wrong one is refused, never converted.
         _checks.flag("shuffle", shuffle)
         _checks.optional_integer("shuffle_seed", shuffle_seed)
@@ -511,7 +512,7 @@ class StreamingDataset(IterableDataset):
                     f"this dataset holds no table '{name}' and has no connection_factory to "
                     "reopen it; pass connection_factory=(name -> table) when making it"
                 )
-            self._table = as_lancetorch_table(factory(name))
+            self._table = as_lancetorch_table(factory(name))._pinned_view()
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict:

@@ -7,6 +7,8 @@ gives a ``pyarrow.Table`` of those rows in the order asked, which
 
 from __future__ import annotations
 
+import datetime
+import time
 from collections.abc import Sequence
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
@@ -16,7 +18,7 @@ import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
-from ._backends import _LanceBackend, _MemoryBackend
+from ._backends import _identity_of, _LanceBackend, _MemoryBackend
 from ._shared import _to_ipc
 from .query import ScanQuery, TakeQuery
 
@@ -31,7 +33,14 @@ class Table:
     name : str
         The table's name.
     backend : _MemoryBackend or _LanceBackend
-        What holds the rows: the Rust column store, or a Lance dataset.
+        What holds the rows: the Rust column store, or a Lance dataset (at one version).
+    read_consistency_interval : float, optional
+        Seconds after a check for a newer version (of a disk or object-store table) before
+        a read checks again: ``0.0`` checks on every read, ``None`` never (until
+        :meth:`checkout_latest`). See :func:`lancetorch.connect`.
+    pinned : bool, default False
+        Read ``backend``'s version only, never checking for a newer one (an unpickled table,
+        a reader's epoch).
 
     Examples
     --------
@@ -42,7 +51,14 @@ class Table:
     [30, 10]
     """
 
-    def __init__(self, name: str, backend: _MemoryBackend | _LanceBackend) -> None:
+    def __init__(
+        self,
+        name: str,
+        backend: _MemoryBackend | _LanceBackend,
+        *,
+        read_consistency_interval: float | None = None,
+        pinned: bool = False,
+    ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name={name!r} is {type(name).__name__}; a table's name is a string")
         if not isinstance(backend, (_MemoryBackend, _LanceBackend)):
@@ -52,6 +68,11 @@ class Table:
             )
         self._name = name
         self._backend = backend
+        self._interval = read_consistency_interval
+        self._pinned = pinned
+        self._checked_out: int | str | None = None  # the version checkout() asked for
+        self._checked = time.monotonic()  # when a newer version was last looked for
+        self._written = time.time()  # a memory table's last change (its version's timestamp)
         # The schema the column positions below were worked out for, and the positions.
         self._positions: tuple[pa.Schema | None, dict[tuple[str, ...], tuple[int, ...]]] = (
             None,
@@ -73,11 +94,142 @@ class Table:
         cache_budget: int | None = None,
         version: int | None = None,
         read_timeout: float | None = None,
+        read_consistency_interval: float | None = None,
     ) -> Table:
         return cls(
             name,
             _LanceBackend(name, uri, storage_options, cache, cache_budget, version, read_timeout),
+            read_consistency_interval=read_consistency_interval,
         )
+
+    # -- versions -------------------------------------------------------------------------------
+    def _current(self) -> _MemoryBackend | _LanceBackend:
+        """The backend a read of the table's API reads: the latest version where
+        ``read_consistency_interval`` says a check is due (never for a pinned or checked-out
+        handle, nor in a process forked from the one that opened it)."""
+        backend = self._backend
+        if (
+            self._interval is None
+            or self._pinned
+            or self._checked_out is not None
+            or not isinstance(backend, _LanceBackend)
+            or backend.forked()
+        ):
+            return backend
+        now = time.monotonic()
+        if now - self._checked < self._interval:
+            return backend
+        self._checked = now
+        return self._move_to(backend.load(None))
+
+    def _move_to(self, dataset: Any) -> _MemoryBackend | _LanceBackend:
+        """Read ``dataset`` from now on: a new backend (its own cache) unless it is the
+        version read already."""
+        backend = self._backend
+        assert isinstance(backend, _LanceBackend)  # only disk tables have other versions
+        if dataset.version != backend.version or _identity_of(dataset) != backend.identity():
+            self._backend = backend.at(dataset)
+        return self._backend
+
+    def _pinned_view(self) -> Table:
+        """This table at the version a read now sees, for a reader that must read one
+        version to its end (a Permutation, a Loader, a StreamingDataset, a query): a Table
+        sharing this version's backend (and its cache) that never moves. A memory table is
+        itself (appends leave its rows where they are)."""
+        backend = self._current()
+        if isinstance(backend, _MemoryBackend):
+            return self
+        # A view of its own even of a pinned or checked-out handle: that handle may move on
+        # (checkout_latest), the view never does.
+        return Table(self._name, backend, pinned=True)
+
+    @property
+    def version(self) -> int:
+        """The version read: Lance's version number of a disk table (1 when created, one
+        more each change); for a memory table, 1 when created and one more each ``add``."""
+        return self._current().version
+
+    def checkout_latest(self) -> None:
+        """Read the latest version from now on (after :meth:`checkout`, or where
+        ``read_consistency_interval`` is ``None``), and follow
+        ``read_consistency_interval`` again. A memory table always reads its latest.
+
+        Raises
+        ------
+        FileNotFoundError
+            For a table dropped since this handle opened it.
+        """
+        self._checked_out = None
+        self._pinned = False
+        backend = self._backend
+        if isinstance(backend, _LanceBackend):
+            self._checked = time.monotonic()
+            self._move_to(backend.load(None))
+
+    def checkout(self, version: int | str) -> None:
+        """Read ``version`` (a version number, or a tag of a disk table) until
+        :meth:`checkout_latest`: no check for newer versions, and ``add`` is refused, as in
+        LanceDB.
+
+        Parameters
+        ----------
+        version : int or str
+            A version number (1 or more) from :meth:`list_versions`, or a tag name.
+
+        Raises
+        ------
+        TypeError
+            For a version that is neither a number nor a tag name.
+        ValueError
+            For a version (or tag) the table does not have (never written, or removed by
+            ``cleanup_old_versions``); a memory table keeps only its latest version.
+        """
+        if isinstance(version, bool) or not isinstance(version, (int, np.integer, str)):
+            raise TypeError(
+                f"version must be a version number (an int, 1 or more) or a tag name, got "
+                f"{version!r}"
+            )
+        if not isinstance(version, str) and version < 0:  # as LanceDB: 0 is a missing one
+            raise TypeError(f"version must be a version number from 1, got {version}")
+        version = version if isinstance(version, str) else int(version)
+        backend = self._backend
+        if isinstance(backend, _MemoryBackend):
+            if version != backend.version:
+                raise ValueError(
+                    f"Version {version} no longer exists. A memory table keeps only its latest "
+                    f"version ({backend.version}); use a table on disk to read older ones"
+                )
+        else:
+            try:
+                dataset = backend.load(version)
+            except (ValueError, OverflowError) as e:  # none such (or past Lance's u64)
+                raise ValueError(
+                    f"Version {version} no longer exists. Was it cleaned up? Table "
+                    f"'{self._name}' has versions "
+                    f"{[v['version'] for v in self.list_versions()]}"
+                ) from e
+            self._move_to(dataset)
+        self._checked_out = version
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every version of the table there is now: dicts of ``version`` (int),
+        ``timestamp`` (datetime) and ``metadata`` (Lance's summary of the version), as
+        LanceDB gives them. A memory table has its latest version only.
+
+        Returns
+        -------
+        list of dict
+        """
+        backend = self._backend
+        if isinstance(backend, _MemoryBackend):
+            return [
+                {
+                    "version": backend.version,
+                    "timestamp": datetime.datetime.fromtimestamp(self._written),
+                    "metadata": {"total_rows": str(backend.count_rows())},
+                }
+            ]
+        return list(backend.call("a list of the versions", backend.dataset.versions))
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -91,20 +243,34 @@ class Table:
 
     @property
     def schema(self) -> pa.Schema:
-        return self._backend.schema
+        return self._current().schema
 
     def count_rows(self) -> int:
-        return self._backend.count_rows()
+        """The number of rows (of the latest version, where ``read_consistency_interval``
+        says a check is due).
+
+        Returns
+        -------
+        int
+        """
+        return self._current().count_rows()
 
     def __len__(self) -> int:
+        # The Dataset protocol (len, [], __getitems__) reads the version the handle holds and
+        # never checks for a newer one: samplers ask len() during an epoch, and workers hold
+        # the version they were sent.
         return self._backend.count_rows()
 
     def __repr__(self) -> str:
         where = self.uri or "memory"
-        return f"Table({self._name!r}, {where}, {len(self)} rows, columns={self.schema.names})"
+        backend = self._backend
+        return (
+            f"Table({self._name!r}, {where}, {backend.count_rows()} rows, "
+            f"columns={backend.schema.names})"
+        )
 
     def to_arrow(self) -> pa.Table:
-        return self._backend.to_arrow()
+        return self._current().to_arrow()
 
     def _read_columns(self, columns: list[str]) -> pa.Table:
         """Some columns of every row, reading only those."""
@@ -123,11 +289,24 @@ class Table:
         Raises
         ------
         ValueError
-            Naming the field that is missing, extra or does not cast; nothing is written.
+            Naming the field that is missing, extra or does not cast; nothing is written. Or
+            while a version is checked out (:meth:`checkout`).
         """
-        new = conform(as_table(data, self.schema), self.schema, self._name)
-        if new.num_rows:
-            self._backend.append(new)
+        if self._checked_out is not None:
+            raise ValueError(
+                "table cannot be modified when a specific version is checked out: table "
+                f"'{self._name}' reads version {self._checked_out}; call checkout_latest() first"
+            )
+        backend = self._backend
+        new = conform(as_table(data, backend.schema), backend.schema, self._name)
+        if not new.num_rows:
+            return
+        backend.append(new)
+        self._written = time.time()
+        if isinstance(backend, _LanceBackend):
+            # The handle reads what it wrote (and any version written since) from now on.
+            self._checked = time.monotonic()
+            self._move_to(backend.load(None))
 
     # -- reading --------------------------------------------------------------------------------
     def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
@@ -136,7 +315,7 @@ class Table:
         if columns is None:
             return None
         columns = (columns,) if isinstance(columns, str) else tuple(columns)  # read once
-        schema = self.schema
+        schema = self._backend.schema
         if self._positions[0] is not schema:
             self._positions = (schema, {})
         known = self._positions[1]
@@ -194,7 +373,7 @@ class Table:
             Nothing is read until one of its ``to_*`` methods runs; an offset out of range raises
             IndexError there.
         """
-        query = TakeQuery(self, offsets)
+        query = TakeQuery(self._pinned_view(), offsets)
         return query if columns is None else query.select(columns)
 
     def take_row_ids(self, row_ids: Any) -> TakeQuery:
@@ -216,7 +395,8 @@ class Table:
         ValueError
             For an id not in the table.
         """
-        return TakeQuery(self, self._offsets_of_row_ids(row_ids))
+        table = self._pinned_view()  # the ids found in the version the take reads
+        return TakeQuery(table, table._offsets_of_row_ids(row_ids))
 
     def search(self, query: Any = None, **kwargs: Any) -> ScanQuery:
         """A full scan (``search()`` or ``search(None)``): ``.select``, ``.limit``,
@@ -244,7 +424,7 @@ class Table:
                 "lancetorch's search() is a full scan only (search() or search(None)); vector "
                 "and full-text search are LanceDB features"
             )
-        return ScanQuery(self)
+        return ScanQuery(self._pinned_view())
 
     def head(self, n: int = 5) -> pa.Table:
         """The first ``n`` rows.
@@ -374,8 +554,6 @@ class Table:
         return np.asarray(offsets, dtype=np.int64)
 
     # -- pickling -------------------------------------------------------------------------------
-    # Plain pickle: a disk table as its location, a memory table by value. To multiprocessing
-    # workers a memory table travels as shared memory instead (see _reduce_for_workers).
     def __getattr__(self, name: str) -> Any:
         # Only names that are not attributes reach here: a LanceDB table method lancetorch
         # does not have says so and what to use; any other name fails as usual.
@@ -384,11 +562,20 @@ class Table:
             raise AttributeError(f"'Table' object has no attribute {name!r}")
         raise AttributeError(f"lancetorch's Table has no {name} (a LanceDB Table has): {advice}")
 
+    # Plain pickle: a disk table as its location and version, a memory table by value. To
+    # multiprocessing workers a memory table travels as shared memory instead (see
+    # _reduce_for_workers). Pickling pins the version: the table unpickled reads the version
+    # this handle holds (rows appended or deleted later do not shift the offsets), never
+    # checks for a newer one until its checkout_latest(), and refuses to read a table dropped
+    # and made again since.
     def __reduce__(self) -> tuple:
-        if isinstance(self._backend, _LanceBackend):
-            # The version read here: rows appended or deleted later do not shift the offsets.
-            return (Table._lance, (self._name, *self._backend.location()))
-        return (_unpickle_memory_table, (self._name, _to_ipc(self._backend.store)))
+        backend = self._backend
+        if isinstance(backend, _LanceBackend):
+            return (_reopen_lance, (self._name, backend.state(), self._interval))
+        return (
+            _unpickle_memory_table,
+            (self._name, _to_ipc(backend.store), backend.version),
+        )
 
 
 _WRITE = (
@@ -400,8 +587,8 @@ _INDEX = (
     "LanceDB's); use lancedb for indexes"
 )
 _VERSION = (
-    "lancetorch reads the version the table was opened at; open it again with "
-    "connect(uri).open_table(name) for the latest, or use lancedb for versions"
+    "lancetorch reads versions (checkout(version), checkout_latest(), list_versions()) but "
+    "does not write them; use lancedb to restore, tag or branch"
 )
 _MAINTAIN = "maintain the dataset with lancedb or pylance (lance.dataset(table.uri))"
 _LSM = "LanceDB's LSM writes are not in lancetorch; use lancedb"
@@ -442,19 +629,7 @@ _LANCEDB_TABLE = {
         ],
         _INDEX,
     ),
-    **dict.fromkeys(
-        [
-            "version",
-            "checkout",
-            "checkout_latest",
-            "restore",
-            "list_versions",
-            "tags",
-            "branches",
-            "current_branch",
-        ],
-        _VERSION,
-    ),
+    **dict.fromkeys(["restore", "tags", "branches", "current_branch"], _VERSION),
     **dict.fromkeys(
         [
             "optimize",
@@ -533,7 +708,12 @@ def as_lancetorch_table(table: Any) -> Table:
     )
 
 
-def _open_shared_table(name: str, path: str) -> Table:
+def _reopen_lance(name: str, state: dict[str, Any], interval: float | None = None) -> Table:
+    """A disk table unpickled: pinned at the version sent, opened when a read needs Lance."""
+    return Table(name, _LanceBackend(**state), read_consistency_interval=interval, pinned=True)
+
+
+def _open_shared_table(name: str, path: str, version: int = 1) -> Table:
     """A memory table in a worker process, mapped from the parent's shared-memory file:
     every worker reads the same pages, none holds a copy of its own."""
     try:
@@ -545,12 +725,20 @@ def _open_shared_table(name: str, path: str) -> Table:
             "a live process, or use a table on disk"
         ) from err
     data = pa.ipc.open_file(source).read_all()
-    return Table(name, _MemoryBackend(_native.ColumnStore(data, row_major=False), path))
+    store = _native.ColumnStore(data, row_major=False)
+    return Table(name, _MemoryBackend(store, path, version))
 
 
-def _open_cached_lance_table(name: str, location: tuple, columns: list[str], path: str) -> Table:
-    """A disk table in a worker, its cache mapped from the parent's shared-memory file."""
-    table = Table._lance(name, *location)
+def _open_cached_lance_table(
+    name: str,
+    state: dict[str, Any],
+    columns: list[str],
+    path: str,
+    interval: float | None = None,
+) -> Table:
+    """A disk table in a worker, its cache mapped from the parent's shared-memory file: the
+    worker reads the cache, and opens the dataset only for what the cache does not hold."""
+    table = _reopen_lance(name, state, interval)
     shared, backend = _open_shared_table(name, path)._backend, table._backend
     assert isinstance(shared, _MemoryBackend) and isinstance(backend, _LanceBackend)
     backend._cached = (columns, shared.store)
@@ -561,14 +749,17 @@ def _reduce_for_workers(table: Table, names: list[str] | None = None) -> tuple:
     """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table, and
     a disk table's cache, as a shared-memory file that every worker maps; otherwise as with
     plain pickle. Workers that read only the columns ``names`` get only those cached."""
-    backend = table._backend
+    backend = table._backend  # the version the handle holds: workers read it, and only it
     if isinstance(backend, _MemoryBackend):
-        return (_open_shared_table, (table.name, backend.shared_file()))
+        return (_open_shared_table, (table.name, backend.shared_file(), backend.version))
     shared = backend.shared_cache(names)
     if shared is not None:
-        return (_open_cached_lance_table, (table.name, backend.location(), *shared))
+        return (
+            _open_cached_lance_table,
+            (table.name, backend.state(), *shared, table._interval),
+        )
     # The parent could not cache it: workers must not each try (and each hold a copy).
-    return (Table._lance, (table.name, *backend.location(cache=False)))
+    return (_reopen_lance, (table.name, backend.state(cache=False), table._interval))
 
 
 ForkingPickler.register(Table, _reduce_for_workers)
@@ -586,5 +777,8 @@ class TableForWorkers:
         return _reduce_for_workers(self.table, self.names)
 
 
-def _unpickle_memory_table(name: str, ipc: bytes) -> Table:
-    return Table._memory(name, pa.ipc.open_stream(ipc).read_all())
+def _unpickle_memory_table(name: str, ipc: bytes, version: int = 1) -> Table:
+    table = Table._memory(name, pa.ipc.open_stream(ipc).read_all())
+    assert isinstance(table._backend, _MemoryBackend)  # made from Arrow
+    table._backend.version = version
+    return table

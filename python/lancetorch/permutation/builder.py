@@ -135,7 +135,7 @@ class PermutationBuilder:
     """
 
     def __init__(self, table: Any) -> None:
-        self._table = as_lancetorch_table(table)
+        self._table = as_lancetorch_table(table)._pinned_view()  # one version throughout
         self._filter: str | None = None
         self._split: tuple[str, dict[str, Any]] | None = None
         self._shuffle: tuple[int, int | None] | None = None

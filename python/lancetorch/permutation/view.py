@@ -205,13 +205,15 @@ class Permutation:
             and all(isinstance(k, str) and isinstance(c, str) for k, c in selection.items())
         ):
             raise TypeError(f"selection={selection!r}: give a dict of shown name to column name")
-        self._table: Table | None = base_table
+        # The version the base table reads now, for the life of the view: its rows are
+        # that version's offsets (a newer version may have moved them).
+        self._table: Table | None = base_table._pinned_view()
         self._table_name = base_table.name
         self._rows = rows
         self.permutation_table = permutation_table
         self.split = split
         self.selection = (
-            selection if selection is not None else {n: n for n in base_table.schema.names}
+            selection if selection is not None else {n: n for n in self._table.schema.names}
         )
         self.batch_size = DEFAULT_BATCH_SIZE
         self.transform_fn: Callable[[pa.RecordBatch], Any] = Transforms.arrow2python
@@ -270,7 +272,7 @@ class Permutation:
         TypeError
             For a split that is neither a name nor a number.
         """
-        base = as_lancetorch_table(base_table)
+        base = as_lancetorch_table(base_table)._pinned_view()  # the rows found in it
         if permutation_table is None:
             if split is not None:
                 raise ValueError(
@@ -311,7 +313,7 @@ class Permutation:
                     "connection_factory to reopen it; give one with "
                     "with_connection_factory(name -> table) before pickling it"
                 )
-            table = as_lancetorch_table(factory(self._table_name))
+            table = as_lancetorch_table(factory(self._table_name))._pinned_view()
             ids = self.__dict__.pop("_row_ids", None)
             if ids is not None:
                 # The factory opens the table as it is now: rows added or deleted since shift
