@@ -26,7 +26,6 @@ from torch.utils.data import DataLoader, default_collate
 from .engine import N
 
 ITEM_8 = "issue 22 item 8: StreamingDataset applies a state saved in another epoch"
-ITEM_11 = "issue 22 item 11: a setting taken and not applied"
 
 ROWS = 120
 
@@ -174,7 +173,6 @@ def test_a_decode_spec_must_name_a_column_read(table):
         Loader(table, 10, per_column=True, decode={"nope": Text()})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_11)
 @pytest.mark.parametrize("batch_size", [2.5, "64"], ids=["float", "str"])
 def test_loader_refuses_a_batch_size_that_is_not_an_int(table, batch_size):
     perm = Permutation.identity(table).select_columns(["id"])
@@ -182,13 +180,11 @@ def test_loader_refuses_a_batch_size_that_is_not_an_int(table, batch_size):
         Loader(perm, batch_size)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_11)
 def test_a_spec_class_in_place_of_an_instance_is_refused_at_once(table):
     with pytest.raises(TypeError, match="Image"):
         Loader(table, 10, per_column=True, decode={"image": Image})
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_11)
 def test_image_size_as_one_int_is_honoured_or_refused_by_name():
     try:
         spec = Image(size=4)
@@ -198,7 +194,6 @@ def test_image_size_as_one_int_is_honoured_or_refused_by_name():
     assert tuple(spec.size) == (4, 4)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_11)
 def test_flip_with_the_center_crop_is_honoured_or_refused(table):
     try:
         flipped = {"image": Image(size=(4, 6), flip=True)}
