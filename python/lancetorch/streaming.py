@@ -30,9 +30,9 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from copy import deepcopy
 from multiprocessing import RawArray
+from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
 import pyarrow as pa
@@ -48,6 +48,8 @@ DEFAULT_READ_BATCH_SIZE = 64
 DEFAULT_PREFETCH_BATCHES = 4
 _EPOCH_PRIME = 100003  # epoch e of seed s shuffles with seed s + e * _EPOCH_PRIME
 _ERROR_MODES = ("raise", "skip", "warn")
+_JOIN_SECONDS = 10.0  # how long the end of an iteration waits for its threads' running calls
+_POLL_SECONDS = 1.0  # how often an idle thread looks whether its pipeline is closed
 
 # Slots of the statistics shared with the process that made the dataset.
 _UNSCANNED, _RAW, _COOKED, _CONSUMED, _BYTES, _FETCH_US, _TRANSFORM_US, _SKIPPED = range(8)
@@ -335,28 +337,27 @@ class StreamingDataset(IterableDataset):
             else:
                 yield from self._rows(splits)
         finally:
-            if token is not None:
-                self._release(token)
+            # A plain store (no call an interrupt could stop before it): the dataset is free.
+            if token is not None and self._owner == token:
+                self._owner = None
 
     def _rows(self, splits: list[int]) -> Iterator[Any]:
         samples = [self._resume_samples.get(s, self._resume_offset) for s in splits]
         starts = [self._resume_positions.get(s, c) for s, c in zip(splits, samples)]
-        real_worker = get_worker_info() is not None
-        with _Pipeline(self, splits, starts, self._transform or Transforms.arrow2python) as pipe:
-            given = [0] * len(splits)
-
-            def take(i: int) -> Any:
-                position, row = pipe.pop(i)  # a later prefetch's failure surfaces here
-                given[i] += 1
-                self._resume_samples[splits[i]] = samples[i] + given[i]
-                self._resume_positions[splits[i]] = position + 1
-                return row
-
-            def cycle_done() -> None:
-                if not real_worker:
-                    self._resume_offset = min(c + g for c, g in zip(samples, given))
-                pipe.publish()
-
+        counts = list(samples)  # rows given per split, these included
+        last = len(splits) - 1
+        # Outside a DataLoader worker the splits nobody iterates here count as far as the
+        # slowest of these (a worker's progress travels with its batches instead).
+        offset_too = get_worker_info() is None
+        pipe = _Pipeline(self, splits, starts, self._transform or Transforms.arrow2python)
+        self._live = pipe
+        try:
+            pipe.start()
+            # Each row is counted right before its ``yield``, with no call in between: a state
+            # taken between two ``next()`` counts every row handed over and no other, as an
+            # interrupt cannot fall between the count and the hand-over, and one raised
+            # before it (in ``pop`` or ``publish``) leaves the row uncounted.
+            #
             # A state saved between two splits' turns resumes the splits behind first, so the
             # rows continue in the order they would have come.
             if len(set(samples)) > 1:
@@ -367,19 +368,37 @@ class StreamingDataset(IterableDataset):
                     count, split, i = heapq.heappop(behind)
                     if not pipe.ready(i):
                         return
-                    row = take(i)
+                    position, row = pipe.pop(i)
                     if count + 1 < target:
                         heapq.heappush(behind, (count + 1, split, i))
-                    cycle_done()
+                    counts[i] = count + 1
+                    offset = min(counts)
+                    pipe.publish()
+                    self._resume_samples[split] = count + 1
+                    self._resume_positions[split] = position + 1
+                    if offset_too:
+                        self._resume_offset = offset
                     yield row
             # A cycle runs only when every split can give a row (they run dry together
             # unless rows were skipped).
             while all(pipe.ready(i) for i in range(len(splits))):
-                for i in range(len(splits)):
-                    row = take(i)
-                    if i == len(splits) - 1:
-                        cycle_done()
+                for i, split in enumerate(splits):
+                    position, row = pipe.pop(i)
+                    counts[i] += 1
+                    if i == last:  # a whole cycle: every split is one further
+                        offset = counts[i]
+                        pipe.publish()
+                    self._resume_samples[split] = counts[i]
+                    self._resume_positions[split] = position + 1
+                    if i == last and offset_too:
+                        self._resume_offset = offset
                     yield row
+        finally:
+            # Plain stores first, so that an interrupt in close() still leaves the dataset
+            # free and the threads on their way out.
+            self._live = None
+            pipe.closed = True
+            pipe.close()
 
     # -- one iterator at a time ---------------------------------------------------------------
     def _acquire(self) -> int:
@@ -776,14 +795,85 @@ def _check_packing(
         )
 
 
+class _Call:
+    """A function call for a :class:`_Threads` thread; ``done`` once ``value`` or ``error`` is
+    set. ``slot``: a transform, which holds one of the pipeline's transform slots."""
+
+    __slots__ = ("fn", "args", "slot", "done", "value", "error")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, slot: bool) -> None:
+        self.fn, self.args, self.slot = fn, args, slot
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:  # raised again in the consumer by result()
+            self.error = exc
+        self.done = True
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Threads:
+    """Up to ``size`` daemon threads running the calls given to them, each finished call put
+    on ``finished``.
+
+    Only queues pass between them and the consumer, so the consumer never holds a lock they
+    wait for, and an interrupt in the consumer cannot leave one held (as it can inside a
+    ``ThreadPoolExecutor``, ``Future`` or ``Semaphore``, whose threads then wait forever).
+    Once ``owner.closed`` is set they leave after the call in hand; calls not started are
+    dropped."""
+
+    def __init__(self, owner: _Pipeline, size: int, finished: SimpleQueue, name: str) -> None:
+        self.owner, self.size, self.finished, self.name = owner, size, finished, name
+        self.todo: SimpleQueue[_Call | None] = SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any, slot: bool = False) -> _Call:
+        call = _Call(fn, args, slot)
+        self.todo.put(call)
+        if len(self.threads) < self.size:
+            name = f"{self.name}-{len(self.threads)}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        return call
+
+    def _work(self) -> None:
+        while not self.owner.closed:
+            try:
+                call = self.todo.get(timeout=_POLL_SECONDS)  # wakes to see ``closed``
+            except Empty:
+                continue
+            if call is None or self.owner.closed:
+                return
+            call.run()
+            self.finished.put(call)
+
+    def wake(self) -> None:
+        """Wake every idle thread (to see ``closed`` and leave)."""
+        for _ in self.threads:
+            self.todo.put(None)
+
+
 class _Pipeline:
     """Reads and transforms the rows of some splits ahead of the consumer.
 
-    Per split: up to ``io_queue_depth`` takes of ``read_batch_size`` rows in flight on an I/O
-    pool; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
+    Per split: up to ``io_queue_depth`` takes of ``read_batch_size`` rows in flight on I/O
+    threads; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
     transformed rows wait (``cooked``) for the consumer, at most ``transform_queue_depth``
     batches of them. Each row carries its position in its split, counted from the split's
-    start."""
+    start.
+
+    The consumer starts it with :meth:`start` and, in a ``finally``, sets ``closed`` (a plain
+    store, which no interrupt splits) before :meth:`close`, which waits for the threads a
+    bounded time."""
 
     def __init__(
         self,
@@ -801,33 +891,63 @@ class _Pipeline:
         self.starts = starts
         self.sizes = [len(p) for p in self.perms]
         self.head = [0] * len(splits)  # rows asked for, per split
-        self.reading: list[deque[tuple[int, Future]]] = [deque() for _ in splits]
+        self.reading: list[deque[tuple[int, _Call]]] = [deque() for _ in splits]
         self.raw: list[deque[tuple[int, pa.RecordBatch]]] = [deque() for _ in splits]
-        self.transforming: list[deque[Future]] = [deque() for _ in splits]
+        self.transforming: list[deque[_Call]] = [deque() for _ in splits]
         self.cooked: list[deque[tuple[int, Any]]] = [deque() for _ in splits]
         self.given = [0] * len(splits)
         self.transform = transform
-        workers = dataset._transform_parallelism or os.cpu_count() or 1
-        self.slots = threading.Semaphore(workers)
+        self.workers = dataset._transform_parallelism or os.cpu_count() or 1
+        self.transforms = 0  # transforms started whose end the consumer has not seen yet
         depth = dataset._transform_queue_depth
         self.max_cooked = None if depth is None else depth * dataset._read_batch_size
         self.counting = threading.Lock()  # guards the dataset's running totals
-        self.io = ThreadPoolExecutor(max_workers=len(splits) * dataset._io_queue_depth)
-        self.tx = ThreadPoolExecutor(max_workers=workers)
+        self.closed = False
+        self.finished: SimpleQueue[_Call] = SimpleQueue()
+        reads = len(splits) * dataset._io_queue_depth
+        self.io = _Threads(self, reads, self.finished, "lancetorch-streaming-io")
+        self.tx = _Threads(self, self.workers, self.finished, "lancetorch-streaming-transform")
 
-    def __enter__(self) -> _Pipeline:
-        self.ds._live = self
+    def start(self) -> None:
         for i in range(len(self.splits)):
             self._read_ahead(i)
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            for pool in (self.io, self.tx):
-                pool.shutdown(wait=True, cancel_futures=True)
-        finally:
-            self.publish(idle=True)
-            self.ds._live = None
+    def close(self) -> None:
+        """Stop the threads: calls not started are dropped, the running ones waited for at
+        most ``_JOIN_SECONDS`` in all (a thread still busy then finishes on its own)."""
+        self.closed = True
+        self.publish(idle=True)
+        for pool in (self.io, self.tx):
+            pool.wake()
+        deadline = time.monotonic() + _JOIN_SECONDS
+        busy = 0
+        for thread in self.io.threads + self.tx.threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                busy += thread.is_alive()
+        if busy:
+            logger.warning(
+                "%d read or transform threads were still busy %.0f s after the iteration "
+                "ended; they finish their call on their own",
+                busy,
+                _JOIN_SECONDS,
+            )
+
+    # -- what finished ------------------------------------------------------------------------
+    def _settle(self, call: _Call) -> None:
+        """Note a call the threads finished (a transform gives its slot back)."""
+        if call.slot:
+            self.transforms -= 1
+
+    def _drain(self) -> None:
+        while not self.finished.empty():
+            self._settle(self.finished.get())
+
+    def _wait(self, call: _Call) -> Any:
+        """The call's result, once it is done (its error raised here)."""
+        while not call.done:
+            self._settle(self.finished.get())  # interruptible, and holds no lock
+        return call.result()
 
     # -- stages -------------------------------------------------------------------------------
     def _read(self, perm: Permutation, positions: list[int]) -> pa.RecordBatch:
@@ -843,18 +963,15 @@ class _Pipeline:
         while len(self.reading[i]) < self.ds._io_queue_depth and self.head[i] < self.sizes[i]:
             start, n = self.head[i], min(size, self.sizes[i] - self.head[i])
             self.head[i] += n
-            future = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
-            self.reading[i].append((self.starts[i] + start, future))
+            call = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
+            self.reading[i].append((self.starts[i] + start, call))
 
     def _transformed(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
-        try:
-            began = time.perf_counter()
-            rows = self._apply(start, batch)
-            with self.counting:
-                self.ds._transform_time += time.perf_counter() - began
-            return rows
-        finally:
-            self.slots.release()
+        began = time.perf_counter()
+        rows = self._apply(start, batch)
+        with self.counting:
+            self.ds._transform_time += time.perf_counter() - began
+        return rows
 
     def _apply(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
         try:
@@ -904,16 +1021,18 @@ class _Pipeline:
 
     def _start_transform(self, i: int) -> None:
         start, batch = self.raw[i].popleft()
-        self.transforming[i].append(self.tx.submit(self._transformed, start, batch))
+        self.transforms += 1
+        self.transforming[i].append(self.tx.submit(self._transformed, start, batch, slot=True))
 
     def pump(self, i: int) -> None:
         """Move split ``i``'s finished work along without waiting (a failure raises here)."""
-        while self.reading[i] and self.reading[i][0][1].done():
-            start, future = self.reading[i].popleft()
-            self.raw[i].append((start, future.result()))
-        while self.transforming[i] and self.transforming[i][0].done():
+        self._drain()
+        while self.reading[i] and self.reading[i][0][1].done:
+            start, call = self.reading[i].popleft()
+            self.raw[i].append((start, call.result()))
+        while self.transforming[i] and self.transforming[i][0].done:
             self.cooked[i].extend(self.transforming[i].popleft().result())
-        while self.raw[i] and self._room(i) and self.slots.acquire(blocking=False):
+        while self.raw[i] and self._room(i) and self.transforms < self.workers:
             self._start_transform(i)
         self._read_ahead(i)
 
@@ -922,13 +1041,17 @@ class _Pipeline:
         self.pump(i)
         while not self.cooked[i]:
             if self.transforming[i]:
-                self.cooked[i].extend(self.transforming[i].popleft().result())
+                rows = self._wait(self.transforming[i][0])
+                self.transforming[i].popleft()
+                self.cooked[i].extend(rows)
             elif self.raw[i]:
-                self.slots.acquire()
+                while self.transforms >= self.workers:  # wait for a slot
+                    self._settle(self.finished.get())
                 self._start_transform(i)
             elif self.reading[i]:
-                start, future = self.reading[i].popleft()
-                self.raw[i].append((start, future.result()))
+                batch = self._wait(self.reading[i][0][1])
+                start, _ = self.reading[i].popleft()
+                self.raw[i].append((start, batch))
             else:
                 return False  # the split is done
             self.pump(i)
@@ -1006,7 +1129,11 @@ class _Packer:
         consumed = list(ds._pack_consumed)
         buffers = deepcopy(ds._pack_buffers)
         starts = [consumed[s] for s in splits]
-        with _Pipeline(ds, splits, starts, _token_lists) as pipe:
+        last = len(splits) - 1
+        pipe = _Pipeline(ds, splits, starts, _token_lists)
+        ds._live = pipe
+        try:
+            pipe.start()
 
             def fill(i: int) -> dict[str, list[int]]:
                 buffer = buffers.setdefault(splits[i], {"tokens": [], "starts": []})
@@ -1033,13 +1160,23 @@ class _Packer:
                     buffer["starts"] = [
                         s - self.length for s in buffer["starts"] if s >= self.length
                     ]
-                    emitted[splits[i]] += 1
-                    # Committed before the block leaves: a StreamingDataLoader sends it with it.
-                    ds._pack_consumed = list(consumed)
-                    ds._pack_buffers = deepcopy(buffers)
-                    if i == len(splits) - 1:
+                    # The progress with this block, made first; it is committed right before
+                    # the ``yield`` with no call in between, so a state counts exactly the
+                    # blocks handed over (a StreamingDataLoader sends it with the block).
+                    now_consumed, now_buffers = list(consumed), deepcopy(buffers)
+                    now_emitted = emitted[splits[i]] + 1
+                    if i == last:
                         pipe.publish()
+                    ds._pack_consumed = now_consumed
+                    ds._pack_buffers = now_buffers
+                    emitted[splits[i]] = now_emitted
                     yield block
+        finally:
+            # Plain stores first, so that an interrupt in close() still leaves the dataset
+            # free and the threads on their way out.
+            ds._live = None
+            pipe.closed = True
+            pipe.close()
 
 
 def _token_lists(batch: pa.RecordBatch) -> list[list[int]]:
