@@ -104,7 +104,7 @@ CALLS = {
     "StreamingDataset io_queue_depth": "next(iter(StreamingDataset(t, io_queue_depth=v, columns=['id'])))",
     "StreamingDataset shuffle_seed": "next(iter(StreamingDataset(t, shuffle_seed=v, columns=['id'])))",
     "StreamingDataset epoch": "next(iter(StreamingDataset(t, epoch=v, columns=['id'])))",
-    "StreamingDataset load_state_dict": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'samples_consumed_per_split': [v, v]})",
+    "StreamingDataset load_state_dict": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'epoch': 0, 'samples_consumed_per_split': [v, v]})",
     "BatchSampler load_state_dict epoch": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'epoch': v}); next(iter(s))",
     "BatchSampler load_state_dict position": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'position': v}); next(iter(s))",
     "BatchSampler load_state_dict shape": "BatchSampler(100, 8, seed=0).load_state_dict({'epoch': v})",

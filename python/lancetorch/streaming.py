@@ -23,23 +23,26 @@ from __future__ import annotations
 import ctypes
 import heapq
 import logging
+import numbers
 import os
 import random
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from copy import deepcopy
 from multiprocessing import RawArray
 from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .permutation import Permutation, Transforms, permutation_builder
+from .permutation.layout import SPLIT_ID
 from .table import as_lancetorch_table
 
 logger = logging.getLogger(__name__)
@@ -253,6 +256,7 @@ class StreamingDataset(IterableDataset):
         self._pack_consumed: list[int] = []
         self._pack_blocks_emitted: list[int] = []
         self._pack_buffers: dict[int, dict[str, list[int]]] = {}
+        self._sizes: list[int] | None = None  # the rows of each split, once asked for
 
         self._bytes_loaded = 0
         self._fetch_time = 0.0
@@ -264,8 +268,7 @@ class StreamingDataset(IterableDataset):
         self._untracked_worker_iteration = RawArray(ctypes.c_int64, 1)
         self._live: _Pipeline | None = None  # the pipeline of an iteration in this process
         self._lock = threading.Lock()
-        self._owner: int | None = None  # the iterator that holds this dataset
-        self._owners = 0
+        self._owner: object | None = None  # the token of the iterator that holds this dataset
         self._checkpoint_invalid_reason: str | None = None
         self._consumer_checkpoint_requires_uniform = False
 
@@ -325,8 +328,12 @@ class StreamingDataset(IterableDataset):
     def _iter(self, *, transport: bool = False) -> Iterator[Any]:
         """Rows (or packed blocks); with ``transport`` the iterator of a StreamingDataLoader,
         which holds this dataset already."""
-        token = None if transport else self._acquire()
+        # The token is made before the dataset is taken, and the dataset taken inside the
+        # ``try``: an interrupt at any point leaves it free again.
+        token = None if transport else object()
         try:
+            if token is not None:
+                self._acquire(token)
             if get_worker_info() is not None and not transport:
                 self._untracked_worker_iteration[0] = 1
             splits = self._resolve_my_splits()
@@ -338,7 +345,7 @@ class StreamingDataset(IterableDataset):
                 yield from self._rows(splits)
         finally:
             # A plain store (no call an interrupt could stop before it): the dataset is free.
-            if token is not None and self._owner == token:
+            if token is not None and self._owner is token:
                 self._owner = None
 
     def _rows(self, splits: list[int]) -> Iterator[Any]:
@@ -401,21 +408,20 @@ class StreamingDataset(IterableDataset):
             pipe.close()
 
     # -- one iterator at a time ---------------------------------------------------------------
-    def _acquire(self) -> int:
+    def _acquire(self, token: object) -> None:
+        """Make ``token`` the holder of this dataset (release it with ``_release`` in a
+        ``finally`` that starts before this call)."""
         with self._lock:
             if self._owner is not None or self._live is not None:
                 raise RuntimeError(
                     "StreamingDataset does not support concurrent iteration. Only one active "
                     "iterator per dataset instance is allowed; finish or close the other one"
                 )
-            self._owners += 1
-            self._owner = self._owners
-            return self._owner
+            self._owner = token
 
-    def _release(self, token: int) -> None:
-        with self._lock:
-            if self._owner == token:
-                self._owner = None
+    def _release(self, token: object) -> None:
+        if self._owner is token:  # plain stores: no lock an interrupt could leave held
+            self._owner = None
 
     # -- statistics ---------------------------------------------------------------------------
     def _stat(self, slot: int, live: Callable[[_Pipeline], float]) -> float:
@@ -541,8 +547,11 @@ class StreamingDataset(IterableDataset):
             self._resume_samples.get(s, self._resume_offset) for s in range(self._num_splits)
         ]
         state["samples_consumed_per_split"] = samples
+        # A split's position is never behind its count (an older state's positions may be,
+        # for a split this process did not read).
         state["positions_consumed_per_split"] = [
-            self._resume_positions.get(s, samples[s]) for s in range(self._num_splits)
+            max(self._resume_positions.get(s, samples[s]), samples[s])
+            for s in range(self._num_splits)
         ]
         return state
 
@@ -596,36 +605,67 @@ class StreamingDataset(IterableDataset):
         Raises
         ------
         ValueError
-            When the splits or the seed differ (packed: also the packing arguments or the epoch).
+            When the splits, the seed or the epoch differ (packed: also the packing
+            arguments), or the state does not hold together: a count per split, each a whole
+            number from 0 to the split's rows, a split's position never behind its sample
+            count (packed: at most ``blocks_per_epoch / num_splits`` blocks a split).
+        TypeError
+            For a state that is not a dict.
         """
+        packed = self._pack_sequences is not None
+        checked = _checked_state(state, "state", self._split_sizes(), self._pack_budget())
         for key in ("num_splits", "shuffle_seed"):
             if state[key] != getattr(self, f"_{key}"):
                 raise ValueError(
                     f"{key} mismatch: checkpoint has {state[key]}, current dataset has "
                     f"{getattr(self, f'_{key}')}"
                 )
+        if state["epoch"] != self._epoch:
+            raise ValueError(
+                f"the state was saved in epoch {state['epoch']} and this dataset reads epoch "
+                f"{self._epoch} (another order of the rows): make the dataset with "
+                f"epoch={state['epoch']} to finish that epoch, or start epoch {self._epoch} "
+                "fresh, without load_state_dict"
+            )
+        if ("pack_buffers" in state) != packed:
+            raise ValueError(
+                "a packed state (with pack_buffers) resumes only a dataset with "
+                "pack_sequences, and an unpacked one only a dataset without: "
+                f"this dataset has pack_sequences={self._pack_sequences}"
+            )
         self._consumer_checkpoint_requires_uniform = False
-        if "pack_buffers" in state or self._pack_sequences is not None:
-            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch", "epoch"):
+        if packed:
+            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch"):
                 if state.get(key) != getattr(self, f"_{key}"):
                     raise ValueError(
                         f"{key} mismatch: checkpoint has {state.get(key)}, current dataset "
                         f"has {getattr(self, f'_{key}')}"
                     )
-            self._pack_consumed = [int(c) for c in state["samples_consumed_per_split"]]
-            self._pack_blocks_emitted = [int(c) for c in state["blocks_emitted_per_split"]]
-            self._pack_buffers = {int(s): deepcopy(b) for s, b in state["pack_buffers"].items()}
+            self._pack_consumed = checked["samples_consumed_per_split"]
+            self._pack_blocks_emitted = checked["blocks_emitted_per_split"]
+            self._pack_buffers = checked["pack_buffers"]
             return
-        samples = state["samples_consumed_per_split"]
+        samples = checked["samples_consumed_per_split"]
         if isinstance(samples, list):
-            self._resume_offset = min(samples) if samples else 0
-            self._resume_samples = {s: int(c) for s, c in enumerate(samples)}
+            self._resume_offset = min(samples)
+            self._resume_samples = dict(enumerate(samples))
         else:  # one count for every split
-            self._resume_offset, self._resume_samples = int(samples), {}
-        positions = state.get("positions_consumed_per_split")  # absent in older states
-        self._resume_positions = (
-            {} if positions is None else {s: int(p) for s, p in enumerate(positions)}
-        )
+            self._resume_offset, self._resume_samples = samples, {}
+        positions = checked.get("positions_consumed_per_split")  # absent in older states
+        self._resume_positions = {} if positions is None else dict(enumerate(positions))
+
+    def _split_sizes(self) -> list[int]:
+        """The rows of each split."""
+        if self._sizes is None:
+            splits = self._perm_table.to_arrow().column(SPLIT_ID)
+            ids = splits.to_numpy().astype("int64", copy=False)
+            self._sizes = np.bincount(ids, minlength=self._num_splits).tolist()
+        return self._sizes
+
+    def _pack_budget(self) -> int | None:
+        """The blocks a split gives in an epoch when packing."""
+        blocks = self._blocks_per_epoch
+        return blocks // self._num_splits if isinstance(blocks, int) else None
 
     @staticmethod
     def merge_state_dicts(states: list[dict]) -> dict:
@@ -646,11 +686,15 @@ class StreamingDataset(IterableDataset):
         Raises
         ------
         ValueError
-            When there are no states, or the states are of different runs (or, packed, not of
-            one global step).
+            When there are no states, a state does not hold together (as
+            :meth:`load_state_dict` checks it, but for the split sizes), or the states are of
+            different runs (or, packed, not of one global step).
+        TypeError
+            For a state that is not a dict.
         """
         if not states:
             raise ValueError("merge_state_dicts requires at least one state dict")
+        checked = [_checked_state(state, f"states[{k}]") for k, state in enumerate(states)]
         first = states[0]
         packed = "pack_buffers" in first
         keys = ["shuffle_seed", "num_splits", "epoch"]
@@ -660,44 +704,41 @@ class StreamingDataset(IterableDataset):
             if ("pack_buffers" in state) != packed:
                 raise ValueError("cannot merge packed and unpacked state dicts")
             for key in keys:
-                if state[key] != first[key]:
+                if state.get(key) != first.get(key):
                     raise ValueError(
-                        f"{key} mismatch across state dicts: {state[key]} != {first[key]}"
+                        f"{key} mismatch across state dicts: {state.get(key)} != {first.get(key)}"
                     )
         merged = dict(first)
-        if not packed:
-            merged["samples_consumed_per_split"] = [
-                max(c) for c in zip(*(s["samples_consumed_per_split"] for s in states))
-            ]
-            merged["positions_consumed_per_split"] = [
-                max(p)
-                for p in zip(
-                    *(
-                        s.get("positions_consumed_per_split", s["samples_consumed_per_split"])
-                        for s in states
-                    )
-                )
-            ]
-            return merged
         n = first["num_splits"]
-        for state in states:
-            for key in ("samples_consumed_per_split", "blocks_emitted_per_split"):
-                if len(state[key]) != n:
-                    raise ValueError(f"{key} must contain one entry per logical split")
+        if not packed:
+
+            def per_split(value: Any) -> list[int]:
+                return value if isinstance(value, list) else [value] * n
+
+            samples = [per_split(c["samples_consumed_per_split"]) for c in checked]
+            positions = [
+                per_split(c.get("positions_consumed_per_split", c["samples_consumed_per_split"]))
+                for c in checked
+            ]
+            # Per split the furthest count and the furthest position: the state with the
+            # largest count has a position at least as large, so the merged position is never
+            # behind the merged count.
+            merged["samples_consumed_per_split"] = [max(c) for c in zip(*samples)]
+            merged["positions_consumed_per_split"] = [max(p) for p in zip(*positions)]
+            return merged
         consumed, emitted, buffers = [], [], {}
         for split in range(n):
             owner = max(
-                states,
-                key=lambda s: (
-                    s["blocks_emitted_per_split"][split],
-                    s["samples_consumed_per_split"][split],
+                checked,
+                key=lambda c: (
+                    c["blocks_emitted_per_split"][split],
+                    c["samples_consumed_per_split"][split],
                 ),
             )
             consumed.append(owner["samples_consumed_per_split"][split])
             emitted.append(owner["blocks_emitted_per_split"][split])
-            buffer = owner["pack_buffers"].get(split, owner["pack_buffers"].get(str(split)))
-            if buffer is not None:
-                buffers[split] = deepcopy(buffer)
+            if split in owner["pack_buffers"]:
+                buffers[split] = owner["pack_buffers"][split]
         if len(set(emitted)) > 1:
             raise ValueError(
                 "packed state dicts were not captured at the same global step or do not "
@@ -746,6 +787,146 @@ class StreamingDataset(IterableDataset):
 def _check_positive(value: Any, name: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
+
+
+def _whole(value: Any, what: str, low: int, high: int | None, unit: str) -> int:
+    """``value`` as an int, refused unless it is a whole number from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"{what} must be a whole number, got {value!r} ({type(value).__name__}); pass the "
+            "state that state_dict() or merge_state_dicts() returned"
+        )
+    number = int(value)
+    if number < low or (high is not None and number > high):
+        bound = "" if high is None else f" and at most {high}"
+        raise ValueError(
+            f"{what} is {number}, but it counts {unit} from {low}{bound}: the state is not "
+            "of this dataset (another table, filter or num_splits) or was edited; pass the "
+            "state that state_dict() or merge_state_dicts() returned"
+        )
+    return number
+
+
+def _checked_state(
+    state: Any, name: str, sizes: list[int] | None = None, budget: int | None = None
+) -> dict:
+    """``state`` (called ``name`` in errors) with its counts checked and made ints.
+
+    Every split has one count of each kind; each is a whole number from 0 up to the split's
+    rows (``sizes``, where known), a split's position is never behind its sample count, and
+    packed, its blocks are at most ``budget`` and its partial block is lists of whole numbers.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"{name} must be the dict that state_dict() or merge_state_dicts() returned, not "
+            f"{type(state).__name__}"
+        )
+    packed = "pack_buffers" in state
+    needed = ["shuffle_seed", "num_splits", "epoch", "samples_consumed_per_split"]
+    if packed:
+        needed.append("blocks_emitted_per_split")
+    for key in needed:
+        if key not in state:
+            raise ValueError(
+                f"{name} has no '{key}' (it has {sorted(map(str, state))}); pass the state "
+                "that state_dict() or merge_state_dicts() returned"
+            )
+    n = _whole(state["num_splits"], f"{name}['num_splits']", 1, None, "splits")
+    _whole(state["epoch"], f"{name}['epoch']", 0, None, "epochs")
+
+    def size(split: int) -> int | None:
+        return None if sizes is None or len(sizes) != n else sizes[split]
+
+    def per_split(key: str, high: Callable[[int], int | None], unit: str) -> list[int]:
+        values = state[key]
+        if not isinstance(values, (list, tuple)) or len(values) != n:
+            got = f"{len(values)} entries" if isinstance(values, (list, tuple)) else repr(values)
+            raise ValueError(
+                f"{name}['{key}'] must hold one count per split, {n} (num_splits), got {got}; "
+                "pass the state that state_dict() or merge_state_dicts() returned"
+            )
+        return [
+            _whole(v, f"{name}['{key}'][{s}] (split {s})", 0, high(s), unit)
+            for s, v in enumerate(values)
+        ]
+
+    out = dict(state)
+    if packed:
+        out["samples_consumed_per_split"] = per_split(
+            "samples_consumed_per_split", size, "the rows of the split read"
+        )
+        out["blocks_emitted_per_split"] = per_split(
+            "blocks_emitted_per_split", lambda s: budget, "the blocks the split gave"
+        )
+        out["pack_buffers"] = _checked_buffers(state["pack_buffers"], name, n)
+        return out
+    samples = state["samples_consumed_per_split"]
+    if isinstance(samples, (list, tuple)):
+        out["samples_consumed_per_split"] = per_split(
+            "samples_consumed_per_split", size, "the rows the split gave"
+        )
+    else:  # an older state: one count for every split
+        smallest = None if sizes is None else min(sizes, default=0)
+        out["samples_consumed_per_split"] = _whole(
+            samples, f"{name}['samples_consumed_per_split']", 0, smallest, "the rows a split gave"
+        )
+    if state.get("positions_consumed_per_split") is None:
+        out.pop("positions_consumed_per_split", None)
+        return out
+    positions = per_split(
+        "positions_consumed_per_split", size, "the rows of the split read through"
+    )
+    counts = out["samples_consumed_per_split"]
+    for split, position in enumerate(positions):
+        count = counts[split] if isinstance(counts, list) else counts
+        if position < count:
+            raise ValueError(
+                f"{name} is inconsistent for split {split}: positions_consumed_per_split is "
+                f"{position}, behind samples_consumed_per_split {count} (a split's position "
+                "counts every row it gave, and the rows it skipped); resuming from it would "
+                "read rows twice. Pass the state that state_dict() or merge_state_dicts() "
+                "returned"
+            )
+    out["positions_consumed_per_split"] = positions
+    return out
+
+
+def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, list[int]]]:
+    """A packed state's partial blocks, keyed by split number, as fresh lists of ints."""
+    where = f"{name}['pack_buffers']"
+    if not isinstance(buffers, Mapping):
+        raise ValueError(
+            f"{where} must be a dict of split -> partial block, not {type(buffers).__name__}"
+        )
+    out: dict[int, dict[str, list[int]]] = {}
+    for key, buffer in buffers.items():
+        try:
+            split = int(key)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where} has the key {key!r}, which is not a split number") from err
+        if not 0 <= split < n or isinstance(key, bool):
+            raise ValueError(f"{where} has the key {key!r}, not a split from 0 to {n - 1}")
+        if not isinstance(buffer, Mapping) or not {"tokens", "starts"} <= set(buffer):
+            raise ValueError(
+                f"{where}[{key!r}] must be a dict with 'tokens' and 'starts', got {buffer!r}"
+            )
+        lists = {}
+        for part in ("tokens", "starts"):
+            values = buffer[part]
+            if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values
+            ):
+                raise ValueError(
+                    f"{where}[{key!r}]['{part}'] (split {split}) must be a list of whole numbers"
+                )
+            lists[part] = [int(v) for v in values]
+        if any(not 0 <= start < len(lists["tokens"]) for start in lists["starts"]):
+            raise ValueError(
+                f"{where}[{key!r}] (split {split}) has document starts {lists['starts']} "
+                f"outside its {len(lists['tokens'])} tokens"
+            )
+        out[split] = lists
+    return out
 
 
 def _check_packing(
@@ -1223,7 +1404,7 @@ class _Committing:
     """A StreamingDataLoader's iterator: a batch's progress is committed to the dataset as
     the batch is returned, and a batch that fails on the way spoils the checkpoint."""
 
-    def __init__(self, inner: Any, dataset: StreamingDataset, token: int, uniform: bool) -> None:
+    def __init__(self, inner: Any, dataset: StreamingDataset, token: object, uniform: bool) -> None:
         self._inner, self._dataset, self._token, self._uniform = inner, dataset, token, uniform
         self._done = False
 
@@ -1328,8 +1509,9 @@ class StreamingDataLoader(DataLoader):
 
     def __iter__(self) -> _Committing:  # type: ignore[override]  # yields as DataLoader's does
         dataset = self._streaming_dataset
-        token = dataset._acquire()
+        token = object()
         try:
+            dataset._acquire(token)
             state = dataset._checkpoint_snapshot()
             packed = dataset._pack_sequences is not None
             key = (
