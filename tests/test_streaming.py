@@ -415,7 +415,7 @@ def stop_after(ds, k: int, how: str) -> list:
 def hang_guard():
     """Ends the test run, with every thread's stack, should the tests of this module that ask
     for it hang (a lock an interrupt left held waits forever): a failure, not a stopped run."""
-    faulthandler.dump_traceback_later(900, exit=True)
+    faulthandler.dump_traceback_later(600, exit=True)
     yield
     faulthandler.cancel_dump_traceback_later()
 
