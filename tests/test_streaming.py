@@ -714,13 +714,13 @@ def saved_after(ds, k: int) -> dict:
         (
             {"samples_consumed_per_split": [2, 11], "positions_consumed_per_split": [2, 11]},
             ValueError,
-            r"\[1\] \(split 1\) is 11.*at most 10",
+            r"\[1\] \(split 1\) is 11.*from 0 to 10",
         ),
-        ({"positions_consumed_per_split": [2, 12]}, ValueError, r"split 1\) is 12.*at most 10"),
+        ({"positions_consumed_per_split": [2, 12]}, ValueError, r"split 1\) is 12.*from 0 to 10"),
         ({"samples_consumed_per_split": [1.5, 1]}, ValueError, r"whole number, got 1.5"),
         ({"samples_consumed_per_split": ["2", 1]}, ValueError, r"whole number, got '2'"),
         ({"positions_consumed_per_split": [True, 1]}, ValueError, r"whole number, got True"),
-        ({"samples_consumed_per_split": 11}, ValueError, r"is 11.*at most 10"),
+        ({"samples_consumed_per_split": 11}, ValueError, r"is 11.*from 0 to 10"),
         ({"epoch": None}, ValueError, r"\['epoch'\] must be a whole number"),
         ({"pack_buffers": {}}, ValueError, r"blocks_emitted_per_split"),
     ],
@@ -735,7 +735,7 @@ def test_inconsistent_states_are_refused(change, error, words):
         fresh.load_state_dict(dict(state, **change))
     if "epoch" not in change:  # merging checks the counts the same way (not the split sizes)
         bad = dict(state, **change)
-        if "at most 10" not in words:
+        if "from 0 to 10" not in words:
             with pytest.raises(error, match=r"states\[1\]"):
                 StreamingDataset.merge_state_dicts([state, bad])
     fresh.load_state_dict(state)  # the good one is taken
@@ -776,9 +776,9 @@ def test_inconsistent_packed_states_are_refused():
     assert state["blocks_emitted_per_split"] == [2, 2]
     cases = [
         ({"epoch": 4}, r"saved in epoch 4"),
-        ({"blocks_emitted_per_split": [6, 6]}, r"split 0\) is 6.*at most 5"),
+        ({"blocks_emitted_per_split": [6, 6]}, r"split 0\) is 6.*from 0 to 5"),
         ({"blocks_emitted_per_split": [2]}, r"one count per split"),
-        ({"samples_consumed_per_split": [11, 3]}, r"split 0\) is 11.*at most 10"),
+        ({"samples_consumed_per_split": [11, 3]}, r"split 0\) is 11.*from 0 to 10"),
         ({"pack_buffers": {"7": {"tokens": [], "starts": []}}}, r"key '7', not a split"),
         ({"pack_buffers": {0: {"tokens": [1, 2]}}}, r"'tokens' and 'starts'"),
         ({"pack_buffers": {0: {"tokens": [1, 2], "starts": [2]}}}, r"starts \[2\] outside"),

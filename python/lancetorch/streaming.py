@@ -789,7 +789,7 @@ def _check_positive(value: Any, name: str) -> None:
         raise ValueError(f"{name} must be a whole number greater than 0, got {value!r}")
 
 
-def _whole(value: Any, what: str, low: int, high: int | None, unit: str) -> int:
+def _whole(value: Any, what: str, low: int | None, high: int | None, unit: str) -> int:
     """``value`` as an int, refused unless it is a whole number from ``low`` to ``high``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(
@@ -797,12 +797,12 @@ def _whole(value: Any, what: str, low: int, high: int | None, unit: str) -> int:
             "state that state_dict() or merge_state_dicts() returned"
         )
     number = int(value)
-    if number < low or (high is not None and number > high):
-        bound = "" if high is None else f" and at most {high}"
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
         raise ValueError(
-            f"{what} is {number}, but it counts {unit} from {low}{bound}: the state is not "
-            "of this dataset (another table, filter or num_splits) or was edited; pass the "
-            "state that state_dict() or merge_state_dicts() returned"
+            f"{what} is {number}, but it counts {unit}: {bounds}. The state is not of this "
+            "dataset (another table, filter or num_splits) or was edited; pass the state that "
+            "state_dict() or merge_state_dicts() returned"
         )
     return number
 
@@ -832,7 +832,7 @@ def _checked_state(
                 "that state_dict() or merge_state_dicts() returned"
             )
     n = _whole(state["num_splits"], f"{name}['num_splits']", 1, None, "splits")
-    _whole(state["epoch"], f"{name}['epoch']", 0, None, "epochs")
+    _whole(state["epoch"], f"{name}['epoch']", None, None, "epochs")
 
     def size(split: int) -> int | None:
         return None if sizes is None or len(sizes) != n else sizes[split]
