@@ -496,8 +496,10 @@ class StreamingDataset(IterableDataset):
     def state_dict(self) -> dict:
         """The progress of every split: ``shuffle_seed``, ``num_splits``, ``epoch``,
         ``samples_consumed_per_split`` and ``positions_consumed_per_split`` (packed:
-        ``blocks_emitted_per_split`` and ``pack_buffers`` too). Exact at a step boundary;
-        under a plain multi-worker DataLoader it is refused (use StreamingDataLoader)."""
+        ``blocks_emitted_per_split`` and ``pack_buffers`` too). It counts exactly the rows
+        (blocks) the loop received, however the loop stopped; resumable on another topology at
+        a step boundary. Under a plain multi-worker DataLoader it is refused (use
+        StreamingDataLoader)."""
         if self._untracked_worker_iteration[0] and get_worker_info() is None:
             raise RuntimeError(
                 "StreamingDataset cannot checkpoint a standard DataLoader with num_workers > "
