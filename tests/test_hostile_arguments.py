@@ -94,7 +94,7 @@ SCENARIOS = {
     "Loader batch_size, per_column": "next(iter(Loader(p.select_columns(['id', 'tok']), v, per_column=True, decode={'tok': Tokens()})))",
     "StreamingDataset num_splits, world_size 2": "next(iter(StreamingDataset(t, num_splits=v, world_size=2, columns=['id'])))",
     # A hostile value inside a state dict.
-    "StreamingDataset load_state_dict samples": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'samples_consumed_per_split': [v, v]})",
+    "StreamingDataset load_state_dict samples": "StreamingDataset(t, num_splits=2).load_state_dict({'num_splits': 2, 'shuffle_seed': 0, 'epoch': 0, 'samples_consumed_per_split': [v, v]})",
     "BatchSampler load_state_dict epoch": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'epoch': v}); next(iter(s))",
     "BatchSampler load_state_dict position": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'position': v}); next(iter(s))",
     "BatchSampler load_state_dict seed": "s = BatchSampler(100, 8, seed=0); s.load_state_dict({**s.state_dict(), 'seed': v}); next(iter(s))",

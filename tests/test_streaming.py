@@ -8,7 +8,15 @@ split) is row ``k`` of every split.
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
+import gc
+import inspect
 import logging
+import random
+import subprocess
+import sys
+import textwrap
 
 import lancetorch
 import pyarrow as pa
@@ -407,3 +415,443 @@ def test_the_permutation_is_lancetorchs_own(mem_db):
     ds = StreamingDataset(table, num_splits=3, shuffle_seed=7, epoch=2)
     direct = permutation_builder(table).split_random(fixed=3, seed=7 + 2 * 100003).execute()
     assert ds._perm_table.to_arrow().equals(direct.to_arrow())
+
+
+# -- interrupts and states ------------------------------------------------------------------------
+#
+# A state taken between two ``next()`` counts every row the loop received and no other, however
+# the loop stopped; an interrupt never leaves a lock held nor the process hanging.
+
+
+def failing_on(ids: set[int]):
+    """A transform that fails for the batches holding ``ids`` (rows to skip)."""
+
+    def transform(batch):
+        got = batch.column("id").to_pylist()
+        if ids & set(got):
+            raise ValueError(f"bad rows in {got}")
+        return [{"id": i} for i in got]
+
+    return transform
+
+
+def stop_after(ds, k: int, how: str) -> list:
+    """The first ``k`` items of ``ds``, the loop stopped as ``how`` says; the iterator of a
+    ``break`` is left open (the state is taken while it waits)."""
+    got: list = []
+    if how == "break":
+        it = iter(ds)
+        stop_after.open = it  # kept open until the caller took the state
+        if k == 0:
+            return got
+        for item in it:
+            got.append(item)
+            if len(got) == k:
+                break
+        return got
+    if how == "throw":
+        it = iter(ds)
+        got = [next(it) for _ in range(k)]
+        with pytest.raises(KeyboardInterrupt):
+            it.throw(KeyboardInterrupt)
+        return got
+    try:  # "raise": an interrupt in the loop's body, caught outside the loop
+        for item in ds:
+            got.append(item)
+            if len(got) == k:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    return got
+
+
+@pytest.fixture(scope="module")
+def hang_guard():
+    """Ends the test run, with every thread's stack, should the tests of this module that ask
+    for it hang (a lock an interrupt left held waits forever): a failure, not a stopped run."""
+    faulthandler.dump_traceback_later(600, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+class InterruptAt:
+    """A trace function that raises KeyboardInterrupt at its ``n``-th event where CPython may
+    run a signal handler in this thread: a function entered or a generator resumed, and a
+    function's return (a generator's ``yield`` excepted: no handler runs between a ``yield``
+    and the ``next()`` that receives its value)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.seen = n, 0
+
+    def __call__(self, frame, event, arg):
+        if event == "call":
+            frame.f_trace_lines = False
+        if event == "call" or (
+            event == "return" and not frame.f_code.co_flags & inspect.CO_GENERATOR
+        ):
+            self.seen += 1
+            if self.seen == self.n:
+                raise KeyboardInterrupt(f"interrupt {self.n}")
+        return self
+
+
+@contextlib.contextmanager
+def traced(tracer):
+    """``tracer`` on this thread's Python code, and no garbage collection meanwhile: a
+    collection would run the finalizers of other tests' objects in the traced span."""
+    gc.collect()
+    gc.disable()
+    sys.settrace(tracer)
+    try:
+        yield tracer
+    finally:
+        sys.settrace(None)
+        gc.enable()
+
+
+def events(make) -> int:
+    """The events (see InterruptAt) of a whole epoch of the dataset ``make()`` returns."""
+    with traced(InterruptAt(0)) as count:
+        list(make())
+    return count.seen
+
+
+def interrupted(ds, n: int) -> tuple[list, bool]:
+    """The items of ``ds`` received before an interrupt at the ``n``-th event (see
+    InterruptAt), and whether it came."""
+    got: list = []
+    try:
+        with traced(InterruptAt(n)):
+            for item in ds:
+                got.append(item)
+    except KeyboardInterrupt:
+        return got, True
+    return got, False
+
+
+ROWS_KW = st.fixed_dictionaries(
+    {
+        "num_splits": st.sampled_from([1, 2, 3, 4]),
+        "shuffle": st.booleans(),
+        "shuffle_seed": st.integers(0, 2**32 - 1),
+        "read_batch_size": st.integers(1, 5),
+        "io_queue_depth": st.integers(1, 3),
+        "transform_parallelism": st.integers(1, 3),
+    }
+)
+
+
+@PROPS
+@given(
+    rows=st.integers(4, 60),
+    kw=ROWS_KW,
+    bad=st.sets(st.integers(0, 59), max_size=4),
+    how=st.sampled_from(["break", "raise", "throw"]),
+    data=st.data(),
+)
+def test_a_state_after_k_rows_resumes_with_exactly_the_rest(rows, kw, bad, how, data, hang_guard):
+    table = ids_table(rows)
+    kw = dict(kw, transform=failing_on(bad), on_transform_error="skip")
+    full = [r["id"] for r in StreamingDataset(table, **kw)]
+    if not full and how != "break":
+        return  # every row was skipped: no row to stop at
+    k = data.draw(st.integers(0 if how == "break" else 1, len(full)), label="k")
+    ds = StreamingDataset(table, **kw)
+    head = [r["id"] for r in stop_after(ds, k, how)]
+    state = ds.state_dict()
+    assert head == full[:k]
+    assert sum(state["samples_consumed_per_split"]) == k
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    rest = [r["id"] for r in resumed]
+    assert head + rest == full  # every row once, in the order of an uninterrupted epoch
+    stop_after.open = None  # a break's iterator closes: the dataset itself goes on too
+    assert [r["id"] for r in ds] == rest
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(4, 40),
+    kw=ROWS_KW,
+    bad=st.sets(st.integers(0, 39), max_size=3),
+    at=st.floats(0, 1, exclude_max=True),
+)
+def test_an_interrupt_anywhere_leaves_a_state_of_the_rows_received(rows, kw, bad, at, hang_guard):
+    """An interrupt at any point of the iteration's own thread (the transform's threads run
+    on): the state counts exactly the rows the loop received, and the dataset goes on."""
+    table = ids_table(rows)
+    kw = dict(kw, transform=failing_on(bad), on_transform_error="skip")
+    full = [r["id"] for r in StreamingDataset(table, **kw)]
+    seen = events(lambda: StreamingDataset(table, **kw))
+    ds = StreamingDataset(table, **kw)  # the threads' timing varies the events a little
+    head, _ = interrupted(ds, 1 + int(at * seen))
+    head = [r["id"] for r in head]
+    state = ds.state_dict()
+    assert head == full[: len(head)]
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    rest = [r["id"] for r in resumed]
+    assert head + rest == full
+    assert [r["id"] for r in ds] == rest  # the interrupted dataset is free and goes on
+
+
+def docs_table(n: int, seed: int):
+    rng = random.Random(seed)
+    docs = [[i] * rng.randint(1, 7) for i in range(n)]
+    return lancetorch.connect("memory://").create_table(
+        "docs",
+        pa.table(
+            {"id": pa.array(range(n), pa.int64()), "tokens": pa.array(docs, pa.list_(pa.int32()))}
+        ),
+    )
+
+
+PACK_KW = st.fixed_dictionaries(
+    {
+        "num_splits": st.sampled_from([1, 2, 3]),
+        "shuffle": st.booleans(),
+        "shuffle_seed": st.integers(0, 2**32 - 1),
+        "read_batch_size": st.integers(1, 4),
+        "pack_sequences": st.integers(2, 9),
+    }
+)
+
+
+def packing(kw: dict, blocks_per_split: int) -> dict:
+    return dict(
+        kw,
+        columns=["tokens"],
+        eos_id=-1,
+        pad_id=-2,
+        blocks_per_epoch=blocks_per_split * kw["num_splits"],
+    )
+
+
+@PROPS
+@given(
+    rows=st.integers(3, 40),
+    kw=PACK_KW,
+    blocks=st.integers(1, 12),
+    how=st.sampled_from(["break", "raise", "throw", "trace"]),
+    at=st.floats(0, 1, exclude_max=True),
+)
+def test_a_packed_state_resumes_with_exactly_the_rest(rows, kw, blocks, how, at, hang_guard):
+    table = docs_table(rows, kw["shuffle_seed"])
+    kw = packing(kw, blocks)
+    if rows < kw["num_splits"]:
+        return
+    full = [b["input_ids"].tolist() for b in StreamingDataset(table, **kw)]
+    n = kw["num_splits"]
+    ds = StreamingDataset(table, **kw)
+    if how == "trace":
+        seen = events(lambda: StreamingDataset(table, **kw))
+        got, _ = interrupted(ds, 1 + int(at * seen))
+    else:
+        steps = int(at * (blocks + 1)) if how == "break" else 1 + int(at * blocks)
+        got = stop_after(ds, steps * n, how)
+    head = [b["input_ids"].tolist() for b in got]
+    assert head == full[: len(head)]
+    if len(head) % n:  # mid-step: refused, as documented
+        with pytest.raises(RuntimeError, match="step boundary"):
+            ds.state_dict()
+        return
+    state = ds.state_dict()
+    assert state["blocks_emitted_per_split"] == [len(head) // n] * n
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    rest = [b["input_ids"].tolist() for b in resumed]
+    assert head + rest == full
+    stop_after.open = None
+
+
+HAMMER = textwrap.dedent(
+    """
+    import _thread, random, signal, sys, threading, time
+    import pyarrow as pa
+    import lancetorch
+    from lancetorch.streaming import StreamingDataset
+
+    rows, interrupts = int(sys.argv[1]), int(sys.argv[2])
+    table = lancetorch.connect("memory://").create_table(
+        "t", pa.table({"id": pa.array(range(rows), pa.int64())})
+    )
+
+    def slow(batch):  # keeps the pipeline's threads busy
+        time.sleep(0.0002)
+        return [{"id": i} for i in batch.column("id").to_pylist()]
+
+    def make():
+        return StreamingDataset(
+            table, num_splits=8, shuffle_seed=1, read_batch_size=2, transform=slow,
+            transform_parallelism=2,
+        )
+
+    armed = False
+
+    def handler(signum, frame):  # an interrupt only while the loop runs
+        if armed:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    sent = 0
+
+    def pester():
+        global sent
+        r = random.Random(0)
+        while sent < interrupts:
+            time.sleep(r.choice([0.0005, 0.002, 0.004, 0.02]))
+            sent += 1
+            _thread.interrupt_main()
+
+    threading.Thread(target=pester, daemon=True).start()
+    got, caught, state, kept = [], 0, None, []
+    while True:
+        ds = make()
+        kept.append(ds)  # none freed while armed (a freed RawArray is not interrupt-safe)
+        if state is not None:
+            ds.load_state_dict(state)
+        armed = True
+        try:
+            for row in ds:
+                got.append(row["id"])
+            armed = False
+            break
+        except KeyboardInterrupt:
+            armed = False
+            caught += 1
+            state = ds.state_dict()
+    for _ in range(600):  # the threads of every iteration leave
+        if not any(t.name.startswith("lancetorch-streaming") for t in threading.enumerate()):
+            break
+        time.sleep(0.05)
+    left = sum(t.name.startswith("lancetorch-streaming") for t in threading.enumerate())
+    exact = sorted(got) == list(range(rows))
+    print("caught", caught, "rows", len(got), "exact", exact, "left", left)
+    """
+)
+
+
+@pytest.mark.slow
+def test_repeated_interrupts_never_hang_nor_lose_a_row():
+    """Interrupts sent to the main thread while the pipeline is busy (the transform sleeps):
+    each iteration stops, its state resumes the next, every row comes once, the threads
+    leave and the process ends (a hang fails at the timeout instead of hanging pytest)."""
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", HAMMER, "20000", "1500"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the process hung under repeated interrupts: {str(err.stderr)[-2000:]}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    words = proc.stdout.split()
+    assert words[words.index("exact") + 1] == "True", proc.stdout
+    assert words[words.index("left") + 1] == "0", proc.stdout
+    assert int(words[words.index("caught") + 1]) > 0, proc.stdout
+
+
+def saved_after(ds, k: int) -> dict:
+    it = iter(ds)
+    for _ in range(k):
+        next(it)
+    state = ds.state_dict()
+    it.close()
+    return state
+
+
+@pytest.mark.parametrize(
+    "change, error, words",
+    [
+        ({"epoch": 1}, ValueError, r"saved in epoch 1 and this dataset reads epoch 0.*epoch=1"),
+        (
+            {"positions_consumed_per_split": [1, 1]},
+            ValueError,
+            r"split 0: positions_consumed_per_split is 1, behind samples_consumed_per_split 2",
+        ),
+        ({"samples_consumed_per_split": [2]}, ValueError, r"one count per split, 2 .*got 1"),
+        ({"positions_consumed_per_split": [2, 1, 0]}, ValueError, r"one count per split"),
+        ({"samples_consumed_per_split": [-1, 1]}, ValueError, r"\[0\] \(split 0\) is -1"),
+        (
+            {"samples_consumed_per_split": [2, 11], "positions_consumed_per_split": [2, 11]},
+            ValueError,
+            r"\[1\] \(split 1\) is 11.*from 0 to 10",
+        ),
+        ({"positions_consumed_per_split": [2, 12]}, ValueError, r"split 1\) is 12.*from 0 to 10"),
+        ({"samples_consumed_per_split": [1.5, 1]}, ValueError, r"whole number, got 1.5"),
+        ({"samples_consumed_per_split": ["2", 1]}, ValueError, r"whole number, got '2'"),
+        ({"positions_consumed_per_split": [True, 1]}, ValueError, r"whole number, got True"),
+        ({"samples_consumed_per_split": 11}, ValueError, r"is 11.*from 0 to 10"),
+        ({"epoch": None}, ValueError, r"\['epoch'\] must be a whole number"),
+        ({"pack_buffers": {}}, ValueError, r"blocks_emitted_per_split"),
+    ],
+)
+def test_inconsistent_states_are_refused(change, error, words):
+    table = ids_table(20)
+    ds = StreamingDataset(table, num_splits=2, shuffle=False)
+    state = saved_after(ds, 3)
+    assert state["samples_consumed_per_split"] == [2, 1]
+    fresh = StreamingDataset(table, num_splits=2, shuffle=False)
+    with pytest.raises(error, match=words):
+        fresh.load_state_dict(dict(state, **change))
+    if "epoch" not in change:  # merging checks the counts the same way (not the split sizes)
+        bad = dict(state, **change)
+        if "from 0 to 10" not in words:
+            with pytest.raises(error, match=r"states\[1\]"):
+                StreamingDataset.merge_state_dicts([state, bad])
+    fresh.load_state_dict(state)  # the good one is taken
+    full = [r["id"] for r in StreamingDataset(table, num_splits=2, shuffle=False)]
+    assert [r["id"] for r in fresh] == full[3:]
+
+
+def test_a_state_of_another_epoch_is_refused_and_says_what_to_do():
+    table = ids_table(30)
+    state = saved_after(StreamingDataset(table, num_splits=3, shuffle_seed=4, epoch=2), 5)
+    with pytest.raises(ValueError) as err:
+        StreamingDataset(table, num_splits=3, shuffle_seed=4, epoch=3).load_state_dict(state)
+    message = str(err.value)
+    assert "epoch 2" in message and "epoch 3" in message
+    assert "epoch=2" in message and "fresh" in message
+    again = StreamingDataset(table, num_splits=3, shuffle_seed=4, epoch=2)
+    again.load_state_dict(state)
+    assert len(list(again)) == 30 - 5
+
+
+def test_missing_keys_and_other_things_than_a_dict_are_refused():
+    ds = StreamingDataset(ids_table(10), num_splits=2)
+    state = ds.state_dict()
+    for key in ("epoch", "num_splits", "shuffle_seed", "samples_consumed_per_split"):
+        with pytest.raises(ValueError, match=f"has no '{key}'"):
+            ds.load_state_dict({k: v for k, v in state.items() if k != key})
+    with pytest.raises(TypeError, match="must be the dict"):
+        ds.load_state_dict([1, 2])
+    with pytest.raises(TypeError, match=r"states\[0\] must be the dict"):
+        StreamingDataset.merge_state_dicts([None])
+
+
+def test_inconsistent_packed_states_are_refused():
+    table = docs_table(20, 0)
+    kw = packing({"num_splits": 2, "shuffle": False, "pack_sequences": 4}, 5)
+    ds = StreamingDataset(table, **kw)
+    state = saved_after(ds, 4)
+    assert state["blocks_emitted_per_split"] == [2, 2]
+    cases = [
+        ({"epoch": 4}, r"saved in epoch 4"),
+        ({"blocks_emitted_per_split": [6, 6]}, r"split 0\) is 6.*from 0 to 5"),
+        ({"blocks_emitted_per_split": [2]}, r"one count per split"),
+        ({"samples_consumed_per_split": [11, 3]}, r"split 0\) is 11.*from 0 to 10"),
+        ({"pack_buffers": {"7": {"tokens": [], "starts": []}}}, r"key '7', not a split"),
+        ({"pack_buffers": {0: {"tokens": [1, 2]}}}, r"'tokens' and 'starts'"),
+        ({"pack_buffers": {0: {"tokens": [1, 2], "starts": [2]}}}, r"starts \[2\] outside"),
+        ({"pack_buffers": {0: {"tokens": [1, 0.5], "starts": [0]}}}, r"list of whole numbers"),
+    ]
+    for change, words in cases:
+        with pytest.raises(ValueError, match=words):
+            StreamingDataset(table, **kw).load_state_dict(dict(state, **change))
+    unpacked = StreamingDataset(table, num_splits=2, columns=["tokens"])
+    with pytest.raises(ValueError, match="packed state"):
+        unpacked.load_state_dict(state)
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    assert len(list(resumed)) == 10 - 4

@@ -24,24 +24,27 @@ from __future__ import annotations
 import ctypes
 import heapq
 import logging
+import numbers
 import os
 import random
 import threading
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from copy import deepcopy
 from multiprocessing import RawArray
+from queue import Empty, SimpleQueue
 from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from . import _checks, _native
 from .permutation import Permutation, Transforms, permutation_builder
+from .permutation.layout import SPLIT_ID
 from .table import as_lancetorch_table
 
 logger = logging.getLogger(__name__)
@@ -50,6 +53,8 @@ DEFAULT_READ_BATCH_SIZE = 64
 DEFAULT_PREFETCH_BATCHES = 4
 _EPOCH_PRIME = 100003  # epoch e of seed s shuffles with seed s + e * _EPOCH_PRIME
 _ERROR_MODES = ("raise", "skip", "warn")
+_JOIN_SECONDS = 10.0  # how long the end of an iteration waits for its threads' running calls
+_POLL_SECONDS = 1.0  # how often an idle thread looks whether its pipeline is closed
 
 # Slots of the statistics shared with the process that made the dataset.
 _UNSCANNED, _RAW, _COOKED, _CONSUMED, _BYTES, _FETCH_US, _TRANSFORM_US, _SKIPPED = range(8)
@@ -297,6 +302,7 @@ class StreamingDataset(IterableDataset):
         self._pack_consumed: list[int] = []
         self._pack_blocks_emitted: list[int] = []
         self._pack_buffers: dict[int, dict[str, list[int]]] = {}
+        self._sizes: list[int] | None = None  # the rows of each split, once asked for
 
         self._bytes_loaded = 0
         self._fetch_time = 0.0
@@ -308,8 +314,7 @@ class StreamingDataset(IterableDataset):
         self._untracked_worker_iteration = RawArray(ctypes.c_int64, 1)
         self._live: _Pipeline | None = None  # the pipeline of an iteration in this process
         self._lock = threading.Lock()
-        self._owner: int | None = None  # the iterator that holds this dataset
-        self._owners = 0
+        self._owner: object | None = None  # the token of the iterator that holds this dataset
         self._checkpoint_invalid_reason: str | None = None
         self._consumer_checkpoint_requires_uniform = False
 
@@ -370,8 +375,12 @@ class StreamingDataset(IterableDataset):
     def _iter(self, *, transport: bool = False) -> Iterator[Any]:
         """Rows (or packed blocks); with ``transport`` the iterator of a StreamingDataLoader,
         which holds this dataset already."""
-        token = None if transport else self._acquire()
+        # The token is made before the dataset is taken, and the dataset taken inside the
+        # ``try``: an interrupt at any point leaves it free again.
+        token = None if transport else object()
         try:
+            if token is not None:
+                self._acquire(token)
             if get_worker_info() is not None and not transport:
                 self._untracked_worker_iteration[0] = 1
             splits = self._resolve_my_splits()
@@ -382,28 +391,27 @@ class StreamingDataset(IterableDataset):
             else:
                 yield from self._rows(splits)
         finally:
-            if token is not None:
-                self._release(token)
+            # A plain store (no call an interrupt could stop before it): the dataset is free.
+            if token is not None and self._owner is token:
+                self._owner = None
 
     def _rows(self, splits: list[int]) -> Iterator[Any]:
         samples = [self._resume_samples.get(s, self._resume_offset) for s in splits]
         starts = [self._resume_positions.get(s, c) for s, c in zip(splits, samples)]
-        real_worker = get_worker_info() is not None
-        with _Pipeline(self, splits, starts, self._transform or Transforms.arrow2python) as pipe:
-            given = [0] * len(splits)
-
-            def take(i: int) -> Any:
-                position, row = pipe.pop(i)  # a later prefetch's failure surfaces here
-                given[i] += 1
-                self._resume_samples[splits[i]] = samples[i] + given[i]
-                self._resume_positions[splits[i]] = position + 1
-                return row
-
-            def cycle_done() -> None:
-                if not real_worker:
-                    self._resume_offset = min(c + g for c, g in zip(samples, given))
-                pipe.publish()
-
+        counts = list(samples)  # rows given per split, these included
+        last = len(splits) - 1
+        # Outside a DataLoader worker the splits nobody iterates here count as far as the
+        # slowest of these (a worker's progress travels with its batches instead).
+        offset_too = get_worker_info() is None
+        pipe = _Pipeline(self, splits, starts, self._transform or Transforms.arrow2python)
+        self._live = pipe
+        try:
+            pipe.start()
+            # Each row is counted right before its ``yield``, with no call in between: a state
+            # taken between two ``next()`` counts every row handed over and no other, as an
+            # interrupt cannot fall between the count and the hand-over, and one raised
+            # before it (in ``pop`` or ``publish``) leaves the row uncounted.
+            #
             # A state saved between two splits' turns resumes the splits behind first, so the
             # rows continue in the order they would have come.
             if len(set(samples)) > 1:
@@ -414,36 +422,53 @@ class StreamingDataset(IterableDataset):
                     count, split, i = heapq.heappop(behind)
                     if not pipe.ready(i):
                         return
-                    row = take(i)
+                    position, row = pipe.pop(i)
                     if count + 1 < target:
                         heapq.heappush(behind, (count + 1, split, i))
-                    cycle_done()
+                    counts[i] = count + 1
+                    offset = min(counts)
+                    pipe.publish()
+                    self._resume_samples[split] = count + 1
+                    self._resume_positions[split] = position + 1
+                    if offset_too:
+                        self._resume_offset = offset
                     yield row
             # A cycle runs only when every split can give a row (they run dry together
             # unless rows were skipped).
             while all(pipe.ready(i) for i in range(len(splits))):
-                for i in range(len(splits)):
-                    row = take(i)
-                    if i == len(splits) - 1:
-                        cycle_done()
+                for i, split in enumerate(splits):
+                    position, row = pipe.pop(i)
+                    counts[i] += 1
+                    if i == last:  # a whole cycle: every split is one further
+                        offset = counts[i]
+                        pipe.publish()
+                    self._resume_samples[split] = counts[i]
+                    self._resume_positions[split] = position + 1
+                    if i == last and offset_too:
+                        self._resume_offset = offset
                     yield row
+        finally:
+            # Plain stores first, so that an interrupt in close() still leaves the dataset
+            # free and the threads on their way out.
+            self._live = None
+            pipe.closed = True
+            pipe.close()
 
     # -- one iterator at a time ---------------------------------------------------------------
-    def _acquire(self) -> int:
+    def _acquire(self, token: object) -> None:
+        """Make ``token`` the holder of this dataset (release it with ``_release`` in a
+        ``finally`` that starts before this call)."""
         with self._lock:
             if self._owner is not None or self._live is not None:
                 raise RuntimeError(
                     "StreamingDataset does not support concurrent iteration. Only one active "
                     "iterator per dataset instance is allowed; finish or close the other one"
                 )
-            self._owners += 1
-            self._owner = self._owners
-            return self._owner
+            self._owner = token
 
-    def _release(self, token: int) -> None:
-        with self._lock:
-            if self._owner == token:
-                self._owner = None
+    def _release(self, token: object) -> None:
+        if self._owner is token:  # plain stores: no lock an interrupt could leave held
+            self._owner = None
 
     # -- statistics ---------------------------------------------------------------------------
     def _stat(self, slot: int, live: Callable[[_Pipeline], float]) -> float:
@@ -518,8 +543,10 @@ class StreamingDataset(IterableDataset):
     def state_dict(self) -> dict:
         """The progress of every split: ``shuffle_seed``, ``num_splits``, ``epoch``,
         ``samples_consumed_per_split`` and ``positions_consumed_per_split`` (packed:
-        ``blocks_emitted_per_split`` and ``pack_buffers`` too). Exact at a step boundary;
-        under a plain multi-worker DataLoader it is refused (use StreamingDataLoader)."""
+        ``blocks_emitted_per_split`` and ``pack_buffers`` too). It counts exactly the rows
+        (blocks) the loop received, however the loop stopped; resumable on another topology at
+        a step boundary. Under a plain multi-worker DataLoader it is refused (use
+        StreamingDataLoader)."""
         if self._untracked_worker_iteration[0] and get_worker_info() is None:
             raise RuntimeError(
                 "StreamingDataset cannot checkpoint a standard DataLoader with num_workers > "
@@ -569,8 +596,11 @@ class StreamingDataset(IterableDataset):
             self._resume_samples.get(s, self._resume_offset) for s in range(self._num_splits)
         ]
         state["samples_consumed_per_split"] = samples
+        # A split's position is never behind its count (an older state's positions may be,
+        # for a split this process did not read).
         state["positions_consumed_per_split"] = [
-            self._resume_positions.get(s, samples[s]) for s in range(self._num_splits)
+            max(self._resume_positions.get(s, samples[s]), samples[s])
+            for s in range(self._num_splits)
         ]
         return state
 
@@ -624,36 +654,67 @@ class StreamingDataset(IterableDataset):
         Raises
         ------
         ValueError
-            When the splits or the seed differ (packed: also the packing arguments or the epoch).
+            When the splits, the seed or the epoch differ (packed: also the packing
+            arguments), or the state does not hold together: a count per split, each a whole
+            number from 0 to the split's rows, a split's position never behind its sample
+            count (packed: at most ``blocks_per_epoch / num_splits`` blocks a split).
+        TypeError
+            For a state that is not a dict.
         """
+        packed = self._pack_sequences is not None
+        checked = _checked_state(state, "state", self._split_sizes(), self._pack_budget())
         for key in ("num_splits", "shuffle_seed"):
             if state[key] != getattr(self, f"_{key}"):
                 raise ValueError(
                     f"{key} mismatch: checkpoint has {state[key]}, current dataset has "
                     f"{getattr(self, f'_{key}')}"
                 )
+        if state["epoch"] != self._epoch:
+            raise ValueError(
+                f"the state was saved in epoch {state['epoch']} and this dataset reads epoch "
+                f"{self._epoch} (another order of the rows): make the dataset with "
+                f"epoch={state['epoch']} to finish that epoch, or start epoch {self._epoch} "
+                "fresh, without load_state_dict"
+            )
+        if ("pack_buffers" in state) != packed:
+            raise ValueError(
+                "a packed state (with pack_buffers) resumes only a dataset with "
+                "pack_sequences, and an unpacked one only a dataset without: "
+                f"this dataset has pack_sequences={self._pack_sequences}"
+            )
         self._consumer_checkpoint_requires_uniform = False
-        if "pack_buffers" in state or self._pack_sequences is not None:
-            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch", "epoch"):
+        if packed:
+            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch"):
                 if state.get(key) != getattr(self, f"_{key}"):
                     raise ValueError(
                         f"{key} mismatch: checkpoint has {state.get(key)}, current dataset "
                         f"has {getattr(self, f'_{key}')}"
                     )
-            self._pack_consumed = [int(c) for c in state["samples_consumed_per_split"]]
-            self._pack_blocks_emitted = [int(c) for c in state["blocks_emitted_per_split"]]
-            self._pack_buffers = {int(s): deepcopy(b) for s, b in state["pack_buffers"].items()}
+            self._pack_consumed = checked["samples_consumed_per_split"]
+            self._pack_blocks_emitted = checked["blocks_emitted_per_split"]
+            self._pack_buffers = checked["pack_buffers"]
             return
-        samples = state["samples_consumed_per_split"]
+        samples = checked["samples_consumed_per_split"]
         if isinstance(samples, list):
-            self._resume_offset = min(samples) if samples else 0
-            self._resume_samples = {s: int(c) for s, c in enumerate(samples)}
+            self._resume_offset = min(samples)
+            self._resume_samples = dict(enumerate(samples))
         else:  # one count for every split
-            self._resume_offset, self._resume_samples = int(samples), {}
-        positions = state.get("positions_consumed_per_split")  # absent in older states
-        self._resume_positions = (
-            {} if positions is None else {s: int(p) for s, p in enumerate(positions)}
-        )
+            self._resume_offset, self._resume_samples = samples, {}
+        positions = checked.get("positions_consumed_per_split")  # absent in older states
+        self._resume_positions = {} if positions is None else dict(enumerate(positions))
+
+    def _split_sizes(self) -> list[int]:
+        """The rows of each split."""
+        if self._sizes is None:
+            splits = self._perm_table.to_arrow().column(SPLIT_ID)
+            ids = splits.to_numpy().astype("int64", copy=False)
+            self._sizes = np.bincount(ids, minlength=self._num_splits).tolist()
+        return self._sizes
+
+    def _pack_budget(self) -> int | None:
+        """The blocks a split gives in an epoch when packing."""
+        blocks = self._blocks_per_epoch
+        return blocks // self._num_splits if isinstance(blocks, int) else None
 
     @staticmethod
     def merge_state_dicts(states: list[dict]) -> dict:
@@ -674,11 +735,15 @@ class StreamingDataset(IterableDataset):
         Raises
         ------
         ValueError
-            When there are no states, or the states are of different runs (or, packed, not of
-            one global step).
+            When there are no states, a state does not hold together (as
+            :meth:`load_state_dict` checks it, but for the split sizes), or the states are of
+            different runs (or, packed, not of one global step).
+        TypeError
+            For a state that is not a dict.
         """
         if not states:
             raise ValueError("merge_state_dicts requires at least one state dict")
+        checked = [_checked_state(state, f"states[{k}]") for k, state in enumerate(states)]
         first = states[0]
         packed = "pack_buffers" in first
         keys = ["shuffle_seed", "num_splits", "epoch"]
@@ -688,44 +753,41 @@ class StreamingDataset(IterableDataset):
             if ("pack_buffers" in state) != packed:
                 raise ValueError("cannot merge packed and unpacked state dicts")
             for key in keys:
-                if state[key] != first[key]:
+                if state.get(key) != first.get(key):
                     raise ValueError(
-                        f"{key} mismatch across state dicts: {state[key]} != {first[key]}"
+                        f"{key} mismatch across state dicts: {state.get(key)} != {first.get(key)}"
                     )
         merged = dict(first)
-        if not packed:
-            merged["samples_consumed_per_split"] = [
-                max(c) for c in zip(*(s["samples_consumed_per_split"] for s in states))
-            ]
-            merged["positions_consumed_per_split"] = [
-                max(p)
-                for p in zip(
-                    *(
-                        s.get("positions_consumed_per_split", s["samples_consumed_per_split"])
-                        for s in states
-                    )
-                )
-            ]
-            return merged
         n = first["num_splits"]
-        for state in states:
-            for key in ("samples_consumed_per_split", "blocks_emitted_per_split"):
-                if len(state[key]) != n:
-                    raise ValueError(f"{key} must contain one entry per logical split")
+        if not packed:
+
+            def per_split(value: Any) -> list[int]:
+                return value if isinstance(value, list) else [value] * n
+
+            samples = [per_split(c["samples_consumed_per_split"]) for c in checked]
+            positions = [
+                per_split(c.get("positions_consumed_per_split", c["samples_consumed_per_split"]))
+                for c in checked
+            ]
+            # Per split the furthest count and the furthest position: the state with the
+            # largest count has a position at least as large, so the merged position is never
+            # behind the merged count.
+            merged["samples_consumed_per_split"] = [max(c) for c in zip(*samples)]
+            merged["positions_consumed_per_split"] = [max(p) for p in zip(*positions)]
+            return merged
         consumed, emitted, buffers = [], [], {}
         for split in range(n):
             owner = max(
-                states,
-                key=lambda s: (
-                    s["blocks_emitted_per_split"][split],
-                    s["samples_consumed_per_split"][split],
+                checked,
+                key=lambda c: (
+                    c["blocks_emitted_per_split"][split],
+                    c["samples_consumed_per_split"][split],
                 ),
             )
             consumed.append(owner["samples_consumed_per_split"][split])
             emitted.append(owner["blocks_emitted_per_split"][split])
-            buffer = owner["pack_buffers"].get(split, owner["pack_buffers"].get(str(split)))
-            if buffer is not None:
-                buffers[split] = deepcopy(buffer)
+            if split in owner["pack_buffers"]:
+                buffers[split] = owner["pack_buffers"][split]
         if len(set(emitted)) > 1:
             raise ValueError(
                 "packed state dicts were not captured at the same global step or do not "
@@ -785,6 +847,146 @@ def _within_memory(size: int, what: str) -> None:
         raise MemoryError(f"{what} needs {size} bytes, more than the {free} free")
 
 
+def _whole(value: Any, what: str, low: int | None, high: int | None, unit: str) -> int:
+    """``value`` as an int, refused unless it is a whole number from ``low`` to ``high``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"{what} must be a whole number, got {value!r} ({type(value).__name__}); pass the "
+            "state that state_dict() or merge_state_dicts() returned"
+        )
+    number = int(value)
+    if (low is not None and number < low) or (high is not None and number > high):
+        bounds = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise ValueError(
+            f"{what} is {number}, but it counts {unit}: {bounds}. The state is not of this "
+            "dataset (another table, filter or num_splits) or was edited; pass the state that "
+            "state_dict() or merge_state_dicts() returned"
+        )
+    return number
+
+
+def _checked_state(
+    state: Any, name: str, sizes: list[int] | None = None, budget: int | None = None
+) -> dict:
+    """``state`` (called ``name`` in errors) with its counts checked and made ints.
+
+    Every split has one count of each kind; each is a whole number from 0 up to the split's
+    rows (``sizes``, where known), a split's position is never behind its sample count, and
+    packed, its blocks are at most ``budget`` and its partial block is lists of whole numbers.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(
+            f"{name} must be the dict that state_dict() or merge_state_dicts() returned, not "
+            f"{type(state).__name__}"
+        )
+    packed = "pack_buffers" in state
+    needed = ["shuffle_seed", "num_splits", "epoch", "samples_consumed_per_split"]
+    if packed:
+        needed.append("blocks_emitted_per_split")
+    for key in needed:
+        if key not in state:
+            raise ValueError(
+                f"{name} has no '{key}' (it has {sorted(map(str, state))}); pass the state "
+                "that state_dict() or merge_state_dicts() returned"
+            )
+    n = _whole(state["num_splits"], f"{name}['num_splits']", 1, None, "splits")
+    _whole(state["epoch"], f"{name}['epoch']", None, None, "epochs")
+
+    def size(split: int) -> int | None:
+        return None if sizes is None or len(sizes) != n else sizes[split]
+
+    def per_split(key: str, high: Callable[[int], int | None], unit: str) -> list[int]:
+        values = state[key]
+        if not isinstance(values, (list, tuple)) or len(values) != n:
+            got = f"{len(values)} entries" if isinstance(values, (list, tuple)) else repr(values)
+            raise ValueError(
+                f"{name}['{key}'] must hold one count per split, {n} (num_splits), got {got}; "
+                "pass the state that state_dict() or merge_state_dicts() returned"
+            )
+        return [
+            _whole(v, f"{name}['{key}'][{s}] (split {s})", 0, high(s), unit)
+            for s, v in enumerate(values)
+        ]
+
+    out = dict(state)
+    if packed:
+        out["samples_consumed_per_split"] = per_split(
+            "samples_consumed_per_split", size, "the rows of the split read"
+        )
+        out["blocks_emitted_per_split"] = per_split(
+            "blocks_emitted_per_split", lambda s: budget, "the blocks the split gave"
+        )
+        out["pack_buffers"] = _checked_buffers(state["pack_buffers"], name, n)
+        return out
+    samples = state["samples_consumed_per_split"]
+    if isinstance(samples, (list, tuple)):
+        out["samples_consumed_per_split"] = per_split(
+            "samples_consumed_per_split", size, "the rows the split gave"
+        )
+    else:  # an older state: one count for every split
+        smallest = None if sizes is None else min(sizes, default=0)
+        out["samples_consumed_per_split"] = _whole(
+            samples, f"{name}['samples_consumed_per_split']", 0, smallest, "the rows a split gave"
+        )
+    if state.get("positions_consumed_per_split") is None:
+        out.pop("positions_consumed_per_split", None)
+        return out
+    positions = per_split(
+        "positions_consumed_per_split", size, "the rows of the split read through"
+    )
+    counts = out["samples_consumed_per_split"]
+    for split, position in enumerate(positions):
+        count = counts[split] if isinstance(counts, list) else counts
+        if position < count:
+            raise ValueError(
+                f"{name} is inconsistent for split {split}: positions_consumed_per_split is "
+                f"{position}, behind samples_consumed_per_split {count} (a split's position "
+                "counts every row it gave, and the rows it skipped); resuming from it would "
+                "read rows twice. Pass the state that state_dict() or merge_state_dicts() "
+                "returned"
+            )
+    out["positions_consumed_per_split"] = positions
+    return out
+
+
+def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, list[int]]]:
+    """A packed state's partial blocks, keyed by split number, as fresh lists of ints."""
+    where = f"{name}['pack_buffers']"
+    if not isinstance(buffers, Mapping):
+        raise ValueError(
+            f"{where} must be a dict of split -> partial block, not {type(buffers).__name__}"
+        )
+    out: dict[int, dict[str, list[int]]] = {}
+    for key, buffer in buffers.items():
+        try:
+            split = int(key)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{where} has the key {key!r}, which is not a split number") from err
+        if not 0 <= split < n or isinstance(key, bool):
+            raise ValueError(f"{where} has the key {key!r}, not a split from 0 to {n - 1}")
+        if not isinstance(buffer, Mapping) or not {"tokens", "starts"} <= set(buffer):
+            raise ValueError(
+                f"{where}[{key!r}] must be a dict with 'tokens' and 'starts', got {buffer!r}"
+            )
+        lists = {}
+        for part in ("tokens", "starts"):
+            values = buffer[part]
+            if not isinstance(values, (list, tuple)) or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values
+            ):
+                raise ValueError(
+                    f"{where}[{key!r}]['{part}'] (split {split}) must be a list of whole numbers"
+                )
+            lists[part] = [int(v) for v in values]
+        if any(not 0 <= start < len(lists["tokens"]) for start in lists["starts"]):
+            raise ValueError(
+                f"{where}[{key!r}] (split {split}) has document starts {lists['starts']} "
+                f"outside its {len(lists['tokens'])} tokens"
+            )
+        out[split] = lists
+    return out
+
+
 def _check_packing(
     table: Any,
     length: int,
@@ -833,14 +1035,85 @@ def _check_packing(
         )
 
 
+class _Call:
+    """A function call for a :class:`_Threads` thread; ``done`` once ``value`` or ``error`` is
+    set. ``slot``: a transform, which holds one of the pipeline's transform slots."""
+
+    __slots__ = ("fn", "args", "slot", "done", "value", "error")
+
+    def __init__(self, fn: Callable[..., Any], args: tuple, slot: bool) -> None:
+        self.fn, self.args, self.slot = fn, args, slot
+        self.done = False
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.fn(*self.args)
+        except BaseException as exc:  # raised again in the consumer by result()
+            self.error = exc
+        self.done = True
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class _Threads:
+    """Up to ``size`` daemon threads running the calls given to them, each finished call put
+    on ``finished``.
+
+    Only queues pass between them and the consumer, so the consumer never holds a lock they
+    wait for, and an interrupt in the consumer cannot leave one held (as it can inside a
+    ``ThreadPoolExecutor``, ``Future`` or ``Semaphore``, whose threads then wait forever).
+    Once ``owner.closed`` is set they leave after the call in hand; calls not started are
+    dropped."""
+
+    def __init__(self, owner: _Pipeline, size: int, finished: SimpleQueue, name: str) -> None:
+        self.owner, self.size, self.finished, self.name = owner, size, finished, name
+        self.todo: SimpleQueue[_Call | None] = SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def submit(self, fn: Callable[..., Any], *args: Any, slot: bool = False) -> _Call:
+        call = _Call(fn, args, slot)
+        self.todo.put(call)
+        if len(self.threads) < self.size:
+            name = f"{self.name}-{len(self.threads)}"
+            thread = threading.Thread(target=self._work, name=name, daemon=True)
+            self.threads.append(thread)
+            thread.start()
+        return call
+
+    def _work(self) -> None:
+        while not self.owner.closed:
+            try:
+                call = self.todo.get(timeout=_POLL_SECONDS)  # wakes to see ``closed``
+            except Empty:
+                continue
+            if call is None or self.owner.closed:
+                return
+            call.run()
+            self.finished.put(call)
+
+    def wake(self) -> None:
+        """Wake every idle thread (to see ``closed`` and leave)."""
+        for _ in self.threads:
+            self.todo.put(None)
+
+
 class _Pipeline:
     """Reads and transforms the rows of some splits ahead of the consumer.
 
-    Per split: up to ``io_queue_depth`` takes of ``read_batch_size`` rows in flight on an I/O
-    pool; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
+    Per split: up to ``io_queue_depth`` takes of ``read_batch_size`` rows in flight on I/O
+    threads; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
     transformed rows wait (``cooked``) for the consumer, at most ``transform_queue_depth``
     batches of them. Each row carries its position in its split, counted from the split's
-    start."""
+    start.
+
+    The consumer starts it with :meth:`start` and, in a ``finally``, sets ``closed`` (a plain
+    store, which no interrupt splits) before :meth:`close`, which waits for the threads a
+    bounded time."""
 
     def __init__(
         self,
@@ -858,33 +1131,63 @@ class _Pipeline:
         self.starts = starts
         self.sizes = [len(p) for p in self.perms]
         self.head = [0] * len(splits)  # rows asked for, per split
-        self.reading: list[deque[tuple[int, Future]]] = [deque() for _ in splits]
+        self.reading: list[deque[tuple[int, _Call]]] = [deque() for _ in splits]
         self.raw: list[deque[tuple[int, pa.RecordBatch]]] = [deque() for _ in splits]
-        self.transforming: list[deque[Future]] = [deque() for _ in splits]
+        self.transforming: list[deque[_Call]] = [deque() for _ in splits]
         self.cooked: list[deque[tuple[int, Any]]] = [deque() for _ in splits]
         self.given = [0] * len(splits)
         self.transform = transform
-        workers = dataset._transform_parallelism or os.cpu_count() or 1
-        self.slots = threading.Semaphore(workers)
+        self.workers = dataset._transform_parallelism or os.cpu_count() or 1
+        self.transforms = 0  # transforms started whose end the consumer has not seen yet
         depth = dataset._transform_queue_depth
         self.max_cooked = None if depth is None else depth * dataset._read_batch_size
         self.counting = threading.Lock()  # guards the dataset's running totals
-        self.io = ThreadPoolExecutor(max_workers=len(splits) * dataset._io_queue_depth)
-        self.tx = ThreadPoolExecutor(max_workers=workers)
+        self.closed = False
+        self.finished: SimpleQueue[_Call] = SimpleQueue()
+        reads = len(splits) * dataset._io_queue_depth
+        self.io = _Threads(self, reads, self.finished, "lancetorch-streaming-io")
+        self.tx = _Threads(self, self.workers, self.finished, "lancetorch-streaming-transform")
 
-    def __enter__(self) -> _Pipeline:
-        self.ds._live = self
+    def start(self) -> None:
         for i in range(len(self.splits)):
             self._read_ahead(i)
-        return self
 
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            for pool in (self.io, self.tx):
-                pool.shutdown(wait=True, cancel_futures=True)
-        finally:
-            self.publish(idle=True)
-            self.ds._live = None
+    def close(self) -> None:
+        """Stop the threads: calls not started are dropped, the running ones waited for at
+        most ``_JOIN_SECONDS`` in all (a thread still busy then finishes on its own)."""
+        self.closed = True
+        self.publish(idle=True)
+        for pool in (self.io, self.tx):
+            pool.wake()
+        deadline = time.monotonic() + _JOIN_SECONDS
+        busy = 0
+        for thread in self.io.threads + self.tx.threads:
+            if thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
+                busy += thread.is_alive()
+        if busy:
+            logger.warning(
+                "%d read or transform threads were still busy %.0f s after the iteration "
+                "ended; they finish their call on their own",
+                busy,
+                _JOIN_SECONDS,
+            )
+
+    # -- what finished ------------------------------------------------------------------------
+    def _settle(self, call: _Call) -> None:
+        """Note a call the threads finished (a transform gives its slot back)."""
+        if call.slot:
+            self.transforms -= 1
+
+    def _drain(self) -> None:
+        while not self.finished.empty():
+            self._settle(self.finished.get())
+
+    def _wait(self, call: _Call) -> Any:
+        """The call's result, once it is done (its error raised here)."""
+        while not call.done:
+            self._settle(self.finished.get())  # interruptible, and holds no lock
+        return call.result()
 
     # -- stages -------------------------------------------------------------------------------
     def _read(self, perm: Permutation, positions: list[int]) -> pa.RecordBatch:
@@ -900,18 +1203,15 @@ class _Pipeline:
         while len(self.reading[i]) < self.ds._io_queue_depth and self.head[i] < self.sizes[i]:
             start, n = self.head[i], min(size, self.sizes[i] - self.head[i])
             self.head[i] += n
-            future = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
-            self.reading[i].append((self.starts[i] + start, future))
+            call = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
+            self.reading[i].append((self.starts[i] + start, call))
 
     def _transformed(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
-        try:
-            began = time.perf_counter()
-            rows = self._apply(start, batch)
-            with self.counting:
-                self.ds._transform_time += time.perf_counter() - began
-            return rows
-        finally:
-            self.slots.release()
+        began = time.perf_counter()
+        rows = self._apply(start, batch)
+        with self.counting:
+            self.ds._transform_time += time.perf_counter() - began
+        return rows
 
     def _apply(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
         try:
@@ -961,16 +1261,18 @@ class _Pipeline:
 
     def _start_transform(self, i: int) -> None:
         start, batch = self.raw[i].popleft()
-        self.transforming[i].append(self.tx.submit(self._transformed, start, batch))
+        self.transforms += 1
+        self.transforming[i].append(self.tx.submit(self._transformed, start, batch, slot=True))
 
     def pump(self, i: int) -> None:
         """Move split ``i``'s finished work along without waiting (a failure raises here)."""
-        while self.reading[i] and self.reading[i][0][1].done():
-            start, future = self.reading[i].popleft()
-            self.raw[i].append((start, future.result()))
-        while self.transforming[i] and self.transforming[i][0].done():
+        self._drain()
+        while self.reading[i] and self.reading[i][0][1].done:
+            start, call = self.reading[i].popleft()
+            self.raw[i].append((start, call.result()))
+        while self.transforming[i] and self.transforming[i][0].done:
             self.cooked[i].extend(self.transforming[i].popleft().result())
-        while self.raw[i] and self._room(i) and self.slots.acquire(blocking=False):
+        while self.raw[i] and self._room(i) and self.transforms < self.workers:
             self._start_transform(i)
         self._read_ahead(i)
 
@@ -979,13 +1281,17 @@ class _Pipeline:
         self.pump(i)
         while not self.cooked[i]:
             if self.transforming[i]:
-                self.cooked[i].extend(self.transforming[i].popleft().result())
+                rows = self._wait(self.transforming[i][0])
+                self.transforming[i].popleft()
+                self.cooked[i].extend(rows)
             elif self.raw[i]:
-                self.slots.acquire()
+                while self.transforms >= self.workers:  # wait for a slot
+                    self._settle(self.finished.get())
                 self._start_transform(i)
             elif self.reading[i]:
-                start, future = self.reading[i].popleft()
-                self.raw[i].append((start, future.result()))
+                batch = self._wait(self.reading[i][0][1])
+                start, _ = self.reading[i].popleft()
+                self.raw[i].append((start, batch))
             else:
                 return False  # the split is done
             self.pump(i)
@@ -1063,7 +1369,11 @@ class _Packer:
         consumed = list(ds._pack_consumed)
         buffers = deepcopy(ds._pack_buffers)
         starts = [consumed[s] for s in splits]
-        with _Pipeline(ds, splits, starts, _token_lists) as pipe:
+        last = len(splits) - 1
+        pipe = _Pipeline(ds, splits, starts, _token_lists)
+        ds._live = pipe
+        try:
+            pipe.start()
 
             def fill(i: int) -> dict[str, list[int]]:
                 buffer = buffers.setdefault(splits[i], {"tokens": [], "starts": []})
@@ -1090,13 +1400,23 @@ class _Packer:
                     buffer["starts"] = [
                         s - self.length for s in buffer["starts"] if s >= self.length
                     ]
-                    emitted[splits[i]] += 1
-                    # Committed before the block leaves: a StreamingDataLoader sends it with it.
-                    ds._pack_consumed = list(consumed)
-                    ds._pack_buffers = deepcopy(buffers)
-                    if i == len(splits) - 1:
+                    # The progress with this block, made first; it is committed right before
+                    # the ``yield`` with no call in between, so a state counts exactly the
+                    # blocks handed over (a StreamingDataLoader sends it with the block).
+                    now_consumed, now_buffers = list(consumed), deepcopy(buffers)
+                    now_emitted = emitted[splits[i]] + 1
+                    if i == last:
                         pipe.publish()
+                    ds._pack_consumed = now_consumed
+                    ds._pack_buffers = now_buffers
+                    emitted[splits[i]] = now_emitted
                     yield block
+        finally:
+            # Plain stores first, so that an interrupt in close() still leaves the dataset
+            # free and the threads on their way out.
+            ds._live = None
+            pipe.closed = True
+            pipe.close()
 
 
 def _token_lists(batch: pa.RecordBatch) -> list[list[int]]:
@@ -1143,7 +1463,7 @@ class _Committing:
     """A StreamingDataLoader's iterator: a batch's progress is committed to the dataset as
     the batch is returned, and a batch that fails on the way spoils the checkpoint."""
 
-    def __init__(self, inner: Any, dataset: StreamingDataset, token: int, uniform: bool) -> None:
+    def __init__(self, inner: Any, dataset: StreamingDataset, token: object, uniform: bool) -> None:
         self._inner, self._dataset, self._token, self._uniform = inner, dataset, token, uniform
         self._done = False
 
@@ -1259,8 +1579,9 @@ class StreamingDataLoader(DataLoader):
 
     def __iter__(self) -> _Committing:  # type: ignore[override]  # yields as DataLoader's does
         dataset = self._streaming_dataset
-        token = dataset._acquire()
+        token = object()
         try:
+            dataset._acquire(token)
             state = dataset._checkpoint_snapshot()
             packed = dataset._pack_sequences is not None
             key = (

@@ -25,8 +25,6 @@ from torch.utils.data import DataLoader, default_collate
 
 from .engine import N
 
-ITEM_8 = "issue 22 item 8: StreamingDataset applies a state saved in another epoch"
-
 ROWS = 120
 
 
@@ -261,7 +259,6 @@ def test_a_permutation_table_with_a_row_twice_is_refused(table):
         Permutation.from_tables(table, dup)
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_8)
 def test_a_streaming_state_from_another_epoch_is_refused(table):
     ds = StreamingDataset(table, num_splits=2, shuffle_seed=1, epoch=0, columns=["id"])
     it = iter(ds)
