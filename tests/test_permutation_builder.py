@@ -1199,3 +1199,12 @@ def test_a_semicolon_inside_a_string_is_part_of_the_expression(table):
     assert rows_of(perm) == [0, 1, 2]
     perm = PermutationBuilder(table).split_calculated(calculation="id % 2").execute().to_arrow()
     assert perm.num_rows == 10
+
+
+def test_a_panic_in_lance_is_a_value_error(mem_db):
+    """Lance panics on some expressions it parses (a bytes literal in arithmetic); the panic is
+    not an Exception, so it once escaped every handler."""
+    t = mem_db.create_table("p", pa.table({"id": [1, 2]}))
+    with pytest.raises(ValueError, match="cannot be evaluated") as info:
+        PermutationBuilder(t).split_calculated("id * b'1'").execute()
+    assert info.value.__cause__ is not None

@@ -28,7 +28,9 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     def run(dataset: Any) -> pa.ChunkedArray:
         try:
             return dataset.to_table(columns={"value": expression}).column("value")
-        except (ValueError, OSError, RuntimeError) as e:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # Lance's panics (pyo3's PanicException) too
             detail = str(e).split(", /")[0]
             raise ValueError(
                 f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
