@@ -1147,15 +1147,15 @@ CASES: dict[str, Case] = {
     f"{QUERY}.ScanQuery.offset:offset": Case(
         lambda v: seen(_t().search().select(["id"]).offset(v).to_arrow()), 0, 2, 2.5
     ),
-    f"{QUERY}.ScanQuery.where:filter": Case(
+    f"{QUERY}.ScanQuery.where:where": Case(
         lambda v: seen(_t().search().select(["id"]).where(v).to_arrow()), "id > 3", "id > 5", 5
     ),
     f"{QUERY}.ScanQuery.where:prefilter": Case(
         lambda v: seen(_t().search().select(["id"]).where("id > 3", prefilter=v).to_arrow()),
         True,
-        wrong=False,
-        why="lancetorch filters before offset and limit (LanceDB's prefilter=True); False is "
-        "refused",
+        wrong="no",
+        why="a scan has no vector limit to filter after: both values filter every row first, "
+        "as LanceDB's scan does",
     ),
 }
 

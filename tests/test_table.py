@@ -822,9 +822,19 @@ def test_where_filters_before_offset_and_limit(scan_tables, threshold, offset, l
         assert ids(again.to_arrow()) == want
 
 
+def test_where_takes_lancedbs_names_and_both_prefilters(mem_db):
+    """LanceDB's scan: ``where(where=...)``; a scan has no vector limit, so ``prefilter``
+    changes nothing there (LanceDB gives the same rows for both)."""
+    table = mem_db.create_table("t", sample_table(10))
+    first = table.search().where(where="id > 5").to_arrow()
+    assert first.column("id").to_pylist() == [6, 7, 8, 9]
+    late = table.search().where("id > 5", prefilter=False).limit(2).to_arrow()
+    assert late.column("id").to_pylist() == [6, 7]
+
+
 def test_where_refuses_what_it_cannot_honour(mem_db):
     table = mem_db.create_table("t", sample_table(5))
-    with pytest.raises(TypeError, match="filter=5 is int"):
+    with pytest.raises(TypeError, match="where=5 is int"):
         table.search().where(5)
     with pytest.raises(ValueError, match="not exactly one SQL expression"):
         table.search().where("id > 1; id < 3")
@@ -832,8 +842,8 @@ def test_where_refuses_what_it_cannot_honour(mem_db):
         table.search().where("id > 1 LIMIT 2")
     with pytest.raises(ValueError, match="empty"):
         table.search().where("  ")
-    with pytest.raises(ValueError, match="prefilter=False"):
-        table.search().where("id > 1", prefilter=False)
+    with pytest.raises(TypeError, match="prefilter"):
+        table.search().where("id > 1", prefilter="no")
     with pytest.raises(ValueError, match="not true/false"):
         table.search().where("id + 1").to_arrow()
 

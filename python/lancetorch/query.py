@@ -286,18 +286,19 @@ class ScanQuery(TakeQuery):
         self._skip = _checks.integer("offset", offset, low=0)
         return self
 
-    def where(self, filter: str, prefilter: bool = True) -> ScanQuery:
+    def where(self, where: str, prefilter: bool = True) -> ScanQuery:
         """Only the rows where the SQL predicate is true (null counts as false), evaluated by
         Lance as :meth:`PermutationBuilder.filter` evaluates it; ``offset`` and ``limit``
-        count the rows it keeps (LanceDB's ``prefilter=True``).
+        count the rows it keeps. LanceDB's names: ``where(where, prefilter)``.
 
         Parameters
         ----------
-        filter : str
+        where : str
             One SQL predicate over the table's columns.
         prefilter : bool, default True
-            Filter before ``offset`` and ``limit``, the one order lancetorch reads in;
-            ``False`` (LanceDB's filter after a vector search's limit) raises ValueError.
+            LanceDB's choice of filtering before or after a vector search's limit; a scan has
+            no such limit, so both filter every row before ``offset`` and ``limit`` (as
+            LanceDB's scan does).
 
         Returns
         -------
@@ -307,22 +308,19 @@ class ScanQuery(TakeQuery):
         Raises
         ------
         TypeError
-            For a filter that is not a string.
+            For a predicate that is not a string, or a ``prefilter`` that is not a bool.
         ValueError
-            For an empty predicate, more than one expression, or ``prefilter=False``; when the
-            rows are read, for a predicate Lance cannot evaluate or that is not true/false.
+            For an empty predicate or more than one expression; when the rows are read, for a
+            predicate Lance cannot evaluate or that is not true/false.
         """
         from .permutation.builder import _one_expression
 
-        _checks.text("filter", filter)
-        if not filter.strip():
-            raise ValueError(f"filter={filter!r} is empty: give a SQL predicate such as 'x > 3'")
-        _one_expression(filter, "filter", "boolean")
-        if not _checks.flag("prefilter", prefilter):
-            raise ValueError(
-                "prefilter=False filters after a vector search's limit in LanceDB; lancetorch "
-                "scans every row and always filters first: leave prefilter out"
-            )
+        _checks.text("where", where)
+        if not where.strip():
+            raise ValueError(f"where={where!r} is empty: give a SQL predicate such as 'x > 3'")
+        _one_expression(where, "where", "boolean")
+        _checks.flag("prefilter", prefilter)
+        filter = where
         self._filter = filter
         return self
 
