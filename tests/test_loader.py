@@ -210,9 +210,32 @@ def test_a_permutations_decode_specs_are_the_loaders(mem_db):
         Loader(perm, 4, decode={"t": lancetorch.decode.Tokens(max_length=9)})
 
 
+def test_a_transforms_tensors_are_pinned_and_moved_wherever_they_are(table, monkeypatch):
+    """device= and pin_memory= reach the tensors a transform returns in tuples and lists."""
+    moved = []
+    real_to = torch.Tensor.to
+
+    def to(self, *args, **kw):
+        moved.append(tuple(self.shape))
+        return real_to(self, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    perm = Permutation.identity(table).with_transform(
+        lambda b: (torch.tensor(b.column("id").to_numpy()), [torch.zeros(2)], "label")
+    )
+    ids, extra, label = next(iter(Loader(perm, 10, device="cpu", shuffle=False)))
+    assert ids.tolist() == list(range(10)) and label == "label"
+    assert sorted(moved) == [(2,), (10,)]
+
+
 def test_what_a_loader_cannot_honour_is_refused(table):
     perm = Permutation.identity(table).with_transform(lambda b: b)
-    for kw in ({"per_column": True}, {"features": ["x"]}):
+    for kw in (
+        {"per_column": True},
+        {"features": ["x"]},
+        {"dtype": "float16"},
+        {"null_value": 0.0},
+    ):
         with pytest.raises(ValueError, match="with_transform"):
             Loader(perm, 4, **kw)
     with pytest.raises(ValueError, match="_rowid"):

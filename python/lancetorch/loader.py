@@ -15,7 +15,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -27,7 +27,7 @@ from .decode import check_specs
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, as_lancetorch_table
-from .util import _torch, decode_columns, keep_rows
+from .util import _decode_checked, _keep_rows, _torch
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
@@ -131,10 +131,10 @@ class _Source:
         if self.transform is not None:
             out = self.transform(batch)
             return out, None, (t1 - t0, time.perf_counter() - t1, batch.nbytes)
-        values, keep = decode_columns(batch, self.decode, epoch=self.epoch)
+        values, keep = _decode_checked(batch, self.decode or {}, epoch=self.epoch)
         skipped = None
         if keep is not None:
-            values = {k: keep_rows(v, keep) for k, v in values.items()}
+            values = {k: _keep_rows(v, keep) for k, v in values.items()}
             skipped = (keep, len(part))
         return values, skipped, (t1 - t0, time.perf_counter() - t1, _bytes_of(values, batch))
 
@@ -191,6 +191,23 @@ def _device(device: Any, torch: Any) -> Any:
 
 class _Failed(NamedTuple):
     error: BaseException
+
+
+def _each_tensor(batch: Any, torch: Any, fn: Callable[[Any], Any]) -> Any:
+    """``batch`` with ``fn`` applied to every tensor in it, however deep in dicts, lists and
+    tuples (what a transform may return); other values stay as they are."""
+    if isinstance(batch, torch.Tensor):
+        return fn(batch)
+    if isinstance(batch, dict):
+        return {k: _each_tensor(v, torch, fn) for k, v in batch.items()}
+    if not isinstance(batch, (list, tuple)) or not any(
+        isinstance(v, (torch.Tensor, dict, list, tuple)) for v in batch
+    ):
+        return batch  # strings, bytes: as they are
+    parts = [_each_tensor(v, torch, fn) for v in batch]
+    if hasattr(batch, "_fields"):  # a named tuple
+        return type(batch)(*parts)
+    return type(batch)(parts)
 
 
 def _bytes_of(values: dict[str, Any], batch: pa.RecordBatch) -> int:
@@ -377,11 +394,22 @@ class Loader:
                     )
                 decode, per_column = plan.decode, True
             transform = plan.transform
-            if transform is not None and (decode or features is not None or per_column):
+            conflicting = [
+                name
+                for name, given in (
+                    ("decode", bool(decode)),
+                    ("features", features is not None),
+                    ("per_column", per_column),
+                    ("dtype", dtype is not None),
+                    ("null_value", null_value is not None),
+                )
+                if given
+            ]
+            if transform is not None and conflicting:
                 raise ValueError(
                     "the permutation has a with_transform function, which makes each batch "
-                    "from its Arrow rows; decode=, features= and per_column= say otherwise: "
-                    "give one of them (decode in the transform, or drop with_transform)"
+                    f"from its Arrow rows; {conflicting[0]}= says how the Loader would make "
+                    "them instead: do that in the transform, or drop with_transform"
                 )
         elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
             # The version the table reads now, for every epoch of this loader (its length
@@ -794,16 +822,14 @@ class Loader:
                     batch = torch.from_dlpack(capsule)
                 if pin:
                     with pin_range():
-                        if isinstance(batch, dict):
-                            batch = {
-                                n: t.pin_memory() if isinstance(t, torch.Tensor) else t
-                                for n, t in batch.items()
-                            }
-                        elif isinstance(batch, torch.Tensor):
-                            batch = batch.pin_memory()
+                        batch = _each_tensor(batch, torch, lambda t: t.pin_memory())
                     self._stats["pin_s"] += time.perf_counter() - t1
                 if self._device is not None:
-                    batch = self._moved(batch, torch)
+                    batch = _each_tensor(
+                        batch,
+                        torch,
+                        lambda t: t.to(self._device, non_blocking=self._non_blocking),
+                    )
                 if self._features is not None:
                     batch = self._x_y(batch, torch)
                 progress[2] += 1
@@ -832,20 +858,8 @@ class Loader:
                     out[name] = values[name]
             else:
                 tensor = torch.from_dlpack(next(dense))
-                out[key] = tensor if keep is None else keep_rows(tensor, keep)
+                out[key] = tensor if keep is None else _keep_rows(tensor, keep)
         return out
-
-    def _moved(self, batch: Any, torch: Any) -> Any:
-        """The batch's tensors on ``device`` (lists of strings and bytes stay as they are)."""
-
-        def move(t: Any) -> Any:
-            if isinstance(t, torch.Tensor):
-                return t.to(self._device, non_blocking=self._non_blocking)
-            return t
-
-        if isinstance(batch, dict):
-            return {k: move(v) for k, v in batch.items()}
-        return move(batch)
 
     def _x_y(self, batch: dict, torch: Any) -> Any:
         assert self._features is not None  # called only with features=
