@@ -442,3 +442,28 @@ def test_list_offsets_past_the_values_are_refused_not_read():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "row 1 of the batch points past its 3 token values" in out.stdout
+
+
+def test_a_spec_of_ones_own_works_on_every_path(mem_db):
+    """Any object with DecodeSpec's two methods is a spec; one without outputs() is refused,
+    and the message says what it lacks."""
+
+    class Doubled:
+        def outputs(self, column):
+            return [column]
+
+        def decode(self, batch, column, epoch=0):
+            return {column: torch.tensor(batch.column(column).to_numpy() * 2)}
+
+    table = mem_db.create_table("own", pa.table({"v": pa.array(range(6))}))
+    got = to_batch(table.to_arrow(), {"v": Doubled()})["v"].tolist()
+    assert got == [0, 2, 4, 6, 8, 10]
+    loaded = next(iter(Loader(table, 6, shuffle=False, per_column=True, decode={"v": Doubled()})))
+    assert loaded["v"].tolist() == got
+
+    class NoOutputs:
+        def decode(self, batch, column, epoch=0):
+            return {column: []}
+
+    with pytest.raises(TypeError, match=r"outputs\(column\)"):
+        to_batch(table.to_arrow(), {"v": NoOutputs()})

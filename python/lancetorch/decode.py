@@ -480,9 +480,10 @@ def check_specs(decode: Any) -> dict[str, Any]:
         if not isinstance(spec, DecodeSpec):
             raise TypeError(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
-                "(Tokens(...), Text(...), Image(...))"
+                "(Tokens(...), Text(...), Image(...)), or an object with the DecodeSpec "
+                "methods decode(batch, column, epoch) and outputs(column)"
             )
     return dict(decode)
 
 
-__all__ = ["Image", "Spec", "Text", "Tokens", "check_specs"]
+__all__ = ["DecodeSpec", "Image", "Spec", "Text", "Tokens", "check_specs"]

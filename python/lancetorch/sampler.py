@@ -309,6 +309,10 @@ class BatchSampler:
             raise TypeError(
                 f"positions of {positions.dtype} values; rows_at takes integer positions"
             )
+        return self._rows_at(epoch, positions)
+
+    def _rows_at(self, epoch: int, positions: np.ndarray) -> np.ndarray:
+        """:meth:`rows_at` of arguments already checked (each batch of ``__iter__``)."""
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
@@ -398,6 +402,10 @@ class BatchSampler:
         size = self.shard_size(start)  # checks start
         lo = _checks.integer("lo", lo, low=0, high=size)
         hi = _checks.integer("hi", hi, low=lo, high=size)
+        return self._shard_positions(start, lo, hi)
+
+    def _shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+        """:meth:`shard_positions` of arguments already checked (each batch of ``__iter__``)."""
         positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)
@@ -456,7 +464,7 @@ class BatchSampler:
         assert progress is not None  # set by _begin
         for k in range(self._batches(size)):
             lo, hi = k * step, min((k + 1) * step, size)
-            batch = self.rows_at(epoch, self.shard_positions(start, lo, hi))
+            batch = self._rows_at(epoch, self._shard_positions(start, lo, hi))
             progress[2] = k + 1
             yield batch
 

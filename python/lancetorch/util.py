@@ -270,7 +270,7 @@ def to_batch(
             raise ValueError("target= goes with features=: name the feature columns too")
         out, keep = decode_columns(data, decode, dtype=dtype, null_value=null_value, epoch=epoch)
         if keep is not None:  # rows a spec skipped (Image(on_error="skip")) leave every column
-            out = {k: keep_rows(v, keep) for k, v in out.items()}
+            out = {k: _keep_rows(v, keep) for k, v in out.items()}
         return out
     if decode:
         raise ValueError(
@@ -338,13 +338,23 @@ def decode_columns(
     TypeError
         For a column of lists without a spec, or a ``decode`` value that is not a spec.
     """
-    torch = _torch()
-    batch = _one_batch(data)
-    names = batch.schema.names
     name = _checks.dtype_name("dtype", dtype)
     null_value = _null(null_value)
     epoch = _checks.integer("epoch", epoch)
-    decode = check_specs(decode)
+    return _decode_checked(_one_batch(data), check_specs(decode), name, null_value, epoch)
+
+
+def _decode_checked(
+    batch: pa.RecordBatch,
+    decode: dict[str, Any],
+    name: str | None = None,
+    null_value: float | None = None,
+    epoch: int = 0,
+) -> tuple[dict[str, Any], list[int] | None]:
+    """:func:`decode_columns` of arguments already checked (the Loader checks its specs once,
+    not every batch)."""
+    torch = _torch()
+    names = batch.schema.names
     unknown = sorted(set(decode) - set(names))
     if unknown:
         raise ValueError(f"decode names column '{unknown[0]}', which is not in the batch {names}")
@@ -427,9 +437,13 @@ def keep_rows(value: Any, keep: list[int]) -> Any:
     """
     if isinstance(keep, (str, bytes)) or not isinstance(keep, (list, tuple, range, np.ndarray)):
         raise TypeError(f"keep={keep!r} is {type(keep).__name__}; keep takes a list of rows")
-    keep = [_checks.integer("keep", k) for k in keep]
+    return _keep_rows(value, [_checks.integer("keep", k) for k in keep])
+
+
+def _keep_rows(value: Any, keep: list[int]) -> Any:
+    """:func:`keep_rows` of rows already checked (the Loader's and ``to_batch``'s own)."""
     if isinstance(value, dict):
-        return {k: keep_rows(v, keep) for k, v in value.items()}
+        return {k: _keep_rows(v, keep) for k, v in value.items()}
     if isinstance(value, list):
         return [value[i] for i in keep]
     if hasattr(value, "index_select"):
