@@ -255,7 +255,7 @@ fn cut(rows: &[u64], sizes: &[u64]) -> (Vec<u64>, Vec<u32>) {
 }
 
 /// A random split: rows shuffled (in clumps when asked) and cut into `sizes`; each split's rows
-/// come back in ascending row order (shuffle them with [`shuffle_splits`]).
+/// come back in that shuffled order.
 pub fn random_split(rows: &[u64], sizes: &[u64], seed: u64, clump: usize) -> (Vec<u64>, Vec<u32>) {
     // Each split keeps the shuffled order it was dealt in, as LanceDB's does: a split read
     // without a further `shuffle` is still in random order, never in storage order.

@@ -28,9 +28,13 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     def run(dataset: Any) -> pa.ChunkedArray:
         try:
             return dataset.to_table(columns={"value": expression}).column("value")
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as e:  # Lance's panics (pyo3's PanicException) too
+        except BaseException as e:
+            # Lance's errors, and its panics: pyo3's PanicException is a BaseException, and
+            # nothing else that is one (an interrupt, running out of memory) is the SQL's.
+            if not isinstance(e, Exception) and type(e).__name__ != "PanicException":
+                raise
+            if isinstance(e, MemoryError):
+                raise
             detail = str(e).split(", /")[0]
             raise ValueError(
                 f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
@@ -180,7 +184,7 @@ class PermutationBuilder:
         split_names: Sequence[str] | None = None,
     ) -> PermutationBuilder:
         """Rows go to splits at random (in clumps of contiguous rows when ``clump_size`` is
-        set); each split keeps ascending row order until :meth:`shuffle`.
+        set); each split keeps the random order its rows were dealt in, as LanceDB's does.
 
         Exactly one of ``ratios``, ``counts`` and ``fixed`` gives the split sizes, by LanceDB's
         rules.
