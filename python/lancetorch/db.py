@@ -424,8 +424,11 @@ def connect(
         those of the table's own API (``count_rows``, ``schema``, ``version``,
         ``to_arrow``, ``search``, ``take_offsets``, ``head`` ...) and the making of a
         Permutation, Loader or StreamingDataset, each of which then reads that version to
-        its end; the Dataset protocol (``len(t)``, ``t[i]``, ``__getitems__``) and pickling
-        never look. Memory tables are always at their latest version.
+        its end. The Dataset protocol (``len(t)``, ``t[i]``, ``__getitems__``) and pickling
+        never look, and a read that looks does not move them: they read the version the
+        handle holds for them, which only ``checkout``, ``checkout_latest`` and ``add``
+        move, so a DataLoader epoch reads one version (call ``checkout_latest()`` between
+        epochs to move it on). Memory tables are always at their latest version.
     **enterprise : Any
         LanceDB's options. Those for local databases that change nothing here
         (``session``, ``manifest_enabled``, ``region`` at its default) are accepted and
