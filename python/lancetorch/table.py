@@ -153,11 +153,12 @@ class Table:
     def _pinned_view(self) -> Table:
         """This table at the version a read now sees, for a reader that must read one
         version to its end (a Permutation, a Loader, a StreamingDataset, a query): a Table
-        sharing this version's backend (and its cache) that never moves. A memory table is
-        itself (appends leave its rows where they are)."""
+        sharing this version's backend (and its cache) that never moves. Of a memory table,
+        a Table over the rows it holds now (the same column store, no copy): rows appended
+        later are not in it."""
         backend = self._current()
         if isinstance(backend, _MemoryBackend):
-            return self
+            backend = backend.pinned()
         # A view of its own even of a pinned or checked-out handle: that handle may move on
         # (checkout_latest), the view never does.
         return Table(self._name, backend, pinned=True)
