@@ -165,8 +165,11 @@ class Table:
 
     @property
     def version(self) -> int:
-        """The version read: Lance's version number of a disk table (1 when created, one
-        more each change); for a memory table, 1 when created and one more each ``add``."""
+        """The version the table's API reads: Lance's version number of a disk table (1 when
+        created, one more each change); for a memory table, 1 when created and one more each
+        ``add``. The Dataset protocol (``len``, ``[]``, ``__getitems__``) reads the version
+        the handle holds for it, older where ``read_consistency_interval`` has since found a
+        newer one, until :meth:`checkout_latest`."""
         return self._current().version
 
     def checkout_latest(self) -> None:
