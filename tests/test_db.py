@@ -411,12 +411,29 @@ def test_a_read_after_the_interval_sees_the_latest_version(tmp_path):
         ("negative", ValueError, "must not be negative"),
     ],
 )
-def test_read_consistency_interval_checked(tmp_path, bad, error, words):
+@pytest.mark.parametrize("make", ["connect", "Connection", "DBConnection"])
+def test_read_consistency_interval_checked(tmp_path, bad, error, words, make):
     from datetime import timedelta
 
     value = timedelta(seconds=-1) if bad == "negative" else bad
     with pytest.raises(error, match=words):
-        lancetorch.connect(tmp_path, read_consistency_interval=value)
+        getattr(lancetorch, make)(str(tmp_path), read_consistency_interval=value)
+
+
+@pytest.mark.parametrize("make", ["Connection", "DBConnection"])
+def test_a_connection_made_directly_takes_a_timedelta(tmp_path, make):
+    """LanceDB's LanceDBConnection takes read_consistency_interval as a timedelta, and
+    lancetorch's DBConnection is its Connection: made directly, it looks as connect()'s."""
+    from datetime import timedelta
+
+    db = getattr(lancetorch, make)(str(tmp_path), read_consistency_interval=timedelta(0))
+    t = db.create_table("t", EXPECTED)
+    lance.write_dataset(EXPECTED, t.uri, mode="append")  # another writer: version 2
+    assert (t.count_rows(), t.version) == (6, 2)
+    never = getattr(lancetorch, make)(str(tmp_path), read_consistency_interval=None)
+    t = never.open_table("t")
+    lance.write_dataset(EXPECTED, t.uri, mode="append")
+    assert (t.count_rows(), t.version) == (6, 2)
 
 
 def test_memory_table_versions(mem_db):

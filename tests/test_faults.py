@@ -292,7 +292,8 @@ def test_an_unpickled_handle_never_reads_a_table_made_again(tmp_path, change):
 def test_an_epoch_reads_the_version_it_started_on(tmp_path, context):
     """With read_consistency_interval=timedelta(0), a DataLoader epoch (its workers too)
     reads one version although another process appends during it; a read of the table's API
-    then moves the handle on, and the next epoch reads the new rows."""
+    sees the new version without moving the epochs, and after checkout_latest() the next
+    epoch reads the new rows."""
     from datetime import timedelta
 
     table = _two_fragments(tmp_path, False, timedelta(0))
@@ -303,7 +304,9 @@ def test_an_epoch_reads_the_version_it_started_on(tmp_path, context):
             _change(tmp_path, "append")
         seen += batch[0].tolist()
     assert sorted(seen) == list(range(1000)) and len(table) == 1000
-    assert table.count_rows() == 1100  # looks, and moves the handle to version 3
+    assert table.count_rows() == 1100  # looks: the table's API reads version 3
+    assert _xs(loader) == list(range(1000))  # the Dataset protocol has not moved
+    table.checkout_latest()
     assert _xs(loader) == list(range(1100))
 
 
@@ -341,6 +344,46 @@ def test_a_refresh_never_mixes_the_cached_rows_of_two_versions(tmp_path):
     )
     subprocess.run([sys.executable, "-c", rewrite, str(tmp_path)], check=True, timeout=120)
     assert table.version == 3
-    every = table.__getitems__(list(range(1000))).column("x").to_pylist()
-    assert every == list(range(10_000, 11_000))
-    assert old[0:1000]["x"].to_pylist() == list(range(1000))
+    every = list(range(1000))
+    assert table.take_offsets(every).to_arrow()["x"].to_pylist() == list(range(10_000, 11_000))
+    assert table.__getitems__(every).column("x").to_pylist() == every  # not moved: version 2
+    table.checkout_latest()
+    assert table.__getitems__(every).column("x").to_pylist() == list(range(10_000, 11_000))
+    assert old[0:1000]["x"].to_pylist() == every
+
+
+def test_table_api_reads_during_an_epoch_leave_the_epoch_on_its_version(tmp_path):
+    """With read_consistency_interval=timedelta(0), the table's own API reads during an
+    in-process epoch see another writer's version, but the Dataset protocol the DataLoader
+    reads stays on the version it holds for the whole epoch; checkout_latest() between
+    epochs moves it."""
+    from datetime import timedelta
+
+    import lance
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation
+
+    db = lancetorch.connect(tmp_path, read_consistency_interval=timedelta(0))
+    table = db.create_table("t", pa.table({"a": np.arange(40)}))
+    loader = torch.utils.data.DataLoader(
+        table, batch_size=10, shuffle=False, collate_fn=lambda b: b.column("a").to_pylist()
+    )
+    seen: list[int] = []
+    for i, batch in enumerate(loader):
+        seen += batch
+        if i == 0:
+            lance.dataset(table.uri).delete("a < 10")  # another writer: version 2
+        # Every read of the table's API that looks for a newer version, mid-epoch.
+        assert table.count_rows() == 30 and table.version == 2
+        assert table.schema.names == ["a"]
+        assert table.head(1).column("a").to_pylist() == [10]
+        assert table.search().to_arrow().num_rows == 30
+        assert table.take_offsets([0]).to_arrow().column("a").to_pylist() == [10]
+        assert table.to_arrow().num_rows == 30
+        assert len(Permutation.identity(table)) == 30
+        assert sum(len(b[0]) for b in Loader(table, 16)) == 30
+    assert seen == list(range(40)) and len(table) == 40
+    assert [v for batch in loader for v in batch] == list(range(40))  # still not moved
+    table.checkout_latest()
+    assert len(table) == 30
+    assert [v for batch in loader for v in batch] == list(range(10, 40))

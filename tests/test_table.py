@@ -887,6 +887,62 @@ def test_readers_keep_their_version_when_a_checked_out_handle_moves_on(dir_db):
     assert Permutation.identity(t)[14]["id"] == 14
 
 
+def test_readers_of_a_memory_table_keep_its_rows_when_it_grows(mem_db):
+    """A Permutation (identity, from_tables, builder-made), a Loader and a query over a memory
+    table read the rows it had when they were made, as over a disk table: rows appended
+    later are not in them."""
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation, Permutations, permutation_builder
+
+    t = mem_db.create_table("t", sample_table(10))
+    perm = Permutation.identity(t).with_format("arrow")
+    split = permutation_builder(t).split_sequential(counts=[6, 4]).execute()
+    parts = Permutations(t, split)
+    first, second = parts[0].with_format("arrow"), parts[1].with_format("arrow")
+    plain = Permutation.from_tables(t).with_format("arrow")
+    loader = Loader(t, 4, shuffle=False, per_column=True)
+    query, scan = t.take_offsets([9, 0]), t.search()
+    t.add(sample_table(15).slice(10))
+    assert (len(t), t.count_rows(), t.version) == (15, 15, 2)
+    assert len(perm) == 10 and perm[0:10]["id"].to_pylist() == list(range(10))
+    with pytest.raises(IndexError):
+        perm[10]  # noqa: B018
+    assert len(plain) == 10 and ids(plain[0:10]) == list(range(10))
+    assert (ids(first[0:10]), ids(second[0:10])) == (list(range(6)), list(range(6, 10)))
+    assert sorted(v for b in loader for v in b["id"].tolist()) == list(range(10))
+    assert query.to_arrow()["id"].to_pylist() == [9, 0]
+    assert scan.to_arrow()["id"].to_pylist() == list(range(10))
+    assert len(Permutation.identity(t)) == 15  # made again: the rows there are now
+
+
+@pytest.mark.slow
+def test_workers_of_a_permutation_over_a_memory_table_read_its_rows(mem_db):
+    """Sent to workers before and after the table grows, a Permutation over a memory table
+    reads the rows it was made over: the table's shared copy while it holds them, then one
+    of its own."""
+    from lancetorch.permutation import Permutation
+
+    t = mem_db.create_table("t", sample_table(10).select(["id"]))
+    perm = Permutation.identity(t)
+    loader = torch.utils.data.DataLoader(
+        perm, batch_size=4, num_workers=2, multiprocessing_context="spawn"
+    )
+
+    def epoch() -> list[int]:
+        return sorted(v for b in loader for v in b["id"].tolist())
+
+    assert epoch() == list(range(10))
+    t.add(sample_table(15).select(["id"]).slice(10))
+    assert epoch() == list(range(10))
+    assert sorted(
+        v
+        for b in torch.utils.data.DataLoader(
+            Permutation.identity(t), batch_size=4, num_workers=2, multiprocessing_context="spawn"
+        )
+        for v in b["id"].tolist()
+    ) == list(range(15))
+
+
 def test_checkout_reads_that_version_and_caches_it_alone(dir_db):
     dir_db.create_table("t", sample_table(10))
     t = dir_db.open_table("t", cache=True)

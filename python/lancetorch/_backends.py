@@ -37,9 +37,21 @@ class _MemoryBackend:
         self.version = version  # 1 when made, one more each append (as LanceDB counts)
         self._shared = _SharedCopy(store, shared_file)
         self._schema = store.schema  # made from the store's once: it changes only with it
+        self._source: _MemoryBackend | None = None  # the backend a pinned one was made from
+
+    def pinned(self) -> _MemoryBackend:
+        """These rows, for a reader that must not see later appends: the same store (no
+        copy; an append to this backend makes a new store and leaves it as it is)."""
+        view = _MemoryBackend(self.store, version=self.version)
+        view._source = self
+        return view
 
     def shared_file(self) -> str:
-        """The path of a shared-memory copy of the rows, written on first use."""
+        """The path of a shared-memory copy of the rows, written on first use: a pinned
+        backend's is its source's while that still holds the same rows."""
+        source = self._source
+        if source is not None and source.store is self.store:
+            return source.shared_file()
         return self._shared.path_for(self.store)
 
     @property

@@ -54,10 +54,17 @@ class Connection:
     read_timeout : float, optional
         Seconds any one read of an object-store table may wait for an answer; ``None``: no
         limit.
-    read_consistency_interval : float, optional
-        Seconds after which a read of a disk or object-store table opened here checks for
-        a newer version (``0.0``: every read checks); ``None``: never, until the table's
-        ``checkout_latest()`` (see :func:`lancetorch.connect`).
+    read_consistency_interval : datetime.timedelta, optional
+        How long after a look for a newer version a read of a disk or object-store table
+        opened here looks again (``timedelta(0)``: every read looks); ``None``: never, until
+        the table's ``checkout_latest()`` (see :func:`lancetorch.connect`).
+
+    Raises
+    ------
+    TypeError
+        For a ``read_consistency_interval`` that is not a ``timedelta`` (or ``None``).
+    ValueError
+        For a negative ``read_consistency_interval``.
     """
 
     def __init__(
@@ -65,9 +72,10 @@ class Connection:
         uri: str,
         storage_options: dict[str, str] | None = None,
         read_timeout: float | None = None,
-        read_consistency_interval: float | None = None,
+        read_consistency_interval: datetime.timedelta | None = None,
     ) -> None:
         _checks.text("uri", uri)
+        interval = _interval_seconds(read_consistency_interval)
         if storage_options is not None and not isinstance(storage_options, dict):
             raise TypeError(
                 f"storage_options={storage_options!r} is {type(storage_options).__name__}; "
@@ -77,7 +85,7 @@ class Connection:
             _checks.number("read_timeout", read_timeout)
         self._uri = uri
         self._read_timeout = read_timeout
-        self._interval = read_consistency_interval
+        self._interval = interval  # seconds
         self._storage_options = dict(storage_options) if storage_options else None
         self._memory: dict[str, Table] | None = {} if uri == "memory://" else None
         self._store: _objectstore.ObjectStore | None = None
@@ -424,8 +432,11 @@ def connect(
         those of the table's own API (``count_rows``, ``schema``, ``version``,
         ``to_arrow``, ``search``, ``take_offsets``, ``head`` ...) and the making of a
         Permutation, Loader or StreamingDataset, each of which then reads that version to
-        its end; the Dataset protocol (``len(t)``, ``t[i]``, ``__getitems__``) and pickling
-        never look. Memory tables are always at their latest version.
+        its end. The Dataset protocol (``len(t)``, ``t[i]``, ``__getitems__``) and pickling
+        never look, and a read that looks does not move them: they read the version the
+        handle holds for them, which only ``checkout``, ``checkout_latest`` and ``add``
+        move, so a DataLoader epoch reads one version (call ``checkout_latest()`` between
+        epochs to move it on). Memory tables are always at their latest version.
     **enterprise : Any
         LanceDB's options. Those for local databases that change nothing here
         (``session``, ``manifest_enabled``, ``region`` at its default) are accepted and
@@ -456,7 +467,7 @@ def connect(
         raise ValueError(
             f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
         )
-    interval = _interval_seconds(read_consistency_interval)
+    _interval_seconds(read_consistency_interval)  # checked before anything else
     unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
     if unknown:
         raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
@@ -481,7 +492,7 @@ def connect(
     if uri.startswith("file://"):
         uri = uri[len("file://") :]
     if _objectstore.is_object_store(uri):
-        connection = Connection(uri, storage_options, read_timeout, interval)
+        connection = Connection(uri, storage_options, read_timeout, read_consistency_interval)
         assert connection._store is not None  # made for an object-store URI
         connection._store.check()
         return connection
@@ -492,7 +503,7 @@ def connect(
         )
     if uri != "memory://":
         uri = os.path.abspath(os.path.expanduser(uri))
-    return Connection(uri, storage_options, read_consistency_interval=interval)
+    return Connection(uri, storage_options, read_consistency_interval=read_consistency_interval)
 
 
 DBConnection = Connection

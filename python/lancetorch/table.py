@@ -67,7 +67,13 @@ class Table:
                 "connect(uri).create_table(...) or open_table(...)"
             )
         self._name = name
+        # Two readers of the same versions: ``_backend`` is what the Dataset protocol (len,
+        # [], __getitems__) and pickling read, moved only by checkout(), checkout_latest()
+        # and add(), so that an epoch never reads two versions; ``_api`` is what the table's
+        # own API reads, which also follows read_consistency_interval. They share a backend
+        # (and its cache) while they read the same version.
         self._backend = backend
+        self._api = backend
         self._interval = read_consistency_interval
         self._pinned = pinned
         self._checked_out: int | str | None = None  # the version checkout() asked for
@@ -106,8 +112,9 @@ class Table:
     def _current(self) -> _MemoryBackend | _LanceBackend:
         """The backend a read of the table's API reads: the latest version where
         ``read_consistency_interval`` says a check is due (never for a pinned or checked-out
-        handle, nor in a process forked from the one that opened it)."""
-        backend = self._backend
+        handle, nor in a process forked from the one that opened it). What the Dataset
+        protocol reads does not move with it."""
+        backend = self._api
         if (
             self._interval is None
             or self._pinned
@@ -120,33 +127,49 @@ class Table:
         if now - self._checked < self._interval:
             return backend
         self._checked = now
-        return self._move_to(backend.load(None))
+        self._api = self._backend_at(backend.load(None))
+        return self._api
 
-    def _move_to(self, dataset: Any) -> _MemoryBackend | _LanceBackend:
-        """Read ``dataset`` from now on: a new backend (its own cache) unless it is the
-        version read already."""
+    def _backend_at(self, dataset: Any) -> _LanceBackend:
+        """A backend reading ``dataset``: the one either reader has at that version (sharing
+        its cache), else a new one with its own cache."""
+        for backend in (self._api, self._backend):
+            if (
+                isinstance(backend, _LanceBackend)
+                and dataset.version == backend.version
+                and _identity_of(dataset) == backend.identity()
+            ):
+                return backend
         backend = self._backend
         assert isinstance(backend, _LanceBackend)  # only disk tables have other versions
-        if dataset.version != backend.version or _identity_of(dataset) != backend.identity():
-            self._backend = backend.at(dataset)
+        return backend.at(dataset)
+
+    def _move_to(self, dataset: Any) -> _MemoryBackend | _LanceBackend:
+        """Read ``dataset`` from now on, in the Dataset protocol and the table's API alike
+        (checkout, checkout_latest, add)."""
+        self._backend = self._api = self._backend_at(dataset)
         return self._backend
 
     def _pinned_view(self) -> Table:
         """This table at the version a read now sees, for a reader that must read one
         version to its end (a Permutation, a Loader, a StreamingDataset, a query): a Table
-        sharing this version's backend (and its cache) that never moves. A memory table is
-        itself (appends leave its rows where they are)."""
+        sharing this version's backend (and its cache) that never moves. Of a memory table,
+        a Table over the rows it holds now (the same column store, no copy): rows appended
+        later are not in it."""
         backend = self._current()
         if isinstance(backend, _MemoryBackend):
-            return self
+            backend = backend.pinned()
         # A view of its own even of a pinned or checked-out handle: that handle may move on
         # (checkout_latest), the view never does.
         return Table(self._name, backend, pinned=True)
 
     @property
     def version(self) -> int:
-        """The version read: Lance's version number of a disk table (1 when created, one
-        more each change); for a memory table, 1 when created and one more each ``add``."""
+        """The version the table's API reads: Lance's version number of a disk table (1 when
+        created, one more each change); for a memory table, 1 when created and one more each
+        ``add``. The Dataset protocol (``len``, ``[]``, ``__getitems__``) reads the version
+        the handle holds for it, older where ``read_consistency_interval`` has since found a
+        newer one, until :meth:`checkout_latest`."""
         return self._current().version
 
     def checkout_latest(self) -> None:
@@ -256,9 +279,9 @@ class Table:
         return self._current().count_rows()
 
     def __len__(self) -> int:
-        # The Dataset protocol (len, [], __getitems__) reads the version the handle holds and
-        # never checks for a newer one: samplers ask len() during an epoch, and workers hold
-        # the version they were sent.
+        # The Dataset protocol (len, [], __getitems__) reads the version the handle holds for
+        # it and never checks for a newer one, nor moves when a read of the table's API does:
+        # samplers ask len() during an epoch, and workers hold the version they were sent.
         return self._backend.count_rows()
 
     def __repr__(self) -> str:
