@@ -1208,3 +1208,14 @@ def test_a_panic_in_lance_is_a_value_error(mem_db):
     with pytest.raises(ValueError, match="cannot be evaluated") as info:
         PermutationBuilder(t).split_calculated("id * b'1'").execute()
     assert info.value.__cause__ is not None
+
+
+@pytest.mark.parametrize("where", ["memory", "disk"])
+def test_a_filter_lance_folds_to_a_constant_keeps_all_rows_or_none(where, tmp_path):
+    """Lance simplifies a predicate that is always true (or false) to a literal and then
+    refuses a scan of no column; the filter still keeps every row (or none)."""
+    db = lancetorch.connect("memory://" if where == "memory" else tmp_path)
+    t = db.create_table("c", pa.table({"a": [0, 1, 2], "b": [5, 6, 7]}))
+    always = "NOT ((a IN (0)) AND (NOT (a IN (0))))"
+    assert rows_of(PermutationBuilder(t).filter(always).execute().to_arrow()) == [0, 1, 2]
+    assert rows_of(PermutationBuilder(t).filter("1 = 2").execute().to_arrow()) == []

@@ -27,7 +27,16 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
 
     def run(dataset: Any) -> pa.ChunkedArray:
         try:
-            return dataset.to_table(columns={"value": expression}).column("value")
+            try:
+                return dataset.to_table(columns={"value": expression}).column("value")
+            except ValueError as e:
+                if "at least one column" not in str(e):
+                    raise
+                # Lance folded the expression to a constant (`NOT (a IN (0) AND NOT a IN
+                # (0))` is true) and refuses a scan of no column: read one beside it.
+                first = dataset.schema.names[0].replace("`", "``")
+                columns = {"value": expression, "lancetorch_any": f"`{first}`"}
+                return dataset.to_table(columns=columns).column("value")
         except BaseException as e:
             # Lance's errors, and its panics: pyo3's PanicException is a BaseException, and
             # nothing else that is one (an interrupt, running out of memory) is the SQL's.
