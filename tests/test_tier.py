@@ -1,0 +1,338 @@
+"""The node tier (lancetorch._tier): pieces fetched once per node by real processes, pieces
+that do not check out fetched again, versions, the disk budget, the folder's permissions,
+and no secret in any name or file."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from lancetorch._tier import NodeTier, PieceKey, default_root
+
+ROWS = 5_000  # rows of a piece
+
+
+def piece_rows(i: int) -> pa.Table:
+    """Piece ``i``: rows whose every value says which row it is."""
+    ids = np.arange(i * ROWS, (i + 1) * ROWS, dtype=np.int64)
+    return pa.table({"id": ids, "x": ids.astype(np.float32) * 0.5, "s": [f"r{v:08d}" for v in ids]})
+
+
+def key(i: int, version: int = 1, location: str = "/data/t.lance") -> PieceKey:
+    return PieceKey(
+        location,
+        version,
+        f"2026-01-0{version}T00:00:00",
+        ("id", "x", "s"),
+        i * ROWS,
+        (i + 1) * ROWS,
+    )
+
+
+def logged_fetch(log: str, i: int, pause: float = 0.0):
+    """A fetch of piece ``i`` that notes itself (pid and piece) in ``log``, then waits."""
+
+    def fetch() -> pa.Table:
+        with open(log, "a") as f:
+            f.write(f"{os.getpid()} {i}\n")
+        time.sleep(pause)
+        return piece_rows(i)
+
+    return fetch
+
+
+def fetches(log: Path) -> list[int]:
+    if not log.exists():
+        return []
+    return [int(line.split()[1]) for line in log.read_text().splitlines()]
+
+
+# -- several processes --------------------------------------------------------------------------
+
+
+def _reader(root: str, log: str, order: list[int]) -> list[bool]:
+    """A process's gets of the pieces in ``order``: whether each equals the piece."""
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    return [tier.get(key(i), logged_fetch(log, i, pause=0.2)).equals(piece_rows(i)) for i in order]
+
+
+def test_processes_asking_at_once_fetch_each_piece_once(tmp_path):
+    root, log = tmp_path / "tier", tmp_path / "fetches.log"
+    orders = [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2], [2, 0, 3, 1]]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        results = pool.starmap(_reader, [(str(root), str(log), o) for o in orders])
+    assert results == [[True] * 4] * 4
+    assert sorted(fetches(log)) == [0, 1, 2, 3]
+
+
+KILLED = """
+import sys, time, pyarrow as pa
+sys.path.insert(0, sys.argv[3])
+from lancetorch._tier import NodeTier
+from test_tier import key
+
+def fetch():
+    open(sys.argv[2], "w").close()  # the fetch has begun (the lock is held)
+    time.sleep(600)
+    return pa.table({})
+
+NodeTier(sys.argv[1], budget_bytes=1 << 30).get(key(0), fetch)
+"""
+
+
+def test_a_process_killed_while_it_fetches_leaves_the_piece_to_the_others(tmp_path):
+    root, log, started = tmp_path / "tier", tmp_path / "fetches.log", tmp_path / "started"
+    tests = str(Path(__file__).parent)
+    doomed = subprocess.Popen([sys.executable, "-c", KILLED, str(root), str(started), tests])
+    try:
+        while not started.exists():
+            assert doomed.poll() is None, "the fetching process ended before it fetched"
+            time.sleep(0.05)
+        # A draft that a writer killed mid-write would leave behind: never read, replaced.
+        path = NodeTier(root, budget_bytes=1 << 30).path_of(key(0))
+        path.with_suffix(".tmp").write_bytes(b"half a piece")
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(2) as pool:
+            waiting = pool.starmap_async(_reader, [(str(root), str(log), [0])] * 2)
+            time.sleep(0.5)
+            assert not waiting.ready()  # they wait on the killed one's lock...
+            doomed.send_signal(signal.SIGKILL)
+            assert waiting.get(timeout=120) == [[True], [True]]  # ...then one fetches it
+    finally:
+        doomed.kill()
+        doomed.wait()
+    assert fetches(log) == [0]
+    assert not path.with_suffix(".tmp").exists()
+    assert NodeTier(root).get(key(0), _never).equals(piece_rows(0))
+
+
+def _never() -> pa.Table:
+    raise AssertionError("fetched a piece the tier holds")
+
+
+# -- pieces that do not check out ---------------------------------------------------------------
+
+
+def test_a_truncated_piece_is_fetched_again(tmp_path):
+    tier, log = NodeTier(tmp_path / "tier", budget_bytes=1 << 30), tmp_path / "fetches.log"
+    tier.get(key(0), logged_fetch(str(log), 0))
+    path = tier.path_of(key(0))
+    for size in (path.stat().st_size - 1, 40, 0):
+        with open(path, "r+b") as f:
+            f.truncate(size)
+        assert tier.get(key(0), logged_fetch(str(log), 0)).equals(piece_rows(0))
+    assert fetches(log) == [0] * 4
+
+
+FLIPPED = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from lancetorch._tier import NodeTier
+from test_tier import key, logged_fetch, piece_rows
+assert NodeTier(sys.argv[1]).get(key(0), logged_fetch(sys.argv[2], 0)).equals(piece_rows(0))
+"""
+
+
+@pytest.mark.parametrize("where", ["body", "trailer", "footer"])
+def test_a_piece_with_a_flipped_byte_is_fetched_again(tmp_path, where):
+    tier, log = NodeTier(tmp_path / "tier", budget_bytes=1 << 30), tmp_path / "fetches.log"
+    tier.get(key(0), logged_fetch(str(log), 0))
+    path = tier.path_of(key(0))
+    size = path.stat().st_size
+    at = {"body": size // 2, "trailer": size - 20, "footer": size - 30}[where]
+    with open(path, "r+b") as f:  # in place: the same file, the same size
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x10]))
+    # A process that has not checked this file yet (this one has: it wrote it).
+    tests = str(Path(__file__).parent)
+    subprocess.run([sys.executable, "-c", FLIPPED, str(tier.root), str(log), tests], check=True)
+    assert fetches(log) == [0, 0]
+    assert tier.peek(key(0)) is not None  # the piece written again is sound
+
+
+def test_a_failing_fetch_leaves_nothing_and_raises_as_it_was(tmp_path):
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    err = OSError("table 't' (s3://bucket/t): the store refused the read")
+
+    def failing() -> pa.Table:
+        raise err
+
+    with pytest.raises(OSError) as caught:
+        tier.get(key(0), failing)
+    assert caught.value is err
+    assert tier.pieces() == [] and tier.peek(key(0)) is None
+    assert tier.get(key(0), lambda: piece_rows(0)).equals(piece_rows(0))  # the lock was let go
+    assert tier.stats()["fetched_pieces"] == 1
+
+
+def test_counters_split_the_tier_from_the_fetches(tmp_path):
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    for i in (0, 1, 0, 0, 1):
+        tier.get(key(i), lambda i=i: piece_rows(i))
+    n0, n1 = piece_rows(0).nbytes, piece_rows(1).nbytes
+    assert tier.stats() == {
+        "tier_bytes": 2 * n0 + n1,
+        "tier_pieces": 3,
+        "fetched_bytes": n0 + n1,
+        "fetched_pieces": 2,
+    }
+
+
+def test_a_piece_is_mapped_not_copied(tmp_path):
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    tier.get(key(0), lambda: piece_rows(0))
+    mapped = tier.get(key(0), _never)
+    address = mapped.column("id").chunk(0).buffers()[1].address
+    maps = Path("/proc/self/maps").read_text().splitlines()
+    (line,) = [m for m in maps if m.endswith(str(tier.path_of(key(0))))]
+    lo, hi = (int(a, 16) for a in line.split()[0].split("-"))
+    assert lo <= address < hi
+
+
+# -- versions and the budget --------------------------------------------------------------------
+
+
+def test_a_new_version_evicts_the_old_ones_pieces(tmp_path):
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    old = [tier.get(key(i, version=1), lambda i=i: piece_rows(i)) for i in range(2)]
+    tier.get(key(0, version=2), lambda: piece_rows(0).slice(0, 7))
+    assert tier.peek(key(0, version=1)) is None and tier.peek(key(1, version=1)) is None
+    assert not tier.path_of(key(0, version=1)).parent.exists()
+    assert all(t.equals(piece_rows(i)) for i, t in enumerate(old))  # mapped: still readable
+    # A reader of the old version fetches its own pieces, and leaves the newer ones be.
+    assert tier.get(key(1, version=1), lambda: piece_rows(1)).equals(piece_rows(1))
+    assert tier.get(key(0, version=2), _never).equals(piece_rows(0).slice(0, 7))
+    # Another location is another table: untouched by this one's versions.
+    tier.get(key(0, location="s3://b/other"), lambda: piece_rows(3))
+    tier.get(key(0, version=3), lambda: piece_rows(0))
+    assert tier.get(key(0, location="s3://b/other"), _never).equals(piece_rows(3))
+
+
+def test_a_full_budget_evicts_the_least_recently_used(tmp_path):
+    size = _piece_file_size(tmp_path)
+    tier = NodeTier(tmp_path / "tier", budget_bytes=3 * size)
+    log = tmp_path / "fetches.log"
+    for i in range(3):
+        tier.get(key(i), logged_fetch(str(log), i))
+        time.sleep(0.02)  # file times are as fine as the kernel's clock tick
+    tier.get(key(0), logged_fetch(str(log), 0))  # used again: piece 1 is now the oldest
+    time.sleep(0.02)
+    tier.get(key(3), logged_fetch(str(log), 3))
+    assert [tier.peek(key(i)) is not None for i in range(4)] == [True, False, True, True]
+    assert tier.held_bytes() <= tier.budget_bytes
+    assert fetches(log) == [0, 1, 2, 3]
+
+
+def test_a_piece_larger_than_the_budget_is_served_and_not_kept(tmp_path):
+    tier = NodeTier(tmp_path / "tier", budget_bytes=100)
+    held = [tier.get(key(i), lambda i=i: piece_rows(i)) for i in range(2)]
+    assert [t.equals(piece_rows(i)) for i, t in enumerate(held)] == [True, True]
+    assert tier.pieces() == []
+    assert [p.name for p in tier.path_of(key(0)).parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def _piece_file_size(tmp_path) -> int:
+    probe = NodeTier(tmp_path / "probe", budget_bytes=1 << 30)
+    probe.get(key(0), lambda: piece_rows(0))
+    return probe.path_of(key(0)).stat().st_size
+
+
+# -- the folder ---------------------------------------------------------------------------------
+
+
+def test_the_folder_is_made_owner_only_and_its_files_too(tmp_path):
+    root = tmp_path / "a" / "b" / "tier"
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    tier.get(key(0), lambda: piece_rows(0))
+    for path in [root, *root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o700 if path.is_dir() else 0o600), (path, oct(mode))
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+
+
+def test_a_folder_others_may_write_is_refused(tmp_path):
+    root = tmp_path / "tier"
+    root.mkdir()
+    root.chmod(0o777)
+    with pytest.raises(PermissionError, match=f"{root}.*chmod 700"):
+        NodeTier(root)
+    root.chmod(0o700)
+    assert NodeTier(root, budget_bytes=10).root == root
+
+
+def test_a_file_for_a_folder_is_refused(tmp_path):
+    (tmp_path / "tier").write_text("")
+    with pytest.raises(ValueError, match="is not a directory"):
+        NodeTier(tmp_path / "tier")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a folder to another user needs root")
+def test_a_folder_of_another_user_is_refused(tmp_path):
+    root = tmp_path / "tier"
+    root.mkdir(mode=0o700)
+    os.chown(root, 12345, 12345)
+    with pytest.raises(PermissionError, match="belongs to user id 12345"):
+        NodeTier(root)
+
+
+def test_the_default_folder_follows_the_environment(tmp_path, monkeypatch):
+    monkeypatch.delenv("LANCETORCH_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_root() == tmp_path / "xdg" / "lancetorch" / "tier"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_root() == tmp_path / "home" / ".cache" / "lancetorch" / "tier"
+    monkeypatch.setenv("LANCETORCH_CACHE_DIR", str(tmp_path / "mine"))
+    assert NodeTier(budget_bytes=0).root == tmp_path / "mine"
+    assert (tmp_path / "mine").is_dir()
+
+
+def test_the_default_budget_is_half_the_free_space(tmp_path):
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    budget = NodeTier(tmp_path / "tier").budget_bytes
+    assert abs(budget - free // 2) < free // 100  # other writers may change the free space
+
+
+@pytest.mark.parametrize("budget", [-1, 1.5, "1GB", True])
+def test_a_budget_that_is_not_bytes_is_refused(tmp_path, budget):
+    with pytest.raises(ValueError, match=f"budget_bytes.*{budget!r}"):
+        NodeTier(tmp_path / "tier", budget_bytes=budget)
+
+
+def test_no_secret_in_a_name_or_a_file(tmp_path):
+    secrets = ["AKIDSECRETUSER", "hunter2pass", "SIGNATURE0123", "fragtoken"]
+    location = (
+        f"s3://{secrets[0]}:{secrets[1]}@bucket/tables/t.lance"
+        f"?X-Amz-Signature={secrets[2]}#{secrets[3]}"
+    )
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    k = PieceKey(location, 4, "2026-02-03T04:05:06", ("id", "x", "s"), 0, ROWS)
+    assert k.location == "s3://bucket/tables/t.lance"
+    tier.get(k, lambda: piece_rows(0))
+    assert tier.get(PieceKey("s3://bucket/tables/t.lance", *astuple_tail(k)), _never)
+    for path in tier.root.rglob("*"):
+        text = str(path).encode() + (path.read_bytes() if path.is_file() else b"")
+        assert not any(s.encode() in text for s in secrets), path
+
+
+def astuple_tail(k: PieceKey) -> tuple:
+    return (k.version, k.written, k.columns, k.start, k.stop)
+
+
+def test_a_piece_key_refuses_rows_out_of_order():
+    with pytest.raises(ValueError, match="start=5, stop=2"):
+        PieceKey("/t", 1, "", ("a",), 5, 2)
