@@ -79,3 +79,12 @@ def s3_db(s3_server, request) -> lancetorch.Connection:
     import uuid
 
     return lancetorch.connect(f"s3://tests/{uuid.uuid4().hex}", storage_options=s3_server.options)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _node_tier_in_a_temporary_folder(tmp_path_factory):
+    """Disk tables' node tier (on by default) in a folder of the test session, not the user's
+    cache folder; spawned workers inherit it through the environment."""
+    import os
+
+    os.environ["LANCETORCH_CACHE_DIR"] = str(tmp_path_factory.mktemp("node-tier"))

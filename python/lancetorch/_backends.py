@@ -11,6 +11,7 @@ Permutation, a Loader) keeps reading the old version and its cache, never a mix.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ import pyarrow as pa
 from . import _native
 from ._objectstore import StorageReadError, is_corrupt_data, is_io_error, read_failure, within
 from ._shared import _SharedCopy
+from ._tier import NodeTier, PieceKey, default_root
 
 
 class _MemoryBackend:
@@ -190,9 +192,12 @@ class _LanceBackend:
         schema: pa.Schema | None = None,
         identity: str | None = None,
         dataset: Any = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
     ) -> None:
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
+        self.cache_dir = tier_folder(cache_dir)
+        self._tier = node_tier(self.cache_dir)
         self.name = name
         self.uri = uri
         self.storage_options = storage_options
@@ -245,6 +250,7 @@ class _LanceBackend:
             self.cache_budget,
             read_timeout=self.read_timeout,
             dataset=dataset,
+            cache_dir=self.cache_dir,
         )
 
     def load(self, version: int | str | None = None) -> Any:
@@ -311,6 +317,7 @@ class _LanceBackend:
             "read_timeout": self.read_timeout,
             "schema": self._schema,
             "identity": self.identity(),
+            "cache_dir": self.cache_dir,
         }
 
     def _open_sent(self) -> Any:
@@ -412,6 +419,9 @@ class _LanceBackend:
         if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
             self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
             return None
+        if self._tier is not None:
+            self._cached = (wanted, _store_from_tier(self, self._tier, wanted, rows, True))
+            return self._cached
         # Each scanned batch goes into the store as it arrives: its fixed-width columns into
         # the row-major block (their Lance buffers are then let go), the others kept as they
         # are, so the columns are never held twice.
@@ -455,9 +465,63 @@ class _LanceBackend:
         and the place of each asked row in it (int64): what an uncached take and a Loader
         window both read."""
         unique, places = np.unique(rows, return_inverse=True)
+        if self._tier is not None:
+            return _rows_from_tier(self, self._tier, unique, places, names)
         fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
         fetched = fetched.select(names)  # in the order asked for, whatever Lance gives
         return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
+
+    def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
+        """The node tier's key of the rows ``[start, stop)`` of the columns ``names`` of this
+        version (its location is the URI alone: never the storage options)."""
+        identity = self.identity() or ""
+        written = identity.partition("@")[2]
+        return PieceKey(self.uri, self.version, written, tuple(names), start, stop)
+
+    def read_range(self, names: list[str], start: int, stop: int) -> pa.Table:
+        """The rows ``[start, stop)`` of the columns ``names``, read through Lance (a piece of
+        the node tier), as one chunk."""
+        data = self.call(
+            f"a sequential scan of row offsets {start} to {stop - 1}",
+            self.dataset.to_table,
+            columns=names,
+            offset=start,
+            limit=stop - start,
+        )
+        if data.num_rows != stop - start:
+            raise StorageReadError(
+                f"table '{self.name}' ({self.uri}) gave {data.num_rows} rows for rows {start} "
+                f"to {stop} of its version {self.version}: its files do not hold the rows its "
+                "manifest counts. Open the table again; if it persists the dataset is damaged"
+            )
+        return data.select(names).combine_chunks()
+
+    def tier_stats(self) -> dict[str, int]:
+        """This process's gets from the node tier (all zero when it is off): bytes and pieces
+        served from it (``tier_bytes``, ``tier_pieces``) and fetched from the table's store
+        into it (``fetched_bytes``, ``fetched_pieces``)."""
+        if self._tier is None:
+            return dict.fromkeys(
+                ("tier_bytes", "tier_pieces", "fetched_bytes", "fetched_pieces"), 0
+            )
+        return self._tier.stats()
+
+    def tier_cache(self, names: list[str] | None = None) -> tuple[list[str], int] | None:
+        """The columns and rows of the cache covering ``names`` (all when None) where the
+        node tier holds it (filled now if the cache allows): a worker maps its pieces
+        (``map_tier_cache``) and is sent no copy. None without a tier or a cache."""
+        if self._tier is None:
+            return None
+        wanted = self.schema.names if names is None else names
+        cached = self.cache_for(wanted) if wanted else None
+        return None if cached is None else (cached[0], cached[1].num_rows)
+
+    def map_tier_cache(self, columns: list[str], rows: int) -> None:
+        """In a worker: the cache of ``columns`` (``rows`` rows) mapped from the node tier,
+        where the parent put it (a piece gone since is fetched again, through Lance)."""
+        assert self._tier is not None, "only a backend with a node tier is sent its pieces"
+        with self._filling:
+            self._cached = (columns, _store_from_tier(self, self._tier, columns, rows, False))
 
     def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
         """The cache written to shared memory for workers: the columns ``names`` (all when
@@ -505,6 +569,120 @@ class _LanceBackend:
                 f"now {latest.schema.names}: open it again to add rows"
             )
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
+
+
+# Rows of a node tier's piece of a disk table's cache: large reads, few files.
+PIECE_ROWS = 1 << 17
+
+
+def tier_folder(cache_dir: str | os.PathLike[str] | bool | None) -> str | bool:
+    """``open_table``'s ``cache_dir`` as a backend keeps it: the folder (None or True: the
+    default one, resolved now so that worker processes use the same), or False (no tier)."""
+    if cache_dir is False:
+        return False
+    if cache_dir is None or cache_dir is True:
+        return str(default_root())
+    if not isinstance(cache_dir, (str, os.PathLike)):
+        raise TypeError(
+            f"cache_dir={cache_dir!r} is {type(cache_dir).__name__}; cache_dir takes a folder "
+            "(str or os.PathLike), None for the default one, or False to keep no node tier"
+        )
+    return os.fspath(cache_dir)
+
+
+_TIERS: dict[str, NodeTier] = {}  # one per folder in a process: its counters are the process's
+
+
+def node_tier(folder: str | bool) -> NodeTier | None:
+    """The node tier in ``folder`` (opened, and its folder checked, on first use)."""
+    if folder is False:
+        return None
+    assert isinstance(folder, str)
+    tier = _TIERS.get(folder)
+    if tier is None:
+        tier = _TIERS[folder] = NodeTier(folder)
+    return tier
+
+
+def _store_from_tier(
+    backend: _LanceBackend, tier: NodeTier, names: list[str], rows: int, shown: bool
+) -> _native.ColumnStore:
+    """A cache of the columns ``names`` over the node tier's pieces of them, each mapped
+    (fetched first by the node's first process to need it): the processes of a node share
+    one copy of the rows in the page cache, none holds its own. A progress bar when
+    ``shown`` (and on a terminal)."""
+    pieces = []
+    bar = _progress(rows, f"reading {os.path.basename(backend.uri)}") if shown else _Count()
+    with bar as progress:
+        for start in range(0, rows, PIECE_ROWS):
+            stop = min(start + PIECE_ROWS, rows)
+            key = backend.piece_key(names, start, stop)
+            pieces.append(tier.get(key, functools.partial(backend.read_range, names, start, stop)))
+            progress.update(stop - start)
+    schema = pa.schema([backend.schema.field(n) for n in names])
+    batches = [b for piece in pieces for b in piece.to_batches()]
+    return _native.ColumnStore(pa.Table.from_batches(batches, schema=schema), row_major=False)
+
+
+def _rows_from_tier(
+    backend: _LanceBackend,
+    tier: NodeTier,
+    unique: np.ndarray,
+    places: np.ndarray,
+    names: list[str],
+) -> tuple[_native.ColumnStore, np.ndarray]:
+    """``read_rows`` with a node tier: the rows ``unique`` (sorted, distinct) taken from the
+    tier's pieces (of the columns ``names``, or of every column), the pieces the tier lacks
+    fetched into it whole when the columns fit half its budget (once per node: a piece
+    another process is fetching is read after the others), else those rows through Lance."""
+    columns = [n for n in backend.schema.names if n in names]  # as the cache's pieces hold them
+    rows = backend.count_rows()
+    fill = _estimated_bytes(backend.schema, columns, rows) <= tier.budget_bytes // 2
+    parts: list[pa.Table] = []
+    order: list[np.ndarray] = []  # the places in ``unique`` of each part's rows
+    missing: list[np.ndarray] = []
+    busy: list[tuple[np.ndarray, PieceKey]] = []
+    first = unique // PIECE_ROWS
+
+    def taken(piece: pa.Table, at: np.ndarray, start: int) -> None:
+        parts.append(piece.take(pa.array(unique[at] - start)).select(names))
+        order.append(at)
+
+    for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
+        if not len(at):
+            continue
+        start = int(first[at[0]]) * PIECE_ROWS
+        stop = min(start + PIECE_ROWS, rows)
+        key = backend.piece_key(columns, start, stop)
+        piece = tier.peek(key)
+        if piece is None and columns != backend.schema.names:
+            piece = tier.peek(backend.piece_key(backend.schema.names, start, stop))
+        if piece is None and fill:
+            fetch = functools.partial(backend.read_range, columns, start, stop)
+            piece = tier.get_now(key, fetch)
+            if piece is None:
+                busy.append((at, key))
+                continue
+        if piece is None:
+            missing.append(at)
+        else:
+            taken(piece, at, start)
+    for at, key in busy:  # fetched by another process meanwhile: wait for it
+        fetch = functools.partial(backend.read_range, columns, key.start, key.stop)
+        taken(tier.get(key, fetch), at, key.start)
+    if missing:
+        at = np.concatenate(missing)
+        got = backend.call(_take_of(unique[at]), backend.dataset.take, unique[at], columns=names)
+        parts.append(got.select(names))
+        order.append(at)
+    schema = pa.schema([backend.schema.field(n) for n in names])
+    if not order:
+        return _native.ColumnStore(schema.empty_table(), row_major=False), places
+    where = np.empty(len(unique), dtype=np.int64)
+    where[np.concatenate(order)] = np.arange(len(unique), dtype=np.int64)
+    batches = [b for part in parts for b in part.to_batches()]
+    data = pa.Table.from_batches(batches, schema=schema)
+    return _native.ColumnStore(data, row_major=False), where[places].astype(np.int64)
 
 
 def _identity_of(dataset: Any) -> str:

@@ -261,6 +261,24 @@ class NodeTier:
             Called with no arguments, returns the piece as a ``pyarrow.Table``. What it raises
             propagates as it is, and leaves nothing in the tier.
         """
+        table = self._get(key, fetch, wait=True)
+        assert table is not None  # only a get that does not wait finds the piece busy
+        return table
+
+    def get_now(self, key: PieceKey, fetch: Callable[[], pa.Table]) -> pa.Table | None:
+        """As ``get``, but None at once where another process is fetching the piece now (for
+        a reader with other pieces to read meanwhile).
+
+        Parameters
+        ----------
+        key : PieceKey
+            The piece.
+        fetch : callable
+            As for ``get``.
+        """
+        return self._get(key, fetch, wait=False)
+
+    def _get(self, key: PieceKey, fetch: Callable[[], pa.Table], wait: bool) -> pa.Table | None:
         path = self.path_of(key)
         try:
             table = _map_checked(path)
@@ -269,8 +287,10 @@ class NodeTier:
         if table is not None:
             self._served(path, table)
             return table
-        with self._locked(key, path) as fresh:
-            if not fresh:  # the folder went (a newer version's eviction) while we waited
+        with self._locked(key, path, wait) as held:
+            if held is None:
+                return None
+            if not held:  # the folder went (a newer version's eviction), or cannot be made
                 return self._fetched(fetch(), None)
             try:
                 table = _map_checked(path)
@@ -290,8 +310,9 @@ class NodeTier:
         self.tier_bytes += table.nbytes
 
     @contextlib.contextmanager
-    def _locked(self, key: PieceKey, path: Path) -> Iterator[bool]:
-        """The piece's lock held (yields False when its folder cannot be made or kept)."""
+    def _locked(self, key: PieceKey, path: Path, wait: bool = True) -> Iterator[bool | None]:
+        """The piece's lock held: yields True; False when its folder cannot be made or kept;
+        None when ``wait`` is False and another process holds it."""
         lock_path = path.with_suffix(".lock")
         fd = -1
         for _ in range(3):
@@ -308,7 +329,11 @@ class NodeTier:
             yield False
             return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
             yield True
         finally:
             os.close(fd)  # drops the lock

@@ -278,7 +278,12 @@ class Connection:
             raise self._store.explain(e, doing) from e
 
     def open_table(
-        self, name: str, *, cache: bool | str = "auto", cache_budget: int | None = None
+        self,
+        name: str,
+        *,
+        cache: bool | str = "auto",
+        cache_budget: int | None = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
     ) -> Table:
         """Open table ``name``.
 
@@ -292,6 +297,12 @@ class Connection:
             ``False`` never (every random read goes to Lance). Not used for memory tables.
         cache_budget : int, optional
             Bytes the cache may take with ``cache="auto"``; by default half the available memory.
+        cache_dir : str or os.PathLike or False, optional
+            For tables on disk or object storage, the node tier's folder: the cache is filled
+            through it, in pieces kept there as files that every process of the machine maps
+            (one copy in the page cache for all of them; read from the table's store once per
+            machine). Default: ``$LANCETORCH_CACHE_DIR``, else ``lancetorch/tier`` in the
+            user's cache folder. ``False``: no node tier (each process reads its own copy).
 
         Returns
         -------
@@ -327,6 +338,7 @@ class Connection:
                 cache_budget,
                 read_timeout=self._read_timeout,
                 read_consistency_interval=self._interval,
+                cache_dir=cache_dir,
             )
 
     def drop_table(self, name: str) -> None:

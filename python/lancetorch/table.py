@@ -8,6 +8,7 @@ gives a ``pyarrow.Table`` of those rows in the order asked, which
 from __future__ import annotations
 
 import datetime
+import os
 import time
 from collections.abc import Sequence
 from multiprocessing.reduction import ForkingPickler
@@ -101,10 +102,21 @@ class Table:
         version: int | None = None,
         read_timeout: float | None = None,
         read_consistency_interval: float | None = None,
+        cache_dir: str | os.PathLike[str] | bool | None = None,
     ) -> Table:
+        backend = _LanceBackend(
+            name,
+            uri,
+            storage_options,
+            cache,
+            cache_budget,
+            version,
+            read_timeout,
+            cache_dir=cache_dir,
+        )
         return cls(
             name,
-            _LanceBackend(name, uri, storage_options, cache, cache_budget, version, read_timeout),
+            backend,
             read_consistency_interval=read_consistency_interval,
         )
 
@@ -768,6 +780,18 @@ def _open_cached_lance_table(
     return table
 
 
+def _open_tiered_lance_table(
+    name: str, state: dict[str, Any], columns: list[str], rows: int, interval: float | None = None
+) -> Table:
+    """A disk table in a worker, its cache mapped from the node tier's pieces, which the
+    parent wrote (or found): the node's processes read one copy of them."""
+    table = _reopen_lance(name, state, interval)
+    backend = table._backend
+    assert isinstance(backend, _LanceBackend)
+    backend.map_tier_cache(columns, rows)
+    return table
+
+
 def _reduce_for_workers(table: Table, names: list[str] | None = None) -> tuple:
     """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table, and
     a disk table's cache, as a shared-memory file that every worker maps; otherwise as with
@@ -775,6 +799,9 @@ def _reduce_for_workers(table: Table, names: list[str] | None = None) -> tuple:
     backend = table._backend  # the version the handle holds: workers read it, and only it
     if isinstance(backend, _MemoryBackend):
         return (_open_shared_table, (table.name, backend.shared_file(), backend.version))
+    tiered = backend.tier_cache(names)
+    if tiered is not None:  # workers map the node tier's pieces: no copy to send
+        return (_open_tiered_lance_table, (table.name, backend.state(), *tiered, table._interval))
     shared = backend.shared_cache(names)
     if shared is not None:
         return (
