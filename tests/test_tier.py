@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import signal
 import stat
 import subprocess
@@ -13,9 +14,13 @@ import sys
 import time
 from pathlib import Path
 
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from lancetorch import _backends
 from lancetorch._tier import NodeTier, PieceKey, default_root
 
 ROWS = 5_000  # rows of a piece
@@ -336,3 +341,144 @@ def astuple_tail(k: PieceKey) -> tuple:
 def test_a_piece_key_refuses_rows_out_of_order():
     with pytest.raises(ValueError, match="start=5, stop=2"):
         PieceKey("/t", 1, "", ("a",), 5, 2)
+
+
+# -- disk tables through the tier ---------------------------------------------------------------
+
+TABLE_ROWS = 300_000  # three pieces of a disk table's cache
+
+
+def _disk_table(folder: Path) -> pa.Table:
+    ids = np.arange(TABLE_ROWS, dtype=np.int64)
+    data = pa.table({"id": ids, "x": (ids % 1000).astype(np.float32), "y": ids * 3})
+    lancetorch.connect(folder / "db").create_table("t", data)
+    return data
+
+
+def _read_all(db: str, tier: str, rows: list[int]) -> tuple[list[int], dict[str, int]]:
+    """A process's read of ``rows`` of table t through a cache over the tier ``tier``."""
+    t = lancetorch.connect(db).open_table("t", cache=True, cache_dir=tier)
+    got = t.__getitems__(rows).column("y").to_pylist()
+    return got, t._backend.tier_stats()
+
+
+def test_processes_reading_a_disk_table_fetch_each_piece_once(tmp_path):
+    data = _disk_table(tmp_path)
+    rows = [[5, 299_999, 131_072], [0, 131_071, 262_144, 7]]
+    ctx = multiprocessing.get_context("spawn")
+    args = [(str(tmp_path / "db"), str(tmp_path / "tier"), r) for r in rows]
+    with ctx.Pool(2) as pool:
+        results = pool.starmap(_read_all, args)
+    for asked, (got, _) in zip(rows, results):
+        assert got == data.column("y").take(asked).to_pylist()
+    assert sum(stats["fetched_pieces"] for _, stats in results) == 3
+    assert sum(stats["tier_pieces"] for _, stats in results) == 3
+    assert len(NodeTier(tmp_path / "tier").pieces()) == 3
+
+
+def test_a_disk_tables_cache_is_the_mapped_pieces(tmp_path):
+    _disk_table(tmp_path)
+    t = lancetorch.connect(tmp_path / "db").open_table("t", cache=True, cache_dir=tmp_path / "tr")
+    t.__getitems__([0])
+    store = t._backend._cached[1]
+    assert store.block_columns == []  # no row-major copy: the Arrow arrays over the files
+    files = {str(p) for p, _ in NodeTier(tmp_path / "tr").pieces()}
+    maps = [line.split() for line in Path("/proc/self/maps").read_text().splitlines()]
+    mapped = {m[-1] for m in maps if len(m) == 6} & files
+    assert mapped == files
+
+
+def test_workers_map_the_tier_instead_of_a_shared_copy(tmp_path):
+    from multiprocessing.reduction import ForkingPickler
+
+    _disk_table(tmp_path)
+    t = lancetorch.connect(tmp_path / "db").open_table("t", cache_dir=tmp_path / "tier")
+    blob = bytes(ForkingPickler.dumps(t))
+    assert t._backend._shared._path is None  # no shared-memory copy was written
+    back = pickle.loads(blob)
+    assert back._backend._cached is not None and back._backend._cached[1].num_rows == TABLE_ROWS
+    assert back.__getitems__([299_998]).to_pydict() == t.__getitems__([299_998]).to_pydict()
+
+
+def test_cache_dir_false_keeps_no_tier(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANCETORCH_CACHE_DIR", str(tmp_path / "default"))
+    _disk_table(tmp_path)
+    t = lancetorch.connect(tmp_path / "db").open_table("t", cache=True, cache_dir=False)
+    assert t.__getitems__([3]).column("y").to_pylist() == [9]
+    assert not (tmp_path / "default").exists()
+    assert set(t._backend.tier_stats().values()) == {0}
+    on = lancetorch.connect(tmp_path / "db").open_table("t", cache=True)  # the default folder
+    assert on.__getitems__([3]).column("y").to_pylist() == [9]
+    assert len(NodeTier(tmp_path / "default").pieces()) == 3
+
+
+def test_cache_dir_of_another_type_is_refused(tmp_path):
+    _disk_table(tmp_path)
+    with pytest.raises(TypeError, match="cache_dir=3 is int"):
+        lancetorch.connect(tmp_path / "db").open_table("t", cache_dir=3)
+
+
+def test_a_new_version_of_a_disk_table_is_a_new_key(tmp_path):
+    _disk_table(tmp_path)
+    db = lancetorch.connect(tmp_path / "db")
+    old = db.open_table("t", cache=True, cache_dir=tmp_path / "tier")
+    assert len(old.__getitems__(list(range(10)))) == 10
+    writer = db.open_table("t", cache=False, cache_dir=False)
+    writer.add({"id": [TABLE_ROWS], "x": [0.5], "y": [-1]})
+    new = db.open_table("t", cache=True, cache_dir=tmp_path / "tier")
+    assert new.__getitems__([-1, 0]).column("y").to_pylist() == [-1, 0]
+    tier = NodeTier(tmp_path / "tier")
+    versions = {p.parent for p, _ in tier.pieces()}
+    assert len(versions) == 1 and len(tier.pieces()) == 3  # the old version's pieces went
+    assert old.__getitems__([-1]).column("y").to_pylist() == [3 * (TABLE_ROWS - 1)]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(st.integers(0, 999), max_size=300),
+    held=st.sets(st.integers(0, 9)),
+    fill=st.booleans(),
+)
+def test_windowed_reads_take_from_the_tier_as_lance_would(tmp_path_factory, rows, held, fill):
+    """``read_rows`` with pieces of 100 rows, some held by the tier: the rows of a take."""
+    folder = tmp_path_factory.mktemp("windows")
+    ids = np.arange(1000, dtype=np.int64)
+    data = pa.table({"id": ids, "s": [f"s{i}" for i in ids], "z": ids * 2})
+    lancetorch.connect(folder / "db").create_table("t", data)
+    t = lancetorch.connect(folder / "db").open_table("t", cache=False, cache_dir=folder / "tier")
+    backend = t._backend
+    # Too small a budget for the columns: pieces held are read, no piece is fetched.
+    tier = NodeTier(folder / "tier", budget_bytes=1 << 30 if fill else 1000)
+    saved = _backends.PIECE_ROWS
+    _backends.PIECE_ROWS = 100
+    try:
+        for p in held:
+            key = backend.piece_key(["id", "s", "z"], 100 * p, 100 * p + 100)
+            NodeTier(folder / "tier", budget_bytes=1 << 30).get(
+                key, lambda p=p: data.slice(100 * p, 100)
+            )
+        backend._node_tier = tier
+        store, places = backend.read_rows(np.array(rows, dtype=np.int64), ["z", "id"])
+    finally:
+        _backends.PIECE_ROWS = saved
+    got = store.take(pa.array(places))
+    want = data.select(["z", "id"]).take(pa.array(rows, type=pa.int64()))
+    assert got.to_pydict() == want.to_pydict()
+    touched = {r // 100 for r in rows}
+    stats = tier.stats()
+    assert stats["tier_pieces"] == len(touched & held)
+    # Every piece touched comes from the tier, fetched once if it was not there (with room).
+    assert stats["fetched_pieces"] == (len(touched - held) if fill else 0)
+
+
+def test_no_secret_of_a_tables_storage_options_reaches_the_tier(tmp_path):
+    _disk_table(tmp_path)
+    secret = "Sup3rSecretValue42"
+    db = lancetorch.connect(tmp_path / "db", storage_options={"secret_key": secret})
+    t = db.open_table("t", cache=True, cache_dir=tmp_path / "tier")
+    t.__getitems__([1, 2])
+    files = list((tmp_path / "tier").rglob("*"))
+    assert any(p.suffix == ".arrow" for p in files)
+    for path in files:
+        assert secret not in str(path)
+        assert not path.is_file() or secret.encode() not in path.read_bytes()

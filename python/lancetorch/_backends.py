@@ -197,7 +197,7 @@ class _LanceBackend:
         if cache not in (True, False, "auto"):
             raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
         self.cache_dir = tier_folder(cache_dir)
-        self._tier = node_tier(self.cache_dir)
+        self._node_tier: NodeTier | None = None  # opened (its folder checked) when first used
         self.name = name
         self.uri = uri
         self.storage_options = storage_options
@@ -419,8 +419,9 @@ class _LanceBackend:
         if self.cache == "auto" and _estimated_bytes(self.schema, wanted, rows) > budget:
             self._refused.add(frozenset(wanted))  # asked again each batch: answer from memory
             return None
-        if self._tier is not None:
-            self._cached = (wanted, _store_from_tier(self, self._tier, wanted, rows, True))
+        tier = self.tier()
+        if tier is not None:
+            self._cached = (wanted, _store_from_tier(self, tier, wanted, rows, True))
             return self._cached
         # Each scanned batch goes into the store as it arrives: its fixed-width columns into
         # the row-major block (their Lance buffers are then let go), the others kept as they
@@ -465,11 +466,21 @@ class _LanceBackend:
         and the place of each asked row in it (int64): what an uncached take and a Loader
         window both read."""
         unique, places = np.unique(rows, return_inverse=True)
-        if self._tier is not None:
-            return _rows_from_tier(self, self._tier, unique, places, names)
+        tier = self.tier()
+        if tier is not None:
+            return _rows_from_tier(self, tier, unique, places, names)
         fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
         fetched = fetched.select(names)  # in the order asked for, whatever Lance gives
         return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
+
+    def tier(self) -> NodeTier | None:
+        """The node tier this backend reads through (None when ``cache_dir`` is False),
+        opened and its folder checked on first use."""
+        if self.cache_dir is False:
+            return None
+        if self._node_tier is None:
+            self._node_tier = node_tier(self.cache_dir)
+        return self._node_tier
 
     def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
         """The node tier's key of the rows ``[start, stop)`` of the columns ``names`` of this
@@ -500,17 +511,17 @@ class _LanceBackend:
         """This process's gets from the node tier (all zero when it is off): bytes and pieces
         served from it (``tier_bytes``, ``tier_pieces``) and fetched from the table's store
         into it (``fetched_bytes``, ``fetched_pieces``)."""
-        if self._tier is None:
+        if self._node_tier is None:  # off, or not used yet
             return dict.fromkeys(
                 ("tier_bytes", "tier_pieces", "fetched_bytes", "fetched_pieces"), 0
             )
-        return self._tier.stats()
+        return self._node_tier.stats()
 
     def tier_cache(self, names: list[str] | None = None) -> tuple[list[str], int] | None:
         """The columns and rows of the cache covering ``names`` (all when None) where the
         node tier holds it (filled now if the cache allows): a worker maps its pieces
         (``map_tier_cache``) and is sent no copy. None without a tier or a cache."""
-        if self._tier is None:
+        if self.cache_dir is False:
             return None
         wanted = self.schema.names if names is None else names
         cached = self.cache_for(wanted) if wanted else None
@@ -519,9 +530,10 @@ class _LanceBackend:
     def map_tier_cache(self, columns: list[str], rows: int) -> None:
         """In a worker: the cache of ``columns`` (``rows`` rows) mapped from the node tier,
         where the parent put it (a piece gone since is fetched again, through Lance)."""
-        assert self._tier is not None, "only a backend with a node tier is sent its pieces"
+        tier = self.tier()
+        assert tier is not None, "only a backend with a node tier is sent its pieces"
         with self._filling:
-            self._cached = (columns, _store_from_tier(self, self._tier, columns, rows, False))
+            self._cached = (columns, _store_from_tier(self, tier, columns, rows, False))
 
     def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
         """The cache written to shared memory for workers: the columns ``names`` (all when

@@ -1,0 +1,123 @@
+"""The node's memory for a cached disk table read by two processes: each with its own cache
+(``cache_dir=False``) against the node tier (one copy of the pieces, mapped by both).
+
+Two spawned processes open the same Lance table (``--rows`` x ``--dim`` float32 and an int64
+label) with ``cache=True`` and read every row once in shuffled batches of 1024, at once. Each
+samples its memory from /proc/self every 50 ms: private memory (RssAnon), its proportional
+share of every page it maps (Pss: a page two processes map counts half in each), and VmHWM.
+The node's memory is the sum of the two processes' peak Pss; its ratio to the table's bytes
+and between the two ways is printed, with the runs' rows/s.
+
+    python benches/bench_node_tier.py [--rows N] [--dim D]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+
+
+def _kib(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    with open(path) as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in keys:
+                out[key] = int(value.split()[0])
+    return out
+
+
+def _read(uri: str, cache_dir: str | bool, barrier, out) -> None:
+    import lancetorch
+
+    peaks = {"RssAnon": 0, "Pss": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            now = _kib("/proc/self/status", ("RssAnon",)) | _kib(
+                "/proc/self/smaps_rollup", ("Pss",)
+            )
+            for k in peaks:
+                peaks[k] = max(peaks[k], now[k])
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    table = lancetorch.connect(os.path.dirname(uri)).open_table(
+        "t", cache=True, cache_dir=cache_dir
+    )
+    barrier.wait()
+    t0 = time.perf_counter()
+    order = np.random.default_rng(os.getpid()).permutation(len(table))
+    total = 0.0
+    for i in range(0, len(order), 1024):
+        batch = table.__getitems__(order[i : i + 1024])
+        total += float(pa.compute.sum(batch.column("label")).as_py())
+    seconds = time.perf_counter() - t0
+    barrier.wait()  # both alive, both holding their caches: the shared pages count half each
+    time.sleep(0.2)
+    done.set()
+    sampler.join()
+    hwm = _kib("/proc/self/status", ("VmHWM",))["VmHWM"]
+    out.put({**peaks, "VmHWM": hwm, "rows_s": len(order) / seconds, "sum": total})
+
+
+def run(uri: str, cache_dir: str | bool) -> list[dict]:
+    ctx = multiprocessing.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_read, args=(uri, cache_dir, barrier, out)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join()
+    return results
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rows", type=int, default=1_000_000)
+    p.add_argument("--dim", type=int, default=128)
+    args = p.parse_args()
+    import lance
+
+    folder = tempfile.mkdtemp(prefix="bench-node-tier-")
+    uri = os.path.join(folder, "db", "t.lance")
+    rng = np.random.default_rng(0)
+    values = rng.random((args.rows, args.dim), dtype=np.float32)
+    data = pa.table(
+        {
+            "v": pa.FixedSizeListArray.from_arrays(pa.array(values.ravel()), args.dim),
+            "label": np.arange(args.rows, dtype=np.int64),
+        }
+    )
+    table_mib = data.nbytes / 2**20
+    lance.write_dataset(data, uri)
+    del data, values
+    ways = {"own cache each (cache_dir=False)": False, "node tier": os.path.join(folder, "tier")}
+    node = {}
+    print(f"table: {args.rows} rows x {args.dim} float32 + label = {table_mib:.0f} MiB")
+    for name, cache_dir in ways.items():
+        results = run(uri, cache_dir)
+        pss = sum(r["Pss"] for r in results) / 1024
+        node[name] = pss
+        print(
+            f"{name}: node peak Pss {pss:.0f} MiB ({pss / table_mib:.2f}x the table); per "
+            f"process peak RssAnon {[round(r['RssAnon'] / 1024) for r in results]} MiB, "
+            f"VmHWM {[round(r['VmHWM'] / 1024) for r in results]} MiB, "
+            f"{[round(r['rows_s']) for r in results]} rows/s"
+        )
+    own, tier = node.values()
+    print(f"node memory, node tier / own caches: {tier / own:.2f}")
+
+
+if __name__ == "__main__":
+    main()
