@@ -6,7 +6,8 @@ label) with ``cache=True`` and read every row once in shuffled batches of 1024, 
 samples its memory from /proc/self every 50 ms: private memory (RssAnon), its proportional
 share of every page it maps (Pss: a page two processes map counts half in each), and VmHWM.
 The node's memory is the sum of the two processes' peak Pss; its ratio to the table's bytes
-and between the two ways is printed, with the runs' rows/s.
+(also net of two processes that open the table and read nothing) and between the two ways is
+printed, with the runs' rows/s.
 
     python benches/bench_node_tier.py [--rows N] [--dim D]
 """
@@ -32,6 +33,14 @@ def _kib(path: str, keys: tuple[str, ...]) -> dict[str, int]:
             if key in keys:
                 out[key] = int(value.split()[0])
     return out
+
+
+def _idle(uri: str, out) -> None:
+    """The baseline: a process that opens the table and reads nothing."""
+    import lancetorch
+
+    lancetorch.connect(os.path.dirname(uri)).open_table("t", cache=True, cache_dir=False)
+    out.put(_kib("/proc/self/smaps_rollup", ("Pss",))["Pss"])
 
 
 def _read(uri: str, cache_dir: str | bool, barrier, out) -> None:
@@ -102,15 +111,23 @@ def main() -> None:
     table_mib = data.nbytes / 2**20
     lance.write_dataset(data, uri)
     del data, values
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    idle = ctx.Process(target=_idle, args=(uri, out))
+    idle.start()
+    baseline = out.get(timeout=600) / 1024
+    idle.join()
     ways = {"own cache each (cache_dir=False)": False, "node tier": os.path.join(folder, "tier")}
     node = {}
     print(f"table: {args.rows} rows x {args.dim} float32 + label = {table_mib:.0f} MiB")
+    print(f"a process that opens the table and reads nothing: Pss {baseline:.0f} MiB")
     for name, cache_dir in ways.items():
         results = run(uri, cache_dir)
         pss = sum(r["Pss"] for r in results) / 1024
         node[name] = pss
         print(
-            f"{name}: node peak Pss {pss:.0f} MiB ({pss / table_mib:.2f}x the table); per "
+            f"{name}: node peak Pss {pss:.0f} MiB ({pss / table_mib:.2f}x the table; "
+            f"{(pss - 2 * baseline) / table_mib:.2f}x over two idle processes); per "
             f"process peak RssAnon {[round(r['RssAnon'] / 1024) for r in results]} MiB, "
             f"VmHWM {[round(r['VmHWM'] / 1024) for r in results]} MiB, "
             f"{[round(r['rows_s']) for r in results]} rows/s"

@@ -17,6 +17,7 @@ import datetime
 import functools
 import io
 import itertools
+import os
 import pickle
 import shutil
 import tempfile
@@ -122,6 +123,19 @@ def _disk() -> lancetorch.Connection:
     db.create_table("a", _data().select(["id", "x"]))
     db.create_table("b", _data(100).select(["id", "x"]))
     return db
+
+
+def _through_tier(cache_dir: Any) -> bool:
+    """Whether a disk table's cache read with ``cache_dir`` went through a node tier (a
+    relative folder lands in this module's temporary folder)."""
+    here = os.getcwd()
+    os.chdir(_DIR)
+    try:
+        table = _disk().open_table("a", cache=True, cache_dir=cache_dir)
+        table.__getitems__([0])
+        return any(table._backend.tier_stats().values())
+    finally:
+        os.chdir(here)
 
 
 def _sees_appends(interval: Any) -> int:
@@ -452,6 +466,7 @@ CASES: dict[str, Case] = {
         0,
         1.5,
     ),
+    f"{CONN}.open_table:cache_dir": Case(lambda v: _through_tier(v), None, False, 1),
     f"{CONN}.drop_table:name": Case(
         lambda v: (db := _memory_db("a", "b")).drop_table(v) or db.table_names(), "a", "b", 5
     ),

@@ -588,11 +588,11 @@ PIECE_ROWS = 1 << 17
 
 
 def tier_folder(cache_dir: str | os.PathLike[str] | bool | None) -> str | bool:
-    """``open_table``'s ``cache_dir`` as a backend keeps it: the folder (None or True: the
-    default one, resolved now so that worker processes use the same), or False (no tier)."""
+    """``open_table``'s ``cache_dir`` as a backend keeps it: the folder (None: the default
+    one, resolved now so that worker processes use the same), or False (no tier)."""
     if cache_dir is False:
         return False
-    if cache_dir is None or cache_dir is True:
+    if cache_dir is None:
         return str(default_root())
     if not isinstance(cache_dir, (str, os.PathLike)):
         raise TypeError(
