@@ -300,9 +300,8 @@ class Permutation:
 
     def _note(self) -> None:
         """Tell a disk table which columns this view reads: before a fork it caches those."""
-        note = getattr(getattr(self._table, "_backend", None), "note_view", None)
-        if note is not None:
-            note(self, self._base_columns())
+        if self._table is not None:
+            self._table._backend.note_view(self, self._base_columns())
 
     def _base(self) -> Table:
         if self._table is None:
