@@ -375,10 +375,6 @@ class Permutation:
         return [c for c in self.selection.values() if c != _ROW_ID_COLUMN]
 
     @property
-    def _columns(self) -> list[str]:
-        return self._base_columns()
-
-    @property
     def _renames(self) -> dict[str, str]:
         """Base column -> output name, for the columns shown under another name."""
         return {c: n for n, c in self.selection.items() if n != c and c != _ROW_ID_COLUMN}
