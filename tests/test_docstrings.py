@@ -141,3 +141,22 @@ def test_parameter_section_parser() -> None:
     assert section_order_problem(doc) is None
     assert section_order_problem("S.\n\n>>> 1\n1\n\nParameters\n----------\nx : int\n    x\n")
     assert section_order_problem("S.\n\nRaises\n------\nE\n    e\n\nReturns\n-------\nint\n")
+
+
+def test_dir_of_the_package_shows_its_api_only() -> None:
+    """``dir(lancetorch)`` lists what users call and the modules they import from, not the
+    package's own imports; every name in it resolves in a fresh interpreter (a module on
+    first use)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import lancetorch; names = dir(lancetorch); "
+        "[getattr(lancetorch, n) for n in names]; print(' '.join(names))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    names = set(out.stdout.split())
+    assert {"connect", "Table", "StorageReadError", "loader", "permutation"} <= names
+    assert not {"os", "warnings", "annotations", "version", "PackageNotFoundError"} & names
+    assert not [n for n in names if n.startswith("_") and n != "__version__"]

@@ -763,6 +763,7 @@ def test_wide_memory_table_holds_its_numbers_once(mem_db):
 
     from lancetorch import _native
 
+    gc.collect()  # earlier tests' garbage freed now, not between the two readings below
     before = pa.total_allocated_bytes()
     data = _pool_table(100_000, 8)
     held = pa.total_allocated_bytes() - before

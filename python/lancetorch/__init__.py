@@ -7,11 +7,10 @@
 4
 """
 
-from __future__ import annotations
-
-import os
-import warnings
-from importlib.metadata import PackageNotFoundError, version
+import os as _os
+import warnings as _warnings
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from . import _native
 from ._objectstore import StorageReadError
@@ -19,12 +18,12 @@ from .db import AsyncConnection, Connection, DBConnection, connect, connect_asyn
 from .table import Table
 
 try:
-    __version__ = version("lancetorch")
-except PackageNotFoundError:  # running from a source tree without metadata
+    __version__ = _version("lancetorch")
+except _PackageNotFoundError:  # running from a source tree without metadata
     __version__ = "0+unknown"
 
 if _native.DEBUG_BUILD:
-    warnings.warn(
+    _warnings.warn(
         "lancetorch's native extension was built in debug mode and is many times slower; "
         "reinstall with `make install` or `pip install .` for a release build",
         RuntimeWarning,
@@ -32,7 +31,7 @@ if _native.DEBUG_BUILD:
     )
 
 # A forked child has no thread-pool threads: keep the core on the calling thread there.
-os.register_at_fork(after_in_child=_native.mark_forked)
+_os.register_at_fork(after_in_child=_native.mark_forked)
 
 __all__ = [
     "AsyncConnection",
@@ -44,3 +43,30 @@ __all__ = [
     "connect_async",
     "__version__",
 ]
+
+# The modules users import from (``lancetorch.loader``, ``lancetorch.permutation``...).
+_PUBLIC_MODULES = [
+    "db",
+    "decode",
+    "loader",
+    "permutation",
+    "query",
+    "sampler",
+    "streaming",
+    "table",
+    "util",
+]
+
+
+def __dir__() -> list[str]:
+    """The API: what ``__all__`` names and the public modules, not the imports made here."""
+    return sorted(__all__ + _PUBLIC_MODULES)
+
+
+def __getattr__(name: str) -> object:
+    """A public module not imported yet (``lancetorch.loader``), imported when first named."""
+    if name in _PUBLIC_MODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'lancetorch' has no attribute {name!r}")

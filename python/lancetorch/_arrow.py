@@ -13,6 +13,14 @@ import pyarrow.compute as pc
 _INT64_MAX = np.iinfo(np.int64).max
 
 
+def _is_table(data: Any) -> bool:
+    """Whether ``data`` is a lancetorch Table (imported here, not at the top: the table
+    module imports this one)."""
+    from .table import Table
+
+    return isinstance(data, Table)
+
+
 def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
     """Turn anything Arrow-like into a pyarrow Table (no copy where the input allows it)."""
     if isinstance(data, pa.Table):
@@ -25,7 +33,7 @@ def as_table(data: Any, schema: pa.Schema | None = None) -> pa.Table:
         table = data.to_arrow()  # a LanceDB table
     elif type(data).__module__.startswith("lance") and hasattr(data, "to_table"):
         table = data.to_table()
-    elif hasattr(data, "to_arrow") and hasattr(data, "_backend"):  # a lancetorch Table
+    elif _is_table(data):
         table = data.to_arrow()
     elif hasattr(data, "__arrow_c_stream__"):
         table = pa.table(data)

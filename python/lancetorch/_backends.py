@@ -1,7 +1,11 @@
-"""Where a Table's rows live: ``_MemoryBackend`` (the Rust column store) and
-``_LanceBackend`` (a Lance dataset, with a memory cache within a budget of the available
-memory), the one small interface a Table reads through (``schema``, ``count_rows``, ``take``,
-``to_arrow``, ``read_columns``, ``append``), and the fill of disk caches before a fork.
+"""Where a Table's rows live, and the one interface every reader uses to read them.
+
+``Backend`` is that interface: a Table, its Permutations, queries, the permutation builder
+and the Loader read rows only through its members, and never ask which kind of backend they
+hold. Two kinds implement it: ``_MemoryBackend`` (the Rust column store) and
+``_LanceBackend`` (a Lance dataset at one version, on disk or in object storage, with a
+memory cache within a budget of the available memory). Where a Lance table lives travels as
+a ``LanceLocation``; its cache settings as ``CacheSettings``.
 
 A ``_LanceBackend`` reads one version of its dataset for its whole life: a Table that moves
 to another version (``checkout_latest``, a read after ``read_consistency_interval``, ``add``)
@@ -11,40 +15,218 @@ Permutation, a Loader) keeps reading the old version and its cache, never a mix.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import sys
+import tempfile
 import threading
+import time
 import warnings
 import weakref
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 
 from . import _native
 from ._objectstore import StorageReadError, is_corrupt_data, is_io_error, read_failure, within
-from ._shared import _SharedCopy
+from ._shared import _SharedCopy, _to_ipc
 from ._tier import NodeTier, PieceKey, default_root
+
+# How a backend is made again in another process: a function and its arguments (picklable).
+Recipe = tuple[Callable[..., "Backend"], tuple[Any, ...]]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What holds a Table's rows, at one version, as every reader reads them.
+
+    Row offsets are 0-based positions in the version read; ``columns`` are positions in
+    ``schema`` (None: every column), ``names`` column names."""
+
+    version: int
+    """The version read: 1 when the table was made, one more with each change."""
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The fields of every row."""
+        ...
+
+    @property
+    def location(self) -> LanceLocation | None:
+        """Where the rows are stored (a Lance dataset), or None for rows held in memory."""
+        ...
+
+    def count_rows(self) -> int:
+        """The number of rows."""
+        ...
+
+    def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
+        """The rows at ``offsets`` (any order, repeats allowed, negative from the end), the
+        columns at ``columns``."""
+        ...
+
+    def read_rows(
+        self, rows: np.ndarray, names: list[str]
+    ) -> tuple[_native.ColumnStore, np.ndarray]:
+        """Rows at checked, non-negative ``rows`` read from storage once each, as a store
+        of the columns ``names`` and the place of each asked row in it (a Loader's window)."""
+        ...
+
+    def in_memory(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        """A column store in memory holding every column of ``names`` (and the names of
+        the columns it holds, in its order), reading it now where a cache allows; None when
+        the rows must be read from storage (``read_rows``)."""
+        ...
+
+    def row_ids(self) -> np.ndarray | None:
+        """The row id (uint64) of every row in offset order, or None where a row's id is
+        its offset."""
+        ...
+
+    def to_arrow(self) -> pa.Table:
+        """Every row."""
+        ...
+
+    def read_columns(self, columns: list[str]) -> pa.Table:
+        """Some columns of every row, reading only those."""
+        ...
+
+    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
+        """Write ``data`` after the last row; the backend that reads what was written (this
+        one for memory; of another version it is one of ``known`` or a new one)."""
+        ...
+
+    def follows_versions(self) -> bool:
+        """Whether other writers can add versions that a reader should look for."""
+        ...
+
+    def at_version(self, version: int | str | None, known: Sequence[Backend] = ()) -> Backend:
+        """The backend reading ``version`` (a number or tag; None: the latest): one of
+        ``known`` where it reads that very version (sharing its cache), else a new one.
+        ValueError for a version the table does not have."""
+        ...
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        """Every version there is: dicts of ``version``, ``timestamp`` and ``metadata``."""
+        ...
+
+    def pinned(self) -> Backend:
+        """These rows for a reader that must not see later appends."""
+        ...
+
+    def note_view(self, view: object, columns: list[str]) -> None:
+        """A live view that reads ``columns`` (a cache fills those before a fork)."""
+        ...
+
+    def sql_dataset(self, names: list[str]) -> contextlib.AbstractContextManager[tuple[Any, bool]]:
+        """A Lance dataset SQL can run against, holding at least the columns ``names``, and
+        whether it holds every column."""
+        ...
+
+    def reopen(self) -> Recipe:
+        """How to make this backend in another process (plain pickle): the same version."""
+        ...
+
+    def reopen_in_workers(self, names: list[str] | None) -> Recipe:
+        """How DataLoader workers that read the columns ``names`` (None: all) make this
+        backend: sharing this process's memory where it can (no copy per worker)."""
+        ...
+
+
+@dataclass(frozen=True)
+class LanceLocation:
+    """Where a Lance table lives: its name, its URI, the options of its store, and how long
+    a read may take. Two tables at the same location are the same table."""
+
+    name: str
+    uri: str
+    options: tuple[tuple[str, str], ...] | None = None  # storage options, sorted pairs
+    read_timeout: float | None = None
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        uri: str,
+        storage_options: Mapping[str, str] | None = None,
+        read_timeout: float | None = None,
+    ) -> LanceLocation:
+        options = None if storage_options is None else tuple(sorted(storage_options.items()))
+        return cls(name, uri, options, read_timeout)
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        """The store's options as Lance takes them."""
+        return None if self.options is None else dict(self.options)
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """How a disk table's memory cache is used: ``mode`` True (always), False (never) or
+    "auto" (when the columns read fit ``budget`` bytes, default half the available memory);
+    ``cache_dir``, the node tier's folder it is filled through (None: the default folder;
+    False: no node tier; see ``tier_folder``)."""
+
+    mode: bool | str = "auto"
+    budget: int | None = None
+    cache_dir: str | bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in (True, False, "auto"):
+            raise ValueError(f"cache must be True, False or 'auto', got {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class SentVersion:
+    """A version as another process saw it: its number, its schema and its identity (its
+    number and write time), checked when the dataset is opened here."""
+
+    number: int
+    schema: pa.Schema = field(compare=False)
+    identity: str | None
 
 
 class _MemoryBackend:
     """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
 
+    location = None  # held in memory: nowhere to reopen them from
+
     def __init__(
-        self, store: _native.ColumnStore, shared_file: str | None = None, version: int = 1
+        self,
+        store: _native.ColumnStore,
+        shared_file: str | None = None,
+        version: int = 1,
+        name: str = "table",
     ) -> None:
         self.store = store
+        self.name = name  # the table's, for messages
         self.version = version  # 1 when made, one more each append (as LanceDB counts)
+        self.written = time.time()  # when this version was made (its timestamp)
         self._shared = _SharedCopy(store, shared_file)
         self._schema = store.schema  # made from the store's once: it changes only with it
         self._source: _MemoryBackend | None = None  # the backend a pinned one was made from
 
+    @classmethod
+    def from_ipc(cls, name: str, ipc: bytes, version: int) -> _MemoryBackend:
+        """The rows of an Arrow IPC stream (a memory table unpickled)."""
+        store = _native.ColumnStore(pa.ipc.open_stream(ipc).read_all())
+        return cls(store, version=version, name=name)
+
+    @classmethod
+    def from_shared(cls, name: str, path: str, version: int) -> _MemoryBackend:
+        """The rows of a shared-memory file another process wrote, mapped: every process
+        that maps it reads the same pages, none holds a copy of its own."""
+        return cls(_map_shared(name, path), path, version, name)
+
     def pinned(self) -> _MemoryBackend:
         """These rows, for a reader that must not see later appends: the same store (no
         copy; an append to this backend makes a new store and leaves it as it is)."""
-        view = _MemoryBackend(self.store, version=self.version)
+        view = _MemoryBackend(self.store, version=self.version, name=self.name)
+        view.written = self.written
         view._source = self
         return view
 
@@ -66,6 +248,19 @@ class _MemoryBackend:
     def take(self, offsets: list[int] | pa.Array, columns: list[int] | None) -> pa.RecordBatch:
         return self.store.take(offsets, columns)
 
+    def read_rows(
+        self, rows: np.ndarray, names: list[str]
+    ) -> tuple[_native.ColumnStore, np.ndarray]:
+        positions = [self.schema.get_field_index(n) for n in names]
+        taken = self.store.take(pa.array(rows, pa.int64()), positions)
+        return _native.ColumnStore(taken, row_major=False), np.arange(len(rows), dtype=np.int64)
+
+    def in_memory(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        return self.schema.names, self.store
+
+    def row_ids(self) -> np.ndarray | None:
+        return None
+
     def to_arrow(self) -> pa.Table:
         return pa.Table.from_batches(self.store.batches(), schema=self.schema)
 
@@ -76,10 +271,66 @@ class _MemoryBackend:
         schema = pa.schema([self.schema.field(i) for i in positions])
         return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
-    def append(self, data: pa.Table) -> None:
+    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
         self.store = self.store.appended(data)
         self._schema = self.store.schema
         self.version += 1
+        self.written = time.time()
+        return self
+
+    def follows_versions(self) -> bool:
+        return False  # only this process writes it, through this backend
+
+    def at_version(self, version: int | str | None, known: Sequence[Backend] = ()) -> Backend:
+        if version is None or version == self.version:
+            return self
+        raise ValueError(
+            f"Version {version} no longer exists. A memory table keeps only its latest "
+            f"version ({self.version}); use a table on disk to read older ones"
+        )
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "version": self.version,
+                "timestamp": datetime.datetime.fromtimestamp(self.written),
+                "metadata": {"total_rows": str(self.count_rows())},
+            }
+        ]
+
+    def note_view(self, view: object, columns: list[str]) -> None:
+        pass  # nothing to fill before a fork: the rows are in memory already
+
+    @contextlib.contextmanager
+    def sql_dataset(self, names: list[str]) -> Iterator[tuple[Any, bool]]:
+        """A scratch Lance dataset of the columns ``names`` (the first column where none is
+        named: Lance refuses a scan of no column), removed afterwards: a column SQL does not
+        use (an embedding) is never copied."""
+        import lance
+
+        names = names or self.schema.names[:1]
+        with tempfile.TemporaryDirectory(prefix="lancetorch-sql-") as tmp:
+            dataset = lance.write_dataset(self.read_columns(names), f"{tmp}/t.lance")
+            yield dataset, len(names) == len(self.schema)
+
+    def reopen(self) -> Recipe:
+        return _MemoryBackend.from_ipc, (self.name, _to_ipc(self.store), self.version)
+
+    def reopen_in_workers(self, names: list[str] | None) -> Recipe:
+        return _MemoryBackend.from_shared, (self.name, self.shared_file(), self.version)
+
+
+def _map_shared(name: str, path: str) -> _native.ColumnStore:
+    """The column store of a shared-memory file, mapped (not copied)."""
+    try:
+        source = pa.memory_map(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(
+            f"the shared memory of table '{name}' ({path}) is gone: the process that "
+            "created the table has ended or dropped it. Send memory tables only to workers of "
+            "a live process, or use a table on disk"
+        ) from err
+    return _native.ColumnStore(pa.ipc.open_file(source).read_all(), row_major=False)
 
 
 def available_memory() -> int:
@@ -181,41 +432,27 @@ class _LanceBackend:
 
     def __init__(
         self,
-        name: str,
-        uri: str,
-        storage_options: dict[str, str] | None,
-        cache: bool | str = "auto",
-        cache_budget: int | None = None,
+        location: LanceLocation,
+        cache: CacheSettings | None = None,
         version: int | str | None = None,
-        read_timeout: float | None = None,
         *,
-        schema: pa.Schema | None = None,
-        identity: str | None = None,
+        sent: SentVersion | None = None,
         dataset: Any = None,
-        cache_dir: str | os.PathLike[str] | bool | None = None,
     ) -> None:
-        if cache not in (True, False, "auto"):
-            raise ValueError(f"cache must be True, False or 'auto', got {cache!r}")
-        self.cache_dir = tier_folder(cache_dir)
-        self._node_tier: NodeTier | None = None  # opened (its folder checked) when first used
-        self.name = name
-        self.uri = uri
-        self.storage_options = storage_options
-        self.cache = cache
-        self.cache_budget = cache_budget
-        self.read_timeout = read_timeout
+        self.location = location
+        self.settings = cache if cache is not None else CacheSettings()
         self._dataset: Any = None
         self._pid = os.getpid()
         self._opening = threading.Lock()
         # The version's identity, where it was sent from another process: checked when the
         # dataset is opened here, so that a table dropped and made again is never read.
-        self._identity = identity
+        self._identity: str | None = None
         if dataset is not None:
             self._open(dataset)
-        elif schema is not None and isinstance(version, int):
+        elif sent is not None:
             # Reopened elsewhere (a pickle, a worker): the dataset is opened when a read needs
             # it, so a worker that reads its parent's cache never touches Lance.
-            self.version, self._schema = version, schema
+            self.version, self._schema, self._identity = sent.number, sent.schema, sent.identity
         else:
             import lance
 
@@ -223,9 +460,9 @@ class _LanceBackend:
                 self.call(
                     "opening the dataset",
                     lance.dataset,
-                    uri,
+                    location.uri,
                     version=version,
-                    storage_options=storage_options,
+                    storage_options=location.storage_options,
                 )
             )
         # (column names, their rows in the column store) once read; per column selection
@@ -238,20 +475,69 @@ class _LanceBackend:
         self._filling = threading.RLock()
         # Live Permutations over this table and the columns each reads (for the fork fill).
         self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
+        self._node_tier: NodeTier | None = None  # opened (its folder checked) when first used
         _track_open(self)
+
+    @classmethod
+    def with_shared_cache(
+        cls,
+        location: LanceLocation,
+        cache: CacheSettings,
+        sent: SentVersion,
+        columns: list[str],
+        path: str,
+    ) -> _LanceBackend:
+        """This version in a worker, its cache mapped from the parent's shared-memory file:
+        the worker reads the cache, and opens the dataset only for what it does not hold."""
+        backend = cls(location, cache, sent=sent)
+        backend._cached = (columns, _map_shared(location.name, path))
+        return backend
+
+    @classmethod
+    def with_tier_cache(
+        cls,
+        location: LanceLocation,
+        cache: CacheSettings,
+        sent: SentVersion,
+        columns: list[str],
+        rows: int,
+    ) -> _LanceBackend:
+        """This version in a worker, its cache of ``columns`` (``rows`` rows) mapped from the
+        node tier's pieces, where the parent put them (a piece gone since is read again)."""
+        backend = cls(location, cache, sent=sent)
+        tier = backend.tier()
+        assert tier is not None, "only a backend with a node tier is sent its pieces"
+        backend._cached = (columns, _store_from_tier(backend, tier, columns, rows, False))
+        return backend
+
+    # The location's parts, as the messages and Lance's calls use them.
+    @property
+    def name(self) -> str:
+        return self.location.name
+
+    @property
+    def uri(self) -> str:
+        return self.location.uri
+
+    @property
+    def storage_options(self) -> dict[str, str] | None:
+        return self.location.storage_options
+
+    @property
+    def read_timeout(self) -> float | None:
+        return self.location.read_timeout
+
+    @property
+    def cache(self) -> bool | str:
+        return self.settings.mode
+
+    @property
+    def cache_budget(self) -> int | None:
+        return self.settings.budget
 
     def at(self, dataset: Any) -> _LanceBackend:
         """A backend like this one reading ``dataset`` (another version): its own cache."""
-        return _LanceBackend(
-            self.name,
-            self.uri,
-            self.storage_options,
-            self.cache,
-            self.cache_budget,
-            read_timeout=self.read_timeout,
-            dataset=dataset,
-            cache_dir=self.cache_dir,
-        )
+        return _LanceBackend(self.location, self.settings, dataset=dataset)
 
     def load(self, version: int | str | None = None) -> Any:
         """The dataset at ``version`` (a number or a tag; None: the latest), opened now."""
@@ -303,22 +589,47 @@ class _LanceBackend:
         self.version = dataset.version
         self._identity = _identity_of(dataset)
 
-    def state(self, cache: bool | str | None = None) -> dict[str, Any]:
-        """The arguments of ``_LanceBackend`` that reopen this version elsewhere (another
-        process), where it is opened only when a read needs Lance, and checked to be this
-        version of this table then."""
-        return {
-            "name": self.name,
-            "uri": self.uri,
-            "storage_options": self.storage_options,
-            "cache": self.cache if cache is None else cache,
-            "cache_budget": self.cache_budget,
-            "version": self.version,
-            "read_timeout": self.read_timeout,
-            "schema": self._schema,
-            "identity": self.identity(),
-            "cache_dir": self.cache_dir,
-        }
+    def sent(self) -> SentVersion:
+        """This version as another process opens it: opened only when a read needs Lance,
+        and checked to be this version of this table then."""
+        return SentVersion(self.version, self._schema, self.identity())
+
+    def reopen(self) -> Recipe:
+        return _LanceBackend.in_process, (self.location, self.settings, self.sent())
+
+    def reopen_in_workers(self, names: list[str] | None) -> Recipe:
+        """Workers map this process's cache of the columns ``names`` (with any read so far)
+        where the cache allows; else they read Lance, each without a cache of its own (the
+        parent could not cache it: workers must not each try, and each hold a copy). A
+        cache held in the node tier is not copied: workers map the tier's pieces."""
+        tiered = self.tier_cache(names)
+        if tiered is not None:
+            return _LanceBackend.with_tier_cache, (
+                self.location,
+                self.settings,
+                self.sent(),
+                *tiered,
+            )
+        shared = self.shared_cache(names)
+        if shared is None:
+            return _LanceBackend.in_process, (
+                self.location,
+                replace(self.settings, mode=False),
+                self.sent(),
+            )
+        return _LanceBackend.with_shared_cache, (
+            self.location,
+            self.settings,
+            self.sent(),
+            *shared,
+        )
+
+    @classmethod
+    def in_process(
+        cls, location: LanceLocation, cache: CacheSettings, sent: SentVersion
+    ) -> _LanceBackend:
+        """The version sent, in the process it was sent to."""
+        return cls(location, cache, sent=sent)
 
     def _open_sent(self) -> Any:
         """The dataset of a backend sent from another process: its version, opened now, and
@@ -474,12 +785,13 @@ class _LanceBackend:
         return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
 
     def tier(self) -> NodeTier | None:
-        """The node tier this backend reads through (None when ``cache_dir`` is False),
+        """The node tier this backend reads through (None when its ``cache_dir`` is False),
         opened and its folder checked on first use."""
-        if self.cache_dir is False:
+        folder = self.settings.cache_dir
+        if folder is False:
             return None
         if self._node_tier is None:
-            self._node_tier = node_tier(self.cache_dir)
+            self._node_tier = node_tier(tier_folder(folder))
         return self._node_tier
 
     def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
@@ -520,20 +832,12 @@ class _LanceBackend:
     def tier_cache(self, names: list[str] | None = None) -> tuple[list[str], int] | None:
         """The columns and rows of the cache covering ``names`` (all when None) where the
         node tier holds it (filled now if the cache allows): a worker maps its pieces
-        (``map_tier_cache``) and is sent no copy. None without a tier or a cache."""
-        if self.cache_dir is False:
+        (``with_tier_cache``) and is sent no copy. None without a tier or a cache."""
+        if self.settings.cache_dir is False:
             return None
         wanted = self.schema.names if names is None else names
         cached = self.cache_for(wanted) if wanted else None
         return None if cached is None else (cached[0], cached[1].num_rows)
-
-    def map_tier_cache(self, columns: list[str], rows: int) -> None:
-        """In a worker: the cache of ``columns`` (``rows`` rows) mapped from the node tier,
-        where the parent put it (a piece gone since is fetched again, through Lance)."""
-        tier = self.tier()
-        assert tier is not None, "only a backend with a node tier is sent its pieces"
-        with self._filling:
-            self._cached = (columns, _store_from_tier(self, tier, columns, rows, False))
 
     def shared_cache(self, names: list[str] | None = None) -> tuple[list[str], str] | None:
         """The cache written to shared memory for workers: the columns ``names`` (all when
@@ -561,7 +865,7 @@ class _LanceBackend:
     def read_columns(self, columns: list[str]) -> pa.Table:
         return self.call(f"a scan of columns {columns}", self.dataset.to_table, columns=columns)
 
-    def append(self, data: pa.Table) -> None:
+    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
         """Write ``data`` after the latest version (the Table then reads a new backend at
         the version written: this one keeps reading its own)."""
         import lance
@@ -581,6 +885,46 @@ class _LanceBackend:
                 f"now {latest.schema.names}: open it again to add rows"
             )
         lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
+        # The handle reads what it wrote (and any version written since) from now on.
+        return self.at_version(None, known)
+
+    def follows_versions(self) -> bool:
+        # Not in a process forked from the one that opened it: Lance is not used there.
+        return not self.forked()
+
+    def at_version(self, version: int | str | None, known: Sequence[Backend] = ()) -> Backend:
+        try:
+            dataset = self.load(version)
+        except (ValueError, OverflowError) as e:  # none such (or past Lance's u64)
+            if version is None:
+                raise
+            raise ValueError(
+                f"Version {version} no longer exists. Was it cleaned up? Table "
+                f"'{self.name}' has versions {[v['version'] for v in self.list_versions()]}"
+            ) from e
+        identity = _identity_of(dataset)
+        for backend in known:
+            if (
+                isinstance(backend, _LanceBackend)
+                and backend.location == self.location
+                and backend.version == dataset.version
+                and backend.identity() == identity
+            ):
+                return backend
+        return self.at(dataset)
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        return list(self.call("a list of the versions", self.dataset.versions))
+
+    def pinned(self) -> _LanceBackend:
+        return self  # it reads one version for its life already
+
+    def in_memory(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
+        return self.cache_for(names)
+
+    @contextlib.contextmanager
+    def sql_dataset(self, names: list[str]) -> Iterator[tuple[Any, bool]]:
+        yield self.dataset, True
 
 
 # Rows of a node tier's piece of a disk table's cache: large reads, few files.

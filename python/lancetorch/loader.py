@@ -22,7 +22,6 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
-from ._backends import _LanceBackend, _MemoryBackend
 from .decode import check_specs
 from .permutation import Permutation
 from .sampler import BatchSampler
@@ -543,13 +542,10 @@ class Loader:
     def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
         """The store holding the columns and their positions there; ``(None, [])`` for a disk
         table that does not fit its cache (read by windows)."""
-        backend = self._table._backend
-        if isinstance(backend, _MemoryBackend):
-            store, held = backend.store, backend.schema.names
-        elif isinstance(backend, _LanceBackend) and (cached := backend.cache_for(names)):
-            held, store = cached
-        else:
+        held_store = self._table._backend.in_memory(names)
+        if held_store is None:
             return None, []
+        held, store = held_store
         position = {n: i for i, n in enumerate(held)}
         return store, [position[n] for n in names]
 
@@ -727,7 +723,6 @@ class Loader:
         first = position + sampler.rank  # this rank's first global position
         todo = [k for k in range(len(groups)) if starts[k + 1] > position]
         backend = self._table._backend
-        assert isinstance(backend, _LanceBackend)  # only a Lance table is read by windows
 
         def mine(k: int) -> np.ndarray:
             """This rank's positions (of the permutation) in window ``k``, in read order."""

@@ -7,10 +7,9 @@ gives a ``pyarrow.Table`` of those rows in the order asked, which
 
 from __future__ import annotations
 
-import datetime
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
@@ -19,8 +18,15 @@ import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
-from ._backends import _identity_of, _LanceBackend, _MemoryBackend
-from ._shared import _to_ipc
+from ._backends import (
+    Backend,
+    CacheSettings,
+    LanceLocation,
+    Recipe,
+    _LanceBackend,
+    _MemoryBackend,
+    tier_folder,
+)
 from .query import ScanQuery, TakeQuery
 
 
@@ -33,8 +39,8 @@ class Table:
     ----------
     name : str
         The table's name.
-    backend : _MemoryBackend or _LanceBackend
-        What holds the rows: the Rust column store, or a Lance dataset (at one version).
+    backend : Backend
+        What holds the rows (at one version): the Rust column store, or a Lance dataset.
     read_consistency_interval : float, optional
         Seconds after a check for a newer version (of a disk or object-store table) before
         a read checks again: ``0.0`` checks on every read, ``None`` never (until
@@ -55,14 +61,14 @@ class Table:
     def __init__(
         self,
         name: str,
-        backend: _MemoryBackend | _LanceBackend,
+        backend: Backend,
         *,
         read_consistency_interval: float | None = None,
         pinned: bool = False,
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name={name!r} is {type(name).__name__}; a table's name is a string")
-        if not isinstance(backend, (_MemoryBackend, _LanceBackend)):
+        if not isinstance(backend, Backend):
             raise TypeError(
                 f"backend is {type(backend).__name__}; tables are made by "
                 "connect(uri).create_table(...) or open_table(...)"
@@ -79,7 +85,6 @@ class Table:
         self._pinned = pinned
         self._checked_out: int | str | None = None  # the version checkout() asked for
         self._checked = time.monotonic()  # when a newer version was last looked for
-        self._written = time.time()  # a memory table's last change (its version's timestamp)
         # The schema the column positions below were worked out for, and the positions.
         self._positions: tuple[pa.Schema | None, dict[tuple[str, ...], tuple[int, ...]]] = (
             None,
@@ -89,7 +94,7 @@ class Table:
     # -- construction (used by Connection and unpickling) --------------------------------------
     @classmethod
     def _memory(cls, name: str, data: pa.Table) -> Table:
-        return cls(name, _MemoryBackend(_native.ColumnStore(data)))
+        return cls(name, _MemoryBackend(_native.ColumnStore(data), name=name))
 
     @classmethod
     def _lance(
@@ -104,63 +109,42 @@ class Table:
         read_consistency_interval: float | None = None,
         cache_dir: str | os.PathLike[str] | bool | None = None,
     ) -> Table:
-        backend = _LanceBackend(
-            name,
-            uri,
-            storage_options,
-            cache,
-            cache_budget,
-            version,
-            read_timeout,
-            cache_dir=cache_dir,
-        )
         return cls(
             name,
-            backend,
+            _LanceBackend(
+                LanceLocation.of(name, uri, storage_options, read_timeout),
+                CacheSettings(cache, cache_budget, tier_folder(cache_dir)),
+                version,
+            ),
             read_consistency_interval=read_consistency_interval,
         )
 
     # -- versions -------------------------------------------------------------------------------
-    def _current(self) -> _MemoryBackend | _LanceBackend:
+    def _current(self) -> Backend:
         """The backend a read of the table's API reads: the latest version where
         ``read_consistency_interval`` says a check is due (never for a pinned or checked-out
-        handle, nor in a process forked from the one that opened it). What the Dataset
-        protocol reads does not move with it."""
+        handle, nor where the backend has no versions to follow). What the Dataset protocol
+        reads does not move with it."""
         backend = self._api
         if (
             self._interval is None
             or self._pinned
             or self._checked_out is not None
-            or not isinstance(backend, _LanceBackend)
-            or backend.forked()
+            or not backend.follows_versions()
         ):
             return backend
         now = time.monotonic()
         if now - self._checked < self._interval:
             return backend
         self._checked = now
-        self._api = self._backend_at(backend.load(None))
+        self._api = backend.at_version(None, (self._api, self._backend))
         return self._api
 
-    def _backend_at(self, dataset: Any) -> _LanceBackend:
-        """A backend reading ``dataset``: the one either reader has at that version (sharing
-        its cache), else a new one with its own cache."""
-        for backend in (self._api, self._backend):
-            if (
-                isinstance(backend, _LanceBackend)
-                and dataset.version == backend.version
-                and _identity_of(dataset) == backend.identity()
-            ):
-                return backend
-        backend = self._backend
-        assert isinstance(backend, _LanceBackend)  # only disk tables have other versions
-        return backend.at(dataset)
-
-    def _move_to(self, dataset: Any) -> _MemoryBackend | _LanceBackend:
-        """Read ``dataset`` from now on, in the Dataset protocol and the table's API alike
-        (checkout, checkout_latest, add)."""
-        self._backend = self._api = self._backend_at(dataset)
-        return self._backend
+    def _move_to(self, version: int | str | None) -> None:
+        """Read ``version`` (None: the latest) from now on, in the Dataset protocol and the
+        table's API alike (checkout, checkout_latest), sharing a backend either reader has
+        at that version."""
+        self._backend = self._api = self._backend.at_version(version, (self._api, self._backend))
 
     def _pinned_view(self) -> Table:
         """This table at the version a read now sees, for a reader that must read one
@@ -168,9 +152,7 @@ class Table:
         sharing this version's backend (and its cache) that never moves. Of a memory table,
         a Table over the rows it holds now (the same column store, no copy): rows appended
         later are not in it."""
-        backend = self._current()
-        if isinstance(backend, _MemoryBackend):
-            backend = backend.pinned()
+        backend = self._current().pinned()
         # A view of its own even of a pinned or checked-out handle: that handle may move on
         # (checkout_latest), the view never does.
         return Table(self._name, backend, pinned=True)
@@ -196,10 +178,8 @@ class Table:
         """
         self._checked_out = None
         self._pinned = False
-        backend = self._backend
-        if isinstance(backend, _LanceBackend):
-            self._checked = time.monotonic()
-            self._move_to(backend.load(None))
+        self._checked = time.monotonic()
+        self._move_to(None)
 
     def checkout(self, version: int | str) -> None:
         """Read ``version`` (a version number, or a tag of a disk table) until
@@ -227,23 +207,7 @@ class Table:
         if not isinstance(version, str) and version < 0:  # as LanceDB: 0 is a missing one
             raise TypeError(f"version must be a version number from 1, got {version}")
         version = version if isinstance(version, str) else int(version)
-        backend = self._backend
-        if isinstance(backend, _MemoryBackend):
-            if version != backend.version:
-                raise ValueError(
-                    f"Version {version} no longer exists. A memory table keeps only its latest "
-                    f"version ({backend.version}); use a table on disk to read older ones"
-                )
-        else:
-            try:
-                dataset = backend.load(version)
-            except (ValueError, OverflowError) as e:  # none such (or past Lance's u64)
-                raise ValueError(
-                    f"Version {version} no longer exists. Was it cleaned up? Table "
-                    f"'{self._name}' has versions "
-                    f"{[v['version'] for v in self.list_versions()]}"
-                ) from e
-            self._move_to(dataset)
+        self._move_to(version)
         self._checked_out = version
 
     def list_versions(self) -> list[dict[str, Any]]:
@@ -255,16 +219,7 @@ class Table:
         -------
         list of dict
         """
-        backend = self._backend
-        if isinstance(backend, _MemoryBackend):
-            return [
-                {
-                    "version": backend.version,
-                    "timestamp": datetime.datetime.fromtimestamp(self._written),
-                    "metadata": {"total_rows": str(backend.count_rows())},
-                }
-            ]
-        return list(backend.call("a list of the versions", backend.dataset.versions))
+        return self._backend.list_versions()
 
     # -- description ----------------------------------------------------------------------------
     @property
@@ -274,7 +229,8 @@ class Table:
     @property
     def uri(self) -> str | None:
         """Where the table's Lance dataset lives, or ``None`` for a memory table."""
-        return self._backend.uri if isinstance(self._backend, _LanceBackend) else None
+        location = self._backend.location
+        return None if location is None else location.uri
 
     @property
     def schema(self) -> pa.Schema:
@@ -336,12 +292,8 @@ class Table:
         new = conform(as_table(data, backend.schema), backend.schema, self._name)
         if not new.num_rows:
             return
-        backend.append(new)
-        self._written = time.time()
-        if isinstance(backend, _LanceBackend):
-            # The handle reads what it wrote (and any version written since) from now on.
-            self._checked = time.monotonic()
-            self._move_to(backend.load(None))
+        self._checked = time.monotonic()
+        self._backend = self._api = backend.append(new, (self._api, self._backend))
 
     # -- reading --------------------------------------------------------------------------------
     def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
@@ -561,15 +513,14 @@ class Table:
         """The row ids (uint64) of rows at non-negative offsets: in a memory table, the
         offsets; in a Lance dataset, Lance's ``_rowid``."""
         offsets = np.asarray(offsets, dtype=np.int64)
-        if isinstance(self._backend, _LanceBackend):
-            return self._backend.row_ids()[offsets]
-        return offsets.astype(np.uint64)
+        all_ids = self._backend.row_ids()
+        return offsets.astype(np.uint64) if all_ids is None else all_ids[offsets]
 
     def _offsets_of_row_ids(self, row_ids: Any) -> np.ndarray:
         """Row offsets (int64) of these row ids; ValueError names an id not in the table."""
         ids = np.asarray(as_offsets_unsigned(row_ids), dtype=np.uint64)
-        if isinstance(self._backend, _LanceBackend):
-            all_ids = self._backend.row_ids()
+        all_ids = self._backend.row_ids()
+        if all_ids is not None:
             if len(all_ids):
                 order = np.argsort(all_ids, kind="stable")
                 at = np.searchsorted(all_ids, ids, sorter=order).clip(0, len(order) - 1)
@@ -604,13 +555,7 @@ class Table:
     # checks for a newer one until its checkout_latest(), and refuses to read a table dropped
     # and made again since.
     def __reduce__(self) -> tuple:
-        backend = self._backend
-        if isinstance(backend, _LanceBackend):
-            return (_reopen_lance, (self._name, backend.state(), self._interval))
-        return (
-            _unpickle_memory_table,
-            (self._name, _to_ipc(backend.store), backend.version),
-        )
+        return (_unpickled, (self._name, self._interval, *self._backend.reopen()))
 
 
 _WRITE = (
@@ -743,73 +688,20 @@ def as_lancetorch_table(table: Any) -> Table:
     )
 
 
-def _reopen_lance(name: str, state: dict[str, Any], interval: float | None = None) -> Table:
-    """A disk table unpickled: pinned at the version sent, opened when a read needs Lance."""
-    return Table(name, _LanceBackend(**state), read_consistency_interval=interval, pinned=True)
-
-
-def _open_shared_table(name: str, path: str, version: int = 1) -> Table:
-    """A memory table in a worker process, mapped from the parent's shared-memory file:
-    every worker reads the same pages, none holds a copy of its own."""
-    try:
-        source = pa.memory_map(path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(
-            f"the shared memory of memory table '{name}' ({path}) is gone: the process that "
-            "created the table has ended or dropped it. Send memory tables only to workers of "
-            "a live process, or use a table on disk"
-        ) from err
-    data = pa.ipc.open_file(source).read_all()
-    store = _native.ColumnStore(data, row_major=False)
-    return Table(name, _MemoryBackend(store, path, version))
-
-
-def _open_cached_lance_table(
-    name: str,
-    state: dict[str, Any],
-    columns: list[str],
-    path: str,
-    interval: float | None = None,
+def _unpickled(
+    name: str, interval: float | None, make: Callable[..., Backend], args: tuple[Any, ...]
 ) -> Table:
-    """A disk table in a worker, its cache mapped from the parent's shared-memory file: the
-    worker reads the cache, and opens the dataset only for what the cache does not hold."""
-    table = _reopen_lance(name, state, interval)
-    shared, backend = _open_shared_table(name, path)._backend, table._backend
-    assert isinstance(shared, _MemoryBackend) and isinstance(backend, _LanceBackend)
-    backend._cached = (columns, shared.store)
-    return table
-
-
-def _open_tiered_lance_table(
-    name: str, state: dict[str, Any], columns: list[str], rows: int, interval: float | None = None
-) -> Table:
-    """A disk table in a worker, its cache mapped from the node tier's pieces, which the
-    parent wrote (or found): the node's processes read one copy of them."""
-    table = _reopen_lance(name, state, interval)
-    backend = table._backend
-    assert isinstance(backend, _LanceBackend)
-    backend.map_tier_cache(columns, rows)
-    return table
+    """A table in another process: its backend made again there, pinned at the version sent
+    (a disk table opens Lance only when a read needs it)."""
+    return Table(name, make(*args), read_consistency_interval=interval, pinned=True)
 
 
 def _reduce_for_workers(table: Table, names: list[str] | None = None) -> tuple:
     """How a Table travels to multiprocessing workers (spawn, forkserver): a memory table, and
     a disk table's cache, as a shared-memory file that every worker maps; otherwise as with
     plain pickle. Workers that read only the columns ``names`` get only those cached."""
-    backend = table._backend  # the version the handle holds: workers read it, and only it
-    if isinstance(backend, _MemoryBackend):
-        return (_open_shared_table, (table.name, backend.shared_file(), backend.version))
-    tiered = backend.tier_cache(names)
-    if tiered is not None:  # workers map the node tier's pieces: no copy to send
-        return (_open_tiered_lance_table, (table.name, backend.state(), *tiered, table._interval))
-    shared = backend.shared_cache(names)
-    if shared is not None:
-        return (
-            _open_cached_lance_table,
-            (table.name, backend.state(), *shared, table._interval),
-        )
-    # The parent could not cache it: workers must not each try (and each hold a copy).
-    return (_reopen_lance, (table.name, backend.state(cache=False), table._interval))
+    recipe: Recipe = table._backend.reopen_in_workers(names)  # the version the handle holds
+    return (_unpickled, (table.name, table._interval, *recipe))
 
 
 ForkingPickler.register(Table, _reduce_for_workers)
@@ -825,10 +717,3 @@ class TableForWorkers:
 
     def __reduce__(self) -> tuple:
         return _reduce_for_workers(self.table, self.names)
-
-
-def _unpickle_memory_table(name: str, ipc: bytes, version: int = 1) -> Table:
-    table = Table._memory(name, pa.ipc.open_stream(ipc).read_all())
-    assert isinstance(table._backend, _MemoryBackend)  # made from Arrow
-    table._backend.version = version
-    return table

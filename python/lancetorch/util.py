@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
+from ._arrow import _is_table
 from .decode import check_specs
 
 if TYPE_CHECKING:  # torch is imported when a tensor is made, not with the package
@@ -43,7 +44,7 @@ def _batches(data: Any) -> list[pa.RecordBatch]:
         return [data]
     if isinstance(data, (list, tuple)) and all(isinstance(b, pa.RecordBatch) for b in data):
         return list(data)
-    if hasattr(data, "to_arrow") and hasattr(data, "_backend"):  # a lancetorch Table
+    if _is_table(data):
         data = data.to_arrow()
     if not isinstance(data, pa.Table):
         if hasattr(data, "__arrow_c_array__"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +19,6 @@ from .layout import _NAMES_KEY, ROW_ID, SPLIT_ID
 
 def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
     """Evaluate a SQL expression for every row of ``table``, in row order."""
-    import lance
-
     if not isinstance(expression, str) or not expression.strip():
         raise ValueError(f"{what} must be a non-empty SQL expression, got {expression!r}")
 
@@ -50,26 +47,21 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
                 f"(columns {table.schema.names}): {detail}"
             ) from e
 
+    # Lance evaluates it against the table's dataset; rows held in memory are written to a
+    # scratch dataset of only the columns the expression names (an embedding column it does
+    # not use is never copied), or, where a column it uses went unrecognised, of every one.
     backend = table._backend
-    if hasattr(backend, "dataset"):
-        return run(backend.dataset)
-
-    # A memory table is written to a scratch dataset for Lance to evaluate: only the columns
-    # the expression names (an embedding column it does not use is never copied), or, where
-    # that fails, every column.
-    def scratch(columns: list[str]) -> pa.ChunkedArray:
-        with tempfile.TemporaryDirectory(prefix="lancetorch-sql-") as tmp:
-            return run(lance.write_dataset(backend.read_columns(columns), f"{tmp}/t.lance"))
-
-    names = table.schema.names
+    names = backend.schema.names
     named = [n for n in names if re.search(rf"(?<![\w$]){re.escape(n)}(?![\w$])", expression, re.I)]
-    fewer = named or names[:1]  # Lance refuses a scan of no column
-    if len(fewer) < len(names):
-        try:
-            return scratch(fewer)
-        except ValueError:
-            pass  # a column it uses went unrecognised: evaluate it with every column
-    return scratch(names)
+    complete = False  # whether the dataset tried held every column
+    try:
+        with backend.sql_dataset(named) as (dataset, complete):
+            return run(dataset)
+    except ValueError:
+        if complete:
+            raise
+    with backend.sql_dataset(names) as (dataset, _):
+        return run(dataset)
 
 
 def _one_expression(expression: str, what: str, kind: str) -> None:

@@ -300,9 +300,8 @@ class Permutation:
 
     def _note(self) -> None:
         """Tell a disk table which columns this view reads: before a fork it caches those."""
-        note = getattr(getattr(self._table, "_backend", None), "note_view", None)
-        if note is not None:
-            note(self, self._base_columns())
+        if self._table is not None:
+            self._table._backend.note_view(self, self._base_columns())
 
     def _base(self) -> Table:
         if self._table is None:
@@ -374,10 +373,6 @@ class Permutation:
     def _base_columns(self) -> list[str]:
         """The base table's columns this view reads (``_rowid`` is not one)."""
         return [c for c in self.selection.values() if c != _ROW_ID_COLUMN]
-
-    @property
-    def _columns(self) -> list[str]:
-        return self._base_columns()
 
     @property
     def _renames(self) -> dict[str, str]:
