@@ -407,6 +407,10 @@ def test_cache_dir_false_keeps_no_tier(tmp_path, monkeypatch):
     assert t.__getitems__([3]).column("y").to_pylist() == [9]
     assert not (tmp_path / "default").exists()
     assert set(t._backend.tier_stats().values()) == {0}
+    # cache=False keeps no copy of any kind, the tier's included: every read goes to Lance.
+    off = lancetorch.connect(tmp_path / "db").open_table("t", cache=False, cache_dir=tmp_path / "f")
+    assert off.__getitems__([4, 299_999]).column("y").to_pylist() == [12, 3 * 299_999]
+    assert not (tmp_path / "f").exists()
     on = lancetorch.connect(tmp_path / "db").open_table("t", cache=True)  # the default folder
     assert on.__getitems__([3]).column("y").to_pylist() == [9]
     assert len(NodeTier(tmp_path / "default").pieces()) == 3
@@ -445,7 +449,8 @@ def test_windowed_reads_take_from_the_tier_as_lance_would(tmp_path_factory, rows
     ids = np.arange(1000, dtype=np.int64)
     data = pa.table({"id": ids, "s": [f"s{i}" for i in ids], "z": ids * 2})
     lancetorch.connect(folder / "db").create_table("t", data)
-    t = lancetorch.connect(folder / "db").open_table("t", cache=False, cache_dir=folder / "tier")
+    db = lancetorch.connect(folder / "db")  # a budget no cache fits: rows are read by windows
+    t = db.open_table("t", cache_budget=0, cache_dir=folder / "tier")
     backend = t._backend
     # Too small a budget for the columns: pieces held are read, no piece is fetched.
     tier = NodeTier(folder / "tier", budget_bytes=1 << 30 if fill else 1000)

@@ -785,10 +785,11 @@ class _LanceBackend:
         return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
 
     def tier(self) -> NodeTier | None:
-        """The node tier this backend reads through (None when its ``cache_dir`` is False),
-        opened and its folder checked on first use."""
+        """The node tier this backend reads through, opened and its folder checked on first
+        use; None when its ``cache_dir`` is False, or its cache is (``cache=False`` keeps no
+        copy of any kind: every read goes to Lance)."""
         folder = self.settings.cache_dir
-        if folder is False:
+        if folder is False or self.cache is False:
             return None
         if self._node_tier is None:
             self._node_tier = node_tier(tier_folder(folder))
@@ -833,7 +834,7 @@ class _LanceBackend:
         """The columns and rows of the cache covering ``names`` (all when None) where the
         node tier holds it (filled now if the cache allows): a worker maps its pieces
         (``with_tier_cache``) and is sent no copy. None without a tier or a cache."""
-        if self.settings.cache_dir is False:
+        if self.tier() is None:
             return None
         wanted = self.schema.names if names is None else names
         cached = self.cache_for(wanted) if wanted else None
