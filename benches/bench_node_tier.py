@@ -1,5 +1,6 @@
 """The node's memory for a cached disk table read by two processes: each with its own cache
-(``cache_dir=False``) against the node tier (one copy of the pieces, mapped by both).
+(``cache_dir=False``) against the node tier (one copy of the pieces, mapped by both), the
+tier's pieces fetched by the run, then already there.
 
 Two spawned processes open the same Lance table (``--rows`` x ``--dim`` float32 and an int64
 label) with ``cache=True`` and read every row once in shuffled batches of 1024, at once. Each
@@ -117,7 +118,12 @@ def main() -> None:
     idle.start()
     baseline = out.get(timeout=600) / 1024
     idle.join()
-    ways = {"own cache each (cache_dir=False)": False, "node tier": os.path.join(folder, "tier")}
+    tier = os.path.join(folder, "tier")
+    ways = {
+        "own cache each (cache_dir=False)": False,
+        "node tier, pieces fetched": tier,
+        "node tier, pieces already there": tier,
+    }
     node = {}
     print(f"table: {args.rows} rows x {args.dim} float32 + label = {table_mib:.0f} MiB")
     print(f"a process that opens the table and reads nothing: Pss {baseline:.0f} MiB")
@@ -132,8 +138,11 @@ def main() -> None:
             f"VmHWM {[round(r['VmHWM'] / 1024) for r in results]} MiB, "
             f"{[round(r['rows_s']) for r in results]} rows/s"
         )
-    own, tier = node.values()
-    print(f"node memory, node tier / own caches: {tier / own:.2f}")
+    own, fetched, there = node.values()
+    print(
+        f"node memory, node tier / own caches: {fetched / own:.2f} (pieces fetched), "
+        f"{there / own:.2f} (pieces already there)"
+    )
 
 
 if __name__ == "__main__":
