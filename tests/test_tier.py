@@ -487,3 +487,19 @@ def test_no_secret_of_a_tables_storage_options_reaches_the_tier(tmp_path):
     for path in files:
         assert secret not in str(path)
         assert not path.is_file() or secret.encode() not in path.read_bytes()
+
+
+def test_a_store_that_fails_while_the_tier_fills_is_a_named_error_and_leaves_no_piece(tmp_path):
+    from lancetorch import StorageReadError
+
+    # (A data file gone under a larger table surfaces from Lance as an ArrowInvalid that
+    # lancetorch does not yet take for a storage error, with or without the tier.)
+    db = lancetorch.connect(tmp_path / "db")
+    db.create_table("t", {"id": list(range(1000))})
+    t = db.open_table("t", cache=True, cache_dir=tmp_path / "tr")
+    for data_file in (tmp_path / "db" / "t.lance" / "data").iterdir():
+        data_file.unlink()
+    with pytest.raises(StorageReadError, match="table 't'.*sequential scan of row offsets 0 to"):
+        t.__getitems__([1])
+    assert NodeTier(tmp_path / "tr").pieces() == []
+    assert not [p for p in (tmp_path / "tr").rglob("*.tmp")]
