@@ -153,6 +153,8 @@ class StreamingDataset(IterableDataset):
         worker_info_override: Any = None,
         prefetch_batches: int | None = None,
     ) -> None:
+        # Long, as its 24 arguments are: each is checked (the two calls name them all) and
+        # kept as an attribute; a split would only hand them all on once more.
         super().__init__()
         if prefetch_batches is not None:
             logger.warning("prefetch_batches is deprecated and will be removed; use io_queue_depth")
@@ -241,20 +243,12 @@ class StreamingDataset(IterableDataset):
             self._blocks_per_epoch = estimate_blocks_per_epoch(
                 self._split, num_splits, shuffle_seed, read_batch_size, pack_sequences
             )
-        blocks = self._blocks_per_epoch
-        self._progress = Progress(
-            StateConfig(shuffle_seed, num_splits, epoch)
-            if pack_sequences is None
-            else StateConfig(
-                shuffle_seed,
-                num_splits,
-                epoch,
-                pack_sequences,
-                eos_id,
-                pad_id,
-                blocks if isinstance(blocks, int) else None,
-            )
+        blocks = self._blocks_per_epoch  # an int when packing, None otherwise
+        blocks = blocks if isinstance(blocks, int) else None
+        config = StateConfig(
+            shuffle_seed, num_splits, epoch, pack_sequences, eos_id, pad_id, blocks
         )
+        self._progress = Progress(config)
         per_rank = num_splits // world_size
         self._rank_splits = list(range(rank * per_rank, (rank + 1) * per_rank))
 

@@ -13,7 +13,8 @@ from typing import Any
 @dataclass(frozen=True)
 class StateConfig:
     """What a state must match to resume a dataset: the dealing of the rows and, packed, the
-    packing (the dataset's arguments of these names; ``pack_sequences`` ``None`` unpacked).
+    packing (the dataset's arguments of these names; the packing ones count only when
+    ``pack_sequences`` is set).
 
     Parameters
     ----------
