@@ -79,12 +79,8 @@ class _Committing:
     def __init__(
         self, inner: Any, progress: Progress, release: Callable[[], None], uniform: bool
     ) -> None:
-        self._inner, self._progress, self._release, self._uniform = (
-            inner,
-            progress,
-            release,
-            uniform,
-        )
+        self._inner, self._progress = inner, progress
+        self._release, self._uniform = release, uniform
         self._done = False
 
     def __iter__(self) -> _Committing:
@@ -200,7 +196,7 @@ class StreamingDataLoader(DataLoader):
             dataset._acquire(token)
             progress = dataset._progress
             state = progress.snapshot()
-            packed = dataset._pack_sequences is not None
+            packed = progress.config.packed
             if progress.uneven(state, dataset._rank_splits, self.num_workers > 1):
                 raise RuntimeError(
                     "StreamingDataLoader cannot start from a partial logical step; resume from "
