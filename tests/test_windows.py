@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import lance
+import lancetorch
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lancetorch import _backends
+from lancetorch import _backends, _native
+from lancetorch.loader import Loader
+from lancetorch.permutation import Permutation
 
 N = 900
 
@@ -68,3 +72,139 @@ def test_read_rows_reads_long_runs_as_ranges(fragmented, monkeypatch):
     store, places = backend.read_rows(rows, ["id"])
     assert store.take(pa.array(places)).column(0).to_numpy().tolist() == live[rows].tolist()
     assert taken == [2], "only the two scattered rows go to a take"
+
+
+# -- a rank's share of each window ------------------------------------------------------------
+
+ROWS = 700
+
+
+@pytest.fixture(scope="module")
+def uncached(tmp_path_factory):
+    db = lancetorch.connect(tmp_path_factory.mktemp("windows"))
+    db.create_table("t", pa.table({"id": np.arange(ROWS)}))
+    return db.open_table("t", cache=False)
+
+
+def ids_of(batches) -> list[int]:
+    return torch.cat([b[0] for b in batches]).long().tolist() if batches else []
+
+
+def reference_windows(n, clump, window, seed, epoch, world, shuffle=True) -> list[np.ndarray]:
+    """The windowed global order, in numpy: clumps shuffled, cut into windows, each window's
+    rows sorted and cut into ``world`` contiguous stretches (stretch ``j`` at the window's
+    positions ``j, j + world, ...``), each stretch shuffled on its own."""
+    clumps = -(-n // clump)
+    co = _native.epoch_order(clumps, seed, epoch).to_numpy() if shuffle else np.arange(clumps)
+    per = max(1, window // clump)
+    out = []
+    for k, i in enumerate(range(0, clumps, per)):
+        group = np.sort(co[i : i + per])
+        rows = np.concatenate([np.arange(c * clump, min((c + 1) * clump, n)) for c in group])
+        laid, begin = np.empty(len(rows), dtype=np.int64), 0
+        for j in range(min(world, len(rows))):
+            count = len(range(j, len(rows), world))
+            part = rows[begin : begin + count]
+            begin += count
+            if shuffle and count > 1:
+                s = (seed + 1 + k + j * 0x9E3779B97F4A7C15) % 2**64
+                part = part[_native.epoch_order(count, s, epoch).to_numpy()]
+            laid[j::world] = part
+        out.append(laid)
+    return out
+
+
+def reference_order(*args, **kwargs) -> np.ndarray:
+    return np.concatenate(reference_windows(*args, **kwargs))
+
+
+def test_one_rank_keeps_the_windowed_order_of_before(uncached):
+    """Golden vectors of the one-rank windowed order (as lancetorch read it before windows
+    were laid out per rank): an upgrade must not reorder a user's epoch."""
+    view = Permutation.identity(uncached).with_take(500)
+    loader = Loader(view, 64, seed=7, world_size=1, window_rows=120, clump_size=16)
+    first = ids_of(list(loader))
+    assert first[:12] == [114, 140, 147, 325, 323, 328, 391, 158, 393, 115, 143, 150]
+    assert first[200:206] == [285, 342, 95, 283, 91, 241]
+    second = ids_of(list(loader))
+    assert second[:12] == [425, 112, 426, 281, 30, 302, 114, 20, 19, 418, 296, 147]
+    assert first == reference_order(500, 16, 120, 7, 0, 1).tolist()
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, ROWS),
+    bs=st.integers(1, 70),
+    clump=st.integers(1, 40),
+    window=st.integers(1, 250),
+    world=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+    shuffle=st.booleans(),
+)
+def test_each_rank_reads_its_stretch_of_every_window(
+    uncached, n, bs, clump, window, world, seed, shuffle
+):
+    """Rank r reads positions r, r + W, ... of the order laid out for W ranks; its rows of a
+    window are one contiguous stretch of that window's rows in storage order; the ranks
+    together read every row once (and, padded, the first positions again)."""
+    view = Permutation.identity(uncached).with_take(n)
+    kw = dict(seed=seed, window_rows=window, clump_size=clump, shuffle=shuffle)
+    order = reference_order(n, clump, window, seed, 0, world, shuffle)
+    assert sorted(order.tolist()) == list(range(n))
+    shard = -(-n // world)
+    seen = []
+    for r in range(world):
+        ids = ids_of(list(Loader(view, bs, rank=r, world_size=world, **kw)))
+        assert ids == [int(order[p % n]) for p in range(r, shard * world, world)]
+        seen += ids[: len(range(r, n, world))]
+    assert sorted(seen) == list(range(n))
+    for laid in reference_windows(n, clump, window, seed, 0, world, shuffle):
+        rows = np.sort(laid)
+        for r in range(world):
+            mine = np.sort(laid[r::world])
+            at = np.searchsorted(rows, mine[0]) if len(mine) else 0
+            assert np.array_equal(rows[at : at + len(mine)], mine), "one stretch a rank"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(1, ROWS),
+    bs=st.integers(1, 70),
+    clump=st.integers(1, 40),
+    window=st.integers(1, 250),
+    world=st.integers(1, 4),
+    later=st.integers(1, 4),
+    again=st.integers(1, 4),
+    stops=st.tuples(st.integers(0, 12), st.integers(0, 12)),
+    seed=st.integers(0, 2**32),
+)
+def test_resume_on_other_ranks_reads_every_row_once(
+    uncached, n, bs, clump, window, world, later, again, stops, seed
+):
+    """An epoch stopped on ``world`` ranks, resumed on ``later`` ranks, stopped again and
+    resumed on ``again`` ranks: the rows of the passes are every row once, beyond padding
+    (a pass's first positions again, after a rank's last row)."""
+    view = Permutation.identity(uncached).with_take(n)
+    kw = dict(seed=seed, window_rows=window, clump_size=clump)
+    read: list[int] = []
+    state = None
+    for ranks, stop in ((world, stops[0]), (later, stops[1]), (again, None)):
+        loaders = [Loader(view, bs, rank=r, world_size=ranks, **kw) for r in range(ranks)]
+        if state is not None:
+            for loader in loaders:
+                loader.load_state_dict(state)
+        start = 0 if state is None else state["position"]
+        for loader in loaders:
+            batches = []
+            for b in loader if stop != 0 else []:
+                batches.append(b)
+                if stop is not None and len(batches) >= stop:
+                    break
+            # Past the rank's last row, padding repeats rows.
+            read += ids_of(batches)[: len(range(start + loader._sampler.rank, n, ranks))]
+        states = [loader.state_dict() for loader in loaders]
+        assert all(s == states[0] for s in states)
+        state = states[0]
+        if state["epoch"] == 1:  # the epoch is complete
+            break
+    assert sorted(read) == list(range(n))

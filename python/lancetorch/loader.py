@@ -32,6 +32,9 @@ from .util import _decode_checked, _keep_rows, _torch
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
 _MAX_THREADS = 256
+_SEED_MASK = (1 << 64) - 1
+# Between the seeds of two ranks' stretches of one window (an odd constant, 2**64 / golden ratio).
+_SLOT_STEP = 0x9E3779B97F4A7C15
 
 
 def _dense(kind: pa.DataType) -> bool:
@@ -525,6 +528,11 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
+        # Read by windows: the layouts of the window a pass started in, (epoch, window,
+        # layouts), and those of a loaded state, (epoch, position, layouts), until a pass
+        # starts from them (see _pass_layouts).
+        self._pass: tuple[int, int, list[tuple[int, int]]] | None = None
+        self._resume: tuple[int, int, list[tuple[int, int]]] | None = None
         self._stats = {
             "index_s": 0.0,
             "read_s": 0.0,
@@ -573,13 +581,29 @@ class Loader:
 
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
-        :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
-        return {**self._sampler.state_dict(), "order": self._order_name()}
+        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows adds
+        ``window_layout``: how the window the position is in was laid out for the ranks
+        (``[first global position, ranks]`` pairs), so that a resume on another number of
+        ranks knows which of its rows were read."""
+        state = {**self._sampler.state_dict(), "order": self._order_name()}
+        if self._store is None:
+            epoch, position = state["epoch"], state["position"]
+            _, starts = self._windows(epoch)
+            k = int(np.searchsorted(starts, position, side="right")) - 1
+            layouts = [(int(starts[k]), self._sampler.world_size)]
+            if self._resume is not None and self._resume[:2] == (epoch, position):
+                layouts = self._resume[2]
+            elif self._pass is not None and self._pass[:2] == (epoch, k):
+                layouts = self._pass[2]
+            state["window_layout"] = [[q, w] for q, w in layouts if q <= position]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
         order, on as many ranks as there are now. A table read by windows resumes in its
-        windowed order: the state must come from a Loader reading it the same way.
+        windowed order: the state must come from a Loader reading it the same way; on
+        another number of ranks, the rows of the current window not yet read are laid out
+        anew for the ranks there are now.
 
         Parameters
         ----------
@@ -590,8 +614,8 @@ class Loader:
         ------
         ValueError
             For a state saved reading in another order (the cache decision, ``clump_size`` and
-            ``window_rows``), or one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
-            refuses.
+            ``window_rows``), a ``window_layout`` that does not fit the saved position, or one
+            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses.
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -605,6 +629,51 @@ class Loader:
                 "decision, clump_size and window_rows)"
             )
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
+        if self._store is None:
+            epoch, position = self._sampler.epoch, self._sampler._start
+            self._resume = (epoch, position, self._saved_layouts(state, epoch, position))
+
+    def _saved_layouts(
+        self, state: dict[str, Any], epoch: int, position: int
+    ) -> list[tuple[int, int]]:
+        """A state's ``window_layout``, checked against the windows of its position."""
+        _, starts = self._windows(epoch)
+        if position >= starts[-1]:  # nothing of the epoch left to read
+            return [(position, self._sampler.world_size)]
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        s = int(starts[k])
+        saved = state.get("window_layout")
+        if saved is None:
+            world = state.get("world_size", 1)
+            if position > s and world != 1:
+                raise ValueError(
+                    f"the state was saved at position {position}, inside a window, on "
+                    f"{world} ranks, and has no 'window_layout': the lancetorch that saved it "
+                    "laid windows out for several ranks otherwise, so the rows read cannot be "
+                    "known; resume from the start of the epoch (position 0)"
+                )
+            return [(s, world if isinstance(world, int) else 1)]
+        try:
+            layouts = [(int(q), int(w)) for q, w in saved]
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"state['window_layout']={saved!r} is not a list of [position, ranks] pairs; "
+                "give what state_dict() returned"
+            ) from err
+        qs = [q for q, _ in layouts]
+        if (
+            not layouts
+            or qs[0] != s
+            or any(b <= a for a, b in zip(qs, qs[1:]))
+            or qs[-1] > position
+            or any(w < 1 for _, w in layouts)
+        ):
+            raise ValueError(
+                f"state['window_layout']={saved!r} does not fit position {position} of epoch "
+                f"{epoch}, in the window of positions {s} to {int(starts[k + 1])}: give what "
+                "state_dict() returned, with the same clump_size and window_rows"
+            )
+        return layouts
 
     def _prefetcher(
         self,
@@ -696,26 +765,73 @@ class Loader:
         sizes = [int(np.minimum((g + 1) * clump, n).sum() - (g * clump).sum()) for g in groups]
         return groups, np.cumsum([0] + sizes)
 
-    def _window_order(self, epoch: int, group: np.ndarray, k: int) -> np.ndarray:
-        """The positions of window ``k`` in read order: its clumps' rows, shuffled."""
+    def _laid_out(self, epoch: int, k: int, positions: np.ndarray, world: int) -> np.ndarray:
+        """``positions`` (sorted: in storage order) laid out for ``world`` ranks from a
+        window's first global position on: slot ``j`` (the positions ``j, j + world, ...``
+        after it, which one rank reads) takes the ``j``-th contiguous run of them, shuffled
+        from ``(seed, epoch, window, slot)``. So a rank reads its own rows of the window, one
+        stretch of the table, and with one rank this is the window's rows shuffled whole."""
+        sampler = self._sampler
+        if len(positions) <= 1 or (world == 1 and not sampler.shuffle):
+            return positions
+        if world == 1:
+            seed = (sampler.seed + 1 + k) & _SEED_MASK
+            return positions[_native.epoch_order(len(positions), seed, epoch).to_numpy()]
+        out = np.empty(len(positions), dtype=np.int64)
+        begin = 0
+        for j in range(min(world, len(positions))):
+            count = len(range(j, len(positions), world))
+            part = positions[begin : begin + count]
+            begin += count
+            if sampler.shuffle:
+                seed = (sampler.seed + 1 + k + j * _SLOT_STEP) & _SEED_MASK
+                part = part[_native.epoch_order(count, seed, epoch).to_numpy()]
+            out[j::world] = part
+        return out
+
+    def _window_order(
+        self, epoch: int, group: np.ndarray, k: int, layouts: list[tuple[int, int]]
+    ) -> np.ndarray:
+        """The positions of window ``k`` in read order, from the global position of its
+        last layout on. ``layouts`` are ``(first global position, ranks)``: the window laid
+        out for that many ranks from there (the first from the window's start); a later one,
+        where a run resumed on another number of ranks, lays out anew the rows the ones
+        before it had not reached."""
         n, clump = self._sampler.n, self._clump
         positions = np.concatenate(
             [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
         )
-        if self._sampler.shuffle:
-            window_seed = (self._sampler.seed + 1 + k) & ((1 << 64) - 1)
-            positions = positions[
-                _native.epoch_order(len(positions), window_seed, epoch).to_numpy()
-            ]
-        return positions
+        for i, (q, world) in enumerate(layouts):
+            order = self._laid_out(epoch, k, positions, world)
+            if i + 1 == len(layouts):
+                return order
+            read = order[: layouts[i + 1][0] - q]
+            positions = np.setdiff1d(positions, read, assume_unique=True)
+        raise AssertionError("a window has one layout at least")
+
+    def _pass_layouts(
+        self, epoch: int, position: int, starts: np.ndarray
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """The window a pass from ``position`` starts in and its layouts: those of the run
+        it resumes (a loaded state's) while they cover the rows read, and one for this
+        world size from ``position`` on where the number of ranks changed."""
+        world = self._sampler.world_size
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        saved = [(int(starts[k]), world)]
+        if self._resume is not None and self._resume[:2] == (epoch, position):
+            saved = self._resume[2]
+        layouts = [(q, w) for q, w in saved if q < position]
+        if not layouts or layouts[-1][1] != world:
+            layouts.append((position, world))
+        return k, layouts
 
     def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
-        order, read ``window_rows`` at a time (the next window on a background thread), rows
-        shuffled within each window. The windows one after another are the epoch's global
-        order; this rank reads its positions of it from ``position`` on, as BatchSampler
-        shards its order (padding, when asked, repeats the first positions from
-        ``position`` on, read again with the last window).
+        order, read ``window_rows`` at a time (the next window on a background thread), each
+        window laid out so that a rank reads a stretch of it (see ``_laid_out``). The windows
+        one after another are the epoch's global order; this rank reads its positions of it
+        from ``position`` on, as BatchSampler shards its order (padding, when asked, repeats
+        the first positions from ``position`` on, read again with the last window).
         Rows a window leaves short of a full batch open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -726,6 +842,15 @@ class Loader:
         end = position + shard * world  # global positions this pass covers (beyond n: padding)
         first = position + sampler.rank  # this rank's first global position
         todo = [k for k in range(len(groups)) if starts[k + 1] > position]
+        k0, layouts = -1, list[tuple[int, int]]()
+        if todo:
+            k0, layouts = self._pass_layouts(epoch, position, starts)
+            self._pass = (epoch, k0, layouts)
+        self._resume = None
+
+        def layouts_of(k: int) -> list[tuple[int, int]]:
+            return layouts if k == k0 else [(int(starts[k]), world)]
+
         backend = self._table._backend
         assert isinstance(backend, _LanceBackend)  # only a Lance table is read by windows
 
@@ -733,12 +858,14 @@ class Loader:
             """This rank's positions (of the permutation) in window ``k``, in read order."""
             lo, hi = max(int(starts[k]), position), min(int(starts[k + 1]), end)
             g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
-            order = self._window_order(epoch, groups[k], k)
-            out = order[g - starts[k]]
+            laid = layouts_of(k)
+            out = self._window_order(epoch, groups[k], k, laid)[g - laid[-1][0]]
             if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
                 pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
                 wrapped = position + (pad - position) % (sampler.n - position)
-                out = np.concatenate([out, self._positions_at(epoch, groups, starts, wrapped)])
+                out = np.concatenate(
+                    [out, self._positions_at(epoch, groups, starts, wrapped, layouts_of)]
+                )
             return out
 
         def read(i: int, carried: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -766,14 +893,21 @@ class Loader:
                     yield self._prefetcher(store, local, columns, sampler.drop_last and last, epoch)
 
     def _positions_at(
-        self, epoch: int, groups: list[np.ndarray], starts: np.ndarray, g: np.ndarray
+        self,
+        epoch: int,
+        groups: list[np.ndarray],
+        starts: np.ndarray,
+        g: np.ndarray,
+        layouts_of: Callable[[int], list[tuple[int, int]]],
     ) -> np.ndarray:
         """The permutation positions at global positions ``g`` of the windowed order."""
         out = np.empty(len(g), dtype=np.int64)
         windows = np.searchsorted(starts, g, side="right") - 1
         for k in np.unique(windows):
             here = windows == k
-            out[here] = self._window_order(epoch, groups[k], int(k))[g[here] - starts[k]]
+            laid = layouts_of(int(k))
+            order = self._window_order(epoch, groups[k], int(k), laid)
+            out[here] = order[g[here] - laid[-1][0]]
         return out
 
     def __iter__(self) -> Iterator[Any]:
