@@ -208,3 +208,71 @@ def test_resume_on_other_ranks_reads_every_row_once(
         if state["epoch"] == 1:  # the epoch is complete
             break
     assert sorted(read) == list(range(n))
+
+
+# -- what an epoch cost ----------------------------------------------------------------------
+
+WIDE = 20000
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """A table of 32 float32 features and an int64 id a row (136 bytes)."""
+    db = lancetorch.connect(tmp_path_factory.mktemp("wide"))
+    rng = np.random.default_rng(0)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.random(WIDE * 32, np.float32)), 32)
+    db.create_table("t", pa.table({"id": np.arange(WIDE), "vec": vec}))
+    return db
+
+
+def _epoch(loader) -> dict:
+    for _ in loader:
+        pass
+    return loader.stats()
+
+
+def test_windowed_epochs_count_the_store_bytes_they_read(wide):
+    table = wide.open_table("t", cache_budget=1)  # over budget: read by windows
+    loader = Loader(table, 500, seed=1, per_column=True, window_rows=4096, clump_size=512)
+    assert loader.stats()["store_bytes"] == 0, "nothing read yet"
+    first = _epoch(loader)
+    assert first["delivered_bytes"] == WIDE * 136
+    assert first["store_bytes"] >= WIDE * 136 * 0.9 and first["store_requests"] > 0
+    assert first["read_amplification"] == first["store_bytes"] / first["delivered_bytes"]
+    assert first["memory_bytes"] == 0
+    second = _epoch(loader)
+    assert second["store_bytes"] >= 1.8 * first["store_bytes"], "every epoch reads again"
+    assert second["delivered_bytes"] == 2 * WIDE * 136
+
+
+def test_a_rank_reads_its_share_of_the_store(wide):
+    """Two ranks by windows each read about half the bytes one rank reads."""
+    kw = dict(seed=1, per_column=True, window_rows=4096, clump_size=512)
+    one = _epoch(Loader(wide.open_table("t", cache_budget=1), 500, world_size=1, **kw))
+    for r in range(2):
+        table = wide.open_table("t", cache_budget=1)
+        half = _epoch(Loader(table, 500, rank=r, world_size=2, **kw))
+        assert half["store_bytes"] < 0.65 * one["store_bytes"]
+        assert half["delivered_bytes"] == WIDE // 2 * 136
+
+
+def test_cached_epochs_read_the_store_once(wide):
+    table = wide.open_table("t")  # fits the cache: filled when the loader is made
+    loader = Loader(table, 500, seed=1, per_column=True)
+    filled = loader.stats()["store_bytes"]
+    assert filled >= WIDE * 136 * 0.9
+    first, second = _epoch(loader), _epoch(loader)
+    assert first["store_bytes"] == second["store_bytes"] == filled
+    assert second["memory_bytes"] == second["delivered_bytes"] == 2 * WIDE * 136
+    assert second["read_amplification"] == filled / (2 * WIDE * 136)
+
+
+@pytest.mark.parametrize("budget", [None, 1], ids=["memory", "windows"])
+def test_shuffle_distance_against_a_full_shuffle(wide, budget):
+    table = wide.open_table("t", cache_budget=budget)
+    kw = dict(per_column=True, window_rows=4096, clump_size=512)
+    ordered = _epoch(Loader(table, 500, shuffle=False, **kw))
+    assert ordered["shuffle_distance"] == 0 and ordered["shuffle_ratio"] == 0
+    shuffled = _epoch(Loader(table, 500, seed=3, **kw))
+    assert 0.9 < shuffled["shuffle_ratio"] < 1.1
+    assert shuffled["shuffle_ratio"] == 3 * shuffled["shuffle_distance"]

@@ -267,6 +267,8 @@ class _LanceBackend:
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
         self._fragments: tuple[list[Any], np.ndarray] | None = None  # see _fragment_starts
+        self._io = [0, 0]  # bytes and requests read from the store so far (see io_totals)
+        self._io_lock = threading.Lock()
         self._filling = threading.RLock()
         # Live Permutations over this table and the columns each reads (for the fork fill).
         self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
@@ -528,6 +530,19 @@ class _LanceBackend:
             place[scattered] = np.arange(len(unique) - len(scattered), len(unique))
             places = place[places]
         return _native.ColumnStore(fetched, row_major=False), places
+
+    def io_totals(self) -> tuple[int, int]:
+        """Bytes and requests this backend has read from its store so far (every read of its
+        dataset: cache fills, takes, windows), as Lance counts them. Lance's counters reset
+        as they are read, so they are read here only, under a lock, and summed."""
+        with self._io_lock:
+            dataset = self._dataset
+            counter = getattr(dataset, "io_stats_incremental", None)  # pylance 0.2x: none
+            if counter is not None and not self.forked():
+                stats = counter()
+                self._io[0] += stats.read_bytes
+                self._io[1] += stats.read_iops
+            return self._io[0], self._io[1]
 
     def _ranges(
         self, unique: np.ndarray, runs: list[tuple[int, int]]

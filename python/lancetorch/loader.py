@@ -82,6 +82,7 @@ class _Source:
         transform: Any = None,
     ) -> None:
         self.prefetcher = prefetcher
+        self.from_memory = False  # whether its rows come from memory (else from a window)
         self.threads: list[threading.Thread] = []
         # What the batches handed out cost on the side threads: take and decode seconds
         # (summed over the threads), and the bytes delivered.
@@ -168,6 +169,18 @@ class _Source:
 
     def stats(self) -> dict[str, float]:
         return self.prefetcher.stats()
+
+
+def _fixed_width(kind: pa.DataType) -> int | None:
+    """Bytes a value of ``kind`` takes as Arrow holds it (a bool counted as one byte), or
+    None for a variable-width type."""
+    if pa.types.is_fixed_size_list(kind):
+        inner = _fixed_width(kind.value_type)
+        return None if inner is None else inner * kind.list_size
+    try:
+        return max(kind.bit_width // 8, 1)
+    except ValueError:  # variable width
+        return None
 
 
 def _device(device: Any, torch: Any) -> Any:
@@ -489,7 +502,13 @@ class Loader:
             )
         self._clump = clump_size
         self._window_rows = window_rows
+        before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
+        fill = np.subtract(self._store_io(), before).tolist()  # the cache's fill, if it read
+        # Bytes a row of the columns read takes as Arrow holds it, where every one is of
+        # fixed width (else delivered bytes are the bytes of the values handed out).
+        widths = [_fixed_width(schema.field(n).type) for n in names]
+        self._row_bytes = None if None in widths else sum(w for w in widths if w is not None)
         if n is None:
             n = len(self._table) if self._store is None else self._store.num_rows
         self._sampler = BatchSampler(
@@ -546,7 +565,28 @@ class Loader:
             "rows": 0,
             "bytes": 0,
             "skipped": 0,
+            "store_bytes": 0,
+            "store_requests": 0,
+            "delivered_bytes": 0,
+            "memory_bytes": 0,
+            "shuffle_moved": 0.0,
+            "shuffle_rows": 0,
         }
+        self._stats["store_bytes"] += fill[0]
+        self._stats["store_requests"] += fill[1]
+
+    def _store_io(self) -> tuple[int, int]:
+        """Bytes and requests the table's store has served this process so far (a memory
+        table has no store: none)."""
+        backend = self._table._backend
+        return backend.io_totals() if isinstance(backend, _LanceBackend) else (0, 0)
+
+    def _moved(self, positions: np.ndarray, places: np.ndarray) -> None:
+        """Count how far the rows at ``positions`` (of what this loader reads: a table's
+        storage offsets) moved to their global ``places`` in the epoch's order."""
+        if len(positions):
+            self._stats["shuffle_moved"] += float(np.abs(positions - places).sum())
+            self._stats["shuffle_rows"] += len(positions)
 
     def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
         """The store holding the columns and their positions there; ``(None, [])`` for a disk
@@ -739,11 +779,18 @@ class Loader:
     def _epoch_in_memory(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
+        # How far rows move, from an even sample of the epoch's rows (at most 65536).
+        sample = np.arange(0, len(order), max(1, len(order) >> 16), dtype=np.int64)
+        places = position + sample * self._sampler.world_size + self._sampler.rank
+        beyond = places >= self._sampler.n  # padding: the first positions again
+        places[beyond] = position + (places[beyond] - position) % (self._sampler.n - position)
+        self._moved(order[sample].astype(np.int64), places)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         store = self._store
         assert store is not None  # read from memory
         prefetcher = self._prefetcher(store, rows, self._columns, self._sampler.drop_last, epoch)
+        prefetcher.from_memory = True
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
         # epoch runs.
@@ -860,12 +907,13 @@ class Loader:
             g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
             laid = layouts_of(k)
             out = self._window_order(epoch, groups[k], k, laid)[g - laid[-1][0]]
+            self._moved(out, g)
             if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
                 pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
                 wrapped = position + (pad - position) % (sampler.n - position)
-                out = np.concatenate(
-                    [out, self._positions_at(epoch, groups, starts, wrapped, layouts_of)]
-                )
+                padded = self._positions_at(epoch, groups, starts, wrapped, layouts_of)
+                self._moved(padded, wrapped)
+                out = np.concatenate([out, padded])
             return out
 
         def read(i: int, carried: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
@@ -876,7 +924,11 @@ class Loader:
             positions, carry = positions[:keep], positions[keep:]
             if not len(positions):
                 return None, positions, carry
+            before = backend.io_totals()
             store, local = backend.read_rows(self._table_rows(positions), self._names)
+            spent = np.subtract(backend.io_totals(), before).tolist()
+            self._stats["store_bytes"] += spent[0]
+            self._stats["store_requests"] += spent[1]
             self._stats["read_s"] += time.perf_counter() - t0
             return store, local, carry
 
@@ -1008,10 +1060,17 @@ class Loader:
 
     def _close(self, prefetcher: _Source) -> None:
         prefetcher.close()
-        for key, value in prefetcher.stats().items():
+        made = prefetcher.stats()
+        for key, value in made.items():
             self._stats[key] += value
         for key, value in prefetcher.cost.items():
             self._stats[key] += value
+        delivered = made.get("bytes", 0) + prefetcher.cost["bytes"]
+        if self._row_bytes is not None:
+            delivered = made.get("rows", 0) * self._row_bytes
+        self._stats["delivered_bytes"] += delivered
+        if prefetcher.from_memory:
+            self._stats["memory_bytes"] += delivered
 
     def stats(self) -> dict[str, float]:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
@@ -1026,10 +1085,31 @@ class Loader:
         output the Arrow bytes they were made from);
         rows and bytes per second of the loop; ``skipped``, the rows an
         ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share
-        of the loop's time the consumer spent waiting for data."""
+        of the loop's time the consumer spent waiting for data.
+
+        What the reads cost: ``store_bytes`` and ``store_requests``, what Lance read from the
+        table's store (a disk or object storage) for this loader, its cache fill included
+        (reads of the same table by others in this process at the same time count too);
+        ``delivered_bytes``, the bytes of the columns read handed to the loop, as Arrow holds
+        them (the values' own where a column is of variable width); ``memory_bytes``, those
+        of them served from memory (a memory table, or the cache of a disk table);
+        ``read_amplification``, ``store_bytes / delivered_bytes`` (about 1 for an epoch by
+        windows, 0 for epochs from memory after the fill). ``shuffle_distance`` says how far
+        the order moves rows: the mean over the rows read (from memory, an even sample of
+        65536 of them an epoch) of ``|place in the table -
+        place in the epoch's order| / rows`` (the place in what the loader reads: for a
+        Permutation, its positions); a full shuffle moves a row ``1/3`` of the table on
+        average, so ``shuffle_ratio``, ``3 * shuffle_distance``, is about 1 for a full
+        shuffle (and for windows, whose clumps go anywhere) and 0 for ``shuffle=False``."""
         s = dict(self._stats)
         total = s["total_s"]
         s["rows_per_s"] = s["rows"] / total if total else 0.0
         s["bytes_per_s"] = s["bytes"] / total if total else 0.0
         s["wait_fraction"] = s["wait_s"] / total if total else 0.0
+        delivered = s["delivered_bytes"]
+        s["read_amplification"] = s["store_bytes"] / delivered if delivered else 0.0
+        moved, counted = s.pop("shuffle_moved"), s.pop("shuffle_rows")
+        n = self._sampler.n
+        s["shuffle_distance"] = moved / counted / n if counted and n else 0.0
+        s["shuffle_ratio"] = 3 * s["shuffle_distance"]
         return s
