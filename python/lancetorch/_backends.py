@@ -74,6 +74,10 @@ class _MemoryBackend:
         schema = pa.schema([self.schema.field(i) for i in positions])
         return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
+    def io_totals(self) -> tuple[int, int]:
+        """Bytes and requests read from a store: none, the rows are in memory."""
+        return 0, 0
+
     def append(self, data: pa.Table) -> None:
         self.store = self.store.appended(data)
         self._schema = self.store.schema

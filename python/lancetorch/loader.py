@@ -261,10 +261,11 @@ class Loader:
     A memory table, or a disk table whose columns fit its cache, is read from memory in the
     order of ``BatchSampler(seed=...)``. A disk table that does not fit is read by windows:
     clumps of ``clump_size`` neighbouring rows in shuffled order, ``window_rows`` rows in
-    memory at a time (the next window read on a background thread), rows shuffled within each
-    window. Every row still comes once per epoch; a row's neighbours within its clump share
-    its window, and two rows of different clumps share a window with probability about
-    ``window_rows / rows``.
+    memory at a time (the next window read on a background thread, its clumps as range reads,
+    several in flight), rows shuffled within each window; with several ranks each reads one
+    stretch of each window's rows, its share, not the whole window. Every row still comes
+    once per epoch; a row's neighbours within its clump share its window, and two rows of
+    different clumps share a window with probability about ``window_rows / rows``.
 
     Parameters
     ----------
@@ -578,8 +579,7 @@ class Loader:
     def _store_io(self) -> tuple[int, int]:
         """Bytes and requests the table's store has served this process so far (a memory
         table has no store: none)."""
-        backend = self._table._backend
-        return backend.io_totals() if isinstance(backend, _LanceBackend) else (0, 0)
+        return self._table._backend.io_totals()
 
     def _moved(self, positions: np.ndarray, places: np.ndarray) -> None:
         """Count how far the rows at ``positions`` (of what this loader reads: a table's
