@@ -276,3 +276,20 @@ def test_shuffle_distance_against_a_full_shuffle(wide, budget):
     shuffled = _epoch(Loader(table, 500, seed=3, **kw))
     assert 0.9 < shuffled["shuffle_ratio"] < 1.1
     assert shuffled["shuffle_ratio"] == 3 * shuffled["shuffle_distance"]
+
+
+def test_rows_carried_to_the_next_window_are_not_read_again(wide, monkeypatch):
+    """A window whose rows end short of a full batch hands them to the next one from
+    memory: one rank's epoch reads every row in range reads, none by a take."""
+    table = wide.open_table("t", cache_budget=1)
+    loader = Loader(table, 500, seed=2, per_column=True, window_rows=4096, clump_size=512)
+    taken = []
+    real = type(table._backend.dataset).take
+    monkeypatch.setattr(
+        type(table._backend.dataset),
+        "take",
+        lambda ds, rows, **kw: taken.append(len(rows)) or real(ds, rows, **kw),
+    )
+    ids = [int(i) for b in loader for i in b["id"]]
+    assert sorted(ids) == list(range(WIDE))
+    assert taken == []

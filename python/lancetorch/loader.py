@@ -916,25 +916,41 @@ class Loader:
                 out = np.concatenate([out, padded])
             return out
 
-        def read(i: int, carried: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple]:
+            """Window ``todo[i]`` read, after the rows the window before left short of a
+            full batch (``carried``: its store and their places there, taken from memory,
+            not read again): the store, the places of the full batches' rows, and the rows
+            left over for the next."""
             t0 = time.perf_counter()
-            positions = np.concatenate([carried, mine(todo[i])])
+            positions = mine(todo[i])
+            store, local = None, np.array([], dtype=np.int64)
+            if len(positions):
+                before = backend.io_totals()
+                store, local = backend.read_rows(self._table_rows(positions), self._names)
+                spent = np.subtract(backend.io_totals(), before).tolist()
+                self._stats["store_bytes"] += spent[0]
+                self._stats["store_requests"] += spent[1]
+            if len(carried[1]):
+                rows = carried[0].take(pa.array(carried[1]), None)
+                tables = [pa.Table.from_batches([rows])]
+                if store is not None:
+                    tables.append(pa.Table.from_batches(store.batches(), schema=rows.schema))
+                store = _native.ColumnStore(pa.concat_tables(tables), row_major=False)
+                local = np.concatenate(
+                    [np.arange(len(carried[1]), dtype=np.int64), local + len(rows)]
+                )
             last = i == len(todo) - 1
-            keep = len(positions) if last else len(positions) - len(positions) % size
-            positions, carry = positions[:keep], positions[keep:]
-            if not len(positions):
-                return None, positions, carry
-            before = backend.io_totals()
-            store, local = backend.read_rows(self._table_rows(positions), self._names)
-            spent = np.subtract(backend.io_totals(), before).tolist()
-            self._stats["store_bytes"] += spent[0]
-            self._stats["store_requests"] += spent[1]
+            keep = len(local) if last else len(local) - len(local) % size
+            local, carry = local[:keep], (store, local[keep:])
             self._stats["read_s"] += time.perf_counter() - t0
+            if not len(local):
+                return None, local, carry
             return store, local, carry
 
         columns = list(range(len(self._names)))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
-            pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if todo else None
+            nothing = (None, np.array([], dtype=np.int64))
+            pending = pool.submit(read, 0, nothing) if todo else None
             for i in range(len(todo)):
                 assert pending is not None  # submitted when there is a window to read
                 store, local, carry = pending.result()
