@@ -293,3 +293,27 @@ def test_rows_carried_to_the_next_window_are_not_read_again(wide, monkeypatch):
     ids = [int(i) for b in loader for i in b["id"]]
     assert sorted(ids) == list(range(WIDE))
     assert taken == []
+
+
+def test_a_state_with_a_wrong_window_layout_is_refused(uncached):
+    kw = dict(seed=5, window_rows=200, clump_size=50)
+    loader = Loader(uncached, 64, rank=0, world_size=2, **kw)
+    for i, _ in enumerate(loader):
+        if i == 1:
+            break
+    state = loader.state_dict()
+    assert state["position"] == 256 and state["window_layout"] == [[200, 2]]
+    for bad in ([[0, 2]], [[200, 0]], [[200, 2], [300, 1]], [["a", 2]], [[200]]):
+        with pytest.raises(ValueError, match=r"state\['window_layout'\]"):
+            Loader(uncached, 64, world_size=1, **kw).load_state_dict(
+                {**state, "window_layout": bad}
+            )
+    old = {k: v for k, v in state.items() if k != "window_layout"}
+    with pytest.raises(ValueError, match="no 'window_layout'"):
+        Loader(uncached, 64, world_size=1, **kw).load_state_dict(old)
+    resumed = Loader(uncached, 16, world_size=3, rank=1, **kw)
+    resumed.load_state_dict(state)
+    assert resumed.state_dict()["window_layout"] == [[200, 2]]  # nothing read since
+    next(iter(resumed))
+    again = resumed.state_dict()
+    assert again["position"] == 256 + 3 * 16 and again["window_layout"] == [[200, 2], [256, 3]]
