@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import lance
 import lancetorch
 import numpy as np
@@ -317,3 +320,29 @@ def test_a_state_with_a_wrong_window_layout_is_refused(uncached):
     next(iter(resumed))
     again = resumed.state_dict()
     assert again["position"] == 256 + 3 * 16 and again["window_layout"] == [[200, 2], [256, 3]]
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal, and keeps what is written to it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_an_epoch_on_a_terminal_ends_with_a_line_on_what_it_cost(wide, monkeypatch):
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    table = wide.open_table("t", cache_budget=1)
+    loader = Loader(table, 500, seed=1, per_column=True, window_rows=4096, clump_size=512)
+    for i, _ in enumerate(loader):
+        if i == 2:
+            break  # an epoch not finished: no line
+    assert terminal.getvalue() == ""
+    list(loader)
+    line = terminal.getvalue()
+    assert line.startswith("lancetorch: epoch 1 of table 't': 20,000 rows in ")
+    assert "MB from the store in" in line and "0 MB from memory" in line
+    assert "as far as a full shuffle" in line and line.count("\n") == 1
+    memory = lancetorch.connect("memory://").create_table("m", pa.table({"a": np.arange(10)}))
+    list(Loader(memory, 5, seed=0))
+    assert terminal.getvalue() == line, "a memory table reads no store: no line"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -169,6 +170,11 @@ class _Source:
 
     def stats(self) -> dict[str, float]:
         return self.prefetcher.stats()
+
+
+def _on_a_terminal() -> bool:
+    """Whether a line for the user is seen: stderr a terminal, or a notebook."""
+    return (sys.stderr is not None and sys.stderr.isatty()) or "ipykernel" in sys.modules
 
 
 def _fixed_width(kind: pa.DataType) -> int | None:
@@ -984,6 +990,7 @@ class Loader:
         epoch, position = self._sampler._begin()
         progress = self._sampler._progress
         assert progress is not None  # set by _begin
+        before, finished = dict(self._stats), False
         sources: Generator[_Source, None, None] = (
             self._epoch_in_memory(epoch, position)
             if self._store is not None
@@ -1012,6 +1019,7 @@ class Loader:
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
+                    finished = True
                     return
                 assert prefetcher is not None  # the capsule came from it
                 if self._transform is not None:
@@ -1041,6 +1049,8 @@ class Loader:
                 self._close(prefetcher)
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
+            if finished and self._stats["store_bytes"] and _on_a_terminal():
+                print(self._summary(epoch, before), file=sys.stderr, flush=True)
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
         """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
@@ -1088,6 +1098,22 @@ class Loader:
         if prefetcher.from_memory:
             self._stats["memory_bytes"] += delivered
 
+    def _summary(self, epoch: int, before: dict[str, Any]) -> str:
+        """One line on what epoch ``epoch`` cost: the stats since ``before``."""
+        d = {k: self._stats[k] - before[k] for k in self._stats}
+        mb = 1e6
+        amplification = d["store_bytes"] / d["delivered_bytes"] if d["delivered_bytes"] else 0
+        line = (
+            f"lancetorch: epoch {epoch} of table '{self._table.name}': {d['rows']:,} rows in "
+            f"{d['total_s']:.1f}s; {d['store_bytes'] / mb:,.0f} MB from the store in "
+            f"{d['store_requests']:,} requests ({amplification:.2f}x the bytes delivered), "
+            f"{d['memory_bytes'] / mb:,.0f} MB from memory"
+        )
+        if d["shuffle_rows"] and self._sampler.n:
+            ratio = 3 * d["shuffle_moved"] / d["shuffle_rows"] / self._sampler.n
+            line += f"; rows moved {ratio:.2f}x as far as a full shuffle moves them"
+        return line
+
     def stats(self) -> dict[str, float]:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
         windows of a table too large for memory (``read_s``, on a background thread), in the
@@ -1116,7 +1142,9 @@ class Loader:
         place in the epoch's order| / rows`` (the place in what the loader reads: for a
         Permutation, its positions); a full shuffle moves a row ``1/3`` of the table on
         average, so ``shuffle_ratio``, ``3 * shuffle_distance``, is about 1 for a full
-        shuffle (and for windows, whose clumps go anywhere) and 0 for ``shuffle=False``."""
+        shuffle (and for windows, whose clumps go anywhere) and 0 for ``shuffle=False``. On
+        a terminal or in a notebook, each finished epoch of a table read from storage prints
+        one line on stderr with that epoch's figures."""
         s = dict(self._stats)
         total = s["total_s"]
         s["rows_per_s"] = s["rows"] / total if total else 0.0
