@@ -15,6 +15,7 @@ from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation, permutation_builder
 from lancetorch.sampler import BatchSampler
 from lancetorch.util import column_to_tensor, tbl_to_tensor
+from test_windows import reference_order
 
 N = 3000
 
@@ -465,14 +466,15 @@ def test_windowed_reads_shard_and_resume(tmp_path, world):
     table = db.open_table("t", cache=False)
     kw = dict(seed=1, window_rows=300, clump_size=50)
     glob = ids_of(list(Loader(table, 100, world_size=1, **kw)))  # the windowed global order
-    assert sorted(glob) == list(range(N))
+    assert glob == reference_order(N, 50, 300, 1, 0, 1).tolist()
     per_rank = [
         ids_of(list(Loader(table, 100, rank=r, world_size=world, **kw))) for r in range(world)
     ]
+    laid = reference_order(N, 50, 300, 1, 0, world)  # each window laid out for the ranks
     shard = -(-N // world)
     for r, ids in enumerate(per_rank):
-        expected = [glob[p % N] for p in range(r, shard * world, world)]
-        assert ids == expected, "rank r reads positions r, r + W, ... of the one order"
+        expected = [laid[p % N] for p in range(r, shard * world, world)]
+        assert ids == expected, "rank r reads positions r, r + W, ... of the laid-out order"
     stopped = Loader(table, 100, world_size=1, **kw)
     for i, _ in enumerate(stopped):
         if i == 2:
@@ -536,29 +538,32 @@ def test_windowed_shards_and_resumes_against_the_one_order(
     view = Permutation.identity(uncached).with_skip(skip).with_take(n)
     kw = dict(seed=seed, window_rows=window, clump_size=clump)
     order = ids_of(list(Loader(view, bs, world_size=1, **kw)))
-    assert sorted(order) == list(range(skip, skip + n))
+    assert order == (skip + reference_order(n, clump, window, seed, 0, 1)).tolist()
+    laid = skip + reference_order(n, clump, window, seed, 0, world)
     shard = -(-n // world)
     loaders = [Loader(view, bs, rank=r, world_size=world, **kw) for r in range(world)]
     for r, loader in enumerate(loaders):
-        assert ids_of(list(loader)) == [order[p % n] for p in range(r, shard * world, world)]
+        assert ids_of(list(loader)) == [laid[p % n] for p in range(r, shard * world, world)]
+    read = []
     for loader in loaders:  # epoch 1: stop every rank after `stop` batches
-        for i, _ in enumerate(loader):
-            if i + 1 >= stop:
+        batches = []
+        for b in loader if stop else []:
+            batches.append(b)
+            if len(batches) >= stop:
                 break
+        read += (ids_of(batches) if batches else [])[: len(range(loader._sampler.rank, n, world))]
     states = [loader.state_dict() for loader in loaders]
     assert all(s == states[0] for s in states)
     state = states[0]
     if state["epoch"] != 1:
         return  # the pass ended before the stop
-    whole = Loader(view, bs, world_size=1, **kw)
-    whole.set_epoch(1)
-    epoch1 = ids_of(list(whole))
     resumed = [Loader(view, bs, rank=r, world_size=later, **kw) for r in range(later)]
     for loader in resumed:
         loader.load_state_dict(state)
     rest = sum((ids_of(list(loader)) for loader in resumed), [])
     p = state["position"]
-    assert set(rest) == set(epoch1[p:]) and len(rest) == -(-(n - p) // later) * later
+    assert len(rest) == -(-(n - p) // later) * later
+    assert sorted(read + list(set(rest))) == list(range(skip, skip + n)), "every row once"
 
 
 def test_more_threads_same_batches_in_the_same_order(table):

@@ -225,3 +225,21 @@ def test_a_store_that_never_answers_is_a_clear_error_not_a_hang(tmp_path):
         server.stop()
     with pytest.raises(ValueError, match="read_timeout=0"):
         lancetorch.connect("s3://frozen/db", read_timeout=0)
+
+
+def test_ranks_reading_windows_from_the_store_fetch_their_share(s3_db):
+    """Two ranks by windows over S3 fetch about half the bytes each, and together every
+    row once; a later epoch fetches again (no cache)."""
+    s3_db.create_table("t", numbers(6000))
+    kw = dict(seed=3, window_rows=2000, clump_size=250)
+    whole = Loader(s3_db.open_table("t", cache=False), 100, world_size=1, **kw)
+    list(whole)
+    one = whole.stats()["store_bytes"]
+    assert one >= 6000 * 12 * 0.9  # an int64 and a float32 a row
+    seen = []
+    for r in range(2):
+        loader = Loader(s3_db.open_table("t", cache=False), 100, rank=r, world_size=2, **kw)
+        seen += torch.cat([b[0] for b in loader]).long().tolist()
+        stats = loader.stats()
+        assert 0 < stats["store_bytes"] < 0.65 * one and stats["store_requests"] > 0
+    assert sorted(seen) == list(range(6000))

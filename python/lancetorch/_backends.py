@@ -87,6 +87,10 @@ class Backend(Protocol):
         its offset."""
         ...
 
+    def io_totals(self) -> tuple[int, int]:
+        """Bytes and requests read from storage by this backend so far (0, 0 in memory)."""
+        ...
+
     def to_arrow(self) -> pa.Table:
         """Every row."""
         ...
@@ -271,6 +275,10 @@ class _MemoryBackend:
         schema = pa.schema([self.schema.field(i) for i in positions])
         return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
+    def io_totals(self) -> tuple[int, int]:
+        """Bytes and requests read from a store: none, the rows are in memory."""
+        return 0, 0
+
     def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
         self.store = self.store.appended(data)
         self._schema = self.store.schema
@@ -354,6 +362,42 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
         except ValueError:  # variable width
             total += rows * 64
     return total
+
+
+# Uncached reads of rows (a Loader's windows): runs of this many neighbouring rows or more are
+# read as ranges, each at most _RANGE_ROWS rows, _IN_FLIGHT of them at once.
+_MIN_RUN = 32
+_RANGE_ROWS = 1 << 14
+_IN_FLIGHT = 8
+
+
+_POOL: list[Any] = []  # the threads of the range reads, made at the first one
+_POOL_LOCK = threading.Lock()
+
+
+def _range_pool() -> Any:
+    """The threads that read ranges (``_IN_FLIGHT`` of them), shared by every table of this
+    process, made when first needed (and again in a forked child, which has no threads)."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with _POOL_LOCK:
+            if not _POOL:
+                _POOL.append(ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="lancetorch-range"))
+    return _POOL[0]
+
+
+os.register_at_fork(after_in_child=_POOL.clear)
+
+
+def _runs(unique: np.ndarray, shortest: int) -> list[tuple[int, int]]:
+    """``(first place, rows)`` of each run of at least ``shortest`` consecutive values of
+    the sorted, distinct ``unique``."""
+    breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+    firsts = np.concatenate([[0], breaks])
+    counts = np.diff(np.concatenate([firsts, [len(unique)]]))
+    long = counts >= shortest
+    return list(zip(firsts[long].tolist(), counts[long].tolist()))
 
 
 def _scan_at(rows: int) -> str:
@@ -472,6 +516,9 @@ class _LanceBackend:
         self._refused: set[frozenset[str]] = set()  # column sets over the cache budget
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
+        self._fragments: tuple[list[Any], np.ndarray] | None = None  # see _fragment_starts
+        self._io = [0, 0]  # bytes and requests read from the store so far (see io_totals)
+        self._io_lock = threading.Lock()
         self._filling = threading.RLock()
         # Live Permutations over this table and the columns each reads (for the fork fill).
         self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
@@ -772,17 +819,110 @@ class _LanceBackend:
     def read_rows(
         self, rows: np.ndarray, names: list[str]
     ) -> tuple[_native.ColumnStore, np.ndarray]:
-        """The rows at ``rows`` (checked, non-negative offsets; repeats allowed) read through
-        Lance once each, in offset order, as a store of the columns ``names`` in that order,
-        and the place of each asked row in it (int64): what an uncached take and a Loader
-        window both read."""
-        unique, places = np.unique(rows, return_inverse=True)
+        """The rows at ``rows`` (checked, non-negative offsets; repeats allowed) read once
+        each, as a store of the columns ``names`` in that order, and the place of each asked
+        row in it (int64): what an uncached take and a Loader window both read. Through the
+        node tier's pieces where there is one (``_rows_from_tier``), else from the store."""
         tier = self.tier()
         if tier is not None:
+            unique, places = np.unique(rows, return_inverse=True)
             return _rows_from_tier(self, tier, unique, places, names)
-        fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
-        fetched = fetched.select(names)  # in the order asked for, whatever Lance gives
-        return _native.ColumnStore(fetched, row_major=False), places.astype(np.int64)
+        return self.read_rows_from_store(rows, names)
+
+    def read_rows_from_store(
+        self, rows: np.ndarray, names: list[str]
+    ) -> tuple[_native.ColumnStore, np.ndarray]:
+        """``read_rows`` through Lance: the rows at ``rows`` read once each, as a store of
+        the columns ``names`` and the place of each asked row in it (int64).
+
+        Runs of at least ``_MIN_RUN`` neighbouring rows (a window's clumps) are read as
+        ranges, a scan of one fragment from an offset, cut at ``_RANGE_ROWS`` rows and
+        ``_IN_FLIGHT`` at once (Lance reads them with the GIL released); the scattered rest
+        goes to Lance as one take. A range read fetches the pages of its rows and nothing
+        around them; a take of the same rows measured several times slower.
+        """
+        unique, places = np.unique(rows, return_inverse=True)
+        places = places.astype(np.int64, copy=False)
+        runs = _runs(unique, _MIN_RUN) if len(unique) >= _MIN_RUN else []
+        if not runs:
+            fetched = self.call(_take_of(rows), self.dataset.take, unique, columns=names)
+            fetched = fetched.select(names)  # in the order asked for, whatever Lance gives
+            return _native.ColumnStore(fetched, row_major=False), places
+        pieces = self._ranges(unique, runs)
+        in_ranges = np.zeros(len(unique), dtype=bool)
+        for first, _, _, count in pieces:
+            in_ranges[first : first + count] = True
+        scattered = np.flatnonzero(~in_ranges)
+
+        def read(piece: int) -> pa.Table:
+            if piece == len(pieces):
+                few = unique[scattered]
+                return self.call(_take_of(few), self.dataset.take, few, columns=names)
+            first, fragment, offset, count = pieces[piece]
+            what = f"a range read of {count} rows starting at row offset {int(unique[first])}"
+            return self.call(what, fragment.to_table, columns=names, offset=offset, limit=count)
+
+        jobs = len(pieces) + (1 if len(scattered) else 0)
+        parts = list(_range_pool().map(read, range(jobs)))
+        fetched = pa.concat_tables([p.select(names) for p in parts])
+        if len(scattered):
+            # The ranges' rows come first, in offset order, then the scattered rows'.
+            place = np.empty(len(unique), dtype=np.int64)
+            place[np.flatnonzero(in_ranges)] = np.arange(len(unique) - len(scattered))
+            place[scattered] = np.arange(len(unique) - len(scattered), len(unique))
+            places = place[places]
+        return _native.ColumnStore(fetched, row_major=False), places
+
+    def io_totals(self) -> tuple[int, int]:
+        """Bytes and requests this backend has read from its store so far (every read of its
+        dataset: cache fills, takes, windows), as Lance counts them. Lance's counters reset
+        as they are read, so they are read here only, under a lock, and summed."""
+        with self._io_lock:
+            dataset = self._dataset
+            counter = getattr(dataset, "io_stats_incremental", None)  # an older pylance: none
+            if counter is not None and not self.forked():
+                stats = counter()
+                self._io[0] += stats.read_bytes
+                self._io[1] += stats.read_iops
+            return self._io[0], self._io[1]
+
+    def _ranges(
+        self, unique: np.ndarray, runs: list[tuple[int, int]]
+    ) -> list[tuple[int, Any, int, int]]:
+        """The range reads of ``runs`` (``(first, count)`` of neighbouring rows of
+        ``unique``), cut at fragment ends and every ``_RANGE_ROWS`` rows: ``(first place in
+        unique, fragment, offset in the fragment, rows)`` each."""
+        fragments, starts = self._fragment_starts()
+        out = []
+        for first, count in runs:
+            row, end = int(unique[first]), int(unique[first]) + count
+            while row < end:
+                f = int(np.searchsorted(starts, row, side="right")) - 1
+                stop = min(end, int(starts[f + 1]), row + _RANGE_ROWS)
+                out.append((first, fragments[f], row - int(starts[f]), stop - row))
+                first += stop - row
+                row = stop
+        return out
+
+    def _fragment_starts(self) -> tuple[list[Any], np.ndarray]:
+        """The version's fragments and the row offset each starts at (the last entry: the
+        rows), counting the rows each holds now (deleted rows are not offsets)."""
+        if self._fragments is None:
+            fragments = self.call("the list of fragments", self.dataset.get_fragments)
+            self._fragments = (fragments, np.cumsum([0, *map(self._live_rows, fragments)]))
+        return self._fragments
+
+    def _live_rows(self, fragment: Any) -> int:
+        """The rows ``fragment`` holds now: from its metadata where it says (no read: a
+        table of thousands of fragments on object storage), else counted by Lance."""
+        try:
+            meta = fragment.metadata
+            deleted = meta.deletion_file.num_deleted_rows if meta.deletion_file else 0
+            if deleted is not None:
+                return int(meta.physical_rows) - int(deleted)
+        except AttributeError:  # a pylance without these fields
+            pass
+        return int(self.call("a fragment's row count", fragment.count_rows))
 
     def tier(self) -> NodeTier | None:
         """The node tier this backend reads through, opened and its folder checked on first
@@ -1027,10 +1167,10 @@ def _rows_from_tier(
     for at, key in busy:  # fetched by another process meanwhile: wait for it
         fetch = functools.partial(backend.read_range, columns, key.start, key.stop)
         taken(tier.get(key, fetch), at, key.start)
-    if missing:
+    if missing:  # read as the store reads a window (ranges where the rows run together)
         at = np.concatenate(missing)
-        got = backend.call(_take_of(unique[at]), backend.dataset.take, unique[at], columns=names)
-        parts.append(got.select(names))
+        store, local = backend.read_rows_from_store(unique[at], names)
+        parts.append(pa.Table.from_batches([store.take(pa.array(local))]))
         order.append(at)
     schema = pa.schema([backend.schema.field(n) for n in names])
     if not order:

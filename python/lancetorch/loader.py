@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -31,6 +32,9 @@ from .util import _decode_checked, _keep_rows, _torch
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
 _MAX_THREADS = 256
+_SEED_MASK = (1 << 64) - 1
+# Between the seeds of two ranks' stretches of one window (an odd constant, 2**64 / golden ratio).
+_SLOT_STEP = 0x9E3779B97F4A7C15
 
 
 def _dense(kind: pa.DataType) -> bool:
@@ -78,6 +82,7 @@ class _Source:
         transform: Any = None,
     ) -> None:
         self.prefetcher = prefetcher
+        self.from_memory = False  # whether its rows come from memory (else from a window)
         self.threads: list[threading.Thread] = []
         # What the batches handed out cost on the side threads: take and decode seconds
         # (summed over the threads), and the bytes delivered.
@@ -166,6 +171,23 @@ class _Source:
         return self.prefetcher.stats()
 
 
+def _on_a_terminal() -> bool:
+    """Whether a line for the user is seen: stderr a terminal, or a notebook."""
+    return (sys.stderr is not None and sys.stderr.isatty()) or "ipykernel" in sys.modules
+
+
+def _fixed_width(kind: pa.DataType) -> int | None:
+    """Bytes a value of ``kind`` takes as Arrow holds it (a bool counted as one byte), or
+    None for a variable-width type."""
+    if pa.types.is_fixed_size_list(kind):
+        inner = _fixed_width(kind.value_type)
+        return None if inner is None else inner * kind.list_size
+    try:
+        return max(kind.bit_width // 8, 1)
+    except ValueError:  # variable width
+        return None
+
+
 def _device(device: Any, torch: Any) -> Any:
     """``device`` as a ``torch.device`` (a name, an index as torch reads one, or a device),
     checked now rather than at the first batch."""
@@ -244,10 +266,11 @@ class Loader:
     A memory table, or a disk table whose columns fit its cache, is read from memory in the
     order of ``BatchSampler(seed=...)``. A disk table that does not fit is read by windows:
     clumps of ``clump_size`` neighbouring rows in shuffled order, ``window_rows`` rows in
-    memory at a time (the next window read on a background thread), rows shuffled within each
-    window. Every row still comes once per epoch; a row's neighbours within its clump share
-    its window, and two rows of different clumps share a window with probability about
-    ``window_rows / rows``.
+    memory at a time (the next window read on a background thread, its clumps as range reads,
+    several in flight), rows shuffled within each window; with several ranks each reads one
+    stretch of each window's rows, its share, not the whole window. Every row still comes
+    once per epoch; a row's neighbours within its clump share its window, and two rows of
+    different clumps share a window with probability about ``window_rows / rows``.
 
     Parameters
     ----------
@@ -485,7 +508,13 @@ class Loader:
             )
         self._clump = clump_size
         self._window_rows = window_rows
+        before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
+        fill = np.subtract(self._store_io(), before).tolist()  # the cache's fill, if it read
+        # Bytes a row of the columns read takes as Arrow holds it, where every one is of
+        # fixed width (else delivered bytes are the bytes of the values handed out).
+        widths = [_fixed_width(schema.field(n).type) for n in names]
+        self._row_bytes = None if None in widths else sum(w for w in widths if w is not None)
         if n is None:
             n = len(self._table) if self._store is None else self._store.num_rows
         self._sampler = BatchSampler(
@@ -524,6 +553,11 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
+        # Read by windows: the layouts of the window a pass started in, (epoch, window,
+        # layouts), and those of a loaded state, (epoch, position, layouts), until a pass
+        # starts from them (see _pass_layouts).
+        self._pass: tuple[int, int, list[tuple[int, int]]] | None = None
+        self._resume: tuple[int, int, list[tuple[int, int]]] | None = None
         self._stats = {
             "index_s": 0.0,
             "read_s": 0.0,
@@ -537,7 +571,27 @@ class Loader:
             "rows": 0,
             "bytes": 0,
             "skipped": 0,
+            "store_bytes": 0,
+            "store_requests": 0,
+            "delivered_bytes": 0,
+            "memory_bytes": 0,
+            "shuffle_moved": 0.0,
+            "shuffle_rows": 0,
         }
+        self._stats["store_bytes"] += fill[0]
+        self._stats["store_requests"] += fill[1]
+
+    def _store_io(self) -> tuple[int, int]:
+        """Bytes and requests the table's store has served this process so far (a memory
+        table has no store: none)."""
+        return self._table._backend.io_totals()
+
+    def _moved(self, positions: np.ndarray, places: np.ndarray) -> None:
+        """Count how far the rows at ``positions`` (of what this loader reads: a table's
+        storage offsets) moved to their global ``places`` in the epoch's order."""
+        if len(positions):
+            self._stats["shuffle_moved"] += float(np.abs(positions - places).sum())
+            self._stats["shuffle_rows"] += len(positions)
 
     def _in_memory(self, names: list[str]) -> tuple[_native.ColumnStore | None, list[int]]:
         """The store holding the columns and their positions there; ``(None, [])`` for a disk
@@ -569,13 +623,29 @@ class Loader:
 
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
-        :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
-        return {**self._sampler.state_dict(), "order": self._order_name()}
+        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows adds
+        ``window_layout``: how the window the position is in was laid out for the ranks
+        (``[first global position, ranks]`` pairs), so that a resume on another number of
+        ranks knows which of its rows were read."""
+        state = {**self._sampler.state_dict(), "order": self._order_name()}
+        if self._store is None:
+            epoch, position = state["epoch"], state["position"]
+            _, starts = self._windows(epoch)
+            k = int(np.searchsorted(starts, position, side="right")) - 1
+            layouts = [(int(starts[k]), self._sampler.world_size)]
+            if self._resume is not None and self._resume[:2] == (epoch, position):
+                layouts = self._resume[2]
+            elif self._pass is not None and self._pass[:2] == (epoch, k):
+                layouts = self._pass[2]
+            state["window_layout"] = [[q, w] for q, w in layouts if q <= position]
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
         order, on as many ranks as there are now. A table read by windows resumes in its
-        windowed order: the state must come from a Loader reading it the same way.
+        windowed order: the state must come from a Loader reading it the same way; on
+        another number of ranks, the rows of the current window not yet read are laid out
+        anew for the ranks there are now.
 
         Parameters
         ----------
@@ -586,8 +656,8 @@ class Loader:
         ------
         ValueError
             For a state saved reading in another order (the cache decision, ``clump_size`` and
-            ``window_rows``), or one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
-            refuses.
+            ``window_rows``), a ``window_layout`` that does not fit the saved position, or one
+            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses.
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -601,6 +671,51 @@ class Loader:
                 "decision, clump_size and window_rows)"
             )
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
+        if self._store is None:
+            epoch, position = self._sampler.epoch, self._sampler._start
+            self._resume = (epoch, position, self._saved_layouts(state, epoch, position))
+
+    def _saved_layouts(
+        self, state: dict[str, Any], epoch: int, position: int
+    ) -> list[tuple[int, int]]:
+        """A state's ``window_layout``, checked against the windows of its position."""
+        _, starts = self._windows(epoch)
+        if position >= starts[-1]:  # nothing of the epoch left to read
+            return [(position, self._sampler.world_size)]
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        s = int(starts[k])
+        saved = state.get("window_layout")
+        if saved is None:
+            world = state.get("world_size", 1)
+            if position > s and world != 1:
+                raise ValueError(
+                    f"the state was saved at position {position}, inside a window, on "
+                    f"{world} ranks, and has no 'window_layout': the lancetorch that saved it "
+                    "laid windows out for several ranks otherwise, so the rows read cannot be "
+                    "known; resume from the start of the epoch (position 0)"
+                )
+            return [(s, world if isinstance(world, int) else 1)]
+        try:
+            layouts = [(int(q), int(w)) for q, w in saved]
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"state['window_layout']={saved!r} is not a list of [position, ranks] pairs; "
+                "give what state_dict() returned"
+            ) from err
+        qs = [q for q, _ in layouts]
+        if (
+            not layouts
+            or qs[0] != s
+            or any(b <= a for a, b in zip(qs, qs[1:]))
+            or qs[-1] > position
+            or any(w < 1 for _, w in layouts)
+        ):
+            raise ValueError(
+                f"state['window_layout']={saved!r} does not fit position {position} of epoch "
+                f"{epoch}, in the window of positions {s} to {int(starts[k + 1])}: give what "
+                "state_dict() returned, with the same clump_size and window_rows"
+            )
+        return layouts
 
     def _prefetcher(
         self,
@@ -666,11 +781,18 @@ class Loader:
     def _epoch_in_memory(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
+        # How far rows move, from an even sample of the epoch's rows (at most 65536).
+        sample = np.arange(0, len(order), max(1, len(order) >> 16), dtype=np.int64)
+        places = position + sample * self._sampler.world_size + self._sampler.rank
+        beyond = places >= self._sampler.n  # padding: the first positions again
+        places[beyond] = position + (places[beyond] - position) % (self._sampler.n - position)
+        self._moved(order[sample].astype(np.int64), places)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         store = self._store
         assert store is not None  # read from memory
         prefetcher = self._prefetcher(store, rows, self._columns, self._sampler.drop_last, epoch)
+        prefetcher.from_memory = True
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
         # epoch runs.
@@ -692,26 +814,73 @@ class Loader:
         sizes = [int(np.minimum((g + 1) * clump, n).sum() - (g * clump).sum()) for g in groups]
         return groups, np.cumsum([0] + sizes)
 
-    def _window_order(self, epoch: int, group: np.ndarray, k: int) -> np.ndarray:
-        """The positions of window ``k`` in read order: its clumps' rows, shuffled."""
+    def _laid_out(self, epoch: int, k: int, positions: np.ndarray, world: int) -> np.ndarray:
+        """``positions`` (sorted: in storage order) laid out for ``world`` ranks from a
+        window's first global position on: slot ``j`` (the positions ``j, j + world, ...``
+        after it, which one rank reads) takes the ``j``-th contiguous run of them, shuffled
+        from ``(seed, epoch, window, slot)``. So a rank reads its own rows of the window, one
+        stretch of the table, and with one rank this is the window's rows shuffled whole."""
+        sampler = self._sampler
+        if len(positions) <= 1 or (world == 1 and not sampler.shuffle):
+            return positions
+        if world == 1:
+            seed = (sampler.seed + 1 + k) & _SEED_MASK
+            return positions[_native.epoch_order(len(positions), seed, epoch).to_numpy()]
+        out = np.empty(len(positions), dtype=np.int64)
+        begin = 0
+        for j in range(min(world, len(positions))):
+            count = len(range(j, len(positions), world))
+            part = positions[begin : begin + count]
+            begin += count
+            if sampler.shuffle:
+                seed = (sampler.seed + 1 + k + j * _SLOT_STEP) & _SEED_MASK
+                part = part[_native.epoch_order(count, seed, epoch).to_numpy()]
+            out[j::world] = part
+        return out
+
+    def _window_order(
+        self, epoch: int, group: np.ndarray, k: int, layouts: list[tuple[int, int]]
+    ) -> np.ndarray:
+        """The positions of window ``k`` in read order, from the global position of its
+        last layout on. ``layouts`` are ``(first global position, ranks)``: the window laid
+        out for that many ranks from there (the first from the window's start); a later one,
+        where a run resumed on another number of ranks, lays out anew the rows the ones
+        before it had not reached."""
         n, clump = self._sampler.n, self._clump
         positions = np.concatenate(
             [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
         )
-        if self._sampler.shuffle:
-            window_seed = (self._sampler.seed + 1 + k) & ((1 << 64) - 1)
-            positions = positions[
-                _native.epoch_order(len(positions), window_seed, epoch).to_numpy()
-            ]
-        return positions
+        for i, (q, world) in enumerate(layouts):
+            order = self._laid_out(epoch, k, positions, world)
+            if i + 1 == len(layouts):
+                return order
+            read = order[: layouts[i + 1][0] - q]
+            positions = np.setdiff1d(positions, read, assume_unique=True)
+        raise AssertionError("a window has one layout at least")
+
+    def _pass_layouts(
+        self, epoch: int, position: int, starts: np.ndarray
+    ) -> tuple[int, list[tuple[int, int]]]:
+        """The window a pass from ``position`` starts in and its layouts: those of the run
+        it resumes (a loaded state's) while they cover the rows read, and one for this
+        world size from ``position`` on where the number of ranks changed."""
+        world = self._sampler.world_size
+        k = int(np.searchsorted(starts, position, side="right")) - 1
+        saved = [(int(starts[k]), world)]
+        if self._resume is not None and self._resume[:2] == (epoch, position):
+            saved = self._resume[2]
+        layouts = [(q, w) for q, w in saved if q < position]
+        if not layouts or layouts[-1][1] != world:
+            layouts.append((position, world))
+        return k, layouts
 
     def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
-        order, read ``window_rows`` at a time (the next window on a background thread), rows
-        shuffled within each window. The windows one after another are the epoch's global
-        order; this rank reads its positions of it from ``position`` on, as BatchSampler
-        shards its order (padding, when asked, repeats the first positions from
-        ``position`` on, read again with the last window).
+        order, read ``window_rows`` at a time (the next window on a background thread), each
+        window laid out so that a rank reads a stretch of it (see ``_laid_out``). The windows
+        one after another are the epoch's global order; this rank reads its positions of it
+        from ``position`` on, as BatchSampler shards its order (padding, when asked, repeats
+        the first positions from ``position`` on, read again with the last window).
         Rows a window leaves short of a full batch open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
@@ -722,35 +891,67 @@ class Loader:
         end = position + shard * world  # global positions this pass covers (beyond n: padding)
         first = position + sampler.rank  # this rank's first global position
         todo = [k for k in range(len(groups)) if starts[k + 1] > position]
+        k0, layouts = -1, list[tuple[int, int]]()
+        if todo:
+            k0, layouts = self._pass_layouts(epoch, position, starts)
+            self._pass = (epoch, k0, layouts)
+        self._resume = None
+
+        def layouts_of(k: int) -> list[tuple[int, int]]:
+            return layouts if k == k0 else [(int(starts[k]), world)]
+
         backend = self._table._backend
 
         def mine(k: int) -> np.ndarray:
             """This rank's positions (of the permutation) in window ``k``, in read order."""
             lo, hi = max(int(starts[k]), position), min(int(starts[k + 1]), end)
             g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
-            order = self._window_order(epoch, groups[k], k)
-            out = order[g - starts[k]]
+            laid = layouts_of(k)
+            out = self._window_order(epoch, groups[k], k, laid)[g - laid[-1][0]]
+            self._moved(out, g)
             if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
                 pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
                 wrapped = position + (pad - position) % (sampler.n - position)
-                out = np.concatenate([out, self._positions_at(epoch, groups, starts, wrapped)])
+                padded = self._positions_at(epoch, groups, starts, wrapped, layouts_of)
+                self._moved(padded, wrapped)
+                out = np.concatenate([out, padded])
             return out
 
-        def read(i: int, carried: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
+        def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple]:
+            """Window ``todo[i]`` read, after the rows the window before left short of a
+            full batch (``carried``: its store and their places there, taken from memory,
+            not read again): the store, the places of the full batches' rows, and the rows
+            left over for the next."""
             t0 = time.perf_counter()
-            positions = np.concatenate([carried, mine(todo[i])])
+            positions = mine(todo[i])
+            store, local = None, np.array([], dtype=np.int64)
+            if len(positions):
+                before = backend.io_totals()
+                store, local = backend.read_rows(self._table_rows(positions), self._names)
+                spent = np.subtract(backend.io_totals(), before).tolist()
+                self._stats["store_bytes"] += spent[0]
+                self._stats["store_requests"] += spent[1]
+            if len(carried[1]):
+                rows = carried[0].take(pa.array(carried[1]), None)
+                tables = [pa.Table.from_batches([rows])]
+                if store is not None:
+                    tables.append(pa.Table.from_batches(store.batches(), schema=rows.schema))
+                store = _native.ColumnStore(pa.concat_tables(tables), row_major=False)
+                local = np.concatenate(
+                    [np.arange(len(carried[1]), dtype=np.int64), local + len(rows)]
+                )
             last = i == len(todo) - 1
-            keep = len(positions) if last else len(positions) - len(positions) % size
-            positions, carry = positions[:keep], positions[keep:]
-            if not len(positions):
-                return None, positions, carry
-            store, local = backend.read_rows(self._table_rows(positions), self._names)
+            keep = len(local) if last else len(local) - len(local) % size
+            local, carry = local[:keep], (store, local[keep:])
             self._stats["read_s"] += time.perf_counter() - t0
+            if not len(local):
+                return None, local, carry
             return store, local, carry
 
         columns = list(range(len(self._names)))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
-            pending = pool.submit(read, 0, np.array([], dtype=np.int64)) if todo else None
+            nothing = (None, np.array([], dtype=np.int64))
+            pending = pool.submit(read, 0, nothing) if todo else None
             for i in range(len(todo)):
                 assert pending is not None  # submitted when there is a window to read
                 store, local, carry = pending.result()
@@ -761,14 +962,21 @@ class Loader:
                     yield self._prefetcher(store, local, columns, sampler.drop_last and last, epoch)
 
     def _positions_at(
-        self, epoch: int, groups: list[np.ndarray], starts: np.ndarray, g: np.ndarray
+        self,
+        epoch: int,
+        groups: list[np.ndarray],
+        starts: np.ndarray,
+        g: np.ndarray,
+        layouts_of: Callable[[int], list[tuple[int, int]]],
     ) -> np.ndarray:
         """The permutation positions at global positions ``g`` of the windowed order."""
         out = np.empty(len(g), dtype=np.int64)
         windows = np.searchsorted(starts, g, side="right") - 1
         for k in np.unique(windows):
             here = windows == k
-            out[here] = self._window_order(epoch, groups[k], int(k))[g[here] - starts[k]]
+            laid = layouts_of(int(k))
+            order = self._window_order(epoch, groups[k], int(k), laid)
+            out[here] = order[g[here] - laid[-1][0]]
         return out
 
     def __iter__(self) -> Iterator[Any]:
@@ -777,6 +985,7 @@ class Loader:
         epoch, position = self._sampler._begin()
         progress = self._sampler._progress
         assert progress is not None  # set by _begin
+        before, finished = dict(self._stats), False
         sources: Generator[_Source, None, None] = (
             self._epoch_in_memory(epoch, position)
             if self._store is not None
@@ -805,6 +1014,7 @@ class Loader:
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
+                    finished = True
                     return
                 assert prefetcher is not None  # the capsule came from it
                 if self._transform is not None:
@@ -834,6 +1044,8 @@ class Loader:
                 self._close(prefetcher)
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
+            if finished and self._stats["store_bytes"] and _on_a_terminal():
+                print(self._summary(epoch, before), file=sys.stderr, flush=True)
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
         """One batch's ``{column: value}`` in the order read: the Rust threads' tensors, and
@@ -869,10 +1081,33 @@ class Loader:
 
     def _close(self, prefetcher: _Source) -> None:
         prefetcher.close()
-        for key, value in prefetcher.stats().items():
+        made = prefetcher.stats()
+        for key, value in made.items():
             self._stats[key] += value
         for key, value in prefetcher.cost.items():
             self._stats[key] += value
+        delivered = made.get("bytes", 0) + prefetcher.cost["bytes"]
+        if self._row_bytes is not None:
+            delivered = made.get("rows", 0) * self._row_bytes
+        self._stats["delivered_bytes"] += delivered
+        if prefetcher.from_memory:
+            self._stats["memory_bytes"] += delivered
+
+    def _summary(self, epoch: int, before: dict[str, Any]) -> str:
+        """One line on what epoch ``epoch`` cost: the stats since ``before``."""
+        d = {k: self._stats[k] - before[k] for k in self._stats}
+        mb = 1e6
+        amplification = d["store_bytes"] / d["delivered_bytes"] if d["delivered_bytes"] else 0
+        line = (
+            f"lancetorch: epoch {epoch} of table '{self._table.name}': {d['rows']:,} rows in "
+            f"{d['total_s']:.1f}s; {d['store_bytes'] / mb:,.0f} MB from the store in "
+            f"{d['store_requests']:,} requests ({amplification:.2f}x the bytes delivered), "
+            f"{d['memory_bytes'] / mb:,.0f} MB from memory"
+        )
+        if d["shuffle_rows"] and self._sampler.n:
+            ratio = 3 * d["shuffle_moved"] / d["shuffle_rows"] / self._sampler.n
+            line += f"; rows moved {ratio:.2f}x as far as a full shuffle moves them"
+        return line
 
     def stats(self) -> dict[str, float]:
         """Totals over finished epochs: seconds spent making the index (``index_s``), reading
@@ -887,10 +1122,33 @@ class Loader:
         output the Arrow bytes they were made from);
         rows and bytes per second of the loop; ``skipped``, the rows an
         ``Image(on_error="skip")`` left out of their batches; and ``wait_fraction``, the share
-        of the loop's time the consumer spent waiting for data."""
+        of the loop's time the consumer spent waiting for data.
+
+        What the reads cost: ``store_bytes`` and ``store_requests``, what Lance read from the
+        table's store (a disk or object storage) for this loader, its cache fill included
+        (reads of the same table by others in this process at the same time count too);
+        ``delivered_bytes``, the bytes of the columns read handed to the loop, as Arrow holds
+        them (the values' own where a column is of variable width); ``memory_bytes``, those
+        of them served from memory (a memory table, or the cache of a disk table);
+        ``read_amplification``, ``store_bytes / delivered_bytes`` (about 1 for an epoch by
+        windows, 0 for epochs from memory after the fill). ``shuffle_distance`` says how far
+        the order moves rows: the mean over the rows read (from memory, an even sample of
+        65536 of them an epoch) of ``|place in the table -
+        place in the epoch's order| / rows`` (the place in what the loader reads: for a
+        Permutation, its positions); a full shuffle moves a row ``1/3`` of the table on
+        average, so ``shuffle_ratio``, ``3 * shuffle_distance``, is about 1 for a full
+        shuffle (and for windows, whose clumps go anywhere) and 0 for ``shuffle=False``. On
+        a terminal or in a notebook, each finished epoch of a table read from storage prints
+        one line on stderr with that epoch's figures."""
         s = dict(self._stats)
         total = s["total_s"]
         s["rows_per_s"] = s["rows"] / total if total else 0.0
         s["bytes_per_s"] = s["bytes"] / total if total else 0.0
         s["wait_fraction"] = s["wait_s"] / total if total else 0.0
+        delivered = s["delivered_bytes"]
+        s["read_amplification"] = s["store_bytes"] / delivered if delivered else 0.0
+        moved, counted = s.pop("shuffle_moved"), s.pop("shuffle_rows")
+        n = self._sampler.n
+        s["shuffle_distance"] = moved / counted / n if counted and n else 0.0
+        s["shuffle_ratio"] = 3 * s["shuffle_distance"]
         return s

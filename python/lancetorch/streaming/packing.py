@@ -1,0 +1,240 @@
+"""Sequence packing for a StreamingDataset: the token lists of each owned split cut into
+blocks of ``pack_sequences`` tokens, one block per split in turn, and the checks and the
+estimate of the block budget that packing needs."""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from copy import deepcopy
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from .. import _native
+from ..permutation import Permutation
+from .pipeline import Pipeline
+from .state import Progress
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """How blocks are packed (the dataset's ``pack_sequences``, ``eos_id`` and ``pad_id``)
+    and how many a split gives (``blocks_per_epoch / num_splits``).
+
+    Parameters
+    ----------
+    length : int
+        Tokens a block holds.
+    eos : int
+        The token after each row.
+    pad : int
+        The token that fills a split's blocks once it runs dry.
+    budget : int
+        The blocks a split gives in an epoch.
+    """
+
+    length: int
+    eos: int
+    pad: int
+    budget: int
+
+    @classmethod
+    def of(cls, length: Any, eos: Any, pad: Any, blocks: Any, num_splits: int) -> PackConfig:
+        """The config of a dataset's packing arguments (checked when it was made)."""
+        if length is None or not isinstance(blocks, int) or eos is None or pad is None:
+            raise RuntimeError("packing runs once pack_sequences and blocks_per_epoch are set")
+        return cls(length, eos, pad, blocks // num_splits)
+
+
+class Packer:
+    """Token lists of the owned splits packed into blocks of ``length`` tokens, one block per
+    split in turn, ``budget`` blocks per split (padded with ``pad`` once a split runs dry;
+    tokens past the budget are left out).
+
+    Not ``_native.pack_tokens`` (Rust's ``tokens::pack_lists``): that packs one batch whole,
+    with no EOS; this packs a stream a block at a time, and its partial block is checkpoint
+    state (``pack_buffers``) that must stand between any two blocks.
+
+    Parameters
+    ----------
+    config : PackConfig
+        The block length, the EOS and pad tokens, the blocks a split gives.
+    progress : Progress
+        The dataset's progress, from which the splits resume and to which each block is
+        committed right before it is handed over.
+    splits : list of int
+        The splits read, which must stand at one count of blocks.
+
+    Raises
+    ------
+    ValueError
+        When ``splits`` stand at different counts of blocks.
+    """
+
+    def __init__(self, config: PackConfig, progress: Progress, splits: list[int]) -> None:
+        self.config, self.progress, self.splits = config, progress, splits
+        if len({progress.pack_emitted[s] for s in splits}) > 1:
+            raise ValueError(
+                "Packed checkpoint is not aligned across the splits owned by this iterator; "
+                "merge every rank state with merge_state_dicts before resuming on a different "
+                "topology"
+            )
+        self.consumed = list(progress.pack_consumed)
+        self.buffers = deepcopy(progress.pack_buffers)
+        self.starts = [self.consumed[s] for s in splits]  # the positions the splits read from
+
+    def _fill(self, pipe: Pipeline, i: int) -> dict[str, list[int]]:
+        """Split ``i``'s partial block, with rows added until it holds a block's tokens or the
+        split runs dry."""
+        split = self.splits[i]
+        buffer = self.buffers.setdefault(split, {"tokens": [], "starts": []})
+        while len(buffer["tokens"]) < self.config.length and pipe.ready(i):
+            position, tokens = pipe.pop(i)
+            buffer["starts"].append(len(buffer["tokens"]))
+            buffer["tokens"].extend(tokens)
+            buffer["tokens"].append(self.config.eos)
+            self.consumed[split] = position + 1
+        return buffer
+
+    def _cut(self, buffer: dict[str, list[int]]) -> dict[str, Any]:
+        """The block at the head of ``buffer`` (padded), taken out of it."""
+        length = self.config.length
+        tokens = buffer["tokens"]
+        tokens.extend([self.config.pad] * (length - len(tokens)))
+        doc_ids = torch.zeros(length, dtype=torch.int64)
+        doc_ids[[s for s in buffer["starts"] if 0 < s < length]] = 1
+        block = {
+            "input_ids": torch.tensor(tokens[:length], dtype=torch.int64),
+            "doc_ids": doc_ids.cumsum(0),
+        }
+        del tokens[:length]
+        buffer["starts"] = [s - length for s in buffer["starts"] if s >= length]
+        return block
+
+    def blocks(self, pipe: Pipeline) -> Iterator[dict[str, Any]]:
+        """The blocks, read through ``pipe`` (started, its splits at :attr:`starts`)."""
+        progress, splits = self.progress, self.splits
+        emitted = progress.pack_emitted
+        last = len(splits) - 1
+        while emitted[splits[0]] < self.config.budget:
+            full = [self._fill(pipe, i) for i in range(len(splits))]
+            for i, buffer in enumerate(full):
+                block = self._cut(buffer)
+                # The progress with this block, made first; it is committed right before the
+                # ``yield`` with no call in between, so a state counts exactly the blocks
+                # handed over (a StreamingDataLoader sends it with the block).
+                now_consumed, now_buffers = list(self.consumed), deepcopy(self.buffers)
+                now_emitted = emitted[splits[i]] + 1
+                if i == last:
+                    pipe.publish()
+                progress.pack_consumed = now_consumed
+                progress.pack_buffers = now_buffers
+                emitted[splits[i]] = now_emitted
+                yield block
+
+
+def token_lists(batch: pa.RecordBatch) -> list[list[int]]:
+    """The pipeline's transform when packing: a batch's token lists (nulls refused)."""
+    column = batch.column(0)
+    if column.null_count or pc.list_flatten(column).null_count:
+        raise ValueError("pack_sequences does not support null token lists or values")
+    return column.to_pylist()
+
+
+def estimate_blocks_per_epoch(
+    split: Callable[[int], Permutation],
+    num_splits: int,
+    seed: int,
+    read_batch_size: int,
+    length: int,
+) -> int:
+    """A block budget from the token count of a sample of rows (about 1% of each split, at
+    most 100,000 rows in all); ``split(s)``: split ``s``'s rows in ``arrow`` format. Warns
+    at the caller of the caller (the dataset's maker)."""
+    warnings.warn(
+        "blocks_per_epoch='auto' uses an approximate token-count sample; pass an "
+        "explicit value for exact epoch sizing",
+        stacklevel=3,
+    )
+    rng = random.Random(seed)
+    cap = max(1, 100_000 // num_splits)
+    tokens = sampled = rows = 0
+    for s in range(num_splits):
+        perm = split(s)
+        n = len(perm)
+        if n == 0:
+            raise ValueError("blocks_per_epoch='auto' cannot estimate an empty dataset")
+        picks = sorted(rng.sample(range(n), min(n, max(1, min((n + 99) // 100, cap)))))
+        for start in range(0, len(picks), read_batch_size):
+            lengths = pc.list_value_length(
+                perm.__getitems__(picks[start : start + read_batch_size]).column(0)
+            )
+            if lengths.null_count:
+                raise ValueError("pack_sequences does not support null token lists")
+            tokens += int(pc.sum(lengths).as_py())
+        sampled += len(picks)
+        rows += n
+    blocks = (tokens + sampled) * rows // sampled // length  # + one EOS a row
+    return max(num_splits, blocks - blocks % num_splits)
+
+
+def _within_memory(size: int, what: str) -> None:
+    """Refuse, as a MemoryError, what would take more than the memory free now: torch and
+    Python lists ask the kernel for it without a check, and an overcommitted allocation ends
+    the process when it is filled."""
+    free = _native.available_memory()
+    if free is not None and size > free:
+        raise MemoryError(f"{what} needs {size} bytes, more than the {free} free")
+
+
+def check_packing(
+    table: Any,
+    length: int,
+    eos_id: Any,
+    pad_id: Any,
+    blocks: Any,
+    num_splits: int,
+    transform: Any,
+    columns: list[str] | None,
+) -> None:
+    if length <= 0:
+        raise ValueError("pack_sequences must be greater than 0")
+    _within_memory(length * 16, f"pack_sequences={length} (blocks of int64 tokens and ids)")
+    if eos_id is None:
+        raise ValueError("eos_id is required when pack_sequences is set")
+    if pad_id is None:
+        raise ValueError("pad_id is required when pack_sequences is set")
+    if blocks is None:
+        raise ValueError("blocks_per_epoch is required when pack_sequences is set")
+    if blocks != "auto":
+        if isinstance(blocks, bool) or not isinstance(blocks, int):
+            raise ValueError("blocks_per_epoch must be a positive integer or 'auto'")
+        if blocks <= 0:
+            raise ValueError("blocks_per_epoch must be greater than 0")
+        if blocks % num_splits != 0:
+            raise ValueError(
+                f"blocks_per_epoch ({blocks}) must be divisible by num_splits ({num_splits})"
+            )
+    if transform is not None:
+        raise ValueError("transform cannot be combined with pack_sequences")
+    if columns is None or len(columns) != 1:
+        raise ValueError(
+            "pack_sequences requires columns to name exactly one list-typed column of token ids"
+        )
+    kind = table.schema.field(columns[0]).type
+    if not (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+    ):
+        raise ValueError(
+            f"pack_sequences requires a list-typed token column; {columns[0]} has type {kind}"
+        )
+    if not pa.types.is_integer(kind.value_type):
+        raise ValueError(
+            "pack_sequences requires a token column with integer values; "
+            f"{columns[0]} has value type {kind.value_type}"
+        )
