@@ -503,3 +503,23 @@ def test_a_store_that_fails_while_the_tier_fills_is_a_named_error_and_leaves_no_
         t.__getitems__([1])
     assert NodeTier(tmp_path / "tr").pieces() == []
     assert not [p for p in (tmp_path / "tr").rglob("*.tmp")]
+
+
+def test_windowed_epochs_after_the_first_read_the_node_tier_not_the_store(tmp_path):
+    """A table over its memory budget, read by windows through the tier: the first epoch
+    fetches each piece once, later epochs nothing from the store; every row once an epoch
+    either way."""
+    from lancetorch.loader import Loader
+
+    _disk_table(tmp_path)
+    db = lancetorch.connect(tmp_path / "db")
+    table = db.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier")
+    loader = Loader(table, 4096, seed=1, per_column=True, window_rows=50_000, clump_size=512)
+    epochs = []
+    for _ in range(2):
+        ids = sorted(int(v) for batch in loader for v in batch["id"].tolist())
+        assert ids == list(range(TABLE_ROWS))
+        epochs.append(loader.stats()["store_bytes"])
+    assert epochs[0] > 0  # Lance's encoded bytes of the pieces: fewer than the Arrow ones
+    assert epochs[1] == epochs[0], "the second epoch read nothing from the store"
+    assert table._backend.tier_stats()["fetched_pieces"] == 3

@@ -237,7 +237,7 @@ def _epoch(loader) -> dict:
 
 
 def test_windowed_epochs_count_the_store_bytes_they_read(wide):
-    table = wide.open_table("t", cache_budget=1)  # over budget: read by windows
+    table = wide.open_table("t", cache_budget=1, cache_dir=False)  # by windows, from the store
     loader = Loader(table, 500, seed=1, per_column=True, window_rows=4096, clump_size=512)
     assert loader.stats()["store_bytes"] == 0, "nothing read yet"
     first = _epoch(loader)
@@ -253,16 +253,18 @@ def test_windowed_epochs_count_the_store_bytes_they_read(wide):
 def test_a_rank_reads_its_share_of_the_store(wide):
     """Two ranks by windows each read about half the bytes one rank reads."""
     kw = dict(seed=1, per_column=True, window_rows=4096, clump_size=512)
-    one = _epoch(Loader(wide.open_table("t", cache_budget=1), 500, world_size=1, **kw))
+    one = _epoch(
+        Loader(wide.open_table("t", cache_budget=1, cache_dir=False), 500, world_size=1, **kw)
+    )
     for r in range(2):
-        table = wide.open_table("t", cache_budget=1)
+        table = wide.open_table("t", cache_budget=1, cache_dir=False)
         half = _epoch(Loader(table, 500, rank=r, world_size=2, **kw))
         assert half["store_bytes"] < 0.65 * one["store_bytes"]
         assert half["delivered_bytes"] == WIDE // 2 * 136
 
 
 def test_cached_epochs_read_the_store_once(wide):
-    table = wide.open_table("t")  # fits the cache: filled when the loader is made
+    table = wide.open_table("t", cache_dir=False)  # fits the cache: filled when the loader is made
     loader = Loader(table, 500, seed=1, per_column=True)
     filled = loader.stats()["store_bytes"]
     assert filled >= WIDE * 136 * 0.9
@@ -334,7 +336,7 @@ class _Terminal(io.StringIO):
 def test_an_epoch_on_a_terminal_ends_with_a_line_on_what_it_cost(wide, monkeypatch):
     terminal = _Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    table = wide.open_table("t", cache_budget=1)
+    table = wide.open_table("t", cache_budget=1, cache_dir=False)
     loader = Loader(table, 500, seed=1, per_column=True, window_rows=4096, clump_size=512)
     for i, _ in enumerate(loader):
         if i == 2:
