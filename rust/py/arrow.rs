@@ -63,6 +63,24 @@ pub fn schema_to_py<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py
     arrow_pyarrow::ToPyArrow::to_pyarrow(schema, py)
 }
 
+/// A record batch argument: a pyarrow RecordBatch, or anything with `__arrow_c_array__` of
+/// struct type, imported without a copy (see [`batch_from_py`]).
+pub struct PyBatch(RecordBatch);
+
+impl PyBatch {
+    pub fn into_inner(self) -> RecordBatch {
+        self.0
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyBatch {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        batch_from_py(&obj).map(PyBatch)
+    }
+}
+
 /// A pyarrow RecordBatch (or anything with `__arrow_c_array__` of struct type) as a Rust
 /// batch, trusting its producer.
 pub fn batch_from_py(obj: &Bound<'_, PyAny>) -> PyResult<RecordBatch> {
