@@ -19,7 +19,7 @@ __all__ = [
     "available_memory",
     "batches_to_tensor",
     "taken_to_tensor",
-    "table_of_batch",
+    "remember_alias",
     "batch_column_to_tensor",
     "split_sizes",
     "random_split",
@@ -108,7 +108,7 @@ def batches_to_tensor(
 def taken_to_tensor(
     data: object, dtype: str | None = None, null_value: float | None = None
 ) -> object | None: ...
-def table_of_batch(batch: pa.RecordBatch) -> pa.Table: ...
+def remember_alias(alias: pa.Table, taken: pa.RecordBatch) -> None: ...
 def batch_column_to_tensor(
     batch: pa.RecordBatch, index: int, dtype: str | None = None, null_value: float | None = None
 ) -> object: ...

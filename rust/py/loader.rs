@@ -7,6 +7,7 @@ use pyo3::types::PyDict;
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::loader::{Batching, EpochRows, Plan, Prefetcher};
+use crate::py::arrow::PyOrder;
 use crate::py::dlpack::legacy_capsule;
 use crate::py::store::PyColumnStore;
 
@@ -78,25 +79,6 @@ pub struct PyPrefetcher {
     inner: Prefetcher,
 }
 
-/// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
-/// `arrow::with_offsets` reads (a list of ints or an int64 array).
-fn rows_from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<EpochRows> {
-    if obj.is_instance_of::<pyo3::types::PyList>() {
-        return Ok(crate::py::arrow::with_offsets(obj, |offsets| {
-            EpochRows::new(offsets, num_rows)
-        })??);
-    }
-    let data = crate::py::arrow::array_from_py(obj)?;
-    if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
-        let rows = arrow_array::UInt32Array::from(data).values().clone();
-        return Ok(EpochRows::narrow(rows, num_rows)?);
-    }
-    Ok(EpochRows::new(
-        &crate::py::arrow::int64_offsets(data)?,
-        num_rows,
-    )?)
-}
-
 #[pymethods]
 impl PyPrefetcher {
     /// Start prefetching `rows` (row offsets in read order: int64, or uint32 kept without a
@@ -106,13 +88,17 @@ impl PyPrefetcher {
     #[pyo3(signature = (store, rows, columns, batching, *, depth=4, threads=1))]
     fn new(
         store: &PyColumnStore,
-        rows: &Bound<'_, PyAny>,
+        rows: PyOrder,
         columns: Vec<usize>,
         batching: &PyBatching,
         depth: usize,
         threads: usize,
     ) -> PyResult<Self> {
-        let rows = rows_from_py(rows, store.inner.num_rows())?;
+        let num_rows = store.inner.num_rows();
+        let rows = match rows {
+            PyOrder::Narrow(rows) => EpochRows::narrow(rows, num_rows)?,
+            PyOrder::Wide(offsets) => EpochRows::new(&offsets, num_rows)?,
+        };
         store.inner.check_columns(&columns)?;
         let plan = Plan {
             store: store.inner.clone(),

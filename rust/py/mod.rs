@@ -36,7 +36,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::available_memory, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::taken_to_tensor, m)?)?;
-    m.add_function(wrap_pyfunction!(recent::table_of_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(recent::remember_alias, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batch_column_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;
