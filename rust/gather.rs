@@ -710,8 +710,9 @@ mod tests {
                     .expect("every column is in the block")
                     .unwrap();
                 let taken = take(&store, &offsets, columns).unwrap();
-                let want = batch_to_tensor(std::slice::from_ref(&taken), dtype, None, Share::Never)
-                    .unwrap();
+                let want =
+                    batch_to_tensor(std::slice::from_ref(&taken), dtype, None, Share::Allowed)
+                        .unwrap();
                 assert_eq!(fused.shape(), want.shape(), "{columns:?} {len}");
                 assert_eq!(fused.dtype(), want.dtype(), "{columns:?}");
                 assert_eq!(bytes(&fused), bytes(&want), "{columns:?} {dtype:?} {len}");

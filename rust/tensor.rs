@@ -322,7 +322,6 @@ pub enum Share {
     /// Where the memory lies in a take's allocation and no tensor shares it yet (see
     /// `lending`): a user's buffers may be read-only maps, or data that must not change.
     IfLendable,
-    Never,
 }
 
 /// `tensor` if `share` lets it keep the memory it shares, else `None` (copy instead).
@@ -333,7 +332,6 @@ fn shared(tensor: HostTensor, share: Share) -> Option<HostTensor> {
             let bytes = tensor.shape().iter().product::<i64>() as usize * tensor.dtype().size();
             crate::lending::lend(tensor.data_ptr() as usize, bytes).then_some(tensor)
         }
-        Share::Never => None,
     }
 }
 
@@ -355,10 +353,8 @@ pub fn batch_to_tensor(
     if let Some(first) = columns.first() {
         check_fill(fill, target, first.name)?;
     }
-    if share != Share::Never {
-        if let Some(t) = zero_copy(&columns, target).and_then(|t| shared(t, share)) {
-            return Ok(t);
-        }
+    if let Some(t) = zero_copy(&columns, target).and_then(|t| shared(t, share)) {
+        return Ok(t);
     }
     let buffer = copy_to(&columns, rows, fill, target)?;
     Ok(HostTensor::from_buffer(
@@ -422,7 +418,7 @@ pub fn column_to_tensor(
     let target = dtype.unwrap_or(elem);
     check_fill(fill, target, field.name())?;
     let shape = vec![rows as i64, size as i64];
-    if share != Share::Never && target == elem {
+    if target == elem {
         let block = block_of(&[Placed::of(values.as_ref())]);
         if let Some(block) = block {
             let owner = values.to_data().buffers()[0].clone();
@@ -473,9 +469,12 @@ mod tests {
         .unwrap();
         let store = Store::new(schema, vec![batch]).unwrap();
         let taken = gather::take(&store, &[2, 0], &[0, 1]).unwrap();
-        let t = batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Allowed).unwrap();
-        let copied =
-            batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Never).unwrap();
+        let convert = |share| batch_to_tensor(std::slice::from_ref(&taken), None, None, share);
+        let t = convert(Share::Allowed).unwrap();
+        // The take's memory is lent to one tensor once; the next one asking gets a copy.
+        let lent = convert(Share::IfLendable).unwrap();
+        let copied = convert(Share::IfLendable).unwrap();
+        assert_eq!(lent.data_ptr(), t.data_ptr());
         assert_ne!(copied.data_ptr(), t.data_ptr());
         assert_eq!(read::<f32>(&copied), read::<f32>(&t));
         assert_eq!(
@@ -556,14 +555,14 @@ mod tests {
             chunk(vec![Some(-1), None], vec![200, 1]),
             chunk(vec![Some(5)], vec![7]),
         ];
-        let err = batch_to_tensor(&batches, None, None, Share::Never)
+        let err = batch_to_tensor(&batches, None, None, Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'i'") && err.contains("1 null"), "{err}");
-        let t = batch_to_tensor(&batches, None, Some(-9.0), Share::Never).unwrap();
+        let t = batch_to_tensor(&batches, None, Some(-9.0), Share::IfLendable).unwrap();
         assert_eq!(t.dtype(), DType::I16);
         assert_eq!(read::<i16>(&t), vec![-1, -9, 5, 200, 1, 7]);
-        let err = batch_to_tensor(&batches, None, Some(f64::NAN), Share::Never)
+        let err = batch_to_tensor(&batches, None, Some(f64::NAN), Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("null_value"), "{err}");
@@ -583,7 +582,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let err = batch_to_tensor(&[batch], None, None, Share::Never)
+        let err = batch_to_tensor(&[batch], None, None, Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'caption'") && err.contains("Utf8"), "{err}");
