@@ -37,6 +37,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCapsule, PyCapsuleMethods, PyList, PyType};
 
+use crate::dlpack::HostTensor;
 use crate::dtype::DType;
 use crate::error::Error;
 use crate::tensor::{block_of, Block, Placed};
@@ -240,7 +241,7 @@ impl Exported {
 
     /// The batch's values when they form one `(columns, rows)` block (see
     /// [`block_of`]), read from where the exported columns lie, before any import.
-    pub fn block(&self) -> Option<Block> {
+    fn block(&self) -> Option<Block> {
         let (array, schema) = (&self.array, &self.schema);
         if schema.format() != "+s" || array.offset() != 0 {
             return None;
@@ -265,9 +266,26 @@ impl Exported {
         block_of(&placed).filter(|b| b.rows == array.len())
     }
 
-    /// The exported array, kept alive (its buffers with it) for as long as the owner lives.
-    pub fn into_owner(self) -> Arc<FFI_ArrowArray> {
-        Arc::new(self.array)
+    /// The batch as one `(columns, rows)` tensor over its own memory, with no import, when
+    /// its values form one block (see [`block_of`]) that `accept` takes (the type asked for,
+    /// and `lending`'s word that this tensor may share it); `Err(self)` otherwise.
+    #[allow(clippy::result_large_err)] // the Err is the input handed back, moved once
+    pub fn into_block_tensor(
+        self,
+        accept: impl FnOnce(&Block) -> bool,
+    ) -> std::result::Result<HostTensor, Self> {
+        let Some(block) = self.block().filter(|b| accept(b)) else {
+            return Err(self);
+        };
+        let start = NonNull::new(block.start as *mut u8).expect("a block starts at a value");
+        // Every value of the block stays alive with the exported array, released when the
+        // Buffer goes (its release frees pyarrow's hold on them).
+        let owner = Arc::new(self.array);
+        // SAFETY: the block's bytes from `start` are the exported batch's values (checked by
+        // `block`), kept alive and unchanged by `owner` for as long as the Buffer lives.
+        let buffer = unsafe { Buffer::from_custom_allocation(start, block.bytes(), owner) };
+        let shape = vec![block.columns as i64, block.rows as i64];
+        Ok(HostTensor::from_buffer(buffer, block.dtype, shape))
     }
 }
 

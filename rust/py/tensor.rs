@@ -3,10 +3,6 @@
 
 use pyo3::prelude::*;
 
-use std::ptr::NonNull;
-
-use arrow_buffer::Buffer;
-
 use crate::dlpack::HostTensor;
 use crate::dtype::DType;
 use crate::py::arrow::Exported;
@@ -28,19 +24,16 @@ pub fn batches_to_tensor<'py>(
     let dtype = dtype.map(DType::from_name).transpose()?;
     let mut exported = batches;
     if exported.len() == 1 && null_value.is_none() {
-        // A take's batch, however wrapped: read where its columns lie, with no import.
-        if let Some((start, block)) = lent_block(&exported[0], dtype) {
-            let owner = exported.pop().expect("one batch").into_owner();
-            // SAFETY: the block's bytes from `start` are the exported batch's values, kept
-            // alive by `owner` (the exported array, whose release frees pyarrow's hold on
-            // them) for as long as the Buffer lives.
-            let buffer = unsafe { Buffer::from_custom_allocation(start, block.bytes(), owner) };
-            let shape = vec![block.columns as i64, block.rows as i64];
-            return hand_over(
-                py,
-                HostTensor::from_buffer(buffer, block.dtype, shape),
-                capsule,
-            );
+        // A take's batch, however wrapped: read where its columns lie, with no import, when
+        // it is of the type asked for and `lending` lends it to this tensor.
+        let one = exported.pop().expect("one batch");
+        let lent = |block: &Block| {
+            dtype.is_none_or(|d| d == block.dtype)
+                && crate::lending::lend(block.start as usize, block.bytes())
+        };
+        match one.into_block_tensor(lent) {
+            Ok(tensor) => return hand_over(py, tensor, capsule),
+            Err(one) => exported.push(one),
         }
     }
     let batches = exported
@@ -72,19 +65,6 @@ pub fn taken_to_tensor<'py>(
         batch_to_tensor(&[batch], dtype, null_value, Share::IfLendable)
     })?;
     legacy_capsule(py, tensor).map(Some)
-}
-
-/// The block of an exported batch (see [`Exported::block`]) when it may become a tensor as
-/// it is: of the type asked for (if any), and lent by `lending` to this tensor.
-fn lent_block(exported: &Exported, dtype: Option<DType>) -> Option<(NonNull<u8>, Block)> {
-    let block = exported.block()?;
-    if dtype.is_some_and(|d| d != block.dtype) {
-        return None;
-    }
-    if !crate::lending::lend(block.start as usize, block.bytes()) {
-        return None;
-    }
-    Some((NonNull::new(block.start as *mut u8)?, block))
 }
 
 /// The tensor as a legacy capsule, or as a `DLPackTensor`.
