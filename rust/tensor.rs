@@ -15,8 +15,10 @@ fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
     let dtype = DType::from_arrow(src.data_type()).expect("a tensor type: checked before");
     crate::with_dtype!(dtype, S => {
         let data = src.to_data();
-        let values: &[S] = &data.buffer::<S>(0)[..data.len()];
-        for (d, &v) in dst.iter_mut().zip(values) {
+        // As `as_primitive().values()` reads them: the array's own range of its buffer.
+        let values =
+            arrow_buffer::ScalarBuffer::<S>::new(data.buffers()[0].clone(), data.offset(), data.len());
+        for (d, &v) in dst.iter_mut().zip(values.iter()) {
             *d = v.to_element();
         }
     }, bool => {
