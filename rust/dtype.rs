@@ -292,14 +292,19 @@ impl Element for f16 {
 }
 
 /// A number as Arrow stores it (every tensor element type but bool, which Arrow packs in
-/// bits), converted into a tensor element the way a cast in Rust converts it.
+/// bits), with its Arrow array type, converted into a tensor element the way a cast in Rust
+/// converts it.
 pub(crate) trait Native: arrow_buffer::ArrowNativeType {
+    type Arrow: arrow_array::ArrowPrimitiveType<Native = Self>;
+
     fn to_element<T: Element>(self) -> T;
 }
 
 macro_rules! native {
-    ($via:ident: $($t:ty),*) => {$(
+    ($via:ident: $($t:ty => $arrow:ident),*) => {$(
         impl Native for $t {
+            type Arrow = arrow_array::types::$arrow;
+
             #[inline(always)]
             fn to_element<T: Element>(self) -> T {
                 native!(@convert $via, self)
@@ -309,17 +314,12 @@ macro_rules! native {
     (@convert signed, $v:expr) => { T::from_i64($v as i64) };
     (@convert unsigned, $v:expr) => { T::from_u64($v as u64) };
     (@convert float, $v:expr) => { T::from_f64($v as f64) };
+    (@convert half, $v:expr) => { T::from_f64($v.to_f64()) };
 }
-native!(signed: i8, i16, i32, i64);
-native!(unsigned: u8, u16, u32, u64);
-native!(float: f32, f64);
-
-impl Native for f16 {
-    #[inline(always)]
-    fn to_element<T: Element>(self) -> T {
-        T::from_f64(self.to_f64())
-    }
-}
+native!(signed: i8 => Int8Type, i16 => Int16Type, i32 => Int32Type, i64 => Int64Type);
+native!(unsigned: u8 => UInt8Type, u16 => UInt16Type, u32 => UInt32Type, u64 => UInt64Type);
+native!(float: f32 => Float32Type, f64 => Float64Type);
+native!(half: f16 => Float16Type);
 
 /// Same column names and types in the same order (nullability and metadata may differ).
 pub fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {

@@ -14,10 +14,7 @@ use crate::error::{Error, Result};
 fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
     let dtype = DType::from_arrow(src.data_type()).expect("a tensor type: checked before");
     crate::with_dtype!(dtype, S => {
-        let data = src.to_data();
-        // As `as_primitive().values()` reads them: the array's own range of its buffer.
-        let values =
-            arrow_buffer::ScalarBuffer::<S>::new(data.buffers()[0].clone(), data.offset(), data.len());
+        let values = src.as_primitive::<<S as Native>::Arrow>().values();
         for (d, &v) in dst.iter_mut().zip(values.iter()) {
             *d = v.to_element();
         }
@@ -180,27 +177,30 @@ impl Block {
 /// and one row, every column of one number type (not bool, which Arrow packs in bits), the
 /// same length, no nulls, each starting where the one before it ends (as `gather::take`
 /// writes them). Whether the memory may be shared is the caller's question (see `lending`).
-pub fn block_of(columns: &[Placed]) -> Option<Block> {
-    let first = columns.first()?;
+pub fn block_of(columns: impl IntoIterator<Item = Placed>) -> Option<Block> {
+    let mut columns = columns.into_iter();
+    let first = columns.next()?;
     let dtype = first.dtype.filter(|&d| d != DType::Bool)?;
     let rows = first.len;
-    if rows == 0 || first.first.is_null() {
+    if rows == 0 || first.first.is_null() || first.nulls != 0 {
         return None;
     }
     let step = rows * dtype.size();
-    for (i, c) in columns.iter().enumerate() {
+    let mut count = 1;
+    for c in columns {
         if c.dtype != Some(dtype)
             || c.len != rows
             || c.nulls != 0
-            || c.first != first.first.wrapping_add(i * step)
+            || c.first != first.first.wrapping_add(count * step)
         {
             return None;
         }
+        count += 1;
     }
     Some(Block {
         start: first.first,
         dtype,
-        columns: columns.len(),
+        columns: count,
         rows,
     })
 }
@@ -215,8 +215,8 @@ fn zero_copy(columns: &[Column], target: DType) -> Option<HostTensor> {
             _ => None,
         })
         .collect::<Option<Vec<&ArrayRef>>>()?;
-    let placed: Vec<Placed> = arrays.iter().map(|a| Placed::of(a.as_ref())).collect();
-    let block = block_of(&placed).filter(|b| b.dtype == target)?;
+    let block =
+        block_of(arrays.iter().map(|a| Placed::of(a.as_ref()))).filter(|b| b.dtype == target)?;
     let owners: Vec<Buffer> = arrays
         .iter()
         .map(|a| a.to_data().buffers()[0].clone())
@@ -421,7 +421,7 @@ pub fn column_to_tensor(
     check_fill(fill, target, field.name())?;
     let shape = vec![rows as i64, size as i64];
     if target == elem {
-        let block = block_of(&[Placed::of(values.as_ref())]);
+        let block = block_of([Placed::of(values.as_ref())]);
         if let Some(block) = block {
             let owner = values.to_data().buffers()[0].clone();
             // SAFETY: the block is the rows * size values of `values`, owned by `owner`.
@@ -498,7 +498,7 @@ mod tests {
         };
         let three = [column(0, 4), column(4, 4), column(8, 4)];
         assert_eq!(
-            block_of(&three),
+            block_of(three),
             Some(Block {
                 start: at(0),
                 dtype: DType::F32,
@@ -506,28 +506,28 @@ mod tests {
                 rows: 4
             })
         );
-        assert_eq!(block_of(&three).unwrap().bytes(), 48);
+        assert_eq!(block_of(three).unwrap().bytes(), 48);
         // A gap, an overlap, another length, a null, another type, bool, no rows, no columns.
-        assert_eq!(block_of(&[column(0, 4), column(5, 4)]), None);
-        assert_eq!(block_of(&[column(0, 4), column(3, 4)]), None);
-        assert_eq!(block_of(&[column(0, 4), column(4, 3)]), None);
+        assert_eq!(block_of([column(0, 4), column(5, 4)]), None);
+        assert_eq!(block_of([column(0, 4), column(3, 4)]), None);
+        assert_eq!(block_of([column(0, 4), column(4, 3)]), None);
         let null = Placed {
             nulls: 1,
             ..column(4, 4)
         };
-        assert_eq!(block_of(&[column(0, 4), null]), None);
+        assert_eq!(block_of([column(0, 4), null]), None);
         let int = Placed {
             dtype: Some(DType::I32),
             ..column(4, 4)
         };
-        assert_eq!(block_of(&[column(0, 4), int]), None);
+        assert_eq!(block_of([column(0, 4), int]), None);
         let bools = Placed {
             dtype: Some(DType::Bool),
             ..column(0, 4)
         };
-        assert_eq!(block_of(&[bools]), None);
-        assert_eq!(block_of(&[column(0, 0)]), None);
-        assert_eq!(block_of(&[]), None);
+        assert_eq!(block_of([bools]), None);
+        assert_eq!(block_of([column(0, 0)]), None);
+        assert_eq!(block_of([]), None);
         // An Arrow array is placed where its values (after its offset) lie.
         let array = Float32Array::from(values.clone()).slice(4, 4);
         let placed = Placed::of(&array);

@@ -3,11 +3,12 @@
 //! conversions of core results back to pyarrow. No other binding touches the Arrow C
 //! interfaces or arrow-pyarrow.
 //!
-//! In: [`PyBatch`] (a record batch), [`Exported`] (a batch kept exported, for the zero-copy
-//! test before any import), [`PyStream`] (a table or stream), [`PySchema`], [`PyValues`] (a
-//! primitive array of one type without nulls: row ids, split ids, positions), [`PyOffsets`]
-//! (row offsets: a list of ints or an int64 array) and [`PyOrder`] (an epoch's offsets,
-//! uint32 kept as it is). Data comes in through the Arrow PyCapsule interface
+//! In: [`PyBatch`] (a record batch), [`PyBatches`] of [`Exported`] (batches kept exported,
+//! for the zero-copy test before any import), [`PyStream`] (a table or stream),
+//! [`PySchema`], [`PyValues`] (a primitive array of one type without nulls: row ids, split
+//! ids, positions), [`PyOffsets`] (row offsets: a list of ints or an int64 array) and
+//! [`PyOrder`] (an epoch's offsets, uint32 kept as it is). Data comes in through the Arrow
+//! PyCapsule interface
 //! (`__arrow_c_array__`, `__arrow_c_stream__`, `__arrow_c_schema__`), so any Arrow
 //! library's arrays and batches are read, with no validation pass over data that pyarrow or
 //! this crate already produced.
@@ -115,6 +116,22 @@ impl<'a, 'py> FromPyObject<'a, 'py> for Exported {
     fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
         let (array, schema) = exported_structs(&obj)?;
         Ok(Exported { array, schema })
+    }
+}
+
+/// The batches of one table, each kept exported (see [`Exported`]); a list is read item by
+/// item with no iterator made (one list a call on the conversion's hot path).
+pub struct PyBatches(pub Vec<Exported>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyBatches {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let batches = match obj.cast::<PyList>() {
+            Ok(list) => list.iter().map(|b| b.extract()).collect::<PyResult<_>>()?,
+            Err(_) => obj.extract()?,
+        };
+        Ok(PyBatches(batches))
     }
 }
 
@@ -246,24 +263,25 @@ impl Exported {
         if schema.format() != "+s" || array.offset() != 0 {
             return None;
         }
-        let placed = (0..array.num_children())
-            .map(|c| {
-                let child = array.child(c);
-                let dtype = format_dtype(schema.child(c).format())?;
-                if child.num_buffers() != 2 || child.buffer(1).is_null() {
-                    return None;
-                }
-                Some(Placed {
-                    // The column's first value; `offset` is within the buffer by the C Data
-                    // Interface.
-                    first: child.buffer(1).wrapping_add(child.offset() * dtype.size()),
-                    dtype: Some(dtype),
-                    len: child.len(),
-                    nulls: child.null_count_opt()?,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
-        block_of(&placed).filter(|b| b.rows == array.len())
+        let placed = (0..array.num_children()).map(|c| {
+            let child = array.child(c);
+            let dtype = format_dtype(schema.child(c).format())
+                .filter(|_| child.num_buffers() == 2 && !child.buffer(1).is_null());
+            // The column's first value; `offset` is within the buffer by the C Data
+            // Interface. A column of no tensor type is placed with none, which no block takes.
+            let first = match dtype {
+                Some(d) => child.buffer(1).wrapping_add(child.offset() * d.size()),
+                None => std::ptr::null(),
+            };
+            Placed {
+                first,
+                dtype,
+                len: child.len(),
+                // An unknown count is taken as nulls: no block holds it.
+                nulls: child.null_count_opt().unwrap_or(usize::MAX),
+            }
+        });
+        block_of(placed).filter(|b| b.rows == array.len())
     }
 
     /// The batch as one `(columns, rows)` tensor over its own memory, with no import, when

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 
 use crate::dlpack::HostTensor;
 use crate::dtype::DType;
-use crate::py::arrow::Exported;
+use crate::py::arrow::{Exported, PyBatches};
 use crate::py::dlpack::{legacy_capsule, PyDLPackTensor};
 use crate::tensor::{batch_to_tensor, column_to_tensor, Block, Share};
 
@@ -16,13 +16,13 @@ use crate::tensor::{batch_to_tensor, column_to_tensor, Block, Share};
 #[pyo3(signature = (batches, dtype=None, null_value=None, capsule=false))]
 pub fn batches_to_tensor<'py>(
     py: Python<'py>,
-    batches: Vec<Exported>,
+    batches: PyBatches,
     dtype: Option<&str>,
     null_value: Option<f64>,
     capsule: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
-    let mut exported = batches;
+    let mut exported = batches.0;
     if exported.len() == 1 && null_value.is_none() {
         // A take's batch, however wrapped: read where its columns lie, with no import, when
         // it is of the type asked for and `lending` lends it to this tensor.
