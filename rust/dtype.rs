@@ -140,6 +140,69 @@ impl DType {
     }
 }
 
+/// Runs `$body` with `$T` the Rust type of the tensor element type `$dtype` (`bool`, `i8` ...
+/// `half::f16`, `f32`, `f64`): the one dispatch from a runtime [`DType`] to code generic over
+/// the element, for a target type and a source type alike. With `bool => $other`, `$other`
+/// runs for `Bool` instead (Arrow packs bools in bits: a slice of them is not `&[bool]`).
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        $crate::with_dtype!($dtype, $T => $body, bool => {
+            type $T = bool;
+            $body
+        })
+    };
+    ($dtype:expr, $T:ident => $body:expr, bool => $bool:expr) => {
+        match $dtype {
+            $crate::dtype::DType::Bool => $bool,
+            $crate::dtype::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            $crate::dtype::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            $crate::dtype::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            $crate::dtype::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            $crate::dtype::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            $crate::dtype::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            $crate::dtype::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            $crate::dtype::DType::U64 => {
+                type $T = u64;
+                $body
+            }
+            $crate::dtype::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            $crate::dtype::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            $crate::dtype::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+
 /// The type that holds every column, as `torch.result_type` picks it for tensors: floats beat
 /// ints beat bool; the widest float wins; signed and unsigned ints meet in a signed int twice as
 /// wide as the unsigned one (uint8 with int8 gives int16). Torch has no rule for uint16-64 with
@@ -227,6 +290,36 @@ impl Element for f16 {
         f16::from_f64(v as f64)
     }
 }
+
+/// A number as Arrow stores it (every tensor element type but bool, which Arrow packs in
+/// bits), with its Arrow array type, converted into a tensor element the way a cast in Rust
+/// converts it.
+pub(crate) trait Native: arrow_buffer::ArrowNativeType {
+    type Arrow: arrow_array::ArrowPrimitiveType<Native = Self>;
+
+    fn to_element<T: Element>(self) -> T;
+}
+
+macro_rules! native {
+    ($via:ident: $($t:ty => $arrow:ident),*) => {$(
+        impl Native for $t {
+            type Arrow = arrow_array::types::$arrow;
+
+            #[inline(always)]
+            fn to_element<T: Element>(self) -> T {
+                native!(@convert $via, self)
+            }
+        }
+    )*};
+    (@convert signed, $v:expr) => { T::from_i64($v as i64) };
+    (@convert unsigned, $v:expr) => { T::from_u64($v as u64) };
+    (@convert float, $v:expr) => { T::from_f64($v as f64) };
+    (@convert half, $v:expr) => { T::from_f64($v.to_f64()) };
+}
+native!(signed: i8 => Int8Type, i16 => Int16Type, i32 => Int32Type, i64 => Int64Type);
+native!(unsigned: u8 => UInt8Type, u16 => UInt16Type, u32 => UInt32Type, u64 => UInt64Type);
+native!(float: f32 => Float32Type, f64 => Float64Type);
+native!(half: f16 => Float16Type);
 
 /// Same column names and types in the same order (nullability and metadata may differ).
 pub fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {

@@ -218,29 +218,13 @@ pub fn gather_tensor(
         // column once for each row) before anything reads the buffer.
         unsafe { buffer.set_len(bytes) };
     }
-    macro_rules! fill {
-        ($t:ty) => {{
-            // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows values.
-            let out: &mut [$t] = unsafe {
-                std::slice::from_raw_parts_mut(buffer.as_mut_ptr() as *mut $t, columns.len() * n)
-            };
-            block.gather_converted(rows, &typed, out);
-        }};
-    }
-    match target {
-        DType::Bool => fill!(bool),
-        DType::I8 => fill!(i8),
-        DType::I16 => fill!(i16),
-        DType::I32 => fill!(i32),
-        DType::I64 => fill!(i64),
-        DType::U8 => fill!(u8),
-        DType::U16 => fill!(u16),
-        DType::U32 => fill!(u32),
-        DType::U64 => fill!(u64),
-        DType::F16 => fill!(half::f16),
-        DType::F32 => fill!(f32),
-        DType::F64 => fill!(f64),
-    }
+    crate::with_dtype!(target, T => {
+        // SAFETY: MutableBuffer is 64-byte aligned and sized for columns * rows values.
+        let out: &mut [T] = unsafe {
+            std::slice::from_raw_parts_mut(buffer.as_mut_ptr() as *mut T, columns.len() * n)
+        };
+        block.gather_converted(rows, &typed, out);
+    });
     let shape = vec![columns.len() as i64, n as i64];
     let buffer = match pool {
         Some(pool) => pool.share(buffer),
@@ -726,8 +710,9 @@ mod tests {
                     .expect("every column is in the block")
                     .unwrap();
                 let taken = take(&store, &offsets, columns).unwrap();
-                let want = batch_to_tensor(std::slice::from_ref(&taken), dtype, None, Share::Never)
-                    .unwrap();
+                let want =
+                    batch_to_tensor(std::slice::from_ref(&taken), dtype, None, Share::Allowed)
+                        .unwrap();
                 assert_eq!(fused.shape(), want.shape(), "{columns:?} {len}");
                 assert_eq!(fused.dtype(), want.dtype(), "{columns:?}");
                 assert_eq!(bytes(&fused), bytes(&want), "{columns:?} {dtype:?} {len}");

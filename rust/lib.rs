@@ -1,11 +1,12 @@
 //! lancetorch's Rust core: the modules below, with no Python in them (`cargo test
 //! --no-default-features` builds and tests them alone), and with the `python` feature the
-//! bindings in `py/`, the only code that touches Python. This file only registers.
+//! bindings in `py/`, the only code that touches Python (`py/mod.rs` makes and fills the
+//! Python module). This file only declares the modules.
 //!
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
-//! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `rows`; `store`; `gather`; `loader` (the
-//! prefetcher), with `permutation`, `bijection`, `tokens`, `image` (which reads a file's
-//! layout with `jpeg` first) and `sql` beside them.
+//! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `row_block`; `store`;
+//! `gather`; `loader` (the prefetcher), with `permutation`, `bijection`, `tokens`, `image`
+//! (which reads a file's layout with `jpeg` first) and `sql` beside them.
 
 pub mod bijection;
 pub mod dlpack;

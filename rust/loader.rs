@@ -113,44 +113,54 @@ fn out_of_range(offset: i64, num_rows: u64) -> Error {
     }
 }
 
-/// What the thread needs to make one epoch's batches.
-pub struct Plan {
-    pub store: Arc<Store>,
-    /// Row offsets in epoch order, checked against the store.
-    pub rows: EpochRows,
-    pub columns: Vec<usize>,
+/// How an epoch's rows become batches, and the batches tensors: one value, made once (in
+/// Python, the `Batching` a Loader passes to every epoch's prefetcher).
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
     pub batch_size: usize,
+    /// Leave out the last batch when it is shorter than `batch_size`.
     pub drop_last: bool,
+    /// The tensors' type (`None`: the columns' common type).
     pub dtype: Option<DType>,
     pub fill: NullFill,
     /// One tensor per column instead of one `(columns, rows)` tensor.
     pub per_column: bool,
 }
 
+/// What the thread needs to make one epoch's batches.
+pub struct Plan {
+    pub store: Arc<Store>,
+    /// Row offsets in epoch order, checked against the store.
+    pub rows: EpochRows,
+    pub columns: Vec<usize>,
+    pub batching: Batching,
+}
+
 impl Plan {
     /// The tensors of one gathered batch.
     fn tensors(&self, batch: &arrow_array::RecordBatch) -> Result<Vec<HostTensor>> {
-        if self.per_column {
+        let Batching {
+            dtype,
+            fill,
+            per_column,
+            ..
+        } = self.batching;
+        if per_column {
             // bounded: one a column of a batch held already
             (0..batch.num_columns())
-                .map(|i| column_to_tensor(batch, i, self.dtype, self.fill, Share::Allowed))
+                .map(|i| column_to_tensor(batch, i, dtype, fill, Share::Allowed))
                 .collect()
         } else {
-            let one = batch_to_tensor(
-                std::slice::from_ref(batch),
-                self.dtype,
-                self.fill,
-                Share::Allowed,
-            )?;
+            let one = batch_to_tensor(std::slice::from_ref(batch), dtype, fill, Share::Allowed)?;
             Ok(vec![one])
         }
     }
 
     /// The position ranges of the epoch's batches.
     fn batches(&self) -> impl Iterator<Item = std::ops::Range<usize>> {
-        let (n, size) = (self.rows.len(), self.batch_size);
+        let (n, size) = (self.rows.len(), self.batching.batch_size);
         let full = n / size;
-        let keep_tail = !self.drop_last && n % size != 0;
+        let keep_tail = !self.batching.drop_last && n % size != 0;
         (0..full + usize::from(keep_tail)).map(move |k| k * size..((k + 1) * size).min(n))
     }
 }
@@ -203,15 +213,15 @@ fn make(plan: &Plan, range: std::ops::Range<usize>, pool: &Arc<BufferPool>) -> (
     };
     // From the row-major block the tensor is gathered and converted in one pass (counted as
     // take); otherwise a batch is taken, then converted.
-    let fused = if plan.per_column {
+    let fused = if plan.batching.per_column {
         None
     } else {
         crate::gather::gather_tensor(
             &plan.store,
             &rows,
             &plan.columns,
-            plan.dtype,
-            plan.fill,
+            plan.batching.dtype,
+            plan.batching.fill,
             Some(pool),
         )
     };
@@ -247,7 +257,7 @@ pub struct Prefetcher {
 
 impl Prefetcher {
     pub fn start(plan: Plan, depth: usize, threads: usize) -> Result<Self> {
-        if plan.batch_size == 0 {
+        if plan.batching.batch_size == 0 {
             return Err(Error::Value("batch_size must be 1 or more".into()));
         }
         let threads = threads.max(1);
@@ -260,7 +270,7 @@ impl Prefetcher {
             expected: plan.batches().count(),
             pid: std::process::id(),
             stats: stats.clone(),
-            per_column: plan.per_column,
+            per_column: plan.batching.per_column,
             _plan: plan.clone(),
         };
         // Each producer runs `depth / threads` batches ahead (at least one).
@@ -302,7 +312,7 @@ impl Prefetcher {
                 // Counted as handed out, not as made: batches made ahead are not delivered.
                 if let Ok(tensors) = &batch {
                     let s = &self.stats;
-                    let size = self._plan.batch_size;
+                    let size = self._plan.batching.batch_size;
                     let rows = ((k + 1) * size).min(self._plan.rows.len()) - k * size;
                     let bytes: u64 = tensors
                         .iter()
@@ -389,11 +399,13 @@ mod tests {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
             rows: EpochRows::new(&(0..n).rev().collect::<Vec<_>>(), n as u64).unwrap(),
             columns: vec![0],
-            batch_size,
-            drop_last,
-            dtype: None,
-            fill: None,
-            per_column: false,
+            batching: Batching {
+                batch_size,
+                drop_last,
+                dtype: None,
+                fill: None,
+                per_column: false,
+            },
         }
     }
 
@@ -445,11 +457,13 @@ mod tests {
             store: Arc::new(Store::new(schema, vec![batch]).unwrap()),
             rows: EpochRows::new(&[7, 2, 9, 0], 10).unwrap(),
             columns: vec![0, 1],
-            batch_size: 3,
-            drop_last: false,
-            dtype: None,
-            fill: None,
-            per_column: true,
+            batching: Batching {
+                batch_size: 3,
+                drop_last: false,
+                dtype: None,
+                fill: None,
+                per_column: true,
+            },
         };
         let p = Prefetcher::start(plan, 2, 2).unwrap();
         let mut got = Vec::new();

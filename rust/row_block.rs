@@ -475,3 +475,371 @@ fn column_out<const W: usize>(scratch: &[u8], stride: usize, off: usize, dst: &m
         d.copy_from_slice(&v);
     }
 }
+
+#[allow(clippy::disallowed_methods)] // tests: sizes of their own
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::Arc;
+
+    use arrow_array::ArrayRef;
+    use arrow_buffer::Buffer;
+    use arrow_schema::{Field, Schema};
+    use rand_core::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// Column types the block holds, one of each width, and one it does not (bool).
+    const TYPES: [DataType; 6] = [
+        DataType::Int8,
+        DataType::UInt16,
+        DataType::Float16,
+        DataType::Int32,
+        DataType::Float64,
+        DataType::UInt64,
+    ];
+
+    /// A table of random bytes: its schema, and each column's values as bytes, row after row.
+    fn table(rng: &mut Xoshiro256PlusPlus, types: &[DataType], rows: usize) -> Vec<Vec<u8>> {
+        types
+            .iter()
+            .map(|dt| {
+                let w = dt.primitive_width().unwrap();
+                (0..rows * w).map(|_| rng.next_u64() as u8).collect()
+            })
+            .collect()
+    }
+
+    fn array(dt: &DataType, bytes: &[u8]) -> ArrayRef {
+        let w = dt.primitive_width().unwrap();
+        let data = arrow_data::ArrayData::builder(dt.clone())
+            .len(bytes.len() / w)
+            .add_buffer(Buffer::from(bytes.to_vec()))
+            .build()
+            .unwrap();
+        arrow_array::make_array(data)
+    }
+
+    fn schema(types: &[DataType]) -> Schema {
+        Schema::new(
+            types
+                .iter()
+                .enumerate()
+                .map(|(i, dt)| Field::new(format!("c{i}"), dt.clone(), false))
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// The block of `columns`, written in `cuts` chunks (a fill per chunk, as a scan fills it).
+    fn block_of(types: &[DataType], columns: &[Vec<u8>], rows: usize, cuts: &[usize]) -> RowBlock {
+        let schema = schema(types);
+        let mut block = RowBlock::empty(&schema, rows as u64, |c| {
+            fixed_width(schema.field(c).data_type())
+        })
+        .expect("a block for this table");
+        let mut bounds = vec![0];
+        bounds.extend_from_slice(cuts);
+        bounds.push(rows);
+        for pair in bounds.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let arrays: Vec<ArrayRef> = types
+                .iter()
+                .zip(columns)
+                .map(|(dt, bytes)| {
+                    let w = dt.primitive_width().unwrap();
+                    array(dt, &bytes[a * w..b * w])
+                })
+                .collect();
+            let chunk: Vec<Option<&ArrayRef>> = arrays.iter().map(Some).collect();
+            block.fill(&[chunk]);
+        }
+        block
+    }
+
+    /// The plain gather: row `r` of each column, one after another.
+    fn plain(types: &[DataType], columns: &[Vec<u8>], rows: &[u64]) -> Vec<Vec<u8>> {
+        types
+            .iter()
+            .zip(columns)
+            .map(|(dt, bytes)| {
+                let w = dt.primitive_width().unwrap();
+                let r = |r: u64| &bytes[r as usize * w..(r as usize + 1) * w];
+                rows.iter().flat_map(|&x| r(x).to_vec()).collect()
+            })
+            .collect()
+    }
+
+    fn gathered(block: &RowBlock, types: &[DataType], rows: &[u64]) -> Vec<Vec<u8>> {
+        let mut outs: Vec<Vec<u8>> = types
+            .iter()
+            .map(|dt| vec![0xAA; rows.len() * dt.primitive_width().unwrap()])
+            .collect();
+        let mut column_outs: Vec<ColumnOut> = outs
+            .iter_mut()
+            .enumerate()
+            .map(|(c, d)| {
+                let (off, w) = block.slot(c).unwrap();
+                (off, w, d.as_mut_slice())
+            })
+            .collect();
+        block.gather(rows, &mut column_outs);
+        outs
+    }
+
+    #[test]
+    fn gathers_equal_the_plain_gather_for_random_tables_and_rows() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(7);
+        let n = MIN_ROWS as usize + 37;
+        for case in 0..6 {
+            // A random choice (and order) of column types, at least two of them.
+            let k = 2 + (rng.next_u64() % 4) as usize;
+            let types: Vec<DataType> = (0..k)
+                .map(|_| TYPES[(rng.next_u64() % TYPES.len() as u64) as usize].clone())
+                .collect();
+            let columns = table(&mut rng, &types, n);
+            let mut cuts: Vec<usize> = (0..case % 3)
+                .map(|_| (rng.next_u64() % n as u64) as usize)
+                .collect();
+            cuts.sort_unstable();
+            let block = block_of(&types, &columns, n, &cuts);
+            assert_eq!(block.num_rows(), n);
+            assert_eq!(block.columns(), (0..k).collect::<Vec<_>>());
+            // Batch sizes around the prefetch distance, a tile, a task and past a task (the
+            // parallel path), rows anywhere (repeats, the first and the last row included).
+            for len in [
+                0,
+                1,
+                31,
+                32,
+                33,
+                255,
+                256,
+                257,
+                1000,
+                TASK_ROWS + 5,
+                3 * TASK_ROWS,
+            ] {
+                let mut rows: Vec<u64> = (0..len).map(|_| rng.next_u64() % n as u64).collect();
+                if len >= 2 {
+                    rows[0] = n as u64 - 1;
+                    rows[len - 1] = 0;
+                }
+                assert_eq!(
+                    gathered(&block, &types, &rows),
+                    plain(&types, &columns, &rows),
+                    "case {case}, {len} rows of {types:?}"
+                );
+            }
+            // Each column made again from the block, from any row on.
+            let first = (rng.next_u64() % n as u64) as usize;
+            let len = n - first;
+            for (c, dt) in types.iter().enumerate() {
+                let w = dt.primitive_width().unwrap();
+                let made = block.column(c, dt, first, len).unwrap();
+                assert_eq!(made.data_type(), dt);
+                let data = made.to_data();
+                assert_eq!(
+                    &data.buffers()[0].as_slice()[..len * w],
+                    &columns[c][first * w..n * w]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn converted_gathers_equal_a_plain_take_then_conversion() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(11);
+        let n = MIN_ROWS as usize;
+        let types = TYPES.to_vec();
+        let columns = table(&mut rng, &types, n);
+        let block = block_of(&types, &columns, n, &[]);
+        let arrays: Vec<ArrayRef> = types
+            .iter()
+            .zip(&columns)
+            .map(|(dt, b)| array(dt, b))
+            .collect();
+        for len in [1, 33, 300, MAX_CONVERTED_ROWS] {
+            let rows: Vec<u64> = (0..len).map(|_| rng.next_u64() % n as u64).collect();
+            let typed: Vec<(usize, &DataType)> = types.iter().enumerate().collect();
+            let mut out = vec![0f64; types.len() * len];
+            block.gather_converted(&rows, &typed, &mut out);
+            let index = arrow_array::UInt64Array::from(rows.clone());
+            for (j, a) in arrays.iter().enumerate() {
+                let taken = arrow_select::take::take(a.as_ref(), &index, None).unwrap();
+                let batch = arrow_array::RecordBatch::try_from_iter([("x", taken)]).unwrap();
+                let want = crate::tensor::batch_to_tensor(
+                    &[batch],
+                    Some(crate::dtype::DType::F64),
+                    None,
+                    crate::tensor::Share::Allowed,
+                )
+                .unwrap();
+                // SAFETY: a (1, len) float64 tensor.
+                let want =
+                    unsafe { std::slice::from_raw_parts(want.data_ptr() as *const f64, len) };
+                let got = &out[j * len..(j + 1) * len];
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(got),
+                    bits(want),
+                    "column {j} ({}), {len} rows",
+                    types[j]
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_fixed_width_numbers_of_long_tables_go_in() {
+        assert_eq!(fixed_width(&DataType::Boolean), None);
+        assert_eq!(fixed_width(&DataType::Utf8), None);
+        assert_eq!(fixed_width(&DataType::Decimal128(10, 2)), None); // 16 bytes
+        for (dt, w) in [
+            (DataType::Int8, 1),
+            (DataType::Float16, 2),
+            (DataType::UInt64, 8),
+        ] {
+            assert_eq!(fixed_width(&dt), Some(w));
+        }
+        let types = [DataType::Int64, DataType::Int8, DataType::Utf8];
+        let schema = schema(&types);
+        let held = |c: usize| fixed_width(schema.field(c).data_type());
+        assert!(
+            RowBlock::empty(&schema, MIN_ROWS - 1, held).is_none(),
+            "a short table"
+        );
+        let block = RowBlock::empty(&schema, MIN_ROWS, held).unwrap();
+        // Widest first, each value at a multiple of its width, rows a multiple of 8 bytes.
+        assert_eq!(block.slot(0), Some((0, 8)));
+        assert_eq!(block.slot(1), Some((8, 1)));
+        assert_eq!(block.slot(2), None);
+        assert_eq!(block.nbytes(), MIN_ROWS as usize * 16);
+        let one = [DataType::Int64, DataType::Utf8];
+        let schema = Schema::new(vec![
+            Field::new("a", one[0].clone(), false),
+            Field::new("b", one[1].clone(), false),
+        ]);
+        let held = |c: usize| fixed_width(schema.field(c).data_type());
+        assert!(
+            RowBlock::empty(&schema, MIN_ROWS, held).is_none(),
+            "one column"
+        );
+    }
+
+    #[test]
+    fn a_released_column_leaves_its_slot_and_a_null_keeps_a_column_out() {
+        let types = [DataType::Int32, DataType::Int32, DataType::Int32];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let n = MIN_ROWS as usize;
+        let columns = table(&mut rng, &types, n);
+        let schema = Arc::new(schema(&types));
+        let mut block = RowBlock::empty(&schema, n as u64, |c| {
+            fixed_width(schema.field(c).data_type())
+        })
+        .unwrap();
+        let nulls = arrow_array::Int32Array::from(vec![None, Some(1)]);
+        assert!(!block.takes(1, &nulls));
+        assert!(block.takes(1, &arrow_array::Int32Array::from(vec![1, 2])));
+        block.release(1);
+        assert!(
+            block.takes(1, &nulls),
+            "a column outside the block takes anything"
+        );
+        assert_eq!(block.columns(), vec![0, 2]);
+        let arrays: Vec<ArrayRef> = types
+            .iter()
+            .zip(&columns)
+            .map(|(dt, b)| array(dt, b))
+            .collect();
+        block.fill(&[vec![Some(&arrays[0]), None, Some(&arrays[2])]]);
+        let rows: Vec<u64> = (0..500).map(|_| rng.next_u64() % n as u64).collect();
+        let want = plain(&types, &columns, &rows);
+        let mut a = vec![0u8; rows.len() * 4];
+        let mut c = vec![0u8; rows.len() * 4];
+        let (oa, _) = block.slot(0).unwrap();
+        let (oc, _) = block.slot(2).unwrap();
+        block.gather(&rows, &mut [(oa, 4, &mut a[..]), (oc, 4, &mut c[..])]);
+        assert_eq!((a, c), (want[0].clone(), want[2].clone()));
+    }
+
+    #[test]
+    #[should_panic(expected = "once every row is written")]
+    fn a_block_refuses_reads_before_every_row_is_written() {
+        let types = [DataType::Int64, DataType::Int64];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let n = MIN_ROWS as usize;
+        let columns = table(&mut rng, &types, n);
+        // Room for n rows, n - 1 written: the block is not full.
+        let schema = schema(&types);
+        let mut partial = RowBlock::empty(&schema, n as u64, |c| {
+            fixed_width(schema.field(c).data_type())
+        })
+        .unwrap();
+        let arrays: Vec<ArrayRef> = types
+            .iter()
+            .zip(&columns)
+            .map(|(dt, b)| array(dt, &b[..(n - 1) * 8]))
+            .collect();
+        partial.fill(&[arrays.iter().map(Some).collect()]);
+        let (off, w) = partial.slot(0).unwrap();
+        let mut out = [0u8; 8];
+        partial.gather(&[0], &mut [(off, w, &mut out[..])]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rows beyond the block")]
+    fn a_block_refuses_rows_past_its_end() {
+        let types = [DataType::Int64, DataType::Int64];
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(9);
+        let n = MIN_ROWS as usize;
+        let columns = table(&mut rng, &types, n + 1);
+        let schema = schema(&types);
+        let mut block = RowBlock::empty(&schema, n as u64, |c| {
+            fixed_width(schema.field(c).data_type())
+        })
+        .unwrap();
+        let arrays: Vec<ArrayRef> = types
+            .iter()
+            .zip(&columns)
+            .map(|(dt, b)| array(dt, b))
+            .collect();
+        block.fill(&[arrays.iter().map(Some).collect()]);
+    }
+
+    #[test]
+    #[should_panic(expected = "rows not written yet")]
+    fn a_column_is_made_again_only_from_written_rows() {
+        let types = [DataType::Int64, DataType::Int64];
+        let schema = schema(&types);
+        let block = RowBlock::empty(&schema, MIN_ROWS, |c| {
+            fixed_width(schema.field(c).data_type())
+        })
+        .unwrap();
+        let _ = block.column(0, &DataType::Int64, 0, 1);
+    }
+
+    #[test]
+    fn huge_bytes_hand_out_only_their_own_range() {
+        let bytes = HugeBytes::new(100);
+        assert_eq!(bytes.ptr.as_ptr() as usize % HugeBytes::ALIGN, 0);
+        // SAFETY: written just now.
+        unsafe { std::ptr::write_bytes(bytes.ptr.as_ptr(), 7, 100) };
+        // SAFETY: all 100 bytes are written.
+        assert_eq!(unsafe { bytes.range(90, 10) }, &[7; 10]);
+        let past = std::panic::catch_unwind(|| {
+            // SAFETY: the range is checked before it is read (the call panics).
+            let _ = unsafe { bytes.range(95, 10) };
+        });
+        assert!(past.is_err(), "a range past the end must panic, not read");
+    }
+
+    #[test]
+    fn a_prefetch_of_any_address_in_or_past_a_buffer_is_harmless() {
+        let data = vec![1u8; 100];
+        let at = data.as_ptr() as usize;
+        for (addr, len) in [(at, 100), (at + 99, 64), (at + 100, 4096), (0, 64), (64, 0)] {
+            prefetch_l2(addr, len);
+        }
+        assert_eq!(data, vec![1u8; 100]);
+    }
+}

@@ -1,52 +1,28 @@
 //! Arrow columns to one `(columns, rows)` tensor: type promotion, null policy, the zero-copy
 //! case and the one-copy case.
 
+use arrow_array::cast::AsArray;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::{Buffer, MutableBuffer};
 use arrow_schema::DataType;
-use half::f16;
 
 use crate::dlpack::HostTensor;
-use crate::dtype::{promote, DType, Element};
+use crate::dtype::{promote, DType, Element, Native};
 use crate::error::{Error, Result};
 
 /// Write `src` (any numeric or bool array) into `dst`, converting; nulls become `fill`.
 fn convert_into<T: Element>(src: &dyn Array, dst: &mut [T], fill: Option<T>) {
-    use arrow_array::cast::AsArray;
-    use arrow_array::types::*;
-    macro_rules! run {
-        ($ty:ty, $f:ident) => {{
-            let values = src.as_primitive::<$ty>().values();
-            for (d, &v) in dst.iter_mut().zip(values.iter()) {
-                *d = T::$f(v as _);
-            }
-        }};
-    }
-    match src.data_type() {
-        DataType::Boolean => {
-            let values = src.as_boolean().values();
-            for (d, v) in dst.iter_mut().zip(values.iter()) {
-                *d = T::from_i64(v as i64);
-            }
+    let dtype = DType::from_arrow(src.data_type()).expect("a tensor type: checked before");
+    crate::with_dtype!(dtype, S => {
+        let values = src.as_primitive::<<S as Native>::Arrow>().values();
+        for (d, &v) in dst.iter_mut().zip(values.iter()) {
+            *d = v.to_element();
         }
-        DataType::Int8 => run!(Int8Type, from_i64),
-        DataType::Int16 => run!(Int16Type, from_i64),
-        DataType::Int32 => run!(Int32Type, from_i64),
-        DataType::Int64 => run!(Int64Type, from_i64),
-        DataType::UInt8 => run!(UInt8Type, from_u64),
-        DataType::UInt16 => run!(UInt16Type, from_u64),
-        DataType::UInt32 => run!(UInt32Type, from_u64),
-        DataType::UInt64 => run!(UInt64Type, from_u64),
-        DataType::Float16 => {
-            let values = src.as_primitive::<Float16Type>().values();
-            for (d, &v) in dst.iter_mut().zip(values.iter()) {
-                *d = T::from_f64(v.to_f64());
-            }
+    }, bool => {
+        for (d, v) in dst.iter_mut().zip(src.as_boolean().values().iter()) {
+            *d = T::from_i64(v as i64);
         }
-        DataType::Float32 => run!(Float32Type, from_f64),
-        DataType::Float64 => run!(Float64Type, from_f64),
-        other => unreachable!("checked before conversion: {other}"),
-    }
+    });
     if let (Some(fill), Some(nulls)) = (fill, src.logical_nulls()) {
         for i in nulls
             .iter()
@@ -69,34 +45,17 @@ pub(crate) fn convert_slot<T: Element>(
     off: usize,
     dst: &mut [T],
 ) {
-    macro_rules! run {
-        ($s:ty, $f:ident) => {{
-            const W: usize = std::mem::size_of::<$s>();
-            for (d, row) in dst.iter_mut().zip(rows.chunks_exact(stride)) {
-                let bytes: [u8; W] = row[off..off + W].try_into().expect("slot inside the row");
-                *d = T::$f(<$s>::from_ne_bytes(bytes) as _);
-            }
-        }};
-    }
-    match dt {
-        DataType::Int8 => run!(i8, from_i64),
-        DataType::Int16 => run!(i16, from_i64),
-        DataType::Int32 => run!(i32, from_i64),
-        DataType::Int64 => run!(i64, from_i64),
-        DataType::UInt8 => run!(u8, from_u64),
-        DataType::UInt16 => run!(u16, from_u64),
-        DataType::UInt32 => run!(u32, from_u64),
-        DataType::UInt64 => run!(u64, from_u64),
-        DataType::Float16 => {
-            for (d, row) in dst.iter_mut().zip(rows.chunks_exact(stride)) {
-                let bytes: [u8; 2] = row[off..off + 2].try_into().expect("slot inside the row");
-                *d = T::from_f64(f16::from_ne_bytes(bytes).to_f64());
-            }
+    let dtype = DType::from_arrow(dt).expect("a tensor type: checked before");
+    crate::with_dtype!(dtype, S => {
+        let width = std::mem::size_of::<S>();
+        for (d, row) in dst.iter_mut().zip(rows.chunks_exact(stride)) {
+            let slot = &row[off..off + width];
+            // SAFETY: `slot` is `width` bytes of the row (checked by the slice), the bytes of
+            // one `S` as the block copied them, at any alignment.
+            let v = unsafe { std::ptr::read_unaligned(slot.as_ptr() as *const S) };
+            *d = v.to_element();
         }
-        DataType::Float32 => run!(f32, from_f64),
-        DataType::Float64 => run!(f64, from_f64),
-        other => unreachable!("checked before conversion: {other}"),
-    }
+    }, bool => unreachable!("a row block holds no bools"));
 }
 
 /// What to do with nulls: refuse them (`None`) or write this value in their place.
@@ -168,47 +127,107 @@ fn numeric_columns<'a>(
     Ok((columns, dtypes))
 }
 
-/// The column's values start address, when it is a plain primitive array.
-fn values_ptr(array: &ArrayRef, size: usize) -> *const u8 {
-    let data = array.to_data();
-    // SAFETY: pointer arithmetic inside the buffer (offset is within bounds by construction).
-    unsafe { data.buffers()[0].as_ptr().add(data.offset() * size) }
+/// One column's values as they lie in memory, for [`block_of`].
+#[derive(Clone, Copy, Debug)]
+pub struct Placed {
+    /// Where its first value lies.
+    pub first: *const u8,
+    /// Its tensor element type, `None` for a type no tensor holds.
+    pub dtype: Option<DType>,
+    pub len: usize,
+    pub nulls: usize,
 }
 
-/// The tensor without a copy, when the columns already lie back to back in memory with one
-/// type and no nulls (as `gather::take` writes them).
-fn zero_copy(
-    columns: &[Column],
-    dtypes: &[DType],
-    target: DType,
-    rows: usize,
-) -> Option<HostTensor> {
-    if columns.is_empty() || rows == 0 || target == DType::Bool {
-        return None;
-    }
-    if columns.iter().any(|c| c.chunks.len() != 1) || dtypes.iter().any(|&d| d != target) {
-        return None;
-    }
-    let size = target.size();
-    let base = values_ptr(columns[0].chunks[0], size);
-    let step = rows * size;
-    for (i, c) in columns.iter().enumerate() {
-        let array = c.chunks[0];
-        if array.null_count() > 0 || values_ptr(array, size) as usize != base as usize + i * step {
-            return None;
+impl Placed {
+    /// Where the values of `array` lie (a plain primitive array; anything else is placed
+    /// with no type, which no block takes).
+    pub fn of(array: &dyn Array) -> Placed {
+        let data = array.to_data();
+        let dtype = DType::from_arrow(array.data_type()).filter(|&d| d != DType::Bool);
+        let first = match (dtype, data.buffers().first()) {
+            // The offset lies within the buffer by Arrow's layout.
+            (Some(d), Some(values)) => values.as_ptr().wrapping_add(data.offset() * d.size()),
+            _ => std::ptr::null(),
+        };
+        Placed {
+            first,
+            dtype,
+            len: data.len(),
+            nulls: array.null_count(),
         }
     }
-    let owners: Vec<Buffer> = columns
+}
+
+/// Columns that lie in memory as one `(columns, rows)` tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Block {
+    pub start: *const u8,
+    pub dtype: DType,
+    pub columns: usize,
+    pub rows: usize,
+}
+
+impl Block {
+    pub fn bytes(&self) -> usize {
+        self.columns * self.rows * self.dtype.size()
+    }
+}
+
+/// The one test of whether columns can become a tensor without a copy: at least one column
+/// and one row, every column of one number type (not bool, which Arrow packs in bits), the
+/// same length, no nulls, each starting where the one before it ends (as `gather::take`
+/// writes them). Whether the memory may be shared is the caller's question (see `lending`).
+pub fn block_of(columns: impl IntoIterator<Item = Placed>) -> Option<Block> {
+    let mut columns = columns.into_iter();
+    let first = columns.next()?;
+    let dtype = first.dtype.filter(|&d| d != DType::Bool)?;
+    let rows = first.len;
+    if rows == 0 || first.first.is_null() || first.nulls != 0 {
+        return None;
+    }
+    let step = rows * dtype.size();
+    let mut count = 1;
+    for c in columns {
+        if c.dtype != Some(dtype)
+            || c.len != rows
+            || c.nulls != 0
+            || c.first != first.first.wrapping_add(count * step)
+        {
+            return None;
+        }
+        count += 1;
+    }
+    Some(Block {
+        start: first.first,
+        dtype,
+        columns: count,
+        rows,
+    })
+}
+
+/// The tensor without a copy, when the columns already form one block (see [`block_of`]) of
+/// the target type.
+fn zero_copy(columns: &[Column], target: DType) -> Option<HostTensor> {
+    let arrays = columns
         .iter()
-        .map(|c| c.chunks[0].to_data().buffers()[0].clone())
+        .map(|c| match c.chunks.as_slice() {
+            [only] => Some(*only),
+            _ => None,
+        })
+        .collect::<Option<Vec<&ArrayRef>>>()?;
+    let block =
+        block_of(arrays.iter().map(|a| Placed::of(a.as_ref()))).filter(|b| b.dtype == target)?;
+    let owners: Vec<Buffer> = arrays
+        .iter()
+        .map(|a| a.to_data().buffers()[0].clone())
         .collect();
-    // SAFETY: column i covers [base + i*step, base + (i+1)*step) and its buffer is kept alive
-    // in `owners`, so the whole (columns, rows) block stays valid.
+    // SAFETY: the block's columns cover [start, start + bytes), each column's part within its
+    // own buffer, and every buffer is kept alive in `owners`.
     Some(unsafe {
         HostTensor::new(
-            base,
+            block.start,
             target,
-            vec![columns.len() as i64, rows as i64],
+            vec![block.columns as i64, block.rows as i64],
             owners,
         )
     })
@@ -294,20 +313,7 @@ fn copy_as<T: Element>(
 
 /// `copy_as` for a runtime target type.
 fn copy_to(columns: &[Column], rows: usize, fill: NullFill, target: DType) -> Result<Buffer> {
-    match target {
-        DType::Bool => copy_as::<bool>(columns, rows, fill, target),
-        DType::I8 => copy_as::<i8>(columns, rows, fill, target),
-        DType::I16 => copy_as::<i16>(columns, rows, fill, target),
-        DType::I32 => copy_as::<i32>(columns, rows, fill, target),
-        DType::I64 => copy_as::<i64>(columns, rows, fill, target),
-        DType::U8 => copy_as::<u8>(columns, rows, fill, target),
-        DType::U16 => copy_as::<u16>(columns, rows, fill, target),
-        DType::U32 => copy_as::<u32>(columns, rows, fill, target),
-        DType::U64 => copy_as::<u64>(columns, rows, fill, target),
-        DType::F16 => copy_as::<f16>(columns, rows, fill, target),
-        DType::F32 => copy_as::<f32>(columns, rows, fill, target),
-        DType::F64 => copy_as::<f64>(columns, rows, fill, target),
-    }
+    crate::with_dtype!(target, T => copy_as::<T>(columns, rows, fill, target))
 }
 
 /// Whether the tensor may share the batches' memory instead of copying it.
@@ -318,7 +324,6 @@ pub enum Share {
     /// Where the memory lies in a take's allocation and no tensor shares it yet (see
     /// `lending`): a user's buffers may be read-only maps, or data that must not change.
     IfLendable,
-    Never,
 }
 
 /// `tensor` if `share` lets it keep the memory it shares, else `None` (copy instead).
@@ -329,7 +334,6 @@ fn shared(tensor: HostTensor, share: Share) -> Option<HostTensor> {
             let bytes = tensor.shape().iter().product::<i64>() as usize * tensor.dtype().size();
             crate::lending::lend(tensor.data_ptr() as usize, bytes).then_some(tensor)
         }
-        Share::Never => None,
     }
 }
 
@@ -351,10 +355,8 @@ pub fn batch_to_tensor(
     if let Some(first) = columns.first() {
         check_fill(fill, target, first.name)?;
     }
-    if share != Share::Never {
-        if let Some(t) = zero_copy(&columns, &dtypes, target, rows).and_then(|t| shared(t, share)) {
-            return Ok(t);
-        }
+    if let Some(t) = zero_copy(&columns, target).and_then(|t| shared(t, share)) {
+        return Ok(t);
     }
     let buffer = copy_to(&columns, rows, fill, target)?;
     Ok(HostTensor::from_buffer(
@@ -405,7 +407,6 @@ pub fn column_to_tensor(
             fix: "filter those rows out",
         });
     }
-    use arrow_array::cast::AsArray;
     let values = array.as_fixed_size_list().values().slice(0, rows * size);
     let nulls = values.logical_null_count();
     if nulls > 0 && fill.is_none() {
@@ -419,19 +420,15 @@ pub fn column_to_tensor(
     let target = dtype.unwrap_or(elem);
     check_fill(fill, target, field.name())?;
     let shape = vec![rows as i64, size as i64];
-    if share != Share::Never
-        && target == elem
-        && elem != DType::Bool
-        && nulls == 0
-        && rows * size > 0
-    {
-        let data = values.to_data();
-        let owner = data.buffers()[0].clone();
-        let ptr = values_ptr(&values, elem.size());
-        // SAFETY: `values` covers rows * size elements from `ptr`, owned by `owner`.
-        let tensor = unsafe { HostTensor::new(ptr, elem, shape.clone(), vec![owner]) };
-        if let Some(t) = shared(tensor, share) {
-            return Ok(t);
+    if target == elem {
+        let block = block_of([Placed::of(values.as_ref())]);
+        if let Some(block) = block {
+            let owner = values.to_data().buffers()[0].clone();
+            // SAFETY: the block is the rows * size values of `values`, owned by `owner`.
+            let tensor = unsafe { HostTensor::new(block.start, elem, shape.clone(), vec![owner]) };
+            if let Some(t) = shared(tensor, share) {
+                return Ok(t);
+            }
         }
     }
     let column = Column {
@@ -474,9 +471,12 @@ mod tests {
         .unwrap();
         let store = Store::new(schema, vec![batch]).unwrap();
         let taken = gather::take(&store, &[2, 0], &[0, 1]).unwrap();
-        let t = batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Allowed).unwrap();
-        let copied =
-            batch_to_tensor(std::slice::from_ref(&taken), None, None, Share::Never).unwrap();
+        let convert = |share| batch_to_tensor(std::slice::from_ref(&taken), None, None, share);
+        let t = convert(Share::Allowed).unwrap();
+        // The take's memory is lent to one tensor once; the next one asking gets a copy.
+        let lent = convert(Share::IfLendable).unwrap();
+        let copied = convert(Share::IfLendable).unwrap();
+        assert_eq!(lent.data_ptr(), t.data_ptr());
         assert_ne!(copied.data_ptr(), t.data_ptr());
         assert_eq!(read::<f32>(&copied), read::<f32>(&t));
         assert_eq!(
@@ -484,6 +484,60 @@ mod tests {
             taken.column(0).to_data().buffers()[0].as_ptr()
         );
         assert_eq!(read::<f32>(&t), vec![3.0, 1.0, 30.0, 10.0]);
+    }
+
+    #[test]
+    fn a_block_is_columns_of_one_type_back_to_back_without_nulls() {
+        let values: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let at = |k: usize| values[k..].as_ptr() as *const u8;
+        let column = |k: usize, len: usize| Placed {
+            first: at(k),
+            dtype: Some(DType::F32),
+            len,
+            nulls: 0,
+        };
+        let three = [column(0, 4), column(4, 4), column(8, 4)];
+        assert_eq!(
+            block_of(three),
+            Some(Block {
+                start: at(0),
+                dtype: DType::F32,
+                columns: 3,
+                rows: 4
+            })
+        );
+        assert_eq!(block_of(three).unwrap().bytes(), 48);
+        // A gap, an overlap, another length, a null, another type, bool, no rows, no columns.
+        assert_eq!(block_of([column(0, 4), column(5, 4)]), None);
+        assert_eq!(block_of([column(0, 4), column(3, 4)]), None);
+        assert_eq!(block_of([column(0, 4), column(4, 3)]), None);
+        let null = Placed {
+            nulls: 1,
+            ..column(4, 4)
+        };
+        assert_eq!(block_of([column(0, 4), null]), None);
+        let int = Placed {
+            dtype: Some(DType::I32),
+            ..column(4, 4)
+        };
+        assert_eq!(block_of([column(0, 4), int]), None);
+        let bools = Placed {
+            dtype: Some(DType::Bool),
+            ..column(0, 4)
+        };
+        assert_eq!(block_of([bools]), None);
+        assert_eq!(block_of([column(0, 0)]), None);
+        assert_eq!(block_of([]), None);
+        // An Arrow array is placed where its values (after its offset) lie.
+        let array = Float32Array::from(values.clone()).slice(4, 4);
+        let placed = Placed::of(&array);
+        assert_eq!(
+            (placed.dtype, placed.len, placed.nulls),
+            (Some(DType::F32), 4, 0)
+        );
+        assert_eq!(placed.first, array.values().as_ptr() as *const u8);
+        let strings = arrow_array::StringArray::from(vec!["a"]);
+        assert_eq!(Placed::of(&strings).dtype, None);
     }
 
     #[test]
@@ -503,14 +557,14 @@ mod tests {
             chunk(vec![Some(-1), None], vec![200, 1]),
             chunk(vec![Some(5)], vec![7]),
         ];
-        let err = batch_to_tensor(&batches, None, None, Share::Never)
+        let err = batch_to_tensor(&batches, None, None, Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'i'") && err.contains("1 null"), "{err}");
-        let t = batch_to_tensor(&batches, None, Some(-9.0), Share::Never).unwrap();
+        let t = batch_to_tensor(&batches, None, Some(-9.0), Share::IfLendable).unwrap();
         assert_eq!(t.dtype(), DType::I16);
         assert_eq!(read::<i16>(&t), vec![-1, -9, 5, 200, 1, 7]);
-        let err = batch_to_tensor(&batches, None, Some(f64::NAN), Share::Never)
+        let err = batch_to_tensor(&batches, None, Some(f64::NAN), Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("null_value"), "{err}");
@@ -530,7 +584,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let err = batch_to_tensor(&[batch], None, None, Share::Never)
+        let err = batch_to_tensor(&[batch], None, None, Share::IfLendable)
             .unwrap_err()
             .to_string();
         assert!(err.contains("'caption'") && err.contains("Utf8"), "{err}");

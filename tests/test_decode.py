@@ -467,3 +467,23 @@ def test_a_spec_of_ones_own_works_on_every_path(mem_db):
 
     with pytest.raises(TypeError, match=r"outputs\(column\)"):
         to_batch(table.to_arrow(), {"v": NoOutputs()})
+
+
+def test_a_spec_crosses_into_rust_as_the_object_itself():
+    """decode_tokens and decode_images read the spec object's fields: anything else is refused
+    by the field it lacks, and a field value the core has no meaning for by its name."""
+    import dataclasses
+
+    from lancetorch import _native
+
+    batch = pa.record_batch({"t": pa.array([[1, 2]]), "img": pa.array([b""], pa.binary())})
+    with pytest.raises(AttributeError, match="max_length"):
+        _native.decode_tokens(batch, 0, object())
+    with pytest.raises(IndexError):
+        _native.decode_tokens(batch, 5, Tokens())
+    # A frozen spec cannot be made with a bad layout; a copy with its checks skipped can.
+    spec = Image(size=4)
+    fields = {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}
+    odd = type("Odd", (), {**fields, "layout": "CHWN"})()
+    with pytest.raises(ValueError, match="layout='CHWN'|layout=\"CHWN\""):
+        _native.decode_images(batch, 1, odd, 0)

@@ -586,13 +586,39 @@ def test_prefetcher_takes_uint32_rows_as_they_are_and_checks_them():
     from lancetorch import _native
 
     store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(5, dtype=np.int64))}))
-    got = _native.Prefetcher(store, pa.array([4, 0, 2], pa.uint32()), [0], 2)
+    got = _native.Prefetcher(store, pa.array([4, 0, 2], pa.uint32()), [0], _native.Batching(2))
     batches = []
     while (capsule := got.next()) is not None:
         batches.append(torch.from_dlpack(capsule).flatten().tolist())
     assert batches == [[4, 0], [2]]
     with pytest.raises(IndexError, match="row offset 5 is out of range for a table of 5 rows"):
-        _native.Prefetcher(store, pa.array([0, 5], pa.uint32()), [0], 2)
+        _native.Prefetcher(store, pa.array([0, 5], pa.uint32()), [0], _native.Batching(2))
+
+
+def test_batching_is_checked_once_and_keeps_what_it_was_given():
+    """The prefetcher's batching crosses into Rust as one checked value: a bad batch size or
+    dtype fails where it is made, and what it holds reads back."""
+    from lancetorch import _native
+
+    b = _native.Batching(3, drop_last=True, dtype="float32", null_value=-1.0, per_column=True)
+    assert (b.batch_size, b.drop_last, b.dtype, b.null_value, b.per_column) == (
+        3,
+        True,
+        "float32",
+        -1.0,
+        True,
+    )
+    with pytest.raises(ValueError, match="batch_size must be 1 or more"):
+        _native.Batching(0)
+    with pytest.raises(TypeError, match="dtype complex64 is not one a tensor can be built as"):
+        _native.Batching(3, dtype="complex64")
+    store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(7, dtype=np.int64))}))
+    rows = pa.array(np.arange(7, dtype=np.int64))
+    got = _native.Prefetcher(store, rows, [0], _native.Batching(3, drop_last=True))
+    sizes = []
+    while (capsule := got.next()) is not None:
+        sizes.append(torch.from_dlpack(capsule).shape[-1])
+    assert sizes == [3, 3]
 
 
 def test_sampler_orders_stay_int64_for_the_dataloader():
@@ -655,7 +681,7 @@ def test_prefetcher_rows_changed_after_the_start_are_refused_not_read():
 
     store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(100, dtype=np.int64))}))
     rows = np.arange(100, dtype=np.uint32)
-    got = _native.Prefetcher(store, pa.array(rows), [0], 10, depth=1)
+    got = _native.Prefetcher(store, pa.array(rows), [0], _native.Batching(10), depth=1)
     assert torch.from_dlpack(got.next()).flatten().tolist() == list(range(10))
     rows[50:] = 1000
     with pytest.raises(IndexError, match="row offset 1000 is out of range.*changed after"):
@@ -668,7 +694,9 @@ import os, sys
 import numpy as np, pyarrow as pa
 from lancetorch import _native
 store = _native.ColumnStore(pa.table({"a": pa.array(np.arange(1000, dtype=np.int64))}))
-p = _native.Prefetcher(store, pa.array(np.arange(1000, dtype=np.uint32)), [0], 10, depth=2)
+p = _native.Prefetcher(
+    store, pa.array(np.arange(1000, dtype=np.uint32)), [0], _native.Batching(10), depth=2
+)
 p.next()
 pid = os.fork()
 if pid == 0:

@@ -5,18 +5,21 @@ from typing import final
 import pyarrow as pa
 from typing_extensions import Self
 
+from lancetorch.decode import Image, Tokens
+
 __all__ = [
     "DEBUG_BUILD",
     "ColumnStore",
     "ColumnStoreBuilder",
     "DLPackTensor",
+    "Batching",
     "Prefetcher",
     "normalize_offsets",
     "view_offsets",
     "available_memory",
     "batches_to_tensor",
     "taken_to_tensor",
-    "table_of_batch",
+    "remember_alias",
     "batch_column_to_tensor",
     "split_sizes",
     "random_split",
@@ -27,8 +30,7 @@ __all__ = [
     "bijection_rows",
     "mark_forked",
     "check_sql_expression",
-    "pad_tokens",
-    "pack_tokens",
+    "decode_tokens",
     "decode_images",
 ]
 
@@ -106,34 +108,13 @@ def batches_to_tensor(
 def taken_to_tensor(
     data: object, dtype: str | None = None, null_value: float | None = None
 ) -> object | None: ...
-def table_of_batch(batch: pa.RecordBatch) -> pa.Table: ...
+def remember_alias(alias: pa.Table, taken: pa.RecordBatch) -> None: ...
 def batch_column_to_tensor(
     batch: pa.RecordBatch, index: int, dtype: str | None = None, null_value: float | None = None
 ) -> object: ...
-def pad_tokens(
-    batch: pa.RecordBatch,
-    index: int,
-    max_length: int | None = None,
-    pad_value: int = 0,
-    truncate: bool = True,
-    to_max_length: bool = False,
-) -> tuple[object, object]: ...
-def pack_tokens(
-    batch: pa.RecordBatch, index: int, max_length: int, pad_value: int
-) -> tuple[object, object]: ...
+def decode_tokens(batch: pa.RecordBatch, index: int, spec: Tokens) -> tuple[object, object]: ...
 def decode_images(
-    batch: pa.RecordBatch,
-    index: int,
-    width: int,
-    height: int,
-    channels_last: bool,
-    random: bool,
-    scale: tuple[float, float],
-    ratio: tuple[float, float],
-    flip: bool,
-    seed: int,
-    epoch: int,
-    skip: bool = False,
+    batch: pa.RecordBatch, index: int, spec: Image, epoch: int
 ) -> tuple[object, list[int]]: ...
 def split_sizes(
     n: int,
@@ -161,6 +142,31 @@ def epoch_order(
 def bijection_rows(n: int, seed: int, epoch: int, positions: pa.Int64Array) -> pa.Int64Array: ...
 
 @final
+class Batching:
+    """How an epoch's rows become batches: batch_size rows each (the last one shorter unless
+    drop_last), one (columns, rows) tensor of dtype, or one tensor per column."""
+
+    def __new__(
+        cls,
+        batch_size: int,
+        *,
+        drop_last: bool = False,
+        dtype: str | None = None,
+        null_value: float | None = None,
+        per_column: bool = False,
+    ) -> Self: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def drop_last(self) -> bool: ...
+    @property
+    def dtype(self) -> str | None: ...
+    @property
+    def null_value(self) -> float | None: ...
+    @property
+    def per_column(self) -> bool: ...
+
+@final
 class Prefetcher:
     """One epoch of batches prepared ahead on Rust threads, in order: each one (columns, rows)
     tensor, or with per_column=True a list of one tensor per column."""
@@ -170,14 +176,10 @@ class Prefetcher:
         store: ColumnStore,
         rows: object,
         columns: list[int],
-        batch_size: int,
+        batching: Batching,
         *,
-        drop_last: bool = False,
         depth: int = 4,
-        dtype: str | None = None,
-        null_value: float | None = None,
         threads: int = 1,
-        per_column: bool = False,
     ) -> Self: ...
     def next(self) -> object | list[object] | None: ...
     def close(self) -> None: ...

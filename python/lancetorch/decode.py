@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -169,18 +169,11 @@ class Tokens:
         """
         index = _checked(batch, column)
         torch = _torch()
-        if self.pack:
-            length = self.max_length
-            assert length is not None  # checked in __post_init__
-            tokens, rows = _native.pack_tokens(batch, index, length, self.pad_value)
-            return {
-                column: torch.from_dlpack(tokens),
-                f"{column}_document": torch.from_dlpack(rows),
-            }
-        tokens, lengths = _native.pad_tokens(
-            batch, index, self.max_length, self.pad_value, self.truncate, self.pad_to_max_length
-        )
-        return {column: torch.from_dlpack(tokens), f"{column}_length": torch.from_dlpack(lengths)}
+        tokens, second = _native.decode_tokens(batch, index, self)
+        return {
+            column: torch.from_dlpack(tokens),
+            self.outputs(column)[1]: torch.from_dlpack(second),
+        }
 
 
 @dataclass(frozen=True)
@@ -393,21 +386,8 @@ class Image:
         """
         index = _checked(batch, column)
         torch = _torch()
-        height, width = cast(tuple[int, int], self.size)
-        capsule, failed = _native.decode_images(
-            batch,
-            index,
-            width,
-            height,
-            self.layout == "NHWC",
-            self.crop == "random",
-            self.scale,
-            self.ratio,
-            self.flip,
-            self.seed,
-            _checks.integer("epoch", epoch) % 2**64,
-            self.on_error == "skip",
-        )
+        epoch = _checks.integer("epoch", epoch) % 2**64
+        capsule, failed = _native.decode_images(batch, index, self, epoch)
         return {column: torch.from_dlpack(capsule)}, failed
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:

@@ -733,13 +733,15 @@ class Loader:
             store,
             pa.array(np.ascontiguousarray(rows, dtype=dtype)),
             dense,
-            self._sampler.batch_size,
-            drop_last=drop_last,
+            _native.Batching(
+                self._sampler.batch_size,
+                drop_last=drop_last,
+                dtype=self._dtype,
+                null_value=self._null_value,
+                per_column=self._per_column,
+            ),
             depth=self._prefetch,
-            dtype=self._dtype,
-            null_value=self._null_value,
             threads=self._threads,
-            per_column=self._per_column,
         )
         if not side:
             return _Source(prefetcher)

@@ -479,7 +479,10 @@ class Table:
         TypeError
             For offsets that are not integers.
         """
-        return _native.table_of_batch(self._take(indices))
+        batch = self._take(indices)
+        table = pa.Table.from_batches([batch])
+        _native.remember_alias(table, batch)  # tbl_to_tensor(table) uses the take as it is
+        return table
 
     def __getitem__(self, index: Any) -> pa.Table:
         """Row ``index``, a slice of rows or a list of offsets, as a pyarrow Table.

@@ -1,32 +1,47 @@
-//! The hot-path crossings between Python and the core: a batch out to pyarrow and back, and
-//! row offsets in, each in one call through the Arrow C Data Interface (no validation pass
-//! over data that pyarrow or this crate already produced).
+//! Every crossing of Arrow data between Python and the core, in one module: the typed
+//! arguments a binding takes (`FromPyObject` newtypes, as pyo3-arrow has them) and the
+//! conversions of core results back to pyarrow. No other binding touches the Arrow C
+//! interfaces or arrow-pyarrow.
 //!
-//! Data comes in through the Arrow PyCapsule interface (`__arrow_c_array__`), so any Arrow
-//! library's arrays and batches are read. Batches go out through pyarrow's
-//! `RecordBatch._import_from_c` given a pyarrow schema object kept per column selection: no
-//! public pyarrow call imports an array against a ready schema, and importing the schema
-//! again for every batch costs as much as the rest of the crossing (arrow-pyarrow's own
-//! export uses the same call).
+//! In: [`PyBatch`] (a record batch), [`PyBatches`] of [`Exported`] (batches kept exported,
+//! for the zero-copy test before any import), [`PyStream`] (a table or stream),
+//! [`PySchema`], [`PyValues`] (a primitive array of one type without nulls: row ids, split
+//! ids, positions), [`PyOffsets`] (row offsets: a list of ints or an int64 array) and
+//! [`PyOrder`] (an epoch's offsets, uint32 kept as it is). Data comes in through the Arrow
+//! PyCapsule interface
+//! (`__arrow_c_array__`, `__arrow_c_stream__`, `__arrow_c_schema__`), so any Arrow
+//! library's arrays and batches are read, with no validation pass over data that pyarrow or
+//! this crate already produced.
+//!
+//! Out: [`to_pyarrow`] (an array, a batch or a schema) and [`batch_to_py`], the hot path of
+//! a take: pyarrow's `RecordBatch._import_from_c` given a pyarrow schema object kept per
+//! column selection (no public pyarrow call imports an array against a ready schema, and
+//! importing the schema again for every batch costs as much as the rest of the crossing;
+//! arrow-pyarrow's own export uses the same call).
 
 use std::ptr::NonNull;
 use std::sync::Arc;
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ffi_stream::RecordBatchStreamReader;
 use arrow_array::{
-    make_array, Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, StructArray,
+    make_array, Array, ArrayRef, ArrowPrimitiveType, PrimitiveArray, RecordBatch,
+    RecordBatchOptions, RecordBatchReader, StructArray,
 };
-use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer};
+use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
-use arrow_schema::{DataType, Field, Schema};
+use arrow_pyarrow::{FromPyArrow, ToPyArrow};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use pyo3::exceptions::{PyIndexError, PyTypeError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCapsule, PyCapsuleMethods, PyList, PyType};
 
+use crate::dlpack::HostTensor;
 use crate::dtype::DType;
 use crate::error::Error;
+use crate::tensor::{block_of, Block, Placed};
 
 fn record_batch_type(py: Python<'_>) -> PyResult<&Bound<'_, PyType>> {
     static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -58,15 +73,34 @@ pub fn batch_to_py<'py>(
     }
 }
 
-/// A pyarrow Schema object for `schema`.
-pub fn schema_to_py<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py, PyAny>> {
-    arrow_pyarrow::ToPyArrow::to_pyarrow(schema, py)
+/// A core Arrow value as its pyarrow object: an array (`ArrayData`), a record batch or a
+/// schema.
+pub fn to_pyarrow<'py>(py: Python<'py>, value: &impl ToPyArrow) -> PyResult<Bound<'py, PyAny>> {
+    value.to_pyarrow(py)
+}
+
+/// A record batch argument: a pyarrow RecordBatch, or anything with `__arrow_c_array__` of
+/// struct type, imported without a copy (see [`batch_from_py`]).
+pub struct PyBatch(RecordBatch);
+
+impl PyBatch {
+    pub fn into_inner(self) -> RecordBatch {
+        self.0
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyBatch {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        batch_from_py(&obj).map(PyBatch)
+    }
 }
 
 /// A pyarrow RecordBatch (or anything with `__arrow_c_array__` of struct type) as a Rust
 /// batch, trusting its producer.
 pub fn batch_from_py(obj: &Bound<'_, PyAny>) -> PyResult<RecordBatch> {
-    Exported::from_py(obj)?.into_batch()
+    obj.extract::<Exported>()?.into_batch()
 }
 
 /// A pyarrow batch exported through the C Data Interface: its structs, read as they are (the
@@ -76,12 +110,32 @@ pub struct Exported {
     schema: FFI_ArrowSchema,
 }
 
-impl Exported {
-    pub fn from_py(obj: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let (array, schema) = exported_structs(obj)?;
+impl<'a, 'py> FromPyObject<'a, 'py> for Exported {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let (array, schema) = exported_structs(&obj)?;
         Ok(Exported { array, schema })
     }
+}
 
+/// The batches of one table, each kept exported (see [`Exported`]); a list is read item by
+/// item with no iterator made (one list a call on the conversion's hot path).
+pub struct PyBatches(pub Vec<Exported>);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyBatches {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let batches = match obj.cast::<PyList>() {
+            Ok(list) => list.iter().map(|b| b.extract()).collect::<PyResult<_>>()?,
+            Err(_) => obj.extract()?,
+        };
+        Ok(PyBatches(batches))
+    }
+}
+
+impl Exported {
     /// The batch, imported (its buffers shared, not copied).
     pub fn into_batch(self) -> PyResult<RecordBatch> {
         match self.primitive_batch() {
@@ -202,43 +256,54 @@ impl Exported {
         Ok(RecordBatch::try_new_with_options(schema, columns, &options).map_err(Error::from)?)
     }
 
-    /// Where the batch's values lie when they form one `(columns, rows)` block: every column
-    /// a primitive array of one number type without nulls, each starting where the one
-    /// before it ends (as a take lays them out). The start, the type, columns and rows.
-    pub fn dense_block(&self) -> Option<(*const u8, DType, usize, usize)> {
+    /// The batch's values when they form one `(columns, rows)` block (see
+    /// [`block_of`]), read from where the exported columns lie, before any import.
+    fn block(&self) -> Option<Block> {
         let (array, schema) = (&self.array, &self.schema);
-        let columns = array.num_children();
-        let rows = array.len();
-        if schema.format() != "+s" || array.offset() != 0 || columns == 0 || rows == 0 {
+        if schema.format() != "+s" || array.offset() != 0 {
             return None;
         }
-        let dtype = format_dtype(schema.child(0).format())?;
-        let size = dtype.size();
-        let mut start: *const u8 = std::ptr::null();
-        for c in 0..columns {
+        let placed = (0..array.num_children()).map(|c| {
             let child = array.child(c);
-            if format_dtype(schema.child(c).format()) != Some(dtype)
-                || child.len() != rows
-                || child.null_count_opt() != Some(0)
-                || child.num_buffers() != 2
-                || child.buffer(1).is_null()
-            {
-                return None;
+            let dtype = format_dtype(schema.child(c).format())
+                .filter(|_| child.num_buffers() == 2 && !child.buffer(1).is_null());
+            // The column's first value; `offset` is within the buffer by the C Data
+            // Interface. A column of no tensor type is placed with none, which no block takes.
+            let first = match dtype {
+                Some(d) => child.buffer(1).wrapping_add(child.offset() * d.size()),
+                None => std::ptr::null(),
+            };
+            Placed {
+                first,
+                dtype,
+                len: child.len(),
+                // An unknown count is taken as nulls: no block holds it.
+                nulls: child.null_count_opt().unwrap_or(usize::MAX),
             }
-            // The column's first value; `offset` is within the buffer by the C Data Interface.
-            let first = child.buffer(1).wrapping_add(child.offset() * size);
-            if c == 0 {
-                start = first;
-            } else if first != start.wrapping_add(c * rows * size) {
-                return None;
-            }
-        }
-        Some((start, dtype, columns, rows))
+        });
+        block_of(placed).filter(|b| b.rows == array.len())
     }
 
-    /// The exported array, kept alive (its buffers with it) for as long as the owner lives.
-    pub fn into_owner(self) -> Arc<FFI_ArrowArray> {
-        Arc::new(self.array)
+    /// The batch as one `(columns, rows)` tensor over its own memory, with no import, when
+    /// its values form one block (see [`block_of`]) that `accept` takes (the type asked for,
+    /// and `lending`'s word that this tensor may share it); `Err(self)` otherwise.
+    #[allow(clippy::result_large_err)] // the Err is the input handed back, moved once
+    pub fn into_block_tensor(
+        self,
+        accept: impl FnOnce(&Block) -> bool,
+    ) -> std::result::Result<HostTensor, Self> {
+        let Some(block) = self.block().filter(|b| accept(b)) else {
+            return Err(self);
+        };
+        let start = NonNull::new(block.start as *mut u8).expect("a block starts at a value");
+        // Every value of the block stays alive with the exported array, released when the
+        // Buffer goes (its release frees pyarrow's hold on them).
+        let owner = Arc::new(self.array);
+        // SAFETY: the block's bytes from `start` are the exported batch's values (checked by
+        // `block`), kept alive and unchanged by `owner` for as long as the Buffer lives.
+        let buffer = unsafe { Buffer::from_custom_allocation(start, block.bytes(), owner) };
+        let shape = vec![block.columns as i64, block.rows as i64];
+        Ok(HostTensor::from_buffer(buffer, block.dtype, shape))
     }
 }
 
@@ -306,41 +371,141 @@ fn ints_of_list(list: &Bound<'_, PyList>) -> PyResult<Vec<i64>> {
     })
 }
 
-/// Row offsets from a list of Python ints (the DataLoader's batch) or an int64 pyarrow array.
-///
-/// A list holding anything but plain ints raises TypeError; the Python layer then explains
-/// which element and why (or accepts numpy integers through the array path).
-pub fn offsets_from_py(obj: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
-    with_offsets(obj, <[i64]>::to_vec)
-}
-
-/// `use_offsets` applied to the row offsets of `obj` (as `offsets_from_py` reads them), an
-/// array's read in place rather than copied.
-pub fn with_offsets<T>(
-    obj: &Bound<'_, PyAny>,
-    use_offsets: impl FnOnce(&[i64]) -> T,
-) -> PyResult<T> {
-    if let Ok(list) = obj.cast::<PyList>() {
-        return Ok(use_offsets(&ints_of_list(list)?));
-    }
-    let offsets = int64_offsets(array_from_py(obj)?)?;
-    Ok(use_offsets(&offsets))
-}
-
-/// The values of imported row offsets: an int64 array without nulls, else a TypeError.
-pub fn int64_offsets(data: ArrayData) -> PyResult<arrow_buffer::ScalarBuffer<i64>> {
-    if data.data_type() != &DataType::Int64 || data.null_count() > 0 {
+/// The values of an imported primitive array of type `T` without nulls, shared with the
+/// producer, or a TypeError: "`what` must be ...". The one reader of ids and offsets.
+fn values_of<T: ArrowPrimitiveType>(
+    data: ArrayData,
+    what: &str,
+) -> PyResult<ScalarBuffer<T::Native>> {
+    if data.data_type() != &T::DATA_TYPE || data.null_count() > 0 {
+        let nulls = if data.null_count() > 0 {
+            " with nulls"
+        } else {
+            ""
+        };
         return Err(Error::Type(format!(
-            "row offsets must be int64 without nulls, not {}",
+            "{what} must be {} without nulls, not {}{nulls}",
+            T::DATA_TYPE,
             data.data_type()
         ))
         .into());
     }
-    Ok(Int64Array::from(data).values().clone())
+    Ok(PrimitiveArray::<T>::from(data).values().clone())
 }
 
-/// A pyarrow Array's data (or any Arrow PyCapsule producer's), imported without a copy.
-pub fn array_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
+/// A primitive Arrow array of type `T` without nulls (row ids, split ids, positions): its
+/// values, shared with the producer.
+pub struct PyValues<T: ArrowPrimitiveType>(pub ScalarBuffer<T::Native>);
+
+impl<T: ArrowPrimitiveType> std::ops::Deref for PyValues<T> {
+    type Target = [T::Native];
+
+    fn deref(&self) -> &[T::Native] {
+        &self.0
+    }
+}
+
+impl<'a, 'py, T: ArrowPrimitiveType> FromPyObject<'a, 'py> for PyValues<T> {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        values_of::<T>(array_from_py(&obj)?, "the array").map(PyValues)
+    }
+}
+
+/// Row offsets: a list of Python ints (a DataLoader's batch) or an int64 Arrow array (shared,
+/// not copied). A list holding anything but plain ints raises TypeError; the Python layer then
+/// explains which element and why (or accepts numpy integers through the array path).
+pub enum PyOffsets {
+    Listed(Vec<i64>),
+    Shared(ScalarBuffer<i64>),
+}
+
+impl std::ops::Deref for PyOffsets {
+    type Target = [i64];
+
+    fn deref(&self) -> &[i64] {
+        match self {
+            PyOffsets::Listed(v) => v,
+            PyOffsets::Shared(v) => v,
+        }
+    }
+}
+
+impl PyOffsets {
+    /// The offsets of an imported array: int64 without nulls.
+    fn of_array(data: ArrayData) -> PyResult<Self> {
+        values_of::<arrow_array::types::Int64Type>(data, "row offsets").map(PyOffsets::Shared)
+    }
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyOffsets {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(list) = obj.cast::<PyList>() {
+            return Ok(PyOffsets::Listed(ints_of_list(&list)?));
+        }
+        PyOffsets::of_array(array_from_py(&obj)?)
+    }
+}
+
+/// An epoch's row offsets: a uint32 Arrow array kept as it is (half the memory of int64, for
+/// a table whose offsets all fit), or any [`PyOffsets`].
+pub enum PyOrder {
+    Narrow(ScalarBuffer<u32>),
+    Wide(PyOffsets),
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyOrder {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        if let Ok(list) = obj.cast::<PyList>() {
+            return Ok(PyOrder::Wide(PyOffsets::Listed(ints_of_list(&list)?)));
+        }
+        let data = array_from_py(&obj)?;
+        if data.data_type() == &DataType::UInt32 && data.null_count() == 0 {
+            return values_of::<arrow_array::types::UInt32Type>(data, "row offsets")
+                .map(PyOrder::Narrow);
+        }
+        PyOffsets::of_array(data).map(PyOrder::Wide)
+    }
+}
+
+/// A stream of record batches (a pyarrow Table or RecordBatchReader, or anything with
+/// `__arrow_c_stream__`), read to its end: its schema and batches, shared, not copied.
+pub struct PyStream {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PyStream {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        let reader = RecordBatchStreamReader::from_pyarrow_bound(&obj)?;
+        let schema = reader.schema();
+        let batches = reader
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(Error::from)?;
+        Ok(PyStream { schema, batches })
+    }
+}
+
+/// A schema (a pyarrow Schema, or anything with `__arrow_c_schema__`).
+pub struct PySchema(pub Schema);
+
+impl<'a, 'py> FromPyObject<'a, 'py> for PySchema {
+    type Error = PyErr;
+
+    fn extract(obj: Borrowed<'a, 'py, PyAny>) -> PyResult<Self> {
+        Schema::from_pyarrow_bound(&obj).map(PySchema)
+    }
+}
+
+/// An Arrow array's data (any Arrow PyCapsule producer's), imported without a copy.
+fn array_from_py(obj: &Bound<'_, PyAny>) -> PyResult<ArrayData> {
     let (array, schema) = exported_structs(obj)?;
     // SAFETY: the producer filled both structs; from_ffi takes over the array's release.
     Ok(unsafe { from_ffi(array, &schema) }.map_err(Error::from)?)

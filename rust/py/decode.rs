@@ -1,99 +1,146 @@
 //! Decoding for Python: token lists padded or packed, images decoded, each a DLPack capsule.
+//!
+//! A spec crosses as one value: the Python spec object itself (`lancetorch.decode.Tokens`,
+//! `lancetorch.decode.Image`, which check their fields when made), read by attribute into
+//! the core's own parameters (`tokens::Padding`, `image::Spec`) here and nowhere else.
 
-use arrow_array::RecordBatch;
 use pyo3::prelude::*;
 
 use crate::error::Error;
 use crate::image::{images_to_tensor, Crop, Spec};
+use crate::py::arrow::PyBatch;
 use crate::py::dlpack::legacy_capsule;
 use crate::tokens::{pack_lists, pad_lists, Padding};
 
-/// `pad_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and lengths.
-#[pyfunction]
-#[pyo3(signature = (batch, index, max_length=None, pad_value=0, truncate=true, to_max_length=false))]
-pub fn pad_tokens<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
+/// A `Tokens` spec's fields, as the spec object holds them.
+#[derive(FromPyObject)]
+pub struct TokensSpec {
     max_length: Option<usize>,
     pad_value: i64,
     truncate: bool,
-    to_max_length: bool,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let batch = batch_column(batch, index)?;
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let padding = Padding {
-        max_length,
-        pad: pad_value,
-        truncate,
-        to_max_length,
-    };
-    let padded = crate::py::errors::detached(py, || {
-        pad_lists(batch.column(index).as_ref(), name, padding)
-    })?;
-    Ok((
-        legacy_capsule(py, padded.tokens)?,
-        legacy_capsule(py, padded.lengths)?,
-    ))
+    pad_to_max_length: bool,
+    pack: bool,
 }
 
-/// `pack_lists` of column `index` of a pyarrow batch: two DLPack capsules, tokens and the
-/// row of each token.
-#[pyfunction]
-pub fn pack_tokens<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    max_length: usize,
-    pad_value: i64,
-) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let batch = batch_column(batch, index)?;
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let packed = crate::py::errors::detached(py, || {
-        pack_lists(batch.column(index).as_ref(), name, max_length, pad_value)
-    })?;
-    Ok((
-        legacy_capsule(py, packed.tokens)?,
-        legacy_capsule(py, packed.documents)?,
-    ))
+/// What a `Tokens` spec asks of the core.
+enum TokensLayout {
+    Padded(Padding),
+    /// Packed into blocks of this many tokens, the rest padded with the value.
+    Packed(usize, i64),
 }
 
-/// The pyarrow batch, once column `index` is known to be in it.
-fn batch_column(batch: &Bound<'_, PyAny>, index: usize) -> PyResult<RecordBatch> {
-    let batch: RecordBatch = crate::py::arrow::batch_from_py(batch)?;
-    if index >= batch.num_columns() {
-        return Err(Error::ColumnOutOfRange {
-            index,
-            columns: batch.num_columns(),
-            of: "batch",
+impl TokensSpec {
+    fn layout(&self) -> PyResult<TokensLayout> {
+        if !self.pack {
+            return Ok(TokensLayout::Padded(Padding {
+                max_length: self.max_length,
+                pad: self.pad_value,
+                truncate: self.truncate,
+                to_max_length: self.pad_to_max_length,
+            }));
         }
-        .into());
+        let width = self.max_length.ok_or_else(|| {
+            Error::Value("pack=True needs max_length, the length of a packed block".into())
+        })?;
+        Ok(TokensLayout::Packed(width, self.pad_value))
     }
-    Ok(batch)
 }
 
-/// `images_to_tensor` of column `index` of a pyarrow batch, as a DLPack capsule.
-#[pyfunction]
-#[pyo3(signature = (batch, index, width, height, channels_last, random, scale, ratio, flip, seed, epoch, skip=false))]
-#[allow(clippy::too_many_arguments)]
-pub fn decode_images<'py>(
-    py: Python<'py>,
-    batch: &Bound<'py, PyAny>,
-    index: usize,
-    width: u32,
-    height: u32,
-    channels_last: bool,
-    random: bool,
+/// An `Image` spec's fields, as the spec object holds them (`size` is `(height, width)`).
+#[derive(FromPyObject)]
+pub struct ImageSpec {
+    size: (u32, u32),
+    layout: String,
+    crop: String,
     scale: (f64, f64),
     ratio: (f64, f64),
     flip: bool,
     seed: u64,
+    on_error: String,
+}
+
+impl ImageSpec {
+    /// The core's spec for `epoch`, and whether an unreadable image is skipped.
+    fn spec(&self, epoch: u64) -> PyResult<(Spec, bool)> {
+        let choice = |name: &str, value: &str, first: &str, second: &str| {
+            if value == first || value == second {
+                Ok(value == second)
+            } else {
+                Err(Error::Value(format!(
+                    "{name}={value:?} is not one of '{first}', '{second}'"
+                )))
+            }
+        };
+        let flip = self.flip;
+        let crop = if choice("crop", &self.crop, "center", "random")? {
+            Crop::Random {
+                scale: self.scale,
+                ratio: self.ratio,
+                flip,
+            }
+        } else {
+            Crop::Center { flip }
+        };
+        let (height, width) = self.size;
+        let spec = Spec {
+            width,
+            height,
+            channels_last: choice("layout", &self.layout, "NCHW", "NHWC")?,
+            crop,
+            seed: self.seed,
+            epoch,
+        };
+        Ok((spec, choice("on_error", &self.on_error, "raise", "skip")?))
+    }
+}
+
+/// Column `index` of a pyarrow batch decoded as a `Tokens` spec says: two DLPack capsules,
+/// the tokens and the length of each row (padded), or the tokens and the row of each token
+/// (packed).
+#[pyfunction]
+pub fn decode_tokens<'py>(
+    py: Python<'py>,
+    batch: PyBatch,
+    index: usize,
+    spec: TokensSpec,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let layout = spec.layout()?;
+    let batch = batch.into_inner();
+    let (column, name) = column_of(&batch, index)?;
+    let (tokens, second) = crate::py::errors::detached(py, || match layout {
+        TokensLayout::Padded(padding) => {
+            pad_lists(column.as_ref(), &name, padding).map(|p| (p.tokens, p.lengths))
+        }
+        TokensLayout::Packed(width, pad) => {
+            pack_lists(column.as_ref(), &name, width, pad).map(|p| (p.tokens, p.documents))
+        }
+    })?;
+    Ok((legacy_capsule(py, tokens)?, legacy_capsule(py, second)?))
+}
+
+/// Column `index` of a pyarrow batch decoded as an `Image` spec says, for `epoch` (which
+/// seeds the random crops with the spec's seed): a DLPack capsule, and the rows skipped.
+#[pyfunction]
+pub fn decode_images<'py>(
+    py: Python<'py>,
+    batch: PyBatch,
+    index: usize,
+    spec: ImageSpec,
     epoch: u64,
-    skip: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Vec<usize>)> {
-    let batch = crate::py::arrow::batch_from_py(batch)?;
+    let (spec, skip) = spec.spec(epoch)?;
+    let batch = batch.into_inner();
+    let (column, name) = column_of(&batch, index)?;
+    let (tensor, failed) =
+        crate::py::errors::detached(py, || images_to_tensor(column.as_ref(), &name, spec, skip))?;
+    Ok((legacy_capsule(py, tensor)?, failed))
+}
+
+/// Column `index` of the batch and its name, or an IndexError.
+fn column_of(
+    batch: &arrow_array::RecordBatch,
+    index: usize,
+) -> PyResult<(arrow_array::ArrayRef, String)> {
     if index >= batch.num_columns() {
         return Err(Error::ColumnOutOfRange {
             index,
@@ -102,23 +149,8 @@ pub fn decode_images<'py>(
         }
         .into());
     }
-    let crop = if random {
-        Crop::Random { scale, ratio, flip }
-    } else {
-        Crop::Center { flip }
-    };
-    let spec = Spec {
-        width,
-        height,
-        channels_last,
-        crop,
-        seed,
-        epoch,
-    };
-    let schema = batch.schema();
-    let name = schema.field(index).name();
-    let (tensor, failed) = crate::py::errors::detached(py, || {
-        images_to_tensor(batch.column(index).as_ref(), name, spec, skip)
-    })?;
-    Ok((legacy_capsule(py, tensor)?, failed))
+    Ok((
+        batch.column(index).clone(),
+        batch.schema_ref().field(index).name().clone(),
+    ))
 }

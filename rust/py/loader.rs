@@ -6,9 +6,72 @@ use pyo3::types::PyDict;
 
 use crate::dtype::DType;
 use crate::error::Error;
-use crate::loader::{EpochRows, Plan, Prefetcher};
+use crate::loader::{Batching, EpochRows, Plan, Prefetcher};
+use crate::py::arrow::PyOrder;
 use crate::py::dlpack::legacy_capsule;
 use crate::py::store::PyColumnStore;
+
+/// How an epoch's rows become batches (see [`Batching`]), checked once, passed to each
+/// epoch's `Prefetcher` as one value.
+#[pyclass(name = "Batching", module = "lancetorch._native", frozen)]
+pub struct PyBatching {
+    inner: Batching,
+}
+
+#[pymethods]
+impl PyBatching {
+    /// Batches of `batch_size` rows (the last one shorter unless `drop_last`), each one
+    /// `(columns, rows)` tensor of `dtype` (a torch type name; the columns' common type when
+    /// omitted) or with `per_column` one tensor per column, nulls refused or filled with
+    /// `null_value`.
+    #[new]
+    #[pyo3(signature = (batch_size, *, drop_last=false, dtype=None, null_value=None, per_column=false))]
+    fn new(
+        batch_size: usize,
+        drop_last: bool,
+        dtype: Option<&str>,
+        null_value: Option<f64>,
+        per_column: bool,
+    ) -> PyResult<Self> {
+        if batch_size == 0 {
+            return Err(Error::Value("batch_size must be 1 or more".into()).into());
+        }
+        Ok(PyBatching {
+            inner: Batching {
+                batch_size,
+                drop_last,
+                dtype: dtype.map(DType::from_name).transpose()?,
+                fill: null_value,
+                per_column,
+            },
+        })
+    }
+
+    #[getter]
+    fn batch_size(&self) -> usize {
+        self.inner.batch_size
+    }
+
+    #[getter]
+    fn drop_last(&self) -> bool {
+        self.inner.drop_last
+    }
+
+    #[getter]
+    fn dtype(&self) -> Option<&'static str> {
+        self.inner.dtype.map(DType::name)
+    }
+
+    #[getter]
+    fn null_value(&self) -> Option<f64> {
+        self.inner.fill
+    }
+
+    #[getter]
+    fn per_column(&self) -> bool {
+        self.inner.per_column
+    }
+}
 
 /// One epoch of prefetched batches (see [`Prefetcher`]).
 #[pyclass(name = "Prefetcher", module = "lancetorch._native", frozen)]
@@ -16,55 +79,32 @@ pub struct PyPrefetcher {
     inner: Prefetcher,
 }
 
-/// Row offsets from Python: a uint32 pyarrow array (shared, not copied), or what
-/// `bridge::offsets_from_py` reads.
-fn rows_from_py(obj: &Bound<'_, PyAny>, num_rows: u64) -> PyResult<EpochRows> {
-    if obj.is_instance_of::<pyo3::types::PyList>() {
-        return Ok(crate::py::arrow::with_offsets(obj, |offsets| {
-            EpochRows::new(offsets, num_rows)
-        })??);
-    }
-    let data = crate::py::arrow::array_from_py(obj)?;
-    if data.data_type() == &arrow_schema::DataType::UInt32 && data.null_count() == 0 {
-        let rows = arrow_array::UInt32Array::from(data).values().clone();
-        return Ok(EpochRows::narrow(rows, num_rows)?);
-    }
-    Ok(EpochRows::new(
-        &crate::py::arrow::int64_offsets(data)?,
-        num_rows,
-    )?)
-}
-
 #[pymethods]
 impl PyPrefetcher {
     /// Start prefetching `rows` (row offsets in read order: int64, or uint32 kept without a
-    /// copy) of `store`.
+    /// copy) of the columns at positions `columns` of `store`, cut into batches as
+    /// `batching` says, `depth` batches ahead on `threads` threads.
     #[new]
-    #[pyo3(signature = (store, rows, columns, batch_size, *, drop_last=false, depth=4, dtype=None, null_value=None, threads=1, per_column=false))]
-    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (store, rows, columns, batching, *, depth=4, threads=1))]
     fn new(
         store: &PyColumnStore,
-        rows: &Bound<'_, PyAny>,
+        rows: PyOrder,
         columns: Vec<usize>,
-        batch_size: usize,
-        drop_last: bool,
+        batching: &PyBatching,
         depth: usize,
-        dtype: Option<&str>,
-        null_value: Option<f64>,
         threads: usize,
-        per_column: bool,
     ) -> PyResult<Self> {
-        let rows = rows_from_py(rows, store.inner.num_rows())?;
+        let num_rows = store.inner.num_rows();
+        let rows = match rows {
+            PyOrder::Narrow(rows) => EpochRows::narrow(rows, num_rows)?,
+            PyOrder::Wide(offsets) => EpochRows::new(&offsets, num_rows)?,
+        };
         store.inner.check_columns(&columns)?;
         let plan = Plan {
             store: store.inner.clone(),
             rows,
             columns,
-            batch_size,
-            drop_last,
-            dtype: dtype.map(DType::from_name).transpose()?,
-            fill: null_value,
-            per_column,
+            batching: batching.inner,
         };
         Ok(PyPrefetcher {
             inner: Prefetcher::start(plan, depth, threads)?,

@@ -29,13 +29,14 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<store::PyColumnStore>()?;
     m.add_class::<store::PyStoreBuilder>()?;
     m.add_class::<dlpack::PyDLPackTensor>()?;
+    m.add_class::<loader::PyBatching>()?;
     m.add_class::<loader::PyPrefetcher>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::view_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::available_memory, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::taken_to_tensor, m)?)?;
-    m.add_function(wrap_pyfunction!(recent::table_of_batch, m)?)?;
+    m.add_function(wrap_pyfunction!(recent::remember_alias, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batch_column_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_split_sizes, m)?)?;
     m.add_function(wrap_pyfunction!(permutation::py_random_split, m)?)?;
@@ -46,8 +47,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(permutation::py_bijection_rows, m)?)?;
     m.add_function(wrap_pyfunction!(mark_forked, m)?)?;
     m.add_function(wrap_pyfunction!(sql::check_sql_expression, m)?)?;
-    m.add_function(wrap_pyfunction!(decode::pad_tokens, m)?)?;
-    m.add_function(wrap_pyfunction!(decode::pack_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(decode::decode_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_images, m)?)?;
     Ok(())
 }

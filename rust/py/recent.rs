@@ -86,21 +86,13 @@ fn forget_callback(py: Python<'_>) -> PyResult<&Bound<'_, PyCFunction>> {
     Ok(callback.bind(py))
 }
 
-/// A one-chunk pyarrow Table of `batch` (what a Table's `__getitems__` returns), remembered
-/// in the batch's place when the batch is the last take's.
+/// Remember `alias` (a one-chunk pyarrow Table of `taken` alone, as a Table's
+/// `__getitems__` returns) in the place of `taken` when `taken` is the object the last take
+/// returned: converting the table then uses the take's batch as it is.
 #[pyfunction]
-pub fn table_of_batch<'py>(batch: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = batch.py();
-    static FROM_BATCHES: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-    let from_batches = FROM_BATCHES.get_or_try_init(py, || {
-        py.import("pyarrow")?
-            .getattr("Table")?
-            .getattr("from_batches")
-            .map(Bound::unbind)
-    })?;
-    let table = from_batches.bind(py).call1(([batch],))?;
-    if let Some(rust) = batch_of(batch) {
-        remember(&table, rust)?;
+pub fn remember_alias(alias: &Bound<'_, PyAny>, taken: &Bound<'_, PyAny>) -> PyResult<()> {
+    match batch_of(taken) {
+        Some(batch) => remember(alias, batch),
+        None => Ok(()),
     }
-    Ok(table)
 }

@@ -3,25 +3,23 @@
 
 use std::sync::Arc;
 
-use arrow_array::{RecordBatch, RecordBatchReader};
-use arrow_schema::SchemaRef;
 use pyo3::prelude::*;
 
 use crate::error::Error;
 use crate::gather::take;
+use crate::py::arrow::{batch_to_py, to_pyarrow, PyBatch, PyOffsets, PySchema, PyStream};
 use crate::store::{normalize, Store, StoreBuilder};
 
 /// Offsets made non-negative and checked against `num_rows`, as an int64 Arrow array.
 #[pyfunction]
-pub fn normalize_offsets<'py>(
-    py: Python<'py>,
-    offsets: &Bound<'py, PyAny>,
+pub fn normalize_offsets(
+    py: Python<'_>,
+    offsets: PyOffsets,
     num_rows: u64,
-) -> PyResult<Bound<'py, PyAny>> {
-    let offsets = crate::py::arrow::offsets_from_py(offsets)?;
+) -> PyResult<Bound<'_, PyAny>> {
     let rows = normalize(&offsets, num_rows)?;
     let out = arrow_array::Int64Array::from_iter_values(rows.into_iter().map(|r| r as i64));
-    arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
+    to_pyarrow(py, &arrow_array::Array::into_data(out))
 }
 
 /// Positions of a view (a list of ints or an int64 array; negative counts from the end)
@@ -30,22 +28,16 @@ pub fn normalize_offsets<'py>(
 /// int64 array of the table's offsets), else `start + position`.
 #[pyfunction]
 #[pyo3(signature = (positions, length, start=0, rows=None))]
-pub fn view_offsets<'py>(
-    py: Python<'py>,
-    positions: &Bound<'py, PyAny>,
+pub fn view_offsets(
+    py: Python<'_>,
+    positions: PyOffsets,
     length: u64,
     start: u64,
-    rows: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Bound<'py, PyAny>> {
-    let positions = crate::py::arrow::offsets_from_py(positions)?;
-    let offsets = match rows {
-        Some(rows) => crate::py::arrow::with_offsets(rows, |rows| {
-            crate::store::view_offsets(&positions, length, start, Some(rows))
-        })??,
-        None => crate::store::view_offsets(&positions, length, start, None)?,
-    };
+    rows: Option<PyOffsets>,
+) -> PyResult<Bound<'_, PyAny>> {
+    let offsets = crate::store::view_offsets(&positions, length, start, rows.as_deref())?;
     let out = arrow_array::Int64Array::from(offsets);
-    arrow_pyarrow::ToPyArrow::to_pyarrow(&arrow_array::Array::into_data(out), py)
+    to_pyarrow(py, &arrow_array::Array::into_data(out))
 }
 
 /// Bytes of memory the kernel reports free, or None where it does not say.
@@ -76,24 +68,13 @@ impl PyColumnStore {
         }
         // Built without the lock held: it calls into Python, where another thread may run.
         let projected = self.inner.schema().project(columns).map_err(Error::from)?;
-        let schema = crate::py::arrow::schema_to_py(py, &projected)?;
+        let schema = to_pyarrow(py, &projected)?;
         let mut cache = self.schemas.lock().expect("schema cache lock");
         if cache.len() < 64 {
             cache.insert(columns.to_vec(), schema.clone().unbind());
         }
         Ok(schema)
     }
-}
-
-fn read_stream(
-    reader: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
-) -> PyResult<(SchemaRef, Vec<RecordBatch>)> {
-    let reader = reader.0;
-    let schema = reader.schema();
-    let batches = reader
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(Error::from)?;
-    Ok((schema, batches))
 }
 
 #[pymethods]
@@ -104,12 +85,8 @@ impl PyColumnStore {
     /// `row_major=False` keeps the stream's arrays as they are and builds no block.
     #[new]
     #[pyo3(signature = (data, row_major=true))]
-    fn new(
-        py: Python<'_>,
-        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
-        row_major: bool,
-    ) -> PyResult<Self> {
-        let (schema, batches) = read_stream(data)?;
+    fn new(py: Python<'_>, data: PyStream, row_major: bool) -> PyResult<Self> {
+        let PyStream { schema, batches } = data;
         let store = if row_major {
             crate::py::errors::detached(py, || Store::new(schema, batches))?
         } else {
@@ -119,12 +96,8 @@ impl PyColumnStore {
     }
 
     /// A new store with the stream's batches appended; refuses a schema that differs.
-    fn appended(
-        &self,
-        py: Python<'_>,
-        data: arrow_pyarrow::PyArrowType<arrow_array::ffi_stream::RecordBatchStreamReader>,
-    ) -> PyResult<Self> {
-        let (_, batches) = read_stream(data)?;
+    fn appended(&self, py: Python<'_>, data: PyStream) -> PyResult<Self> {
+        let batches = data.batches;
         let store = self.inner.clone();
         Ok(Self::wrap(crate::py::errors::detached(py, || {
             store.appended(batches)
@@ -149,8 +122,8 @@ impl PyColumnStore {
     }
 
     #[getter]
-    fn schema(&self) -> arrow_pyarrow::PyArrowType<arrow_schema::Schema> {
-        arrow_pyarrow::PyArrowType(self.inner.schema().as_ref().clone())
+    fn schema<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        to_pyarrow(py, self.inner.schema().as_ref())
     }
 
     /// Rows at `offsets` (an int64 Arrow array; negative counts from the end) of the columns
@@ -160,52 +133,41 @@ impl PyColumnStore {
     fn take<'py>(
         &self,
         py: Python<'py>,
-        offsets: &Bound<'py, PyAny>,
+        offsets: PyOffsets,
         columns: Option<Vec<usize>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let offsets = crate::py::arrow::offsets_from_py(offsets)?;
         let columns = columns.unwrap_or_else(|| (0..self.inner.schema().fields().len()).collect());
         self.inner.check_columns(&columns)?;
         let schema = self.py_schema(py, &columns)?;
         let store = self.inner.clone();
         let batch = crate::py::errors::detached(py, || take(&store, &offsets, &columns))?;
-        let out = crate::py::arrow::batch_to_py(py, batch.clone(), Some(&schema))?;
+        let out = batch_to_py(py, batch.clone(), Some(&schema))?;
         crate::py::recent::remember(&out, batch)?;
         Ok(out)
     }
 
     /// Rows `start..start + n` as a pyarrow record batch (see [`Store::slice`]).
-    fn slice(
-        &self,
-        py: Python<'_>,
-        start: u64,
-        n: u64,
-    ) -> PyResult<arrow_pyarrow::PyArrowType<RecordBatch>> {
+    fn slice<'py>(&self, py: Python<'py>, start: u64, n: u64) -> PyResult<Bound<'py, PyAny>> {
         let store = self.inner.clone();
-        Ok(arrow_pyarrow::PyArrowType(crate::py::errors::detached(
-            py,
-            || store.slice(start, n),
-        )?))
+        let batch = crate::py::errors::detached(py, || store.slice(start, n))?;
+        to_pyarrow(py, &batch)
     }
 
     /// The rows as pyarrow record batches, one per chunk, of the columns at positions
     /// `columns` (all when omitted): columns held as Arrow are shared (no copy), those held
     /// only by the row-major block are copied out of it.
     #[pyo3(signature = (columns=None))]
-    fn batches(
+    fn batches<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         columns: Option<Vec<usize>>,
-    ) -> PyResult<Vec<arrow_pyarrow::PyArrowType<RecordBatch>>> {
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         let store = self.inner.clone();
         let batches = crate::py::errors::detached(py, || match columns {
             Some(columns) => store.batches_of(&columns),
             None => store.batches(),
         })?;
-        Ok(batches
-            .into_iter()
-            .map(arrow_pyarrow::PyArrowType)
-            .collect())
+        batches.iter().map(|b| to_pyarrow(py, b)).collect()
     }
 }
 
@@ -227,7 +189,7 @@ impl PyStoreBuilder {
 impl PyStoreBuilder {
     /// A builder for a table of `schema` expected to hold `rows` rows.
     #[new]
-    fn new(schema: arrow_pyarrow::PyArrowType<arrow_schema::Schema>, rows: u64) -> Self {
+    fn new(schema: PySchema, rows: u64) -> Self {
         PyStoreBuilder {
             inner: Some(StoreBuilder::new(Arc::new(schema.0), rows)),
         }
@@ -241,13 +203,10 @@ impl PyStoreBuilder {
     }
 
     /// Add a pyarrow RecordBatch (with the GIL released while it is laid out).
-    fn push(
-        &mut self,
-        py: Python<'_>,
-        batch: arrow_pyarrow::PyArrowType<RecordBatch>,
-    ) -> PyResult<()> {
+    fn push(&mut self, py: Python<'_>, batch: PyBatch) -> PyResult<()> {
         let builder = self.builder()?;
-        crate::py::errors::detached(py, || builder.push(batch.0))?;
+        let batch = batch.into_inner();
+        crate::py::errors::detached(py, || builder.push(batch))?;
         Ok(())
     }
 

@@ -2,17 +2,12 @@
 //! allows (a user's data is always copied).
 
 use pyo3::prelude::*;
-use pyo3::types::PyList;
-
-use std::ptr::NonNull;
-
-use arrow_buffer::Buffer;
 
 use crate::dlpack::HostTensor;
 use crate::dtype::DType;
-use crate::py::arrow::Exported;
+use crate::py::arrow::{Exported, PyBatches};
 use crate::py::dlpack::{legacy_capsule, PyDLPackTensor};
-use crate::tensor::{batch_to_tensor, column_to_tensor, Share};
+use crate::tensor::{batch_to_tensor, column_to_tensor, Block, Share};
 
 /// `batch_to_tensor` for Python: the batches of one table (or one batch), an optional torch
 /// dtype name and null fill value. Returns a DLPack provider, or with `capsule=True` a legacy
@@ -21,27 +16,24 @@ use crate::tensor::{batch_to_tensor, column_to_tensor, Share};
 #[pyo3(signature = (batches, dtype=None, null_value=None, capsule=false))]
 pub fn batches_to_tensor<'py>(
     py: Python<'py>,
-    batches: &Bound<'py, PyList>,
+    batches: PyBatches,
     dtype: Option<&str>,
     null_value: Option<f64>,
     capsule: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let dtype = dtype.map(DType::from_name).transpose()?;
-    let mut exported = batches
-        .iter()
-        .map(|b| Exported::from_py(&b))
-        .collect::<PyResult<Vec<_>>>()?;
+    let mut exported = batches.0;
     if exported.len() == 1 && null_value.is_none() {
-        // A take's batch, however wrapped: read where its columns lie, with no import.
-        if let Some((start, dtype, columns, rows)) = lent_block(&exported[0], dtype) {
-            let owner = exported.pop().expect("one batch").into_owner();
-            let bytes = columns * rows * dtype.size();
-            // SAFETY: the block's `bytes` bytes from `start` are the exported batch's values,
-            // kept alive by `owner` (the exported array, whose release frees pyarrow's hold
-            // on them) for as long as the Buffer lives.
-            let buffer = unsafe { Buffer::from_custom_allocation(start, bytes, owner) };
-            let shape = vec![columns as i64, rows as i64];
-            return hand_over(py, HostTensor::from_buffer(buffer, dtype, shape), capsule);
+        // A take's batch, however wrapped: read where its columns lie, with no import, when
+        // it is of the type asked for and `lending` lends it to this tensor.
+        let one = exported.pop().expect("one batch");
+        let lent = |block: &Block| {
+            dtype.is_none_or(|d| d == block.dtype)
+                && crate::lending::lend(block.start as usize, block.bytes())
+        };
+        match one.into_block_tensor(lent) {
+            Ok(tensor) => return hand_over(py, tensor, capsule),
+            Err(one) => exported.push(one),
         }
     }
     let batches = exported
@@ -73,23 +65,6 @@ pub fn taken_to_tensor<'py>(
         batch_to_tensor(&[batch], dtype, null_value, Share::IfLendable)
     })?;
     legacy_capsule(py, tensor).map(Some)
-}
-
-/// The dense block of an exported batch (see [`Exported::dense_block`]) when it may become a
-/// tensor as it is: of the type asked for (if any), and lent by `lending` to this tensor.
-fn lent_block(
-    exported: &Exported,
-    dtype: Option<DType>,
-) -> Option<(NonNull<u8>, DType, usize, usize)> {
-    let (start, found, columns, rows) = exported.dense_block()?;
-    if dtype.is_some_and(|d| d != found) {
-        return None;
-    }
-    let bytes = columns * rows * found.size();
-    if !crate::lending::lend(start as usize, bytes) {
-        return None;
-    }
-    Some((NonNull::new(start as *mut u8)?, found, columns, rows))
 }
 
 /// The tensor as a legacy capsule, or as a `DLPackTensor`.
