@@ -250,6 +250,59 @@ def test_resume_reads_exactly_the_rest(n, bs, stop, world, later, seed, order):
     assert [s.epoch for s in resumed] == [1] * later, "then the next epoch"
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 200),
+    bs=st.integers(1, 30),
+    world=st.integers(1, 3),
+    drop=st.booleans(),
+    counts=st.lists(st.integers(0, 4), max_size=6),
+)
+def test_begin_epoch_and_record_are_what_iterating_does(n, bs, world, drop, counts):
+    """A reader that reads the sampler's rows itself (begin_epoch, then record per batch)
+    leaves the sampler in the state iterating it leaves: the same positions, epochs, len."""
+    kw = dict(seed=9, rank=world - 1, world_size=world, drop_last=drop)
+    iterated, counted = BatchSampler(n, bs, **kw), BatchSampler(n, bs, **kw)
+    total = len(counted)
+    it = iter(iterated)
+    assert counted.begin_epoch() == (0, 0)
+    handed = 0
+    for k in counts:
+        k = min(k, total - handed)
+        for _ in range(k):
+            next(it)
+        counted.record(k)
+        handed += k
+        if handed:  # (a generator begins its pass at its first batch)
+            assert counted.state_dict() == iterated.state_dict()
+    with pytest.raises(ValueError, match="handed out already"):
+        counted.record(total - handed + 1)
+    assert counted.begin_epoch() == (1, 0), "the next pass reads the next epoch"
+    assert len(counted) == total
+
+
+def test_record_needs_a_pass_begun():
+    s = BatchSampler(100, 10, seed=1, world_size=1)
+    with pytest.raises(ValueError, match="begin_epoch"):
+        s.record()
+    s.begin_epoch()
+    s.record(3)
+    assert s.state_dict()["position"] == 30
+    s.set_epoch(4)
+    with pytest.raises(ValueError, match="begin_epoch"):
+        s.record()
+    with pytest.raises(ValueError, match="batches"):
+        BatchSampler(100, 10, seed=1, world_size=1).record(-1)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_batch_count_is_the_one_cut(drop):
+    s = BatchSampler(103, 10, seed=1, world_size=1, drop_last=drop)
+    assert s.batch_count(103) == len(s) == len(list(BatchSampler(103, 10, seed=1, drop_last=drop)))
+    assert s.batched_rows(103) == (100 if drop else 103)
+    assert s.batched_rows(9) == (0 if drop else 9) and s.batch_count(0) == 0
+
+
 def test_resume_continues_in_the_same_order():
     a = BatchSampler(1000, 64, seed=3, world_size=1)
     whole = list(a)

@@ -722,9 +722,12 @@ class Loader:
         store: _native.ColumnStore,
         rows: np.ndarray,
         columns: list[int],
-        drop_last: bool,
         epoch: int = 0,
     ) -> _Source:
+        # The one cut of these rows into batches, the sampler's: with drop_last a short last
+        # batch is left out here, for the Rust threads and the side columns alike (each then
+        # cuts the rows it is given by batch_size).
+        rows = rows[: self._sampler.batched_rows(len(rows))]
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
         dense = [c for i, c in enumerate(columns) if i not in self._side_set]
@@ -734,7 +737,6 @@ class Loader:
             pa.array(np.ascontiguousarray(rows, dtype=dtype)),
             dense,
             self._sampler.batch_size,
-            drop_last=drop_last,
             depth=self._prefetch,
             dtype=self._dtype,
             null_value=self._null_value,
@@ -791,7 +793,7 @@ class Loader:
         self._stats["index_s"] += time.perf_counter() - start
         store = self._store
         assert store is not None  # read from memory
-        prefetcher = self._prefetcher(store, rows, self._columns, self._sampler.drop_last, epoch)
+        prefetcher = self._prefetcher(store, rows, self._columns, epoch)
         prefetcher.from_memory = True
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
@@ -957,9 +959,8 @@ class Loader:
                 store, local, carry = pending.result()
                 if i + 1 < len(todo):
                     pending = pool.submit(read, i + 1, carry)
-                if store is not None:
-                    last = i == len(todo) - 1
-                    yield self._prefetcher(store, local, columns, sampler.drop_last and last, epoch)
+                if store is not None:  # (only the last window's rows end short of a batch)
+                    yield self._prefetcher(store, local, columns, epoch)
 
     def _positions_at(
         self,
@@ -982,9 +983,7 @@ class Loader:
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()
         start = time.perf_counter()
-        epoch, position = self._sampler._begin()
-        progress = self._sampler._progress
-        assert progress is not None  # set by _begin
+        epoch, position = self._sampler.begin_epoch()
         before, finished = dict(self._stats), False
         sources: Generator[_Source, None, None] = (
             self._epoch_in_memory(epoch, position)
@@ -1037,7 +1036,7 @@ class Loader:
                     )
                 if self._features is not None:
                     batch = self._x_y(batch, torch)
-                progress[2] += 1
+                self._sampler.record()
                 yield batch
         finally:
             if prefetcher is not None:

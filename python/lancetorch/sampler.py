@@ -442,27 +442,97 @@ class BatchSampler:
             )
         return np.ascontiguousarray(mine)
 
-    def _batches(self, rows: int) -> int:
+    def batch_count(self, rows: int) -> int:
+        """The batches ``rows`` of this rank's rows make: the one cut of an epoch into batches,
+        which every reader of the sampler's rows follows.
+
+        Parameters
+        ----------
+        rows : int
+            Rows to cut, 0 or more.
+
+        Returns
+        -------
+        int
+            ``rows / batch_size`` rounded up, or down with ``drop_last`` (a short last batch
+            left out).
+        """
+        rows = _checks.integer("rows", rows, low=0)
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def batched_rows(self, rows: int) -> int:
+        """Of ``rows`` rows of this rank, how many its batches hold (:meth:`batch_count`
+        batches of ``batch_size``, the last one maybe short).
+
+        Parameters
+        ----------
+        rows : int
+            Rows to cut, 0 or more.
+
+        Returns
+        -------
+        int
+            ``rows``, or with ``drop_last`` the rows of the full batches.
+        """
+        return min(rows, self.batch_count(rows) * self.batch_size)
 
     def __len__(self) -> int:
         """Batches in the next pass (shorter when resuming mid-epoch)."""
-        return self._batches(self.shard_size(self._start))
+        return self.batch_count(self.shard_size(self._start))
 
     # -- passes and resuming ----------------------------------------------------------------
-    def _begin(self) -> tuple[int, int]:
-        """Start a pass: its ``(epoch, start)``; the pass after it reads the next epoch."""
+    def begin_epoch(self) -> tuple[int, int]:
+        """Start a pass, as ``iter(sampler)`` does, for a reader that reads the sampler's rows
+        itself (the Loader): the pass after it reads the next epoch; :meth:`record` counts the
+        batches read, which :meth:`state_dict` resumes after.
+
+        Returns
+        -------
+        tuple[int, int]
+            ``(epoch, position)``: the epoch this pass reads and the global position it
+            starts at (0, or a loaded state's).
+        """
         epoch, start = self.epoch, self._start
         self.epoch, self._start = epoch + 1, 0
         self._progress = [epoch, start, 0]
         return epoch, start
 
+    def record(self, batches: int = 1) -> None:
+        """Count ``batches`` more batches of the pass :meth:`begin_epoch` started as handed
+        out.
+
+        Parameters
+        ----------
+        batches : int, default 1
+            Batches handed out since the last count, 0 or more.
+
+        Raises
+        ------
+        ValueError
+            When no pass has begun (since the sampler was made, or since ``set_epoch`` or
+            ``load_state_dict``), or for more batches than the pass has.
+        """
+        batches = _checks.integer("batches", batches, low=0)
+        if self._progress is None:
+            raise ValueError(
+                "record() counts the batches of a pass: call begin_epoch() (or iterate the "
+                "sampler) first"
+            )
+        epoch, start, handed = self._progress
+        total = self.batch_count(self.shard_size(start))
+        if handed + batches > total:
+            raise ValueError(
+                f"batches={batches}: {handed} of this pass's {total} batches were handed out "
+                "already"
+            )
+        self._progress[2] = handed + batches
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        epoch, start = self._begin()
+        epoch, start = self.begin_epoch()
         size, step = self.shard_size(start), self.batch_size
         progress = self._progress
-        assert progress is not None  # set by _begin
-        for k in range(self._batches(size)):
+        assert progress is not None  # set by begin_epoch
+        for k in range(self.batch_count(size)):
             lo, hi = k * step, min((k + 1) * step, size)
             batch = self._rows_at(epoch, self._shard_positions(start, lo, hi))
             progress[2] = k + 1
@@ -500,7 +570,7 @@ class BatchSampler:
                 raise ValueError(
                     f"batches={batches}: only {handed} batches of this pass were handed out"
                 )
-            if done >= self._batches(self.shard_size(start)):
+            if done >= self.batch_count(self.shard_size(start)):
                 epoch, position = epoch + 1, 0  # the pass is complete
             else:
                 position = start + done * self.batch_size * self.world_size
