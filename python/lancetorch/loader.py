@@ -25,16 +25,13 @@ import pyarrow as pa
 from . import _checks, _native
 from .decode import check_specs
 from .permutation import Permutation
-from .sampler import BatchSampler
+from .sampler import _ORDERS, BatchSampler, Windows
 from .table import Table, as_lancetorch_table
 from .util import _decode_checked, _keep_rows, _torch
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
 _MAX_THREADS = 256
-_SEED_MASK = (1 << 64) - 1
-# Between the seeds of two ranks' stretches of one window (an odd constant, 2**64 / golden ratio).
-_SLOT_STEP = 0x9E3779B97F4A7C15
 
 
 def _dense(kind: pa.DataType) -> bool:
@@ -377,8 +374,8 @@ class Loader:
         batch_size = _checks.integer("batch_size", batch_size, low=1)
         prefetch = _checks.integer("prefetch", prefetch)
         threads = _checks.integer("threads", threads)
-        clump_size = _checks.integer("clump_size", clump_size)
-        window_rows = _checks.integer("window_rows", window_rows)
+        windows = Windows(clump_size, window_rows)  # the order of a table read by windows
+        _checks.choice("order", order, _ORDERS)  # that of a table read from memory
         for name, value in (
             ("shuffle", shuffle),
             ("drop_last", drop_last),
@@ -502,12 +499,6 @@ class Loader:
                 "tensor cannot hold; pass per_column=True for one tensor per column (this one "
                 "as (rows, size)), or leave it out with a Permutation's select_columns"
             )
-        if clump_size < 1 or window_rows < 1:
-            raise ValueError(
-                f"clump_size={clump_size} and window_rows={window_rows} must be 1 or more"
-            )
-        self._clump = clump_size
-        self._window_rows = window_rows
         before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
         fill = np.subtract(self._store_io(), before).tolist()  # the cache's fill, if it read
@@ -526,7 +517,7 @@ class Loader:
             rank=rank,
             world_size=world_size,
             uneven=uneven,
-            order=order,
+            order=order if self._store is not None else windows,
         )
         if not 1 <= prefetch <= _MAX_PREFETCH:
             raise ValueError(
@@ -553,11 +544,6 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
-        # Read by windows: the layouts of the window a pass started in, (epoch, window,
-        # layouts), and those of a loaded state, (epoch, position, layouts), until a pass
-        # starts from them (see _pass_layouts).
-        self._pass: tuple[int, int, list[tuple[int, int]]] | None = None
-        self._resume: tuple[int, int, list[tuple[int, int]]] | None = None
         self._stats = {
             "index_s": 0.0,
             "read_s": 0.0,
@@ -616,29 +602,13 @@ class Loader:
         """
         self._sampler.set_epoch(epoch)
 
-    def _order_name(self) -> str:
-        if self._store is not None:
-            return self._sampler.order_kind
-        return f"windows(clump_size={self._clump}, window_rows={self._window_rows})"
-
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
-        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows adds
-        ``window_layout``: how the window the position is in was laid out for the ranks
-        (``[first global position, ranks]`` pairs), so that a resume on another number of
-        ranks knows which of its rows were read."""
-        state = {**self._sampler.state_dict(), "order": self._order_name()}
-        if self._store is None:
-            epoch, position = state["epoch"], state["position"]
-            _, starts = self._windows(epoch)
-            k = int(np.searchsorted(starts, position, side="right")) - 1
-            layouts = [(int(starts[k]), self._sampler.world_size)]
-            if self._resume is not None and self._resume[:2] == (epoch, position):
-                layouts = self._resume[2]
-            elif self._pass is not None and self._pass[:2] == (epoch, k):
-                layouts = self._pass[2]
-            state["window_layout"] = [[q, w] for q, w in layouts if q <= position]
-        return state
+        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows is read in
+        the sampler's :class:`~lancetorch.sampler.Windows` order, whose state adds
+        ``window_layout``: how the window the position is in was laid out for the ranks, so
+        that a resume on another number of ranks knows which of its rows were read."""
+        return self._sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
@@ -663,59 +633,15 @@ class Loader:
             raise TypeError(
                 f"state={state!r} is {type(state).__name__}; give what state_dict() returned"
             )
-        if state.get("order") != self._order_name():
+        order = self._sampler.order_kind
+        if state.get("order") != order:
             raise ValueError(
                 f"the state was saved reading in the order {state.get('order')!r}, this loader "
-                f"reads table '{self._table.name}' in the order {self._order_name()!r}: its "
-                "positions would name other rows; read it as it was read then (the same cache "
-                "decision, clump_size and window_rows)"
+                f"reads table '{self._table.name}' in the order {order!r}: its positions would "
+                "name other rows; read it as it was read then (the same cache decision, "
+                "clump_size and window_rows)"
             )
-        self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
-        if self._store is None:
-            epoch, position = self._sampler.epoch, self._sampler._start
-            self._resume = (epoch, position, self._saved_layouts(state, epoch, position))
-
-    def _saved_layouts(
-        self, state: dict[str, Any], epoch: int, position: int
-    ) -> list[tuple[int, int]]:
-        """A state's ``window_layout``, checked against the windows of its position."""
-        _, starts = self._windows(epoch)
-        if position >= starts[-1]:  # nothing of the epoch left to read
-            return [(position, self._sampler.world_size)]
-        k = int(np.searchsorted(starts, position, side="right")) - 1
-        s = int(starts[k])
-        saved = state.get("window_layout")
-        if saved is None:
-            world = state.get("world_size", 1)
-            if position > s and world != 1:
-                raise ValueError(
-                    f"the state was saved at position {position}, inside a window, on "
-                    f"{world} ranks, and has no 'window_layout': the lancetorch that saved it "
-                    "laid windows out for several ranks otherwise, so the rows read cannot be "
-                    "known; resume from the start of the epoch (position 0)"
-                )
-            return [(s, world if isinstance(world, int) else 1)]
-        try:
-            layouts = [(int(q), int(w)) for q, w in saved]
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"state['window_layout']={saved!r} is not a list of [position, ranks] pairs; "
-                "give what state_dict() returned"
-            ) from err
-        qs = [q for q, _ in layouts]
-        if (
-            not layouts
-            or qs[0] != s
-            or any(b <= a for a, b in zip(qs, qs[1:]))
-            or qs[-1] > position
-            or any(w < 1 for _, w in layouts)
-        ):
-            raise ValueError(
-                f"state['window_layout']={saved!r} does not fit position {position} of epoch "
-                f"{epoch}, in the window of positions {s} to {int(starts[k + 1])}: give what "
-                "state_dict() returned, with the same clump_size and window_rows"
-            )
-        return layouts
+        self._sampler.load_state_dict(state)
 
     def _prefetcher(
         self,
@@ -784,11 +710,9 @@ class Loader:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
         # How far rows move, from an even sample of the epoch's rows (at most 65536).
-        sample = np.arange(0, len(order), max(1, len(order) >> 16), dtype=np.int64)
-        places = position + sample * self._sampler.world_size + self._sampler.rank
-        beyond = places >= self._sampler.n  # padding: the first positions again
-        places[beyond] = position + (places[beyond] - position) % (self._sampler.n - position)
-        self._moved(order[sample].astype(np.int64), places)
+        step = max(1, len(order) >> 16)
+        places = self._sampler.shard_positions(position, 0, len(order), step)
+        self._moved(order[::step].astype(np.int64), places)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         store = self._store
@@ -802,121 +726,22 @@ class Loader:
         self._sampler.forget_order()
         yield prefetcher
 
-    def _windows(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """The windows of ``epoch``: each one's clumps, and the global position each starts at
-        (the last entry is the number of rows)."""
-        n, clump = self._sampler.n, self._clump
-        clumps = -(-n // clump)
-        if self._sampler.shuffle:
-            clump_order = _native.epoch_order(clumps, self._sampler.seed, epoch).to_numpy()
-        else:
-            clump_order = np.arange(clumps)
-        per_window = max(1, self._window_rows // clump)
-        groups = [np.sort(clump_order[i : i + per_window]) for i in range(0, clumps, per_window)]
-        sizes = [int(np.minimum((g + 1) * clump, n).sum() - (g * clump).sum()) for g in groups]
-        return groups, np.cumsum([0] + sizes)
-
-    def _laid_out(self, epoch: int, k: int, positions: np.ndarray, world: int) -> np.ndarray:
-        """``positions`` (sorted: in storage order) laid out for ``world`` ranks from a
-        window's first global position on: slot ``j`` (the positions ``j, j + world, ...``
-        after it, which one rank reads) takes the ``j``-th contiguous run of them, shuffled
-        from ``(seed, epoch, window, slot)``. So a rank reads its own rows of the window, one
-        stretch of the table, and with one rank this is the window's rows shuffled whole."""
-        sampler = self._sampler
-        if len(positions) <= 1 or (world == 1 and not sampler.shuffle):
-            return positions
-        if world == 1:
-            seed = (sampler.seed + 1 + k) & _SEED_MASK
-            return positions[_native.epoch_order(len(positions), seed, epoch).to_numpy()]
-        out = np.empty(len(positions), dtype=np.int64)
-        begin = 0
-        for j in range(min(world, len(positions))):
-            count = len(range(j, len(positions), world))
-            part = positions[begin : begin + count]
-            begin += count
-            if sampler.shuffle:
-                seed = (sampler.seed + 1 + k + j * _SLOT_STEP) & _SEED_MASK
-                part = part[_native.epoch_order(count, seed, epoch).to_numpy()]
-            out[j::world] = part
-        return out
-
-    def _window_order(
-        self, epoch: int, group: np.ndarray, k: int, layouts: list[tuple[int, int]]
-    ) -> np.ndarray:
-        """The positions of window ``k`` in read order, from the global position of its
-        last layout on. ``layouts`` are ``(first global position, ranks)``: the window laid
-        out for that many ranks from there (the first from the window's start); a later one,
-        where a run resumed on another number of ranks, lays out anew the rows the ones
-        before it had not reached."""
-        n, clump = self._sampler.n, self._clump
-        positions = np.concatenate(
-            [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
-        )
-        for i, (q, world) in enumerate(layouts):
-            order = self._laid_out(epoch, k, positions, world)
-            if i + 1 == len(layouts):
-                return order
-            read = order[: layouts[i + 1][0] - q]
-            positions = np.setdiff1d(positions, read, assume_unique=True)
-        raise AssertionError("a window has one layout at least")
-
-    def _pass_layouts(
-        self, epoch: int, position: int, starts: np.ndarray
-    ) -> tuple[int, list[tuple[int, int]]]:
-        """The window a pass from ``position`` starts in and its layouts: those of the run
-        it resumes (a loaded state's) while they cover the rows read, and one for this
-        world size from ``position`` on where the number of ranks changed."""
-        world = self._sampler.world_size
-        k = int(np.searchsorted(starts, position, side="right")) - 1
-        saved = [(int(starts[k]), world)]
-        if self._resume is not None and self._resume[:2] == (epoch, position):
-            saved = self._resume[2]
-        layouts = [(q, w) for q, w in saved if q < position]
-        if not layouts or layouts[-1][1] != world:
-            layouts.append((position, world))
-        return k, layouts
-
     def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
-        """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
-        order, read ``window_rows`` at a time (the next window on a background thread), each
-        window laid out so that a rank reads a stretch of it (see ``_laid_out``). The windows
-        one after another are the epoch's global order; this rank reads its positions of it
-        from ``position`` on, as BatchSampler shards its order (padding, when asked, repeats
-        the first positions from ``position`` on, read again with the last window).
-        Rows a window leaves short of a full batch open the next."""
+        """A table too large for memory, in the sampler's windowed order (see
+        :class:`~lancetorch.sampler.Windows`): this rank's rows of each window read through
+        the backend, the next window on a background thread; its padding, when asked, is read
+        with the last window. Rows a window leaves short of a full batch open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
-        sampler = self._sampler
-        size, world = sampler.batch_size, sampler.world_size
-        groups, starts = self._windows(epoch)
-        shard = sampler.shard_size(position)
-        end = position + shard * world  # global positions this pass covers (beyond n: padding)
-        first = position + sampler.rank  # this rank's first global position
-        todo = [k for k in range(len(groups)) if starts[k + 1] > position]
-        k0, layouts = -1, list[tuple[int, int]]()
-        if todo:
-            k0, layouts = self._pass_layouts(epoch, position, starts)
-            self._pass = (epoch, k0, layouts)
-        self._resume = None
-
-        def layouts_of(k: int) -> list[tuple[int, int]]:
-            return layouts if k == k0 else [(int(starts[k]), world)]
-
+        sampler, size = self._sampler, self._sampler.batch_size
+        todo = sampler.shard_windows(epoch, position)
         backend = self._table._backend
 
-        def mine(k: int) -> np.ndarray:
-            """This rank's positions (of the permutation) in window ``k``, in read order."""
-            lo, hi = max(int(starts[k]), position), min(int(starts[k + 1]), end)
-            g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
-            laid = layouts_of(k)
-            out = self._window_order(epoch, groups[k], k, laid)[g - laid[-1][0]]
-            self._moved(out, g)
-            if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
-                pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
-                wrapped = position + (pad - position) % (sampler.n - position)
-                padded = self._positions_at(epoch, groups, starts, wrapped, layouts_of)
-                self._moved(padded, wrapped)
-                out = np.concatenate([out, padded])
+        def mine(lo: int, hi: int) -> np.ndarray:
+            """This rank's positions (of what the loader reads) ``lo..hi``, in read order."""
+            places = sampler.shard_positions(position, lo, hi)
+            out = sampler.rows_at(epoch, places)
+            self._moved(out, places)
             return out
 
         def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple]:
@@ -925,7 +750,7 @@ class Loader:
             not read again): the store, the places of the full batches' rows, and the rows
             left over for the next."""
             t0 = time.perf_counter()
-            positions = mine(todo[i])
+            positions = mine(*todo[i])
             store, local = None, np.array([], dtype=np.int64)
             if len(positions):
                 before = backend.io_totals()
@@ -961,24 +786,6 @@ class Loader:
                     pending = pool.submit(read, i + 1, carry)
                 if store is not None:  # (only the last window's rows end short of a batch)
                     yield self._prefetcher(store, local, columns, epoch)
-
-    def _positions_at(
-        self,
-        epoch: int,
-        groups: list[np.ndarray],
-        starts: np.ndarray,
-        g: np.ndarray,
-        layouts_of: Callable[[int], list[tuple[int, int]]],
-    ) -> np.ndarray:
-        """The permutation positions at global positions ``g`` of the windowed order."""
-        out = np.empty(len(g), dtype=np.int64)
-        windows = np.searchsorted(starts, g, side="right") - 1
-        for k in np.unique(windows):
-            here = windows == k
-            laid = layouts_of(int(k))
-            order = self._window_order(epoch, groups[k], int(k), laid)
-            out[here] = order[g[here] - laid[-1][0]]
-        return out
 
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()

@@ -25,6 +25,9 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
+from ._windows import WindowedOrder, Windows
+
+__all__ = ["FISHER_YATES_MAX_ROWS", "BatchSampler", "Windows", "distributed_rank"]
 
 #: Up to this many rows an epoch's order is a Fisher-Yates shuffle held as one index array
 #: (4 bytes a row); beyond it, a seeded bijection computed position by position.
@@ -175,17 +178,21 @@ class BatchSampler:
         ``"pad"`` (as ``DistributedSampler``) repeats the first rows still to read (from the
         start of the epoch, or of a resumed remainder) to fill the last round; ``"drop"``
         leaves out the last ``rows % world_size`` of them.
-    order : {"auto", "fisher-yates", "bijection"}, default "auto"
+    order : {"auto", "fisher-yates", "bijection"} or Windows, default "auto"
         ``"fisher-yates"`` shuffles an index array (4 bytes a row); ``"bijection"`` computes
         each position's row from ``(seed, epoch, position)`` with no memory at all, for tables
         of billions of rows; ``"auto"`` picks Fisher-Yates up to
-        :data:`FISHER_YATES_MAX_ROWS` rows.
+        :data:`FISHER_YATES_MAX_ROWS` rows. :class:`Windows` reads clumps of neighbouring
+        rows a window at a time (what the Loader reads a table too large for memory in):
+        each window's rows are laid out for the ranks so that a rank reads one stretch of
+        the table a window; ``shuffle=False`` keeps the windows and stretches in storage
+        order. Its state records ``window_layout``, see :meth:`state_dict`.
 
     Raises
     ------
     ValueError
         For a negative number of rows, a ``batch_size`` under 1, an unknown ``uneven`` or
-        ``order``, a ``clump_size`` with the bijection order, or a shuffled read sharded
+        ``order``, a ``clump_size`` with the bijection or windowed order, or a shuffled read sharded
         without a seed when ``torch.distributed`` is not initialised.
     TypeError
         For an argument of the wrong type: a size, count, seed or rank that is not an integer
@@ -213,7 +220,7 @@ class BatchSampler:
         rank: int | None = None,
         world_size: int | None = None,
         uneven: str = "pad",
-        order: str = "auto",
+        order: str | Windows = "auto",
     ) -> None:
         if isinstance(data_source, (int, np.integer, bool, np.bool_)):
             n = _checks.integer("data_source", data_source, low=0)
@@ -229,7 +236,16 @@ class BatchSampler:
         drop_last = _checks.flag("drop_last", drop_last)
         clump_size = _checks.optional_integer("clump_size", clump_size, low=1)
         _checks.choice("uneven", uneven, _UNEVEN)
-        _checks.choice("order", order, _ORDERS)
+        windows = order if isinstance(order, Windows) else None
+        if windows is not None:
+            if clump_size is not None:
+                raise ValueError(
+                    f"clump_size={clump_size} with order={windows}: the windowed order's clumps "
+                    "are its own, give Windows(clump_size=...)"
+                )
+            order = str(windows)
+        else:
+            _checks.choice("order", order, _ORDERS)
         self.n = n
         if order == "auto":
             order = "fisher-yates" if self.n <= FISHER_YATES_MAX_ROWS else "bijection"
@@ -246,11 +262,12 @@ class BatchSampler:
         self.drop_last = drop_last
         self.clump_size = clump_size
         self.uneven = uneven
-        self.order_kind = order
+        self.order_kind = order  # a name, and the state's "order"
         self.epoch = 0  # the epoch the next pass reads
         self._start = 0  # and the global position it starts at
         self._progress: list[int] | None = None  # [epoch, start, batches] of the pass underway
         self._cached_order: tuple[int, np.ndarray] | None = None
+        self._windows = None if windows is None else WindowedOrder(windows, n, self.seed, shuffle)
 
     # -- orders -----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -313,6 +330,8 @@ class BatchSampler:
 
     def _rows_at(self, epoch: int, positions: np.ndarray) -> np.ndarray:
         """:meth:`rows_at` of arguments already checked (each batch of ``__iter__``)."""
+        if self._windows is not None:
+            return self._windows.rows_at(epoch, positions.astype(np.int64), self.world_size)
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
@@ -355,6 +374,8 @@ class BatchSampler:
         """Drop the kept order of the current epoch (made again if asked for): for a reader
         that holds its own copy of the epoch's rows."""
         self._cached_order = None
+        if self._windows is not None:
+            self._windows.forget()
 
     # -- this rank's share --------------------------------------------------------------------
     def shard_size(self, start: int = 0) -> int:
@@ -376,7 +397,7 @@ class BatchSampler:
             return -(-remaining // self.world_size)
         return remaining // self.world_size
 
-    def shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+    def shard_positions(self, start: int, lo: int, hi: int, step: int = 1) -> np.ndarray:
         """Global positions of this rank's rows ``lo..hi`` in an epoch started at ``start``.
 
         Parameters
@@ -387,6 +408,8 @@ class BatchSampler:
             This rank's first row, counted in its own share.
         hi : int
             One past its last row.
+        step : int, default 1
+            Every ``step``-th of those rows only (1 or more): a sample of a share.
 
         Returns
         -------
@@ -402,14 +425,54 @@ class BatchSampler:
         size = self.shard_size(start)  # checks start
         lo = _checks.integer("lo", lo, low=0, high=size)
         hi = _checks.integer("hi", hi, low=lo, high=size)
-        return self._shard_positions(start, lo, hi)
+        step = _checks.integer("step", step, low=1)
+        return self._shard_positions(start, lo, hi, step)
 
-    def _shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+    def _shard_positions(self, start: int, lo: int, hi: int, step: int = 1) -> np.ndarray:
         """:meth:`shard_positions` of arguments already checked (each batch of ``__iter__``)."""
-        positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
+        positions = start + np.arange(lo, hi, step, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)
         return positions
+
+    def shard_windows(self, epoch: int, start: int = 0) -> list[tuple[int, int]]:
+        """This rank's rows of an epoch started at ``start`` by window: for each window the
+        epoch has from ``start`` on, the ``(lo, hi)`` of its rows there, counted in its own
+        share as :meth:`shard_positions` counts them; the last reaches to
+        :meth:`shard_size` (the padding, when there is some, is read with it). An order
+        other than :class:`Windows` is one window.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch whose windows these are.
+        start : int, default 0
+            The global position the epoch starts at.
+
+        Returns
+        -------
+        list[tuple[int, int]]
+            One range a window, in read order; a window where this rank has no row gives an
+            empty one; none when the epoch has nothing left from ``start``.
+        """
+        epoch = _checks.integer("epoch", epoch, low=0)
+        size = self.shard_size(start)  # checks start
+        if self._windows is None:
+            return [(0, size)] if start < self.n else []
+        starts = self._windows.starts(epoch)
+        first = start + self.rank  # this rank's first global position
+
+        def index(place: int) -> int:  # this rank's rows before global position ``place``
+            return min(max(-(-(place - first) // self.world_size), 0), size)
+
+        ranges = [
+            (index(max(int(lo), start)), index(int(hi)))
+            for lo, hi in zip(starts, starts[1:])
+            if hi > start
+        ]
+        if ranges:
+            ranges[-1] = (ranges[-1][0], size)
+        return ranges
 
     def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
         """Everything this rank reads in ``epoch`` from global position ``start``, in order
@@ -429,7 +492,7 @@ class BatchSampler:
         """
         epoch = _checks.integer("epoch", epoch, low=0)
         size = self.shard_size(start)
-        if self.order_kind == "bijection" or not self.shuffle:
+        if self.order_kind != "fisher-yates" or not self.shuffle:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
         # Fisher-Yates: a strided slice of the epoch's order, then the padding.
         whole = self._fisher_yates(epoch)
@@ -495,6 +558,8 @@ class BatchSampler:
         epoch, start = self.epoch, self._start
         self.epoch, self._start = epoch + 1, 0
         self._progress = [epoch, start, 0]
+        if self._windows is not None:
+            self._windows.begin(epoch, start, self.world_size)
         return epoch, start
 
     def record(self, batches: int = 1) -> None:
@@ -554,7 +619,10 @@ class BatchSampler:
         -------
         dict[str, Any]
             ``epoch``, ``position``, ``seed``, and ``rows``, ``shuffle``, ``order``,
-            ``clump_size``, ``world_size`` for :meth:`load_state_dict`'s checks.
+            ``clump_size``, ``world_size`` for :meth:`load_state_dict`'s checks. The
+            :class:`Windows` order adds ``window_layout``: how the window the position is in
+            was laid out for the ranks (``[first global position, ranks]`` pairs), so that a
+            resume on another number of ranks knows which of its rows were read.
 
         Raises
         ------
@@ -574,7 +642,7 @@ class BatchSampler:
                 epoch, position = epoch + 1, 0  # the pass is complete
             else:
                 position = start + done * self.batch_size * self.world_size
-        return {
+        state: dict[str, Any] = {
             "epoch": epoch,
             "position": position,
             "seed": self.seed,
@@ -584,12 +652,17 @@ class BatchSampler:
             "clump_size": self.clump_size,
             "world_size": self.world_size,
         }
+        if self._windows is not None:
+            state["window_layout"] = self._windows.state(epoch, position, self.world_size)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next pass reads the rest of that epoch, in the
         same order, then the epochs after it. The number of ranks (and the batch size) may
         differ from the run that saved the state: the remaining positions are shared among
         the ranks there are now, none read twice, none left out (beyond ``uneven`` padding).
+        With the :class:`Windows` order, the rows of the current window not yet read are laid
+        out anew for the ranks there are now.
 
         Parameters
         ----------
@@ -600,7 +673,8 @@ class BatchSampler:
         ------
         ValueError
             For a state without the keys of one, or saved by a sampler with other rows,
-            ``shuffle``, ``order`` or ``clump_size``, or a position outside the epoch.
+            ``shuffle``, ``order`` or ``clump_size``, a position outside the epoch, or (the
+            windowed order) a ``window_layout`` that does not fit the position.
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -628,6 +702,12 @@ class BatchSampler:
             raise ValueError(f"position {position} is outside the epoch's {self.n} rows")
         seed = _checks.integer("state['seed']", state["seed"], low=0, high=2**64 - 1)
         epoch = _checks.integer("state['epoch']", state["epoch"], low=0)
+        if self._windows is not None:
+            windows = WindowedOrder(self._windows.spec, self.n, seed, self.shuffle)
+            windows.resume(
+                windows.saved_layouts(state, epoch, position, self.world_size), epoch, position
+            )
+            self._windows = windows
         self.seed = seed
         self.epoch, self._start, self._progress = epoch, position, None
         self._cached_order = None
