@@ -240,6 +240,95 @@ def _bytes_of(values: dict[str, Any], batch: pa.RecordBatch) -> int:
     return total
 
 
+class _Plan(NamedTuple):
+    """What a Loader reads of its ``data``: the table, the rows (an offset, or a view's row
+    array), the rows' count where the view knows it, the columns and their output names, and
+    how batches are made (decode specs, per column, a view's transform)."""
+
+    table: Table
+    offset: int
+    length: int | None
+    rows: np.ndarray | None
+    columns: list[str] | None
+    renames: dict[str, str]
+    decode: dict[str, Any] | None
+    per_column: bool
+    transform: Any
+
+
+def _plan_of(
+    data: Any, decode: dict | None, per_column: bool, features: Any, dtype: Any, null_value: Any
+) -> _Plan:
+    """The :class:`_Plan` of a Table or Permutation (a Permutation's ``read_plan()``: its
+    decode specs and transform, checked against the Loader's arguments)."""
+    if isinstance(data, Permutation):
+        plan = data.read_plan()
+        # Positions map to table rows by an offset (an identity permutation's window) or
+        # through the permutation's own row array (a view: nothing is copied here).
+        offset, n, rows = plan.offset, plan.length, plan.rows
+        columns, renames = plan.columns, plan.renames
+        if plan.row_ids:
+            raise ValueError(
+                "the Loader does not read _rowid; leave it out of the permutation's "
+                "select_columns, or read row ids through the permutation itself "
+                "(a DataLoader over it)"
+            )
+        if plan.decode is not None:  # the view's torch_dict format says how to decode
+            if decode is not None and dict(decode) != plan.decode:
+                raise ValueError(
+                    f"decode={decode!r} differs from the permutation's torch_dict decode "
+                    f"{plan.decode!r}; give the specs in one place"
+                )
+            decode, per_column = plan.decode, True
+        transform = plan.transform
+        conflicting = [
+            name
+            for name, given in (
+                ("decode", bool(decode)),
+                ("features", features is not None),
+                ("per_column", per_column),
+                ("dtype", dtype is not None),
+                ("null_value", null_value is not None),
+            )
+            if given
+        ]
+        if transform is not None and conflicting:
+            raise ValueError(
+                "the permutation has a with_transform function, which makes each batch "
+                f"from its Arrow rows; {conflicting[0]}= says how the Loader would make "
+                "them instead: do that in the transform, or drop with_transform"
+            )
+        return _Plan(plan.table, offset, n, rows, columns, renames, decode, per_column, transform)
+    if isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
+        # The version the table reads now, for every epoch of this loader (its length
+        # and order are that version's): make a new Loader to read a newer one.
+        table = as_lancetorch_table(data)._pinned_view()
+        return _Plan(table, 0, None, None, None, {}, decode, per_column, None)
+    raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
+
+
+_NO_STATS: dict[str, float | int] = {
+    "index_s": 0.0,
+    "read_s": 0.0,
+    "take_s": 0.0,
+    "convert_s": 0.0,
+    "pin_s": 0.0,
+    "decode_s": 0.0,
+    "wait_s": 0.0,
+    "total_s": 0.0,
+    "batches": 0,
+    "rows": 0,
+    "bytes": 0,
+    "skipped": 0,
+    "store_bytes": 0,
+    "store_requests": 0,
+    "delivered_bytes": 0,
+    "memory_bytes": 0,
+    "shuffle_moved": 0.0,
+    "shuffle_rows": 0,
+}
+
+
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
@@ -391,114 +480,20 @@ class Loader:
             features = _checks.names("features", features)
         if target is not None:
             _checks.text("target", target)
-        transform = None
-        if isinstance(data, Permutation):
-            plan = data.read_plan()
-            self._table = plan.table
-            # Positions map to table rows by an offset (an identity permutation's window) or
-            # through the permutation's own row array (a view: nothing is copied here).
-            offset, n, rows = plan.offset, plan.length, plan.rows
-            columns, renames = plan.columns, plan.renames
-            if plan.row_ids:
-                raise ValueError(
-                    "the Loader does not read _rowid; leave it out of the permutation's "
-                    "select_columns, or read row ids through the permutation itself "
-                    "(a DataLoader over it)"
-                )
-            if plan.decode is not None:  # the view's torch_dict format says how to decode
-                if decode is not None and dict(decode) != plan.decode:
-                    raise ValueError(
-                        f"decode={decode!r} differs from the permutation's torch_dict decode "
-                        f"{plan.decode!r}; give the specs in one place"
-                    )
-                decode, per_column = plan.decode, True
-            transform = plan.transform
-            conflicting = [
-                name
-                for name, given in (
-                    ("decode", bool(decode)),
-                    ("features", features is not None),
-                    ("per_column", per_column),
-                    ("dtype", dtype is not None),
-                    ("null_value", null_value is not None),
-                )
-                if given
-            ]
-            if transform is not None and conflicting:
-                raise ValueError(
-                    "the permutation has a with_transform function, which makes each batch "
-                    f"from its Arrow rows; {conflicting[0]}= says how the Loader would make "
-                    "them instead: do that in the transform, or drop with_transform"
-                )
-        elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
-            # The version the table reads now, for every epoch of this loader (its length
-            # and order are that version's): make a new Loader to read a newer one.
-            self._table = as_lancetorch_table(data)._pinned_view()
-            offset, n, rows = 0, None, None
-            columns = None
-            renames = {}
-        else:
-            raise TypeError(
-                f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}"
-            )
-        self._rows = rows
-        self._offset = offset
+        plan = _plan_of(data, decode, per_column, features, dtype, null_value)
+        self._table, self._rows, self._offset = plan.table, plan.rows, plan.offset
+        decode, per_column, transform, n = plan.decode, plan.per_column, plan.transform, plan.length
         schema = self._table.schema
         held = set(schema.names)
-        names = list(columns) if columns is not None else schema.names
+        names = list(plan.columns) if plan.columns is not None else schema.names
         missing = [c for c in names if c not in held]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
-        self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
+        # What per_column batches are keyed by.
+        self._keys = [plan.renames.get(n, n) for n in names]
         self._decode = dict(decode or {})
-        self._features = None if features is None else list(features)
-        self._target = target
-        if self._features is not None:
-            if isinstance(features, str):
-                self._features = [features]
-            wanted = self._features + ([] if target is None else [target])
-            position = {k: i for i, k in enumerate(self._keys)}
-            unknown = [c for c in wanted if c not in position]
-            if unknown:
-                raise ValueError(
-                    f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
-                )
-            names = [names[position[c]] for c in wanted]
-            self._keys = wanted
-            per_column = True  # one tensor a column inside, (x, y) outside
-        elif target is not None:
-            raise ValueError("target= goes with features=: name the feature columns too")
-        unknown = sorted(set(self._decode) - set(self._keys))
-        if unknown:
-            raise ValueError(
-                f"decode names column '{unknown[0]}', which this loader does not read; "
-                f"columns: {self._keys}"
-            )
-        # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
-        # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
-        # With a transform, every column goes to it as Arrow rows.
-        self._transform = transform
-        self._side = [
-            i
-            for i, (n, k) in enumerate(zip(names, self._keys))
-            if transform is not None or k in self._decode or not _dense(schema.field(n).type)
-        ]
-        self._side_set = set(self._side)
-        if self._side and not per_column and transform is None:
-            first = names[self._side[0]]
-            raise TypeError(
-                f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
-                "tensor cannot hold; pass per_column=True (with decode={...} for token lists), "
-                "or leave it out with a Permutation's select_columns"
-            )
-        self._names = names
-        lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
-        if lists and not per_column and transform is None:
-            raise TypeError(
-                f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
-                "tensor cannot hold; pass per_column=True for one tensor per column (this one "
-                "as (rows, size)), or leave it out with a Permutation's select_columns"
-            )
+        names, per_column = self._choose_columns(names, features, target, per_column)
+        self._sort_columns(names, transform, per_column)
         before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
         fill = np.subtract(self._store_io(), before).tolist()  # the cache's fill, if it read
@@ -544,28 +539,68 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
-        self._stats = {
-            "index_s": 0.0,
-            "read_s": 0.0,
-            "take_s": 0.0,
-            "convert_s": 0.0,
-            "pin_s": 0.0,
-            "decode_s": 0.0,
-            "wait_s": 0.0,
-            "total_s": 0.0,
-            "batches": 0,
-            "rows": 0,
-            "bytes": 0,
-            "skipped": 0,
-            "store_bytes": 0,
-            "store_requests": 0,
-            "delivered_bytes": 0,
-            "memory_bytes": 0,
-            "shuffle_moved": 0.0,
-            "shuffle_rows": 0,
-        }
-        self._stats["store_bytes"] += fill[0]
-        self._stats["store_requests"] += fill[1]
+        self._stats = {**_NO_STATS, "store_bytes": fill[0], "store_requests": fill[1]}
+
+    def _choose_columns(
+        self, names: list[str], features: Any, target: str | None, per_column: bool
+    ) -> tuple[list[str], bool]:
+        """The columns read (with ``features``, those and ``target``, in that order) and
+        whether batches are per column; ``decode`` must name columns read."""
+        self._features = None if features is None else list(features)
+        self._target = target
+        if self._features is not None:
+            if isinstance(features, str):
+                self._features = [features]
+            wanted = self._features + ([] if target is None else [target])
+            position = {k: i for i, k in enumerate(self._keys)}
+            unknown = [c for c in wanted if c not in position]
+            if unknown:
+                raise ValueError(
+                    f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
+                )
+            names = [names[position[c]] for c in wanted]
+            self._keys = wanted
+            per_column = True  # one tensor a column inside, (x, y) outside
+        elif target is not None:
+            raise ValueError("target= goes with features=: name the feature columns too")
+        unknown = sorted(set(self._decode) - set(self._keys))
+        if unknown:
+            raise ValueError(
+                f"decode names column '{unknown[0]}', which this loader does not read; "
+                f"columns: {self._keys}"
+            )
+        return names, per_column
+
+    def _sort_columns(self, names: list[str], transform: Any, per_column: bool) -> None:
+        """Which columns the Rust threads convert and which are made on Python threads
+        (``_side``); a column one ``(columns, rows)`` tensor cannot hold needs
+        ``per_column``."""
+        schema = self._table.schema
+        # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
+        # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
+        # With a transform, every column goes to it as Arrow rows.
+        self._transform = transform
+        self._side = [
+            i
+            for i, (n, k) in enumerate(zip(names, self._keys))
+            if transform is not None or k in self._decode or not _dense(schema.field(n).type)
+        ]
+        self._side_set = set(self._side)
+        if self._side and not per_column and transform is None:
+            first = names[self._side[0]]
+            raise TypeError(
+                f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True (with decode={...} for token lists), "
+                "or leave it out with a Permutation's select_columns"
+            )
+        self._names = names
+        lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
+        if lists and not per_column and transform is None:
+            raise TypeError(
+                f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True for one tensor per column (this one "
+                "as (rows, size)), or leave it out with a Permutation's select_columns"
+            )
 
     def _store_io(self) -> tuple[int, int]:
         """Bytes and requests the table's store has served this process so far (a memory
