@@ -845,6 +845,12 @@ CASES: dict[str, Case] = {
     f"{SAMPLER}.shard_rows:start": Case(lambda v: _s().shard_rows(0, v).tolist(), 0, 5, 1.5),
     f"{SAMPLER}.state_dict:batches": Case(lambda v: _sampler_state(v)["position"], None, 1, 1.5),
     f"{SAMPLER}.load_state_dict:state": Case(_after, _sampler_state(0), _sampler_state(1), 5),
+    "lancetorch.sampler.Windows:clump_size": Case(
+        lambda v: _sampler(order=Windows(v, 12)), 4, 6, 0
+    ),
+    "lancetorch.sampler.Windows:window_rows": Case(
+        lambda v: _sampler(order=Windows(4, v)), 12, 8, 2.5
+    ),
     "lancetorch.sampler.distributed_rank:rank": Case(lambda v: distributed_rank(v, 2), 0, 1, 1.5),
     "lancetorch.sampler.distributed_rank:world_size": Case(
         lambda v: distributed_rank(0, v), 1, 2, 1.5
