@@ -10,6 +10,11 @@ An epoch is one global order of all ``n`` positions, a pure function of ``(seed,
 Rank ``r`` of ``W`` reads global positions ``r, r + W, r + 2W, ...`` of it, so after every rank
 has read ``k`` rows the first ``k * W`` positions of the order are read and nothing else: the
 state to resume from is ``(seed, epoch, position)``, whatever the number of ranks.
+
+The orders: a Fisher-Yates shuffle, a seeded bijection (no memory), and :class:`Windows`, for a
+table read a window at a time, whose windows are laid out for the ranks (its state adds how the
+current window was: ``window_layout``). Whatever the order, the rank stride, the padding, the
+cut into batches and the resume are this module's, once.
 """
 
 from __future__ import annotations
@@ -87,8 +92,8 @@ class BatchSampler:
     ------
     ValueError
         For a negative number of rows, a ``batch_size`` under 1, an unknown ``uneven`` or
-        ``order``, a ``clump_size`` with the bijection or windowed order, or a shuffled read sharded
-        without a seed when ``torch.distributed`` is not initialised.
+        ``order``, a ``clump_size`` with the bijection or windowed order, or a shuffled read
+        sharded without a seed when ``torch.distributed`` is not initialised.
     TypeError
         For an argument of the wrong type: a size, count, seed or rank that is not an integer
         (``2.5``, ``"64"``, ``True``), a flag that is not a bool.
