@@ -31,7 +31,7 @@ PUBLIC: list[tuple[Any, list[str]]] = [
         ],
     ),
     (permutation, list(permutation.__all__)),
-    (sampler, ["BatchSampler", "distributed_rank"]),
+    (sampler, ["BatchSampler", "Windows", "distributed_rank"]),
     (loader, ["Loader"]),
     (streaming, ["StreamingDataset", "StreamingDataLoader"]),
     (decode, ["Tokens", "Text", "Image"]),

@@ -172,6 +172,27 @@ def test_stats_count_what_was_delivered_not_what_was_made_ahead(table):
     assert (s["batches"], s["rows"], s["bytes"]) == (1, 100, 100 * 3 * 4)
 
 
+@pytest.mark.parametrize("where", ["memory", "windows"])
+@pytest.mark.parametrize("world", [1, 2])
+def test_drop_last_leaves_the_short_batch_out_of_the_side_columns_too(tmp_path, where, world):
+    """The epoch is cut into batches once: with drop_last the rows of the short last batch
+    go to no thread, the side columns' (a transform here) included, whichever way the table
+    is read."""
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", data())
+    table = db.open_table("t", cache=where == "memory")
+    seen: list[list[int]] = []
+    perm = Permutation.identity(table).with_transform(
+        lambda b: seen.append(b.column("id").to_pylist()) or b.column("id").to_pylist()
+    )
+    kw = dict(seed=3, drop_last=True, prefetch=64, rank=0, world_size=world)
+    loader = Loader(perm, 7, window_rows=500, clump_size=50, **kw)
+    batches = list(loader)
+    assert len(batches) == len(loader) == (N // world) // 7
+    assert all(len(b) == 7 for b in batches)
+    assert sorted(map(tuple, seen)) == sorted(map(tuple, batches)), "no batch made but those read"
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_a_permutations_transform_makes_every_batch(table, threads, drop_last):

@@ -45,7 +45,7 @@ from lancetorch.permutation import (
     permutation_builder,
     split_names_of,
 )
-from lancetorch.sampler import BatchSampler, distributed_rank
+from lancetorch.sampler import BatchSampler, Windows, distributed_rank
 from lancetorch.streaming import StreamingDataLoader, StreamingDataset
 from lancetorch.table import as_lancetorch_table
 from PIL import Image as PILImage
@@ -355,6 +355,17 @@ def _sampler_epoch(epoch: Any) -> Any:
 
 def _s() -> BatchSampler:
     return BatchSampler(N, 5, seed=0)
+
+
+def _windowed() -> BatchSampler:
+    return BatchSampler(N, 5, seed=0, rank=0, world_size=2, order=Windows(5, 10))
+
+
+def _recorded(batches: Any) -> int:
+    s = _s()
+    s.begin_epoch()
+    s.record(batches)
+    return s.state_dict()["position"]
 
 
 def _p() -> Permutation:
@@ -837,10 +848,24 @@ CASES: dict[str, Case] = {
     f"{SAMPLER}.shard_positions:hi": Case(
         lambda v: _s().shard_positions(0, 0, v).tolist(), 4, 2, 1.5
     ),
+    f"{SAMPLER}.shard_positions:step": Case(
+        lambda v: _s().shard_positions(0, 0, 4, v).tolist(), 1, 2, 0
+    ),
+    f"{SAMPLER}.shard_windows:epoch": Case(lambda v: _windowed().shard_windows(v, 5), 0, 1, 1.5),
+    f"{SAMPLER}.shard_windows:start": Case(lambda v: _windowed().shard_windows(0, v), 0, 5, 1.5),
+    f"{SAMPLER}.batch_count:rows": Case(lambda v: _s().batch_count(v), 10, 11, 2.5),
+    f"{SAMPLER}.batched_rows:rows": Case(lambda v: _s().batched_rows(v), 10, 11, -1),
+    f"{SAMPLER}.record:batches": Case(_recorded, 1, 2, -1),
     f"{SAMPLER}.shard_rows:epoch": Case(lambda v: _s().shard_rows(v).tolist(), 0, 1, 1.5),
     f"{SAMPLER}.shard_rows:start": Case(lambda v: _s().shard_rows(0, v).tolist(), 0, 5, 1.5),
     f"{SAMPLER}.state_dict:batches": Case(lambda v: _sampler_state(v)["position"], None, 1, 1.5),
     f"{SAMPLER}.load_state_dict:state": Case(_after, _sampler_state(0), _sampler_state(1), 5),
+    "lancetorch.sampler.Windows:clump_size": Case(
+        lambda v: _sampler(order=Windows(v, 12)), 4, 6, 0
+    ),
+    "lancetorch.sampler.Windows:window_rows": Case(
+        lambda v: _sampler(order=Windows(4, v)), 12, 8, 2.5
+    ),
     "lancetorch.sampler.distributed_rank:rank": Case(lambda v: distributed_rank(v, 2), 0, 1, 1.5),
     "lancetorch.sampler.distributed_rank:world_size": Case(
         lambda v: distributed_rank(0, v), 1, 2, 1.5

@@ -10,8 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lancetorch import _native
-from lancetorch.sampler import BatchSampler
+from lancetorch.sampler import BatchSampler, Windows
 from lancetorch.util import tbl_to_tensor
+from test_windows import reference_order, reference_windows
 
 
 @settings(max_examples=40, deadline=None)
@@ -250,6 +251,59 @@ def test_resume_reads_exactly_the_rest(n, bs, stop, world, later, seed, order):
     assert [s.epoch for s in resumed] == [1] * later, "then the next epoch"
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(0, 200),
+    bs=st.integers(1, 30),
+    world=st.integers(1, 3),
+    drop=st.booleans(),
+    counts=st.lists(st.integers(0, 4), max_size=6),
+)
+def test_begin_epoch_and_record_are_what_iterating_does(n, bs, world, drop, counts):
+    """A reader that reads the sampler's rows itself (begin_epoch, then record per batch)
+    leaves the sampler in the state iterating it leaves: the same positions, epochs, len."""
+    kw = dict(seed=9, rank=world - 1, world_size=world, drop_last=drop)
+    iterated, counted = BatchSampler(n, bs, **kw), BatchSampler(n, bs, **kw)
+    total = len(counted)
+    it = iter(iterated)
+    assert counted.begin_epoch() == (0, 0)
+    handed = 0
+    for k in counts:
+        k = min(k, total - handed)
+        for _ in range(k):
+            next(it)
+        counted.record(k)
+        handed += k
+        if handed:  # (a generator begins its pass at its first batch)
+            assert counted.state_dict() == iterated.state_dict()
+    with pytest.raises(ValueError, match="handed out already"):
+        counted.record(total - handed + 1)
+    assert counted.begin_epoch() == (1, 0), "the next pass reads the next epoch"
+    assert len(counted) == total
+
+
+def test_record_needs_a_pass_begun():
+    s = BatchSampler(100, 10, seed=1, world_size=1)
+    with pytest.raises(ValueError, match="begin_epoch"):
+        s.record()
+    s.begin_epoch()
+    s.record(3)
+    assert s.state_dict()["position"] == 30
+    s.set_epoch(4)
+    with pytest.raises(ValueError, match="begin_epoch"):
+        s.record()
+    with pytest.raises(ValueError, match="batches"):
+        BatchSampler(100, 10, seed=1, world_size=1).record(-1)
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_batch_count_is_the_one_cut(drop):
+    s = BatchSampler(103, 10, seed=1, world_size=1, drop_last=drop)
+    assert s.batch_count(103) == len(s) == len(list(BatchSampler(103, 10, seed=1, drop_last=drop)))
+    assert s.batched_rows(103) == (100 if drop else 103)
+    assert s.batched_rows(9) == (0 if drop else 9) and s.batch_count(0) == 0
+
+
 def test_resume_continues_in_the_same_order():
     a = BatchSampler(1000, 64, seed=3, world_size=1)
     whole = list(a)
@@ -402,3 +456,115 @@ def test_an_order_larger_than_memory_is_a_memory_error_not_an_abort():
     assert "of 1000000000000 positions" in by_call["native wide"]
     assert "of 1000000000000 positions" in by_call["native clumps"]
     assert "of 1000000000000 positions" in by_call["first batch"], "the core's size is kept"
+
+
+# ---- the windowed order ----------------------------------------------------------------------
+def test_windowed_order_keeps_the_golden_vectors_of_the_loader():
+    """The one-rank windowed order as the Loader read it (tests/test_windows.py), from the
+    sampler alone."""
+    s = BatchSampler(500, 64, seed=7, world_size=1, order=Windows(clump_size=16, window_rows=120))
+    assert s.order_kind == "windows(clump_size=16, window_rows=120)"
+    first = s.order(0)
+    assert first[:12].tolist() == [114, 140, 147, 325, 323, 328, 391, 158, 393, 115, 143, 150]
+    assert first[200:206].tolist() == [285, 342, 95, 283, 91, 241]
+    assert s.order(1)[:12].tolist() == [425, 112, 426, 281, 30, 302, 114, 20, 19, 418, 296, 147]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    bs=st.integers(1, 40),
+    clump=st.integers(1, 30),
+    window=st.integers(1, 150),
+    world=st.integers(1, 4),
+    seed=st.integers(0, 2**32),
+    shuffle=st.booleans(),
+    uneven=st.sampled_from(["pad", "drop"]),
+)
+def test_windowed_shards_are_the_loaders_of_before(
+    n, bs, clump, window, world, seed, shuffle, uneven
+):
+    """Each rank's batches of the windowed order are positions r, r + W, ... of the order the
+    Loader read before (each window laid out for W ranks: tests/test_windows.py's reference),
+    padded or dropped as the other orders are; shard_windows cuts them by window."""
+    laid = reference_order(n, clump, window, seed, 0, world, shuffle)
+    for r in range(world):
+        s = BatchSampler(
+            n,
+            bs,
+            seed=seed,
+            shuffle=shuffle,
+            rank=r,
+            world_size=world,
+            uneven=uneven,
+            order=Windows(clump, window),
+        )
+        size = s.shard_size()
+        want = [int(laid[p % n]) for p in range(r, size * world, world)]
+        assert s.shard_rows(0).tolist() == want
+        batches = list(s)
+        assert len(batches) == s.batch_count(size)
+        assert (np.concatenate(batches).tolist() if batches else []) == want
+        ranges = s.shard_windows(0)
+        assert [lo for lo, _ in ranges[1:]] == [hi for _, hi in ranges[:-1]]
+        assert (ranges[0][0], ranges[-1][1]) == ((0, size) if ranges else (0, 0))
+        windows = reference_windows(n, clump, window, seed, 0, 1, shuffle)
+        starts = np.cumsum([0] + [len(w) for w in windows])
+        for k, (lo, hi) in enumerate(ranges[:-1]):
+            places = s.shard_positions(0, lo, hi)
+            assert ((places >= starts[k]) & (places < starts[k + 1])).all(), "in window k"
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    bs=st.integers(1, 30),
+    clump=st.integers(1, 30),
+    window=st.integers(1, 120),
+    world=st.integers(1, 4),
+    later=st.integers(1, 4),
+    stop=st.integers(0, 12),
+    seed=st.integers(0, 2**32),
+)
+def test_windowed_resume_on_other_ranks_reads_the_rest_once(
+    n, bs, clump, window, world, later, stop, seed
+):
+    """Stopped on ``world`` ranks, resumed on ``later``: the sampler alone re-lays the unread
+    rows of the current window (window_layout) so that every row comes once."""
+    kw = dict(seed=seed, order=Windows(clump, window))
+    first = [BatchSampler(n, bs, rank=r, world_size=world, **kw) for r in range(world)]
+    read: list[int] = []
+    for s in first:
+        it = iter(s)
+        got = [b for _, b in zip(range(stop), it)]
+        mine = np.concatenate(got).tolist() if got else []
+        read += mine[: len(range(s.rank, n, world))]  # padding aside
+    states = [s.state_dict() for s in first]
+    assert all(st_ == states[0] for st_ in states)
+    state = states[0]
+    assert "window_layout" in state
+    if state["epoch"] == 1:
+        assert sorted(read) == list(range(n))
+        return
+    resumed = [BatchSampler(n, bs, rank=r, world_size=later, **kw) for r in range(later)]
+    for s in resumed:
+        s.load_state_dict(state)
+    rest = [i for s in resumed for b in s for i in b.tolist()]
+    assert len(rest) == -(-(n - state["position"]) // later) * later
+    assert sorted(read + sorted(set(rest))) == list(range(n)), "every row once"
+
+
+def test_windowed_order_refuses_what_does_not_fit():
+    with pytest.raises(ValueError, match="Windows\\(clump_size=...\\)"):
+        BatchSampler(10, 2, seed=0, clump_size=2, order=Windows(2, 4))
+    with pytest.raises(ValueError, match="clump_size=0 and window_rows=4"):
+        Windows(0, 4)
+    with pytest.raises(TypeError, match="window_rows"):
+        Windows(2, 4.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="order"):
+        BatchSampler(10, 2, seed=0, order="windows")
+    s = BatchSampler(100, 10, seed=0, world_size=1, order=Windows(10, 30))
+    with pytest.raises(ValueError, match="order="):
+        BatchSampler(100, 10, seed=0, world_size=1).load_state_dict(s.state_dict())
+    with pytest.raises(ValueError, match=r"state\['window_layout'\]"):
+        s.load_state_dict({**s.state_dict(), "position": 35, "window_layout": [[0, 2]]})

@@ -194,6 +194,12 @@ class SentVersion:
     identity: str | None
 
 
+def is_backend(obj: object) -> bool:
+    """Whether ``obj`` implements ``Backend``: the package's own at once (a Table is made for
+    every view and epoch), any other by the protocol's runtime check of its members."""
+    return type(obj) in (_MemoryBackend, _LanceBackend) or isinstance(obj, Backend)
+
+
 class _MemoryBackend:
     """Rows held by the Rust column store; appends make a new store that shares the old chunks."""
 

@@ -25,16 +25,13 @@ import pyarrow as pa
 from . import _checks, _native
 from .decode import check_specs
 from .permutation import Permutation
-from .sampler import BatchSampler
+from .sampler import _ORDERS, BatchSampler, Windows
 from .table import Table, as_lancetorch_table
 from .util import _decode_checked, _keep_rows, _torch
 
 # Bounds on what is made ahead of the loop (each a buffer or a thread allocated up front).
 _MAX_PREFETCH = 1024
 _MAX_THREADS = 256
-_SEED_MASK = (1 << 64) - 1
-# Between the seeds of two ranks' stretches of one window (an odd constant, 2**64 / golden ratio).
-_SLOT_STEP = 0x9E3779B97F4A7C15
 
 
 def _dense(kind: pa.DataType) -> bool:
@@ -243,6 +240,95 @@ def _bytes_of(values: dict[str, Any], batch: pa.RecordBatch) -> int:
     return total
 
 
+class _Plan(NamedTuple):
+    """What a Loader reads of its ``data``: the table, the rows (an offset, or a view's row
+    array), the rows' count where the view knows it, the columns and their output names, and
+    how batches are made (decode specs, per column, a view's transform)."""
+
+    table: Table
+    offset: int
+    length: int | None
+    rows: np.ndarray | None
+    columns: list[str] | None
+    renames: dict[str, str]
+    decode: dict[str, Any] | None
+    per_column: bool
+    transform: Any
+
+
+def _plan_of(
+    data: Any, decode: dict | None, per_column: bool, features: Any, dtype: Any, null_value: Any
+) -> _Plan:
+    """The :class:`_Plan` of a Table or Permutation (a Permutation's ``read_plan()``: its
+    decode specs and transform, checked against the Loader's arguments)."""
+    if isinstance(data, Permutation):
+        plan = data.read_plan()
+        # Positions map to table rows by an offset (an identity permutation's window) or
+        # through the permutation's own row array (a view: nothing is copied here).
+        offset, n, rows = plan.offset, plan.length, plan.rows
+        columns, renames = plan.columns, plan.renames
+        if plan.row_ids:
+            raise ValueError(
+                "the Loader does not read _rowid; leave it out of the permutation's "
+                "select_columns, or read row ids through the permutation itself "
+                "(a DataLoader over it)"
+            )
+        if plan.decode is not None:  # the view's torch_dict format says how to decode
+            if decode is not None and dict(decode) != plan.decode:
+                raise ValueError(
+                    f"decode={decode!r} differs from the permutation's torch_dict decode "
+                    f"{plan.decode!r}; give the specs in one place"
+                )
+            decode, per_column = plan.decode, True
+        transform = plan.transform
+        conflicting = [
+            name
+            for name, given in (
+                ("decode", bool(decode)),
+                ("features", features is not None),
+                ("per_column", per_column),
+                ("dtype", dtype is not None),
+                ("null_value", null_value is not None),
+            )
+            if given
+        ]
+        if transform is not None and conflicting:
+            raise ValueError(
+                "the permutation has a with_transform function, which makes each batch "
+                f"from its Arrow rows; {conflicting[0]}= says how the Loader would make "
+                "them instead: do that in the transform, or drop with_transform"
+            )
+        return _Plan(plan.table, offset, n, rows, columns, renames, decode, per_column, transform)
+    if isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
+        # The version the table reads now, for every epoch of this loader (its length
+        # and order are that version's): make a new Loader to read a newer one.
+        table = as_lancetorch_table(data)._pinned_view()
+        return _Plan(table, 0, None, None, None, {}, decode, per_column, None)
+    raise TypeError(f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}")
+
+
+_NO_STATS: dict[str, float | int] = {
+    "index_s": 0.0,
+    "read_s": 0.0,
+    "take_s": 0.0,
+    "convert_s": 0.0,
+    "pin_s": 0.0,
+    "decode_s": 0.0,
+    "wait_s": 0.0,
+    "total_s": 0.0,
+    "batches": 0,
+    "rows": 0,
+    "bytes": 0,
+    "skipped": 0,
+    "store_bytes": 0,
+    "store_requests": 0,
+    "delivered_bytes": 0,
+    "memory_bytes": 0,
+    "shuffle_moved": 0.0,
+    "shuffle_rows": 0,
+}
+
+
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
@@ -377,8 +463,8 @@ class Loader:
         batch_size = _checks.integer("batch_size", batch_size, low=1)
         prefetch = _checks.integer("prefetch", prefetch)
         threads = _checks.integer("threads", threads)
-        clump_size = _checks.integer("clump_size", clump_size)
-        window_rows = _checks.integer("window_rows", window_rows)
+        windows = Windows(clump_size, window_rows)  # the order of a table read by windows
+        _checks.choice("order", order, _ORDERS)  # that of a table read from memory
         for name, value in (
             ("shuffle", shuffle),
             ("drop_last", drop_last),
@@ -394,120 +480,20 @@ class Loader:
             features = _checks.names("features", features)
         if target is not None:
             _checks.text("target", target)
-        transform = None
-        if isinstance(data, Permutation):
-            plan = data.read_plan()
-            self._table = plan.table
-            # Positions map to table rows by an offset (an identity permutation's window) or
-            # through the permutation's own row array (a view: nothing is copied here).
-            offset, n, rows = plan.offset, plan.length, plan.rows
-            columns, renames = plan.columns, plan.renames
-            if plan.row_ids:
-                raise ValueError(
-                    "the Loader does not read _rowid; leave it out of the permutation's "
-                    "select_columns, or read row ids through the permutation itself "
-                    "(a DataLoader over it)"
-                )
-            if plan.decode is not None:  # the view's torch_dict format says how to decode
-                if decode is not None and dict(decode) != plan.decode:
-                    raise ValueError(
-                        f"decode={decode!r} differs from the permutation's torch_dict decode "
-                        f"{plan.decode!r}; give the specs in one place"
-                    )
-                decode, per_column = plan.decode, True
-            transform = plan.transform
-            conflicting = [
-                name
-                for name, given in (
-                    ("decode", bool(decode)),
-                    ("features", features is not None),
-                    ("per_column", per_column),
-                    ("dtype", dtype is not None),
-                    ("null_value", null_value is not None),
-                )
-                if given
-            ]
-            if transform is not None and conflicting:
-                raise ValueError(
-                    "the permutation has a with_transform function, which makes each batch "
-                    f"from its Arrow rows; {conflicting[0]}= says how the Loader would make "
-                    "them instead: do that in the transform, or drop with_transform"
-                )
-        elif isinstance(data, Table) or type(data).__module__.startswith("lancedb"):
-            # The version the table reads now, for every epoch of this loader (its length
-            # and order are that version's): make a new Loader to read a newer one.
-            self._table = as_lancetorch_table(data)._pinned_view()
-            offset, n, rows = 0, None, None
-            columns = None
-            renames = {}
-        else:
-            raise TypeError(
-                f"Loader reads a lancetorch Table or Permutation, not {type(data).__name__}"
-            )
-        self._rows = rows
-        self._offset = offset
+        plan = _plan_of(data, decode, per_column, features, dtype, null_value)
+        self._table, self._rows, self._offset = plan.table, plan.rows, plan.offset
+        decode, per_column, transform, n = plan.decode, plan.per_column, plan.transform, plan.length
         schema = self._table.schema
         held = set(schema.names)
-        names = list(columns) if columns is not None else schema.names
+        names = list(plan.columns) if plan.columns is not None else schema.names
         missing = [c for c in names if c not in held]
         if missing:
             raise ValueError(f"column '{missing[0]}' is not in table '{self._table.name}'")
-        self._keys = [renames.get(n, n) for n in names]  # what per_column batches are keyed by
+        # What per_column batches are keyed by.
+        self._keys = [plan.renames.get(n, n) for n in names]
         self._decode = dict(decode or {})
-        self._features = None if features is None else list(features)
-        self._target = target
-        if self._features is not None:
-            if isinstance(features, str):
-                self._features = [features]
-            wanted = self._features + ([] if target is None else [target])
-            position = {k: i for i, k in enumerate(self._keys)}
-            unknown = [c for c in wanted if c not in position]
-            if unknown:
-                raise ValueError(
-                    f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
-                )
-            names = [names[position[c]] for c in wanted]
-            self._keys = wanted
-            per_column = True  # one tensor a column inside, (x, y) outside
-        elif target is not None:
-            raise ValueError("target= goes with features=: name the feature columns too")
-        unknown = sorted(set(self._decode) - set(self._keys))
-        if unknown:
-            raise ValueError(
-                f"decode names column '{unknown[0]}', which this loader does not read; "
-                f"columns: {self._keys}"
-            )
-        # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
-        # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
-        # With a transform, every column goes to it as Arrow rows.
-        self._transform = transform
-        self._side = [
-            i
-            for i, (n, k) in enumerate(zip(names, self._keys))
-            if transform is not None or k in self._decode or not _dense(schema.field(n).type)
-        ]
-        self._side_set = set(self._side)
-        if self._side and not per_column and transform is None:
-            first = names[self._side[0]]
-            raise TypeError(
-                f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
-                "tensor cannot hold; pass per_column=True (with decode={...} for token lists), "
-                "or leave it out with a Permutation's select_columns"
-            )
-        self._names = names
-        lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
-        if lists and not per_column and transform is None:
-            raise TypeError(
-                f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
-                "tensor cannot hold; pass per_column=True for one tensor per column (this one "
-                "as (rows, size)), or leave it out with a Permutation's select_columns"
-            )
-        if clump_size < 1 or window_rows < 1:
-            raise ValueError(
-                f"clump_size={clump_size} and window_rows={window_rows} must be 1 or more"
-            )
-        self._clump = clump_size
-        self._window_rows = window_rows
+        names, per_column = self._choose_columns(names, features, target, per_column)
+        self._sort_columns(names, transform, per_column)
         before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
         fill = np.subtract(self._store_io(), before).tolist()  # the cache's fill, if it read
@@ -526,7 +512,7 @@ class Loader:
             rank=rank,
             world_size=world_size,
             uneven=uneven,
-            order=order,
+            order=order if self._store is not None else windows,
         )
         if not 1 <= prefetch <= _MAX_PREFETCH:
             raise ValueError(
@@ -553,33 +539,68 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
-        # Read by windows: the layouts of the window a pass started in, (epoch, window,
-        # layouts), and those of a loaded state, (epoch, position, layouts), until a pass
-        # starts from them (see _pass_layouts).
-        self._pass: tuple[int, int, list[tuple[int, int]]] | None = None
-        self._resume: tuple[int, int, list[tuple[int, int]]] | None = None
-        self._stats = {
-            "index_s": 0.0,
-            "read_s": 0.0,
-            "take_s": 0.0,
-            "convert_s": 0.0,
-            "pin_s": 0.0,
-            "decode_s": 0.0,
-            "wait_s": 0.0,
-            "total_s": 0.0,
-            "batches": 0,
-            "rows": 0,
-            "bytes": 0,
-            "skipped": 0,
-            "store_bytes": 0,
-            "store_requests": 0,
-            "delivered_bytes": 0,
-            "memory_bytes": 0,
-            "shuffle_moved": 0.0,
-            "shuffle_rows": 0,
-        }
-        self._stats["store_bytes"] += fill[0]
-        self._stats["store_requests"] += fill[1]
+        self._stats = {**_NO_STATS, "store_bytes": fill[0], "store_requests": fill[1]}
+
+    def _choose_columns(
+        self, names: list[str], features: Any, target: str | None, per_column: bool
+    ) -> tuple[list[str], bool]:
+        """The columns read (with ``features``, those and ``target``, in that order) and
+        whether batches are per column; ``decode`` must name columns read."""
+        self._features = None if features is None else list(features)
+        self._target = target
+        if self._features is not None:
+            if isinstance(features, str):
+                self._features = [features]
+            wanted = self._features + ([] if target is None else [target])
+            position = {k: i for i, k in enumerate(self._keys)}
+            unknown = [c for c in wanted if c not in position]
+            if unknown:
+                raise ValueError(
+                    f"column '{unknown[0]}' is not read by this loader; columns: {self._keys}"
+                )
+            names = [names[position[c]] for c in wanted]
+            self._keys = wanted
+            per_column = True  # one tensor a column inside, (x, y) outside
+        elif target is not None:
+            raise ValueError("target= goes with features=: name the feature columns too")
+        unknown = sorted(set(self._decode) - set(self._keys))
+        if unknown:
+            raise ValueError(
+                f"decode names column '{unknown[0]}', which this loader does not read; "
+                f"columns: {self._keys}"
+            )
+        return names, per_column
+
+    def _sort_columns(self, names: list[str], transform: Any, per_column: bool) -> None:
+        """Which columns the Rust threads convert and which are made on Python threads
+        (``_side``); a column one ``(columns, rows)`` tensor cannot hold needs
+        ``per_column``."""
+        schema = self._table.schema
+        # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
+        # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
+        # With a transform, every column goes to it as Arrow rows.
+        self._transform = transform
+        self._side = [
+            i
+            for i, (n, k) in enumerate(zip(names, self._keys))
+            if transform is not None or k in self._decode or not _dense(schema.field(n).type)
+        ]
+        self._side_set = set(self._side)
+        if self._side and not per_column and transform is None:
+            first = names[self._side[0]]
+            raise TypeError(
+                f"column '{first}' is {schema.field(first).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True (with decode={...} for token lists), "
+                "or leave it out with a Permutation's select_columns"
+            )
+        self._names = names
+        lists = [n for n in names if pa.types.is_fixed_size_list(schema.field(n).type)]
+        if lists and not per_column and transform is None:
+            raise TypeError(
+                f"column '{lists[0]}' is {schema.field(lists[0]).type}, which one (columns, rows) "
+                "tensor cannot hold; pass per_column=True for one tensor per column (this one "
+                "as (rows, size)), or leave it out with a Permutation's select_columns"
+            )
 
     def _store_io(self) -> tuple[int, int]:
         """Bytes and requests the table's store has served this process so far (a memory
@@ -616,29 +637,13 @@ class Loader:
         """
         self._sampler.set_epoch(epoch)
 
-    def _order_name(self) -> str:
-        if self._store is not None:
-            return self._sampler.order_kind
-        return f"windows(clump_size={self._clump}, window_rows={self._window_rows})"
-
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
-        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows adds
-        ``window_layout``: how the window the position is in was laid out for the ranks
-        (``[first global position, ranks]`` pairs), so that a resume on another number of
-        ranks knows which of its rows were read."""
-        state = {**self._sampler.state_dict(), "order": self._order_name()}
-        if self._store is None:
-            epoch, position = state["epoch"], state["position"]
-            _, starts = self._windows(epoch)
-            k = int(np.searchsorted(starts, position, side="right")) - 1
-            layouts = [(int(starts[k]), self._sampler.world_size)]
-            if self._resume is not None and self._resume[:2] == (epoch, position):
-                layouts = self._resume[2]
-            elif self._pass is not None and self._pass[:2] == (epoch, k):
-                layouts = self._pass[2]
-            state["window_layout"] = [[q, w] for q, w in layouts if q <= position]
-        return state
+        :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows is read in
+        the sampler's :class:`~lancetorch.sampler.Windows` order, whose state adds
+        ``window_layout``: how the window the position is in was laid out for the ranks, so
+        that a resume on another number of ranks knows which of its rows were read."""
+        return self._sampler.state_dict()
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
@@ -663,68 +668,27 @@ class Loader:
             raise TypeError(
                 f"state={state!r} is {type(state).__name__}; give what state_dict() returned"
             )
-        if state.get("order") != self._order_name():
+        order = self._sampler.order_kind
+        if state.get("order") != order:
             raise ValueError(
                 f"the state was saved reading in the order {state.get('order')!r}, this loader "
-                f"reads table '{self._table.name}' in the order {self._order_name()!r}: its "
-                "positions would name other rows; read it as it was read then (the same cache "
-                "decision, clump_size and window_rows)"
+                f"reads table '{self._table.name}' in the order {order!r}: its positions would "
+                "name other rows; read it as it was read then (the same cache decision, "
+                "clump_size and window_rows)"
             )
-        self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
-        if self._store is None:
-            epoch, position = self._sampler.epoch, self._sampler._start
-            self._resume = (epoch, position, self._saved_layouts(state, epoch, position))
-
-    def _saved_layouts(
-        self, state: dict[str, Any], epoch: int, position: int
-    ) -> list[tuple[int, int]]:
-        """A state's ``window_layout``, checked against the windows of its position."""
-        _, starts = self._windows(epoch)
-        if position >= starts[-1]:  # nothing of the epoch left to read
-            return [(position, self._sampler.world_size)]
-        k = int(np.searchsorted(starts, position, side="right")) - 1
-        s = int(starts[k])
-        saved = state.get("window_layout")
-        if saved is None:
-            world = state.get("world_size", 1)
-            if position > s and world != 1:
-                raise ValueError(
-                    f"the state was saved at position {position}, inside a window, on "
-                    f"{world} ranks, and has no 'window_layout': the lancetorch that saved it "
-                    "laid windows out for several ranks otherwise, so the rows read cannot be "
-                    "known; resume from the start of the epoch (position 0)"
-                )
-            return [(s, world if isinstance(world, int) else 1)]
-        try:
-            layouts = [(int(q), int(w)) for q, w in saved]
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"state['window_layout']={saved!r} is not a list of [position, ranks] pairs; "
-                "give what state_dict() returned"
-            ) from err
-        qs = [q for q, _ in layouts]
-        if (
-            not layouts
-            or qs[0] != s
-            or any(b <= a for a, b in zip(qs, qs[1:]))
-            or qs[-1] > position
-            or any(w < 1 for _, w in layouts)
-        ):
-            raise ValueError(
-                f"state['window_layout']={saved!r} does not fit position {position} of epoch "
-                f"{epoch}, in the window of positions {s} to {int(starts[k + 1])}: give what "
-                "state_dict() returned, with the same clump_size and window_rows"
-            )
-        return layouts
+        self._sampler.load_state_dict(state)
 
     def _prefetcher(
         self,
         store: _native.ColumnStore,
         rows: np.ndarray,
         columns: list[int],
-        drop_last: bool,
         epoch: int = 0,
     ) -> _Source:
+        # The one cut of these rows into batches, the sampler's: with drop_last a short last
+        # batch is left out here, for the Rust threads and the side columns alike (each then
+        # cuts the rows it is given by batch_size).
+        rows = rows[: self._sampler.batched_rows(len(rows))]
         # uint32 rows (an epoch's order where the table allows) are shared, not widened.
         dtype = np.uint32 if rows.dtype == np.uint32 else np.int64
         dense = [c for i, c in enumerate(columns) if i not in self._side_set]
@@ -735,7 +699,7 @@ class Loader:
             dense,
             _native.Batching(
                 self._sampler.batch_size,
-                drop_last=drop_last,
+                drop_last=False,  # the rows are cut to the sampler's batches above
                 dtype=self._dtype,
                 null_value=self._null_value,
                 per_column=self._per_column,
@@ -784,16 +748,14 @@ class Loader:
         start = time.perf_counter()
         order = self._sampler.shard_rows(epoch, position)
         # How far rows move, from an even sample of the epoch's rows (at most 65536).
-        sample = np.arange(0, len(order), max(1, len(order) >> 16), dtype=np.int64)
-        places = position + sample * self._sampler.world_size + self._sampler.rank
-        beyond = places >= self._sampler.n  # padding: the first positions again
-        places[beyond] = position + (places[beyond] - position) % (self._sampler.n - position)
-        self._moved(order[sample].astype(np.int64), places)
+        step = max(1, len(order) >> 16)
+        places = self._sampler.shard_positions(position, 0, len(order), step)
+        self._moved(order[::step].astype(np.int64), places)
         rows = self._table_rows(order)
         self._stats["index_s"] += time.perf_counter() - start
         store = self._store
         assert store is not None  # read from memory
-        prefetcher = self._prefetcher(store, rows, self._columns, self._sampler.drop_last, epoch)
+        prefetcher = self._prefetcher(store, rows, self._columns, epoch)
         prefetcher.from_memory = True
         # The prefetcher holds the epoch's rows (4 bytes each where they fit): no other copy
         # of them stays here (but the side columns' view), nor in the sampler, while the
@@ -802,121 +764,22 @@ class Loader:
         self._sampler.forget_order()
         yield prefetcher
 
-    def _windows(self, epoch: int) -> tuple[list[np.ndarray], np.ndarray]:
-        """The windows of ``epoch``: each one's clumps, and the global position each starts at
-        (the last entry is the number of rows)."""
-        n, clump = self._sampler.n, self._clump
-        clumps = -(-n // clump)
-        if self._sampler.shuffle:
-            clump_order = _native.epoch_order(clumps, self._sampler.seed, epoch).to_numpy()
-        else:
-            clump_order = np.arange(clumps)
-        per_window = max(1, self._window_rows // clump)
-        groups = [np.sort(clump_order[i : i + per_window]) for i in range(0, clumps, per_window)]
-        sizes = [int(np.minimum((g + 1) * clump, n).sum() - (g * clump).sum()) for g in groups]
-        return groups, np.cumsum([0] + sizes)
-
-    def _laid_out(self, epoch: int, k: int, positions: np.ndarray, world: int) -> np.ndarray:
-        """``positions`` (sorted: in storage order) laid out for ``world`` ranks from a
-        window's first global position on: slot ``j`` (the positions ``j, j + world, ...``
-        after it, which one rank reads) takes the ``j``-th contiguous run of them, shuffled
-        from ``(seed, epoch, window, slot)``. So a rank reads its own rows of the window, one
-        stretch of the table, and with one rank this is the window's rows shuffled whole."""
-        sampler = self._sampler
-        if len(positions) <= 1 or (world == 1 and not sampler.shuffle):
-            return positions
-        if world == 1:
-            seed = (sampler.seed + 1 + k) & _SEED_MASK
-            return positions[_native.epoch_order(len(positions), seed, epoch).to_numpy()]
-        out = np.empty(len(positions), dtype=np.int64)
-        begin = 0
-        for j in range(min(world, len(positions))):
-            count = len(range(j, len(positions), world))
-            part = positions[begin : begin + count]
-            begin += count
-            if sampler.shuffle:
-                seed = (sampler.seed + 1 + k + j * _SLOT_STEP) & _SEED_MASK
-                part = part[_native.epoch_order(count, seed, epoch).to_numpy()]
-            out[j::world] = part
-        return out
-
-    def _window_order(
-        self, epoch: int, group: np.ndarray, k: int, layouts: list[tuple[int, int]]
-    ) -> np.ndarray:
-        """The positions of window ``k`` in read order, from the global position of its
-        last layout on. ``layouts`` are ``(first global position, ranks)``: the window laid
-        out for that many ranks from there (the first from the window's start); a later one,
-        where a run resumed on another number of ranks, lays out anew the rows the ones
-        before it had not reached."""
-        n, clump = self._sampler.n, self._clump
-        positions = np.concatenate(
-            [np.arange(c * clump, min((c + 1) * clump, n), dtype=np.int64) for c in group]
-        )
-        for i, (q, world) in enumerate(layouts):
-            order = self._laid_out(epoch, k, positions, world)
-            if i + 1 == len(layouts):
-                return order
-            read = order[: layouts[i + 1][0] - q]
-            positions = np.setdiff1d(positions, read, assume_unique=True)
-        raise AssertionError("a window has one layout at least")
-
-    def _pass_layouts(
-        self, epoch: int, position: int, starts: np.ndarray
-    ) -> tuple[int, list[tuple[int, int]]]:
-        """The window a pass from ``position`` starts in and its layouts: those of the run
-        it resumes (a loaded state's) while they cover the rows read, and one for this
-        world size from ``position`` on where the number of ranks changed."""
-        world = self._sampler.world_size
-        k = int(np.searchsorted(starts, position, side="right")) - 1
-        saved = [(int(starts[k]), world)]
-        if self._resume is not None and self._resume[:2] == (epoch, position):
-            saved = self._resume[2]
-        layouts = [(q, w) for q, w in saved if q < position]
-        if not layouts or layouts[-1][1] != world:
-            layouts.append((position, world))
-        return k, layouts
-
     def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
-        """A table too large for memory: clumps of ``clump_size`` neighbouring rows in shuffled
-        order, read ``window_rows`` at a time (the next window on a background thread), each
-        window laid out so that a rank reads a stretch of it (see ``_laid_out``). The windows
-        one after another are the epoch's global order; this rank reads its positions of it
-        from ``position`` on, as BatchSampler shards its order (padding, when asked, repeats
-        the first positions from ``position`` on, read again with the last window).
-        Rows a window leaves short of a full batch open the next."""
+        """A table too large for memory, in the sampler's windowed order (see
+        :class:`~lancetorch.sampler.Windows`): this rank's rows of each window read through
+        the backend, the next window on a background thread; its padding, when asked, is read
+        with the last window. Rows a window leaves short of a full batch open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
-        sampler = self._sampler
-        size, world = sampler.batch_size, sampler.world_size
-        groups, starts = self._windows(epoch)
-        shard = sampler.shard_size(position)
-        end = position + shard * world  # global positions this pass covers (beyond n: padding)
-        first = position + sampler.rank  # this rank's first global position
-        todo = [k for k in range(len(groups)) if starts[k + 1] > position]
-        k0, layouts = -1, list[tuple[int, int]]()
-        if todo:
-            k0, layouts = self._pass_layouts(epoch, position, starts)
-            self._pass = (epoch, k0, layouts)
-        self._resume = None
-
-        def layouts_of(k: int) -> list[tuple[int, int]]:
-            return layouts if k == k0 else [(int(starts[k]), world)]
-
+        sampler, size = self._sampler, self._sampler.batch_size
+        todo = sampler.shard_windows(epoch, position)
         backend = self._table._backend
 
-        def mine(k: int) -> np.ndarray:
-            """This rank's positions (of the permutation) in window ``k``, in read order."""
-            lo, hi = max(int(starts[k]), position), min(int(starts[k + 1]), end)
-            g = np.arange(lo + (first - lo) % world, hi, world, dtype=np.int64)
-            laid = layouts_of(k)
-            out = self._window_order(epoch, groups[k], k, laid)[g - laid[-1][0]]
-            self._moved(out, g)
-            if k == todo[-1] and end > sampler.n:  # padding: the rest's first positions again
-                pad = np.arange(sampler.n + (first - sampler.n) % world, end, world)
-                wrapped = position + (pad - position) % (sampler.n - position)
-                padded = self._positions_at(epoch, groups, starts, wrapped, layouts_of)
-                self._moved(padded, wrapped)
-                out = np.concatenate([out, padded])
+        def mine(lo: int, hi: int) -> np.ndarray:
+            """This rank's positions (of what the loader reads) ``lo..hi``, in read order."""
+            places = sampler.shard_positions(position, lo, hi)
+            out = sampler.rows_at(epoch, places)
+            self._moved(out, places)
             return out
 
         def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple]:
@@ -925,7 +788,7 @@ class Loader:
             not read again): the store, the places of the full batches' rows, and the rows
             left over for the next."""
             t0 = time.perf_counter()
-            positions = mine(todo[i])
+            positions = mine(*todo[i])
             store, local = None, np.array([], dtype=np.int64)
             if len(positions):
                 before = backend.io_totals()
@@ -959,34 +822,13 @@ class Loader:
                 store, local, carry = pending.result()
                 if i + 1 < len(todo):
                     pending = pool.submit(read, i + 1, carry)
-                if store is not None:
-                    last = i == len(todo) - 1
-                    yield self._prefetcher(store, local, columns, sampler.drop_last and last, epoch)
-
-    def _positions_at(
-        self,
-        epoch: int,
-        groups: list[np.ndarray],
-        starts: np.ndarray,
-        g: np.ndarray,
-        layouts_of: Callable[[int], list[tuple[int, int]]],
-    ) -> np.ndarray:
-        """The permutation positions at global positions ``g`` of the windowed order."""
-        out = np.empty(len(g), dtype=np.int64)
-        windows = np.searchsorted(starts, g, side="right") - 1
-        for k in np.unique(windows):
-            here = windows == k
-            laid = layouts_of(int(k))
-            order = self._window_order(epoch, groups[k], int(k), laid)
-            out[here] = order[g[here] - laid[-1][0]]
-        return out
+                if store is not None:  # (only the last window's rows end short of a batch)
+                    yield self._prefetcher(store, local, columns, epoch)
 
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()
         start = time.perf_counter()
-        epoch, position = self._sampler._begin()
-        progress = self._sampler._progress
-        assert progress is not None  # set by _begin
+        epoch, position = self._sampler.begin_epoch()
         before, finished = dict(self._stats), False
         sources: Generator[_Source, None, None] = (
             self._epoch_in_memory(epoch, position)
@@ -1039,7 +881,7 @@ class Loader:
                     )
                 if self._features is not None:
                     batch = self._x_y(batch, torch)
-                progress[2] += 1
+                self._sampler.record()
                 yield batch
         finally:
             if prefetcher is not None:

@@ -10,14 +10,15 @@ An epoch is one global order of all ``n`` positions, a pure function of ``(seed,
 Rank ``r`` of ``W`` reads global positions ``r, r + W, r + 2W, ...`` of it, so after every rank
 has read ``k`` rows the first ``k * W`` positions of the order are read and nothing else: the
 state to resume from is ``(seed, epoch, position)``, whatever the number of ranks.
+
+The orders: a Fisher-Yates shuffle, a seeded bijection (no memory), and :class:`Windows`, for a
+table read a window at a time, whose windows are laid out for the ranks (its state adds how the
+current window was: ``window_layout``). Whatever the order, the rank stride, the padding, the
+cut into batches and the resume are this module's, once.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
-import sys
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,114 +26,16 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
+from ._ranks import _shared_seed, distributed_rank
+from ._windows import WindowedOrder, Windows
+
+__all__ = ["FISHER_YATES_MAX_ROWS", "BatchSampler", "Windows", "distributed_rank"]
 
 #: Up to this many rows an epoch's order is a Fisher-Yates shuffle held as one index array
 #: (4 bytes a row); beyond it, a seeded bijection computed position by position.
 FISHER_YATES_MAX_ROWS = 1 << 26
 _ORDERS = ("auto", "fisher-yates", "bijection")
 _UNEVEN = ("pad", "drop")
-
-
-def _env_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except ValueError as err:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from err
-
-
-def _torch_distributed() -> Any:
-    """``torch.distributed`` when it is imported and initialised (never imports torch)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist
-    return None
-
-
-def distributed_rank(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """``(rank, world_size)`` of this process: as given; else ``torch.distributed``'s when it
-    is initialised; else the ``RANK`` and ``WORLD_SIZE`` environment variables (set by
-    ``torchrun``); else ``(0, 1)``.
-
-    Parameters
-    ----------
-    rank : int, optional
-        This process's rank. A ``world_size`` given without a rank takes the found rank when
-        the found world has that size, else rank 0 (``world_size=1``: read everything,
-        whichever rank this is).
-    world_size : int, optional
-        The number of ranks.
-
-    Returns
-    -------
-    tuple[int, int]
-        ``(rank, world_size)``.
-
-    Raises
-    ------
-    ValueError
-        For a world size under 1, a rank outside ``0..world_size - 1``, or a ``RANK`` or
-        ``WORLD_SIZE`` that is not an integer.
-    """
-    _checks.optional_integer("rank", rank)
-    _checks.optional_integer("world_size", world_size)
-    if rank is None or world_size is None:
-        dist = _torch_distributed()
-        if dist is not None:
-            found = (dist.get_rank(), dist.get_world_size())
-        else:
-            env_rank, env_world = _env_int("RANK"), _env_int("WORLD_SIZE")
-            found = (env_rank or 0, env_world or 1)
-        if rank is None:
-            rank = found[0] if world_size is None or world_size == found[1] else 0
-        world_size = found[1] if world_size is None else world_size
-    rank, world_size = _checks.integer("rank", rank), _checks.integer("world_size", world_size)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
-            f"rank={rank} with world_size={world_size}: the world size must be 1 or more and "
-            "the rank between 0 and world_size - 1"
-        )
-    return rank, world_size
-
-
-def _shared_seed(seed: int | None, world_size: int) -> int:
-    """The seed: as given; else a random one, the same on every rank of a sharded read."""
-    if seed is not None:
-        return _checks.integer("seed", seed) & ((1 << 64) - 1)
-    if world_size == 1:
-        return secrets.randbits(64)
-    dist = _torch_distributed()
-    if dist is None:
-        raise ValueError(
-            f"a shuffled read sharded across {world_size} ranks needs the same seed on every "
-            "rank: pass seed=..., or initialise torch.distributed so that rank 0's is shared"
-        )
-    torch = sys.modules["torch"]
-    nccl = "nccl" in str(dist.get_backend()) and "gloo" not in str(dist.get_backend())
-    device = torch.device("cuda", torch.cuda.current_device()) if nccl else torch.device("cpu")
-    chosen = secrets.randbits(64) if dist.get_rank() == 0 else 0
-    box = torch.tensor([chosen - (1 << 64) if chosen >= 1 << 63 else chosen], device=device)
-    dist.broadcast(box, src=0)
-    _until_released(box)
-    return int(box.item()) & ((1 << 64) - 1)
-
-
-def _until_released(tensor: Any, limit_s: float = 5.0) -> None:
-    """Wait (briefly) until a finished collective's worker thread has let go of ``tensor``.
-
-    That thread drops its references a moment after the collective returns, and dropping a
-    reference to a tensor that Python knows takes the GIL; if the interpreter is exiting by
-    then (a sampler built just before the script ends), torch aborts the process with
-    "terminate called without an active exception". Waiting here keeps that drop within the
-    script's life."""
-    use_count = getattr(tensor, "_use_count", None)
-    if use_count is None:
-        return
-    deadline = time.monotonic() + limit_s
-    while use_count() > 1 and time.monotonic() < deadline:
-        time.sleep(0.001)
 
 
 class BatchSampler:
@@ -175,18 +78,22 @@ class BatchSampler:
         ``"pad"`` (as ``DistributedSampler``) repeats the first rows still to read (from the
         start of the epoch, or of a resumed remainder) to fill the last round; ``"drop"``
         leaves out the last ``rows % world_size`` of them.
-    order : {"auto", "fisher-yates", "bijection"}, default "auto"
+    order : {"auto", "fisher-yates", "bijection"} or Windows, default "auto"
         ``"fisher-yates"`` shuffles an index array (4 bytes a row); ``"bijection"`` computes
         each position's row from ``(seed, epoch, position)`` with no memory at all, for tables
         of billions of rows; ``"auto"`` picks Fisher-Yates up to
-        :data:`FISHER_YATES_MAX_ROWS` rows.
+        :data:`FISHER_YATES_MAX_ROWS` rows. :class:`Windows` reads clumps of neighbouring
+        rows a window at a time (what the Loader reads a table too large for memory in):
+        each window's rows are laid out for the ranks so that a rank reads one stretch of
+        the table a window; ``shuffle=False`` keeps the windows and stretches in storage
+        order. Its state records ``window_layout``, see :meth:`state_dict`.
 
     Raises
     ------
     ValueError
         For a negative number of rows, a ``batch_size`` under 1, an unknown ``uneven`` or
-        ``order``, a ``clump_size`` with the bijection order, or a shuffled read sharded
-        without a seed when ``torch.distributed`` is not initialised.
+        ``order``, a ``clump_size`` with the bijection or windowed order, or a shuffled read
+        sharded without a seed when ``torch.distributed`` is not initialised.
     TypeError
         For an argument of the wrong type: a size, count, seed or rank that is not an integer
         (``2.5``, ``"64"``, ``True``), a flag that is not a bool.
@@ -213,7 +120,7 @@ class BatchSampler:
         rank: int | None = None,
         world_size: int | None = None,
         uneven: str = "pad",
-        order: str = "auto",
+        order: str | Windows = "auto",
     ) -> None:
         if isinstance(data_source, (int, np.integer, bool, np.bool_)):
             n = _checks.integer("data_source", data_source, low=0)
@@ -229,7 +136,16 @@ class BatchSampler:
         drop_last = _checks.flag("drop_last", drop_last)
         clump_size = _checks.optional_integer("clump_size", clump_size, low=1)
         _checks.choice("uneven", uneven, _UNEVEN)
-        _checks.choice("order", order, _ORDERS)
+        windows = order if isinstance(order, Windows) else None
+        if windows is not None:
+            if clump_size is not None:
+                raise ValueError(
+                    f"clump_size={clump_size} with order={windows}: the windowed order's clumps "
+                    "are its own, give Windows(clump_size=...)"
+                )
+            order = str(windows)
+        else:
+            _checks.choice("order", order, _ORDERS)
         self.n = n
         if order == "auto":
             order = "fisher-yates" if self.n <= FISHER_YATES_MAX_ROWS else "bijection"
@@ -246,11 +162,12 @@ class BatchSampler:
         self.drop_last = drop_last
         self.clump_size = clump_size
         self.uneven = uneven
-        self.order_kind = order
+        self.order_kind = order  # a name, and the state's "order"
         self.epoch = 0  # the epoch the next pass reads
         self._start = 0  # and the global position it starts at
         self._progress: list[int] | None = None  # [epoch, start, batches] of the pass underway
         self._cached_order: tuple[int, np.ndarray] | None = None
+        self._windows = None if windows is None else WindowedOrder(windows, n, self.seed, shuffle)
 
     # -- orders -----------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -313,6 +230,8 @@ class BatchSampler:
 
     def _rows_at(self, epoch: int, positions: np.ndarray) -> np.ndarray:
         """:meth:`rows_at` of arguments already checked (each batch of ``__iter__``)."""
+        if self._windows is not None:
+            return self._windows.rows_at(epoch, positions.astype(np.int64), self.world_size)
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
@@ -355,6 +274,8 @@ class BatchSampler:
         """Drop the kept order of the current epoch (made again if asked for): for a reader
         that holds its own copy of the epoch's rows."""
         self._cached_order = None
+        if self._windows is not None:
+            self._windows.forget()
 
     # -- this rank's share --------------------------------------------------------------------
     def shard_size(self, start: int = 0) -> int:
@@ -376,7 +297,7 @@ class BatchSampler:
             return -(-remaining // self.world_size)
         return remaining // self.world_size
 
-    def shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+    def shard_positions(self, start: int, lo: int, hi: int, step: int = 1) -> np.ndarray:
         """Global positions of this rank's rows ``lo..hi`` in an epoch started at ``start``.
 
         Parameters
@@ -387,6 +308,8 @@ class BatchSampler:
             This rank's first row, counted in its own share.
         hi : int
             One past its last row.
+        step : int, default 1
+            Every ``step``-th of those rows only (1 or more): a sample of a share.
 
         Returns
         -------
@@ -402,14 +325,54 @@ class BatchSampler:
         size = self.shard_size(start)  # checks start
         lo = _checks.integer("lo", lo, low=0, high=size)
         hi = _checks.integer("hi", hi, low=lo, high=size)
-        return self._shard_positions(start, lo, hi)
+        step = _checks.integer("step", step, low=1)
+        return self._shard_positions(start, lo, hi, step)
 
-    def _shard_positions(self, start: int, lo: int, hi: int) -> np.ndarray:
+    def _shard_positions(self, start: int, lo: int, hi: int, step: int = 1) -> np.ndarray:
         """:meth:`shard_positions` of arguments already checked (each batch of ``__iter__``)."""
-        positions = start + np.arange(lo, hi, dtype=np.int64) * self.world_size + self.rank
+        positions = start + np.arange(lo, hi, step, dtype=np.int64) * self.world_size + self.rank
         if self.uneven == "pad" and hi > lo and positions[-1] >= self.n:
             positions = start + (positions - start) % (self.n - start)
         return positions
+
+    def shard_windows(self, epoch: int, start: int = 0) -> list[tuple[int, int]]:
+        """This rank's rows of an epoch started at ``start`` by window: for each window the
+        epoch has from ``start`` on, the ``(lo, hi)`` of its rows there, counted in its own
+        share as :meth:`shard_positions` counts them; the last reaches to
+        :meth:`shard_size` (the padding, when there is some, is read with it). An order
+        other than :class:`Windows` is one window.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch whose windows these are.
+        start : int, default 0
+            The global position the epoch starts at.
+
+        Returns
+        -------
+        list[tuple[int, int]]
+            One range a window, in read order; a window where this rank has no row gives an
+            empty one; none when the epoch has nothing left from ``start``.
+        """
+        epoch = _checks.integer("epoch", epoch, low=0)
+        size = self.shard_size(start)  # checks start
+        if self._windows is None:
+            return [(0, size)] if start < self.n else []
+        starts = self._windows.starts(epoch)
+        first = start + self.rank  # this rank's first global position
+
+        def index(place: int) -> int:  # this rank's rows before global position ``place``
+            return min(max(-(-(place - first) // self.world_size), 0), size)
+
+        ranges = [
+            (index(max(int(lo), start)), index(int(hi)))
+            for lo, hi in zip(starts, starts[1:])
+            if hi > start
+        ]
+        if ranges:
+            ranges[-1] = (ranges[-1][0], size)
+        return ranges
 
     def shard_rows(self, epoch: int, start: int = 0) -> np.ndarray:
         """Everything this rank reads in ``epoch`` from global position ``start``, in order
@@ -429,7 +392,7 @@ class BatchSampler:
         """
         epoch = _checks.integer("epoch", epoch, low=0)
         size = self.shard_size(start)
-        if self.order_kind == "bijection" or not self.shuffle:
+        if self.order_kind != "fisher-yates" or not self.shuffle:
             return self.rows_at(epoch, self.shard_positions(start, 0, size))
         # Fisher-Yates: a strided slice of the epoch's order, then the padding.
         whole = self._fisher_yates(epoch)
@@ -442,27 +405,99 @@ class BatchSampler:
             )
         return np.ascontiguousarray(mine)
 
-    def _batches(self, rows: int) -> int:
+    def batch_count(self, rows: int) -> int:
+        """The batches ``rows`` of this rank's rows make: the one cut of an epoch into batches,
+        which every reader of the sampler's rows follows.
+
+        Parameters
+        ----------
+        rows : int
+            Rows to cut, 0 or more.
+
+        Returns
+        -------
+        int
+            ``rows / batch_size`` rounded up, or down with ``drop_last`` (a short last batch
+            left out).
+        """
+        rows = _checks.integer("rows", rows, low=0)
         return rows // self.batch_size if self.drop_last else -(-rows // self.batch_size)
+
+    def batched_rows(self, rows: int) -> int:
+        """Of ``rows`` rows of this rank, how many its batches hold (:meth:`batch_count`
+        batches of ``batch_size``, the last one maybe short).
+
+        Parameters
+        ----------
+        rows : int
+            Rows to cut, 0 or more.
+
+        Returns
+        -------
+        int
+            ``rows``, or with ``drop_last`` the rows of the full batches.
+        """
+        return min(rows, self.batch_count(rows) * self.batch_size)
 
     def __len__(self) -> int:
         """Batches in the next pass (shorter when resuming mid-epoch)."""
-        return self._batches(self.shard_size(self._start))
+        return self.batch_count(self.shard_size(self._start))
 
     # -- passes and resuming ----------------------------------------------------------------
-    def _begin(self) -> tuple[int, int]:
-        """Start a pass: its ``(epoch, start)``; the pass after it reads the next epoch."""
+    def begin_epoch(self) -> tuple[int, int]:
+        """Start a pass, as ``iter(sampler)`` does, for a reader that reads the sampler's rows
+        itself (the Loader): the pass after it reads the next epoch; :meth:`record` counts the
+        batches read, which :meth:`state_dict` resumes after.
+
+        Returns
+        -------
+        tuple[int, int]
+            ``(epoch, position)``: the epoch this pass reads and the global position it
+            starts at (0, or a loaded state's).
+        """
         epoch, start = self.epoch, self._start
         self.epoch, self._start = epoch + 1, 0
         self._progress = [epoch, start, 0]
+        if self._windows is not None:
+            self._windows.begin(epoch, start, self.world_size)
         return epoch, start
 
+    def record(self, batches: int = 1) -> None:
+        """Count ``batches`` more batches of the pass :meth:`begin_epoch` started as handed
+        out.
+
+        Parameters
+        ----------
+        batches : int, default 1
+            Batches handed out since the last count, 0 or more.
+
+        Raises
+        ------
+        ValueError
+            When no pass has begun (since the sampler was made, or since ``set_epoch`` or
+            ``load_state_dict``), or for more batches than the pass has.
+        """
+        batches = _checks.integer("batches", batches, low=0)
+        if self._progress is None:
+            raise ValueError(
+                "record() counts the batches of a pass: call begin_epoch() (or iterate the "
+                "sampler) first"
+            )
+        epoch, start, handed = self._progress
+        total = self.batch_count(self.shard_size(start))
+        if handed + batches > total:
+            raise ValueError(
+                f"batches={batches}: {handed} of this pass's {total} batches were handed out "
+                "already"
+            )
+        self._progress[2] = handed + batches
+
     def __iter__(self) -> Iterator[np.ndarray]:
-        epoch, start = self._begin()
+        epoch, start = self.begin_epoch()
         size, step = self.shard_size(start), self.batch_size
         progress = self._progress
-        assert progress is not None  # set by _begin
-        for k in range(self._batches(size)):
+        assert progress is not None  # set by begin_epoch
+        for k in range(self.batch_count(size)):
             lo, hi = k * step, min((k + 1) * step, size)
             batch = self._rows_at(epoch, self._shard_positions(start, lo, hi))
             progress[2] = k + 1
@@ -484,7 +519,10 @@ class BatchSampler:
         -------
         dict[str, Any]
             ``epoch``, ``position``, ``seed``, and ``rows``, ``shuffle``, ``order``,
-            ``clump_size``, ``world_size`` for :meth:`load_state_dict`'s checks.
+            ``clump_size``, ``world_size`` for :meth:`load_state_dict`'s checks. The
+            :class:`Windows` order adds ``window_layout``: how the window the position is in
+            was laid out for the ranks (``[first global position, ranks]`` pairs), so that a
+            resume on another number of ranks knows which of its rows were read.
 
         Raises
         ------
@@ -500,11 +538,11 @@ class BatchSampler:
                 raise ValueError(
                     f"batches={batches}: only {handed} batches of this pass were handed out"
                 )
-            if done >= self._batches(self.shard_size(start)):
+            if done >= self.batch_count(self.shard_size(start)):
                 epoch, position = epoch + 1, 0  # the pass is complete
             else:
                 position = start + done * self.batch_size * self.world_size
-        return {
+        state: dict[str, Any] = {
             "epoch": epoch,
             "position": position,
             "seed": self.seed,
@@ -514,12 +552,17 @@ class BatchSampler:
             "clump_size": self.clump_size,
             "world_size": self.world_size,
         }
+        if self._windows is not None:
+            state["window_layout"] = self._windows.state(epoch, position, self.world_size)
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume from ``state_dict()``: the next pass reads the rest of that epoch, in the
         same order, then the epochs after it. The number of ranks (and the batch size) may
         differ from the run that saved the state: the remaining positions are shared among
         the ranks there are now, none read twice, none left out (beyond ``uneven`` padding).
+        With the :class:`Windows` order, the rows of the current window not yet read are laid
+        out anew for the ranks there are now.
 
         Parameters
         ----------
@@ -530,7 +573,8 @@ class BatchSampler:
         ------
         ValueError
             For a state without the keys of one, or saved by a sampler with other rows,
-            ``shuffle``, ``order`` or ``clump_size``, or a position outside the epoch.
+            ``shuffle``, ``order`` or ``clump_size``, a position outside the epoch, or (the
+            windowed order) a ``window_layout`` that does not fit the position.
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -558,6 +602,12 @@ class BatchSampler:
             raise ValueError(f"position {position} is outside the epoch's {self.n} rows")
         seed = _checks.integer("state['seed']", state["seed"], low=0, high=2**64 - 1)
         epoch = _checks.integer("state['epoch']", state["epoch"], low=0)
+        if self._windows is not None:
+            windows = WindowedOrder(self._windows.spec, self.n, seed, self.shuffle)
+            windows.resume(
+                windows.saved_layouts(state, epoch, position, self.world_size), epoch, position
+            )
+            self._windows = windows
         self.seed = seed
         self.epoch, self._start, self._progress = epoch, position, None
         self._cached_order = None

@@ -25,6 +25,7 @@ from ._backends import (
     Recipe,
     _LanceBackend,
     _MemoryBackend,
+    is_backend,
     tier_folder,
 )
 from .query import ScanQuery, TakeQuery
@@ -68,7 +69,7 @@ class Table:
     ) -> None:
         if not isinstance(name, str):
             raise TypeError(f"name={name!r} is {type(name).__name__}; a table's name is a string")
-        if not isinstance(backend, Backend):
+        if not is_backend(backend):
             raise TypeError(
                 f"backend is {type(backend).__name__}; tables are made by "
                 "connect(uri).create_table(...) or open_table(...)"
