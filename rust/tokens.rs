@@ -265,10 +265,10 @@ pub fn pack_lists(
     if width == 0 {
         return Err(Error::Value("packing needs max_length of 1 or more".into()));
     }
-    let mut pieces = Vec::with_capacity(arrays.len());
-    for &array in arrays {
-        pieces.push(row_ranges(array, name)?);
-    }
+    let pieces = arrays
+        .iter()
+        .map(|&array| row_ranges(array, name))
+        .collect::<Result<Vec<_>>>()?;
     if let Some((_, first)) = pieces.first() {
         if let Some((_, other)) = pieces
             .iter()

@@ -207,7 +207,10 @@ class Tokens:
         torch = _torch()
         if not self.pack:
             tokens, lengths = _native.decode_tokens(batch, index, self)
-            return {column: torch.from_dlpack(tokens), f"{column}_length": torch.from_dlpack(lengths)}
+            return {
+                column: torch.from_dlpack(tokens),
+                f"{column}_length": torch.from_dlpack(lengths),
+            }
         return self.packed([batch], index, column)[0]
 
     def packed(

@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
-from .decode import check_specs
+from ._packing import ArrowColumn, Packer
+from .decode import Tokens, check_specs
 from .permutation import Permutation
 from .sampler import BatchSampler
 from .table import Table, as_lancetorch_table
@@ -219,6 +220,24 @@ def _bytes_of(values: dict[str, Any], batch: pa.RecordBatch) -> int:
         elif name in batch.schema.names:
             total += batch.column(name).nbytes
     return total
+
+
+def _fixed_packing(decode: dict, keys: list[str], features: bool) -> tuple[str, Tokens] | None:
+    """The column and spec of a ``Tokens(pack=True, blocks=B)`` spec, which makes batches of
+    tokens, not rows: the only column read then."""
+    fixed = [(c, s) for c, s in decode.items() if isinstance(s, Tokens) and s.blocks is not None]
+    if not fixed:
+        return None
+    column = fixed[0][0]
+    others = [k for k in keys if k != column]
+    if others or features:
+        raise ValueError(
+            f"decode['{column}'] packs tokens into fixed (blocks, max_length) batches, which "
+            f"hold tokens, not rows, so no other column ('{(others or ['features'])[0]}') can "
+            f"go with them: read only '{column}' (a Permutation's select_columns(['{column}'])"
+            "), or pack without blocks= to keep the rows"
+        )
+    return fixed[0]
 
 
 class Loader:
@@ -454,6 +473,14 @@ class Loader:
                 f"decode names column '{unknown[0]}', which this loader does not read; "
                 f"columns: {self._keys}"
             )
+        self._pack = _fixed_packing(self._decode, self._keys, features is not None)
+        # The side threads take a fixed-shape packed column as Arrow; it is packed in order,
+        # as batches are handed out (the carry is in _packing.Packer).
+        self._side_specs = dict(self._decode)
+        if self._pack is not None:
+            self._side_specs[self._pack[0]] = ArrowColumn()
+        self._resume_skip = 0
+        self._packer: Packer | None = None  # the carry of the pass underway
         # Columns the Rust threads convert (numbers, bools, fixed-size lists), and the rest
         # (decode specs, text, bytes, token lists), made into values on Python threads ahead.
         # With a transform, every column goes to it as Arrow rows.
@@ -570,7 +597,11 @@ class Loader:
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
         :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
-        return {**self._sampler.state_dict(), "order": self._order_name()}
+        if self._packer is None:
+            return {**self._sampler.state_dict(), "order": self._order_name()}
+        first, skip = self._packer.state()
+        state = self._sampler.state_dict(batches=first)
+        return {**state, "order": self._order_name(), "pack_skip": skip}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
@@ -600,7 +631,23 @@ class Loader:
                 "positions would name other rows; read it as it was read then (the same cache "
                 "decision, clump_size and window_rows)"
             )
+        skip = state.get("pack_skip", 0)
+        if skip and self._pack is None:
+            raise ValueError(
+                "the state was saved packing tokens into fixed blocks (pack_skip="
+                f"{skip}); this loader has no Tokens(pack=True, blocks=...) spec: build it as "
+                "it was built then"
+            )
+        if self._pack is not None and state.get("world_size") != self._sampler.world_size:
+            raise ValueError(
+                f"the state was saved on {state.get('world_size')} ranks packing fixed blocks, "
+                f"this loader runs on {self._sampler.world_size}: each rank's carry starts at "
+                "its own row, so a packing state resumes on as many ranks as saved it (each "
+                "rank loading its own state)"
+            )
         self._sampler.load_state_dict({**state, "order": self._sampler.order_kind})
+        self._resume_skip = _checks.integer("state['pack_skip']", skip, low=0)
+        self._packer = None
 
     def _prefetcher(
         self,
@@ -636,7 +683,7 @@ class Loader:
             rows,
             side,
             [self._keys[i] for i in self._side],
-            self._decode,
+            self._side_specs,
             self._sampler.batch_size,
             self._prefetch,
             epoch,
@@ -792,6 +839,28 @@ class Loader:
             wait_range = pin_range = contextlib.nullcontext
         prefetcher: _Source | None = None
         batch: Any
+        packer = None
+        if self._pack is not None:
+            packer = self._packer = Packer(*self._pack, skip=self._resume_skip)
+            self._resume_skip = 0
+
+        def deliver(batch: Any) -> Any:
+            """The batch pinned, moved and split as asked."""
+            if pin:
+                t = time.perf_counter()
+                with pin_range():
+                    batch = _each_tensor(batch, torch, lambda t: t.pin_memory())
+                self._stats["pin_s"] += time.perf_counter() - t
+            if self._device is not None:
+                batch = _each_tensor(
+                    batch,
+                    torch,
+                    lambda t: t.to(self._device, non_blocking=self._non_blocking),
+                )
+            if self._features is not None:
+                batch = self._x_y(batch, torch)
+            return batch
+
         try:
             while True:
                 t0 = time.perf_counter()
@@ -807,6 +876,8 @@ class Loader:
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
+                    for packed in packer.finish() if packer is not None else ():
+                        yield deliver(packed)
                     return
                 assert prefetcher is not None  # the capsule came from it
                 if self._transform is not None:
@@ -817,20 +888,12 @@ class Loader:
                     batch = self._columns_of(capsule, prefetcher.side(), torch)
                 else:
                     batch = torch.from_dlpack(capsule)
-                if pin:
-                    with pin_range():
-                        batch = _each_tensor(batch, torch, lambda t: t.pin_memory())
-                    self._stats["pin_s"] += time.perf_counter() - t1
-                if self._device is not None:
-                    batch = _each_tensor(
-                        batch,
-                        torch,
-                        lambda t: t.to(self._device, non_blocking=self._non_blocking),
-                    )
-                if self._features is not None:
-                    batch = self._x_y(batch, torch)
                 progress[2] += 1
-                yield batch
+                if packer is None:
+                    yield deliver(batch)
+                    continue
+                for packed in packer.feed(batch[packer.column]):
+                    yield deliver(packed)
         finally:
             if prefetcher is not None:
                 self._close(prefetcher)
@@ -850,7 +913,7 @@ class Loader:
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
             if i in self._side_set:
-                spec = self._decode.get(key)
+                spec = self._side_specs.get(key)
                 for name in [key] if spec is None else spec.outputs(key):
                     out[name] = values[name]
             else:

@@ -147,13 +147,15 @@ pub fn pack_tokens<'py>(
     carry: bool,
 ) -> PyResult<PackedCapsules<'py>> {
     let packing = spec.packing(carry)?;
-    let mut columns = Vec::with_capacity(batches.len());
     let mut name = String::new();
-    for batch in batches {
-        let (column, n) = column_of(&batch.into_inner(), index)?;
-        columns.push(column);
-        name = n;
-    }
+    let columns = batches
+        .into_iter()
+        .map(|batch| {
+            let (column, n) = column_of(&batch.into_inner(), index)?;
+            name = n;
+            Ok(column)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
     let packed = crate::py::errors::detached(py, || {
         let arrays: Vec<&dyn arrow_array::Array> = columns.iter().map(|c| c.as_ref()).collect();
         pack_lists(&arrays, &name, skip, first_document, packing)
