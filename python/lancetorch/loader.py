@@ -314,7 +314,11 @@ class Loader:
         Yield ``{column: value}`` instead of one tensor (set by ``features``).
     decode : dict[str, spec], optional
         ``{column: spec}`` (:class:`lancetorch.decode.Tokens`, ``Text``, ``Image``) for columns
-        read with ``per_column=True``.
+        read with ``per_column=True``. ``Tokens(pack=True, blocks=B)`` makes batches of tokens,
+        not rows: exactly ``(B, max_length)`` each, the tokens that do not fit carried into the
+        next (every token of the epoch once; the last batch padded); that column is then the
+        only one read, and ``state_dict()`` adds ``pack_skip``, the tokens of the row batch
+        the carry starts at already handed out (resumed on as many ranks as saved it).
     features : list of str, optional
         Yield ``x``, the ``(rows, features)`` tensor of these columns in their common type (or
         ``dtype``), or ``(x, y)`` with ``target``.
@@ -335,6 +339,7 @@ class Loader:
         bool), or a ``decode`` spec class in place of an instance (``Image`` for
         ``Image(...)``).
     ValueError
+        For a ``Tokens(blocks=...)`` column read beside another column or ``features``.
         For a column (in ``features``, ``target``, ``decode`` or a Permutation) that is not
         read, ``target`` without ``features``, ``prefetch``, ``threads``, ``clump_size`` or
         ``window_rows`` out of range, a ``device`` torch does not know (or a CUDA one where
@@ -617,8 +622,9 @@ class Loader:
         ------
         ValueError
             For a state saved reading in another order (the cache decision, ``clump_size`` and
-            ``window_rows``), or one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
-            refuses.
+            ``window_rows``), one :meth:`lancetorch.sampler.BatchSampler.load_state_dict`
+            refuses, one with ``pack_skip`` for a loader without ``Tokens(blocks=...)``, or a
+            fixed-packing state saved on another number of ranks.
         """
         if not isinstance(state, dict):
             raise TypeError(
