@@ -229,7 +229,7 @@ pub struct Packed {
     pub tokens: HostTensor,
     /// `(blocks, width)` int64: the document (row) each token came from, -1 for padding.
     pub documents: HostTensor,
-    /// `(blocks, width)` int64: each token's position in its document within its block,
+    /// `(blocks, width)` int32: each token's position in its document within its block,
     /// 0 at each document's start and at each block's start (0 for padding).
     pub positions: HostTensor,
     /// `(segments + 1,)` int32: where each segment (a document's run within one block)
@@ -315,8 +315,8 @@ pub fn pack_lists(
         cells.saturating_mul(token_bytes + 16), // the tokens, their documents and positions
         &format!("column '{name}' packed into blocks of max_length={width}"),
     )?;
-    let mut documents = crate::memory::filled::<i64>(cells, -1)?;
-    let mut positions = crate::memory::filled::<i64>(cells, 0)?;
+    let mut documents = crate::memory::reserve::<i64>(cells)?;
+    let mut positions = crate::memory::reserve::<i32>(cells)?;
     let mut cu_seqlens = vec![0i32];
     let mut chunks = Vec::new();
     let (mut out, mut max_seqlen, mut to_skip) = (0usize, 0usize, skip);
@@ -331,9 +331,10 @@ pub fn pack_lists(
                     break 'rows;
                 }
                 let k = n.min(width - out % width).min(used - out);
-                documents[out..out + k].fill(document);
-                for (i, slot) in positions[out..out + k].iter_mut().enumerate() {
-                    *slot = i as i64;
+                #[allow(clippy::disallowed_methods)] // the room is reserved above
+                {
+                    documents.extend(std::iter::repeat_n(document, k));
+                    positions.extend(0..k as i32); // k <= out, which is checked to fit int32 below
                 }
                 chunks.push(Chunk {
                     piece: p,
@@ -353,6 +354,11 @@ pub fn pack_lists(
             document += 1;
         }
     }
+    #[allow(clippy::disallowed_methods)] // the room is reserved above
+    {
+        documents.resize(cells, -1);
+        positions.resize(cells, 0);
+    }
     let values: Vec<&dyn Array> = pieces.iter().map(|(_, v)| *v).collect();
     let (buffer, dtype) = copy_chunks(&values, &chunks, cells, name, packing.pad)?;
     let shape = vec![blocks as i64, width as i64];
@@ -360,7 +366,7 @@ pub fn pack_lists(
     Ok(Packed {
         tokens: HostTensor::from_buffer(buffer, dtype, shape.clone()),
         documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape.clone()),
-        positions: HostTensor::from_buffer(Buffer::from_vec(positions), DType::I64, shape),
+        positions: HostTensor::from_buffer(Buffer::from_vec(positions), DType::I32, shape),
         cu_seqlens: HostTensor::from_buffer(
             Buffer::from_vec(cu_seqlens),
             DType::I32,
@@ -489,7 +495,7 @@ mod tests {
         assert_eq!(p.tokens.shape(), &[2, 3]);
         assert_eq!(values(&p.tokens), vec![1, 2, 3, 4, 5, 6]);
         assert_eq!(longs(&p.documents), vec![10, 10, 10, 11, 11, 12]);
-        assert_eq!(longs(&p.positions), vec![0, 1, 2, 0, 1, 0]);
+        assert_eq!(values(&p.positions), vec![0, 1, 2, 0, 1, 0]);
         let cu: Vec<i64> = {
             // SAFETY: an int32 tensor of its shape's elements.
             let n = p.cu_seqlens.shape()[0] as usize;
@@ -503,7 +509,7 @@ mod tests {
         let q = pack_lists(&[&b], "t", 1, 12, packing(3, Some(2), -1)).unwrap();
         assert_eq!(values(&q.tokens), vec![7, 8, 9, -1, -1, -1]);
         assert_eq!(longs(&q.documents), vec![12, 12, 12, -1, -1, -1]);
-        assert_eq!(longs(&q.positions), vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(values(&q.positions), vec![0, 1, 2, 0, 0, 0]);
         assert_eq!(q.used, 3);
         let refuse = Packing {
             carry: false,

@@ -44,6 +44,7 @@ def check_meta(out: dict, column: str = "t") -> None:
     documents = out[f"{column}_document"].tolist()
     positions, cu, longest = reference_meta(documents)
     assert out[f"{column}_position"].tolist() == positions
+    assert str(out[f"{column}_position"].dtype) == "torch.int32"
     assert out[f"{column}_cu_seqlens"].tolist() == cu
     assert str(out[f"{column}_cu_seqlens"].dtype) == "torch.int32"
     assert int(out[f"{column}_max_seqlen"]) == longest

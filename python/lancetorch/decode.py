@@ -91,7 +91,7 @@ class Tokens:
     - ``<column>_document``: ``(blocks, max_length)`` int64, the row each token came from
       (the row of the batch; in the Loader with ``blocks=``, the row's place in the rank's
       epoch), -1 for padding;
-    - ``<column>_position``: ``(blocks, max_length)`` int64, each token's position in its
+    - ``<column>_position``: ``(blocks, max_length)`` int32, each token's position in its
       document, 0 at each document's first token and at each block's first (a document cut
       by a block boundary goes on from 0 in the next block), 0 for padding;
     - ``<column>_cu_seqlens``: ``(segments + 1,)`` int32, the cumulative lengths of the
