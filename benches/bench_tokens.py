@@ -25,7 +25,9 @@ Then packing, in tokens/s, into blocks of ``--length`` (default 8192) tokens:
   Loader runs in order), with documents, positions and cu_seqlens;
 - ``loader-pack``: ``Loader(..., decode={"tokens": Tokens(..., blocks=B)})``, the take and
   the packing of the whole epoch, every batch exactly ``(B, L)``;
-- ``memcpy`` (the ceiling): a numpy copy of the same token bytes into a ``(B, L)`` buffer.
+- ``memcpy`` (the ceiling): a numpy copy of the same token bytes into a ``(B, L)`` buffer;
+- ``memcpy-16B``: a numpy copy of as many bytes as packing writes (the tokens, 4 bytes each
+  here, their documents, 8, and positions, 4), the ceiling of packing with its metadata.
 
 ``B`` is the rows of a batch times their mean length over ``L``, rounded down (8 at the
 defaults). Prints each way's ratio to the Python collate and to the memcpy, and the padding
@@ -206,6 +208,18 @@ def packing(args, table, data, batches, values) -> None:
             np.copyto(out[: len(part)], part)
 
     results["memcpy"] = timed(memcpy_way, tokens)
+    # The bytes packing writes, not only the tokens: each token's document (int64) and
+    # position (int32) too, 16 bytes a token here.
+    wide = values.view(np.uint8)
+    out_all = np.empty(step * 16, dtype=np.uint8)
+
+    def memcpy_all_way() -> None:
+        for i in range(0, tokens, step):
+            part = wide[i * 4 : (i + step) * 4]
+            for k in range(4):
+                np.copyto(out_all[k * len(part) : (k + 1) * len(part)], part)
+
+    results["memcpy-16B"] = timed(memcpy_all_way, tokens)
     print(
         f"packing {tokens:,} tokens into ({blocks}, {length}) batches "
         f"(batches of {size} rows, {tokens / n:.0f} tokens a row on average)"

@@ -171,6 +171,7 @@ def test_a_resume_between_any_two_batches_gives_every_token_once(
         return
     resumed = loader()
     resumed.load_state_dict(state)
+    assert resumed.state_dict() == state  # a loaded state is the state until the pass starts
     tail, shapes = _stream(resumed)
     assert head + tail == whole
     assert shapes <= {(blocks, width)}
@@ -230,3 +231,26 @@ def test_a_packing_state_needs_a_packing_loader():
     plain = Loader(table, 2, per_column=True, decode={"t": Tokens(max_length=2, pack=True)})
     with pytest.raises(ValueError, match="pack_skip"):
         plain.load_state_dict(state)
+
+
+def test_a_table_read_by_windows_packs_and_resumes_every_token_once(tmp_path):
+    rng = np.random.default_rng(3)
+    rows = [list(range(i * 100, i * 100 + int(rng.integers(0, 25)))) for i in range(300)]
+    db = lancetorch.connect(str(tmp_path))
+    db.create_table("t", pa.table({"t": pa.array(rows, pa.list_(pa.int64()))}))
+    table = db.open_table("t", cache=False)
+
+    def loader():
+        return Loader(
+            table, 16, seed=2, window_rows=64, clump_size=8, per_column=True, decode=_spec(7, 3)
+        )
+
+    whole, shapes = _stream(loader())
+    assert sorted(whole) == sorted(t for r in rows for t in r)
+    assert shapes == {(3, 7)}
+    first = loader()
+    it = iter(first)
+    head = _stream([next(it) for _ in range(40)])[0]
+    resumed = loader()
+    resumed.load_state_dict(first.state_dict())
+    assert head + _stream(resumed)[0] == whole

@@ -602,8 +602,11 @@ class Loader:
     def state_dict(self) -> dict[str, Any]:
         """Where reading stands, counting the batches this loader's loop has received; see
         :meth:`lancetorch.sampler.BatchSampler.state_dict`."""
-        if self._packer is None:
-            return {**self._sampler.state_dict(), "order": self._order_name()}
+        if self._packer is None:  # no pass underway: where the next one starts
+            state = {**self._sampler.state_dict(), "order": self._order_name()}
+            if self._pack is not None:
+                state["pack_skip"] = self._resume_skip
+            return state
         first, skip = self._packer.state()
         state = self._sampler.state_dict(batches=first)
         return {**state, "order": self._order_name(), "pack_skip": skip}
