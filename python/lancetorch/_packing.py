@@ -60,7 +60,13 @@ class ArrowColumn:
 
 def _tokens(batch: pa.RecordBatch) -> int:
     """The tokens in a one-column batch of token lists (a null list holds none)."""
-    return int(pc.sum(pc.list_value_length(batch.column(0))).as_py() or 0)
+    column = batch.column(0)
+    if isinstance(column, (pa.ListArray, pa.LargeListArray)) and column.null_count == 0:
+        if not len(column):
+            return 0
+        offsets = column.offsets  # the rows' own, however the array is sliced
+        return int(offsets[-1].as_py() - offsets[0].as_py())
+    return int(pc.sum(pc.list_value_length(column)).as_py() or 0)
 
 
 class Packer:
