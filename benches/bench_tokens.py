@@ -15,7 +15,26 @@ A table of N rows (default 1M) of 16-512 random int32 tokens is read in shuffled
 The Python collate runs ``--python-batches`` batches (default 200) and is scaled to the
 epoch. Prints rows/s and each way's ratio to the Python collate and to the numpy gather.
 
-    python benches/bench_tokens.py [--rows N] [--batch-size B]
+Then packing, in tokens/s, into blocks of ``--length`` (default 8192) tokens:
+
+- ``hf-flatten-collate``: the rows as Python lists, flattened in Python into one sequence
+  with restarting ``position_ids`` (in the style of Hugging Face's
+  ``DataCollatorWithFlattening``, written here, not imported), made tensors;
+- ``pack``: ``Tokens(max_length=L, pack=True, blocks=B)`` packing the taken batches one after
+  another, the tokens that do not fit carried into the next (``Tokens.packed``, the step the
+  Loader runs in order), with documents, positions and cu_seqlens;
+- ``loader-pack``: ``Loader(..., decode={"tokens": Tokens(..., blocks=B)})``, the take and
+  the packing of the whole epoch, every batch exactly ``(B, L)``;
+- ``memcpy`` (the ceiling): a numpy copy of the same token bytes into a ``(B, L)`` buffer;
+- ``memcpy-16B``: a numpy copy of as many bytes as packing writes (the tokens, 4 bytes each
+  here, their documents, 8, and positions, 4), the ceiling of packing with its metadata.
+
+``B`` is the rows of a batch times their mean length over ``L``, rounded down (8 at the
+defaults). Prints each way's ratio to the Python collate and to the memcpy, and the padding
+fraction of the Loader's packed epoch (only its last batch is padded) beside that of packing
+each batch on its own (``blocks`` unset: every batch's last block is padded).
+
+    python benches/bench_tokens.py [--rows N] [--batch-size B] [--length L]
 """
 
 from __future__ import annotations
@@ -26,9 +45,11 @@ import time
 import lancetorch
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from lancetorch.decode import Tokens
 from lancetorch.loader import Loader
+from lancetorch.permutation import Permutation
 from lancetorch.util import to_batch
 
 
@@ -46,6 +67,25 @@ def python_collate(rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor([r + [0] * (width - len(r)) for r in rows])
 
 
+def flatten_collate(features: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+    """One ``(1, tokens)`` sequence of the rows, as ``DataCollatorWithFlattening`` makes it:
+    the ids one after another, ``position_ids`` restarting at each row, labels -100 at each
+    row's first token."""
+    ids: list[int] = []
+    positions: list[int] = []
+    labels: list[int] = []
+    for feature in features:
+        row = feature["input_ids"]
+        ids += row
+        positions += list(range(len(row)))
+        labels += [-100] + row[1:]
+    return {
+        "input_ids": torch.tensor([ids]),
+        "position_ids": torch.tensor([positions]),
+        "labels": torch.tensor([labels]),
+    }
+
+
 def timed(fn, rows_done: int) -> float:
     start = time.perf_counter()
     fn()
@@ -57,6 +97,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--python-batches", type=int, default=200)
+    p.add_argument("--length", type=int, default=8192)
     args = p.parse_args()
     n, size = args.rows, args.batch_size
     data = make_table(n)
@@ -102,6 +143,98 @@ def main() -> None:
             f"  {name:<15} {rate:>12,.0f} rows/s   {rate / base:7.1f}x python   "
             f"{rate / limit:5.2f}x numpy gather"
         )
+    packing(args, table, data, batches, values)
+
+
+def packing(args, table, data, batches, values) -> None:
+    """Packing into fixed (B, L) batches against the Python flattening collate and a memcpy
+    of the same token bytes; the padding fraction."""
+    n, size, length = args.rows, args.batch_size, args.length
+    tokens = len(values)
+    blocks = max(1, int(size * tokens / n) // length)
+    spec = Tokens(max_length=length, pack=True, blocks=blocks)
+    results = {}
+
+    def hf_way() -> int:
+        done = 0
+        for idx in batches[: args.python_batches]:
+            rows = table.__getitems__(idx).column("tokens").to_pylist()
+            out = flatten_collate([{"input_ids": r} for r in rows])
+            done += out["input_ids"].shape[1]
+        return done
+
+    start = time.perf_counter()
+    done = hf_way()
+    results["hf-flatten-collate"] = done / (time.perf_counter() - start)
+
+    taken = [
+        table.__getitems__(idx).select(["tokens"]).combine_chunks().to_batches()[0]
+        for idx in batches
+    ]
+
+    def pack_way() -> None:
+        # The Loader's in-order step alone, on batches taken before timing.
+        from lancetorch._packing import Packer
+
+        packer = Packer("tokens", spec)
+        for batch in taken:
+            for _ in packer.feed(batch):
+                pass
+        for _ in packer.finish():
+            pass
+
+    results["pack"] = timed(pack_way, tokens)
+    taken.clear()
+    read = Permutation.identity(table).select_columns(["tokens"])
+    loader = Loader(read, size, seed=1, per_column=True, decode={"tokens": spec})
+    cells = padding = 0
+    start = time.perf_counter()
+    for batch in loader:
+        assert batch["tokens"].shape == (blocks, length)
+        cells += batch["tokens"].numel()
+    results["loader-pack"] = tokens / (time.perf_counter() - start)
+    padding = cells - tokens
+    # Packing each batch on its own: every batch's last block padded.
+    cells_alone = sum(
+        -(-int(pc.sum(pc.list_value_length(c)).as_py()) // length) * length
+        for c in (table.__getitems__(idx).column("tokens") for idx in batches)
+    )
+    out = np.empty(blocks * length, dtype=values.dtype)
+    step = blocks * length
+
+    def memcpy_way() -> None:
+        for i in range(0, tokens, step):
+            part = values[i : i + step]
+            np.copyto(out[: len(part)], part)
+
+    results["memcpy"] = timed(memcpy_way, tokens)
+    # The bytes packing writes, not only the tokens: each token's document (int64) and
+    # position (int32) too, 16 bytes a token here.
+    wide = values.view(np.uint8)
+    out_all = np.empty(step * 16, dtype=np.uint8)
+
+    def memcpy_all_way() -> None:
+        for i in range(0, tokens, step):
+            part = wide[i * 4 : (i + step) * 4]
+            for k in range(4):
+                np.copyto(out_all[k * len(part) : (k + 1) * len(part)], part)
+
+    results["memcpy-16B"] = timed(memcpy_all_way, tokens)
+    print(
+        f"packing {tokens:,} tokens into ({blocks}, {length}) batches "
+        f"(batches of {size} rows, {tokens / n:.0f} tokens a row on average)"
+    )
+    base, limit = results["hf-flatten-collate"], results["memcpy"]
+    for name, rate in results.items():
+        print(
+            f"  {name:<19} {rate:>14,.0f} tokens/s   {rate / base:7.1f}x python   "
+            f"{rate / limit:5.2f}x memcpy"
+        )
+    print(
+        f"  padding at L={length}: {padding / cells:.4%} of the Loader's packed epoch "
+        f"({padding:,} of {cells:,}); {(cells_alone - tokens) / cells_alone:.2%} packing "
+        "each batch on its own"
+    )
 
 
 if __name__ == "__main__":

@@ -209,54 +209,207 @@ fn fill<T: Copy + arrow_buffer::ArrowNativeType>(
     Ok(Buffer::from_vec(out))
 }
 
-/// Packed tokens: `(blocks, width)`, and for each position the batch row its token came
-/// from (-1 past the last token).
-pub struct Packed {
-    pub tokens: HostTensor,
-    pub documents: HostTensor,
+/// How token rows are packed: into blocks of `width` tokens, `blocks` of them a batch
+/// (`None`: as many as the tokens fill, the last one padded).
+#[derive(Clone, Copy, Debug)]
+pub struct Packing {
+    /// The tokens of a block (1 or more).
+    pub width: usize,
+    /// Exactly this many blocks a batch (`None`: as many as the tokens need).
+    pub blocks: Option<usize>,
+    /// The value of the positions past the last token.
+    pub pad: i64,
+    /// Tokens past `blocks * width` are left for the next call (the caller carries them);
+    /// otherwise such a batch is refused.
+    pub carry: bool,
 }
 
-/// The tokens of column `name`, row after row, cut into blocks of `width` (the last block
-/// filled with `pad`): every token once, none cut away, as pretraining packs documents.
-pub fn pack_lists(array: &dyn Array, name: &str, width: usize, pad: i64) -> Result<Packed> {
+/// Packed tokens, `(blocks, width)`, and what variable-length attention takes of them.
+pub struct Packed {
+    pub tokens: HostTensor,
+    /// `(blocks, width)` int64: the document (row) each token came from, -1 for padding.
+    pub documents: HostTensor,
+    /// `(blocks, width)` int32: each token's position in its document within its block,
+    /// 0 at each document's start and at each block's start (0 for padding).
+    pub positions: HostTensor,
+    /// `(segments + 1,)` int32: where each segment (a document's run within one block)
+    /// starts in the flattened `(blocks * width)` tokens, from 0 to the tokens used;
+    /// padding is in no segment.
+    pub cu_seqlens: HostTensor,
+    /// The longest segment.
+    pub max_seqlen: usize,
+    /// Tokens placed (the rest of the input, past them, is the caller's carry).
+    pub used: usize,
+}
+
+/// One piece of tokens to copy: the array, the first token in its values, the count.
+struct Chunk {
+    piece: usize,
+    start: usize,
+    count: usize,
+}
+
+/// The token rows of `arrays` (each a list column named `name`), one after another, skipping
+/// the first `skip` tokens of them, packed as `packing` says: every token once, in row order.
+/// The rows are the documents: row `r` of the rows of all arrays counts as document
+/// `first_document + r`. Segments restart at each document and at each block (a document
+/// cut by a block boundary goes on, from position 0, in the next block).
+pub fn pack_lists(
+    arrays: &[&dyn Array],
+    name: &str,
+    skip: usize,
+    first_document: i64,
+    packing: Packing,
+) -> Result<Packed> {
+    let width = packing.width;
     if width == 0 {
         return Err(Error::Value("packing needs max_length of 1 or more".into()));
     }
-    let (ranges, values) = row_ranges(array, name)?;
-    let total: usize = ranges.iter().map(|&(_, n)| n).sum();
-    let blocks = total.div_ceil(width);
+    let pieces = arrays
+        .iter()
+        .map(|&array| row_ranges(array, name))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some((_, first)) = pieces.first() {
+        if let Some((_, other)) = pieces
+            .iter()
+            .find(|(_, v)| v.data_type() != first.data_type())
+        {
+            return Err(Error::Type(format!(
+                "column '{name}' holds {} tokens in one batch and {} in another; a packed \
+                 column keeps one token type",
+                first.data_type(),
+                other.data_type()
+            )));
+        }
+    }
+    let all: usize = pieces
+        .iter()
+        .flat_map(|(r, _)| r.iter().map(|&(_, n)| n))
+        .sum();
+    if skip > all {
+        return Err(Error::Value(format!(
+            "column '{name}': skip={skip} is past the {all} tokens given"
+        )));
+    }
+    let total = all - skip;
+    let blocks = packing.blocks.unwrap_or_else(|| total.div_ceil(width));
     let cells = blocks.checked_mul(width).ok_or_else(|| {
         Error::Value(format!(
             "column '{name}': {blocks} blocks of {width} tokens do not fit in memory"
         ))
     })?;
-    let token_bytes = values.data_type().primitive_width().unwrap_or(8);
-    let bytes = cells.saturating_mul(token_bytes + 8); // the tokens and each one's row
+    if total > cells && !packing.carry {
+        return Err(Error::Value(format!(
+            "column '{name}': the batch's {total} tokens need {} blocks of max_length={width}, \
+             over blocks={blocks}; one batch cannot carry tokens into the next: read through \
+             lancetorch.Loader, which carries them, or give fewer rows a batch",
+            total.div_ceil(width)
+        )));
+    }
+    let used = total.min(cells);
+    let token_bytes = pieces
+        .first()
+        .and_then(|(_, v)| v.data_type().primitive_width())
+        .unwrap_or(8);
     crate::memory::check(
-        bytes,
+        cells.saturating_mul(token_bytes + 16), // the tokens, their documents and positions
         &format!("column '{name}' packed into blocks of max_length={width}"),
     )?;
-    let (buffer, dtype) = by_token_type!(values, name, pad, |tokens: &[_], pad| {
-        let mut out = crate::memory::reserve(cells)?;
-        for &(start, n) in &ranges {
-            out.extend_from_slice(&tokens[start..start + n]);
-        }
-        #[allow(clippy::disallowed_methods)] // the room is reserved above
-        out.resize(cells, pad);
-        Ok::<_, Error>(Buffer::from_vec(out))
-    });
     let mut documents = crate::memory::reserve::<i64>(cells)?;
-    for (row, &(_, n)) in ranges.iter().enumerate() {
-        #[allow(clippy::disallowed_methods)] // the room is reserved above
-        documents.extend(std::iter::repeat_n(row as i64, n));
+    let mut positions = crate::memory::reserve::<i32>(cells)?;
+    let mut cu_seqlens = vec![0i32];
+    let mut chunks = Vec::new();
+    let (mut out, mut max_seqlen, mut to_skip) = (0usize, 0usize, skip);
+    let mut document = first_document;
+    'rows: for (p, (ranges, _)) in pieces.iter().enumerate() {
+        for &(start, n) in ranges {
+            let (mut start, mut n) = (start, n);
+            let dropped = to_skip.min(n);
+            (start, n, to_skip) = (start + dropped, n - dropped, to_skip - dropped);
+            while n > 0 {
+                if out == used {
+                    break 'rows;
+                }
+                let k = n.min(width - out % width).min(used - out);
+                #[allow(clippy::disallowed_methods)] // the room is reserved above
+                {
+                    documents.extend(std::iter::repeat_n(document, k));
+                    positions.extend(0..k as i32); // k <= out, which is checked to fit int32 below
+                }
+                chunks.push(Chunk {
+                    piece: p,
+                    start,
+                    count: k,
+                });
+                (out, start, n) = (out + k, start + k, n - k);
+                let end = i32::try_from(out).map_err(|_| {
+                    Error::Value(format!(
+                        "column '{name}': {out} tokens a batch are more than cu_seqlens \
+                         (int32) can count; use fewer blocks"
+                    ))
+                })?;
+                cu_seqlens.push(end);
+                max_seqlen = max_seqlen.max(k);
+            }
+            document += 1;
+        }
     }
     #[allow(clippy::disallowed_methods)] // the room is reserved above
-    documents.resize(cells, -1);
+    {
+        documents.resize(cells, -1);
+        positions.resize(cells, 0);
+    }
+    let values: Vec<&dyn Array> = pieces.iter().map(|(_, v)| *v).collect();
+    let (buffer, dtype) = copy_chunks(&values, &chunks, cells, name, packing.pad)?;
     let shape = vec![blocks as i64, width as i64];
+    let segments = cu_seqlens.len() as i64;
     Ok(Packed {
         tokens: HostTensor::from_buffer(buffer, dtype, shape.clone()),
-        documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape),
+        documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape.clone()),
+        positions: HostTensor::from_buffer(Buffer::from_vec(positions), DType::I32, shape),
+        cu_seqlens: HostTensor::from_buffer(
+            Buffer::from_vec(cu_seqlens),
+            DType::I32,
+            vec![segments],
+        ),
+        max_seqlen,
+        used,
     })
+}
+
+/// The tokens of `chunks` one after another, then `pad` up to `cells`, in the values'
+/// own integer type (every piece's values share it).
+fn copy_chunks(
+    values: &[&dyn Array],
+    chunks: &[Chunk],
+    cells: usize,
+    name: &str,
+    pad: i64,
+) -> Result<(Buffer, DType)> {
+    let Some(&first) = values.first() else {
+        let empty = crate::memory::filled::<i64>(cells, pad)?;
+        return Ok((Buffer::from_vec(empty), DType::I64));
+    };
+    let data: Vec<arrow_data::ArrayData> = values.iter().map(|v| v.to_data()).collect();
+    Ok(by_token_type!(first, name, pad, |_: &[_], pad| {
+        fill_chunks(&data, chunks, cells, pad)
+    }))
+}
+
+fn fill_chunks<T: arrow_buffer::ArrowNativeType>(
+    data: &[arrow_data::ArrayData],
+    chunks: &[Chunk],
+    cells: usize,
+    pad: T,
+) -> Result<Buffer> {
+    let slices: Vec<&[T]> = data.iter().map(|d| d.buffer::<T>(0)).collect();
+    let mut out = crate::memory::reserve::<T>(cells)?;
+    for c in chunks {
+        out.extend_from_slice(&slices[c.piece][c.start..c.start + c.count]);
+    }
+    #[allow(clippy::disallowed_methods)] // the room is reserved above
+    out.resize(cells, pad);
+    Ok(Buffer::from_vec(out))
 }
 
 #[cfg(test)]
@@ -306,15 +459,67 @@ mod tests {
     #[test]
     fn packs_every_token_once_into_blocks() {
         let a = lists(&[Some(vec![1, 2, 3]), None, Some(vec![4, 5]), Some(vec![6])]);
-        let p = pack_lists(&a, "t", 4, -1).unwrap();
+        let p = pack_lists(&[&a], "t", 0, 0, packing(4, None, -1)).unwrap();
         assert_eq!(p.tokens.shape(), &[2, 4]);
         assert_eq!(values(&p.tokens), vec![1, 2, 3, 4, 5, 6, -1, -1]);
         let n = 8;
         // SAFETY: an i64 tensor of n elements made by pack_lists.
         let rows = unsafe { std::slice::from_raw_parts(p.documents.data_ptr() as *const i64, n) };
         assert_eq!(rows, &[0, 0, 0, 2, 2, 3, -1, -1]);
-        let empty = pack_lists(&lists(&[None, Some(vec![])]), "t", 4, 0).unwrap();
+        let none = lists(&[None, Some(vec![])]);
+        let empty = pack_lists(&[&none], "t", 0, 0, packing(4, None, 0)).unwrap();
         assert_eq!(empty.tokens.shape(), &[0, 4]);
+    }
+
+    fn packing(width: usize, blocks: Option<usize>, pad: i64) -> Packing {
+        Packing {
+            width,
+            blocks,
+            pad,
+            carry: true,
+        }
+    }
+
+    fn longs(t: &HostTensor) -> Vec<i64> {
+        let n: i64 = t.shape().iter().product();
+        // SAFETY: an i64 tensor of n elements made by pack_lists.
+        unsafe { std::slice::from_raw_parts(t.data_ptr() as *const i64, n as usize) }.to_vec()
+    }
+
+    #[test]
+    fn fixed_blocks_carry_across_calls_with_positions_and_segments() {
+        let a = lists(&[Some(vec![1, 2, 3]), Some(vec![4, 5])]);
+        let b = lists(&[Some(vec![6, 7, 8, 9])]);
+        // Two blocks of 3: [1 2 3] [4 5 6], 7 8 9 left for the next batch.
+        let p = pack_lists(&[&a, &b], "t", 0, 10, packing(3, Some(2), -1)).unwrap();
+        assert_eq!(p.tokens.shape(), &[2, 3]);
+        assert_eq!(values(&p.tokens), vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(longs(&p.documents), vec![10, 10, 10, 11, 11, 12]);
+        assert_eq!(values(&p.positions), vec![0, 1, 2, 0, 1, 0]);
+        let cu: Vec<i64> = {
+            // SAFETY: an int32 tensor of its shape's elements.
+            let n = p.cu_seqlens.shape()[0] as usize;
+            let s = unsafe { std::slice::from_raw_parts(p.cu_seqlens.data_ptr() as *const i32, n) };
+            s.iter().map(|&v| v as i64).collect()
+        };
+        assert_eq!(cu, vec![0, 3, 5, 6]);
+        assert_eq!((p.used, p.max_seqlen), (6, 3));
+        // The rest, from the second array's first token on: the document cut by the batch
+        // boundary starts again at position 0; the last block is padded.
+        let q = pack_lists(&[&b], "t", 1, 12, packing(3, Some(2), -1)).unwrap();
+        assert_eq!(values(&q.tokens), vec![7, 8, 9, -1, -1, -1]);
+        assert_eq!(longs(&q.documents), vec![12, 12, 12, -1, -1, -1]);
+        assert_eq!(values(&q.positions), vec![0, 1, 2, 0, 0, 0]);
+        assert_eq!(q.used, 3);
+        let refuse = Packing {
+            carry: false,
+            ..packing(3, Some(1), 0)
+        };
+        let err = pack_lists(&[&a], "t", 0, 0, refuse)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("Loader") && err.contains("blocks=1"), "{err}");
     }
 
     #[test]

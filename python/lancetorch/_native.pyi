@@ -31,6 +31,7 @@ __all__ = [
     "mark_forked",
     "check_sql_expression",
     "decode_tokens",
+    "pack_tokens",
     "decode_images",
 ]
 
@@ -113,6 +114,15 @@ def batch_column_to_tensor(
     batch: pa.RecordBatch, index: int, dtype: str | None = None, null_value: float | None = None
 ) -> object: ...
 def decode_tokens(batch: pa.RecordBatch, index: int, spec: Tokens) -> tuple[object, object]: ...
+def pack_tokens(
+    batches: list[pa.RecordBatch],
+    index: int,
+    spec: Tokens,
+    *,
+    skip: int = 0,
+    first_document: int = 0,
+    carry: bool = False,
+) -> tuple[object, object, object, object, int, int]: ...
 def decode_images(
     batch: pa.RecordBatch, index: int, spec: Image, epoch: int
 ) -> tuple[object, list[int]]: ...

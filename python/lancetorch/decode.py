@@ -85,10 +85,28 @@ class Tokens:
 
     ``pack=True`` packs instead, as pretraining does: the batch's rows, one after another, cut
     into ``(blocks, max_length)`` (the last block ends in ``pad_value``), every token once and
-    none cut away, and ``<column>_document``, the ``(blocks, max_length)`` int64 row of the
-    batch each token came from (-1 for padding), whose changes are the document boundaries.
+    none cut away. Beside the tokens, what variable-length attention takes, made in Rust from
+    the Arrow offsets:
+
+    - ``<column>_document``: ``(blocks, max_length)`` int64, the row each token came from
+      (the row of the batch; in the Loader with ``blocks=``, the row's place in the rank's
+      epoch), -1 for padding;
+    - ``<column>_position``: ``(blocks, max_length)`` int32, each token's position in its
+      document, 0 at each document's first token and at each block's first (a document cut
+      by a block boundary goes on from 0 in the next block), 0 for padding;
+    - ``<column>_cu_seqlens``: ``(segments + 1,)`` int32, the cumulative lengths of the
+      segments (a document's run within one block) over the flattened ``blocks * max_length``
+      tokens, from 0 to the tokens used (padding, always at the end, is in none), as
+      ``flash_attn_varlen_func(cu_seqlens_q=...)`` and
+      ``torch.nested.nested_tensor_from_jagged(offsets=...)`` take them;
+    - ``<column>_max_seqlen``: a 0-d int32 tensor, the longest segment (``max_seqlen_q``).
+
     The block count follows the batch's tokens, not its rows, so the other columns keep their
-    own row count.
+    own row count. ``blocks=B`` fixes it: every batch is exactly ``(B, max_length)``. The
+    Loader then carries the tokens that do not fit into the next batch, and makes batches of
+    tokens, not of rows (see :class:`lancetorch.loader.Loader`); a single call
+    (``to_batch``, ``decode_columns``) cannot carry, so there a batch whose tokens need more
+    than ``B`` blocks is refused and one that needs fewer is padded.
 
     Parameters
     ----------
@@ -103,12 +121,15 @@ class Tokens:
         Pad every batch to ``max_length`` itself, not to its longest row.
     pack : bool, default False
         Pack the rows into blocks, as above, instead of padding each.
+    blocks : int, optional
+        With ``pack=True``, exactly this many blocks a batch (1 or more), as above.
 
     Raises
     ------
     ValueError
-        For a ``max_length`` under 1, a ``pad_value`` outside int64, or ``pad_to_max_length``
-        or ``pack`` without ``max_length``.
+        For a ``max_length`` or ``blocks`` under 1, a ``pad_value`` outside int64,
+        ``pad_to_max_length`` or ``pack`` without ``max_length``, or ``blocks`` without
+        ``pack``.
     TypeError
         For a ``max_length`` or ``pad_value`` that is not an integer, or a flag that is not a
         bool.
@@ -119,6 +140,7 @@ class Tokens:
     truncate: bool = True
     pad_to_max_length: bool = False
     pack: bool = False
+    blocks: int | None = None
 
     def __post_init__(self) -> None:
         # Frozen: the checked values are set through object.__setattr__ (NumPy ints as ints).
@@ -134,9 +156,16 @@ class Tokens:
             raise ValueError("pad_to_max_length=True needs max_length")
         if self.pack and self.max_length is None:
             raise ValueError("pack=True needs max_length, the length of a packed block")
+        blocks = _checks.optional_integer("blocks", self.blocks, low=1)
+        object.__setattr__(self, "blocks", blocks)
+        if blocks is not None and not self.pack:
+            raise ValueError(
+                f"blocks={blocks} fixes the number of packed blocks a batch; it needs pack=True"
+            )
 
     def outputs(self, column: str) -> list[str]:
-        """``[column, <column>_length]``, or packed ``[column, <column>_document]``.
+        """``[column, <column>_length]``, or packed ``[column, <column>_document,
+        <column>_position, <column>_cu_seqlens, <column>_max_seqlen]``.
 
         Parameters
         ----------
@@ -148,7 +177,9 @@ class Tokens:
         list[str]
         """
         _checks.text("column", column)
-        return [column, f"{column}_document" if self.pack else f"{column}_length"]
+        if not self.pack:
+            return [column, f"{column}_length"]
+        return [column] + [f"{column}_{s}" for s in _PACKED]
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         """The column's padded (or packed) tokens, and their lengths (or documents).
@@ -165,15 +196,64 @@ class Tokens:
         Returns
         -------
         dict[str, torch.Tensor]
-            ``{column, <column>_length}``, or with ``pack=True`` ``{column, <column>_document}``.
+            Each of :meth:`outputs`.
+
+        Raises
+        ------
+        ValueError
+            With ``blocks=``, for a batch whose tokens need more blocks than that.
         """
         index = _checked(batch, column)
         torch = _torch()
-        tokens, second = _native.decode_tokens(batch, index, self)
-        return {
-            column: torch.from_dlpack(tokens),
-            self.outputs(column)[1]: torch.from_dlpack(second),
-        }
+        if not self.pack:
+            tokens, lengths = _native.decode_tokens(batch, index, self)
+            return {
+                column: torch.from_dlpack(tokens),
+                f"{column}_length": torch.from_dlpack(lengths),
+            }
+        return self.packed([batch], index, column)[0]
+
+    def packed(
+        self,
+        batches: list[pa.RecordBatch],
+        index: int,
+        column: str,
+        *,
+        skip: int = 0,
+        first_document: int = 0,
+        carry: bool = False,
+    ) -> tuple[dict[str, Any], int]:
+        """Column ``index`` of ``batches``, one after another, packed (``pack=True``), and
+        the tokens placed; what the Loader's carry is made of.
+
+        Parameters
+        ----------
+        batches : list[pa.RecordBatch]
+            The batches, each with the token column at ``index``.
+        index : int
+            The token column's position in each batch.
+        column : str
+            Its name, the outputs' prefix.
+        skip : int, default 0
+            Tokens at the start of the first batch already handed out.
+        first_document : int, default 0
+            The document number of the first batch's first row.
+        carry : bool, default False
+            With ``blocks``, leave the tokens past ``blocks * max_length`` (the caller
+            passes them again) instead of refusing the batch.
+
+        Returns
+        -------
+        tuple[dict[str, torch.Tensor], int]
+            Each of :meth:`outputs`, and the tokens placed.
+        """
+        torch = _torch()
+        tokens, documents, positions, cu, longest, used = _native.pack_tokens(
+            batches, index, self, skip=skip, first_document=first_document, carry=carry
+        )
+        values = [torch.from_dlpack(c) for c in (tokens, documents, positions, cu)]
+        values.append(torch.tensor(longest, dtype=torch.int32))
+        return dict(zip(self.outputs(column), values)), used
 
 
 @dataclass(frozen=True)
@@ -420,6 +500,9 @@ class Image:
 
 
 Spec = Tokens | Text | Image
+
+# What a packing Tokens spec gives beside the tokens, each ``<column>_<name>``.
+_PACKED = ("document", "position", "cu_seqlens", "max_seqlen")
 
 
 def check_specs(decode: Any) -> dict[str, Any]:

@@ -23,7 +23,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import _checks, _native
-from .decode import check_specs
+from ._packing import ArrowColumn, Packer
+from .decode import Tokens, check_specs
 from .permutation import Permutation
 from .sampler import _ORDERS, BatchSampler, Windows
 from .table import Table, as_lancetorch_table
@@ -329,6 +330,24 @@ _NO_STATS: dict[str, float | int] = {
 }
 
 
+def _fixed_packing(decode: dict, keys: list[str], features: bool) -> tuple[str, Tokens] | None:
+    """The column and spec of a ``Tokens(pack=True, blocks=B)`` spec, which makes batches of
+    tokens, not rows: the only column read then."""
+    fixed = [(c, s) for c, s in decode.items() if isinstance(s, Tokens) and s.blocks is not None]
+    if not fixed:
+        return None
+    column = fixed[0][0]
+    others = [k for k in keys if k != column]
+    if others or features:
+        raise ValueError(
+            f"decode['{column}'] packs tokens into fixed (blocks, max_length) batches, which "
+            f"hold tokens, not rows, so no other column ('{(others or ['features'])[0]}') can "
+            f"go with them: read only '{column}' (a Permutation's select_columns(['{column}'])"
+            "), or pack without blocks= to keep the rows"
+        )
+    return fixed[0]
+
+
 class Loader:
     """Shuffled (or ordered) batches of a Table or Permutation, prepared ahead on Rust threads.
 
@@ -404,7 +423,11 @@ class Loader:
         Yield ``{column: value}`` instead of one tensor (set by ``features``).
     decode : dict[str, spec], optional
         ``{column: spec}`` (:class:`lancetorch.decode.Tokens`, ``Text``, ``Image``) for columns
-        read with ``per_column=True``.
+        read with ``per_column=True``. ``Tokens(pack=True, blocks=B)`` makes batches of tokens,
+        not rows: exactly ``(B, max_length)`` each, the tokens that do not fit carried into the
+        next (every token of the epoch once; the last batch padded); that column is then the
+        only one read, and ``state_dict()`` adds ``pack_skip``, the tokens of the row batch
+        the carry starts at already handed out (resumed on as many ranks as saved it).
     features : list of str, optional
         Yield ``x``, the ``(rows, features)`` tensor of these columns in their common type (or
         ``dtype``), or ``(x, y)`` with ``target``.
@@ -425,6 +448,7 @@ class Loader:
         bool), or a ``decode`` spec class in place of an instance (``Image`` for
         ``Image(...)``).
     ValueError
+        For a ``Tokens(blocks=...)`` column read beside another column or ``features``.
         For a column (in ``features``, ``target``, ``decode`` or a Permutation) that is not
         read, ``target`` without ``features``, ``prefetch``, ``threads``, ``clump_size`` or
         ``window_rows`` out of range, a ``device`` torch does not know (or a CUDA one where
@@ -493,6 +517,14 @@ class Loader:
         self._keys = [plan.renames.get(n, n) for n in names]
         self._decode = dict(decode or {})
         names, per_column = self._choose_columns(names, features, target, per_column)
+        self._pack = _fixed_packing(self._decode, self._keys, features is not None)
+        # The side threads take a fixed-shape packed column as Arrow; it is packed in order,
+        # as batches are handed out (the carry is in _packing.Packer).
+        self._side_specs = dict(self._decode)
+        if self._pack is not None:
+            self._side_specs[self._pack[0]] = ArrowColumn()
+        self._resume_skip = 0
+        self._packer: Packer | None = None  # the carry of the pass underway
         self._sort_columns(names, transform, per_column)
         before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
@@ -642,8 +674,15 @@ class Loader:
         :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows is read in
         the sampler's :class:`~lancetorch.sampler.Windows` order, whose state adds
         ``window_layout``: how the window the position is in was laid out for the ranks, so
-        that a resume on another number of ranks knows which of its rows were read."""
-        return self._sampler.state_dict()
+        that a resume on another number of ranks knows which of its rows were read. Fixed
+        packing adds ``pack_skip``."""
+        if self._packer is None:  # no pass underway: where the next one starts
+            state = self._sampler.state_dict()
+            if self._pack is not None:
+                state["pack_skip"] = self._resume_skip
+            return state
+        first, skip = self._packer.state()
+        return {**self._sampler.state_dict(batches=first), "pack_skip": skip}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
@@ -661,8 +700,10 @@ class Loader:
         ------
         ValueError
             For a state saved reading in another order (the cache decision, ``clump_size`` and
-            ``window_rows``), a ``window_layout`` that does not fit the saved position, or one
-            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses.
+            ``window_rows``), a ``window_layout`` that does not fit the saved position, one
+            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses, one with
+            ``pack_skip`` for a loader without ``Tokens(blocks=...)``, or a fixed-packing state
+            saved on another number of ranks.
         """
         if not isinstance(state, dict):
             raise TypeError(
@@ -676,7 +717,23 @@ class Loader:
                 "name other rows; read it as it was read then (the same cache decision, "
                 "clump_size and window_rows)"
             )
-        self._sampler.load_state_dict(state)
+        skip = _checks.integer("state['pack_skip']", state.get("pack_skip", 0), low=0)
+        if skip and self._pack is None:
+            raise ValueError(
+                "the state was saved packing tokens into fixed blocks (pack_skip="
+                f"{skip}); this loader has no Tokens(pack=True, blocks=...) spec: build it as "
+                "it was built then"
+            )
+        if self._pack is not None and state.get("world_size") != self._sampler.world_size:
+            raise ValueError(
+                f"the state was saved on {state.get('world_size')} ranks packing fixed blocks, "
+                f"this loader runs on {self._sampler.world_size}: each rank's carry starts at "
+                "its own row, so a packing state resumes on as many ranks as saved it (each "
+                "rank loading its own state)"
+            )
+        self._sampler.load_state_dict({k: v for k, v in state.items() if k != "pack_skip"})
+        self._resume_skip = skip
+        self._packer = None
 
     def _prefetcher(
         self,
@@ -715,7 +772,7 @@ class Loader:
             rows,
             side,
             [self._keys[i] for i in self._side],
-            self._decode,
+            self._side_specs,
             self._sampler.batch_size,
             self._prefetch,
             epoch,
@@ -843,6 +900,28 @@ class Loader:
             wait_range = pin_range = contextlib.nullcontext
         prefetcher: _Source | None = None
         batch: Any
+        packer = None
+        if self._pack is not None:
+            packer = self._packer = Packer(*self._pack, skip=self._resume_skip)
+            self._resume_skip = 0
+
+        def deliver(batch: Any) -> Any:
+            """The batch pinned, moved and split as asked."""
+            if pin:
+                t = time.perf_counter()
+                with pin_range():
+                    batch = _each_tensor(batch, torch, lambda t: t.pin_memory())
+                self._stats["pin_s"] += time.perf_counter() - t
+            if self._device is not None:
+                batch = _each_tensor(
+                    batch,
+                    torch,
+                    lambda t: t.to(self._device, non_blocking=self._non_blocking),
+                )
+            if self._features is not None:
+                batch = self._x_y(batch, torch)
+            return batch
+
         try:
             while True:
                 t0 = time.perf_counter()
@@ -858,6 +937,8 @@ class Loader:
                 t1 = time.perf_counter()
                 self._stats["wait_s"] += t1 - t0
                 if capsule is None:
+                    for packed in packer.finish() if packer is not None else ():
+                        yield deliver(packed)
                     finished = True
                     return
                 assert prefetcher is not None  # the capsule came from it
@@ -869,20 +950,12 @@ class Loader:
                     batch = self._columns_of(capsule, prefetcher.side(), torch)
                 else:
                     batch = torch.from_dlpack(capsule)
-                if pin:
-                    with pin_range():
-                        batch = _each_tensor(batch, torch, lambda t: t.pin_memory())
-                    self._stats["pin_s"] += time.perf_counter() - t1
-                if self._device is not None:
-                    batch = _each_tensor(
-                        batch,
-                        torch,
-                        lambda t: t.to(self._device, non_blocking=self._non_blocking),
-                    )
-                if self._features is not None:
-                    batch = self._x_y(batch, torch)
                 self._sampler.record()
-                yield batch
+                if packer is None:
+                    yield deliver(batch)
+                    continue
+                for packed in packer.feed(batch[packer.column]):
+                    yield deliver(packed)
         finally:
             if prefetcher is not None:
                 self._close(prefetcher)
@@ -904,7 +977,7 @@ class Loader:
         out: dict[str, Any] = {}
         for i, key in enumerate(self._keys):
             if i in self._side_set:
-                spec = self._decode.get(key)
+                spec = self._side_specs.get(key)
                 for name in [key] if spec is None else spec.outputs(key):
                     out[name] = values[name]
             else:

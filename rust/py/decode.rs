@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::image::{images_to_tensor, Crop, Spec};
 use crate::py::arrow::PyBatch;
 use crate::py::dlpack::legacy_capsule;
-use crate::tokens::{pack_lists, pad_lists, Padding};
+use crate::tokens::{pack_lists, pad_lists, Packing, Padding};
 
 /// A `Tokens` spec's fields, as the spec object holds them.
 #[derive(FromPyObject)]
@@ -20,29 +20,37 @@ pub struct TokensSpec {
     truncate: bool,
     pad_to_max_length: bool,
     pack: bool,
-}
-
-/// What a `Tokens` spec asks of the core.
-enum TokensLayout {
-    Padded(Padding),
-    /// Packed into blocks of this many tokens, the rest padded with the value.
-    Packed(usize, i64),
+    blocks: Option<usize>,
 }
 
 impl TokensSpec {
-    fn layout(&self) -> PyResult<TokensLayout> {
-        if !self.pack {
-            return Ok(TokensLayout::Padded(Padding {
-                max_length: self.max_length,
-                pad: self.pad_value,
-                truncate: self.truncate,
-                to_max_length: self.pad_to_max_length,
-            }));
+    fn padding(&self) -> PyResult<Padding> {
+        if self.pack {
+            return Err(
+                Error::Value("a packing Tokens spec is decoded by pack_tokens".into()).into(),
+            );
         }
-        let width = self.max_length.ok_or_else(|| {
+        Ok(Padding {
+            max_length: self.max_length,
+            pad: self.pad_value,
+            truncate: self.truncate,
+            to_max_length: self.pad_to_max_length,
+        })
+    }
+
+    fn packing(&self, carry: bool) -> PyResult<Packing> {
+        let width = self.max_length.filter(|_| self.pack).ok_or_else(|| {
             Error::Value("pack=True needs max_length, the length of a packed block".into())
         })?;
-        Ok(TokensLayout::Packed(width, self.pad_value))
+        if self.blocks == Some(0) {
+            return Err(Error::Value("blocks=0: a batch holds 1 block or more".into()).into());
+        }
+        Ok(Packing {
+            width,
+            blocks: self.blocks,
+            pad: self.pad_value,
+            carry,
+        })
     }
 }
 
@@ -94,9 +102,8 @@ impl ImageSpec {
     }
 }
 
-/// Column `index` of a pyarrow batch decoded as a `Tokens` spec says: two DLPack capsules,
-/// the tokens and the length of each row (padded), or the tokens and the row of each token
-/// (packed).
+/// Column `index` of a pyarrow batch padded as a `Tokens` spec says: two DLPack capsules,
+/// the tokens and the length of each row.
 #[pyfunction]
 pub fn decode_tokens<'py>(
     py: Python<'py>,
@@ -104,18 +111,63 @@ pub fn decode_tokens<'py>(
     index: usize,
     spec: TokensSpec,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let layout = spec.layout()?;
+    let padding = spec.padding()?;
     let batch = batch.into_inner();
     let (column, name) = column_of(&batch, index)?;
-    let (tokens, second) = crate::py::errors::detached(py, || match layout {
-        TokensLayout::Padded(padding) => {
-            pad_lists(column.as_ref(), &name, padding).map(|p| (p.tokens, p.lengths))
-        }
-        TokensLayout::Packed(width, pad) => {
-            pack_lists(column.as_ref(), &name, width, pad).map(|p| (p.tokens, p.documents))
-        }
+    let padded = crate::py::errors::detached(py, || pad_lists(column.as_ref(), &name, padding))?;
+    Ok((
+        legacy_capsule(py, padded.tokens)?,
+        legacy_capsule(py, padded.lengths)?,
+    ))
+}
+
+/// What `pack_tokens` gives: the tokens, documents, positions and cu_seqlens as DLPack
+/// capsules, then the longest segment and the tokens placed.
+type PackedCapsules<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    usize,
+    usize,
+);
+
+/// Column `index` of `batches` (one after another, the first `skip` tokens left out) packed
+/// as a `Tokens(pack=True)` spec says, row `r` of them document `first_document + r`;
+/// `carry=True` leaves the tokens past the spec's `blocks` for the caller to pass again.
+#[pyfunction]
+#[pyo3(signature = (batches, index, spec, *, skip=0, first_document=0, carry=false))]
+pub fn pack_tokens<'py>(
+    py: Python<'py>,
+    batches: Vec<PyBatch>,
+    index: usize,
+    spec: TokensSpec,
+    skip: usize,
+    first_document: i64,
+    carry: bool,
+) -> PyResult<PackedCapsules<'py>> {
+    let packing = spec.packing(carry)?;
+    let mut name = String::new();
+    let columns = batches
+        .into_iter()
+        .map(|batch| {
+            let (column, n) = column_of(&batch.into_inner(), index)?;
+            name = n;
+            Ok(column)
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let packed = crate::py::errors::detached(py, || {
+        let arrays: Vec<&dyn arrow_array::Array> = columns.iter().map(|c| c.as_ref()).collect();
+        pack_lists(&arrays, &name, skip, first_document, packing)
     })?;
-    Ok((legacy_capsule(py, tokens)?, legacy_capsule(py, second)?))
+    Ok((
+        legacy_capsule(py, packed.tokens)?,
+        legacy_capsule(py, packed.documents)?,
+        legacy_capsule(py, packed.positions)?,
+        legacy_capsule(py, packed.cu_seqlens)?,
+        packed.max_seqlen,
+        packed.used,
+    ))
 }
 
 /// Column `index` of a pyarrow batch decoded as an `Image` spec says, for `epoch` (which

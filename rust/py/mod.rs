@@ -48,6 +48,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(mark_forked, m)?)?;
     m.add_function(wrap_pyfunction!(sql::check_sql_expression, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_tokens, m)?)?;
+    m.add_function(wrap_pyfunction!(decode::pack_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(decode::decode_images, m)?)?;
     Ok(())
 }
