@@ -93,6 +93,7 @@ SCENARIOS = {
     "Tokens max_length, padded to it": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=v, pad_to_max_length=True)})",
     "Tokens pack max_length": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=v, pack=True)})",
     "Tokens pack pad_value": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=4, pad_value=v, pack=True)})",
+    "Tokens pack blocks": "to_batch(batch.select(['tok']), {'tok': Tokens(max_length=4, pack=True, blocks=v)})",
     "Loader batch_size, per_column": "next(iter(Loader(p.select_columns(['id', 'tok']), v, per_column=True, decode={'tok': Tokens()})))",
     "StreamingDataset num_splits, world_size 2": "next(iter(StreamingDataset(t, num_splits=v, world_size=2, columns=['id'])))",
     # A hostile value inside a state dict.

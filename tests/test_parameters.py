@@ -1084,6 +1084,9 @@ CASES: dict[str, Case] = {
     "lancetorch.decode.Tokens:pack": Case(
         lambda v: _tokens({"max_length": 3, "pack": v}), False, True, 1
     ),
+    "lancetorch.decode.Tokens:blocks": Case(
+        lambda v: _tokens({"max_length": 3, "pack": True, "blocks": v}), None, 8, 2.5
+    ),
     "lancetorch.decode.Tokens.decode:batch": Case(
         lambda v: seen(Tokens().decode(v, "tok")), _token_batch(), _token_batch(2), 5
     ),

@@ -126,7 +126,7 @@ class Packer:
             yield self._take()
 
     def _take(self) -> dict[str, Any]:
-        values, used = self.spec.packed(
+        values, used = self.spec._packed(
             self.pending,
             0,
             self.column,

@@ -211,9 +211,9 @@ class Tokens:
                 column: torch.from_dlpack(tokens),
                 f"{column}_length": torch.from_dlpack(lengths),
             }
-        return self.packed([batch], index, column)[0]
+        return self._packed([batch], index, column)[0]
 
-    def packed(
+    def _packed(
         self,
         batches: list[pa.RecordBatch],
         index: int,
