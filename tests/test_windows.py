@@ -14,7 +14,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lancetorch import _backends, _native
+from lancetorch import _backends, _lance, _native
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation
 
@@ -31,7 +31,7 @@ def fragmented(tmp_path_factory):
     lance.write_dataset(pa.table({"id": ids, "vec": vec}), path, max_rows_per_file=250)
     lance.dataset(path).delete("id % 11 = 5")
     live = lance.dataset(path).to_table().column("id").to_numpy()
-    backend = _backends._LanceBackend(
+    backend = _lance._LanceBackend(
         _backends.LanceLocation.of("t", str(path)), _backends.CacheSettings(False)
     )
     assert len(backend.dataset.get_fragments()) > 2

@@ -18,16 +18,8 @@ import pyarrow as pa
 
 from . import _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
-from ._backends import (
-    Backend,
-    CacheSettings,
-    LanceLocation,
-    Recipe,
-    _LanceBackend,
-    _MemoryBackend,
-    is_backend,
-    tier_folder,
-)
+from ._backends import Backend, CacheSettings, LanceLocation, Recipe, _MemoryBackend, is_backend
+from ._lance import _LanceBackend, tier_folder
 from .query import ScanQuery, TakeQuery
 
 
