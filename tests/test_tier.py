@@ -377,7 +377,10 @@ def test_processes_reading_a_disk_table_fetch_each_piece_once(tmp_path):
 
 
 def test_a_disk_tables_cache_is_the_mapped_pieces(tmp_path):
-    _disk_table(tmp_path)
+    # An embedding and an id: columns few and wide enough to be read from the pieces.
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(TABLE_ROWS * 32, np.float32)), 32)
+    data = pa.table({"id": np.arange(TABLE_ROWS), "vec": vec})
+    lancetorch.connect(tmp_path / "db").create_table("t", data)
     t = lancetorch.connect(tmp_path / "db").open_table("t", cache=True, cache_dir=tmp_path / "tr")
     t.__getitems__([0])
     store = t._backend._cached[1]
@@ -523,3 +526,23 @@ def test_windowed_epochs_after_the_first_read_the_node_tier_not_the_store(tmp_pa
     assert epochs[0] > 0  # Lance's encoded bytes of the pieces: fewer than the Arrow ones
     assert epochs[1] == epochs[0], "the second epoch read nothing from the store"
     assert table._backend.tier_stats()["fetched_pieces"] == 3
+
+
+def test_a_cache_of_many_narrow_columns_keeps_a_row_major_copy(tmp_path):
+    """Sixteen float32 columns and a label are read about ten times faster from a row-major
+    block than column after column from the mapped pieces: such a cache keeps its own block
+    (the tier still spares the store); an embedding and a label stay in the shared pieces."""
+    rng = np.random.default_rng(0)
+    ROWS = 1 << 16  # the least a row-major block is made for
+    narrow = {f"f{i}": rng.random(ROWS, dtype=np.float32) for i in range(16)}
+    narrow["label"] = np.arange(ROWS)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(rng.random(ROWS * 64, dtype=np.float32)), 64)
+    db = lancetorch.connect(tmp_path / "db")
+    db.create_table("narrow", pa.table(narrow))
+    db.create_table("wide", pa.table({"vec": vec, "label": np.arange(ROWS)}))
+    blocks = {}
+    for name in ("narrow", "wide"):
+        t = db.open_table(name, cache_dir=tmp_path / "tier")
+        assert t.__getitems__([ROWS - 1, 7]).column("label").to_pylist() == [ROWS - 1, 7]
+        blocks[name] = t._backend._cached[1].block_columns
+    assert blocks == {"narrow": list(range(17)), "wide": []}

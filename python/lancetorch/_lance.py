@@ -803,7 +803,26 @@ def _store_from_tier(
             progress.update(stop - start)
     schema = pa.schema([backend.schema.field(n) for n in names])
     batches = [b for piece in pieces for b in piece.to_batches()]
-    return _native.ColumnStore(pa.Table.from_batches(batches, schema=schema), row_major=False)
+    table = pa.Table.from_batches(batches, schema=schema)
+    return _native.ColumnStore(table, row_major=_row_major_pays(schema))
+
+
+def _row_major_pays(schema: pa.Schema) -> bool:
+    """Whether a random take reads these columns several times faster from a row-major copy
+    than from the mapped pieces, column after column: where the fixed-width columns are more
+    than twice the cache lines a row of them spans (16 float32 features and a label: 17
+    columns in 2 lines, about ten times faster row-major), the cache keeps a copy of its own
+    in each process, as it does without the tier; a few wide columns (an embedding and a
+    label) read as fast from the shared pieces, which then stay the only copy on the node."""
+    widths = []
+    for field in schema:
+        t = field.type
+        if pa.types.is_fixed_size_list(t) and pa.types.is_primitive(t.value_type):
+            widths.append(t.list_size * max(t.value_type.bit_width // 8, 1))
+        elif pa.types.is_primitive(t) and not pa.types.is_boolean(t):
+            widths.append(t.bit_width // 8)
+    lines = -(-sum(widths) // 64)
+    return len(widths) > 2 * lines
 
 
 def _rows_from_tier(
