@@ -164,15 +164,25 @@ def beyond_budget(
         print(f"beyond the budget: {name}", file=sys.stderr, flush=True)
         db = lancetorch.connect(uri, storage_options=options)
         db.create_table("wide", data, mode="overwrite")
+        # Each way its own node tier, empty when it starts: its epoch 1 reads the store.
+        tiers = Path(os.environ["LANCETORCH_CACHE_DIR"]) / name.replace(" ", "_")
         runs = {
-            "cached": loader_epochs(db.open_table("wide"), batch_size),
-            "windows": loader_epochs(db.open_table("wide", cache_budget=budget), batch_size),
+            "cached": loader_epochs(
+                db.open_table("wide", cache_dir=str(tiers / "cached")), batch_size
+            ),
+            "windows": loader_epochs(
+                db.open_table("wide", cache_budget=budget, cache_dir=str(tiers / "windows")),
+                batch_size,
+            ),
             "windows, 2 ranks": rank_epochs(
                 uri,
                 options,
                 batch_size,
                 "wide",
-                {"open": {"cache_budget": budget}, "loader": {"per_column": True}},
+                {
+                    "open": {"cache_budget": budget, "cache_dir": str(tiers / "ranks")},
+                    "loader": {"per_column": True},
+                },
             ),
         }
         base = runs["cached"][1]["rows_per_s"]  # the cached rate: epoch 2, from memory
@@ -310,6 +320,9 @@ def beyond_group(args: argparse.Namespace) -> dict:
     """The beyond-the-budget group on local disk, SeaweedFS, and SeaweedFS behind the latency
     proxy (where its script is found)."""
     with tempfile.TemporaryDirectory() as tmp:
+        # The node tier in this run's folder (ranks started from here inherit it): nothing
+        # from an earlier run is found there, and nothing is left behind.
+        os.environ["LANCETORCH_CACHE_DIR"] = str(Path(tmp) / "tier")
         sources: dict[str, tuple[str, dict | None]] = {"local disk": (str(Path(tmp) / "db"), None)}
         server = SeaweedServer(Path(tmp) / "seaweed")
         server.start()

@@ -77,3 +77,37 @@ def test_two_ranks_train_on_disjoint_shards(where, tmp_path, request):
     assert [r["dataloader"] for r in ranks] == [r["seen"][1] for r in ranks]
     assert ranks[0]["weights"] == ranks[1]["weights"], "DDP kept the replicas in step"
     assert ranks[0]["unseeded"] == ranks[1]["unseeded"], "an unseeded shuffle agrees across ranks"
+
+
+def test_ranks_on_one_machine_share_one_node_tier(s3_server, tmp_path):
+    """Two torchrun ranks open one SeaweedFS table with the same node tier: together they
+    read every row of the epoch once, and each piece of the table is fetched from the store
+    by one of them only (the other maps it)."""
+    from lancetorch import _lance
+
+    rows = 2 * _lance.PIECE_ROWS + 1000  # three pieces
+    uri = f"s3://tests/{uuid.uuid4().hex}"
+    options = s3_server.options
+    data = pa.table({"id": np.arange(rows, dtype=np.int64), "x": np.ones(rows, np.float32)})
+    lancetorch.connect(uri, storage_options=options).create_table("t", data)
+    out = tmp_path / "out"
+    out.mkdir()
+    command = [
+        str(Path(sys.executable).parent / "torchrun"),
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(__file__).parent / "scripts" / "tier_ranks.py"),
+        uri,
+        str(tmp_path / "tier"),
+        str(out),
+        json.dumps(options),
+    ]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    env.pop("RANK", None), env.pop("WORLD_SIZE", None)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    ids = ranks[0]["ids"] + ranks[1]["ids"]
+    assert sorted(ids) == list(range(rows)), "every row once"
+    assert ranks[0]["fetched_pieces"] + ranks[1]["fetched_pieces"] == 3, "each piece once"
+    assert all(r["fetched_pieces"] + r["tier_pieces"] >= 3 for r in ranks), "both read all"
