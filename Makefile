@@ -21,14 +21,14 @@ $(PY):
 # the first time) and cargo its build progress (a few minutes on two cores).
 install-core: $(PY)
 	@echo "== installing $(DEPS)"
-	$(PIP) install --progress-bar on $(DEPS) | grep -v '^Requirement already satisfied' || true
+	set -o pipefail; $(PIP) install --progress-bar on $(DEPS) | { grep -v '^Requirement already satisfied' || true; }
 	@echo "== building the release extension (cargo shows its progress)"
 	PIP_QUIET=1 $(VENV)/bin/maturin develop --release
 
 # The above, and the test tools.
 install: install-core
 	@echo "== installing the test tools: $(TEST_DEPS)"
-	$(PIP) install --progress-bar on $(TEST_DEPS) | grep -v '^Requirement already satisfied' || true
+	set -o pipefail; $(PIP) install --progress-bar on $(TEST_DEPS) | { grep -v '^Requirement already satisfied' || true; }
 
 # The main job: a 1M-row demo table, one epoch of a small model, rows/s beside plain Python.
 demo: install-core
