@@ -17,6 +17,7 @@ import random
 import subprocess
 import sys
 import textwrap
+import threading
 
 import lancetorch
 import pyarrow as pa
@@ -486,6 +487,11 @@ class InterruptAt:
     def __call__(self, frame, event, arg):
         if event == "call":
             frame.f_trace_lines = False
+            if frame.f_code.co_filename == threading.__file__:
+                # Not inside CPython's own threading code: an interrupt there, between a
+                # Condition's release and re-acquire in Event.wait (Thread.start waits on
+                # one), makes CPython's `with` raise "release unlocked lock" whoever calls it.
+                return None
         if event == "call" or (
             event == "return" and not frame.f_code.co_flags & inspect.CO_GENERATOR
         ):
