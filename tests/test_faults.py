@@ -233,7 +233,14 @@ def _two_fragments(folder, cache: bool, interval=None) -> lancetorch.Table:
 
 
 def _xs(loader) -> list[int]:
-    return sorted(int(v) for batch in loader for v in batch[0].tolist())
+    batches = iter(loader)
+    try:
+        return sorted(int(v) for batch in batches for v in batch[0].tolist())
+    finally:
+        # A worker's error leaves the iterator alive in its traceback. Collected later, its
+        # queues' semaphores are unlinked before its __del__ joins a worker still starting,
+        # which then dies on them inside whatever test runs then. Shut it down here instead.
+        getattr(batches, "_shutdown_workers", lambda: None)()
 
 
 def _loader(table, context: str | None) -> torch.utils.data.DataLoader:
