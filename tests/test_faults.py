@@ -394,3 +394,29 @@ def test_table_api_reads_during_an_epoch_leave_the_epoch_on_its_version(tmp_path
     table.checkout_latest()
     assert len(table) == 30
     assert [v for batch in loader for v in batch] == list(range(10, 40))
+
+
+@pytest.mark.parametrize("cache", [False, True], ids=["uncached", "cached"])
+def test_a_data_file_deleted_under_a_table_is_a_storage_error_on_every_path(tmp_path, cache):
+    """A data file removed behind the table's back is a storage failure naming the table and
+    the file on every read path, never an Arrow error nor a complaint about the SQL."""
+    from lancetorch import StorageReadError
+    from lancetorch.loader import Loader
+    from lancetorch.permutation import Permutation
+
+    db = lancetorch.connect(tmp_path)
+    db.create_table("t", pa.table({"x": np.arange(1000)}))
+    (gone,) = (tmp_path / "t.lance" / "data").iterdir()
+    gone.unlink()
+    reads = {
+        "__getitems__": lambda t: t.__getitems__([5, 7]),
+        "to_arrow": lambda t: t.to_arrow(),
+        "where": lambda t: t.search().where("x > 4").to_arrow(),
+        "loader": lambda t: list(Loader(t, 100, shuffle=False)),
+        "permutation": lambda t: list(Permutation.identity(t)),
+    }
+    for name, read in reads.items():
+        with pytest.raises(StorageReadError) as info:
+            read(db.open_table("t", cache=cache))
+        said = str(info.value)
+        assert "table 't'" in said and gone.name in said, (name, said)

@@ -10,6 +10,7 @@ environment variables, read in the process that uses them (never written anywher
 from __future__ import annotations
 
 import os
+import re
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -207,9 +208,16 @@ def is_corrupt_data(error: BaseException) -> bool:
 
 
 def is_io_error(error: BaseException) -> bool:
-    """Whether a Lance or Arrow error came from storage (not from a bad argument)."""
+    """Whether a Lance or Arrow error came from storage (not from a bad argument). Through a
+    stream of batches Lance's IO errors lose their kind and arrive as ArrowInvalid naming
+    the data file that could not be found."""
     text = str(error)
-    return isinstance(error, OSError) or "LanceError(IO)" in text or "S3 error" in text
+    return (
+        isinstance(error, OSError)
+        or "LanceError(IO)" in text
+        or "S3 error" in text
+        or re.search(r"Not found: \S+\.lance(?=[\s,]|$)", text) is not None
+    )
 
 
 class ReadTimeout(TimeoutError):

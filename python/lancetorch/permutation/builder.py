@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .. import _checks, _native
+from .._objectstore import StorageReadError, is_io_error
 from ..table import Table, as_lancetorch_table
 from .layout import _NAMES_KEY, ROW_ID, SPLIT_ID
 
@@ -42,6 +43,11 @@ def _sql_column(table: Table, expression: str, what: str) -> pa.ChunkedArray:
             if isinstance(e, MemoryError):
                 raise
             detail = str(e).split(", /")[0]
+            if is_io_error(e):  # the storage failed, not the SQL (a panic is the SQL's)
+                raise StorageReadError(
+                    f"reading table '{table.name}' failed while evaluating {what} "
+                    f"{expression!r}: {detail}"
+                ) from e
             raise ValueError(
                 f"{what} {expression!r} cannot be evaluated on table '{table.name}' "
                 f"(columns {table.schema.names}): {detail}"
