@@ -184,6 +184,19 @@ def test_table_names_sorted_and_contains(any_db):
     assert "d" not in any_db
 
 
+def test_table_names_pages_as_lancedb_calls_it(any_db):
+    for name in ["c", "a", "d", "b"]:
+        any_db.create_table(name, EXPECTED)
+    assert any_db.table_names(limit=2) == ["a", "b"]
+    assert any_db.table_names("b") == ["c", "d"]
+    assert any_db.table_names(page_token="a", limit=2) == ["b", "c"]
+    assert any_db.table_names(namespace_path=[]) == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="no namespaces"):
+        any_db.table_names(namespace_path=["ns"])
+    with pytest.raises(ValueError, match="limit"):
+        any_db.table_names(limit=0)
+
+
 def test_table_names_ignores_other_entries(tmp_path):
     db = lancetorch.connect(tmp_path)
     db.create_table("t", EXPECTED)
@@ -236,6 +249,17 @@ def test_drop_table(any_db):
         any_db.drop_table("gone")
     # the name is free again
     assert len(any_db.create_table("gone", sample_table(4))) == 4
+
+
+def test_drop_table_ignore_missing_drops_nothing_else(any_db):
+    any_db.create_table("keep", EXPECTED)
+    any_db.drop_table("gone", ignore_missing=True)
+    any_db.drop_table("keep", [], True)  # LanceDB's positional order
+    assert any_db.table_names() == []
+    with pytest.raises(ValueError, match="no namespaces"):
+        any_db.drop_table("keep", namespace_path=["ns"], ignore_missing=True)
+    with pytest.raises(TypeError, match="ignore_missing"):
+        any_db.drop_table("keep", ignore_missing="yes")
 
 
 def test_drop_table_removes_directory(tmp_path):

@@ -161,6 +161,16 @@ def _memory_db(*names: str) -> lancetorch.Connection:
     return db
 
 
+def _drop_missing(ignore: Any) -> Any:
+    """What dropping a table that is not there gives: the names left, or "refused"."""
+    db = _memory_db("a")
+    try:
+        db.drop_table("gone", ignore_missing=ignore)
+    except FileNotFoundError:
+        return "refused"
+    return db.table_names()
+
+
 def _batch(**columns: Any) -> pa.RecordBatch:
     return pa.record_batch(columns)
 
@@ -450,6 +460,25 @@ CASES: dict[str, Case] = {
     f"{CONN}.list_tables:limit": Case(
         lambda v: _memory_db("a", "b").list_tables(limit=v).tables, None, 1, 1.5
     ),
+    f"{CONN}.table_names:namespace_path": Case(
+        lambda v: _memory_db("a").table_names(namespace_path=v),
+        None,
+        wrong=["ns"],
+        why="lancetorch has no namespaces: only LanceDB's default is taken",
+    ),
+    f"{CONN}.table_names:page_token": Case(
+        lambda v: _memory_db("a", "b").table_names(page_token=v), None, "a", 5
+    ),
+    f"{CONN}.table_names:limit": Case(
+        lambda v: _memory_db("a", "b").table_names(limit=v), None, 1, 1.5
+    ),
+    f"{CONN}.drop_table:namespace_path": Case(
+        lambda v: _memory_db("a").drop_table("a", namespace_path=v),
+        None,
+        wrong=["ns"],
+        why="lancetorch has no namespaces: only LanceDB's default is taken",
+    ),
+    f"{CONN}.drop_table:ignore_missing": Case(_drop_missing, True, False, "yes"),
     f"{CONN}.create_table:name": Case(
         lambda v: _memory_db().create_table(v, {"a": [1]}).name, "u", "v", 5
     ),

@@ -105,8 +105,39 @@ class Connection:
             return f"{self._store.uri}/{name}.lance"
         return os.path.join(self._uri, f"{name}.lance")
 
-    def table_names(self) -> list[str]:
-        """Names of the tables here, sorted."""
+    def table_names(
+        self,
+        page_token: str | None = None,
+        limit: int | None = None,
+        *,
+        namespace_path: list[str] | None = None,
+    ) -> list[str]:
+        """Names of the tables here, sorted (LanceDB's call, whose ``limit`` defaults to 10:
+        here every name unless a limit is given).
+
+        Parameters
+        ----------
+        page_token : str, optional
+            The last name of the page before: the names start after it.
+        limit : int, optional
+            The most names (1 or more); ``None``: every name.
+        namespace_path : list of str, optional
+            LanceDB's namespace; only ``None`` or an empty list is accepted.
+
+        Returns
+        -------
+        list of str
+
+        Raises
+        ------
+        ValueError
+            For a namespace, or a ``limit`` under 1.
+        """
+        if page_token is None and limit is None and not namespace_path:
+            return self._names()
+        return self.list_tables(namespace_path, page_token, limit).tables
+
+    def _names(self) -> list[str]:
         if self._memory is not None:
             return sorted(self._memory)
         if self._store is not None:
@@ -157,7 +188,7 @@ class Connection:
         limit = _checks.optional_integer("limit", limit, low=1)
         if page_token is not None:
             _checks.text("page_token", page_token)
-        names = [n for n in self.table_names() if page_token is None or n > page_token]
+        names = [n for n in self._names() if page_token is None or n > page_token]
         page = names if limit is None else names[:limit]
         more = len(page) < len(names)
         return ListTablesResponse(tables=page, page_token=page[-1] if more else None)
@@ -177,7 +208,7 @@ class Connection:
 
     def _missing(self, name: str) -> FileNotFoundError:
         return FileNotFoundError(
-            f"table '{name}' does not exist in {self._uri}; tables here: {self.table_names()}"
+            f"table '{name}' does not exist in {self._uri}; tables here: {self._names()}"
         )
 
     def create_table(
@@ -341,27 +372,38 @@ class Connection:
                 cache_dir=cache_dir,
             )
 
-    def drop_table(self, name: str) -> None:
+    def drop_table(
+        self, name: str, namespace_path: list[str] | None = None, ignore_missing: bool = False
+    ) -> None:
         """Remove table ``name``: from memory, or its dataset from disk or the object store.
 
         Parameters
         ----------
         name : str
             The table's name.
+        namespace_path : list of str, optional
+            LanceDB's namespace; only ``None`` or an empty list is accepted.
+        ignore_missing : bool, default False
+            Whether a table that does not exist is no error (nothing is removed).
 
         Raises
         ------
         FileNotFoundError
-            For a table that does not exist here.
+            For a table that does not exist here, unless ``ignore_missing``.
         ValueError
-            For an invalid name.
+            For an invalid name, or a namespace.
         """
         _check_name(name)
+        _checks.flag("ignore_missing", ignore_missing)
+        if namespace_path:
+            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
         if self._memory is not None:
-            if self._memory.pop(name, None) is None:
+            if self._memory.pop(name, None) is None and not ignore_missing:
                 raise self._missing(name)
             return
         if not self._exists(name):
+            if ignore_missing:
+                return
             raise self._missing(name)
         if self._store is not None:
             self._store.remove(f"{name}.lance")
