@@ -12,6 +12,8 @@ import polars as pl
 import pyarrow as pa
 import pytest
 from conftest import sample_table
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 EXPECTED = pa.table({"a": pa.array([1, 2, 3], pa.int64()), "b": pa.array(["x", "y", "z"])})
 
@@ -531,3 +533,75 @@ def test_a_read_that_looks_finds_a_dropped_table_gone(tmp_path):
         t.count_rows()
     with pytest.raises(FileNotFoundError, match="no longer exists"):
         t.checkout_latest()
+
+
+# -- bad vectors (LanceDB's on_bad_vectors) -------------------------------------------------------
+def _mended(rows: list, policy: str, fill: float) -> list | str:
+    """A plain reference: what create_table keeps of a ``vector`` column, or "refused"."""
+    lengths = [len(r) for r in rows if r]
+    if not lengths:  # no vector has a value: no length to hold them to
+        return [None if r is None else [float(v) for v in r] for r in rows]
+    size = max(sorted(set(lengths)), key=lengths.count)
+    out = []
+    for r in rows:
+        bad = r is None or len(r) != size or any(v != v for v in r)
+        if not bad:
+            out.append([float(v) for v in r])
+        elif policy == "error":
+            return "refused"
+        elif policy == "null":
+            out.append(None)
+        elif policy == "fill":
+            kept = [fill if v != v else float(v) for v in (r or [])[:size]]
+            out.append(kept + [fill] * (size - len(kept)))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.lists(
+        st.none()
+        | st.lists(st.sampled_from([0.5, -2.0, 3.25, float("nan")]), min_size=1, max_size=4),
+        min_size=1,
+        max_size=12,
+    ),
+    policy=st.sampled_from(["error", "drop", "fill", "null"]),
+)
+def test_bad_vectors_as_lancedb_handles_them(rows, policy):
+    """A row whose vector is null, holds NaN or has another length than most is refused,
+    dropped, mended or nulled; the rest are written as they are (float32)."""
+    expected = _mended(rows, policy, -1.0)
+    db = lancetorch.connect("memory://")
+    data = {"vector": pa.array(rows, pa.list_(pa.float64())), "i": np.arange(len(rows))}
+    if expected == "refused":
+        with pytest.raises(ValueError, match="vector column 'vector' of table 't': row"):
+            db.create_table("t", data, on_bad_vectors=policy)
+        assert "t" not in db
+        return
+    got = db.create_table("t", data, on_bad_vectors=policy, fill_value=-1.0).to_arrow()
+    values = got.column("vector").to_pylist()
+    assert [None if v is None else [x if x == x else "nan" for x in v] for v in values] == [
+        None if v is None else [x if x == x else "nan" for x in v] for v in expected
+    ]
+
+
+def test_bad_vectors_name_the_row_and_what_to_do(tmp_path):
+    db = lancetorch.connect(tmp_path)
+    rows = [{"vector": [1.0, 2.0]}, {"vector": [1.0, float("nan")]}]
+    with pytest.raises(ValueError, match=r"row 1 holds NaN \(1 such rows of 2\).*'drop'"):
+        db.create_table("t", rows)
+    ragged = [{"vector": [1.0, 2.0]}, {"vector": [1.0, 2.0]}, {"vector": [1.0]}]
+    with pytest.raises(ValueError, match="row 2 has 1 values, not 2"):
+        db.create_table("t", ragged)
+    assert db.table_names() == []
+    wide = pa.table({"e": pa.FixedSizeListArray.from_arrays(pa.array([float("nan")] * 10), 10)})
+    with pytest.raises(ValueError, match="vector column 'e'.*row 0 holds NaN"):
+        db.create_table("t", wide)  # a fixed-size float list of 10 is an embedding too
+    narrow = pa.table({"e": pa.FixedSizeListArray.from_arrays(pa.array([float("nan")] * 3), 3)})
+    assert db.create_table("t", narrow).count_rows() == 1  # a short one is not
+    with pytest.raises(ValueError, match="on_bad_vectors"):
+        db.create_table("u", rows, on_bad_vectors="skip")
+    with pytest.raises(TypeError, match="fill_value"):
+        db.create_table("u", rows, on_bad_vectors="fill", fill_value="0")
+    with pytest.raises(ValueError, match="no embedding functions"):
+        db.create_table("u", rows, embedding_functions=[object()])

@@ -171,6 +171,12 @@ def _drop_missing(ignore: Any) -> Any:
     return db.table_names()
 
 
+def _bad_vectors(**options: Any) -> Any:
+    """The vectors a table keeps of two good rows, a NaN one and a short one."""
+    rows = [[1.0, 2.0], [3.0, float("nan")], [1.0, 2.0], [5.0]]
+    return _memory_db().create_table("a", {"vector": rows}, **options).to_arrow().to_pylist()
+
+
 def _batch(**columns: Any) -> pa.RecordBatch:
     return pa.record_batch(columns)
 
@@ -479,6 +485,24 @@ CASES: dict[str, Case] = {
         why="lancetorch has no namespaces: only LanceDB's default is taken",
     ),
     f"{CONN}.drop_table:ignore_missing": Case(_drop_missing, True, False, "yes"),
+    f"{CONN}.create_table:on_bad_vectors": Case(
+        lambda v: _bad_vectors(on_bad_vectors=v), "drop", "null", "skip"
+    ),
+    f"{CONN}.create_table:fill_value": Case(
+        lambda v: _bad_vectors(on_bad_vectors="fill", fill_value=v), 0.0, -1.0, "0"
+    ),
+    f"{CONN}.create_table:embedding_functions": Case(
+        lambda v: _memory_db().create_table("a", {"a": [1]}, embedding_functions=v).name,
+        None,
+        wrong=[object()],
+        why="lancetorch has no embedding functions: only LanceDB's default is taken",
+    ),
+    f"{CONN}.create_table:namespace_path": Case(
+        lambda v: _memory_db().create_table("a", {"a": [1]}, namespace_path=v).name,
+        None,
+        wrong=["ns"],
+        why="lancetorch has no namespaces: only LanceDB's default is taken",
+    ),
     f"{CONN}.create_table:name": Case(
         lambda v: _memory_db().create_table(v, {"a": [1]}).name, "u", "v", 5
     ),

@@ -79,31 +79,6 @@ def _matrix_column(values: Any) -> Any:
     return values
 
 
-VECTOR = "vector"
-
-
-def infer_vectors(table: pa.Table) -> pa.Table:
-    """As LanceDB infers on create: a column named ``vector`` of number lists, all of one
-    length and none null, becomes a fixed-size list of float32 (an embedding)."""
-    if VECTOR not in table.schema.names:
-        return table
-    column = table.column(VECTOR)
-    kind = column.type
-    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)):
-        return table
-    value = kind.value_type
-    if not (pa.types.is_floating(value) or pa.types.is_integer(value)) or column.null_count:
-        return table
-    lengths = pc.unique(pc.list_value_length(column))
-    if len(lengths) != 1 or lengths[0].as_py() == 0:
-        return table
-    size = lengths[0].as_py()
-    values = pc.list_flatten(column).cast(pa.float32())
-    fixed = pa.FixedSizeListArray.from_arrays(values.combine_chunks(), size)
-    index = table.schema.get_field_index(VECTOR)
-    return table.set_column(index, pa.field(VECTOR, fixed.type), fixed)
-
-
 def _from_rows(rows: list, schema: pa.Schema | None) -> pa.Table:
     """Row dicts as a table: every row with the same keys (those of the first row, or of
     ``schema`` when given), types inferred from the values (``conform`` casts them)."""

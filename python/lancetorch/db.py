@@ -16,7 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from . import _checks, _objectstore
-from ._arrow import as_table, conform, infer_vectors
+from ._arrow import as_table, conform
+from ._vectors import check_policy, infer_vectors, mend_vectors
 from .table import Table
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -219,6 +220,10 @@ class Connection:
         schema: pa.Schema | None = None,
         mode: str = "create",
         exist_ok: bool = False,
+        on_bad_vectors: str = "error",
+        fill_value: float = 0.0,
+        embedding_functions: Any = None,
+        namespace_path: list[str] | None = None,
     ) -> Table:
         """Create table ``name`` from ``data`` (anything Arrow-like) or an empty one of ``schema``.
 
@@ -238,6 +243,18 @@ class Connection:
             ``"overwrite"`` replaces an existing table.
         exist_ok : bool, default False
             With ``mode="create"``, open an existing table as it is instead of raising.
+        on_bad_vectors : {"error", "drop", "fill", "null"}, default "error"
+            What to do with a row whose vector (a ``vector`` column of number lists, or a
+            fixed-size list of at least ten floats) is null, holds a NaN or has another
+            length than the column's: refuse the data naming the row, leave the row out,
+            mend the vector (NaN and missing values become ``fill_value``, values past the
+            length are cut), or store it as null. As LanceDB.
+        fill_value : float, default 0.0
+            The value ``on_bad_vectors="fill"`` writes.
+        embedding_functions : None
+            LanceDB's embedding functions; lancetorch has none, only ``None`` is accepted.
+        namespace_path : list of str, optional
+            LanceDB's namespace; only ``None`` or an empty list is accepted.
 
         Returns
         -------
@@ -256,6 +273,14 @@ class Connection:
         _check_name(name)
         _checks.choice("mode", mode, _MODES)
         _checks.flag("exist_ok", exist_ok)
+        check_policy(on_bad_vectors, fill_value)
+        if embedding_functions is not None:
+            raise ValueError(
+                "lancetorch has no embedding functions: compute the embeddings first and give "
+                "them as a column (a fixed-size list of floats)"
+            )
+        if namespace_path:
+            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
         if schema is not None and not isinstance(schema, pa.Schema):
             raise TypeError(
                 f"schema={schema!r} is {type(schema).__name__}; give a pyarrow Schema, such as "
@@ -273,7 +298,7 @@ class Connection:
                 raise ValueError("create_table needs data or a schema")
             table = schema.empty_table()
         else:
-            table = as_table(data, schema)
+            table = mend_vectors(as_table(data, schema), schema, name, on_bad_vectors, fill_value)
             if schema is not None:
                 table = conform(table, schema, name)
             else:
