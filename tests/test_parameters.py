@@ -177,6 +177,18 @@ def _bad_vectors(**options: Any) -> Any:
     return _memory_db().create_table("a", {"vector": rows}, **options).to_arrow().to_pylist()
 
 
+@functools.cache
+def _big() -> lancetorch.Table:
+    return lancetorch.connect("memory://").create_table("big", {"x": np.arange(300_000)})
+
+
+def _timed(read: str, timeout: Any) -> Any:
+    """A filtered scan of 300,000 rows read by ``read`` within ``timeout``: its first rows,
+    or the TimeoutError of a timeout far shorter than the filter takes."""
+    query = _big().search().where("x % 7 = 3").limit(3)
+    return outcome(lambda: getattr(query, read)(timeout=timeout))
+
+
 def _batch(**columns: Any) -> pa.RecordBatch:
     return pa.record_batch(columns)
 
@@ -1230,6 +1242,21 @@ CASES: dict[str, Case] = {
         None,
         2,
         1.5,
+    ),
+    **{
+        f"{QUERY}.TakeQuery.{read}:timeout": Case(
+            functools.partial(_timed, read), None, datetime.timedelta(microseconds=1), 5
+        )
+        for read in ("to_arrow", "to_batches", "to_list", "to_pandas", "to_polars")
+    },
+    f"{QUERY}.ScanQuery.to_batches:timeout": Case(
+        functools.partial(_timed, "to_batches"), None, datetime.timedelta(microseconds=1), 5
+    ),
+    f"{QUERY}.ScanQuery.to_batches:batch_size": Case(
+        lambda v: [b.num_rows for b in _t().search().to_batches(v)], None, 5, 1.5
+    ),
+    f"{QUERY}.ScanQuery.to_batches:max_batch_length": Case(
+        lambda v: [b.num_rows for b in _t().search().to_batches(max_batch_length=v)], None, 5, "5"
     ),
     f"{QUERY}.TakeQuery.to_pandas:**kwargs": Case(
         lambda v: seen(_t().take_offsets([0]).select(["s"]).to_pandas(**v)),

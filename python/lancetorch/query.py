@@ -10,6 +10,7 @@ method runs; each runs the take afresh.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from . import _checks, _native
 from ._arrow import as_offsets
+from ._objectstore import ReadTimeout, within
 
 ROW_ID = "_rowid"
 
@@ -139,19 +141,55 @@ class TakeQuery:
         query._selection, query._with_row_id = self._selection, self._with_row_id
         return query._batch()
 
-    def to_arrow(self) -> pa.Table:
-        """The rows as a pyarrow Table of one chunk (``tbl_to_tensor`` converts it without a
-        copy where the take allows)."""
-        batch = self._batch()
-        return pa.Table.from_batches([batch])
+    def _read(self, timeout: datetime.timedelta | None) -> pa.RecordBatch:
+        """The rows, given up with TimeoutError once ``timeout`` has passed (LanceDB's)."""
+        if timeout is None:
+            return self._batch()
+        if not isinstance(timeout, datetime.timedelta):
+            raise TypeError(
+                f"timeout={timeout!r} is {type(timeout).__name__}; give a datetime.timedelta, "
+                "such as timedelta(seconds=30), or None to wait as long as the read takes"
+            )
+        if timeout <= datetime.timedelta(0):
+            raise ValueError(f"timeout={timeout!r} must be longer than zero")
+        try:
+            return within(timeout.total_seconds(), self._batch)
+        except ReadTimeout as e:
+            raise TimeoutError(
+                f"the query of table '{self._table.name}' did not finish within {timeout}; "
+                "pass a longer timeout, or None"
+            ) from e
 
-    def to_batches(self, *, max_batch_length: int | None = None) -> pa.RecordBatchReader:
+    def to_arrow(self, *, timeout: datetime.timedelta | None = None) -> pa.Table:
+        """The rows as a pyarrow Table of one chunk (``tbl_to_tensor`` converts it without a
+        copy where the take allows).
+
+        Parameters
+        ----------
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError. ``None``: as long as it
+            takes.
+
+        Returns
+        -------
+        pa.Table
+        """
+        return pa.Table.from_batches([self._read(timeout)])
+
+    def to_batches(
+        self,
+        *,
+        max_batch_length: int | None = None,
+        timeout: datetime.timedelta | None = None,
+    ) -> pa.RecordBatchReader:
         """The rows as a RecordBatchReader.
 
         Parameters
         ----------
         max_batch_length : int, optional
             The most rows a batch (1 or more); by default all rows come as one batch.
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError.
 
         Returns
         -------
@@ -165,24 +203,34 @@ class TakeQuery:
             For a ``max_batch_length`` under 1.
         """
         longest = _checks.optional_integer("max_batch_length", max_batch_length, low=1)
-        batch = self._batch()
+        batch = self._read(timeout)
         if longest is None or batch.num_rows <= longest:
             parts = [batch]
         else:
-            max_batch_length = longest
-            parts = [
-                batch.slice(i, max_batch_length) for i in range(0, batch.num_rows, max_batch_length)
-            ]
+            parts = [batch.slice(i, longest) for i in range(0, batch.num_rows, longest)]
         return pa.RecordBatchReader.from_batches(batch.schema, parts)
 
-    def to_list(self) -> list[dict[str, Any]]:
-        return self._batch().to_pylist()
+    def to_list(self, *, timeout: datetime.timedelta | None = None) -> list[dict[str, Any]]:
+        """The rows as a list of dicts.
 
-    def to_pandas(self, **kwargs: Any) -> Any:
+        Parameters
+        ----------
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError.
+
+        Returns
+        -------
+        list of dict
+        """
+        return self._read(timeout).to_pylist()
+
+    def to_pandas(self, *, timeout: datetime.timedelta | None = None, **kwargs: Any) -> Any:
         """The rows as a pandas DataFrame.
 
         Parameters
         ----------
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError.
         **kwargs : Any
             Passed to ``pyarrow.Table.to_pandas``.
 
@@ -190,12 +238,23 @@ class TakeQuery:
         -------
         pandas.DataFrame
         """
-        return self.to_arrow().to_pandas(**kwargs)
+        return self.to_arrow(timeout=timeout).to_pandas(**kwargs)
 
-    def to_polars(self) -> Any:
+    def to_polars(self, *, timeout: datetime.timedelta | None = None) -> Any:
+        """The rows as a polars DataFrame.
+
+        Parameters
+        ----------
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError.
+
+        Returns
+        -------
+        polars.DataFrame
+        """
         import polars as pl
 
-        return pl.from_arrow(self.to_arrow())
+        return pl.from_arrow(self.to_arrow(timeout=timeout))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(table={self._table.name!r})"
@@ -243,6 +302,46 @@ class ScanQuery(TakeQuery):
         self._limit: int | None = None
         self._skip = 0
         self._filter: str | None = None
+
+    def to_batches(  # type: ignore[override]  # LanceDB's scan adds batch_size first
+        self,
+        batch_size: int | None = None,
+        *,
+        max_batch_length: int | None = None,
+        timeout: datetime.timedelta | None = None,
+    ) -> pa.RecordBatchReader:
+        """The rows as a RecordBatchReader.
+
+        Parameters
+        ----------
+        batch_size : int, optional
+            The most rows a batch (1 or more), LanceDB's scan's name for it; by default all
+            rows come as one batch.
+        max_batch_length : int, optional
+            The same, by the name of a take's ``to_batches``; give one of the two.
+        timeout : datetime.timedelta, optional
+            How long to wait for the rows; past it, TimeoutError.
+
+        Returns
+        -------
+        pa.RecordBatchReader
+
+        Raises
+        ------
+        TypeError
+            For a batch size that is not an integer.
+        ValueError
+            For a batch size under 1, or both names given.
+        """
+        if batch_size is not None and max_batch_length is not None:
+            raise ValueError(
+                f"batch_size={batch_size!r} and max_batch_length={max_batch_length!r} are one "
+                "setting: give one of them"
+            )
+        if batch_size is not None:
+            _checks.integer("batch_size", batch_size, low=1)
+            max_batch_length = batch_size
+        return super().to_batches(max_batch_length=max_batch_length, timeout=timeout)
 
     def limit(self, limit: int | None) -> ScanQuery:
         """Read at most ``limit`` rows.
