@@ -401,6 +401,7 @@ def _image_batch(shift: int = 0) -> pa.RecordBatch:
 
 CONN = "lancetorch.db.Connection"
 TABLE = "lancetorch.table.Table"
+QUERIES = "lancetorch.query.TableQueries"  # the Table methods that make queries
 VIEW = "lancetorch.permutation.view.Permutation"
 OPTIONS = "lancetorch.permutation.options.ViewOptions"  # the chainable half of a view
 BUILDER = "lancetorch.permutation.builder.PermutationBuilder"
@@ -489,28 +490,28 @@ CASES: dict[str, Case] = {
         {"a": [3]},
         5,
     ),
-    f"{TABLE}.take_offsets:offsets": Case(
+    f"{QUERIES}.take_offsets:offsets": Case(
         lambda v: seen(_t().take_offsets(v, columns=["id"]).to_arrow()), [0], [1], ["a"]
     ),
-    f"{TABLE}.take_offsets:columns": Case(
+    f"{QUERIES}.take_offsets:columns": Case(
         lambda v: seen(_t().take_offsets([0], columns=v).to_arrow()), ["id"], ["x"], 5
     ),
-    f"{TABLE}.take_row_ids:row_ids": Case(
+    f"{QUERIES}.take_row_ids:row_ids": Case(
         lambda v: seen(_t().take_row_ids(v).select(["id"]).to_arrow()), [0], [1], ["a"]
     ),
-    f"{TABLE}.search:query": Case(
+    f"{QUERIES}.search:query": Case(
         lambda v: seen(_t().search(v).select(["id"]).to_arrow()),
         None,
         wrong="a cat",
         why="vector and full-text search are LanceDB's: only a full scan (None) is taken",
     ),
-    f"{TABLE}.search:**kwargs": Case(
+    f"{QUERIES}.search:**kwargs": Case(
         lambda v: seen(_t().search(**v).select(["id"]).to_arrow()),
         {},
         wrong={"vector_column_name": "v"},
         why="LanceDB's search options: any is refused",
     ),
-    f"{TABLE}.head:n": Case(lambda v: seen(_t().head(v).select(["id"])), 5, 2, 2.5),
+    f"{QUERIES}.head:n": Case(lambda v: seen(_t().head(v).select(["id"])), 5, 2, 2.5),
     f"{TABLE}.to_pandas:**kwargs": Case(
         lambda v: seen(_t().to_pandas(**v)[["id", "s"]]),
         {},
