@@ -79,7 +79,7 @@ def test_the_walk_finds_the_public_api() -> None:
         "lancetorch.connect",
         "lancetorch.Connection",
         "lancetorch.db.Connection.create_table",
-        "lancetorch.table.Table.take_offsets",
+        "lancetorch.query.TableQueries.take_offsets",
         "lancetorch.util.to_batch",
         "lancetorch.permutation.Permutation",
         "lancetorch.permutation.view.Permutation.identity",

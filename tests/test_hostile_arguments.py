@@ -162,7 +162,7 @@ KEYWORDS = {
     "lancetorch.table.Table.to_pandas:**kwargs": "strings_to_categorical",
     "lancetorch.table.Table.to_polars:**kwargs": "rechunk",
     "lancetorch.query.TakeQuery.to_pandas:**kwargs": "strings_to_categorical",
-    "lancetorch.table.Table.search:**kwargs": "limit",
+    "lancetorch.query.TableQueries.search:**kwargs": "limit",
     "lancetorch.util.images_to_column:**save": "quality",
     "lancetorch.streaming.StreamingDataLoader:**kwargs": "batch_size",
 }

@@ -429,7 +429,9 @@ def _image_batch(shift: int = 0) -> pa.RecordBatch:
 
 CONN = "lancetorch.db.Connection"
 TABLE = "lancetorch.table.Table"
+QUERIES = "lancetorch.query.TableQueries"  # the Table methods that make queries
 VIEW = "lancetorch.permutation.view.Permutation"
+OPTIONS = "lancetorch.permutation.options.ViewOptions"  # the chainable half of a view
 BUILDER = "lancetorch.permutation.builder.PermutationBuilder"
 SAMPLER = "lancetorch.sampler.BatchSampler"
 QUERY = "lancetorch.query"
@@ -553,28 +555,28 @@ CASES: dict[str, Case] = {
         {"a": [3]},
         5,
     ),
-    f"{TABLE}.take_offsets:offsets": Case(
+    f"{QUERIES}.take_offsets:offsets": Case(
         lambda v: seen(_t().take_offsets(v, columns=["id"]).to_arrow()), [0], [1], ["a"]
     ),
-    f"{TABLE}.take_offsets:columns": Case(
+    f"{QUERIES}.take_offsets:columns": Case(
         lambda v: seen(_t().take_offsets([0], columns=v).to_arrow()), ["id"], ["x"], 5
     ),
-    f"{TABLE}.take_row_ids:row_ids": Case(
+    f"{QUERIES}.take_row_ids:row_ids": Case(
         lambda v: seen(_t().take_row_ids(v).select(["id"]).to_arrow()), [0], [1], ["a"]
     ),
-    f"{TABLE}.search:query": Case(
+    f"{QUERIES}.search:query": Case(
         lambda v: seen(_t().search(v).select(["id"]).to_arrow()),
         None,
         wrong="a cat",
         why="vector and full-text search are LanceDB's: only a full scan (None) is taken",
     ),
-    f"{TABLE}.search:**kwargs": Case(
+    f"{QUERIES}.search:**kwargs": Case(
         lambda v: seen(_t().search(**v).select(["id"]).to_arrow()),
         {},
         wrong={"vector_column_name": "v"},
         why="LanceDB's search options: any is refused",
     ),
-    f"{TABLE}.head:n": Case(lambda v: seen(_t().head(v).select(["id"])), 5, 2, 2.5),
+    f"{QUERIES}.head:n": Case(lambda v: seen(_t().head(v).select(["id"])), 5, 2, 2.5),
     f"{TABLE}.to_pandas:**kwargs": Case(
         lambda v: seen(_t().to_pandas(**v)[["id", "s"]]),
         {},
@@ -727,23 +729,25 @@ CASES: dict[str, Case] = {
         1,
         1.5,
     ),
-    f"{VIEW}.select_columns:columns": Case(
+    f"{OPTIONS}.select_columns:columns": Case(
         lambda v: _first(_p().select_columns(v)), ["id"], ["x"], 5
     ),
-    f"{VIEW}.remove_columns:columns": Case(
+    f"{OPTIONS}.remove_columns:columns": Case(
         lambda v: _first(_p().remove_columns(v)), ["id"], ["x"], 5
     ),
-    f"{VIEW}.rename_column:old_name": Case(
+    f"{OPTIONS}.rename_column:old_name": Case(
         lambda v: _first(_p().rename_column(v, "z")), "id", "x", 5
     ),
-    f"{VIEW}.rename_column:new_name": Case(
+    f"{OPTIONS}.rename_column:new_name": Case(
         lambda v: _first(_p().rename_column("id", v)), "z", "w", 5
     ),
-    f"{VIEW}.rename_columns:column_map": Case(
+    f"{OPTIONS}.rename_columns:column_map": Case(
         lambda v: _first(_p().rename_columns(v)), {"id": "z"}, {"x": "z"}, 5
     ),
-    f"{VIEW}.with_format:format": Case(lambda v: _first(_p().with_format(v)), "arrow", "python", 5),
-    f"{VIEW}.with_format:decode": Case(
+    f"{OPTIONS}.with_format:format": Case(
+        lambda v: _first(_p().with_format(v)), "arrow", "python", 5
+    ),
+    f"{OPTIONS}.with_format:decode": Case(
         lambda v: [
             dict(r)
             for r in _first(
@@ -754,18 +758,20 @@ CASES: dict[str, Case] = {
         {"s": Text(tokenizer=lambda s: [len(x) for x in s])},
         {"s": Text},
     ),
-    f"{VIEW}.with_transform:transform": Case(
+    f"{OPTIONS}.with_transform:transform": Case(
         lambda v: _first(_p().with_transform(v)),
         lambda b: b.num_rows,
         lambda b: b.num_columns,
         5,
     ),
-    f"{VIEW}.with_batch_size:batch_size": Case(lambda v: _ids(_p().with_batch_size(v)), 5, 6, 2.5),
-    f"{VIEW}.with_skip:skip": Case(lambda v: _first(_p().with_skip(v)), 0, 2, 1.5),
-    f"{VIEW}.with_take:limit": Case(lambda v: _first(_p().with_take(v)), 4, 2, 1.5),
-    f"{VIEW}.skip:skip": Case(lambda v: _first(_deprecated(_p().skip, v)), 0, 2, 1.5),
-    f"{VIEW}.take:limit": Case(lambda v: _first(_deprecated(_p().take, v)), 4, 2, 1.5),
-    f"{VIEW}.with_connection_factory:connection_factory": Case(
+    f"{OPTIONS}.with_batch_size:batch_size": Case(
+        lambda v: _ids(_p().with_batch_size(v)), 5, 6, 2.5
+    ),
+    f"{OPTIONS}.with_skip:skip": Case(lambda v: _first(_p().with_skip(v)), 0, 2, 1.5),
+    f"{OPTIONS}.with_take:limit": Case(lambda v: _first(_p().with_take(v)), 4, 2, 1.5),
+    f"{OPTIONS}.skip:skip": Case(lambda v: _first(_deprecated(_p().skip, v)), 0, 2, 1.5),
+    f"{OPTIONS}.take:limit": Case(lambda v: _first(_deprecated(_p().take, v)), 4, 2, 1.5),
+    f"{OPTIONS}.with_connection_factory:connection_factory": Case(
         lambda v: _first(pickle.loads(pickle.dumps(_p().with_connection_factory(v)))),
         _open_first,
         _reopen,
@@ -789,7 +795,7 @@ CASES: dict[str, Case] = {
         _perm_table(first=6),
         5,
     ),
-    "lancetorch.permutation.view.Permutations.get_by_name:name": Case(
+    "lancetorch.permutation.splits.Permutations.get_by_name:name": Case(
         lambda v: _first(
             Permutations(_t(), _perm_table(("train", "test"))).get_by_name(v).with_format("arrow")
         ),
@@ -797,7 +803,7 @@ CASES: dict[str, Case] = {
         "test",
         5,
     ),
-    "lancetorch.permutation.view.Permutations.get_by_index:index": Case(
+    "lancetorch.permutation.splits.Permutations.get_by_index:index": Case(
         lambda v: _first(Permutations(_t(), _perm_table()).get_by_index(v).with_format("arrow")),
         0,
         1,

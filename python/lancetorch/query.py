@@ -1,6 +1,7 @@
 """Queries of a table's rows: :meth:`Table.take_offsets` and :meth:`Table.take_row_ids` pick
 rows, :meth:`Table.search` (a full scan) reads them all. Nothing is read until a ``to_*``
-method runs; each runs the take afresh.
+method runs; each runs the take afresh. ``TableQueries`` holds the Table methods that make
+them.
 
 >>> import lancetorch, pyarrow as pa
 >>> t = lancetorch.connect("memory://").create_table("t", pa.table({"x": [10, 20, 30]}))
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +21,9 @@ import pyarrow as pa
 from . import _checks, _native
 from ._arrow import as_offsets
 from ._objectstore import ReadTimeout, within
+
+if TYPE_CHECKING:
+    from .table import Table
 
 ROW_ID = "_rowid"
 
@@ -440,3 +444,98 @@ class ScanQuery(TakeQuery):
         kept = np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))
         end = None if self._limit is None else self._skip + self._limit
         return pa.array(kept[self._skip : end].astype(np.int64))
+
+
+class TableQueries:
+    """The methods of :class:`~lancetorch.Table` that make queries of its rows (a Table is
+    the one class that has them): each query reads the version the table reads when it is
+    made."""
+
+    if TYPE_CHECKING:  # the table's own, in table.py
+
+        def _pinned_view(self) -> Table: ...
+
+    def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> TakeQuery:
+        """The rows at ``offsets`` in the order given, duplicates kept, as a query:
+        ``.select([...])``, ``.with_row_id()``, then ``.to_arrow()``, ``.to_batches()``,
+        ``.to_pandas()``, ``.to_polars()`` or ``.to_list()``.
+
+        Parameters
+        ----------
+        offsets : list, range, np.ndarray, torch.Tensor or pa.Array of int
+            Row offsets, 0 to ``len(table) - 1``; negative counts from the end.
+        columns : sequence of str or dict[str, str], optional
+            The same as ``.select(columns)``.
+
+        Returns
+        -------
+        TakeQuery
+            Nothing is read until one of its ``to_*`` methods runs; an offset out of range raises
+            IndexError there.
+        """
+        query = TakeQuery(self._pinned_view(), offsets)
+        return query if columns is None else query.select(columns)
+
+    def take_row_ids(self, row_ids: Any) -> TakeQuery:
+        """The rows with these Lance row ids (the ``_rowid`` column; on a table of several
+        fragments or with deleted rows they are not row offsets), as a query like
+        :meth:`take_offsets`.
+
+        Parameters
+        ----------
+        row_ids : list, np.ndarray, torch.Tensor or pa.Array of int
+            Row ids, not negative.
+
+        Returns
+        -------
+        TakeQuery
+
+        Raises
+        ------
+        ValueError
+            For an id not in the table.
+        """
+        table = self._pinned_view()  # the ids found in the version the take reads
+        return TakeQuery(table, table._offsets_of_row_ids(row_ids))
+
+    def search(self, query: Any = None, **kwargs: Any) -> ScanQuery:
+        """A full scan (``search()`` or ``search(None)``): ``.select``, ``.limit``,
+        ``.offset``, ``.with_row_id``, then ``.to_arrow()`` and the like. Vector and text
+        search are LanceDB's, not lancetorch's.
+
+        Parameters
+        ----------
+        query : None, optional
+            Only ``None``; any other query raises ValueError.
+        **kwargs : Any
+            LanceDB's search options; any raises ValueError.
+
+        Returns
+        -------
+        ScanQuery
+
+        Raises
+        ------
+        ValueError
+            For a query or an option.
+        """
+        if query is not None or kwargs:
+            raise ValueError(
+                "lancetorch's search() is a full scan only (search() or search(None)); vector "
+                "and full-text search are LanceDB features"
+            )
+        return ScanQuery(self._pinned_view())
+
+    def head(self, n: int = 5) -> pa.Table:
+        """The first ``n`` rows.
+
+        Parameters
+        ----------
+        n : int, default 5
+            How many rows (fewer when the table has fewer).
+
+        Returns
+        -------
+        pa.Table
+        """
+        return self.search().limit(n).to_arrow()

@@ -11,10 +11,11 @@ Rank ``r`` of ``W`` reads global positions ``r, r + W, r + 2W, ...`` of it, so a
 has read ``k`` rows the first ``k * W`` positions of the order are read and nothing else: the
 state to resume from is ``(seed, epoch, position)``, whatever the number of ranks.
 
-The orders: a Fisher-Yates shuffle, a seeded bijection (no memory), and :class:`Windows`, for a
-table read a window at a time, whose windows are laid out for the ranks (its state adds how the
-current window was: ``window_layout``). Whatever the order, the rank stride, the padding, the
-cut into batches and the resume are this module's, once.
+The orders: a Fisher-Yates shuffle, a seeded bijection (no memory), both in ``_orders.py``,
+and :class:`Windows` (``_windows.py``), for a table read a window at a time, whose windows are
+laid out for the ranks (its state adds how the current window was: ``window_layout``).
+Whatever the order, the rank stride, the padding, the cut into batches and the resume are this
+module's, once.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
-from . import _checks, _native
+from . import _checks
+from ._orders import bijection_rows, check_fisher_yates_fits, fisher_yates
 from ._ranks import _shared_seed, distributed_rank
 from ._windows import WindowedOrder, Windows
 
@@ -154,7 +155,7 @@ class BatchSampler:
                 "clump_size needs order='fisher-yates': the bijection order moves single rows"
             )
         if order == "fisher-yates" and shuffle:
-            self._check_order_fits()
+            check_fisher_yates_fits(self.n)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.rank, self.world_size = distributed_rank(rank, world_size)
@@ -235,38 +236,13 @@ class BatchSampler:
         if not self.shuffle:
             return positions
         if self.order_kind == "bijection":
-            rows = _native.bijection_rows(self.n, self.seed, epoch, pa.array(positions, pa.int64()))
-            return rows.to_numpy()
+            return bijection_rows(self.n, self.seed, epoch, positions)
         return self._fisher_yates(epoch)[positions].astype(np.int64)
 
-    def _order_too_large(self, detail: str) -> str:
-        return (
-            f"BatchSampler of {self.n} rows with order='fisher-yates' holds each epoch's order "
-            f"in memory: {detail}; use order='bijection' (or the default order='auto'), which "
-            "computes each position's row without holding the order"
-        )
-
-    def _check_order_fits(self) -> None:
-        """MemoryError now, rather than at the first batch, when an epoch's order is more than
-        the memory the kernel reports free."""
-        per_row = 4 if self.n <= 2**32 else 8
-        free = _native.available_memory()
-        if free is not None and self.n * per_row > free:
-            raise MemoryError(
-                self._order_too_large(
-                    f"{self.n * per_row} bytes ({per_row} a row), more than the {free} free"
-                )
-            )
-
     def _fisher_yates(self, epoch: int) -> np.ndarray:
-        """The whole order of ``epoch`` (kept for the epoch's later batches), in uint32 where
-        the rows allow: 4 bytes a row beside the table."""
+        """The whole order of ``epoch``, kept for the epoch's later batches."""
         if self._cached_order is None or self._cached_order[0] != epoch:
-            try:
-                order = _native.epoch_order(self.n, self.seed, epoch, self.clump_size, narrow=True)
-            except MemoryError as err:
-                raise MemoryError(self._order_too_large(str(err))) from err
-            whole = order.to_numpy()
+            whole = fisher_yates(self.n, self.seed, epoch, self.clump_size)
             self._cached_order = (epoch, whole)
         return self._cached_order[1]
 

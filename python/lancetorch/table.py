@@ -20,10 +20,11 @@ from . import _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
 from ._backends import Backend, CacheSettings, LanceLocation, Recipe, _MemoryBackend, is_backend
 from ._lance import _LanceBackend, tier_folder
-from .query import ScanQuery, TakeQuery
+from ._lancedb import lancedb_source, missing
+from .query import TableQueries
 
 
-class Table:
+class Table(TableQueries):
     """A named table: a PyTorch map-style Dataset over its rows.
 
     Made by a :class:`~lancetorch.Connection` (``create_table``, ``open_table``), not directly.
@@ -335,91 +336,6 @@ class Table:
                 pass  # not all plain ints: as_offsets accepts numpy ints or explains the problem
         return self._backend.take(as_offsets(offsets), positions)
 
-    def take_offsets(self, offsets: Any, *, columns: Sequence[str] | None = None) -> TakeQuery:
-        """The rows at ``offsets`` in the order given, duplicates kept, as a query:
-        ``.select([...])``, ``.with_row_id()``, then ``.to_arrow()``, ``.to_batches()``,
-        ``.to_pandas()``, ``.to_polars()`` or ``.to_list()``.
-
-        Parameters
-        ----------
-        offsets : list, range, np.ndarray, torch.Tensor or pa.Array of int
-            Row offsets, 0 to ``len(table) - 1``; negative counts from the end.
-        columns : sequence of str or dict[str, str], optional
-            The same as ``.select(columns)``.
-
-        Returns
-        -------
-        TakeQuery
-            Nothing is read until one of its ``to_*`` methods runs; an offset out of range raises
-            IndexError there.
-        """
-        query = TakeQuery(self._pinned_view(), offsets)
-        return query if columns is None else query.select(columns)
-
-    def take_row_ids(self, row_ids: Any) -> TakeQuery:
-        """The rows with these Lance row ids (the ``_rowid`` column; on a table of several
-        fragments or with deleted rows they are not row offsets), as a query like
-        :meth:`take_offsets`.
-
-        Parameters
-        ----------
-        row_ids : list, np.ndarray, torch.Tensor or pa.Array of int
-            Row ids, not negative.
-
-        Returns
-        -------
-        TakeQuery
-
-        Raises
-        ------
-        ValueError
-            For an id not in the table.
-        """
-        table = self._pinned_view()  # the ids found in the version the take reads
-        return TakeQuery(table, table._offsets_of_row_ids(row_ids))
-
-    def search(self, query: Any = None, **kwargs: Any) -> ScanQuery:
-        """A full scan (``search()`` or ``search(None)``): ``.select``, ``.limit``,
-        ``.offset``, ``.with_row_id``, then ``.to_arrow()`` and the like. Vector and text
-        search are LanceDB's, not lancetorch's.
-
-        Parameters
-        ----------
-        query : None, optional
-            Only ``None``; any other query raises ValueError.
-        **kwargs : Any
-            LanceDB's search options; any raises ValueError.
-
-        Returns
-        -------
-        ScanQuery
-
-        Raises
-        ------
-        ValueError
-            For a query or an option.
-        """
-        if query is not None or kwargs:
-            raise ValueError(
-                "lancetorch's search() is a full scan only (search() or search(None)); vector "
-                "and full-text search are LanceDB features"
-            )
-        return ScanQuery(self._pinned_view())
-
-    def head(self, n: int = 5) -> pa.Table:
-        """The first ``n`` rows.
-
-        Parameters
-        ----------
-        n : int, default 5
-            How many rows (fewer when the table has fewer).
-
-        Returns
-        -------
-        pa.Table
-        """
-        return self.search().limit(n).to_arrow()
-
     def to_pandas(self, **kwargs: Any) -> Any:
         """The table as a pandas DataFrame.
 
@@ -539,10 +455,7 @@ class Table:
     def __getattr__(self, name: str) -> Any:
         # Only names that are not attributes reach here: a LanceDB table method lancetorch
         # does not have says so and what to use; any other name fails as usual.
-        advice = _LANCEDB_TABLE.get(name)
-        if advice is None:
-            raise AttributeError(f"'Table' object has no attribute {name!r}")
-        raise AttributeError(f"lancetorch's Table has no {name} (a LanceDB Table has): {advice}")
+        raise missing(name)
 
     # Plain pickle: a disk table as its location and version, a memory table by value. To
     # multiprocessing workers a memory table travels as shared memory instead (see
@@ -552,98 +465,6 @@ class Table:
     # and made again since.
     def __reduce__(self) -> tuple:
         return (_unpickled, (self._name, self._interval, *self._backend.reopen()))
-
-
-_WRITE = (
-    "lancetorch reads tables for training and writes only by add(); change the dataset with "
-    "lancedb or pylance (lance.dataset(table.uri)) and open the table again"
-)
-_INDEX = (
-    "lancetorch reads every row and builds no index (vector and full-text search are "
-    "LanceDB's); use lancedb for indexes"
-)
-_VERSION = (
-    "lancetorch reads versions (checkout(version), checkout_latest(), list_versions()) but "
-    "does not write them; use lancedb to restore, tag or branch"
-)
-_MAINTAIN = "maintain the dataset with lancedb or pylance (lance.dataset(table.uri))"
-_LSM = "LanceDB's LSM writes are not in lancetorch; use lancedb"
-_BLOB = "read blob columns as binary with take_offsets([...]).to_arrow()"
-# LanceDB 0.40 Table attributes lancetorch does not have, and what to use instead.
-_LANCEDB_TABLE = {
-    **dict.fromkeys(
-        [
-            "add_columns",
-            "alter_columns",
-            "drop_columns",
-            "delete",
-            "update",
-            "merge",
-            "merge_insert",
-            "replace_field_metadata",
-            "update_field_metadata",
-            "refresh_column",
-            "refresh_column_async",
-            "set_unenforced_primary_key",
-        ],
-        _WRITE,
-    ),
-    **dict.fromkeys(
-        [
-            "create_index",
-            "create_index_async",
-            "create_fts_index",
-            "create_scalar_index",
-            "drop_index",
-            "list_indices",
-            "index_stats",
-            "wait_for_index",
-            "prewarm_index",
-            "infer_tokenizer_configs",
-            "tokenize",
-            "embedding_functions",
-        ],
-        _INDEX,
-    ),
-    **dict.fromkeys(["restore", "tags", "branches", "current_branch"], _VERSION),
-    **dict.fromkeys(
-        [
-            "optimize",
-            "compact_files",
-            "cleanup_old_versions",
-            "migrate_v2_manifest_paths",
-            "uses_v2_manifest_paths",
-            "prewarm_data",
-        ],
-        _MAINTAIN,
-    ),
-    **dict.fromkeys(
-        [
-            "checkpoint_lsm",
-            "close_lsm_writers",
-            "compact_lsm",
-            "flush_lsm",
-            "get_lsm_stats",
-            "get_lsm_write_spec",
-            "set_lsm_write_spec",
-            "unset_lsm_write_spec",
-        ],
-        _LSM,
-    ),
-    **dict.fromkeys(
-        ["blob_columns", "fetch_blobs", "fetch_blob_files", "fetch_blob_ranges"], _BLOB
-    ),
-    "to_lance": "open the dataset with pylance: lance.dataset(table.uri) (a disk table)",
-    "stats": "len(table) counts the rows and table.schema describes the columns",
-    "create": "make a table with connect(uri).create_table(name, data)",
-    "open": "open a table with connect(uri).open_table(name)",
-    "from_inner": "open a table with connect(uri).open_table(name)",
-    "id": "a table is named by table.name",
-    "namespace": "namespaces are LanceDB's; lancetorch tables live directly in a connection",
-    "function_errors": "lancetorch has no embedding functions",
-    "initial_storage_options": "storage options are given to connect(uri, storage_options=...)",
-    "latest_storage_options": "storage options are given to connect(uri, storage_options=...)",
-}
 
 
 def as_lancetorch_table(table: Any) -> Table:
@@ -667,16 +488,11 @@ def as_lancetorch_table(table: Any) -> Table:
     """
     if isinstance(table, Table):
         return table
-    if type(table).__module__.startswith("lancedb") and hasattr(table, "to_arrow"):
-        name = str(getattr(table, "name", "table"))
-        try:
-            dataset = table.to_lance()
-            uri = dataset.uri
-        except Exception:  # a memory table: no dataset on disk
-            uri = None
-        local = uri is not None and ("://" not in uri or uri.startswith("file://"))
-        if local:
-            return Table._lance(name, uri.removeprefix("file://"), None, version=dataset.version)
+    source = lancedb_source(table)
+    if source is not None:
+        name, path, version = source
+        if path is not None:
+            return Table._lance(name, path, None, version=version)
         return Table._memory(name, table.to_arrow())
     raise TypeError(
         f"expected a lancetorch Table (or a LanceDB table), got {type(table).__name__}; open "

@@ -14,7 +14,8 @@ seed gives the same order on every machine and every release. SQL (``filter``,
 from .builder import PermutationBuilder, permutation_builder
 from .formats import Transforms
 from .layout import ROW_ID, SPLIT_ID, split_names_of
-from .view import DEFAULT_BATCH_SIZE, Permutation, Permutations, ReadPlan
+from .splits import Permutations
+from .view import DEFAULT_BATCH_SIZE, Permutation, ReadPlan
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
