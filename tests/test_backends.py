@@ -75,8 +75,10 @@ class ArrowBackend:
     def read_columns(self, columns: list[str]) -> pa.Table:
         return self.data.select(columns)
 
-    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
-        self.data = pa.concat_tables([self.data, data])
+    def append(
+        self, data: pa.Table, known: Sequence[Backend] = (), *, overwrite: bool = False
+    ) -> Backend:
+        self.data = data if overwrite else pa.concat_tables([self.data, data])
         self.version += 1
         return self
 

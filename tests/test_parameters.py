@@ -189,6 +189,13 @@ def _timed(read: str, timeout: Any) -> Any:
     return outcome(lambda: getattr(query, read)(timeout=timeout))
 
 
+def _bad_vectors_added(**options: Any) -> Any:
+    """The vectors a table keeps of a good row and of two good, a NaN and a short row added."""
+    t = _memory_db().create_table("a", {"vector": [[0.0, 0.5]]})
+    t.add({"vector": [[1.0, 2.0], [3.0, float("nan")], [1.0, 2.0], [5.0]]}, **options)
+    return t.to_arrow().to_pylist()
+
+
 def _batch(**columns: Any) -> pa.RecordBatch:
     return pa.record_batch(columns)
 
@@ -549,6 +556,21 @@ CASES: dict[str, Case] = {
         lambda v: (db := _memory_db("a", "b")).drop_table(v) or db.table_names(), "a", "b", 5
     ),
     # -- Table -----------------------------------------------------------------------------------
+    f"{TABLE}.add:mode": Case(
+        lambda v: (
+            (t := _memory_db("a").open_table("a")).add({"a": [2]}, mode=v) or seen(t.to_arrow())
+        ),
+        "append",
+        "overwrite",
+        "replace",
+    ),
+    f"{TABLE}.add:on_bad_vectors": Case(
+        lambda v: _bad_vectors_added(on_bad_vectors=v), "drop", "null", "skip"
+    ),
+    f"{TABLE}.add:fill_value": Case(
+        lambda v: _bad_vectors_added(on_bad_vectors="fill", fill_value=v), 0.0, -1.0, "0"
+    ),
+    f"{TABLE}.count_rows:filter": Case(lambda v: _t().count_rows(v), None, "id > 20", 5),
     f"{TABLE}.add:data": Case(
         lambda v: (t := _memory_db("a").open_table("a")).add(v) or seen(t.to_arrow()),
         {"a": [2]},

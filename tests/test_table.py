@@ -113,6 +113,53 @@ def test_add_list_of_dicts(table):
     assert table.to_arrow().equals(sample_table(11))
 
 
+def test_add_overwrite_replaces_every_row_in_a_new_version(any_db):
+    """LanceDB's add(mode="overwrite"): the rows given in place of all, a new version; what
+    was made over the old rows (a Permutation) reads the old rows to its end."""
+    from lancetorch.permutation import Permutation
+
+    table = any_db.create_table("t", sample_table(10))
+    before = Permutation.identity(table).with_format("arrow")
+    table.add(sample_table(14).slice(10), mode="overwrite")
+    assert table.to_arrow().equals(sample_table(14).slice(10))
+    assert len(table) == 4 and table.count_rows() == 4 and table.version == 2
+    assert before[0:10]["id"].to_pylist() == list(range(10))
+    table.add(sample_table(15).slice(14))
+    assert table.to_arrow().column("id").to_pylist() == [10, 11, 12, 13, 14]
+    table.add(sample_table(0), mode="overwrite")  # no rows: an empty table, not no change
+    assert table.count_rows() == 0 and table.version == 4
+    with pytest.raises(ValueError, match="mode must be one of 'append', 'overwrite'"):
+        table.add(sample_table(1), mode="replace")
+    with pytest.raises(ValueError, match="field"):
+        table.add(pa.table({"other": [1]}), mode="overwrite")
+    assert table.count_rows() == 0 and table.version == 4
+
+
+def test_count_rows_of_a_filter(any_db):
+    table = any_db.create_table("t", sample_table(10))
+    assert table.count_rows("id >= 7") == 3
+    assert table.count_rows(filter="id % 2 = 0 AND x < 2") == 2
+    assert table.count_rows("s IS NULL") == 0
+    with pytest.raises(ValueError, match="not true/false"):
+        table.count_rows("id + 1")
+    with pytest.raises(ValueError, match="exactly one SQL expression"):
+        table.count_rows("id > 1, id < 3")
+    with pytest.raises(TypeError, match="filter"):
+        table.count_rows(5)
+
+
+def test_add_bad_vectors_as_create_table_does(any_db):
+    table = any_db.create_table("t", {"vector": [[1.0, 2.0]], "i": [0]})
+    rows = {"vector": [[3.0, float("nan")], [4.0, 5.0], [6.0]], "i": [1, 2, 3]}
+    with pytest.raises(ValueError, match="row 0 holds NaN"):
+        table.add(rows)
+    assert table.count_rows() == 1
+    table.add(rows, on_bad_vectors="drop")
+    assert table.to_arrow().column("i").to_pylist() == [0, 2]
+    table.add(rows, on_bad_vectors="fill", fill_value=9.0)
+    assert table.to_arrow().column("vector").to_pylist()[2:] == [[3.0, 9.0], [4.0, 5.0], [6.0, 9.0]]
+
+
 def test_add_empty_changes_nothing(table):
     table.add(sample_table(0))
     assert len(table) == 10

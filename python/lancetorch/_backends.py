@@ -92,9 +92,12 @@ class Backend(Protocol):
         """Some columns of every row, reading only those."""
         ...
 
-    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
-        """Write ``data`` after the last row; the backend that reads what was written (this
-        one for memory; of another version it is one of ``known`` or a new one)."""
+    def append(
+        self, data: pa.Table, known: Sequence[Backend] = (), *, overwrite: bool = False
+    ) -> Backend:
+        """Write ``data`` after the last row (or, ``overwrite``, in place of every row); the
+        backend that reads what was written (this one for memory; of another version it is
+        one of ``known`` or a new one)."""
         ...
 
     def follows_versions(self) -> bool:
@@ -280,8 +283,13 @@ class _MemoryBackend:
         """Bytes and requests read from a store: none, the rows are in memory."""
         return 0, 0
 
-    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
-        self.store = self.store.appended(data)
+    def append(
+        self, data: pa.Table, known: Sequence[Backend] = (), *, overwrite: bool = False
+    ) -> Backend:
+        if overwrite:
+            self.store = _native.ColumnStore(data)
+        else:
+            self.store = self.store.appended(data)
         self._schema = self.store.schema
         self.version += 1
         self.written = time.time()

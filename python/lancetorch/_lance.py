@@ -691,9 +691,12 @@ class _LanceBackend:
     def read_columns(self, columns: list[str]) -> pa.Table:
         return self.call(f"a scan of columns {columns}", self.dataset.to_table, columns=columns)
 
-    def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
-        """Write ``data`` after the latest version (the Table then reads a new backend at
-        the version written: this one keeps reading its own)."""
+    def append(
+        self, data: pa.Table, known: Sequence[Backend] = (), *, overwrite: bool = False
+    ) -> Backend:
+        """Write ``data`` after the latest version, or in its place (``overwrite``); the
+        Table then reads a new backend at the version written: this one keeps reading its
+        own."""
         import lance
 
         # Appended to the latest version, which must still be this table: Lance would create
@@ -710,7 +713,8 @@ class _LanceBackend:
                 f"table at {self.uri} was replaced since this handle opened it; its fields are "
                 f"now {latest.schema.names}: open it again to add rows"
             )
-        lance.write_dataset(data, self.uri, mode="append", storage_options=self.storage_options)
+        mode = "overwrite" if overwrite else "append"
+        lance.write_dataset(data, self.uri, mode=mode, storage_options=self.storage_options)
         # The handle reads what it wrote (and any version written since) from now on.
         return self.at_version(None, known)
 

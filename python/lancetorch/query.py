@@ -416,15 +416,8 @@ class ScanQuery(TakeQuery):
             For an empty predicate or more than one expression; when the rows are read, for a
             predicate Lance cannot evaluate or that is not true/false.
         """
-        from .permutation.builder import _one_expression
-
-        _checks.text("where", where)
-        if not where.strip():
-            raise ValueError(f"where={where!r} is empty: give a SQL predicate such as 'x > 3'")
-        _one_expression(where, "where", "boolean")
+        self._filter = checked_predicate("where", where)
         _checks.flag("prefilter", prefilter)
-        filter = where
-        self._filter = filter
         return self
 
     def _positions(self) -> pa.Array:
@@ -433,17 +426,34 @@ class ScanQuery(TakeQuery):
             lo = min(self._skip, n)
             hi = n if self._limit is None else min(lo + self._limit, n)
             return pa.array(np.arange(lo, hi, dtype=np.int64))
-        from .permutation.builder import _sql_column
-
-        mask = _sql_column(self._table, self._filter, "filter")
-        if not pa.types.is_boolean(mask.type):
-            raise ValueError(
-                f"filter {self._filter!r} gives {mask.type} values, not true/false: write a "
-                "predicate such as 'x > 3'"
-            )
-        kept = np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))
+        kept = np.flatnonzero(predicate_mask(self._table, self._filter))
         end = None if self._limit is None else self._skip + self._limit
         return pa.array(kept[self._skip : end].astype(np.int64))
+
+
+def checked_predicate(name: str, predicate: Any) -> str:
+    """``predicate``, one SQL expression, else TypeError or ValueError naming ``name``."""
+    from .permutation.builder import _one_expression
+
+    _checks.text(name, predicate)
+    if not predicate.strip():
+        raise ValueError(f"{name}={predicate!r} is empty: give a SQL predicate such as 'x > 3'")
+    _one_expression(predicate, name, "boolean")
+    return predicate
+
+
+def predicate_mask(table: Any, predicate: str) -> np.ndarray:
+    """Where ``predicate`` is true over every row of ``table`` (null counts as false),
+    evaluated by Lance; ValueError where it gives values other than true/false."""
+    from .permutation.builder import _sql_column
+
+    mask = _sql_column(table, predicate, "filter")
+    if not pa.types.is_boolean(mask.type):
+        raise ValueError(
+            f"filter {predicate!r} gives {mask.type} values, not true/false: write a "
+            "predicate such as 'x > 3'"
+        )
+    return np.asarray(mask.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 class TableQueries:

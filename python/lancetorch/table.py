@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from . import _native
+from . import _checks, _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
 from ._backends import Backend, CacheSettings, LanceLocation, Recipe, _MemoryBackend, is_backend
 from ._lance import _LanceBackend, tier_folder
 from ._lancedb import lancedb_source, missing
+from ._vectors import check_policy, mend_vectors
 from .query import TableQueries
 
 
@@ -230,15 +231,32 @@ class Table(TableQueries):
     def schema(self) -> pa.Schema:
         return self._current().schema
 
-    def count_rows(self) -> int:
+    def count_rows(self, filter: str | None = None) -> int:
         """The number of rows (of the latest version, where ``read_consistency_interval``
-        says a check is due).
+        says a check is due), or of those where ``filter`` is true.
+
+        Parameters
+        ----------
+        filter : str, optional
+            One SQL predicate over the table's columns, evaluated by Lance as
+            ``search().where`` evaluates it (null counts as false).
 
         Returns
         -------
         int
+
+        Raises
+        ------
+        ValueError
+            For an empty filter, more than one expression, or one Lance cannot evaluate or
+            that is not true/false.
         """
-        return self._current().count_rows()
+        if filter is None:
+            return self._current().count_rows()
+        from .query import checked_predicate, predicate_mask
+
+        checked_predicate("filter", filter)
+        return int(np.count_nonzero(predicate_mask(self._pinned_view(), filter)))
 
     def __len__(self) -> int:
         # The Dataset protocol (len, [], __getitems__) reads the version the handle holds for
@@ -262,32 +280,52 @@ class Table(TableQueries):
         return self._backend.read_columns(columns)
 
     # -- writing --------------------------------------------------------------------------------
-    def add(self, data: Any) -> None:
-        """Append rows.
+    def add(
+        self,
+        data: Any,
+        mode: str = "append",
+        on_bad_vectors: str = "error",
+        fill_value: float = 0.0,
+    ) -> None:
+        """Append rows, or replace them all.
 
         Parameters
         ----------
         data : Any
             The rows, anything :meth:`Connection.create_table` takes. They must have the table's
             fields (in any order; types that cast without loss are cast).
+        mode : {"append", "overwrite"}, default "append"
+            ``"overwrite"`` writes ``data`` in place of every row (a new version; a disk
+            table keeps the old ones, for :meth:`checkout`).
+        on_bad_vectors : {"error", "drop", "fill", "null"}, default "error"
+            What to do with a row whose vector is null, holds a NaN or has another length
+            than the column's, as :meth:`Connection.create_table` does.
+        fill_value : float, default 0.0
+            The value ``on_bad_vectors="fill"`` writes.
 
         Raises
         ------
         ValueError
-            Naming the field that is missing, extra or does not cast; nothing is written. Or
-            while a version is checked out (:meth:`checkout`).
+            Naming the field that is missing, extra or does not cast, or the row of a bad
+            vector; nothing is written. Or while a version is checked out (:meth:`checkout`).
         """
+        _checks.choice("mode", mode, ("append", "overwrite"))
+        check_policy(on_bad_vectors, fill_value)
         if self._checked_out is not None:
             raise ValueError(
                 "table cannot be modified when a specific version is checked out: table "
                 f"'{self._name}' reads version {self._checked_out}; call checkout_latest() first"
             )
         backend = self._backend
-        new = conform(as_table(data, backend.schema), backend.schema, self._name)
-        if not new.num_rows:
+        new = mend_vectors(
+            as_table(data, backend.schema), backend.schema, self._name, on_bad_vectors, fill_value
+        )
+        new = conform(new, backend.schema, self._name)
+        if not new.num_rows and mode == "append":
             return
         self._checked = time.monotonic()
-        self._backend = self._api = backend.append(new, (self._api, self._backend))
+        known = (self._api, self._backend)
+        self._backend = self._api = backend.append(new, known, overwrite=mode == "overwrite")
 
     # -- reading --------------------------------------------------------------------------------
     def _column_positions(self, columns: Sequence[str] | None) -> list[int] | None:
