@@ -1,5 +1,6 @@
-"""LanceDB's side of a lancetorch Table: LanceDB tables read as lancetorch's, and what of
-LanceDB's Table API lancetorch has not, with what to use instead."""
+"""LanceDB's side of lancetorch: LanceDB tables read as lancetorch's, what of LanceDB's Table
+API lancetorch has not (with what to use instead), and which of LanceDB's connect options
+mean a remote database."""
 
 from __future__ import annotations
 
@@ -122,3 +123,35 @@ _LANCEDB_TABLE = {
     "initial_storage_options": "storage options are given to connect(uri, storage_options=...)",
     "latest_storage_options": "storage options are given to connect(uri, storage_options=...)",
 }
+
+
+# LanceDB's options for remote databases: named in connect()'s error, not taken.
+_ENTERPRISE_OPTIONS = frozenset(
+    {
+        "api_key",
+        "host_override",
+        "sql_host_override",
+        "client_config",
+        "request_thread_pool",
+        "namespace_client_impl",
+        "namespace_client_properties",
+        "namespace_client_pushdown_operations",
+    }
+)
+# LanceDB's options for local databases that change nothing here: accepted and ignored.
+# `region` has its default unless a remote database is meant.
+_LOCAL_OPTIONS = frozenset({"session", "manifest_enabled", "region"})
+
+
+def remote_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Of LanceDB's connect ``options``, those that ask for a remote database (a remote
+    option given a value, a region other than the default); TypeError for a name LanceDB
+    does not have either."""
+    unknown = sorted(set(options) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
+    if unknown:
+        raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
+    return {
+        k: v
+        for k, v in options.items()
+        if (k == "region" and v != "us-east-1") or (k not in _LOCAL_OPTIONS and v is not None)
+    }

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from . import _checks, _objectstore
 from ._arrow import as_table, conform
+from ._lancedb import remote_options
 from ._vectors import check_policy, infer_vectors, mend_vectors
 from .table import Table
 
@@ -436,24 +437,6 @@ class Connection:
             shutil.rmtree(self._path(name))
 
 
-# LanceDB's options for remote databases: named in connect()'s error, not taken.
-_ENTERPRISE_OPTIONS = frozenset(
-    {
-        "api_key",
-        "host_override",
-        "sql_host_override",
-        "client_config",
-        "request_thread_pool",
-        "namespace_client_impl",
-        "namespace_client_properties",
-        "namespace_client_pushdown_operations",
-    }
-)
-# LanceDB's options for local databases that change nothing here: accepted and ignored.
-# `region` has its default unless a remote database is meant.
-_LOCAL_OPTIONS = frozenset({"session", "manifest_enabled", "region"})
-
-
 def _interval_seconds(interval: Any) -> float | None:
     """``read_consistency_interval`` in seconds, checked: a ``timedelta`` of 0 or more."""
     if interval is None:
@@ -547,16 +530,7 @@ def connect(
             f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
         )
     _interval_seconds(read_consistency_interval)  # checked before anything else
-    unknown = sorted(set(enterprise) - _ENTERPRISE_OPTIONS - _LOCAL_OPTIONS)
-    if unknown:
-        raise TypeError(f"connect() got an unexpected keyword argument {unknown[0]!r}")
-    if enterprise.get("region", "us-east-1") == "us-east-1":
-        enterprise.pop("region", None)  # another region means a remote database
-    enterprise = {
-        k: v
-        for k, v in enterprise.items()
-        if k == "region" or (k not in _LOCAL_OPTIONS and v is not None)
-    }
+    enterprise = remote_options(enterprise)
     uri = os.fspath(uri)
     if uri.startswith("memory:/"):  # LanceDB's spellings: memory://, memory:///, memory://name
         uri = "memory://"
