@@ -605,3 +605,28 @@ def test_bad_vectors_name_the_row_and_what_to_do(tmp_path):
         db.create_table("u", rows, on_bad_vectors="fill", fill_value="0")
     with pytest.raises(ValueError, match="no embedding functions"):
         db.create_table("u", rows, embedding_functions=[object()])
+
+
+def test_open_table_as_lancedb_calls_it(any_db):
+    """version= opens the table checked out there (add refused); storage_options= and
+    index_cache_size= are taken; a branch or a namespace is refused."""
+    table = any_db.create_table("t", {"x": [1, 2]})
+    table.add({"x": [3]})
+    assert any_db.open_table("t", version=2).to_arrow().column("x").to_pylist() == [1, 2, 3]
+    if any_db.uri == "memory://":
+        with pytest.raises(ValueError, match="keeps only its latest version"):
+            any_db.open_table("t", version=1)
+    else:
+        old = any_db.open_table("t", version=1)
+        assert old.to_arrow().column("x").to_pylist() == [1, 2] and old.version == 1
+        with pytest.raises(ValueError, match="checked out"):
+            old.add({"x": [4]})
+    with pytest.raises(TypeError, match="version"):
+        any_db.open_table("t", version=1.5)
+    assert any_db.open_table("t", storage_options={}, index_cache_size=256).count_rows() == 3
+    with pytest.raises(ValueError, match="main branch only"):
+        any_db.open_table("t", branch="dev")
+    with pytest.raises(ValueError, match="no namespaces"):
+        any_db.open_table("t", namespace_path=["ns"])
+    with pytest.raises(TypeError, match="index_cache_size"):
+        any_db.open_table("t", index_cache_size="256")

@@ -125,6 +125,14 @@ def _disk() -> lancetorch.Connection:
     return db
 
 
+@functools.cache
+def _versions() -> lancetorch.Connection:
+    """A disk table 'v' at version 2."""
+    db = lancetorch.connect(f"{_DIR}/versions")
+    db.create_table("v", {"a": [1]}).add({"a": [2]})
+    return db
+
+
 def _through_tier(cache_dir: Any) -> bool:
     """Whether a disk table's cache read with ``cache_dir`` went through a node tier (a
     relative folder lands in this module's temporary folder)."""
@@ -552,6 +560,34 @@ CASES: dict[str, Case] = {
         1.5,
     ),
     f"{CONN}.open_table:cache_dir": Case(lambda v: _through_tier(v), None, False, 1),
+    f"{CONN}.open_table:version": Case(
+        lambda v: _versions().open_table("v", version=v).version, None, 1, 1.5
+    ),
+    f"{CONN}.open_table:storage_options": Case(
+        lambda v: seen(_disk().open_table("a", storage_options=v).to_arrow()),
+        None,
+        wrong="x=1",
+        why="passed to Lance for the table's dataset (tests/test_objectstore.py reads through "
+        "the connection's)",
+    ),
+    f"{CONN}.open_table:index_cache_size": Case(
+        lambda v: seen(_disk().open_table("a", index_cache_size=v).to_arrow()),
+        None,
+        wrong=1.5,
+        why="LanceDB's index cache: lancetorch reads no index",
+    ),
+    f"{CONN}.open_table:branch": Case(
+        lambda v: seen(_disk().open_table("a", branch=v).to_arrow()),
+        None,
+        wrong="dev",
+        why="lancetorch reads the main branch only: only LanceDB's default is taken",
+    ),
+    f"{CONN}.open_table:namespace_path": Case(
+        lambda v: seen(_disk().open_table("a", namespace_path=v).to_arrow()),
+        None,
+        wrong=["ns"],
+        why="lancetorch has no namespaces: only LanceDB's default is taken",
+    ),
     f"{CONN}.drop_table:name": Case(
         lambda v: (db := _memory_db("a", "b")).drop_table(v) or db.table_names(), "a", "b", 5
     ),

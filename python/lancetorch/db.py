@@ -341,6 +341,11 @@ class Connection:
         cache: bool | str = "auto",
         cache_budget: int | None = None,
         cache_dir: str | os.PathLike[str] | bool | None = None,
+        version: int | str | None = None,
+        storage_options: dict[str, str] | None = None,
+        index_cache_size: int | None = None,
+        branch: str | None = None,
+        namespace_path: list[str] | None = None,
     ) -> Table:
         """Open table ``name``.
 
@@ -360,6 +365,19 @@ class Connection:
             (one copy in the page cache for all of them; read from the table's store once per
             machine). Default: ``$LANCETORCH_CACHE_DIR``, else ``lancetorch/tier`` in the
             user's cache folder. ``False``: no node tier (each process reads its own copy).
+        version : int or str, optional
+            Open the table checked out at this version number or tag, as
+            :meth:`Table.checkout` does (``add`` refused until ``checkout_latest()``). A
+            memory table has only its latest version: naming it opens the table as it is.
+        storage_options : dict[str, str], optional
+            Options for this table's Lance dataset, over the connection's (LanceDB's).
+        index_cache_size : int, optional
+            LanceDB's cache of vector and scalar indexes. lancetorch reads no index, so it
+            changes nothing here; it is checked and accepted so that LanceDB code runs.
+        branch : str, optional
+            LanceDB's branches; lancetorch reads the main branch only: only ``None``.
+        namespace_path : list of str, optional
+            LanceDB's namespace; only ``None`` or an empty list is accepted.
 
         Returns
         -------
@@ -370,7 +388,7 @@ class Connection:
         FileNotFoundError
             For a table that does not exist here (the message lists those that do).
         ValueError
-            For an invalid name.
+            For an invalid name, a version the table does not have, a branch or a namespace.
         """
         _check_name(name)
         if isinstance(cache, str) and cache != "auto":
@@ -380,23 +398,42 @@ class Connection:
                 f"cache={cache!r} is {type(cache).__name__}; cache takes True, False or 'auto'"
             )
         _checks.optional_integer("cache_budget", cache_budget, low=0)
+        _checks.optional_integer("index_cache_size", index_cache_size, low=0)
+        if storage_options is not None and not isinstance(storage_options, dict):
+            raise TypeError(
+                f"storage_options={storage_options!r} is {type(storage_options).__name__}; "
+                "give a dict of option name to value"
+            )
+        if branch is not None:
+            raise ValueError(f"lancetorch reads a table's main branch only; got branch={branch!r}")
+        if namespace_path:
+            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
         if self._memory is not None:
             if name not in self._memory:
                 raise self._missing(name)
-            return self._memory[name]
+            table = self._memory[name]
+            if version is not None:  # its only version, or the error saying so
+                if not isinstance(version, str):
+                    _checks.integer("version", version, low=1)
+                table._current().at_version(version)
+            return table
         if not self._exists(name):
             raise self._missing(name)
+        options = {**(self._storage_options or {}), **(storage_options or {})} or None
         with self._explained(f"open table '{name}'"):
-            return Table._lance(
+            opened = Table._lance(
                 name,
                 self._path(name),
-                self._storage_options,
+                options,
                 cache,
                 cache_budget,
                 read_timeout=self._read_timeout,
                 read_consistency_interval=self._interval,
                 cache_dir=cache_dir,
             )
+        if version is not None:
+            opened.checkout(version)
+        return opened
 
     def drop_table(
         self, name: str, namespace_path: list[str] | None = None, ignore_missing: bool = False
