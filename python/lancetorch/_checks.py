@@ -6,6 +6,7 @@ size is not a flag (``shuffle=0`` is refused: write ``False``)."""
 
 from __future__ import annotations
 
+import datetime
 import operator
 from typing import Any
 
@@ -126,3 +127,23 @@ def dtype_name(name: str, value: Any) -> str | None:
             f"{name}={value!r} is not a type a tensor is built as; use one of {DTYPES}"
         )
     return text
+
+
+def interval(interval: Any) -> float | None:
+    """``read_consistency_interval`` in seconds, checked: a ``timedelta`` of 0 or more (or
+    ``None``)."""
+    if interval is None:
+        return None
+    if not isinstance(interval, datetime.timedelta):
+        raise TypeError(
+            f"read_consistency_interval must be a datetime.timedelta (or None), got "
+            f"{interval!r}: for example timedelta(seconds=5), or timedelta(0) to check for "
+            "a newer version on every read"
+        )
+    seconds = interval.total_seconds()
+    if seconds < 0:
+        raise ValueError(
+            f"read_consistency_interval={interval!r} must not be negative: timedelta(0) checks "
+            "on every read, None never"
+        )
+    return seconds

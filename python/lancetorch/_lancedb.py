@@ -155,3 +155,9 @@ def remote_options(options: dict[str, Any]) -> dict[str, Any]:
         for k, v in options.items()
         if (k == "region" and v != "us-east-1") or (k not in _LOCAL_OPTIONS and v is not None)
     }
+
+
+def no_namespace(namespace_path: Any) -> None:
+    """Refuse a LanceDB namespace: lancetorch has none (``None`` and ``[]`` are no namespace)."""
+    if namespace_path:
+        raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")

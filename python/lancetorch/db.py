@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from . import _checks, _objectstore
 from ._arrow import as_table, conform
-from ._lancedb import remote_options
+from ._lancedb import no_namespace, remote_options
 from ._vectors import check_policy, infer_vectors, mend_vectors
 from .table import Table
 
@@ -77,7 +77,7 @@ class Connection:
         read_consistency_interval: datetime.timedelta | None = None,
     ) -> None:
         _checks.text("uri", uri)
-        interval = _interval_seconds(read_consistency_interval)
+        interval = _checks.interval(read_consistency_interval)
         if storage_options is not None and not isinstance(storage_options, dict):
             raise TypeError(
                 f"storage_options={storage_options!r} is {type(storage_options).__name__}; "
@@ -185,8 +185,7 @@ class Connection:
         ValueError
             For a namespace, or a ``limit`` under 1.
         """
-        if namespace_path:
-            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
+        no_namespace(namespace_path)
         limit = _checks.optional_integer("limit", limit, low=1)
         if page_token is not None:
             _checks.text("page_token", page_token)
@@ -280,8 +279,7 @@ class Connection:
                 "lancetorch has no embedding functions: compute the embeddings first and give "
                 "them as a column (a fixed-size list of floats)"
             )
-        if namespace_path:
-            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
+        no_namespace(namespace_path)
         if schema is not None and not isinstance(schema, pa.Schema):
             raise TypeError(
                 f"schema={schema!r} is {type(schema).__name__}; give a pyarrow Schema, such as "
@@ -406,8 +404,7 @@ class Connection:
             )
         if branch is not None:
             raise ValueError(f"lancetorch reads a table's main branch only; got branch={branch!r}")
-        if namespace_path:
-            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
+        no_namespace(namespace_path)
         if self._memory is not None:
             if name not in self._memory:
                 raise self._missing(name)
@@ -458,8 +455,7 @@ class Connection:
         """
         _check_name(name)
         _checks.flag("ignore_missing", ignore_missing)
-        if namespace_path:
-            raise ValueError(f"lancetorch has no namespaces; got namespace_path={namespace_path!r}")
+        no_namespace(namespace_path)
         if self._memory is not None:
             if self._memory.pop(name, None) is None and not ignore_missing:
                 raise self._missing(name)
@@ -472,25 +468,6 @@ class Connection:
             self._store.remove(f"{name}.lance")
         else:
             shutil.rmtree(self._path(name))
-
-
-def _interval_seconds(interval: Any) -> float | None:
-    """``read_consistency_interval`` in seconds, checked: a ``timedelta`` of 0 or more."""
-    if interval is None:
-        return None
-    if not isinstance(interval, datetime.timedelta):
-        raise TypeError(
-            f"read_consistency_interval must be a datetime.timedelta (or None), got "
-            f"{interval!r}: for example timedelta(seconds=5), or timedelta(0) to check for "
-            "a newer version on every read"
-        )
-    seconds = interval.total_seconds()
-    if seconds < 0:
-        raise ValueError(
-            f"read_consistency_interval={interval!r} must not be negative: timedelta(0) checks "
-            "on every read, None never"
-        )
-    return seconds
 
 
 def connect(
@@ -566,7 +543,7 @@ def connect(
         raise ValueError(
             f"read_timeout={read_timeout!r} must be a number of seconds above 0 or None"
         )
-    _interval_seconds(read_consistency_interval)  # checked before anything else
+    _checks.interval(read_consistency_interval)  # checked before anything else
     enterprise = remote_options(enterprise)
     uri = os.fspath(uri)
     if uri.startswith("memory:/"):  # LanceDB's spellings: memory://, memory:///, memory://name
