@@ -172,8 +172,10 @@ def test_every_declared_output_reaches_every_path(mem_db, kind, path):
         threads = 2 if path == "loader-2-threads" else 1
         batches = list(Loader(read, 5, per_column=True, decode={column: spec}, threads=threads))
     else:
-        if getattr(spec, "pack", False):
-            pytest.skip("torch_dict gives rows, which packed blocks are not (refused)")
+        if spec.rows == "packs":
+            with pytest.raises(ValueError, match="packs its values into blocks"):
+                read.with_format("torch_dict", decode={column: spec})
+            return
         rows = read.with_format("torch_dict", decode={column: spec})
         batches = [torch.utils.data.default_collate(rows.__getitems__(list(range(n))))]
     for batch in batches:
@@ -453,10 +455,12 @@ def test_list_offsets_past_the_values_are_refused_not_read():
 
 
 def test_a_spec_of_ones_own_works_on_every_path(mem_db):
-    """Any object with DecodeSpec's two methods is a spec; one without outputs() is refused,
-    and the message says what it lacks."""
+    """Any object with DecodeSpec's members is a spec, one that skips rows too; one without
+    outputs() is refused, and the message says what it lacks."""
 
     class Doubled:
+        rows = "each"
+
         def outputs(self, column):
             return [column]
 
@@ -469,12 +473,32 @@ def test_a_spec_of_ones_own_works_on_every_path(mem_db):
     loaded = next(iter(Loader(table, 6, shuffle=False, per_column=True, decode={"v": Doubled()})))
     assert loaded["v"].tolist() == got
 
+    class OddOnly(Doubled):
+        rows = "skips"
+
+        def decode_rows(self, batch, column, epoch=0):
+            values = batch.column(column).to_numpy()
+            skipped = [i for i, v in enumerate(values) if v % 2 == 0]
+            return {column: torch.tensor(values)}, skipped  # every row; skipped ones go
+
+    both = pa.table({"v": pa.array(range(6)), "w": pa.array(range(10, 16))})
+    out = to_batch(both, {"v": OddOnly()})
+    assert out["v"].tolist() == [1, 3, 5] and out["w"].tolist() == [11, 13, 15]
+
     class NoOutputs:
+        rows = "each"
+
         def decode(self, batch, column, epoch=0):
             return {column: []}
 
     with pytest.raises(TypeError, match=r"outputs\(column\)"):
         to_batch(table.to_arrow(), {"v": NoOutputs()})
+
+    class NoRows(Doubled):
+        rows = "some"
+
+    with pytest.raises(TypeError, match="rows='some'"):
+        to_batch(table.to_arrow(), {"v": NoRows()})
 
 
 def test_a_spec_crosses_into_rust_as_the_object_itself():

@@ -25,6 +25,8 @@ class ArrowColumn:
     fixed-shape packing: the take; the packing itself runs in order, as batches are handed
     out, since each starts where the one before stopped)."""
 
+    rows = "each"
+
     def outputs(self, column: str) -> list[str]:
         """``[column]``.
 

@@ -60,8 +60,19 @@ def _torch() -> Any:
 @runtime_checkable
 class DecodeSpec(Protocol):
     """What every reading path (``to_batch``, the Loader, the ``torch_dict`` rows) uses of a
-    spec: the values it makes of a batch's column, and the names of those values, which each
-    path hands on, all of them."""
+    spec: the values it makes of a batch's column, the names of those values, which each
+    path hands on, all of them, and what it does to the batch's rows.
+
+    ``rows`` is ``"each"`` for a spec that gives a value for every row; ``"skips"`` for one
+    that may leave rows out (they leave every column of the batch): it has
+    ``decode_rows(batch, column, epoch) -> (values, skipped rows)``, whose values still
+    have a row for each row of the batch, and ``decode`` gives the values without them; ``"packs"`` for one whose values are not per row (token
+    blocks), which the ``torch_dict`` rows refuse."""
+
+    @property
+    def rows(self) -> str:
+        """``"each"``, ``"skips"`` or ``"packs"``."""
+        ...
 
     def decode(self, batch: pa.RecordBatch, column: str, epoch: int = 0) -> dict[str, Any]:
         """``{name: value}`` for the column of ``batch``, one entry per name of
@@ -162,6 +173,11 @@ class Tokens:
             raise ValueError(
                 f"blocks={blocks} fixes the number of packed blocks a batch; it needs pack=True"
             )
+
+    @property
+    def rows(self) -> str:
+        """``"packs"`` with ``pack=True`` (blocks, not rows), else ``"each"``."""
+        return "packs" if self.pack else "each"
 
     def outputs(self, column: str) -> list[str]:
         """``[column, <column>_length]``, or packed ``[column, <column>_document,
@@ -278,6 +294,11 @@ class Text:
     def __post_init__(self) -> None:
         if self.tokenizer is not None and not callable(self.tokenizer):
             raise TypeError(f"tokenizer must be callable, got {type(self.tokenizer).__name__}")
+
+    @property
+    def rows(self) -> str:
+        """``"each"``: a value for every row."""
+        return "each"
 
     def outputs(self, column: str) -> list[str]:
         """``[column]``: the strings, or the tokenizer's output, under the column's name.
@@ -425,6 +446,12 @@ class Image:
             raise ValueError(f"seed={seed} must be between 0 and 2**64 - 1")
         object.__setattr__(self, "seed", seed)
 
+    @property
+    def rows(self) -> str:
+        """``"skips"`` with ``on_error="skip"`` (unreadable rows leave the batch), else
+        ``"each"``."""
+        return "skips" if self.on_error == "skip" else "each"
+
     def outputs(self, column: str) -> list[str]:
         """``[column]``: the images under the column's name.
 
@@ -543,8 +570,14 @@ def check_specs(decode: Any) -> dict[str, Any]:
         if not isinstance(spec, DecodeSpec):
             raise TypeError(
                 f"decode['{column}'] is {type(spec).__name__}; give a lancetorch.decode spec "
-                "(Tokens(...), Text(...), Image(...)), or an object with the DecodeSpec "
-                "methods decode(batch, column, epoch) and outputs(column)"
+                "(Tokens(...), Text(...), Image(...)), or an object with DecodeSpec's "
+                "decode(batch, column, epoch), outputs(column) and rows ('each', 'skips' "
+                "or 'packs')"
+            )
+        if spec.rows not in ("each", "skips", "packs"):
+            raise TypeError(
+                f"decode['{column}'] ({type(spec).__name__}) says rows={spec.rows!r}; a spec's "
+                "rows is 'each', 'skips' (with decode_rows) or 'packs'"
             )
     return dict(decode)
 

@@ -359,12 +359,12 @@ def _decode_checked(
     unknown = sorted(set(decode) - set(names))
     if unknown:
         raise ValueError(f"decode names column '{unknown[0]}', which is not in the batch {names}")
-    packed = [c for c, spec in decode.items() if getattr(spec, "pack", False)]
-    skipping = [c for c, spec in decode.items() if getattr(spec, "on_error", None) == "skip"]
+    packed = [c for c, spec in decode.items() if spec.rows == "packs"]
+    skipping = [c for c, spec in decode.items() if spec.rows == "skips"]
     if packed and skipping:
         raise ValueError(
-            f"decode['{packed[0]}'] packs tokens into blocks, which have no rows for "
-            f"decode['{skipping[0]}'] (on_error='skip') to drop; use on_error='raise' there"
+            f"decode['{packed[0]}'] packs its values into blocks, which have no rows for "
+            f"decode['{skipping[0]}'] to drop (with Image, use on_error='raise' there)"
         )
     out: dict[str, Any] = {}
     failed: set[int] = set()
@@ -410,9 +410,8 @@ def _decode_checked(
 
 def _decoded(spec: Any, batch: pa.RecordBatch, column: str, epoch: int) -> tuple[dict, list[int]]:
     """A spec's values for ``column`` and the rows it skipped."""
-    rows = getattr(spec, "decode_rows", None)
-    if rows is not None:
-        return rows(batch, column, epoch)
+    if spec.rows == "skips":
+        return spec.decode_rows(batch, column, epoch)
     return spec.decode(batch, column, epoch), []
 
 

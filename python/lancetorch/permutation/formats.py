@@ -188,10 +188,10 @@ class _TorchDict:
 
     def __init__(self, decode: dict[str, Any] | None = None) -> None:
         decode = check_specs(decode)
-        packed = [c for c, spec in (decode or {}).items() if getattr(spec, "pack", False)]
+        packed = [c for c, spec in (decode or {}).items() if spec.rows == "packs"]
         if packed:
             raise ValueError(
-                f"decode['{packed[0]}'] packs tokens into blocks, and torch_dict gives rows; "
+                f"decode['{packed[0]}'] packs its values into blocks, and torch_dict gives rows; "
                 "pack in a collate_fn (functools.partial(lancetorch.util.to_batch, decode=...)) "
                 "or in the Loader"
             )
