@@ -66,8 +66,9 @@ class DecodeSpec(Protocol):
     ``rows`` is ``"each"`` for a spec that gives a value for every row; ``"skips"`` for one
     that may leave rows out (they leave every column of the batch): it has
     ``decode_rows(batch, column, epoch) -> (values, skipped rows)``, whose values still
-    have a row for each row of the batch, and ``decode`` gives the values without them; ``"packs"`` for one whose values are not per row (token
-    blocks), which the ``torch_dict`` rows refuse."""
+    have a row for each row of the batch, and ``decode`` gives the values without them;
+    ``"packs"`` for one whose values are not per row (token blocks), which the
+    ``torch_dict`` rows refuse."""
 
     @property
     def rows(self) -> str:
