@@ -54,25 +54,33 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
 _MIN_RUN = 32
 _RANGE_ROWS = 1 << 14
 _IN_FLIGHT = 8
+# Pieces of the node tier a window lacks, fetched (read, written, checked) this many at once:
+# each holds a piece's bytes in memory while it is read.
+_PIECES_IN_FLIGHT = 4
 
 
-_POOL: list[Any] = []  # the threads of the range reads, made at the first one
+_POOLS: dict[str, Any] = {}  # the threads of the range reads and piece fetches, made when needed
 _POOL_LOCK = threading.Lock()
 
 
-def _range_pool() -> Any:
-    """The threads that read ranges (``_IN_FLIGHT`` of them), shared by every table of this
-    process, made when first needed (and again in a forked child, which has no threads)."""
-    if not _POOL:
+def _pool(kind: str) -> Any:
+    """The threads of ``kind`` ("range": ``_IN_FLIGHT`` range reads; "piece":
+    ``_PIECES_IN_FLIGHT`` piece fetches), shared by every table of this process, made when
+    first needed (and again in a forked child, which has no threads)."""
+    pool = _POOLS.get(kind)
+    if pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
         with _POOL_LOCK:
-            if not _POOL:
-                _POOL.append(ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="lancetorch-range"))
-    return _POOL[0]
+            pool = _POOLS.get(kind)
+            if pool is None:
+                size = _IN_FLIGHT if kind == "range" else _PIECES_IN_FLIGHT
+                pool = ThreadPoolExecutor(size, thread_name_prefix=f"lancetorch-{kind}")
+                _POOLS[kind] = pool
+    return pool
 
 
-os.register_at_fork(after_in_child=_POOL.clear)
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _runs(unique: np.ndarray, shortest: int) -> list[tuple[int, int]]:
@@ -548,7 +556,7 @@ class _LanceBackend:
             return self.call(what, fragment.to_table, columns=names, offset=offset, limit=count)
 
         jobs = len(pieces) + (1 if len(scattered) else 0)
-        parts = list(_range_pool().map(read, range(jobs)))
+        parts = list(_pool("range").map(read, range(jobs)))
         fetched = pa.concat_tables([p.select(names) for p in parts])
         if len(scattered):
             # The ranges' rows come first, in offset order, then the scattered rows'.
@@ -636,6 +644,9 @@ class _LanceBackend:
             columns=names,
             offset=start,
             limit=stop - start,
+            # One batch: the piece is written to the tier as it comes, and a table of Lance's
+            # small batches wrote several times slower (joined first, slower again).
+            batch_size=max(stop - start, 1),
         )
         if data.num_rows != stop - start:
             raise StorageReadError(
@@ -834,20 +845,27 @@ def _rows_from_tier(
 ) -> tuple[_native.ColumnStore, np.ndarray]:
     """``read_rows`` with a node tier: the rows ``unique`` (sorted, distinct) taken from the
     tier's pieces (of the columns ``names``, or of every column), the pieces the tier lacks
-    fetched into it whole when the columns fit half its budget (once per node: a piece
-    another process is fetching is read after the others), else those rows through Lance."""
+    fetched into it whole when the columns fit half its budget (once per node, up to
+    ``_PIECES_IN_FLIGHT`` at once: a piece another process is fetching is read after the
+    others), else those rows through Lance. Runs of neighbouring rows (a window's clumps) are
+    slices of the mapped pieces, not copies."""
     columns = [n for n in backend.schema.names if n in names]  # as the cache's pieces hold them
     rows = backend.count_rows()
     fill = _estimated_bytes(backend.schema, columns, rows) <= tier.budget_bytes // 2
-    parts: list[pa.Table] = []
+    parts: list[pa.RecordBatch] = []
     order: list[np.ndarray] = []  # the places in ``unique`` of each part's rows
     missing: list[np.ndarray] = []
-    busy: list[tuple[np.ndarray, PieceKey]] = []
+    wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     first = unique // PIECE_ROWS
 
     def taken(piece: pa.Table, at: np.ndarray, start: int) -> None:
-        parts.append(piece.take(pa.array(unique[at] - start)).select(names))
+        parts.extend(_gather(piece.select(names), unique[at] - start))
         order.append(at)
+
+    def fetch(job: tuple[np.ndarray, PieceKey], wait: bool) -> pa.Table | None:
+        key = job[1]
+        read = functools.partial(backend.read_range, columns, key.start, key.stop)
+        return tier.get(key, read) if wait else tier.get_now(key, read)
 
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):
@@ -858,32 +876,50 @@ def _rows_from_tier(
         piece = tier.peek(key)
         if piece is None and columns != backend.schema.names:
             piece = tier.peek(backend.piece_key(backend.schema.names, start, stop))
-        if piece is None and fill:
-            fetch = functools.partial(backend.read_range, columns, start, stop)
-            piece = tier.get_now(key, fetch)
-            if piece is None:
-                busy.append((at, key))
-                continue
-        if piece is None:
-            missing.append(at)
-        else:
+        if piece is not None:
             taken(piece, at, start)
-    for at, key in busy:  # fetched by another process meanwhile: wait for it
-        fetch = functools.partial(backend.read_range, columns, key.start, key.stop)
-        taken(tier.get(key, fetch), at, key.start)
+        elif fill:
+            wanted.append((at, key))
+        else:
+            missing.append(at)
+    # Fetched together (Lance reads, Arrow writes and the checksum release the GIL); the
+    # pieces other processes are fetching now, waited for after the others.
+    busy = []
+    for job, piece in zip(wanted, _pool("piece").map(functools.partial(fetch, wait=False), wanted)):
+        if piece is None:
+            busy.append(job)
+        else:
+            taken(piece, job[0], job[1].start)
+    for job, piece in zip(busy, _pool("piece").map(functools.partial(fetch, wait=True), busy)):
+        assert piece is not None  # a get that waits always has the piece
+        taken(piece, job[0], job[1].start)
     if missing:  # read as the store reads a window (ranges where the rows run together)
         at = np.concatenate(missing)
         store, local = backend.read_rows_from_store(unique[at], names)
-        parts.append(pa.Table.from_batches([store.take(pa.array(local))]))
+        parts.extend(pa.Table.from_batches([store.take(pa.array(local))]).to_batches())
         order.append(at)
     schema = pa.schema([backend.schema.field(n) for n in names])
     if not order:
         return _native.ColumnStore(schema.empty_table(), row_major=False), places
     where = np.empty(len(unique), dtype=np.int64)
     where[np.concatenate(order)] = np.arange(len(unique), dtype=np.int64)
-    batches = [b for part in parts for b in part.to_batches()]
-    data = pa.Table.from_batches(batches, schema=schema)
+    data = pa.Table.from_batches([b for b in parts if b.num_rows], schema=schema)
     return _native.ColumnStore(data, row_major=False), where[places].astype(np.int64)
+
+
+def _gather(piece: pa.Table, local: np.ndarray) -> list[pa.RecordBatch]:
+    """The rows ``local`` (sorted, distinct) of ``piece``, in that order: runs of at least
+    ``_MIN_RUN`` neighbours as slices of it (no copy), the rows between them taken."""
+    out: list[pa.RecordBatch] = []
+    done = 0
+    for first, count in _runs(local, _MIN_RUN) if len(local) >= _MIN_RUN else []:
+        if first > done:
+            out.extend(piece.take(pa.array(local[done:first])).to_batches())
+        out.extend(piece.slice(int(local[first]), count).to_batches())
+        done = first + count
+    if done < len(local):
+        out.extend(piece.take(pa.array(local[done:])).to_batches())
+    return out
 
 
 def _identity_of(dataset: Any) -> str:
