@@ -80,8 +80,9 @@ class Backend(Protocol):
         its offset."""
         ...
 
-    def io_totals(self) -> tuple[int, int]:
-        """Bytes and requests read from storage by this backend so far (0, 0 in memory)."""
+    def io_totals(self) -> tuple[int, int, int]:
+        """Bytes and requests read from storage by this backend so far, and bytes of rows
+        read from a node tier's copy of it (0, 0, 0 in memory)."""
         ...
 
     def to_arrow(self) -> pa.Table:
@@ -276,9 +277,10 @@ class _MemoryBackend:
         schema = pa.schema([self.schema.field(i) for i in positions])
         return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
-    def io_totals(self) -> tuple[int, int]:
-        """Bytes and requests read from a store: none, the rows are in memory."""
-        return 0, 0
+    def io_totals(self) -> tuple[int, int, int]:
+        """Bytes and requests read from a store, bytes from a node tier: none, the rows are
+        in memory."""
+        return 0, 0, 0
 
     def append(self, data: pa.Table, known: Sequence[Backend] = ()) -> Backend:
         self.store = self.store.appended(data)

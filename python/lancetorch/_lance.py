@@ -210,7 +210,9 @@ class _LanceBackend:
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
         self._fragments: tuple[list[Any], np.ndarray] | None = None  # see _fragment_starts
-        self._io = [0, 0]  # bytes and requests read from the store so far (see io_totals)
+        # Bytes and requests read from the store so far, bytes of rows read from the node
+        # tier's pieces (see io_totals).
+        self._io = [0, 0, 0]
         self._io_lock = threading.Lock()
         self._filling = threading.RLock()
         # Live Permutations over this table and the columns each reads (for the fork fill).
@@ -566,10 +568,12 @@ class _LanceBackend:
             places = place[places]
         return _native.ColumnStore(fetched, row_major=False), places
 
-    def io_totals(self) -> tuple[int, int]:
+    def io_totals(self) -> tuple[int, int, int]:
         """Bytes and requests this backend has read from its store so far (every read of its
-        dataset: cache fills, takes, windows), as Lance counts them. Lance's counters reset
-        as they are read, so they are read here only, under a lock, and summed."""
+        dataset: cache fills, takes, windows), as Lance counts them, and the bytes of rows it
+        has read from pieces the node tier held (not fetched for that very read).
+        Lance's counters reset as they are read, so they are read here only, under a lock,
+        and summed."""
         with self._io_lock:
             dataset = self._dataset
             counter = getattr(dataset, "io_stats_incremental", None)  # an older pylance: none
@@ -577,7 +581,12 @@ class _LanceBackend:
                 stats = counter()
                 self._io[0] += stats.read_bytes
                 self._io[1] += stats.read_iops
-            return self._io[0], self._io[1]
+            return self._io[0], self._io[1], self._io[2]
+
+    def from_tier(self, nbytes: int) -> None:
+        """Count ``nbytes`` of rows read from the node tier's pieces (see ``io_totals``)."""
+        with self._io_lock:
+            self._io[2] += nbytes
 
     def _ranges(
         self, unique: np.ndarray, runs: list[tuple[int, int]]
@@ -809,13 +818,33 @@ def _store_from_tier(
     with bar as progress:
         for start in range(0, rows, PIECE_ROWS):
             stop = min(start + PIECE_ROWS, rows)
-            key = backend.piece_key(names, start, stop)
-            pieces.append(tier.get(key, functools.partial(backend.read_range, names, start, stop)))
+            piece, fetched = _piece(backend, tier, names, start, stop, wait=True)
+            assert piece is not None  # a get that waits always has the piece
+            if not fetched:
+                backend.from_tier(piece.nbytes)
+            pieces.append(piece)
             progress.update(stop - start)
     schema = pa.schema([backend.schema.field(n) for n in names])
     batches = [b for piece in pieces for b in piece.to_batches()]
     table = pa.Table.from_batches(batches, schema=schema)
     return _native.ColumnStore(table, row_major=_row_major_pays(schema))
+
+
+def _piece(
+    backend: _LanceBackend, tier: NodeTier, names: list[str], start: int, stop: int, wait: bool
+) -> tuple[pa.Table | None, bool]:
+    """The node tier's piece of the rows ``[start, stop)`` of the columns ``names`` (None
+    where ``wait`` is False and another process is fetching it now), and whether this call
+    fetched it from the store."""
+    fetched = []
+
+    def read() -> pa.Table:
+        fetched.append(True)
+        return backend.read_range(names, start, stop)
+
+    key = backend.piece_key(names, start, stop)
+    piece = tier.get(key, read) if wait else tier.get_now(key, read)
+    return piece, bool(fetched)
 
 
 def _row_major_pays(schema: pa.Schema) -> bool:
@@ -858,14 +887,15 @@ def _rows_from_tier(
     wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     first = unique // PIECE_ROWS
 
-    def taken(piece: pa.Table, at: np.ndarray, start: int) -> None:
-        parts.extend(_gather(piece.select(names), unique[at] - start))
+    def taken(piece: pa.Table, at: np.ndarray, start: int, fetched: bool = False) -> None:
+        rows = _gather(piece.select(names), unique[at] - start)
+        if not fetched:
+            backend.from_tier(sum(b.nbytes for b in rows))
+        parts.extend(rows)
         order.append(at)
 
-    def fetch(job: tuple[np.ndarray, PieceKey], wait: bool) -> pa.Table | None:
-        key = job[1]
-        read = functools.partial(backend.read_range, columns, key.start, key.stop)
-        return tier.get(key, read) if wait else tier.get_now(key, read)
+    def fetch(job: tuple[np.ndarray, PieceKey], wait: bool) -> tuple[pa.Table | None, bool]:
+        return _piece(backend, tier, columns, job[1].start, job[1].stop, wait)
 
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):
@@ -885,14 +915,18 @@ def _rows_from_tier(
     # Fetched together (Lance reads, Arrow writes and the checksum release the GIL); the
     # pieces other processes are fetching now, waited for after the others.
     busy = []
-    for job, piece in zip(wanted, _pool("piece").map(functools.partial(fetch, wait=False), wanted)):
+    for job, (piece, fetched) in zip(
+        wanted, _pool("piece").map(functools.partial(fetch, wait=False), wanted)
+    ):
         if piece is None:
             busy.append(job)
         else:
-            taken(piece, job[0], job[1].start)
-    for job, piece in zip(busy, _pool("piece").map(functools.partial(fetch, wait=True), busy)):
+            taken(piece, job[0], job[1].start, fetched)
+    for job, (piece, fetched) in zip(
+        busy, _pool("piece").map(functools.partial(fetch, wait=True), busy)
+    ):
         assert piece is not None  # a get that waits always has the piece
-        taken(piece, job[0], job[1].start)
+        taken(piece, job[0], job[1].start, fetched)
     if missing:  # read as the store reads a window (ranges where the rows run together)
         at = np.concatenate(missing)
         store, local = backend.read_rows_from_store(unique[at], names)

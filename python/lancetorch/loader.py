@@ -323,6 +323,7 @@ _NO_STATS: dict[str, float | int] = {
     "skipped": 0,
     "store_bytes": 0,
     "store_requests": 0,
+    "tier_bytes": 0,
     "delivered_bytes": 0,
     "memory_bytes": 0,
     "shuffle_moved": 0.0,
@@ -571,7 +572,12 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
-        self._stats = {**_NO_STATS, "store_bytes": fill[0], "store_requests": fill[1]}
+        self._stats = {
+            **_NO_STATS,
+            "store_bytes": fill[0],
+            "store_requests": fill[1],
+            "tier_bytes": fill[2],
+        }
 
     def _choose_columns(
         self, names: list[str], features: Any, target: str | None, per_column: bool
@@ -634,9 +640,9 @@ class Loader:
                 "as (rows, size)), or leave it out with a Permutation's select_columns"
             )
 
-    def _store_io(self) -> tuple[int, int]:
-        """Bytes and requests the table's store has served this process so far (a memory
-        table has no store: none)."""
+    def _store_io(self) -> tuple[int, int, int]:
+        """Bytes and requests the table's store has served this process so far, and bytes
+        its node tier has (a memory table has neither: none)."""
         return self._table._backend.io_totals()
 
     def _moved(self, positions: np.ndarray, places: np.ndarray) -> None:
@@ -853,6 +859,7 @@ class Loader:
                 spent = np.subtract(backend.io_totals(), before).tolist()
                 self._stats["store_bytes"] += spent[0]
                 self._stats["store_requests"] += spent[1]
+                self._stats["tier_bytes"] += spent[2]
             if len(carried[1]):
                 rows = carried[0].take(pa.array(carried[1]), None)
                 tables = [pa.Table.from_batches([rows])]
@@ -961,7 +968,8 @@ class Loader:
                 self._close(prefetcher)
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
-            if finished and self._stats["store_bytes"] and _on_a_terminal():
+            read = self._stats["store_bytes"] or self._stats["tier_bytes"]
+            if finished and read and _on_a_terminal():
                 print(self._summary(epoch, before), file=sys.stderr, flush=True)
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
@@ -1019,6 +1027,7 @@ class Loader:
             f"lancetorch: epoch {epoch} of table '{self._table.name}': {d['rows']:,} rows in "
             f"{d['total_s']:.1f}s; {d['store_bytes'] / mb:,.0f} MB from the store in "
             f"{d['store_requests']:,} requests ({amplification:.2f}x the bytes delivered), "
+            f"{d['tier_bytes'] / mb:,.0f} MB from the node tier, "
             f"{d['memory_bytes'] / mb:,.0f} MB from memory"
         )
         if d["shuffle_rows"] and self._sampler.n:
@@ -1044,6 +1053,9 @@ class Loader:
         What the reads cost: ``store_bytes`` and ``store_requests``, what Lance read from the
         table's store (a disk or object storage) for this loader, its cache fill included
         (reads of the same table by others in this process at the same time count too);
+        ``tier_bytes``, the bytes of rows read from the node tier's copy of the table, for its
+        windows and its cache fill (the rows of a piece fetched from the store for a window
+        count in ``store_bytes`` for that window, and here for the windows after it);
         ``delivered_bytes``, the bytes of the columns read handed to the loop, as Arrow holds
         them (the values' own where a column is of variable width); ``memory_bytes``, those
         of them served from memory (a memory table, or the cache of a disk table);
