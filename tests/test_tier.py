@@ -425,6 +425,73 @@ def test_cache_dir_of_another_type_is_refused(tmp_path):
         lancetorch.connect(tmp_path / "db").open_table("t", cache_dir=3)
 
 
+def _small_table(folder: Path) -> lancetorch.Connection:
+    db = lancetorch.connect(folder / "small")
+    db.create_table("t", {"id": list(range(10))})
+    return db
+
+
+@pytest.mark.parametrize(
+    ("budget", "error", "says"),
+    [
+        (-1, ValueError, "cache_dir_budget=-1 must be 0 or more"),
+        (1.5, TypeError, "cache_dir_budget=1.5 is float"),
+        ("1000", TypeError, "cache_dir_budget='1000' is str"),
+        (True, TypeError, "cache_dir_budget=True is bool"),
+    ],
+)
+def test_a_cache_dir_budget_that_is_not_bytes_is_refused(tmp_path, budget, error, says):
+    with pytest.raises(error, match=says):
+        _small_table(tmp_path).open_table("t", cache_dir_budget=budget)
+
+
+def test_a_cache_dir_budget_without_a_tier_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cache_dir_budget=100 with cache_dir=False"):
+        _small_table(tmp_path).open_table("t", cache_dir=False, cache_dir_budget=100)
+
+
+def test_a_cache_dir_budget_evicts_the_least_recently_used_pieces(tmp_path):
+    """A budget of one and a half full pieces: the cache's fill keeps the newest pieces
+    within it (the ones removed stay readable while mapped), every row read right; another
+    handle fetches again what was removed, and keeps within it too."""
+    data = _disk_table(tmp_path)
+    piece = 131_072 * 20  # bytes of a full piece's rows: int64, float32 and int64
+    budget = piece * 3 // 2
+    db = lancetorch.connect(tmp_path / "db")
+    t = db.open_table("t", cache=True, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    rows = [0, 131_071, 131_072, 299_999]
+    assert t.__getitems__(rows).column("y").to_pylist() == data.column("y").take(rows).to_pylist()
+    tier = NodeTier(tmp_path / "tier")
+    held = tier.pieces()
+    assert tier.held_bytes() <= budget
+    assert len(held) == 2, "the first piece went to make room for the second"
+    first = t._backend.piece_key(["id", "x", "y"], 0, 131_072)
+    assert tier.path_of(first) not in [p for p, _ in held]
+    before = t._backend.tier_stats()["fetched_pieces"]  # (one tier a folder and budget here)
+    again = db.open_table("t", cache=True, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    assert again.__getitems__(rows).to_pydict() == t.__getitems__(rows).to_pydict()
+    assert again._backend.tier_stats()["fetched_pieces"] > before, "the first piece, again"
+    assert tier.held_bytes() <= budget
+
+
+def _budget_in_worker(blob: bytes) -> tuple[int, list[int]]:
+    """In another process: the table unpickled, the budget of its node tier and rows read."""
+    table = pickle.loads(blob)
+    got = table.__getitems__([1, 299_998]).column("id").to_pylist()
+    tier = table._backend.tier()
+    return tier.budget_bytes, got
+
+
+def test_a_cache_dir_budget_travels_to_other_processes(tmp_path):
+    _disk_table(tmp_path)
+    budget = 123_456_789
+    db = lancetorch.connect(tmp_path / "db")
+    t = db.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    assert t._backend.tier().budget_bytes == budget
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_budget_in_worker, (pickle.dumps(t),)) == (budget, [1, 299_998])
+
+
 def test_a_new_version_of_a_disk_table_is_a_new_key(tmp_path):
     _disk_table(tmp_path)
     db = lancetorch.connect(tmp_path / "db")

@@ -167,11 +167,13 @@ class CacheSettings:
     """How a disk table's memory cache is used: ``mode`` True (always), False (never) or
     "auto" (when the columns read fit ``budget`` bytes, default half the available memory);
     ``cache_dir``, the node tier's folder it is filled through (None: the default folder;
-    False: no node tier; see ``tier_folder``)."""
+    False: no node tier; see ``tier_folder``); ``dir_budget``, the bytes of pieces kept in that
+    folder (None: half the free disk space when the tier is opened, plus what it holds)."""
 
     mode: bool | str = "auto"
     budget: int | None = None
     cache_dir: str | bool | None = None
+    dir_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in (True, False, "auto"):

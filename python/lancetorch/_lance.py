@@ -634,7 +634,7 @@ class _LanceBackend:
         if folder is False or self.cache is False:
             return None
         if self._node_tier is None:
-            self._node_tier = node_tier(tier_folder(folder))
+            self._node_tier = node_tier(tier_folder(folder), self.settings.dir_budget)
         return self._node_tier
 
     def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
@@ -792,17 +792,19 @@ def tier_folder(cache_dir: str | os.PathLike[str] | bool | None) -> str | bool:
     return os.fspath(cache_dir)
 
 
-_TIERS: dict[str, NodeTier] = {}  # one per folder in a process: its counters are the process's
+# One per folder and budget in a process: its counters are the process's.
+_TIERS: dict[tuple[str, int | None], NodeTier] = {}
 
 
-def node_tier(folder: str | bool) -> NodeTier | None:
-    """The node tier in ``folder`` (opened, and its folder checked, on first use)."""
+def node_tier(folder: str | bool, budget: int | None = None) -> NodeTier | None:
+    """The node tier in ``folder`` keeping ``budget`` bytes of pieces (None: half the free
+    disk space; see ``NodeTier``), opened, and its folder checked, on first use."""
     if folder is False:
         return None
     assert isinstance(folder, str)
-    tier = _TIERS.get(folder)
+    tier = _TIERS.get((folder, budget))
     if tier is None:
-        tier = _TIERS[folder] = NodeTier(folder)
+        tier = _TIERS[(folder, budget)] = NodeTier(folder, budget)
     return tier
 
 
