@@ -812,22 +812,35 @@ def _store_from_tier(
     backend: _LanceBackend, tier: NodeTier, names: list[str], rows: int, shown: bool
 ) -> _native.ColumnStore:
     """A cache of the columns ``names`` over the node tier's pieces of them, each mapped
-    (fetched first by the node's first process to need it): the processes of a node share
-    one copy of the rows in the page cache, none holds its own. A progress bar when
-    ``shown`` (and on a terminal)."""
-    pieces = []
+    (fetched first by the node's first process to need it, ``_PIECES_IN_FLIGHT`` at once;
+    a piece another process is fetching is waited for after the others): the processes of
+    a node share one copy of the rows in the page cache, none holds its own. A progress bar
+    when ``shown`` (and on a terminal)."""
+    starts = list(range(0, rows, PIECE_ROWS))
+    pieces: list[pa.Table | None] = [None] * len(starts)
+
+    def get(i: int, wait: bool) -> tuple[pa.Table | None, bool]:
+        start = starts[i]
+        return _piece(backend, tier, names, start, min(start + PIECE_ROWS, rows), wait)
+
     bar = _progress(rows, f"reading {os.path.basename(backend.uri)}") if shown else _Count()
     with bar as progress:
-        for start in range(0, rows, PIECE_ROWS):
-            stop = min(start + PIECE_ROWS, rows)
-            piece, fetched = _piece(backend, tier, names, start, stop, wait=True)
-            assert piece is not None  # a get that waits always has the piece
-            if not fetched:
-                backend.from_tier(piece.nbytes)
-            pieces.append(piece)
-            progress.update(stop - start)
+        todo = list(range(len(starts)))
+        for wait in (False, True):  # the pieces others are fetching now, waited for last
+            busy = []
+            got = _pool("piece").map(functools.partial(get, wait=wait), todo)
+            for i, (piece, fetched) in zip(todo, got):
+                if piece is None:
+                    busy.append(i)
+                    continue
+                if not fetched:
+                    backend.from_tier(piece.nbytes)
+                pieces[i] = piece
+                progress.update(piece.num_rows)
+            todo = busy
+        assert not todo  # a get that waits always has the piece
     schema = pa.schema([backend.schema.field(n) for n in names])
-    batches = [b for piece in pieces for b in piece.to_batches()]
+    batches = [b for piece in pieces if piece is not None for b in piece.to_batches()]
     table = pa.Table.from_batches(batches, schema=schema)
     return _native.ColumnStore(table, row_major=_row_major_pays(schema))
 
