@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 
 import lance
 import lancetorch
@@ -398,3 +399,63 @@ def test_a_cache_filled_from_the_tier_counts_its_bytes(wide, tmp_path):
     again = Loader(wide.open_table("t", cache_dir=tmp_path / "tier"), 500, seed=1, per_column=True)
     assert again.stats()["store_bytes"] == 0
     assert again.stats()["tier_bytes"] == WIDE * 136
+
+
+def _ids(loader) -> list[int]:
+    return [int(i) for b in loader for i in b["id"]]
+
+
+def _reads_ahead_done() -> None:
+    """Wait for the reads of a next epoch's first window still under way."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("lancetorch-ahead"):
+            thread.join()
+
+
+@pytest.mark.parametrize("tier", [False, True], ids=["store", "tier"])
+def test_the_next_epochs_first_window_is_read_while_the_last_goes_out(
+    wide, tmp_path, monkeypatch, tier
+):
+    """The end of an epoch reads the next epoch's first window: that epoch reads it no
+    more, and gives the rows a loader starting at that epoch gives, in the same order."""
+    folder = tmp_path / "tier" if tier else False
+    table = wide.open_table("t", cache_budget=1, cache_dir=folder)
+    reads: list[int] = []
+    real = type(table._backend).read_rows
+    monkeypatch.setattr(
+        type(table._backend),
+        "read_rows",
+        lambda backend, rows, names: reads.append(len(rows)) or real(backend, rows, names),
+    )
+    kw = dict(seed=4, per_column=True, window_rows=4096, clump_size=512)
+    loader = Loader(table, 500, **kw)
+    first = _ids(loader)
+    _reads_ahead_done()
+    windows = len(reads) - 1  # and the next epoch's first
+    assert windows == 5 and sorted(first) == list(range(WIDE))
+    second = _ids(loader)
+    _reads_ahead_done()
+    assert len(reads) == 2 * windows + 1, "the second epoch read its first window no more"
+    fresh = Loader(table, 500, **kw)
+    fresh.set_epoch(1)
+    assert _ids(fresh) == second != first
+    assert loader.stats()["delivered_bytes"] == 2 * WIDE * 136
+
+
+def test_a_window_read_ahead_that_the_next_pass_does_not_read_is_dropped(wide):
+    """set_epoch, or a state of another seed loaded, after an epoch: the window read at its
+    end is not the next pass's first, which reads its own."""
+    kw = dict(per_column=True, window_rows=4096, clump_size=512)
+    table = wide.open_table("t", cache_budget=1, cache_dir=False)
+    loader = Loader(table, 500, seed=4, **kw)
+    _ids(loader)
+    loader.set_epoch(7)
+    fresh = Loader(table, 500, seed=4, **kw)
+    fresh.set_epoch(7)
+    assert _ids(loader) == _ids(fresh)
+    state = {**loader.state_dict(), "seed": 11}  # epoch 8 from its start, another seed
+    loader.load_state_dict(state)
+    other = Loader(table, 500, seed=11, **kw)
+    other.set_epoch(8)
+    got = _ids(loader)
+    assert got == _ids(other) and sorted(got) == list(range(WIDE))
