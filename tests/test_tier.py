@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lancetorch
@@ -123,6 +124,92 @@ def test_a_process_killed_while_it_fetches_leaves_the_piece_to_the_others(tmp_pa
 
 def _never() -> pa.Table:
     raise AssertionError("fetched a piece the tier holds")
+
+
+# -- pieces written behind ---------------------------------------------------------------------
+
+
+def _asks(root: str, log: str, asked: str) -> tuple[bool, bool]:
+    """Another process: whether ``get_now`` of piece 0 finds it busy (then ``asked`` is
+    made), then whether the piece mapped after waiting for it is the piece (fetches
+    logged)."""
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    busy = tier.get_now(key(0), logged_fetch(log, 0)) is None
+    Path(asked).touch()
+    return busy, tier.get(key(0), logged_fetch(log, 0)).equals(piece_rows(0))
+
+
+def _lock_is_free(root: str) -> bool:
+    """Another process: whether piece 0's lock can be taken at once."""
+    import fcntl
+
+    path = NodeTier(root, budget_bytes=1 << 30).path_of(key(0)).with_suffix(".lock")
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Writes of pieces that wait until the event returned is set."""
+    import threading
+
+    from lancetorch import _tier
+
+    go, real = threading.Event(), _tier._write_piece
+    monkeypatch.setattr(_tier, "_write_piece", lambda *a: go.wait(60) and real(*a))
+    return go
+
+
+def test_a_piece_written_behind_is_served_at_once_and_locked_until_written(tmp_path, slow_writes):
+    """``get_behind`` returns the fetched piece from memory while it is written; another
+    process finds it busy then (it does not fetch it too), and maps it once it is there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, log = tmp_path / "tier", tmp_path / "fetches.log"
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    with ThreadPoolExecutor(1) as writer, multiprocessing.get_context("spawn").Pool(1) as pool:
+        got = tier.get_behind(key(0), logged_fetch(str(log), 0), writer)
+        assert got.equals(piece_rows(0)) and tier.pending(key(0)) is got
+        assert not tier.path_of(key(0)).exists()
+        marker = tmp_path / "asked"
+        asked = pool.apply_async(_asks, (str(root), str(log), str(marker)))
+        for _ in range(1200):  # the write goes on once the other process has asked
+            if marker.exists() or asked.ready():
+                break
+            time.sleep(0.05)
+        slow_writes.set()
+        assert asked.get(60) == (True, True)
+        tier.settle()
+    assert tier.pending(key(0)) is None and fetches(log) == [0]
+    assert tier.stats()["fetched_pieces"] == 1
+    assert NodeTier(root).get(key(0), _never).equals(piece_rows(0))
+
+
+def test_a_child_forked_during_a_write_behind_does_not_hold_its_lock(tmp_path, slow_writes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "tier"
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    with ThreadPoolExecutor(1) as writer:
+        tier.get_behind(key(0), lambda: piece_rows(0), writer)
+        with warnings.catch_warnings():  # pylance's, where it is imported: no Lance here
+            warnings.filterwarnings("ignore", message="lance is not fork-safe")
+            child = os.fork()
+        if child == 0:  # holds whatever it inherited until it is killed
+            time.sleep(120)
+            os._exit(0)
+        try:
+            slow_writes.set()
+            tier.settle()
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                assert pool.apply(_lock_is_free, (str(root),))
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
 
 
 # -- pieces that do not check out ---------------------------------------------------------------

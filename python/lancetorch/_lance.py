@@ -57,6 +57,9 @@ _IN_FLIGHT = 8
 # Pieces of the node tier a window lacks, fetched (read, written, checked) this many at once:
 # each holds a piece's bytes in memory while it is read.
 _PIECES_IN_FLIGHT = 4
+# Pieces a window fetched, written to the tier this many at once while their rows are served
+# from memory (see NodeTier.get_behind).
+_WRITES = 2
 
 
 _POOLS: dict[str, Any] = {}  # the threads of the range reads and piece fetches, made when needed
@@ -65,8 +68,9 @@ _POOL_LOCK = threading.Lock()
 
 def _pool(kind: str) -> Any:
     """The threads of ``kind`` ("range": ``_IN_FLIGHT`` range reads; "piece":
-    ``_PIECES_IN_FLIGHT`` piece fetches), shared by every table of this process, made when
-    first needed (and again in a forked child, which has no threads)."""
+    ``_PIECES_IN_FLIGHT`` piece fetches; "write": ``_WRITES`` writes of pieces), shared
+    by every table of this process, made when first needed (and again in a forked child,
+    which has no threads)."""
     pool = _POOLS.get(kind)
     if pool is None:
         from concurrent.futures import ThreadPoolExecutor
@@ -74,7 +78,7 @@ def _pool(kind: str) -> Any:
         with _POOL_LOCK:
             pool = _POOLS.get(kind)
             if pool is None:
-                size = _IN_FLIGHT if kind == "range" else _PIECES_IN_FLIGHT
+                size = {"range": _IN_FLIGHT, "piece": _PIECES_IN_FLIGHT}.get(kind, _WRITES)
                 pool = ThreadPoolExecutor(size, thread_name_prefix=f"lancetorch-{kind}")
                 _POOLS[kind] = pool
     return pool
@@ -846,11 +850,18 @@ def _store_from_tier(
 
 
 def _piece(
-    backend: _LanceBackend, tier: NodeTier, names: list[str], start: int, stop: int, wait: bool
+    backend: _LanceBackend,
+    tier: NodeTier,
+    names: list[str],
+    start: int,
+    stop: int,
+    wait: bool,
+    writer: Any = None,
 ) -> tuple[pa.Table | None, bool]:
     """The node tier's piece of the rows ``[start, stop)`` of the columns ``names`` (None
     where ``wait`` is False and another process is fetching it now), and whether this call
-    fetched it from the store."""
+    fetched it from the store; with a ``writer``, a piece fetched is returned from memory
+    and written on it (``NodeTier.get_behind``)."""
     fetched = []
 
     def read() -> pa.Table:
@@ -858,7 +869,12 @@ def _piece(
         return backend.read_range(names, start, stop)
 
     key = backend.piece_key(names, start, stop)
-    piece = tier.get(key, read) if wait else tier.get_now(key, read)
+    if wait:
+        piece = tier.get(key, read)
+    elif writer is not None:
+        piece = tier.get_behind(key, read, writer)
+    else:
+        piece = tier.get_now(key, read)
     return piece, bool(fetched)
 
 
@@ -902,15 +918,28 @@ def _rows_from_tier(
     wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     first = unique // PIECE_ROWS
 
-    def taken(piece: pa.Table, at: np.ndarray, start: int, fetched: bool = False) -> None:
+    def taken(
+        piece: pa.Table, at: np.ndarray, start: int, fetched: bool = False, copy: bool = False
+    ) -> None:
+        """The rows ``unique[at]`` of ``piece`` (rows ``start`` on): slices of a mapped
+        piece, a copy of those of a piece in memory (which goes once it is written)."""
         rows = _gather(piece.select(names), unique[at] - start)
+        if copy and rows:
+            merged = pa.Table.from_batches(rows)
+            rows = [
+                pa.record_batch(
+                    [pa.concat_arrays(c.chunks) for c in merged.columns], schema=merged.schema
+                )
+            ]
         if not fetched:
             backend.from_tier(sum(b.nbytes for b in rows))
         parts.extend(rows)
         order.append(at)
 
     def fetch(job: tuple[np.ndarray, PieceKey], wait: bool) -> tuple[pa.Table | None, bool]:
-        return _piece(backend, tier, columns, job[1].start, job[1].stop, wait)
+        if wait:
+            return _piece(backend, tier, columns, job[1].start, job[1].stop, True)
+        return _piece(backend, tier, columns, job[1].start, job[1].stop, False, _pool("write"))
 
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):
@@ -918,6 +947,10 @@ def _rows_from_tier(
         start = int(first[at[0]]) * PIECE_ROWS
         stop = min(start + PIECE_ROWS, rows)
         key = backend.piece_key(columns, start, stop)
+        piece = tier.pending(key)
+        if piece is not None:  # fetched for a window before, still being written
+            taken(piece, at, start, copy=True)
+            continue
         piece = tier.peek(key)
         if piece is None and columns != backend.schema.names:
             piece = tier.peek(backend.piece_key(backend.schema.names, start, stop))
@@ -935,8 +968,8 @@ def _rows_from_tier(
     ):
         if piece is None:
             busy.append(job)
-        else:
-            taken(piece, job[0], job[1].start, fetched)
+        else:  # in memory where this process fetched it (written to the tier behind)
+            taken(piece, job[0], job[1].start, fetched, copy=fetched)
     for job, (piece, fetched) in zip(
         busy, _pool("piece").map(functools.partial(fetch, wait=True), busy)
     ):
