@@ -1,6 +1,6 @@
 """One rank of bench_scale_out.py's two-rank runs (under torchrun): two shuffled epochs of this
-rank's shard through ``Loader``, rows, seconds and what each epoch read from the store written
-to ``<out>/rank<r>.json``.
+rank's shard through ``Loader``, rows, seconds and what each epoch read from the store and the
+node tier written to ``<out>/rank<r>.json``.
 
     torchrun --standalone --nproc_per_node=2 _rank_epochs.py URI TABLE OUT BATCH OPTIONS_JSON \
         [EXTRA_JSON]
@@ -25,7 +25,7 @@ def main() -> None:
     db = lancetorch.connect(uri, storage_options=json.loads(options) or None)
     table = db.open_table(name, **extra.get("open", {}))
     loader = Loader(table, int(batch_size), seed=0, **extra.get("loader", {}))
-    rows, seconds, store_bytes, store_requests = [], [], [], []
+    rows, seconds, store_bytes, store_requests, tier_bytes = [], [], [], [], []
     for _ in range(2):
         before = loader.stats()
         dist.barrier()
@@ -38,6 +38,7 @@ def main() -> None:
         # (0 where a lancetorch before these counts is measured)
         store_bytes.append(after.get("store_bytes", 0) - before.get("store_bytes", 0))
         store_requests.append(after.get("store_requests", 0) - before.get("store_requests", 0))
+        tier_bytes.append(after.get("tier_bytes", 0) - before.get("tier_bytes", 0))
     with open(f"{out}/rank{dist.get_rank()}.json", "w") as f:
         json.dump(
             {
@@ -45,6 +46,7 @@ def main() -> None:
                 "seconds": seconds,
                 "store_bytes": store_bytes,
                 "store_requests": store_requests,
+                "tier_bytes": tier_bytes,
             },
             f,
         )

@@ -104,6 +104,7 @@ def rank_epochs(
             "rows_per_s": sum(r["rows"][e] for r in ranks) / max(r["seconds"][e] for r in ranks),
             "store_bytes": sum(r["store_bytes"][e] for r in ranks),
             "store_requests": sum(r["store_requests"][e] for r in ranks),
+            "tier_bytes": sum(r.get("tier_bytes", [0, 0])[e] for r in ranks),
         }
         for e in range(2)
     ]
@@ -126,7 +127,7 @@ def make_wide(rows: int, dim: int = 128) -> pa.Table:
 
 def loader_epochs(table: lancetorch.Table, batch_size: int) -> list[dict[str, float]]:
     """Two shuffled epochs of one rank: rows/s (the first including the cache fill, where the
-    table is cached) and what each read from the store."""
+    table is cached) and what each read from the store and from the node tier."""
     start = time.perf_counter()
     loader = Loader(table, batch_size, seed=0, world_size=1, per_column=True)
     out = []
@@ -143,6 +144,8 @@ def loader_epochs(table: lancetorch.Table, batch_size: int) -> list[dict[str, fl
                 - (before.get("store_bytes", 0) if out else 0),
                 "store_requests": after.get("store_requests", 0)
                 - (before.get("store_requests", 0) if out else 0),
+                "tier_bytes": after.get("tier_bytes", 0)
+                - (before.get("tier_bytes", 0) if out else 0),
             }
         )
         start = time.perf_counter()
@@ -191,6 +194,7 @@ def beyond_budget(
                 **epoch,
                 "ratio_to_cached": epoch["rows_per_s"] / base,
                 "store_bytes_per_table": epoch["store_bytes"] / selected,
+                "tier_bytes_per_table": epoch["tier_bytes"] / selected,
             }
             for way, epochs_of in runs.items()
             for e, epoch in enumerate(epochs_of)
@@ -347,13 +351,14 @@ def report_beyond(results: dict, args: argparse.Namespace, out: Path) -> None:
     )
     print(
         f"{'source':<22}{'way, epoch':<26}{'rows/s':>12}{'vs cached':>11}"
-        f"{'store/table':>13}{'requests':>10}"
+        f"{'store/table':>13}{'requests':>10}{'tier/table':>12}"
     )
     for name, ways in results.items():
         for way, e in ways.items():
             print(
                 f"{name:<22}{way:<26}{e['rows_per_s']:>12,.0f}{e['ratio_to_cached']:>10.3f}x"
                 f"{e['store_bytes_per_table']:>12.3f}x{e['store_requests']:>10,}"
+                f"{e['tier_bytes_per_table']:>11.3f}x"
             )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(

@@ -66,8 +66,8 @@ class ArrowBackend:
     def row_ids(self) -> None:
         return None
 
-    def io_totals(self) -> tuple[int, int]:
-        return 0, 0
+    def io_totals(self) -> tuple[int, int, int]:
+        return 0, 0, 0
 
     def to_arrow(self) -> pa.Table:
         return self.data

@@ -133,6 +133,16 @@ def _versions() -> lancetorch.Connection:
     return db
 
 
+def _kept_in_tier(budget: Any) -> int:
+    """Bytes a disk table's cache left in a fresh node tier kept within ``budget``."""
+    from lancetorch._tier import NodeTier
+
+    folder = tempfile.mkdtemp(dir=_DIR)
+    table = _disk().open_table("a", cache=True, cache_dir=folder, cache_dir_budget=budget)
+    table.__getitems__([0])
+    return NodeTier(folder).held_bytes()
+
+
 def _through_tier(cache_dir: Any) -> bool:
     """Whether a disk table's cache read with ``cache_dir`` went through a node tier (a
     relative folder lands in this module's temporary folder)."""
@@ -588,6 +598,7 @@ CASES: dict[str, Case] = {
         wrong=["ns"],
         why="lancetorch has no namespaces: only LanceDB's default is taken",
     ),
+    f"{CONN}.open_table:cache_dir_budget": Case(lambda v: _kept_in_tier(v), None, 0, 1.5),
     f"{CONN}.drop_table:name": Case(
         lambda v: (db := _memory_db("a", "b")).drop_table(v) or db.table_names(), "a", "b", 5
     ),

@@ -12,6 +12,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lancetorch
@@ -123,6 +124,92 @@ def test_a_process_killed_while_it_fetches_leaves_the_piece_to_the_others(tmp_pa
 
 def _never() -> pa.Table:
     raise AssertionError("fetched a piece the tier holds")
+
+
+# -- pieces written behind ---------------------------------------------------------------------
+
+
+def _asks(root: str, log: str, asked: str) -> tuple[bool, bool]:
+    """Another process: whether ``get_now`` of piece 0 finds it busy (then ``asked`` is
+    made), then whether the piece mapped after waiting for it is the piece (fetches
+    logged)."""
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    busy = tier.get_now(key(0), logged_fetch(log, 0)) is None
+    Path(asked).touch()
+    return busy, tier.get(key(0), logged_fetch(log, 0)).equals(piece_rows(0))
+
+
+def _lock_is_free(root: str) -> bool:
+    """Another process: whether piece 0's lock can be taken at once."""
+    import fcntl
+
+    path = NodeTier(root, budget_bytes=1 << 30).path_of(key(0)).with_suffix(".lock")
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+@pytest.fixture
+def slow_writes(monkeypatch):
+    """Writes of pieces that wait until the event returned is set."""
+    import threading
+
+    from lancetorch import _tier
+
+    go, real = threading.Event(), _tier._write_piece
+    monkeypatch.setattr(_tier, "_write_piece", lambda *a: go.wait(60) and real(*a))
+    return go
+
+
+def test_a_piece_written_behind_is_served_at_once_and_locked_until_written(tmp_path, slow_writes):
+    """``get_behind`` returns the fetched piece from memory while it is written; another
+    process finds it busy then (it does not fetch it too), and maps it once it is there."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    root, log = tmp_path / "tier", tmp_path / "fetches.log"
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    with ThreadPoolExecutor(1) as writer, multiprocessing.get_context("spawn").Pool(1) as pool:
+        got = tier.get_behind(key(0), logged_fetch(str(log), 0), writer)
+        assert got.equals(piece_rows(0)) and tier.pending(key(0)) is got
+        assert not tier.path_of(key(0)).exists()
+        marker = tmp_path / "asked"
+        asked = pool.apply_async(_asks, (str(root), str(log), str(marker)))
+        for _ in range(1200):  # the write goes on once the other process has asked
+            if marker.exists() or asked.ready():
+                break
+            time.sleep(0.05)
+        slow_writes.set()
+        assert asked.get(60) == (True, True)
+        tier.settle()
+    assert tier.pending(key(0)) is None and fetches(log) == [0]
+    assert tier.stats()["fetched_pieces"] == 1
+    assert NodeTier(root).get(key(0), _never).equals(piece_rows(0))
+
+
+def test_a_child_forked_during_a_write_behind_does_not_hold_its_lock(tmp_path, slow_writes):
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = tmp_path / "tier"
+    tier = NodeTier(root, budget_bytes=1 << 30)
+    with ThreadPoolExecutor(1) as writer:
+        tier.get_behind(key(0), lambda: piece_rows(0), writer)
+        with warnings.catch_warnings():  # pylance's, where it is imported: no Lance here
+            warnings.filterwarnings("ignore", message="lance is not fork-safe")
+            child = os.fork()
+        if child == 0:  # holds whatever it inherited until it is killed
+            time.sleep(120)
+            os._exit(0)
+        try:
+            slow_writes.set()
+            tier.settle()
+            with multiprocessing.get_context("spawn").Pool(1) as pool:
+                assert pool.apply(_lock_is_free, (str(root),))
+        finally:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
 
 
 # -- pieces that do not check out ---------------------------------------------------------------
@@ -423,6 +510,72 @@ def test_cache_dir_of_another_type_is_refused(tmp_path):
     _disk_table(tmp_path)
     with pytest.raises(TypeError, match="cache_dir=3 is int"):
         lancetorch.connect(tmp_path / "db").open_table("t", cache_dir=3)
+
+
+def _small_table(folder: Path) -> lancetorch.Connection:
+    db = lancetorch.connect(folder / "small")
+    db.create_table("t", {"id": list(range(10))})
+    return db
+
+
+@pytest.mark.parametrize(
+    ("budget", "error", "says"),
+    [
+        (-1, ValueError, "cache_dir_budget=-1 must be 0 or more"),
+        (1.5, TypeError, "cache_dir_budget=1.5 is float"),
+        ("1000", TypeError, "cache_dir_budget='1000' is str"),
+        (True, TypeError, "cache_dir_budget=True is bool"),
+    ],
+)
+def test_a_cache_dir_budget_that_is_not_bytes_is_refused(tmp_path, budget, error, says):
+    with pytest.raises(error, match=says):
+        _small_table(tmp_path).open_table("t", cache_dir_budget=budget)
+
+
+def test_a_cache_dir_budget_without_a_tier_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cache_dir_budget=100 with cache_dir=False"):
+        _small_table(tmp_path).open_table("t", cache_dir=False, cache_dir_budget=100)
+
+
+def test_a_cache_dir_budget_evicts_the_least_recently_used_pieces(tmp_path):
+    """A budget of one and a half full pieces: the cache's fill (its pieces fetched
+    together) keeps the tier within it (the pieces removed stay readable while mapped),
+    every row read right; another handle fetches again what was removed, and keeps within
+    it too."""
+    data = _disk_table(tmp_path)
+    piece = 131_072 * 20  # bytes of a full piece's rows: int64, float32 and int64
+    budget = piece * 3 // 2
+    db = lancetorch.connect(tmp_path / "db")
+    t = db.open_table("t", cache=True, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    rows = [0, 131_071, 131_072, 299_999]
+    assert t.__getitems__(rows).column("y").to_pylist() == data.column("y").take(rows).to_pylist()
+    tier = NodeTier(tmp_path / "tier")
+    held = tier.pieces()
+    assert tier.held_bytes() <= budget
+    assert 1 <= len(held) < 3, "a piece went to make room for the others"
+    before = t._backend.tier_stats()["fetched_pieces"]  # (one tier a folder and budget here)
+    again = db.open_table("t", cache=True, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    assert again.__getitems__(rows).to_pydict() == t.__getitems__(rows).to_pydict()
+    assert again._backend.tier_stats()["fetched_pieces"] > before, "the first piece, again"
+    assert tier.held_bytes() <= budget
+
+
+def _budget_in_worker(blob: bytes) -> tuple[int, list[int]]:
+    """In another process: the table unpickled, the budget of its node tier and rows read."""
+    table = pickle.loads(blob)
+    got = table.__getitems__([1, 299_998]).column("id").to_pylist()
+    tier = table._backend.tier()
+    return tier.budget_bytes, got
+
+
+def test_a_cache_dir_budget_travels_to_other_processes(tmp_path):
+    _disk_table(tmp_path)
+    budget = 123_456_789
+    db = lancetorch.connect(tmp_path / "db")
+    t = db.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier", cache_dir_budget=budget)
+    assert t._backend.tier().budget_bytes == budget
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        assert pool.apply(_budget_in_worker, (pickle.dumps(t),)) == (budget, [1, 299_998])
 
 
 def test_a_new_version_of_a_disk_table_is_a_new_key(tmp_path):

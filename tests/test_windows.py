@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import sys
+import threading
 
 import lance
 import lancetorch
@@ -346,7 +347,115 @@ def test_an_epoch_on_a_terminal_ends_with_a_line_on_what_it_cost(wide, monkeypat
     line = terminal.getvalue()
     assert line.startswith("lancetorch: epoch 1 of table 't': 20,000 rows in ")
     assert "MB from the store in" in line and "0 MB from memory" in line
+    assert "0 MB from the node tier" in line  # (cache_dir=False)
     assert "as far as a full shuffle" in line and line.count("\n") == 1
     memory = lancetorch.connect("memory://").create_table("m", pa.table({"a": np.arange(10)}))
     list(Loader(memory, 5, seed=0))
     assert terminal.getvalue() == line, "a memory table reads no store: no line"
+
+
+def test_an_epoch_read_from_the_tier_alone_has_its_line(wide, tmp_path, monkeypatch):
+    """An epoch whose rows all come from the node tier (filled by another handle) read
+    nothing from the store, and still says what it cost."""
+    kw = dict(seed=1, per_column=True, window_rows=4096, clump_size=512)
+    _epoch(Loader(wide.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier"), 500, **kw))
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    table = wide.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier")
+    list(Loader(table, 500, **kw))
+    line = terminal.getvalue()
+    assert "0 MB from the store in 0 requests (0.00x the bytes delivered)" in line
+    assert f"{WIDE * 136 / 1e6:,.0f} MB from the node tier" in line
+
+
+def test_windowed_epochs_through_the_tier_count_the_bytes_it_served(wide, tmp_path):
+    """The first window fetches the table's piece into the node tier (its rows are store
+    bytes), the windows after it read the piece (tier bytes), as does every window of the
+    next epoch and of another handle on the same tier; the read amplification stays store
+    bytes over delivered bytes."""
+    kw = dict(seed=1, per_column=True, window_rows=4096, clump_size=512)
+    table = wide.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier")
+    loader = Loader(table, 500, **kw)
+    first = _epoch(loader)
+    assert first["store_bytes"] > 0
+    # All but the first window's rows: 8 clumps of 512, or 7 and the last one, of 32 rows.
+    assert WIDE * 136 - first["tier_bytes"] in (4096 * 136, (7 * 512 + WIDE % 512) * 136)
+    second = _epoch(loader)
+    assert second["store_bytes"] == first["store_bytes"], "nothing more from the store"
+    assert second["tier_bytes"] - first["tier_bytes"] == WIDE * 136
+    assert second["read_amplification"] == first["store_bytes"] / (2 * WIDE * 136)
+    assert second["memory_bytes"] == 0
+    other = _epoch(
+        Loader(wide.open_table("t", cache_budget=1, cache_dir=tmp_path / "tier"), 500, **kw)
+    )
+    assert other["store_bytes"] == 0 and other["tier_bytes"] == WIDE * 136
+
+
+def test_a_cache_filled_from_the_tier_counts_its_bytes(wide, tmp_path):
+    """A cache filled from pieces another handle put in the node tier reads them, not the
+    store: its fill counts tier bytes (the columns' Arrow bytes), and no store bytes."""
+    first = Loader(wide.open_table("t", cache_dir=tmp_path / "tier"), 500, seed=1, per_column=True)
+    assert first.stats()["store_bytes"] > 0 and first.stats()["tier_bytes"] == 0
+    again = Loader(wide.open_table("t", cache_dir=tmp_path / "tier"), 500, seed=1, per_column=True)
+    assert again.stats()["store_bytes"] == 0
+    assert again.stats()["tier_bytes"] == WIDE * 136
+
+
+def _ids(loader) -> list[int]:
+    return [int(i) for b in loader for i in b["id"]]
+
+
+def _reads_ahead_done() -> None:
+    """Wait for the reads of a next epoch's first window still under way."""
+    for thread in threading.enumerate():
+        if thread.name.startswith("lancetorch-ahead"):
+            thread.join()
+
+
+@pytest.mark.parametrize("tier", [False, True], ids=["store", "tier"])
+def test_the_next_epochs_first_window_is_read_while_the_last_goes_out(
+    wide, tmp_path, monkeypatch, tier
+):
+    """The end of an epoch reads the next epoch's first window: that epoch reads it no
+    more, and gives the rows a loader starting at that epoch gives, in the same order."""
+    folder = tmp_path / "tier" if tier else False
+    table = wide.open_table("t", cache_budget=1, cache_dir=folder)
+    reads: list[int] = []
+    real = type(table._backend).read_rows
+    monkeypatch.setattr(
+        type(table._backend),
+        "read_rows",
+        lambda backend, rows, names: reads.append(len(rows)) or real(backend, rows, names),
+    )
+    kw = dict(seed=4, per_column=True, window_rows=4096, clump_size=512)
+    loader = Loader(table, 500, **kw)
+    first = _ids(loader)
+    _reads_ahead_done()
+    windows = len(reads) - 1  # and the next epoch's first
+    assert windows == 5 and sorted(first) == list(range(WIDE))
+    second = _ids(loader)
+    _reads_ahead_done()
+    assert len(reads) == 2 * windows + 1, "the second epoch read its first window no more"
+    fresh = Loader(table, 500, **kw)
+    fresh.set_epoch(1)
+    assert _ids(fresh) == second != first
+    assert loader.stats()["delivered_bytes"] == 2 * WIDE * 136
+
+
+def test_a_window_read_ahead_that_the_next_pass_does_not_read_is_dropped(wide):
+    """set_epoch, or a state of another seed loaded, after an epoch: the window read at its
+    end is not the next pass's first, which reads its own."""
+    kw = dict(per_column=True, window_rows=4096, clump_size=512)
+    table = wide.open_table("t", cache_budget=1, cache_dir=False)
+    loader = Loader(table, 500, seed=4, **kw)
+    _ids(loader)
+    loader.set_epoch(7)
+    fresh = Loader(table, 500, seed=4, **kw)
+    fresh.set_epoch(7)
+    assert _ids(loader) == _ids(fresh)
+    state = {**loader.state_dict(), "seed": 11}  # epoch 8 from its start, another seed
+    loader.load_state_dict(state)
+    other = Loader(table, 500, seed=11, **kw)
+    other.set_epoch(8)
+    got = _ids(loader)
+    assert got == _ids(other) and sorted(got) == list(range(WIDE))

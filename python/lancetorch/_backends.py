@@ -80,8 +80,9 @@ class Backend(Protocol):
         its offset."""
         ...
 
-    def io_totals(self) -> tuple[int, int]:
-        """Bytes and requests read from storage by this backend so far (0, 0 in memory)."""
+    def io_totals(self) -> tuple[int, int, int]:
+        """Bytes and requests read from storage by this backend so far, and bytes of rows
+        read from a node tier's copy of it (0, 0, 0 in memory)."""
         ...
 
     def to_arrow(self) -> pa.Table:
@@ -169,11 +170,13 @@ class CacheSettings:
     """How a disk table's memory cache is used: ``mode`` True (always), False (never) or
     "auto" (when the columns read fit ``budget`` bytes, default half the available memory);
     ``cache_dir``, the node tier's folder it is filled through (None: the default folder;
-    False: no node tier; see ``tier_folder``)."""
+    False: no node tier; see ``tier_folder``); ``dir_budget``, the bytes of pieces kept in that
+    folder (None: half the free disk space when the tier is opened, plus what it holds)."""
 
     mode: bool | str = "auto"
     budget: int | None = None
     cache_dir: str | bool | None = None
+    dir_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in (True, False, "auto"):
@@ -279,9 +282,10 @@ class _MemoryBackend:
         schema = pa.schema([self.schema.field(i) for i in positions])
         return pa.Table.from_batches(self.store.batches(positions), schema=schema)
 
-    def io_totals(self) -> tuple[int, int]:
-        """Bytes and requests read from a store: none, the rows are in memory."""
-        return 0, 0
+    def io_totals(self) -> tuple[int, int, int]:
+        """Bytes and requests read from a store, bytes from a node tier: none, the rows are
+        in memory."""
+        return 0, 0, 0
 
     def append(
         self, data: pa.Table, known: Sequence[Backend] = (), *, overwrite: bool = False

@@ -54,25 +54,37 @@ def _estimated_bytes(schema: pa.Schema, names: Sequence[str], rows: int) -> int:
 _MIN_RUN = 32
 _RANGE_ROWS = 1 << 14
 _IN_FLIGHT = 8
+# Pieces of the node tier a window lacks, fetched (read, written, checked) this many at once:
+# each holds a piece's bytes in memory while it is read.
+_PIECES_IN_FLIGHT = 4
+# Pieces a window fetched, written to the tier this many at once while their rows are served
+# from memory (see NodeTier.get_behind).
+_WRITES = 2
 
 
-_POOL: list[Any] = []  # the threads of the range reads, made at the first one
+_POOLS: dict[str, Any] = {}  # the threads of the range reads and piece fetches, made when needed
 _POOL_LOCK = threading.Lock()
 
 
-def _range_pool() -> Any:
-    """The threads that read ranges (``_IN_FLIGHT`` of them), shared by every table of this
-    process, made when first needed (and again in a forked child, which has no threads)."""
-    if not _POOL:
+def _pool(kind: str) -> Any:
+    """The threads of ``kind`` ("range": ``_IN_FLIGHT`` range reads; "piece":
+    ``_PIECES_IN_FLIGHT`` piece fetches; "write": ``_WRITES`` writes of pieces), shared
+    by every table of this process, made when first needed (and again in a forked child,
+    which has no threads)."""
+    pool = _POOLS.get(kind)
+    if pool is None:
         from concurrent.futures import ThreadPoolExecutor
 
         with _POOL_LOCK:
-            if not _POOL:
-                _POOL.append(ThreadPoolExecutor(_IN_FLIGHT, thread_name_prefix="lancetorch-range"))
-    return _POOL[0]
+            pool = _POOLS.get(kind)
+            if pool is None:
+                size = {"range": _IN_FLIGHT, "piece": _PIECES_IN_FLIGHT}.get(kind, _WRITES)
+                pool = ThreadPoolExecutor(size, thread_name_prefix=f"lancetorch-{kind}")
+                _POOLS[kind] = pool
+    return pool
 
 
-os.register_at_fork(after_in_child=_POOL.clear)
+os.register_at_fork(after_in_child=_POOLS.clear)
 
 
 def _runs(unique: np.ndarray, shortest: int) -> list[tuple[int, int]]:
@@ -202,7 +214,9 @@ class _LanceBackend:
         self._shared = _SharedCopy()
         self._row_ids: tuple[int, np.ndarray] | None = None  # (version, row ids)
         self._fragments: tuple[list[Any], np.ndarray] | None = None  # see _fragment_starts
-        self._io = [0, 0]  # bytes and requests read from the store so far (see io_totals)
+        # Bytes and requests read from the store so far, bytes of rows read from the node
+        # tier's pieces (see io_totals).
+        self._io = [0, 0, 0]
         self._io_lock = threading.Lock()
         self._filling = threading.RLock()
         # Live Permutations over this table and the columns each reads (for the fork fill).
@@ -548,7 +562,7 @@ class _LanceBackend:
             return self.call(what, fragment.to_table, columns=names, offset=offset, limit=count)
 
         jobs = len(pieces) + (1 if len(scattered) else 0)
-        parts = list(_range_pool().map(read, range(jobs)))
+        parts = list(_pool("range").map(read, range(jobs)))
         fetched = pa.concat_tables([p.select(names) for p in parts])
         if len(scattered):
             # The ranges' rows come first, in offset order, then the scattered rows'.
@@ -558,10 +572,12 @@ class _LanceBackend:
             places = place[places]
         return _native.ColumnStore(fetched, row_major=False), places
 
-    def io_totals(self) -> tuple[int, int]:
+    def io_totals(self) -> tuple[int, int, int]:
         """Bytes and requests this backend has read from its store so far (every read of its
-        dataset: cache fills, takes, windows), as Lance counts them. Lance's counters reset
-        as they are read, so they are read here only, under a lock, and summed."""
+        dataset: cache fills, takes, windows), as Lance counts them, and the bytes of rows it
+        has read from pieces the node tier held (not fetched for that very read).
+        Lance's counters reset as they are read, so they are read here only, under a lock,
+        and summed."""
         with self._io_lock:
             dataset = self._dataset
             counter = getattr(dataset, "io_stats_incremental", None)  # an older pylance: none
@@ -569,7 +585,12 @@ class _LanceBackend:
                 stats = counter()
                 self._io[0] += stats.read_bytes
                 self._io[1] += stats.read_iops
-            return self._io[0], self._io[1]
+            return self._io[0], self._io[1], self._io[2]
+
+    def from_tier(self, nbytes: int) -> None:
+        """Count ``nbytes`` of rows read from the node tier's pieces (see ``io_totals``)."""
+        with self._io_lock:
+            self._io[2] += nbytes
 
     def _ranges(
         self, unique: np.ndarray, runs: list[tuple[int, int]]
@@ -617,7 +638,7 @@ class _LanceBackend:
         if folder is False or self.cache is False:
             return None
         if self._node_tier is None:
-            self._node_tier = node_tier(tier_folder(folder))
+            self._node_tier = node_tier(tier_folder(folder), self.settings.dir_budget)
         return self._node_tier
 
     def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
@@ -636,6 +657,9 @@ class _LanceBackend:
             columns=names,
             offset=start,
             limit=stop - start,
+            # One batch: the piece is written to the tier as it comes, and a table of Lance's
+            # small batches wrote several times slower (joined first, slower again).
+            batch_size=max(stop - start, 1),
         )
         if data.num_rows != stop - start:
             raise StorageReadError(
@@ -776,17 +800,19 @@ def tier_folder(cache_dir: str | os.PathLike[str] | bool | None) -> str | bool:
     return os.fspath(cache_dir)
 
 
-_TIERS: dict[str, NodeTier] = {}  # one per folder in a process: its counters are the process's
+# One per folder and budget in a process: its counters are the process's.
+_TIERS: dict[tuple[str, int | None], NodeTier] = {}
 
 
-def node_tier(folder: str | bool) -> NodeTier | None:
-    """The node tier in ``folder`` (opened, and its folder checked, on first use)."""
+def node_tier(folder: str | bool, budget: int | None = None) -> NodeTier | None:
+    """The node tier in ``folder`` keeping ``budget`` bytes of pieces (None: half the free
+    disk space; see ``NodeTier``), opened, and its folder checked, on first use."""
     if folder is False:
         return None
     assert isinstance(folder, str)
-    tier = _TIERS.get(folder)
+    tier = _TIERS.get((folder, budget))
     if tier is None:
-        tier = _TIERS[folder] = NodeTier(folder)
+        tier = _TIERS[(folder, budget)] = NodeTier(folder, budget)
     return tier
 
 
@@ -794,21 +820,66 @@ def _store_from_tier(
     backend: _LanceBackend, tier: NodeTier, names: list[str], rows: int, shown: bool
 ) -> _native.ColumnStore:
     """A cache of the columns ``names`` over the node tier's pieces of them, each mapped
-    (fetched first by the node's first process to need it): the processes of a node share
-    one copy of the rows in the page cache, none holds its own. A progress bar when
-    ``shown`` (and on a terminal)."""
-    pieces = []
+    (fetched first by the node's first process to need it, ``_PIECES_IN_FLIGHT`` at once;
+    a piece another process is fetching is waited for after the others): the processes of
+    a node share one copy of the rows in the page cache, none holds its own. A progress bar
+    when ``shown`` (and on a terminal)."""
+    starts = list(range(0, rows, PIECE_ROWS))
+    pieces: list[pa.Table | None] = [None] * len(starts)
+
+    def get(i: int, wait: bool) -> tuple[pa.Table | None, bool]:
+        start = starts[i]
+        return _piece(backend, tier, names, start, min(start + PIECE_ROWS, rows), wait)
+
     bar = _progress(rows, f"reading {os.path.basename(backend.uri)}") if shown else _Count()
     with bar as progress:
-        for start in range(0, rows, PIECE_ROWS):
-            stop = min(start + PIECE_ROWS, rows)
-            key = backend.piece_key(names, start, stop)
-            pieces.append(tier.get(key, functools.partial(backend.read_range, names, start, stop)))
-            progress.update(stop - start)
+        todo = list(range(len(starts)))
+        for wait in (False, True):  # the pieces others are fetching now, waited for last
+            busy = []
+            got = _pool("piece").map(functools.partial(get, wait=wait), todo)
+            for i, (piece, fetched) in zip(todo, got):
+                if piece is None:
+                    busy.append(i)
+                    continue
+                if not fetched:
+                    backend.from_tier(piece.nbytes)
+                pieces[i] = piece
+                progress.update(piece.num_rows)
+            todo = busy
+        assert not todo  # a get that waits always has the piece
     schema = pa.schema([backend.schema.field(n) for n in names])
-    batches = [b for piece in pieces for b in piece.to_batches()]
+    batches = [b for piece in pieces if piece is not None for b in piece.to_batches()]
     table = pa.Table.from_batches(batches, schema=schema)
     return _native.ColumnStore(table, row_major=_row_major_pays(schema))
+
+
+def _piece(
+    backend: _LanceBackend,
+    tier: NodeTier,
+    names: list[str],
+    start: int,
+    stop: int,
+    wait: bool,
+    writer: Any = None,
+) -> tuple[pa.Table | None, bool]:
+    """The node tier's piece of the rows ``[start, stop)`` of the columns ``names`` (None
+    where ``wait`` is False and another process is fetching it now), and whether this call
+    fetched it from the store; with a ``writer``, a piece fetched is returned from memory
+    and written on it (``NodeTier.get_behind``)."""
+    fetched = []
+
+    def read() -> pa.Table:
+        fetched.append(True)
+        return backend.read_range(names, start, stop)
+
+    key = backend.piece_key(names, start, stop)
+    if wait:
+        piece = tier.get(key, read)
+    elif writer is not None:
+        piece = tier.get_behind(key, read, writer)
+    else:
+        piece = tier.get_now(key, read)
+    return piece, bool(fetched)
 
 
 def _row_major_pays(schema: pa.Schema) -> bool:
@@ -838,20 +909,41 @@ def _rows_from_tier(
 ) -> tuple[_native.ColumnStore, np.ndarray]:
     """``read_rows`` with a node tier: the rows ``unique`` (sorted, distinct) taken from the
     tier's pieces (of the columns ``names``, or of every column), the pieces the tier lacks
-    fetched into it whole when the columns fit half its budget (once per node: a piece
-    another process is fetching is read after the others), else those rows through Lance."""
+    fetched into it whole when the columns fit half its budget (once per node, up to
+    ``_PIECES_IN_FLIGHT`` at once: a piece another process is fetching is read after the
+    others), else those rows through Lance. Runs of neighbouring rows (a window's clumps) are
+    slices of the mapped pieces, not copies."""
     columns = [n for n in backend.schema.names if n in names]  # as the cache's pieces hold them
     rows = backend.count_rows()
     fill = _estimated_bytes(backend.schema, columns, rows) <= tier.budget_bytes // 2
-    parts: list[pa.Table] = []
+    parts: list[pa.RecordBatch] = []
     order: list[np.ndarray] = []  # the places in ``unique`` of each part's rows
     missing: list[np.ndarray] = []
-    busy: list[tuple[np.ndarray, PieceKey]] = []
+    wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     first = unique // PIECE_ROWS
 
-    def taken(piece: pa.Table, at: np.ndarray, start: int) -> None:
-        parts.append(piece.take(pa.array(unique[at] - start)).select(names))
+    def taken(
+        piece: pa.Table, at: np.ndarray, start: int, fetched: bool = False, copy: bool = False
+    ) -> None:
+        """The rows ``unique[at]`` of ``piece`` (rows ``start`` on): slices of a mapped
+        piece, a copy of those of a piece in memory (which goes once it is written)."""
+        rows = _gather(piece.select(names), unique[at] - start)
+        if copy and rows:
+            merged = pa.Table.from_batches(rows)
+            rows = [
+                pa.record_batch(
+                    [pa.concat_arrays(c.chunks) for c in merged.columns], schema=merged.schema
+                )
+            ]
+        if not fetched:
+            backend.from_tier(sum(b.nbytes for b in rows))
+        parts.extend(rows)
         order.append(at)
+
+    def fetch(job: tuple[np.ndarray, PieceKey], wait: bool) -> tuple[pa.Table | None, bool]:
+        if wait:
+            return _piece(backend, tier, columns, job[1].start, job[1].stop, True)
+        return _piece(backend, tier, columns, job[1].start, job[1].stop, False, _pool("write"))
 
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):
@@ -859,35 +951,61 @@ def _rows_from_tier(
         start = int(first[at[0]]) * PIECE_ROWS
         stop = min(start + PIECE_ROWS, rows)
         key = backend.piece_key(columns, start, stop)
+        piece = tier.pending(key)
+        if piece is not None:  # fetched for a window before, still being written
+            taken(piece, at, start, copy=True)
+            continue
         piece = tier.peek(key)
         if piece is None and columns != backend.schema.names:
             piece = tier.peek(backend.piece_key(backend.schema.names, start, stop))
-        if piece is None and fill:
-            fetch = functools.partial(backend.read_range, columns, start, stop)
-            piece = tier.get_now(key, fetch)
-            if piece is None:
-                busy.append((at, key))
-                continue
-        if piece is None:
-            missing.append(at)
-        else:
+        if piece is not None:
             taken(piece, at, start)
-    for at, key in busy:  # fetched by another process meanwhile: wait for it
-        fetch = functools.partial(backend.read_range, columns, key.start, key.stop)
-        taken(tier.get(key, fetch), at, key.start)
+        elif fill:
+            wanted.append((at, key))
+        else:
+            missing.append(at)
+    # Fetched together (Lance reads, Arrow writes and the checksum release the GIL); the
+    # pieces other processes are fetching now, waited for after the others.
+    busy = []
+    for job, (piece, fetched) in zip(
+        wanted, _pool("piece").map(functools.partial(fetch, wait=False), wanted)
+    ):
+        if piece is None:
+            busy.append(job)
+        else:  # in memory where this process fetched it (written to the tier behind)
+            taken(piece, job[0], job[1].start, fetched, copy=fetched)
+    for job, (piece, fetched) in zip(
+        busy, _pool("piece").map(functools.partial(fetch, wait=True), busy)
+    ):
+        assert piece is not None  # a get that waits always has the piece
+        taken(piece, job[0], job[1].start, fetched)
     if missing:  # read as the store reads a window (ranges where the rows run together)
         at = np.concatenate(missing)
         store, local = backend.read_rows_from_store(unique[at], names)
-        parts.append(pa.Table.from_batches([store.take(pa.array(local))]))
+        parts.extend(pa.Table.from_batches([store.take(pa.array(local))]).to_batches())
         order.append(at)
     schema = pa.schema([backend.schema.field(n) for n in names])
     if not order:
         return _native.ColumnStore(schema.empty_table(), row_major=False), places
     where = np.empty(len(unique), dtype=np.int64)
     where[np.concatenate(order)] = np.arange(len(unique), dtype=np.int64)
-    batches = [b for part in parts for b in part.to_batches()]
-    data = pa.Table.from_batches(batches, schema=schema)
+    data = pa.Table.from_batches([b for b in parts if b.num_rows], schema=schema)
     return _native.ColumnStore(data, row_major=False), where[places].astype(np.int64)
+
+
+def _gather(piece: pa.Table, local: np.ndarray) -> list[pa.RecordBatch]:
+    """The rows ``local`` (sorted, distinct) of ``piece``, in that order: runs of at least
+    ``_MIN_RUN`` neighbours as slices of it (no copy), the rows between them taken."""
+    out: list[pa.RecordBatch] = []
+    done = 0
+    for first, count in _runs(local, _MIN_RUN) if len(local) >= _MIN_RUN else []:
+        if first > done:
+            out.extend(piece.take(pa.array(local[done:first])).to_batches())
+        out.extend(piece.slice(int(local[first]), count).to_batches())
+        done = first + count
+    if done < len(local):
+        out.extend(piece.take(pa.array(local[done:])).to_batches())
+    return out
 
 
 def _identity_of(dataset: Any) -> str:

@@ -21,7 +21,9 @@ checks a file once (by device, inode and size) the first time it maps it.
 The first process that needs a piece fetches it, holding an exclusive ``flock`` on the
 piece's lock file; the others wait on that lock and map the finished file. A process killed
 while it fetches drops its lock with its life (the kernel releases it), and the next one
-fetches the piece again, removing the dead one's temporary file.
+fetches the piece again, removing the dead one's temporary file. ``get_behind`` hands the
+fetched piece to its caller from memory at once and writes it on another thread, the lock
+held until the file is there (a process forked meanwhile closes its copy of the lock).
 
 Eviction: the tier keeps its pieces within ``budget_bytes``, least recently used first (a get
 touches the file's mtime). A piece mapped by a process stays readable after it is removed:
@@ -41,9 +43,12 @@ import os
 import shutil
 import stat
 import struct
+import threading
 import warnings
+import weakref
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -219,6 +224,12 @@ class NodeTier:
         self.tier_pieces = 0
         self.fetched_bytes = 0  # bytes of pieces fetched (by this process) and written
         self.fetched_pieces = 0
+        self._counting = threading.Lock()  # pieces are fetched on several threads at once
+        # Pieces fetched by this process and still being written (see get_behind), and the
+        # room for more.
+        self._pending: dict[Path, pa.Table] = {}
+        self._room = threading.BoundedSemaphore(_PENDING)
+        _TIERS.add(self)
         self._warned = False
 
     def __repr__(self) -> str:
@@ -278,7 +289,44 @@ class NodeTier:
         """
         return self._get(key, fetch, wait=False)
 
-    def _get(self, key: PieceKey, fetch: Callable[[], pa.Table], wait: bool) -> pa.Table | None:
+    def get_behind(
+        self, key: PieceKey, fetch: Callable[[], pa.Table], writer: Executor
+    ) -> pa.Table | None:
+        """As ``get_now``, but a piece this call fetches is returned at once, as ``fetch()``
+        gave it (in memory), and written to the tier on ``writer``: its lock stays held until
+        the file is there (the node's other processes wait for it and map it), and
+        ``pending`` serves it to this process meanwhile. At most ``_PENDING`` pieces wait
+        for their write at once (a fetch waits for room first: their memory is bounded).
+
+        Parameters
+        ----------
+        key : PieceKey
+            The piece.
+        fetch : callable
+            As for ``get``.
+        writer : concurrent.futures.Executor
+            Where the piece is written.
+        """
+        return self._get(key, fetch, wait=False, writer=writer)
+
+    def pending(self, key: PieceKey) -> pa.Table | None:
+        """The piece of ``key`` this process fetched and is writing to the tier now (see
+        ``get_behind``), in memory; else None."""
+        path = self.path_of(key)
+        with self._counting:
+            table = self._pending.get(path)
+            if table is not None:
+                self.tier_pieces += 1
+                self.tier_bytes += table.nbytes
+        return table
+
+    def _get(
+        self,
+        key: PieceKey,
+        fetch: Callable[[], pa.Table],
+        wait: bool,
+        writer: Executor | None = None,
+    ) -> pa.Table | None:
         path = self.path_of(key)
         try:
             table = _map_checked(path)
@@ -287,11 +335,13 @@ class NodeTier:
         if table is not None:
             self._served(path, table)
             return table
-        with self._locked(key, path, wait) as held:
-            if held is None:
-                return None
-            if not held:  # the folder went (a newer version's eviction), or cannot be made
-                return self._fetched(fetch(), None)
+        fd = self._lock(key, path, wait)
+        if fd is None:
+            return None
+        if fd is False:  # the folder went (a newer version's eviction), or cannot be made
+            return self._fetched(fetch(), None)
+        handed = False
+        try:
             try:
                 table = _map_checked(path)
             except CorruptPiece:
@@ -301,24 +351,60 @@ class NodeTier:
             if table is not None:  # another process wrote it while this one waited
                 self._served(path, table)
                 return table
-            return self._fetched(fetch(), path)
+            if writer is None:
+                return self._fetched(fetch(), path)
+            self._room.acquire()
+            try:
+                table = _checked_table(fetch())
+                with self._counting:
+                    self.fetched_pieces += 1
+                    self.fetched_bytes += table.nbytes
+                    self._pending[path] = table
+                writer.submit(self._write_behind, table, path, fd)
+                handed = True
+            finally:
+                if not handed:
+                    self._room.release()
+            return table
+        finally:
+            if not handed:
+                _unlock(fd)
+
+    def settle(self) -> None:
+        """Wait until the pieces this process is writing behind (``get_behind``) are
+        written."""
+        for _ in range(_PENDING):
+            self._room.acquire()
+        for _ in range(_PENDING):
+            self._room.release()
+
+    def _write_behind(self, table: pa.Table, path: Path, fd: int) -> None:
+        """``get_behind``'s write of a piece fetched, under its lock ``fd``, dropped after."""
+        try:
+            self._write(table, path)
+        finally:
+            with self._counting:
+                self._pending.pop(path, None)
+            self._room.release()
+            _unlock(fd)
 
     def _served(self, path: Path, table: pa.Table) -> None:
         with contextlib.suppress(OSError):
             os.utime(path)  # its last use, for the least-recently-used order
-        self.tier_pieces += 1
-        self.tier_bytes += table.nbytes
+        with self._counting:
+            self.tier_pieces += 1
+            self.tier_bytes += table.nbytes
 
-    @contextlib.contextmanager
-    def _locked(self, key: PieceKey, path: Path, wait: bool = True) -> Iterator[bool | None]:
-        """The piece's lock held: yields True; False when its folder cannot be made or kept;
-        None when ``wait`` is False and another process holds it."""
+    def _lock(self, key: PieceKey, path: Path, wait: bool = True) -> int | bool | None:
+        """The piece's lock taken: its file descriptor (``_unlock`` drops it); False when
+        its folder cannot be made or kept; None when ``wait`` is False and another process
+        (or another thread of this one) holds it."""
         lock_path = path.with_suffix(".lock")
         fd = -1
         for _ in range(3):
             try:
                 self._version_folder(key)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 break
             except FileNotFoundError:  # removed between making it and opening: again
                 continue
@@ -326,17 +412,17 @@ class NodeTier:
                 self._warn(e)
                 break
         if fd < 0:
-            yield False
-            return
+            return False
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                yield None
-                return
-            yield True
-        finally:
-            os.close(fd)  # drops the lock
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        _HELD.add(fd)
+        return fd
 
     def _version_folder(self, key: PieceKey) -> None:
         """Make the key's version folder (with its ``version`` note) if absent."""
@@ -353,24 +439,28 @@ class NodeTier:
     def _fetched(self, table: pa.Table, path: Path | None) -> pa.Table:
         """``table`` just fetched: written to ``path`` and mapped from it (or served from
         memory when the disk refuses it, or from an unlinked file when over the budget)."""
-        if not isinstance(table, pa.Table):
-            raise TypeError(
-                f"a node tier's fetch must return a pyarrow.Table, got {type(table).__name__}"
-            )
-        self.fetched_pieces += 1
-        self.fetched_bytes += table.nbytes
+        _checked_table(table)
+        with self._counting:
+            self.fetched_pieces += 1
+            self.fetched_bytes += table.nbytes
         if path is None:
             return table
+        return self._write(table, path)
+
+    def _write(self, table: pa.Table, path: Path) -> pa.Table:
+        """``table`` written to ``path`` and mapped from it (see ``_fetched``)."""
         tmp = path.with_suffix(".tmp")
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)  # the draft of a process killed while it wrote this piece
             size = _write_piece(tmp, table)
             if size > self.budget_bytes:  # served once, from a file no one else will find
+                _trust(tmp)
                 mapped = _map_checked(tmp)
                 os.unlink(tmp)
                 return mapped if mapped is not None else table
             os.rename(tmp, path)
+            _trust(path)
             _fsync_folder(path.parent)
             mapped = _map_checked(path)
         except (OSError, CorruptPiece) as e:
@@ -437,6 +527,46 @@ class NodeTier:
                 shutil.rmtree(other, ignore_errors=True)
 
 
+# Pieces of a process waiting for their write to the tier (see NodeTier.get_behind), at most.
+_PENDING = 8
+
+# The lock files this process holds (their descriptors): a process forked meanwhile closes its
+# copies at once, else the lock would stay held until that child exits.
+_HELD: set[int] = set()
+
+
+def _unlock(fd: int) -> None:
+    _HELD.discard(fd)
+    os.close(fd)  # drops the lock
+
+
+def _close_held_in_child() -> None:
+    """In a forked child: no lock held, nothing waiting for a write (the threads that
+    write are the parent's)."""
+    for fd in list(_HELD):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+    for tier in list(_TIERS):
+        tier._pending = {}
+        tier._room = threading.BoundedSemaphore(_PENDING)
+
+
+_TIERS: weakref.WeakSet[NodeTier] = weakref.WeakSet()  # every tier of this process
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
+
+
+def _checked_table(table: object) -> pa.Table:
+    """What a fetch returned: a ``pyarrow.Table``, else a TypeError."""
+    if not isinstance(table, pa.Table):
+        raise TypeError(
+            f"a node tier's fetch must return a pyarrow.Table, got {type(table).__name__}"
+        )
+    return table
+
+
 def _listdir(path: Path) -> list[str]:
     try:
         return os.listdir(path)
@@ -469,6 +599,13 @@ def _write_piece(path: Path, table: pa.Table) -> int:
         f.flush()
         os.fsync(f.fileno())
     return size
+
+
+def _trust(path: Path) -> None:
+    """The piece this process has just written at ``path`` (its checksum taken from the
+    file's bytes, under its lock) is not checked again when this process maps it."""
+    st = os.stat(path)
+    _checked.add((str(path), st.st_dev, st.st_ino, st.st_size))
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -339,6 +339,7 @@ class Connection:
         cache: bool | str = "auto",
         cache_budget: int | None = None,
         cache_dir: str | os.PathLike[str] | bool | None = None,
+        cache_dir_budget: int | None = None,
         version: int | str | None = None,
         storage_options: dict[str, str] | None = None,
         index_cache_size: int | None = None,
@@ -363,6 +364,10 @@ class Connection:
             (one copy in the page cache for all of them; read from the table's store once per
             machine). Default: ``$LANCETORCH_CACHE_DIR``, else ``lancetorch/tier`` in the
             user's cache folder. ``False``: no node tier (each process reads its own copy).
+        cache_dir_budget : int, optional
+            Bytes of pieces the node tier keeps in ``cache_dir`` (0 or more); past it the least
+            recently used pieces are removed when this table writes one. By default half the
+            space free on that file system when the tier is first used, plus what it holds.
         version : int or str, optional
             Open the table checked out at this version number or tag, as
             :meth:`Table.checkout` does (``add`` refused until ``checkout_latest()``). A
@@ -386,7 +391,8 @@ class Connection:
         FileNotFoundError
             For a table that does not exist here (the message lists those that do).
         ValueError
-            For an invalid name, a version the table does not have, a branch or a namespace.
+            For an invalid name, a ``cache_dir_budget`` with ``cache_dir=False``, a version
+            the table does not have, a branch or a namespace.
         """
         _check_name(name)
         if isinstance(cache, str) and cache != "auto":
@@ -396,6 +402,12 @@ class Connection:
                 f"cache={cache!r} is {type(cache).__name__}; cache takes True, False or 'auto'"
             )
         _checks.optional_integer("cache_budget", cache_budget, low=0)
+        cache_dir_budget = _checks.optional_integer("cache_dir_budget", cache_dir_budget, low=0)
+        if cache_dir is False and cache_dir_budget is not None:
+            raise ValueError(
+                f"cache_dir_budget={cache_dir_budget} with cache_dir=False: there is no node "
+                "tier to budget. Drop cache_dir_budget, or give cache_dir a folder (or None)"
+            )
         _checks.optional_integer("index_cache_size", index_cache_size, low=0)
         if storage_options is not None and not isinstance(storage_options, dict):
             raise TypeError(
@@ -427,6 +439,7 @@ class Connection:
                 read_timeout=self._read_timeout,
                 read_consistency_interval=self._interval,
                 cache_dir=cache_dir,
+                cache_dir_budget=cache_dir_budget,
             )
         if version is not None:
             opened.checkout(version)

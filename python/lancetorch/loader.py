@@ -323,6 +323,7 @@ _NO_STATS: dict[str, float | int] = {
     "skipped": 0,
     "store_bytes": 0,
     "store_requests": 0,
+    "tier_bytes": 0,
     "delivered_bytes": 0,
     "memory_bytes": 0,
     "shuffle_moved": 0.0,
@@ -372,10 +373,11 @@ class Loader:
     order of ``BatchSampler(seed=...)``. A disk table that does not fit is read by windows:
     clumps of ``clump_size`` neighbouring rows in shuffled order, ``window_rows`` rows in
     memory at a time (the next window read on a background thread, its clumps as range reads,
-    several in flight), rows shuffled within each window; with several ranks each reads one
-    stretch of each window's rows, its share, not the whole window. Every row still comes
-    once per epoch; a row's neighbours within its clump share its window, and two rows of
-    different clumps share a window with probability about ``window_rows / rows``.
+    several in flight; the next epoch's first window read during the last one), rows
+    shuffled within each window; with several ranks each reads one stretch of each window's
+    rows, its share, not the whole window. Every row still comes once per epoch; a row's
+    neighbours within its clump share its window, and two rows of different clumps share a
+    window with probability about ``window_rows / rows``.
 
     Parameters
     ----------
@@ -525,6 +527,9 @@ class Loader:
             self._side_specs[self._pack[0]] = ArrowColumn()
         self._resume_skip = 0
         self._packer: Packer | None = None  # the carry of the pass underway
+        # The next epoch's first window, read while the last one's batches go out (see
+        # _read_ahead): (epoch, its (lo, hi), its rows, the read's Future).
+        self._ahead: tuple[int, tuple[int, int], np.ndarray, Any] | None = None
         self._sort_columns(names, transform, per_column)
         before = self._store_io()
         self._store, self._columns = self._in_memory(names)  # positions of every column read
@@ -571,7 +576,12 @@ class Loader:
             self._dtype = None  # the target keeps its own type; dtype= applies to x
         self._null_value = null_value
         self._profile = profile
-        self._stats = {**_NO_STATS, "store_bytes": fill[0], "store_requests": fill[1]}
+        self._stats = {
+            **_NO_STATS,
+            "store_bytes": fill[0],
+            "store_requests": fill[1],
+            "tier_bytes": fill[2],
+        }
 
     def _choose_columns(
         self, names: list[str], features: Any, target: str | None, per_column: bool
@@ -634,9 +644,9 @@ class Loader:
                 "as (rows, size)), or leave it out with a Permutation's select_columns"
             )
 
-    def _store_io(self) -> tuple[int, int]:
-        """Bytes and requests the table's store has served this process so far (a memory
-        table has no store: none)."""
+    def _store_io(self) -> tuple[int, int, int]:
+        """Bytes and requests the table's store has served this process so far, and bytes
+        its node tier has (a memory table has neither: none)."""
         return self._table._backend.io_totals()
 
     def _moved(self, positions: np.ndarray, places: np.ndarray) -> None:
@@ -824,35 +834,27 @@ class Loader:
     def _epoch_by_windows(self, epoch: int, position: int) -> Generator[_Source, None, None]:
         """A table too large for memory, in the sampler's windowed order (see
         :class:`~lancetorch.sampler.Windows`): this rank's rows of each window read through
-        the backend, the next window on a background thread; its padding, when asked, is read
-        with the last window. Rows a window leaves short of a full batch open the next."""
+        the backend, the next window on a background thread (and, while the last window's
+        batches go out, the next epoch's first window: see ``_read_ahead``); its padding,
+        when asked, is read with the last window. Rows a window leaves short of a full batch
+        open the next."""
         from concurrent.futures import ThreadPoolExecutor
 
-        sampler, size = self._sampler, self._sampler.batch_size
-        todo = sampler.shard_windows(epoch, position)
-        backend = self._table._backend
+        size = self._sampler.batch_size
+        todo = self._sampler.shard_windows(epoch, position)
+        ahead, self._ahead = self._ahead, None
+        first = self._ahead_for(ahead, epoch, position, todo)
 
-        def mine(lo: int, hi: int) -> np.ndarray:
-            """This rank's positions (of what the loader reads) ``lo..hi``, in read order."""
-            places = sampler.shard_positions(position, lo, hi)
-            out = sampler.rows_at(epoch, places)
-            self._moved(out, places)
-            return out
-
-        def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple]:
+        def read(i: int, carried: tuple[Any, np.ndarray]) -> tuple[Any, np.ndarray, tuple, dict]:
             """Window ``todo[i]`` read, after the rows the window before left short of a
             full batch (``carried``: its store and their places there, taken from memory,
-            not read again): the store, the places of the full batches' rows, and the rows
-            left over for the next."""
+            not read again): the store, the places of the full batches' rows, the rows left
+            over for the next, and what the read cost (the stats to add)."""
+            if i == 0 and first is not None:
+                store, local, cost = first.result()
+            else:
+                store, local, cost = self._read_window(epoch, position, *todo[i])
             t0 = time.perf_counter()
-            positions = mine(*todo[i])
-            store, local = None, np.array([], dtype=np.int64)
-            if len(positions):
-                before = backend.io_totals()
-                store, local = backend.read_rows(self._table_rows(positions), self._names)
-                spent = np.subtract(backend.io_totals(), before).tolist()
-                self._stats["store_bytes"] += spent[0]
-                self._stats["store_requests"] += spent[1]
             if len(carried[1]):
                 rows = carried[0].take(pa.array(carried[1]), None)
                 tables = [pa.Table.from_batches([rows])]
@@ -865,10 +867,10 @@ class Loader:
             last = i == len(todo) - 1
             keep = len(local) if last else len(local) - len(local) % size
             local, carry = local[:keep], (store, local[keep:])
-            self._stats["read_s"] += time.perf_counter() - t0
+            cost["read_s"] += time.perf_counter() - t0
             if not len(local):
-                return None, local, carry
-            return store, local, carry
+                return None, local, carry, cost
+            return store, local, carry, cost
 
         columns = list(range(len(self._names)))
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-window") as pool:
@@ -876,11 +878,80 @@ class Loader:
             pending = pool.submit(read, 0, nothing) if todo else None
             for i in range(len(todo)):
                 assert pending is not None  # submitted when there is a window to read
-                store, local, carry = pending.result()
+                store, local, carry, cost = pending.result()
+                for key, value in cost.items():
+                    self._stats[key] += value
                 if i + 1 < len(todo):
                     pending = pool.submit(read, i + 1, carry)
+                else:
+                    self._read_ahead(epoch + 1)
                 if store is not None:  # (only the last window's rows end short of a batch)
                     yield self._prefetcher(store, local, columns, epoch)
+
+    def _read_window(
+        self, epoch: int, position: int, lo: int, hi: int
+    ) -> tuple[Any, np.ndarray, dict[str, float]]:
+        """This rank's rows ``lo..hi`` of ``epoch`` from global position ``position`` read
+        through the backend, in read order: the store, the place of each row there, and what
+        the read cost (the stats to add: store and tier bytes, how far the rows moved)."""
+        places = self._sampler.shard_positions(position, lo, hi)
+        return self._read_positions(places, self._sampler.rows_at(epoch, places))
+
+    def _read_positions(
+        self, places: np.ndarray, positions: np.ndarray
+    ) -> tuple[Any, np.ndarray, dict[str, float]]:
+        """``_read_window`` of the rows at ``positions``, at global ``places`` of the order."""
+        t0 = time.perf_counter()
+        cost = {
+            "shuffle_moved": float(np.abs(positions - places).sum()),
+            "shuffle_rows": len(positions),
+        }
+        store, local = None, np.array([], dtype=np.int64)
+        if len(positions):
+            backend = self._table._backend
+            before = backend.io_totals()
+            store, local = backend.read_rows(self._table_rows(positions), self._names)
+            spent = np.subtract(backend.io_totals(), before).tolist()
+            cost.update(store_bytes=spent[0], store_requests=spent[1], tier_bytes=spent[2])
+        cost["read_s"] = time.perf_counter() - t0
+        return store, local, cost
+
+    def _read_ahead(self, epoch: int) -> None:
+        """Start reading this rank's first window of ``epoch`` from its start on a thread of
+        its own: the next pass's, unless ``set_epoch`` or ``load_state_dict`` say otherwise
+        before it begins (then it is dropped, see ``_ahead_for``). The last window's batches
+        go out meanwhile; the window is held as the next window of an epoch is."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        todo = self._sampler.shard_windows(epoch, 0)
+        if not todo or todo[0][0] == todo[0][1]:
+            return
+        places = self._sampler.shard_positions(0, *todo[0])
+        positions = self._sampler.rows_at(epoch, places)
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lancetorch-ahead")
+        future = pool.submit(self._read_positions, places, positions)
+        pool.shutdown(wait=False)  # its thread ends with the read
+        self._ahead = (epoch, todo[0], positions, future)
+
+    def _ahead_for(self, ahead: Any, epoch: int, position: int, todo: list) -> Any:
+        """The read of the first window the previous pass started, for the pass reading
+        ``todo`` of ``epoch`` from ``position`` where it is that very window (the same epoch,
+        start, rows in the same order: a seed loaded since changes them); else None, the
+        read dropped once it ends (what it read from the store and the tier still counted)."""
+        if ahead is None:
+            return None
+        read_epoch, window, positions, future = ahead
+        if position == 0 and read_epoch == epoch and todo and todo[0] == window:
+            places = self._sampler.shard_positions(0, *window)
+            if np.array_equal(self._sampler.rows_at(epoch, places), positions):
+                return future
+        try:
+            _, _, cost = future.result()
+        except Exception:  # a failure of a read no one will use; the pass reads its own
+            return None
+        for key in ("store_bytes", "store_requests", "tier_bytes"):
+            self._stats[key] += cost.get(key, 0)
+        return None
 
     def __iter__(self) -> Iterator[Any]:
         torch = _torch()
@@ -961,7 +1032,8 @@ class Loader:
                 self._close(prefetcher)
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
-            if finished and self._stats["store_bytes"] and _on_a_terminal():
+            read = self._stats["store_bytes"] or self._stats["tier_bytes"]
+            if finished and read and _on_a_terminal():
                 print(self._summary(epoch, before), file=sys.stderr, flush=True)
 
     def _columns_of(self, capsules: list, side: tuple | None, torch: Any) -> dict:
@@ -1019,6 +1091,7 @@ class Loader:
             f"lancetorch: epoch {epoch} of table '{self._table.name}': {d['rows']:,} rows in "
             f"{d['total_s']:.1f}s; {d['store_bytes'] / mb:,.0f} MB from the store in "
             f"{d['store_requests']:,} requests ({amplification:.2f}x the bytes delivered), "
+            f"{d['tier_bytes'] / mb:,.0f} MB from the node tier, "
             f"{d['memory_bytes'] / mb:,.0f} MB from memory"
         )
         if d["shuffle_rows"] and self._sampler.n:
@@ -1044,6 +1117,9 @@ class Loader:
         What the reads cost: ``store_bytes`` and ``store_requests``, what Lance read from the
         table's store (a disk or object storage) for this loader, its cache fill included
         (reads of the same table by others in this process at the same time count too);
+        ``tier_bytes``, the bytes of rows read from the node tier's copy of the table, for its
+        windows and its cache fill (the rows of a piece fetched from the store for a window
+        count in ``store_bytes`` for that window, and here for the windows after it);
         ``delivered_bytes``, the bytes of the columns read handed to the loop, as Arrow holds
         them (the values' own where a column is of variable width); ``memory_bytes``, those
         of them served from memory (a memory table, or the cache of a disk table);

@@ -103,12 +103,13 @@ class Table(TableQueries):
         read_timeout: float | None = None,
         read_consistency_interval: float | None = None,
         cache_dir: str | os.PathLike[str] | bool | None = None,
+        cache_dir_budget: int | None = None,
     ) -> Table:
         return cls(
             name,
             _LanceBackend(
                 LanceLocation.of(name, uri, storage_options, read_timeout),
-                CacheSettings(cache, cache_budget, tier_folder(cache_dir)),
+                CacheSettings(cache, cache_budget, tier_folder(cache_dir), cache_dir_budget),
                 version,
             ),
             read_consistency_interval=read_consistency_interval,
