@@ -454,24 +454,103 @@ fn place_typed<A: ArrowPrimitiveType>(
     let mut tokens = crate::memory::reserve::<A::Native>(cells)?;
     let mut documents = crate::memory::reserve::<i64>(cells)?;
     let mut positions = crate::memory::reserve::<i32>(cells)?;
-    // One pass over the runs, each written to the three outputs while its tokens are warm;
-    // the room is reserved above, so no push reallocates.
-    #[allow(clippy::disallowed_methods)]
     {
-        for c in chunks {
-            tokens.extend_from_slice(&slices[c.piece][c.start..c.start + c.count]);
-            documents.extend(std::iter::repeat_n(c.document, c.count));
-            positions.extend(0..c.count as i32); // a run is at most `used`, within int32
+        let outputs = Outputs {
+            tokens: &mut tokens.spare_capacity_mut()[..cells],
+            documents: &mut documents.spare_capacity_mut()[..cells],
+            positions: &mut positions.spare_capacity_mut()[..cells],
+        };
+        // Two halves of the runs (by tokens), the padding with the second: on two threads
+        // where the batch is large enough, each writing its own part of the three outputs.
+        let used: usize = chunks.iter().map(|c| c.count).sum();
+        let mut at = 0;
+        let half = chunks
+            .iter()
+            .position(|c| {
+                at += c.count;
+                at > used / 2
+            })
+            .unwrap_or(chunks.len());
+        let first: usize = chunks[..half].iter().map(|c| c.count).sum();
+        let (head, tail) = outputs.split_at(first);
+        let parts = vec![(&chunks[..half], head), (&chunks[half..], tail)];
+        let write = |(runs, part): (&[Chunk], Outputs<A::Native>)| {
+            part.write(runs, &slices, pad);
+        };
+        let bytes = cells * (std::mem::size_of::<A::Native>() + 12);
+        if crate::threads::parallel(bytes, 1 << 19) {
+            crate::threads::share(parts, write);
+        } else {
+            parts.into_iter().for_each(write);
         }
-        tokens.resize(cells, pad);
-        documents.resize(cells, -1);
-        positions.resize(cells, 0);
+    }
+    // SAFETY: the two parts cover all `cells` items of each output, and `Outputs::write`
+    // writes every item of its part (the runs, then padding to its end).
+    unsafe {
+        tokens.set_len(cells);
+        documents.set_len(cells);
+        positions.set_len(cells);
     }
     Ok((
         Buffer::from_vec(tokens),
         Buffer::from_vec(documents),
         Buffer::from_vec(positions),
     ))
+}
+
+/// A part of the three outputs of [`place_typed`], not yet written.
+struct Outputs<'a, T> {
+    tokens: &'a mut [std::mem::MaybeUninit<T>],
+    documents: &'a mut [std::mem::MaybeUninit<i64>],
+    positions: &'a mut [std::mem::MaybeUninit<i32>],
+}
+
+impl<'a, T: Copy> Outputs<'a, T> {
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (t0, t1) = self.tokens.split_at_mut(at);
+        let (d0, d1) = self.documents.split_at_mut(at);
+        let (p0, p1) = self.positions.split_at_mut(at);
+        (
+            Outputs {
+                tokens: t0,
+                documents: d0,
+                positions: p0,
+            },
+            Outputs {
+                tokens: t1,
+                documents: d1,
+                positions: p1,
+            },
+        )
+    }
+
+    /// Every item of this part: the runs one after another, each run's tokens, document and
+    /// positions written while its tokens are warm, then padding to the part's end.
+    fn write(self, runs: &[Chunk], slices: &[&[T]], pad: T) {
+        let mut o = 0;
+        for c in runs {
+            let (end, source) = (o + c.count, &slices[c.piece][c.start..c.start + c.count]);
+            for (out, &token) in self.tokens[o..end].iter_mut().zip(source) {
+                out.write(token);
+            }
+            for out in &mut self.documents[o..end] {
+                out.write(c.document);
+            }
+            for (j, out) in self.positions[o..end].iter_mut().enumerate() {
+                out.write(j as i32); // a run is at most `used`, within int32
+            }
+            o = end;
+        }
+        for out in &mut self.tokens[o..] {
+            out.write(pad);
+        }
+        for out in &mut self.documents[o..] {
+            out.write(-1);
+        }
+        for out in &mut self.positions[o..] {
+            out.write(0);
+        }
+    }
 }
 
 /// One row batch's token column held by a [`Carry`]: the column (which keeps its values
@@ -760,6 +839,41 @@ mod tests {
         assert_eq!(values(&p.tokens), vec![7, 8, 9]);
         assert_eq!(values(&p.positions), vec![0, 1, 2]);
         assert!(Carry::new("t", packing(3, None, 0), 0).is_err());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's own small vectors
+    fn a_large_batch_written_in_two_parts_matches_a_plain_packing() {
+        // Large enough for two threads: every token, document and position as a plain loop
+        // over the rows places them.
+        let rows: Vec<Option<Vec<i32>>> = (0..300)
+            .map(|r| Some((0..(r * 7 % 601)).map(|t| r * 1000 + t).collect()))
+            .collect();
+        let a = lists(&rows);
+        let width = 997;
+        let p = pack_lists(&[&a], "t", 0, 5, packing(width, None, -7)).unwrap();
+        let (mut tokens, mut documents, mut positions) = (vec![], vec![], vec![]);
+        for (r, row) in rows.iter().enumerate() {
+            for &t in row.as_ref().unwrap() {
+                let at_start = tokens.len() % width == 0;
+                let same = documents.last() == Some(&(r as i64 + 5)) && !at_start;
+                positions.push(if same {
+                    positions.last().unwrap() + 1
+                } else {
+                    0
+                });
+                tokens.push(t);
+                documents.push(r as i64 + 5);
+            }
+        }
+        let cells = tokens.len().div_ceil(width) * width;
+        tokens.resize(cells, -7);
+        documents.resize(cells, -1);
+        positions.resize(cells, 0);
+        assert!(cells * 16 >= 1 << 19);
+        assert_eq!(values(&p.tokens), tokens);
+        assert_eq!(longs(&p.documents), documents);
+        assert_eq!(values(&p.positions), positions);
     }
 
     #[test]
