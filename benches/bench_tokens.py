@@ -21,8 +21,13 @@ Then packing, in tokens/s, into blocks of ``--length`` (default 8192) tokens:
   with restarting ``position_ids`` (in the style of Hugging Face's
   ``DataCollatorWithFlattening``, written here, not imported), made tensors;
 - ``pack``: ``Tokens(max_length=L, pack=True, blocks=B)`` packing the taken batches one after
-  another, the tokens that do not fit carried into the next (``Tokens.packed``, the step the
-  Loader runs in order), with documents, positions and cu_seqlens;
+  another, the tokens that do not fit carried into the next (``lancetorch._packing.Packer``,
+  the Loader's carry, held in Rust, the step the Loader runs in order), with documents,
+  positions and cu_seqlens;
+- ``stream-pack``: ``StreamingDataset(pack_sequences=L, pack_blocks=B)``, one split, in
+  table order, the same ``(B, L)`` outputs (each row then an EOS token), on the first
+  ``--python-batches`` batches' worth of rows and scaled (its stream is carried in Python
+  lists, its state's form);
 - ``loader-pack``: ``Loader(..., decode={"tokens": Tokens(..., blocks=B)})``, the take and
   the packing of the whole epoch, every batch exactly ``(B, L)``;
 - ``memcpy`` (the ceiling): a numpy copy of the same token bytes into a ``(B, L)`` buffer;
@@ -50,6 +55,7 @@ import torch
 from lancetorch.decode import Tokens
 from lancetorch.loader import Loader
 from lancetorch.permutation import Permutation
+from lancetorch.streaming import StreamingDataset
 from lancetorch.util import to_batch
 
 
@@ -185,6 +191,21 @@ def packing(args, table, data, batches, values) -> None:
 
     results["pack"] = timed(pack_way, tokens)
     taken.clear()
+    part = data.slice(0, min(n, args.python_batches * size))
+    part_tokens = int(pc.sum(pc.list_value_length(part.column("tokens"))).as_py())
+    budget = -(-(part_tokens + len(part)) // (blocks * length)) * blocks  # room for every token
+    stream = StreamingDataset(
+        lancetorch.connect("memory://").create_table("part", part),
+        num_splits=1,
+        shuffle=False,
+        columns=["tokens"],
+        pack_sequences=length,
+        pack_blocks=blocks,
+        eos_id=-1,
+        pad_id=-2,
+        blocks_per_epoch=budget,
+    )
+    results["stream-pack"] = timed(lambda: [b for b in stream], part_tokens)
     read = Permutation.identity(table).select_columns(["tokens"])
     loader = Loader(read, size, seed=1, per_column=True, decode={"tokens": spec})
     cells = padding = 0

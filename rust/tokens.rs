@@ -569,6 +569,8 @@ pub struct Carry {
     packing: Packing,
     cells: usize,
     pending: Vec<Pending>,
+    /// The tokens of `pending`, all of them.
+    fed: usize,
     /// Tokens of `pending[0]` already handed out.
     skip: usize,
     /// Row batches of the pass before `pending[0]`.
@@ -605,6 +607,7 @@ impl Carry {
             },
             cells,
             pending: Vec::new(),
+            fed: 0,
             skip,
             first: 0,
             document: 0,
@@ -629,16 +632,17 @@ impl Carry {
             )));
         }
         self.pending.push(Pending {
-            list: list.clone(),
+            list,
             ranges,
             tokens,
         });
+        self.fed += tokens;
         Ok(())
     }
 
     /// The tokens fed and not yet handed out.
     pub fn available(&self) -> usize {
-        self.pending.iter().map(|p| p.tokens).sum::<usize>() - self.skip
+        self.fed - self.skip
     }
 
     /// Whether a whole batch of `blocks * width` tokens is waiting.
@@ -649,13 +653,20 @@ impl Carry {
     /// The next packed batch (the last of a pass padded), and the row batches it finished
     /// dropped from the carry.
     pub fn take(&mut self) -> Result<Packed> {
-        let values: Vec<&dyn Array> = self
+        // Only the row batches this packed batch reaches.
+        let mut need = self.skip + self.cells;
+        let reached = self
             .pending
             .iter()
-            .map(|p| values_of(p.list.as_ref()))
-            .collect();
-        let sources: Vec<Source> = self
-            .pending
+            .take_while(|p| {
+                let more = need > 0;
+                need = need.saturating_sub(p.tokens);
+                more
+            })
+            .count();
+        let pending = &self.pending[..reached];
+        let values: Vec<&dyn Array> = pending.iter().map(|p| values_of(p.list.as_ref())).collect();
+        let sources: Vec<Source> = pending
             .iter()
             .zip(values)
             .map(|(p, values)| Source {
@@ -675,6 +686,7 @@ impl Carry {
         let finished = finished.count();
         for p in self.pending.drain(..finished) {
             self.document += p.list.len() as i64;
+            self.fed -= p.tokens;
         }
         self.first += finished;
         self.skip = done;
