@@ -79,10 +79,10 @@ class Packer:
         assert spec.blocks is not None and spec.max_length is not None
         self.column, self.names = column, spec.outputs(column)
         self._carry = _native.TokenPacker(column, spec, skip)
+        self._from_dlpack = _torch().from_dlpack
 
     def _batch(self, capsules: tuple[object, ...]) -> dict[str, Any]:
-        from_dlpack = _torch().from_dlpack
-        return dict(zip(self.names, map(from_dlpack, capsules)))
+        return dict(zip(self.names, map(self._from_dlpack, capsules)))
 
     def feed(self, batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
         """Take the next row batch; yield the packed batches that are now full.
