@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable, Iterator
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,7 +117,7 @@ class Packer:
                 "topology"
             )
         self.consumed = list(progress.pack_consumed)
-        self.buffers = deepcopy(progress.pack_buffers)
+        self.buffers = _copied(progress.pack_buffers)
         self.starts = [self.consumed[s] for s in splits]  # the positions the splits read from
         self.spec = None
         if config.per_item is not None:
@@ -200,7 +199,7 @@ class Packer:
         # The progress with this item, made first; it is committed right before the
         # ``yield`` with no call in between, so a state counts exactly the items handed over
         # (a StreamingDataLoader sends it with the item).
-        now_consumed, now_buffers = list(self.consumed), deepcopy(self.buffers)
+        now_consumed, now_buffers = list(self.consumed), _copied(self.buffers)
         now_emitted = progress.pack_emitted[split] + self.config.item_blocks
         pipe.publish()
         progress.pack_consumed = now_consumed
@@ -217,10 +216,16 @@ class Packer:
         for i, split in enumerate(splits):
             while emitted[split] < target:
                 yield from self._item(i, self._fill(pipe, i), pipe)
+        # Each split filled right before its cut: the partial items copied into each
+        # progress are the others' leftovers, not whole items waiting.
         while emitted[splits[0]] < self.config.budget:
-            full = [self._fill(pipe, i) for i in range(len(splits))]
-            for i, buffer in enumerate(full):
-                yield from self._item(i, buffer, pipe)
+            for i in range(len(splits)):
+                yield from self._item(i, self._fill(pipe, i), pipe)
+
+
+def _copied(buffers: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, list[int]]]:
+    """A copy of partial blocks, their lists copied (lists of ints: no deep copy needed)."""
+    return {split: {k: list(v) for k, v in b.items()} for split, b in buffers.items()}
 
 
 def token_lists(batch: pa.RecordBatch) -> list[list[int]]:
