@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
@@ -169,16 +170,19 @@ class Packer:
         used = min(cells, len(tokens))
         runs = [s for s in starts if s < used]  # starts[0] == 0 whenever there are tokens
         offsets = [*runs, used]
+        # Through numpy: pyarrow and torch are many times slower at a list of ints, and
+        # torch's threads at a gather on busy cores.
         column = pa.LargeListArray.from_arrays(
-            pa.array(offsets, pa.int64()), pa.array(tokens[:used], pa.int64())
+            pa.array(np.array(offsets, dtype=np.int64)),
+            pa.array(np.array(tokens[:used], dtype=np.int64)),
         )
         batch = pa.record_batch([column], names=[config.column])
         assert self.spec is not None  # made with per_item
         item, _ = self.spec._packed([batch], 0, config.column)
         # Rust numbers the runs 0, 1, ...; -1 (padding) picks the -1 appended.
-        numbers = torch.tensor([*documents[: len(runs)], -1], dtype=torch.int64)
+        numbers = np.array([*documents[: len(runs)], -1], dtype=np.int64)
         name = f"{config.column}_document"
-        item[name] = numbers[item[name]]
+        item[name] = torch.from_numpy(numbers[item[name].numpy()])
         del tokens[:used]
         if tokens:  # the document cut at the item's end goes on, from the next item's start
             last = len(runs) - 1
