@@ -91,6 +91,8 @@ class Packer:
     between any two items, so the stream is carried here, in Python lists; each
     ``pack_blocks`` item is then packed by Rust's ``tokens::pack_lists``
     (``_native.pack_tokens``), the Loader's packer, for the same positions and cu_seqlens.
+    LanceDB's one-block samples are cut here in Python: their ``doc_ids`` (counted from 0 in
+    each block, padding keeping the last document's) are not what the Rust packer gives.
 
     Parameters
     ----------
