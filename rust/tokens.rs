@@ -10,7 +10,7 @@ use arrow_array::types::{
     Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{
-    Array, ArrowPrimitiveType, GenericListArray, GenericListViewArray, OffsetSizeTrait,
+    Array, ArrayRef, ArrowPrimitiveType, GenericListArray, GenericListViewArray, OffsetSizeTrait,
 };
 use arrow_buffer::Buffer;
 use arrow_schema::DataType;
@@ -242,11 +242,19 @@ pub struct Packed {
     pub used: usize,
 }
 
-/// One piece of tokens to copy: the array, the first token in its values, the count.
+/// One run of tokens to place: the source, the first token in its values, the count, and
+/// the document it belongs to.
 struct Chunk {
     piece: usize,
     start: usize,
     count: usize,
+    document: i64,
+}
+
+/// The rows of one list array, ready to pack: where each row's tokens lie in `values`.
+struct Source<'a> {
+    ranges: &'a [(usize, usize)],
+    values: &'a dyn Array,
 }
 
 /// The token rows of `arrays` (each a list column named `name`), one after another, skipping
@@ -261,30 +269,51 @@ pub fn pack_lists(
     first_document: i64,
     packing: Packing,
 ) -> Result<Packed> {
-    let width = packing.width;
-    if width == 0 {
-        return Err(Error::Value("packing needs max_length of 1 or more".into()));
-    }
     let pieces = arrays
         .iter()
         .map(|&array| row_ranges(array, name))
         .collect::<Result<Vec<_>>>()?;
-    if let Some((_, first)) = pieces.first() {
-        if let Some((_, other)) = pieces
-            .iter()
-            .find(|(_, v)| v.data_type() != first.data_type())
-        {
-            return Err(Error::Type(format!(
-                "column '{name}' holds {} tokens in one batch and {} in another; a packed \
-                 column keeps one token type",
-                first.data_type(),
-                other.data_type()
-            )));
-        }
-    }
-    let all: usize = pieces
+    same_token_type(pieces.iter().map(|(_, v)| *v), name)?;
+    let sources: Vec<Source> = pieces
         .iter()
-        .flat_map(|(r, _)| r.iter().map(|&(_, n)| n))
+        .map(|(ranges, values)| Source {
+            ranges,
+            values: *values,
+        })
+        .collect();
+    pack_sources(&sources, name, skip, first_document, packing)
+}
+
+/// Refuses token values of more than one type.
+fn same_token_type<'a>(mut values: impl Iterator<Item = &'a dyn Array>, name: &str) -> Result<()> {
+    let Some(first) = values.next() else {
+        return Ok(());
+    };
+    if let Some(other) = values.find(|v| v.data_type() != first.data_type()) {
+        return Err(Error::Type(format!(
+            "column '{name}' holds {} tokens in one batch and {} in another; a packed \
+             column keeps one token type",
+            first.data_type(),
+            other.data_type()
+        )));
+    }
+    Ok(())
+}
+
+fn pack_sources(
+    sources: &[Source],
+    name: &str,
+    skip: usize,
+    first_document: i64,
+    packing: Packing,
+) -> Result<Packed> {
+    let width = packing.width;
+    if width == 0 {
+        return Err(Error::Value("packing needs max_length of 1 or more".into()));
+    }
+    let all: usize = sources
+        .iter()
+        .flat_map(|s| s.ranges.iter().map(|&(_, n)| n))
         .sum();
     if skip > all {
         return Err(Error::Value(format!(
@@ -307,66 +336,56 @@ pub fn pack_lists(
         )));
     }
     let used = total.min(cells);
-    let token_bytes = pieces
+    if i32::try_from(used).is_err() {
+        return Err(Error::Value(format!(
+            "column '{name}': {used} tokens a batch are more than cu_seqlens (int32) can \
+             count; use fewer blocks"
+        )));
+    }
+    let token_bytes = sources
         .first()
-        .and_then(|(_, v)| v.data_type().primitive_width())
+        .and_then(|s| s.values.data_type().primitive_width())
         .unwrap_or(8);
     crate::memory::check(
         cells.saturating_mul(token_bytes + 16), // the tokens, their documents and positions
         &format!("column '{name}' packed into blocks of max_length={width}"),
     )?;
-    let mut documents = crate::memory::reserve::<i64>(cells)?;
-    let mut positions = crate::memory::reserve::<i32>(cells)?;
-    let mut cu_seqlens = vec![0i32];
+    // The runs to place (a row's tokens within one block), with their segment ends: a
+    // pass over the rows, not the tokens.
     let mut chunks = Vec::new();
+    let mut cu_seqlens = vec![0i32];
     let (mut out, mut max_seqlen, mut to_skip) = (0usize, 0usize, skip);
     let mut document = first_document;
-    'rows: for (p, (ranges, _)) in pieces.iter().enumerate() {
-        for &(start, n) in ranges {
-            let (mut start, mut n) = (start, n);
+    'rows: for (p, source) in sources.iter().enumerate() {
+        for &(start, n) in source.ranges {
             let dropped = to_skip.min(n);
-            (start, n, to_skip) = (start + dropped, n - dropped, to_skip - dropped);
+            let (mut start, mut n) = (start + dropped, n - dropped);
+            to_skip -= dropped;
             while n > 0 {
                 if out == used {
                     break 'rows;
                 }
                 let k = n.min(width - out % width).min(used - out);
-                #[allow(clippy::disallowed_methods)] // the room is reserved above
-                {
-                    documents.extend(std::iter::repeat_n(document, k));
-                    positions.extend(0..k as i32); // k <= out, which is checked to fit int32 below
-                }
                 chunks.push(Chunk {
                     piece: p,
                     start,
                     count: k,
+                    document,
                 });
                 (out, start, n) = (out + k, start + k, n - k);
-                let end = i32::try_from(out).map_err(|_| {
-                    Error::Value(format!(
-                        "column '{name}': {out} tokens a batch are more than cu_seqlens \
-                         (int32) can count; use fewer blocks"
-                    ))
-                })?;
-                cu_seqlens.push(end);
+                cu_seqlens.push(out as i32); // out <= used, which fits int32 (checked above)
                 max_seqlen = max_seqlen.max(k);
             }
             document += 1;
         }
     }
-    #[allow(clippy::disallowed_methods)] // the room is reserved above
-    {
-        documents.resize(cells, -1);
-        positions.resize(cells, 0);
-    }
-    let values: Vec<&dyn Array> = pieces.iter().map(|(_, v)| *v).collect();
-    let (buffer, dtype) = copy_chunks(&values, &chunks, cells, name, packing.pad)?;
+    let (tokens, dtype, documents, positions) = place(sources, &chunks, cells, name, packing.pad)?;
     let shape = vec![blocks as i64, width as i64];
     let segments = cu_seqlens.len() as i64;
     Ok(Packed {
-        tokens: HostTensor::from_buffer(buffer, dtype, shape.clone()),
-        documents: HostTensor::from_buffer(Buffer::from_vec(documents), DType::I64, shape.clone()),
-        positions: HostTensor::from_buffer(Buffer::from_vec(positions), DType::I32, shape),
+        tokens: HostTensor::from_buffer(tokens, dtype, shape.clone()),
+        documents: HostTensor::from_buffer(documents, DType::I64, shape.clone()),
+        positions: HostTensor::from_buffer(positions, DType::I32, shape),
         cu_seqlens: HostTensor::from_buffer(
             Buffer::from_vec(cu_seqlens),
             DType::I32,
@@ -377,39 +396,318 @@ pub fn pack_lists(
     })
 }
 
-/// The tokens of `chunks` one after another, then `pad` up to `cells`, in the values'
-/// own integer type (every piece's values share it).
-fn copy_chunks(
-    values: &[&dyn Array],
+/// The tokens of `chunks` one after another (`pad` up to `cells`, in the values' own integer
+/// type, which every source shares), and beside each its document (-1 past the last) and
+/// its position in its run (0 past the last): `(tokens, dtype, documents, positions)`.
+fn place(
+    sources: &[Source],
     chunks: &[Chunk],
     cells: usize,
     name: &str,
     pad: i64,
-) -> Result<(Buffer, DType)> {
-    let Some(&first) = values.first() else {
-        let empty = crate::memory::filled::<i64>(cells, pad)?;
-        return Ok((Buffer::from_vec(empty), DType::I64));
+) -> Result<(Buffer, DType, Buffer, Buffer)> {
+    let Some(first) = sources.first() else {
+        return Ok((
+            Buffer::from_vec(crate::memory::filled::<i64>(cells, pad)?),
+            DType::I64,
+            Buffer::from_vec(crate::memory::filled::<i64>(cells, -1)?),
+            Buffer::from_vec(crate::memory::filled::<i32>(cells, 0)?),
+        ));
     };
-    let data: Vec<arrow_data::ArrayData> = values.iter().map(|v| v.to_data()).collect();
-    Ok(by_token_type!(first, name, pad, |_: &[_], pad| {
-        fill_chunks(&data, chunks, cells, pad)
-    }))
+    macro_rules! typed {
+        ($($arrow:ty => $dtype:expr),*) => {
+            match first.values.data_type() {
+                $(t if t == &<$arrow>::DATA_TYPE => {
+                    let pad = <$arrow as ArrowPrimitiveType>::Native::try_from(pad).map_err(|_| {
+                        Error::Value(format!(
+                            "pad_value={pad} does not fit column '{name}''s tokens ({t})"
+                        ))
+                    })?;
+                    let (tokens, documents, positions) =
+                        place_typed::<$arrow>(sources, chunks, cells, pad)?;
+                    Ok((tokens, $dtype, documents, positions))
+                })*
+                other => Err(Error::Type(format!(
+                    "column '{name}' is a list of {other}; token ids are integers"
+                ))),
+            }
+        };
+    }
+    typed!(
+        Int8Type => DType::I8, Int16Type => DType::I16, Int32Type => DType::I32,
+        Int64Type => DType::I64, UInt8Type => DType::U8, UInt16Type => DType::U16,
+        UInt32Type => DType::U32, UInt64Type => DType::U64
+    )
 }
 
-fn fill_chunks<T: arrow_buffer::ArrowNativeType>(
-    data: &[arrow_data::ArrayData],
+/// [`place`] for tokens of Arrow type `A` (every source's values are of it).
+fn place_typed<A: ArrowPrimitiveType>(
+    sources: &[Source],
     chunks: &[Chunk],
     cells: usize,
-    pad: T,
-) -> Result<Buffer> {
-    let slices: Vec<&[T]> = data.iter().map(|d| d.buffer::<T>(0)).collect();
-    let mut out = crate::memory::reserve::<T>(cells)?;
-    for c in chunks {
-        out.extend_from_slice(&slices[c.piece][c.start..c.start + c.count]);
+    pad: A::Native,
+) -> Result<(Buffer, Buffer, Buffer)> {
+    let slices: Vec<&[A::Native]> = sources
+        .iter()
+        .map(|s| s.values.as_primitive::<A>().values().as_ref())
+        .collect();
+    let mut tokens = crate::memory::reserve::<A::Native>(cells)?;
+    let mut documents = crate::memory::reserve::<i64>(cells)?;
+    let mut positions = crate::memory::reserve::<i32>(cells)?;
+    {
+        let outputs = Outputs {
+            tokens: &mut tokens.spare_capacity_mut()[..cells],
+            documents: &mut documents.spare_capacity_mut()[..cells],
+            positions: &mut positions.spare_capacity_mut()[..cells],
+        };
+        // Two halves of the runs (by tokens), the padding with the second: on two threads
+        // where the batch is large enough, each writing its own part of the three outputs.
+        let used: usize = chunks.iter().map(|c| c.count).sum();
+        let mut at = 0;
+        let half = chunks
+            .iter()
+            .position(|c| {
+                at += c.count;
+                at > used / 2
+            })
+            .unwrap_or(chunks.len());
+        let first: usize = chunks[..half].iter().map(|c| c.count).sum();
+        let (head, tail) = outputs.split_at(first);
+        let parts = vec![(&chunks[..half], head), (&chunks[half..], tail)];
+        let write = |(runs, part): (&[Chunk], Outputs<A::Native>)| {
+            part.write(runs, &slices, pad);
+        };
+        let bytes = cells * (std::mem::size_of::<A::Native>() + 12);
+        if crate::threads::parallel(bytes, 1 << 19) {
+            crate::threads::share(parts, write);
+        } else {
+            parts.into_iter().for_each(write);
+        }
     }
-    #[allow(clippy::disallowed_methods)] // the room is reserved above
-    out.resize(cells, pad);
-    Ok(Buffer::from_vec(out))
+    // SAFETY: the two parts cover all `cells` items of each output, and `Outputs::write`
+    // writes every item of its part (the runs, then padding to its end).
+    unsafe {
+        tokens.set_len(cells);
+        documents.set_len(cells);
+        positions.set_len(cells);
+    }
+    Ok((
+        Buffer::from_vec(tokens),
+        Buffer::from_vec(documents),
+        Buffer::from_vec(positions),
+    ))
+}
+
+/// A part of the three outputs of [`place_typed`], not yet written.
+struct Outputs<'a, T> {
+    tokens: &'a mut [std::mem::MaybeUninit<T>],
+    documents: &'a mut [std::mem::MaybeUninit<i64>],
+    positions: &'a mut [std::mem::MaybeUninit<i32>],
+}
+
+impl<'a, T: Copy> Outputs<'a, T> {
+    fn split_at(self, at: usize) -> (Self, Self) {
+        let (t0, t1) = self.tokens.split_at_mut(at);
+        let (d0, d1) = self.documents.split_at_mut(at);
+        let (p0, p1) = self.positions.split_at_mut(at);
+        (
+            Outputs {
+                tokens: t0,
+                documents: d0,
+                positions: p0,
+            },
+            Outputs {
+                tokens: t1,
+                documents: d1,
+                positions: p1,
+            },
+        )
+    }
+
+    /// Every item of this part: the runs one after another, each run's tokens, document and
+    /// positions written while its tokens are warm, then padding to the part's end.
+    fn write(self, runs: &[Chunk], slices: &[&[T]], pad: T) {
+        let mut o = 0;
+        for c in runs {
+            let (end, source) = (o + c.count, &slices[c.piece][c.start..c.start + c.count]);
+            for (out, &token) in self.tokens[o..end].iter_mut().zip(source) {
+                out.write(token);
+            }
+            for out in &mut self.documents[o..end] {
+                out.write(c.document);
+            }
+            for (j, out) in self.positions[o..end].iter_mut().enumerate() {
+                out.write(j as i32); // a run is at most `used`, within int32
+            }
+            o = end;
+        }
+        for out in &mut self.tokens[o..] {
+            out.write(pad);
+        }
+        for out in &mut self.documents[o..] {
+            out.write(-1);
+        }
+        for out in &mut self.positions[o..] {
+            out.write(0);
+        }
+    }
+}
+
+/// One row batch's token column held by a [`Carry`]: the column (which keeps its values
+/// alive), where each row's tokens lie, and their count.
+struct Pending {
+    list: ArrayRef,
+    ranges: Vec<(usize, usize)>,
+    tokens: usize,
+}
+
+/// Fixed-shape packing across row batches: the row batches fed, in order, packed into
+/// batches of exactly `blocks * width` tokens, what does not fit carried into the next
+/// (the Loader's carry). Each row batch is checked and its rows found once, when fed.
+pub struct Carry {
+    name: String,
+    packing: Packing,
+    cells: usize,
+    pending: Vec<Pending>,
+    /// The tokens of `pending`, all of them.
+    fed: usize,
+    /// Tokens of `pending[0]` already handed out.
+    skip: usize,
+    /// Row batches of the pass before `pending[0]`.
+    first: usize,
+    /// Rows of the pass before `pending[0]` (the document of its first row).
+    document: i64,
+}
+
+impl Carry {
+    /// A carry for column `name` packed as `packing` (which must fix `blocks`), the first
+    /// `skip` tokens of the first row batch fed already handed out (a resumed pass).
+    pub fn new(name: &str, packing: Packing, skip: usize) -> Result<Self> {
+        let Some(blocks) = packing.blocks else {
+            return Err(Error::Value(
+                "a carry packs into a fixed number of blocks: give Tokens(blocks=...)".into(),
+            ));
+        };
+        if packing.width == 0 || blocks == 0 {
+            return Err(Error::Value(
+                "packing needs max_length and blocks of 1 or more".into(),
+            ));
+        }
+        let cells = blocks.checked_mul(packing.width).ok_or_else(|| {
+            Error::Value(format!(
+                "column '{name}': {blocks} blocks of {} tokens do not fit in memory",
+                packing.width
+            ))
+        })?;
+        Ok(Carry {
+            name: name.to_string(),
+            packing: Packing {
+                carry: true,
+                ..packing
+            },
+            cells,
+            pending: Vec::new(),
+            fed: 0,
+            skip,
+            first: 0,
+            document: 0,
+        })
+    }
+
+    /// Take the next row batch's token column.
+    pub fn push(&mut self, list: ArrayRef) -> Result<()> {
+        let (ranges, values) = row_ranges(list.as_ref(), &self.name)?;
+        if let Some(head) = self.pending.first() {
+            same_token_type(
+                [values_of(head.list.as_ref()), values].into_iter(),
+                &self.name,
+            )?;
+        }
+        let tokens = ranges.iter().map(|&(_, n)| n).sum();
+        if self.pending.is_empty() && self.skip > tokens {
+            return Err(Error::Value(format!(
+                "column '{}': skip={} is past the {tokens} tokens of the row batch it starts \
+                 in",
+                self.name, self.skip
+            )));
+        }
+        self.pending.push(Pending {
+            list,
+            ranges,
+            tokens,
+        });
+        self.fed += tokens;
+        Ok(())
+    }
+
+    /// The tokens fed and not yet handed out.
+    pub fn available(&self) -> usize {
+        self.fed - self.skip
+    }
+
+    /// Whether a whole batch of `blocks * width` tokens is waiting.
+    pub fn full(&self) -> bool {
+        self.available() >= self.cells
+    }
+
+    /// The next packed batch (the last of a pass padded), and the row batches it finished
+    /// dropped from the carry.
+    pub fn take(&mut self) -> Result<Packed> {
+        // Only the row batches this packed batch reaches.
+        let mut need = self.skip + self.cells;
+        let reached = self
+            .pending
+            .iter()
+            .take_while(|p| {
+                let more = need > 0;
+                need = need.saturating_sub(p.tokens);
+                more
+            })
+            .count();
+        let pending = &self.pending[..reached];
+        let values: Vec<&dyn Array> = pending.iter().map(|p| values_of(p.list.as_ref())).collect();
+        let sources: Vec<Source> = pending
+            .iter()
+            .zip(values)
+            .map(|(p, values)| Source {
+                ranges: &p.ranges,
+                values,
+            })
+            .collect();
+        let packed = pack_sources(&sources, &self.name, self.skip, self.document, self.packing)?;
+        let mut done = self.skip + packed.used;
+        let finished = self.pending.iter().take_while(|p| {
+            let whole = done >= p.tokens;
+            if whole {
+                done -= p.tokens;
+            }
+            whole
+        });
+        let finished = finished.count();
+        for p in self.pending.drain(..finished) {
+            self.document += p.list.len() as i64;
+            self.fed -= p.tokens;
+        }
+        self.first += finished;
+        self.skip = done;
+        Ok(packed)
+    }
+
+    /// `(row batches of the pass before the carry, tokens of the next already handed out)`:
+    /// where a resumed pass starts.
+    pub fn state(&self) -> (usize, usize) {
+        (self.first, self.skip)
+    }
+}
+
+/// The values of a list column that [`row_ranges`] accepted.
+fn values_of(list: &dyn Array) -> &dyn Array {
+    match list.data_type() {
+        DataType::List(_) => list.as_list::<i32>().values().as_ref(),
+        DataType::LargeList(_) => list.as_list::<i64>().values().as_ref(),
+        DataType::ListView(_) => list.as_list_view::<i32>().values().as_ref(),
+        _ => list.as_list_view::<i64>().values().as_ref(),
+    }
 }
 
 #[cfg(test)]
@@ -520,6 +818,74 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("Loader") && err.contains("blocks=1"), "{err}");
+    }
+
+    #[test]
+    fn a_carry_packs_row_batches_fed_in_order_and_names_where_to_resume() {
+        let a: ArrayRef = std::sync::Arc::new(lists(&[Some(vec![1, 2, 3]), Some(vec![4, 5])]));
+        let b: ArrayRef = std::sync::Arc::new(lists(&[Some(vec![6, 7, 8, 9])]));
+        let mut carry = Carry::new("t", packing(3, Some(1), -1), 0).unwrap();
+        carry.push(a.clone()).unwrap();
+        let mut got = Vec::new();
+        let mut states = Vec::new();
+        for batch in [b.clone()] {
+            while carry.full() {
+                got.push(values(&carry.take().unwrap().tokens));
+                states.push(carry.state());
+            }
+            carry.push(batch).unwrap();
+        }
+        while carry.available() > 0 {
+            let p = carry.take().unwrap();
+            got.push(values(&p.tokens));
+            states.push(carry.state());
+        }
+        assert_eq!(got, vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9]]);
+        // After [1 2 3]: batch 0, 3 tokens out; after [4 5 6]: batch 1, 1 token out.
+        assert_eq!(states, vec![(0, 3), (1, 1), (2, 0)]);
+        // Resumed at batch 1 with 1 token out: the same rest, its documents from 2 on as
+        // the caller numbers them.
+        let mut resumed = Carry::new("t", packing(3, Some(1), -1), 1).unwrap();
+        resumed.push(b).unwrap();
+        let p = resumed.take().unwrap();
+        assert_eq!(values(&p.tokens), vec![7, 8, 9]);
+        assert_eq!(values(&p.positions), vec![0, 1, 2]);
+        assert!(Carry::new("t", packing(3, None, 0), 0).is_err());
+    }
+
+    #[test]
+    #[allow(clippy::disallowed_methods)] // a test's own small vectors
+    fn a_large_batch_written_in_two_parts_matches_a_plain_packing() {
+        // Large enough for two threads: every token, document and position as a plain loop
+        // over the rows places them.
+        let rows: Vec<Option<Vec<i32>>> = (0..300)
+            .map(|r| Some((0..(r * 7 % 601)).map(|t| r * 1000 + t).collect()))
+            .collect();
+        let a = lists(&rows);
+        let width = 997;
+        let p = pack_lists(&[&a], "t", 0, 5, packing(width, None, -7)).unwrap();
+        let (mut tokens, mut documents, mut positions) = (vec![], vec![], vec![]);
+        for (r, row) in rows.iter().enumerate() {
+            for &t in row.as_ref().unwrap() {
+                let at_start = tokens.len() % width == 0;
+                let same = documents.last() == Some(&(r as i64 + 5)) && !at_start;
+                positions.push(if same {
+                    positions.last().unwrap() + 1
+                } else {
+                    0
+                });
+                tokens.push(t);
+                documents.push(r as i64 + 5);
+            }
+        }
+        let cells = tokens.len().div_ceil(width) * width;
+        tokens.resize(cells, -7);
+        documents.resize(cells, -1);
+        positions.resize(cells, 0);
+        assert!(cells * 16 >= 1 << 19);
+        assert_eq!(values(&p.tokens), tokens);
+        assert_eq!(longs(&p.documents), documents);
+        assert_eq!(values(&p.positions), positions);
     }
 
     #[test]

@@ -1147,6 +1147,9 @@ CASES: dict[str, Case] = {
     "lancetorch.streaming.StreamingDataset:pack_sequences": Case(
         lambda v: _packed(pack_sequences=v), 4, 8, 2.5
     ),
+    "lancetorch.streaming.StreamingDataset:pack_blocks": Case(
+        lambda v: _packed(pack_blocks=v), None, 2, 2.5
+    ),
     "lancetorch.streaming.StreamingDataset:eos_id": Case(lambda v: _packed(eos_id=v), 0, 99, 1.5),
     "lancetorch.streaming.StreamingDataset:pad_id": Case(
         lambda v: _packed(pad_id=v, blocks_per_epoch=64), 0, 98, 1.5

@@ -670,6 +670,217 @@ def test_a_packed_state_resumes_with_exactly_the_rest(rows, kw, blocks, how, at,
     stop_after.open = None
 
 
+# -- pack_blocks: the Loader's packed outputs, fixed (B, L) ------------------------------------
+
+
+def packed_reference(ds, docs, kw) -> list[dict]:
+    """The samples of a whole epoch of a ``pack_blocks`` dataset on one rank, in plain Python
+    from the permutation table: each split's rows, one after another, each followed by EOS
+    and numbered ``position * num_splits + split``, cut into items of B blocks of L (padded
+    once the split runs dry, cut at the budget), one item per split in turn."""
+    n, length, per = kw["num_splits"], kw["pack_sequences"], kw["pack_blocks"]
+    cells, items = length * per, kw["blocks_per_epoch"] // n // per
+    per_split = []
+    for s, rows in enumerate(splits_of(ds)):
+        stream = [(t, k * n + s) for k, row in enumerate(rows) for t in docs[row] + [kw["eos_id"]]]
+        per_split.append(
+            [reference_item(stream[j * cells : (j + 1) * cells], kw) for j in range(items)]
+        )
+    return [per_split[s][j] for j in range(items) for s in range(n)]
+
+
+def reference_item(part: list[tuple[int, int]], kw) -> dict:
+    """One item from its (token, document) pairs: positions restart at each document and
+    each block; cu_seqlens end each run (a document within a block), padding in none."""
+    length, per, c = kw["pack_sequences"], kw["pack_blocks"], "tokens"
+    pad = length * per - len(part)
+    positions, cu, run = [], [0], 0
+    for i, (_, doc) in enumerate(part):
+        if i and (i % length == 0 or doc != part[i - 1][1]):
+            cu.append(i)
+            run = 0
+        positions.append(run)
+        run += 1
+    if part:
+        cu.append(len(part))
+    return {
+        c: [t for t, _ in part] + [kw["pad_id"]] * pad,
+        f"{c}_document": [d for _, d in part] + [-1] * pad,
+        f"{c}_position": positions + [0] * pad,
+        f"{c}_cu_seqlens": cu,
+        f"{c}_max_seqlen": max((b - a for a, b in zip(cu, cu[1:])), default=0),
+    }
+
+
+def plain(item: dict, kw) -> dict:
+    """An item's tensors as lists, each checked for its shape and type."""
+    per, length, c = kw["pack_blocks"], kw["pack_sequences"], "tokens"
+    want = {c: torch.int64, f"{c}_document": torch.int64, f"{c}_position": torch.int32}
+    for name, dtype in want.items():
+        assert item[name].shape == (per, length) and item[name].dtype == dtype, name
+    assert item[f"{c}_cu_seqlens"].dtype == item[f"{c}_max_seqlen"].dtype == torch.int32
+    assert item[f"{c}_max_seqlen"].shape == ()
+    return {k: v.flatten().tolist() if v.dim() else int(v) for k, v in item.items()}
+
+
+BLOCKS_KW = st.fixed_dictionaries(
+    {
+        "num_splits": st.sampled_from([1, 2, 4]),
+        "shuffle": st.booleans(),
+        "shuffle_seed": st.integers(0, 2**32 - 1),
+        "read_batch_size": st.integers(1, 4),
+        "pack_sequences": st.integers(1, 9),
+        "pack_blocks": st.integers(1, 3),
+    }
+)
+
+
+def blocks_kw(kw: dict, items: int) -> dict:
+    per = kw["num_splits"] * kw["pack_blocks"]
+    return dict(kw, columns=["tokens"], eos_id=-1, pad_id=-2, blocks_per_epoch=items * per)
+
+
+def docs_of(n: int, seed: int) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[i] * rng.randint(1, 7) for i in range(n)]
+
+
+@PROPS
+@given(rows=st.integers(4, 40), kw=BLOCKS_KW, items=st.integers(1, 8))
+def test_pack_blocks_gives_the_loaders_outputs_against_a_plain_reference(rows, kw, items):
+    table = docs_table(rows, kw["shuffle_seed"])
+    docs = docs_of(rows, kw["shuffle_seed"])
+    kw = blocks_kw(kw, items)
+    ds = StreamingDataset(table, **kw)
+    got = [plain(item, kw) for item in ds]
+    assert got == packed_reference(ds, docs, kw)
+
+
+def test_pack_blocks_with_room_gives_every_token_once_and_the_loaders_meaning():
+    """A budget with room: every token of the table once (then padding), and the outputs mean
+    what the Loader's packed Tokens outputs mean (the same Rust packer)."""
+    docs = docs_of(30, 3)
+    table = docs_table(30, 3)
+    kw = {"num_splits": 2, "shuffle": True, "shuffle_seed": 3, "pack_sequences": 8}
+    kw = blocks_kw(dict(kw, pack_blocks=2), items=12)
+    items = list(StreamingDataset(table, **kw))
+    tokens = torch.cat([i["tokens"].flatten() for i in items])
+    real = tokens[(tokens != -1) & (tokens != -2)]
+    assert sorted(real.tolist()) == sorted(t for d in docs for t in d)
+    assert int((tokens == -1).sum()) == len(docs)  # one EOS a document
+    rows_of: dict[int, set] = {}
+    for item in items:
+        doc, pos = item["tokens_document"].flatten(), item["tokens_position"].flatten()
+        cu = item["tokens_cu_seqlens"].long()
+        used = int(cu[-1])
+        assert (doc[used:] == -1).all() and (doc[:used] >= 0).all()  # padding at the end
+        lengths = cu.diff()
+        if len(lengths):
+            assert int(item["tokens_max_seqlen"]) == int(lengths.max())
+        # Each segment is one document within one block, numbered 0, 1, ... in it.
+        for a, b in zip(cu[:-1].tolist(), cu[1:].tolist()):
+            assert len(set(doc[a:b].tolist())) == 1 and a // 8 == (b - 1) // 8
+            assert pos[a:b].tolist() == list(range(b - a))
+        # A document's tokens are one row's (the table's tokens name the row).
+        for t, d in zip(item["tokens"].flatten()[:used].tolist(), doc[:used].tolist()):
+            if t != -1:
+                rows_of.setdefault(d, set()).add(t)
+    assert len(rows_of) == len(docs) and all(len(r) == 1 for r in rows_of.values())
+
+
+def split_of(item: dict, n: int) -> int | None:
+    """The split an item came from (``None``: all padding, which every split gives alike)."""
+    real = [d for d in item["tokens_document"] if d >= 0]
+    return real[0] % n if real else None
+
+
+def by_split(items: list[dict], n: int) -> dict:
+    out: dict = {}
+    for item in items:
+        out.setdefault(split_of(item, n), []).append(item)
+    return out
+
+
+@PROPS
+@given(rows=st.integers(4, 40), kw=BLOCKS_KW, items=st.integers(1, 6), data=st.data())
+def test_pack_blocks_resume_between_any_two_samples_on_any_number_of_ranks(rows, kw, items, data):
+    """Every rank stops after the same number of samples, mid-step or not; the merged state
+    resumes on another (or the same) number of ranks with exactly the rest of every split."""
+    table = docs_table(rows, kw["shuffle_seed"])
+    kw = blocks_kw(kw, items)
+    n = kw["num_splits"]
+    if rows < n:
+        return
+    full = [plain(i, kw) for i in StreamingDataset(table, **kw)]
+    before = data.draw(st.sampled_from(divisors(n)), label="world_before")
+    after = data.draw(st.sampled_from(divisors(n)), label="world_after")
+    stop = data.draw(st.integers(0, items * n // before), label="samples_per_rank")
+    head, states = [], []
+    for r in range(before):
+        ds = StreamingDataset(table, rank=r, world_size=before, **kw)
+        it = iter(ds)
+        head += [plain(next(it), kw) for _ in range(stop)]
+        states.append(ds.state_dict())
+        it.close()
+    state = StreamingDataset.merge_state_dicts(states) if before > 1 else states[0]
+    rest = []
+    for r in range(after):
+        ds = StreamingDataset(table, rank=r, world_size=after, **kw)
+        ds.load_state_dict(state)
+        rest += [plain(i, kw) for i in ds]
+    whole, heads, rests = by_split(full, n), by_split(head, n), by_split(rest, n)
+    # Each split's samples in its order; all-padding samples, alike, as many as in the epoch.
+    for split, samples in whole.items():
+        got = heads.get(split, []) + rests.get(split, [])
+        assert got == samples if split is not None else len(got) == len(samples)
+    assert set(heads) | set(rests) == set(whole)
+
+
+def test_pack_blocks_through_a_streaming_dataloader_resumes_between_any_two_batches():
+    table = docs_table(24, 5)
+    kw = {"num_splits": 2, "shuffle": True, "shuffle_seed": 5, "pack_sequences": 4}
+    kw = blocks_kw(dict(kw, pack_blocks=3), items=6)
+
+    def loader(ds):
+        return StreamingDataLoader(ds, batch_size=None)
+
+    full = [plain(b, kw) for b in loader(StreamingDataset(table, **kw))]
+    assert len(full) == 12
+    for cut in (1, 3, 6):
+        ds = StreamingDataset(table, **kw)
+        it = iter(loader(ds))
+        head = [plain(next(it), kw) for _ in range(cut)]
+        state = ds.state_dict()
+        del it
+        resumed = StreamingDataset(table, **kw)
+        resumed.load_state_dict(state)
+        rest = [plain(b, kw) for b in loader(resumed)]
+        assert head + rest == full
+
+
+def test_pack_blocks_arguments_are_checked():
+    table = docs_table(20, 0)
+    kw = blocks_kw({"num_splits": 2, "pack_sequences": 4, "pack_blocks": 3}, 2)
+    with pytest.raises(ValueError, match=r"num_splits \* pack_blocks"):
+        StreamingDataset(table, **dict(kw, blocks_per_epoch=8))
+    with pytest.raises(ValueError, match="needs pack_sequences"):
+        StreamingDataset(table, num_splits=2, columns=["tokens"], pack_blocks=2)
+    with pytest.raises(TypeError, match="pack_blocks"):
+        StreamingDataset(table, **dict(kw, pack_blocks=2.5))
+    with pytest.raises(ValueError, match="pack_blocks"):
+        StreamingDataset(table, **dict(kw, pack_blocks=0))
+    ds = StreamingDataset(table, **kw)
+    state = saved_after(ds, 1)
+    assert state["blocks_emitted_per_split"] == [3, 0]  # between the splits' turns
+    lancedb = dict(kw)
+    del lancedb["pack_blocks"]
+    with pytest.raises(ValueError, match="pack_blocks mismatch"):
+        StreamingDataset(table, **lancedb).load_state_dict(state)
+    broken = {0: dict(state["pack_buffers"][0], documents=[])}
+    with pytest.raises(ValueError, match="number each document"):
+        StreamingDataset(table, **kw).load_state_dict(dict(state, pack_buffers=broken))
+
+
 HAMMER = textwrap.dedent(
     """
     import _thread, random, signal, sys, threading, time

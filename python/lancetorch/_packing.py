@@ -1,12 +1,12 @@
 """The Loader's fixed-shape packing: ``Tokens(pack=True, blocks=B)`` batches of exactly
 ``(B, max_length)`` tokens, whatever the row batches hold.
 
-The carry lives here, on the Python side of the Loader, and only here: the row batches read
-but not yet wholly handed out (their Arrow columns, shared, not copied) and the tokens of the
-first of them already handed out. Rust (``_native.pack_tokens``) copies each packed batch
-straight from those Arrow buffers. The carry is never saved: a state names the row batch the
-carry starts at and the tokens of it already handed out (``pack_skip``), and a resumed pass
-reads from that row batch again, leaving those tokens out.
+The carry lives here, in the Loader's pass, and only here: the row batches read but not yet
+wholly handed out (their Arrow columns, shared, not copied) and the tokens of the first of
+them already handed out, both held in Rust (``_native.TokenPacker``), which copies each
+packed batch straight from those Arrow buffers. The carry is never saved: a state names the
+row batch the carry starts at and the tokens of it already handed out (``pack_skip``), and a
+resumed pass reads from that row batch again, leaving those tokens out.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from .decode import Tokens
+from . import _native
+from .decode import Tokens, _torch
 
 
 class ArrowColumn:
@@ -60,20 +60,12 @@ class ArrowColumn:
         return {column: batch.select([column])}
 
 
-def _tokens(batch: pa.RecordBatch) -> int:
-    """The tokens in a one-column batch of token lists (a null list holds none)."""
-    column = batch.column(0)
-    if isinstance(column, (pa.ListArray, pa.LargeListArray)) and column.null_count == 0:
-        if not len(column):
-            return 0
-        offsets = column.offsets  # the rows' own, however the array is sliced
-        return int(offsets[-1].as_py() - offsets[0].as_py())
-    return int(pc.sum(pc.list_value_length(column)).as_py() or 0)
-
-
 class Packer:
     """Packs one pass's row batches, fed in order, into batches of exactly
     ``spec.blocks * spec.max_length`` tokens, carrying what does not fit into the next.
+
+    The carry is Rust's (``_native.TokenPacker``): it holds the pending row batches' Arrow
+    columns, each imported and its rows found once, and copies each packed batch from them.
 
     Parameters
     ----------
@@ -87,16 +79,12 @@ class Packer:
 
     def __init__(self, column: str, spec: Tokens, skip: int = 0) -> None:
         assert spec.blocks is not None and spec.max_length is not None
-        self.column, self.spec = column, spec
-        self.cells = spec.blocks * spec.max_length
-        self.pending: list[pa.RecordBatch] = []
-        self.counts: list[int] = []  # the tokens of each pending batch
-        self.skip = skip  # tokens of pending[0] handed out
-        self.first = 0  # the pass's row batches before pending[0]
-        self.document = 0  # the pass's rows before pending[0]
+        self.column, self.names = column, spec.outputs(column)
+        self._carry = _native.TokenPacker(column, spec, skip)
+        self._from_dlpack = _torch().from_dlpack
 
-    def _available(self) -> int:
-        return sum(self.counts) - self.skip
+    def _batch(self, capsules: tuple[object, ...]) -> dict[str, Any]:
+        return dict(zip(self.names, map(self._from_dlpack, capsules)))
 
     def feed(self, batch: pa.RecordBatch) -> Iterator[dict[str, Any]]:
         """Take the next row batch; yield the packed batches that are now full.
@@ -111,10 +99,10 @@ class Packer:
         dict[str, torch.Tensor]
             Each of the spec's outputs.
         """
-        self.pending.append(batch)
-        self.counts.append(_tokens(batch))
-        while self._available() >= self.cells:
-            yield self._take()
+        carry = self._carry
+        carry.push(batch, 0)
+        while carry.full():  # one at a time: the state follows each batch handed out
+            yield self._batch(carry.take())
 
     def finish(self) -> Iterator[dict[str, Any]]:
         """The pass is over: yield what is left, the last batch padded.
@@ -124,27 +112,12 @@ class Packer:
         dict[str, torch.Tensor]
             Each of the spec's outputs.
         """
-        while self._available() > 0:
-            yield self._take()
-
-    def _take(self) -> dict[str, Any]:
-        values, used = self.spec._packed(
-            self.pending,
-            0,
-            self.column,
-            skip=self.skip,
-            first_document=self.document,
-            carry=True,
-        )
-        done = self.skip + used
-        while self.pending and done >= self.counts[0]:
-            done -= self.counts.pop(0)
-            self.document += self.pending.pop(0).num_rows
-            self.first += 1
-        self.skip = done
-        return values
+        carry = self._carry
+        while carry.available() > 0:
+            yield self._batch(carry.take())
 
     def state(self) -> tuple[int, int]:
         """``(row batches of the pass before the carry, tokens of the next already handed
         out)``: where a resumed pass starts."""
-        return self.first, self.skip
+        first, skip = self._carry.state()
+        return first, skip

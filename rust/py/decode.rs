@@ -6,11 +6,13 @@
 
 use pyo3::prelude::*;
 
+use crate::dlpack::HostTensor;
+use crate::dtype::DType;
 use crate::error::Error;
 use crate::image::{images_to_tensor, Crop, Spec};
 use crate::py::arrow::PyBatch;
 use crate::py::dlpack::legacy_capsule;
-use crate::tokens::{pack_lists, pad_lists, Packing, Padding};
+use crate::tokens::{pack_lists, pad_lists, Carry, Packed, Packing, Padding};
 
 /// A `Tokens` spec's fields, as the spec object holds them.
 #[derive(FromPyObject)]
@@ -168,6 +170,77 @@ pub fn pack_tokens<'py>(
         packed.max_seqlen,
         packed.used,
     ))
+}
+
+/// What a [`PyTokenPacker`] gives for each packed batch: the tokens, documents, positions,
+/// cu_seqlens and the longest segment (a 0-d int32 tensor), as DLPack capsules.
+type PackedBatch<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
+
+/// The Loader's fixed-shape packing (`Tokens(pack=True, blocks=B)`): row batches fed in
+/// order, packed into batches of exactly `(B, max_length)`, the tokens that do not fit
+/// carried into the next. It holds the pending row batches' Arrow columns (shared, not
+/// copied), each imported and its rows found once.
+#[pyclass(name = "TokenPacker", module = "lancetorch._native")]
+pub struct PyTokenPacker {
+    carry: Carry,
+}
+
+#[pymethods]
+impl PyTokenPacker {
+    #[new]
+    #[pyo3(signature = (column, spec, skip=0))]
+    fn new(column: &str, spec: TokensSpec, skip: usize) -> PyResult<Self> {
+        let packing = spec.packing(true)?;
+        Ok(PyTokenPacker {
+            carry: Carry::new(column, packing, skip)?,
+        })
+    }
+
+    /// Take column `index` of the next row batch.
+    fn push(&mut self, batch: PyBatch, index: usize) -> PyResult<()> {
+        let (column, _) = column_of(&batch.into_inner(), index)?;
+        Ok(self.carry.push(column)?)
+    }
+
+    /// The tokens fed and not yet handed out.
+    fn available(&self) -> usize {
+        self.carry.available()
+    }
+
+    /// Whether a whole packed batch is waiting.
+    fn full(&self) -> bool {
+        self.carry.full()
+    }
+
+    /// The next packed batch (the last of a pass padded).
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<PackedBatch<'py>> {
+        let carry = &mut self.carry;
+        let packed: Packed = crate::py::errors::detached(py, || carry.take())?;
+        let longest = i32::try_from(packed.max_seqlen).unwrap_or(i32::MAX);
+        let longest = HostTensor::from_buffer(
+            arrow_buffer::Buffer::from_vec(vec![longest]),
+            DType::I32,
+            vec![],
+        );
+        Ok((
+            legacy_capsule(py, packed.tokens)?,
+            legacy_capsule(py, packed.documents)?,
+            legacy_capsule(py, packed.positions)?,
+            legacy_capsule(py, packed.cu_seqlens)?,
+            legacy_capsule(py, longest)?,
+        ))
+    }
+
+    /// `(row batches of the pass before the carry, tokens of the next already handed out)`.
+    fn state(&self) -> (usize, usize) {
+        self.carry.state()
+    }
 }
 
 /// Column `index` of a pyarrow batch decoded as an `Image` spec says, for `epoch` (which

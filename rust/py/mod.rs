@@ -31,6 +31,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<dlpack::PyDLPackTensor>()?;
     m.add_class::<loader::PyBatching>()?;
     m.add_class::<loader::PyPrefetcher>()?;
+    m.add_class::<decode::PyTokenPacker>()?;
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::view_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::available_memory, m)?)?;

@@ -77,6 +77,7 @@ def check_values(
     blocks_per_epoch: int | str | None,
     transform: Any,
     columns: list[str] | None,
+    pack_blocks: int | None = None,
 ) -> None:
     """Refuse a value out of range, or arguments that do not fit together (a ValueError)."""
     _check_positive(world_size, "world_size")
@@ -110,9 +111,15 @@ def check_values(
             num_splits,
             transform,
             columns,
+            pack_blocks,
         )
     elif blocks_per_epoch is not None:
         raise ValueError("blocks_per_epoch requires pack_sequences")
+    elif pack_blocks is not None:
+        raise ValueError(
+            f"pack_blocks={pack_blocks} gives packed batches of that many blocks; it needs "
+            "pack_sequences (and eos_id, pad_id, blocks_per_epoch)"
+        )
 
 
 def _check_positive(value: Any, name: str) -> None:

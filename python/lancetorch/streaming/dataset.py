@@ -88,12 +88,25 @@ class StreamingDataset(IterableDataset):
     pack_sequences : int, optional
         Pack the token lists of ``columns`` (exactly one list column of integers) into blocks
         of this many tokens, each row followed by ``eos_id``; the samples are then
-        ``{"input_ids", "doc_ids"}`` int64 tensors.
+        ``{"input_ids", "doc_ids"}`` int64 tensors of one block (LanceDB's), or with
+        ``pack_blocks`` batches of blocks.
     eos_id : int, optional
         The token after each row when packing; needed with ``pack_sequences``.
     pad_id : int, optional
         The token that fills a split's blocks once it runs dry; needed with
         ``pack_sequences``.
+    pack_blocks : int, optional
+        With ``pack_sequences=L``, each sample is a batch of exactly ``(pack_blocks, L)``
+        tokens of one split, with the outputs of the Loader's
+        ``Tokens(max_length=L, pack=True, blocks=pack_blocks)`` named after the token column
+        ``c``: ``c`` (int64 tokens), ``c_document`` (int64, the row's place in the epoch's
+        stream, ``position * num_splits + split``; -1 for padding), ``c_position`` (int32,
+        restarting at each document and each block), ``c_cu_seqlens`` (int32, the segments'
+        ends over the flattened batch, padding, only ever at the end, in none) and
+        ``c_max_seqlen`` (0-d int32). A row's EOS is its document's last token. Read it with
+        ``StreamingDataLoader(ds, batch_size=None)``; a state taken between any two samples
+        resumes with every token of the epoch once. ``blocks_per_epoch`` must divide by
+        ``num_splits * pack_blocks``.
     blocks_per_epoch : int or "auto", optional
         The blocks an epoch gives, divided among the splits (it must divide by
         ``num_splits``; tokens past the budget are left out); ``"auto"`` estimates it from a
@@ -147,6 +160,7 @@ class StreamingDataset(IterableDataset):
         eos_id: int | None = None,
         pad_id: int | None = None,
         blocks_per_epoch: int | str | None = None,
+        pack_blocks: int | None = None,
         on_transform_error: str | Callable[[Exception], bool] = "raise",
         transform_queue_depth: int | None = None,
         connection_factory: Callable[[str], Any] | None = None,
@@ -174,6 +188,7 @@ class StreamingDataset(IterableDataset):
                 "eos_id": eos_id,
                 "pad_id": pad_id,
                 "num_splits": num_splits,
+                "pack_blocks": pack_blocks,
             },
             shuffle_clump_size=shuffle_clump_size,
             columns=columns,
@@ -199,6 +214,7 @@ class StreamingDataset(IterableDataset):
             blocks_per_epoch=blocks_per_epoch,
             transform=transform,
             columns=columns,
+            pack_blocks=pack_blocks,
         )
         if shuffle_seed is None:
             shuffle_seed = random.randrange(2**32)
@@ -221,6 +237,7 @@ class StreamingDataset(IterableDataset):
         self._eos_id = eos_id
         self._pad_id = pad_id
         self._blocks_per_epoch = blocks_per_epoch
+        self._pack_blocks = pack_blocks
         self._on_transform_error = on_transform_error
         self._transform_queue_depth = transform_queue_depth
         self._connection_factory = connection_factory
@@ -241,12 +258,12 @@ class StreamingDataset(IterableDataset):
         if self._blocks_per_epoch == "auto":
             assert pack_sequences is not None  # checked: "auto" only with packing
             self._blocks_per_epoch = estimate_blocks_per_epoch(
-                self._split, num_splits, shuffle_seed, read_batch_size, pack_sequences
+                self._split, num_splits, shuffle_seed, read_batch_size, pack_sequences, pack_blocks
             )
         blocks = self._blocks_per_epoch  # an int when packing, None otherwise
         blocks = blocks if isinstance(blocks, int) else None
         config = StateConfig(
-            shuffle_seed, num_splits, epoch, pack_sequences, eos_id, pad_id, blocks
+            shuffle_seed, num_splits, epoch, pack_sequences, eos_id, pad_id, blocks, pack_blocks
         )
         self._progress = Progress(config)
         per_rank = num_splits // world_size
@@ -359,6 +376,8 @@ class StreamingDataset(IterableDataset):
             self._pad_id,
             self._blocks_per_epoch,
             self._num_splits,
+            (self._columns or ["tokens"])[0],
+            self._pack_blocks,
         )
 
     # -- one iterator at a time ---------------------------------------------------------------
@@ -450,9 +469,10 @@ class StreamingDataset(IterableDataset):
     def state_dict(self) -> dict:
         """The progress of every split: ``shuffle_seed``, ``num_splits``, ``epoch``,
         ``samples_consumed_per_split`` and ``positions_consumed_per_split`` (packed:
-        ``blocks_emitted_per_split`` and ``pack_buffers`` too). It counts exactly the rows
-        (blocks) the loop received, however the loop stopped; resumable on another topology at
-        a step boundary. Under a plain multi-worker DataLoader it is refused (use
+        ``blocks_emitted_per_split`` and ``pack_buffers`` too, and ``pack_blocks`` where set).
+        It counts exactly the rows (blocks) the loop received, however the loop stopped;
+        resumable on another topology at a step boundary (``pack_blocks``: between any two
+        samples). Under a plain multi-worker DataLoader it is refused (use
         StreamingDataLoader)."""
         if self._untracked_worker_iteration[0] and get_worker_info() is None:
             raise RuntimeError(

@@ -196,7 +196,9 @@ class StreamingDataLoader(DataLoader):
             dataset._acquire(token)
             progress = dataset._progress
             state = progress.snapshot()
-            packed = progress.config.packed
+            # LanceDB's one-block samples commit at complete steps; pack_blocks samples
+            # resume between any two.
+            packed = progress.config.packed and progress.config.pack_blocks is None
             if progress.uneven(state, dataset._rank_splits, self.num_workers > 1):
                 raise RuntimeError(
                     "StreamingDataLoader cannot start from a partial logical step; resume from "

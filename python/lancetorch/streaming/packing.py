@@ -1,21 +1,23 @@
 """Sequence packing for a StreamingDataset: the token lists of each owned split cut into
-blocks of ``pack_sequences`` tokens, one block per split in turn, and the checks and the
-estimate of the block budget that packing needs."""
+blocks of ``pack_sequences`` tokens (or, with ``pack_blocks=B``, batches of ``B`` such
+blocks with what variable-length attention takes), one per split in turn, and the checks and
+the estimate of the block budget that packing needs."""
 
 from __future__ import annotations
 
 import random
 import warnings
 from collections.abc import Callable, Iterator
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
 from .. import _native
+from ..decode import Tokens
 from ..permutation import Permutation
 from .pipeline import Pipeline
 from .state import Progress
@@ -36,66 +38,110 @@ class PackConfig:
         The token that fills a split's blocks once it runs dry.
     budget : int
         The blocks a split gives in an epoch.
+    column : str
+        The token column, the prefix of the outputs with ``per_item``.
+    num_splits : int
+        The number of splits (a document's number is its place in the epoch's stream).
+    per_item : int or None
+        ``pack_blocks``: the blocks of one item, given as the Loader's packed ``Tokens``
+        outputs; ``None``: one block an item, as ``{"input_ids", "doc_ids"}`` (LanceDB's).
     """
 
     length: int
     eos: int
     pad: int
     budget: int
+    column: str = "tokens"
+    num_splits: int = 1
+    per_item: int | None = None
 
     @classmethod
-    def of(cls, length: Any, eos: Any, pad: Any, blocks: Any, num_splits: int) -> PackConfig:
+    def of(
+        cls,
+        length: Any,
+        eos: Any,
+        pad: Any,
+        blocks: Any,
+        num_splits: int,
+        column: str,
+        per_item: int | None,
+    ) -> PackConfig:
         """The config of a dataset's packing arguments (checked when it was made)."""
         if length is None or not isinstance(blocks, int) or eos is None or pad is None:
             raise RuntimeError("packing runs once pack_sequences and blocks_per_epoch are set")
-        return cls(length, eos, pad, blocks // num_splits)
+        return cls(length, eos, pad, blocks // num_splits, column, num_splits, per_item)
+
+    @property
+    def item_blocks(self) -> int:
+        """The blocks of one item."""
+        return self.per_item or 1
+
+    @property
+    def cells(self) -> int:
+        """The tokens of one item."""
+        return self.length * self.item_blocks
 
 
 class Packer:
-    """Token lists of the owned splits packed into blocks of ``length`` tokens, one block per
-    split in turn, ``budget`` blocks per split (padded with ``pad`` once a split runs dry;
-    tokens past the budget are left out).
+    """Token lists of the owned splits packed into blocks of ``length`` tokens, one item (a
+    block, or ``pack_blocks`` of them) per split in turn, ``budget`` blocks per split (padded
+    with ``pad`` once a split runs dry; tokens past the budget are left out).
 
-    Not ``_native.pack_tokens`` (Rust's ``tokens::pack_lists``): that packs one batch whole,
-    with no EOS; this packs a stream a block at a time, and its partial block is checkpoint
-    state (``pack_buffers``) that must stand between any two blocks.
+    The partial block of each split is checkpoint state (``pack_buffers``) that must stand
+    between any two items, so the stream is carried here, in Python lists; each
+    ``pack_blocks`` item is then packed by Rust's ``tokens::pack_lists``
+    (``_native.pack_tokens``), the Loader's packer, for the same positions and cu_seqlens.
+    LanceDB's one-block samples are cut here in Python: their ``doc_ids`` (counted from 0 in
+    each block, padding keeping the last document's) are not what the Rust packer gives.
 
     Parameters
     ----------
     config : PackConfig
         The block length, the EOS and pad tokens, the blocks a split gives.
     progress : Progress
-        The dataset's progress, from which the splits resume and to which each block is
+        The dataset's progress, from which the splits resume and to which each item is
         committed right before it is handed over.
     splits : list of int
-        The splits read, which must stand at one count of blocks.
+        The splits read. LanceDB's blocks need them at one count of blocks; ``pack_blocks``
+        items resume the splits behind first.
 
     Raises
     ------
     ValueError
-        When ``splits`` stand at different counts of blocks.
+        When ``splits`` stand at different counts of blocks (LanceDB's blocks).
     """
 
     def __init__(self, config: PackConfig, progress: Progress, splits: list[int]) -> None:
         self.config, self.progress, self.splits = config, progress, splits
-        if len({progress.pack_emitted[s] for s in splits}) > 1:
+        if config.per_item is None and len({progress.pack_emitted[s] for s in splits}) > 1:
             raise ValueError(
                 "Packed checkpoint is not aligned across the splits owned by this iterator; "
                 "merge every rank state with merge_state_dicts before resuming on a different "
                 "topology"
             )
         self.consumed = list(progress.pack_consumed)
-        self.buffers = deepcopy(progress.pack_buffers)
+        self.buffers = _copied(progress.pack_buffers)
         self.starts = [self.consumed[s] for s in splits]  # the positions the splits read from
+        self.spec = None
+        if config.per_item is not None:
+            self.spec = Tokens(
+                max_length=config.length, pack=True, blocks=config.per_item, pad_value=config.pad
+            )
 
     def _fill(self, pipe: Pipeline, i: int) -> dict[str, list[int]]:
-        """Split ``i``'s partial block, with rows added until it holds a block's tokens or the
+        """Split ``i``'s partial item, with rows added until it holds an item's tokens or the
         split runs dry."""
         split = self.splits[i]
-        buffer = self.buffers.setdefault(split, {"tokens": [], "starts": []})
-        while len(buffer["tokens"]) < self.config.length and pipe.ready(i):
+        numbered = self.config.per_item is not None
+        empty: dict[str, list[int]] = {"tokens": [], "starts": []}
+        if numbered:
+            empty["documents"] = []
+        buffer = self.buffers.setdefault(split, empty)
+        while len(buffer["tokens"]) < self.config.cells and pipe.ready(i):
             position, tokens = pipe.pop(i)
             buffer["starts"].append(len(buffer["tokens"]))
+            if numbered:  # the row's place in the epoch's stream
+                buffer["documents"].append(position * self.config.num_splits + split)
             buffer["tokens"].extend(tokens)
             buffer["tokens"].append(self.config.eos)
             self.consumed[split] = position + 1
@@ -103,6 +149,8 @@ class Packer:
 
     def _cut(self, buffer: dict[str, list[int]]) -> dict[str, Any]:
         """The block at the head of ``buffer`` (padded), taken out of it."""
+        if self.config.per_item is not None:
+            return self._cut_item(buffer)
         length = self.config.length
         tokens = buffer["tokens"]
         tokens.extend([self.config.pad] * (length - len(tokens)))
@@ -116,26 +164,74 @@ class Packer:
         buffer["starts"] = [s - length for s in buffer["starts"] if s >= length]
         return block
 
+    def _cut_item(self, buffer: dict[str, list[int]]) -> dict[str, Any]:
+        """The ``pack_blocks`` item at the head of ``buffer`` (padded at its end), taken out of
+        it: the documents' runs of it packed by Rust, each document numbered as read."""
+        cells, config = self.config.cells, self.config
+        tokens, starts, documents = buffer["tokens"], buffer["starts"], buffer["documents"]
+        used = min(cells, len(tokens))
+        runs = [s for s in starts if s < used]  # starts[0] == 0 whenever there are tokens
+        offsets = [*runs, used]
+        # Through numpy: pyarrow and torch are many times slower at a list of ints, and
+        # torch's threads at a gather on busy cores.
+        column = pa.LargeListArray.from_arrays(
+            pa.array(np.array(offsets, dtype=np.int64)),
+            pa.array(np.array(tokens[:used], dtype=np.int64)),
+        )
+        batch = pa.record_batch([column], names=[config.column])
+        assert self.spec is not None  # made with per_item
+        item, _ = self.spec._packed([batch], 0, config.column)
+        # Rust numbers the runs 0, 1, ...; -1 (padding) picks the -1 appended.
+        numbers = np.array([*documents[: len(runs)], -1], dtype=np.int64)
+        name = f"{config.column}_document"
+        item[name] = torch.from_numpy(numbers[item[name].numpy()])
+        del tokens[:used]
+        if tokens:  # the document cut at the item's end goes on, from the next item's start
+            last = len(runs) - 1
+            rest = [(s - used, d) for s, d in zip(starts, documents) if s >= used]
+            if not rest or rest[0][0] > 0:
+                rest.insert(0, (0, documents[last]))
+            buffer["starts"] = [s for s, _ in rest]
+            buffer["documents"] = [d for _, d in rest]
+        else:
+            buffer["starts"], buffer["documents"] = [], []
+        return item
+
+    def _item(self, i: int, buffer: dict[str, list[int]], pipe: Pipeline) -> Iterator[Any]:
+        """Split ``i``'s next item, committed to the progress right before it is handed
+        over."""
+        progress, split = self.progress, self.splits[i]
+        item = self._cut(buffer)
+        # The progress with this item, made first; it is committed right before the
+        # ``yield`` with no call in between, so a state counts exactly the items handed over
+        # (a StreamingDataLoader sends it with the item).
+        now_consumed, now_buffers = list(self.consumed), _copied(self.buffers)
+        now_emitted = progress.pack_emitted[split] + self.config.item_blocks
+        pipe.publish()
+        progress.pack_consumed = now_consumed
+        progress.pack_buffers = now_buffers
+        progress.pack_emitted[split] = now_emitted
+        yield item
+
     def blocks(self, pipe: Pipeline) -> Iterator[dict[str, Any]]:
-        """The blocks, read through ``pipe`` (started, its splits at :attr:`starts`)."""
-        progress, splits = self.progress, self.splits
-        emitted = progress.pack_emitted
-        last = len(splits) - 1
+        """The items, read through ``pipe`` (started, its splits at :attr:`starts`)."""
+        splits, emitted = self.splits, self.progress.pack_emitted
+        # A state saved between two splits' turns (``pack_blocks``): the splits behind go
+        # first, so the items continue in the order they would have come.
+        target = max(emitted[s] for s in splits)
+        for i, split in enumerate(splits):
+            while emitted[split] < target:
+                yield from self._item(i, self._fill(pipe, i), pipe)
+        # Each split filled right before its cut: the partial items copied into each
+        # progress are the others' leftovers, not whole items waiting.
         while emitted[splits[0]] < self.config.budget:
-            full = [self._fill(pipe, i) for i in range(len(splits))]
-            for i, buffer in enumerate(full):
-                block = self._cut(buffer)
-                # The progress with this block, made first; it is committed right before the
-                # ``yield`` with no call in between, so a state counts exactly the blocks
-                # handed over (a StreamingDataLoader sends it with the block).
-                now_consumed, now_buffers = list(self.consumed), deepcopy(self.buffers)
-                now_emitted = emitted[splits[i]] + 1
-                if i == last:
-                    pipe.publish()
-                progress.pack_consumed = now_consumed
-                progress.pack_buffers = now_buffers
-                emitted[splits[i]] = now_emitted
-                yield block
+            for i in range(len(splits)):
+                yield from self._item(i, self._fill(pipe, i), pipe)
+
+
+def _copied(buffers: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, list[int]]]:
+    """A copy of partial blocks, their lists copied (lists of ints: no deep copy needed)."""
+    return {split: {k: list(v) for k, v in b.items()} for split, b in buffers.items()}
 
 
 def token_lists(batch: pa.RecordBatch) -> list[list[int]]:
@@ -152,10 +248,12 @@ def estimate_blocks_per_epoch(
     seed: int,
     read_batch_size: int,
     length: int,
+    per_item: int | None = None,
 ) -> int:
     """A block budget from the token count of a sample of rows (about 1% of each split, at
-    most 100,000 rows in all); ``split(s)``: split ``s``'s rows in ``arrow`` format. Warns
-    at the caller of the caller (the dataset's maker)."""
+    most 100,000 rows in all), a multiple of ``num_splits * per_item``; ``split(s)``: split
+    ``s``'s rows in ``arrow`` format. Warns at the caller of the caller (the dataset's
+    maker)."""
     warnings.warn(
         "blocks_per_epoch='auto' uses an approximate token-count sample; pass an "
         "explicit value for exact epoch sizing",
@@ -180,7 +278,8 @@ def estimate_blocks_per_epoch(
         sampled += len(picks)
         rows += n
     blocks = (tokens + sampled) * rows // sampled // length  # + one EOS a row
-    return max(num_splits, blocks - blocks % num_splits)
+    unit = num_splits * (per_item or 1)
+    return max(unit, blocks - blocks % unit)
 
 
 def _within_memory(size: int, what: str) -> None:
@@ -201,6 +300,7 @@ def check_packing(
     num_splits: int,
     transform: Any,
     columns: list[str] | None,
+    per_item: int | None = None,
 ) -> None:
     if length <= 0:
         raise ValueError("pack_sequences must be greater than 0")
@@ -219,6 +319,21 @@ def check_packing(
         if blocks % num_splits != 0:
             raise ValueError(
                 f"blocks_per_epoch ({blocks}) must be divisible by num_splits ({num_splits})"
+            )
+    if per_item is not None:
+        if per_item <= 0:
+            raise ValueError(f"pack_blocks must be greater than 0, got {per_item}")
+        _within_memory(
+            length * per_item * 24,
+            f"pack_blocks={per_item} of pack_sequences={length} (int64 tokens and documents, "
+            "int32 positions, and the partial item)",
+        )
+        if blocks != "auto" and blocks % (num_splits * per_item) != 0:
+            raise ValueError(
+                f"blocks_per_epoch ({blocks}) must be divisible by num_splits * pack_blocks "
+                f"({num_splits} * {per_item}): each split gives whole items of pack_blocks "
+                f"blocks; pass blocks_per_epoch={blocks - blocks % (num_splits * per_item)} "
+                f"or {blocks + (num_splits * per_item) - blocks % (num_splits * per_item)}"
             )
     if transform is not None:
         raise ValueError("transform cannot be combined with pack_sequences")

@@ -32,6 +32,8 @@ class StateConfig:
         The token that fills a split's blocks once it runs dry.
     blocks_per_epoch : int or None
         The blocks an epoch gives when packing.
+    pack_blocks : int or None
+        The blocks of one packed sample (``None``: LanceDB's one-block samples).
     """
 
     shuffle_seed: int
@@ -41,6 +43,7 @@ class StateConfig:
     eos_id: int | None = None
     pad_id: int | None = None
     blocks_per_epoch: int | None = None
+    pack_blocks: int | None = None
 
     @property
     def packed(self) -> bool:
@@ -87,13 +90,13 @@ class Progress:
     def uneven(self, state: dict, splits: list[int], samples_too: bool) -> bool:
         """Whether ``splits`` stand at different counts in ``state`` (a :meth:`snapshot`):
         of blocks (packed) or, with ``samples_too``, of rows."""
-        key = (
-            "blocks_emitted_per_split"
-            if self.config.packed
-            else "samples_consumed_per_split"
-            if samples_too
-            else None
-        )
+        config = self.config
+        if config.packed and config.pack_blocks is None:  # LanceDB's blocks: always
+            key: str | None = "blocks_emitted_per_split"
+        elif samples_too:
+            key = "blocks_emitted_per_split" if config.packed else "samples_consumed_per_split"
+        else:
+            key = None
         return key is not None and len({state[key][s] for s in splits}) > 1
 
     def state_dict(self, rank_splits: list[int]) -> dict:
@@ -132,6 +135,8 @@ class Progress:
                 blocks_emitted_per_split=list(self.pack_emitted),
                 pack_buffers=deepcopy(self.pack_buffers),
             )
+            if config.pack_blocks is not None:
+                state["pack_blocks"] = config.pack_blocks
             return state
         n = config.num_splits
         samples = [self.samples.get(s, self.offset) for s in range(n)]
@@ -207,7 +212,7 @@ class Progress:
             )
         self.requires_uniform = False
         if config.packed:
-            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch"):
+            for key in ("pack_sequences", "eos_id", "pad_id", "blocks_per_epoch", "pack_blocks"):
                 if state.get(key) != getattr(config, key):
                     raise ValueError(
                         f"{key} mismatch: checkpoint has {state.get(key)}, current dataset "
@@ -237,7 +242,7 @@ def merge_state_dicts(states: list[dict]) -> dict:
     packed = "pack_buffers" in first
     keys = ["shuffle_seed", "num_splits", "epoch"]
     if packed:
-        keys += ["pack_sequences", "eos_id", "pad_id", "blocks_per_epoch"]
+        keys += ["pack_sequences", "eos_id", "pad_id", "blocks_per_epoch", "pack_blocks"]
     for state in states[1:]:
         if ("pack_buffers" in state) != packed:
             raise ValueError("cannot merge packed and unpacked state dicts")
@@ -277,7 +282,9 @@ def merge_state_dicts(states: list[dict]) -> dict:
         emitted.append(owner["blocks_emitted_per_split"][split])
         if split in owner["pack_buffers"]:
             buffers[split] = owner["pack_buffers"][split]
-    if len(set(emitted)) > 1:
+    # LanceDB's blocks resume at a global step only; pack_blocks samples resume the splits
+    # behind first.
+    if len(set(emitted)) > 1 and first.get("pack_blocks") is None:
         raise ValueError(
             "packed state dicts were not captured at the same global step or do not "
             "cover every rank"
@@ -426,5 +433,21 @@ def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, lis
                 f"{where}[{key!r}] (split {split}) has document starts {lists['starts']} "
                 f"outside its {len(lists['tokens'])} tokens"
             )
+        if "documents" in buffer:  # pack_blocks: the number of each document started
+            documents = buffer["documents"]
+            if not isinstance(documents, (list, tuple)) or not all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in documents
+            ):
+                raise ValueError(
+                    f"{where}[{key!r}]['documents'] (split {split}) must be a list of whole numbers"
+                )
+            starts = lists["starts"]
+            if len(documents) != len(starts) or (lists["tokens"] and starts[:1] != [0]):
+                raise ValueError(
+                    f"{where}[{key!r}] (split {split}) must number each document it starts "
+                    f"({len(starts)} starts, {len(documents)} documents), the first at 0; "
+                    "pass the state that state_dict() or merge_state_dicts() returned"
+                )
+            lists["documents"] = [int(v) for v in documents]
         out[split] = lists
     return out
