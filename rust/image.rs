@@ -538,6 +538,50 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_dct_scale_that_covers_the_output_is_chosen() {
+        let layout = |components: usize| crate::jpeg::Layout {
+            width: 2000,
+            height: 1000,
+            progressive: false,
+            sampling: vec![(1, 1); components],
+            coded_bytes: 0,
+            last_scan_end: None,
+        };
+        let spec = Spec {
+            width: 100,
+            height: 100,
+            channels_last: true,
+            crop: Crop::Center { flip: false },
+            seed: 0,
+            epoch: 0,
+            jpeg_crop: true,
+        };
+        let plan =
+            |w: f64, h: f64, components| jpeg_plan(&layout(components), (0.0, 0.0, w, h), &spec);
+        assert_eq!(plan(1000.0, 1000.0, 3), Some(8));
+        assert_eq!(plan(1000.0, 799.0, 3), Some(4)); // 799 / 8 < 100
+        assert_eq!(plan(400.0, 1000.0, 1), Some(4));
+        assert_eq!(plan(399.0, 399.0, 3), Some(2));
+        assert_eq!(plan(200.0, 200.0, 3), Some(2));
+        // No scale helps: a region where the crop is a small part of the image, else all.
+        assert_eq!(plan(199.0, 1000.0, 3), Some(1));
+        assert_eq!(plan(1999.0, 199.0, 3), Some(1));
+        let large = Spec {
+            width: 600,
+            height: 600,
+            ..spec
+        };
+        let full = (0.0, 0.0, 1000.0, 1000.0); // half the image; half of it is under 600
+        assert_eq!(jpeg_plan(&layout(3), full, &large), None);
+        assert_eq!(
+            jpeg_plan(&layout(3), (0.0, 0.0, 700.0, 700.0), &large),
+            Some(1)
+        );
+        // CMYK: zune-jpeg's full decode, which converts it to RGB.
+        assert_eq!(plan(1000.0, 1000.0, 4), None);
+    }
+
+    #[test]
     fn pixels_of_each_channel_count_become_rgb() {
         assert_eq!(
             rgb_of(vec![1, 2, 3, 4, 5, 6], 3).unwrap(),
