@@ -543,7 +543,7 @@ mod tests {
             width: 2000,
             height: 1000,
             progressive: false,
-            sampling: vec![(1, 1); components],
+            sampling: [(1, 1); 4][..components].to_vec(),
             coded_bytes: 0,
             last_scan_end: None,
         };
