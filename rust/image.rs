@@ -332,26 +332,27 @@ fn render(bytes: &[u8], spec: &Spec, out: &mut [u8]) -> std::result::Result<(), 
             .flatten()
         {
             None => (decode_jpeg(bytes, &layout)?, crop, mirror),
-            Some(denom) => {
-                let region = crate::libjpeg::decode_region(bytes, denom, crop).map_err(|e| {
-                    format!(
-                        "JPEG: its image data cannot be decoded ({e}): it is corrupt or cut short"
-                    )
-                })?;
-                let s = denom as f64;
-                let (x, y) = (
-                    (crop.0 / s - region.left as f64).max(0.0),
-                    (crop.1 / s - region.top as f64).max(0.0),
-                );
-                let w = (crop.2 / s).min(region.width as f64 - x);
-                let h = (crop.3 / s).min(region.height as f64 - y);
-                let rgb = Rgb {
-                    width: region.width,
-                    height: region.height,
-                    pixels: region.pixels,
-                };
-                (rgb, (x, y, w, h), mirror)
-            }
+            // Anything libjpeg stops at, an error or a warning (some harmless, such as an
+            // unknown JFIF version), is left to the full decode, strict as before: a damaged
+            // file is refused with its reason, a harmless oddity read.
+            Some(denom) => match crate::libjpeg::decode_region(bytes, denom, crop) {
+                Err(_) => (decode_jpeg(bytes, &layout)?, crop, mirror),
+                Ok(region) => {
+                    let s = denom as f64;
+                    let (x, y) = (
+                        (crop.0 / s - region.left as f64).max(0.0),
+                        (crop.1 / s - region.top as f64).max(0.0),
+                    );
+                    let w = (crop.2 / s).min(region.width as f64 - x);
+                    let h = (crop.3 / s).min(region.height as f64 - y);
+                    let rgb = Rgb {
+                        width: region.width,
+                        height: region.height,
+                        pixels: region.pixels,
+                    };
+                    (rgb, (x, y, w, h), mirror)
+                }
+            },
         }
     } else {
         let rgb = decode(bytes)?;

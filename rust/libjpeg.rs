@@ -6,8 +6,9 @@
 //!
 //! Errors: libjpeg's `error_exit` unwinds back here (the C code is compiled with
 //! `-fexceptions`, the callbacks are `C-unwind`), and so does every warning, which libjpeg
-//! gives for damaged data it would otherwise go past (a gray part, a skipped marker): a
-//! damaged file is refused, not drawn partly gray. The decoder is destroyed either way.
+//! gives for damaged data it would otherwise go past (a gray part, a skipped marker) and for
+//! some harmless oddities (an unknown JFIF version): the caller decodes such a file whole
+//! instead, strictly. The decoder is destroyed either way.
 
 use std::ffi::{c_int, c_ulong, CStr};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};

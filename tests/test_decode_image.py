@@ -641,3 +641,14 @@ def test_a_cut_jpeg_is_refused_when_its_crop_is_decoded_scaled(keep):
         r"\(.*\): it is corrupt or cut short",
     ):
         decode([cut + b"\xff\xd9"], size=(60, 60))
+
+
+def test_a_jpeg_libjpeg_warns_about_is_decoded_whole_instead():
+    """An unknown JFIF version is harmless, but libjpeg warns: the full decode reads the file
+    (the same pixels as jpeg="full"), where the same file with version 1 is decoded scaled."""
+    data = encode(edged_photo(480, 480), "JPEG", quality=90)
+    assert data[6:11] == b"JFIF\0" and data[11] == 1
+    odd = data[:11] + b"\x02" + data[12:]
+    full = decode([odd], size=(60, 60), jpeg="full")
+    assert torch.equal(decode([odd], size=(60, 60)), full)
+    assert not torch.equal(decode([data], size=(60, 60)), full)
