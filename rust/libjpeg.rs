@@ -10,7 +10,7 @@
 //! some harmless oddities (an unknown JFIF version): the caller decodes such a file whole
 //! instead, strictly. The decoder is destroyed either way.
 
-use std::ffi::{c_int, c_ulong, CStr};
+use std::ffi::{c_int, c_ulong};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
 use mozjpeg_sys as sys;
@@ -29,33 +29,20 @@ pub struct Region {
     pub pixels: Vec<u8>,
 }
 
-/// Why libjpeg stopped, carried by the unwind from its callbacks.
-struct Failure(String);
-
-unsafe fn message(common: &mut sys::jpeg_common_struct) -> String {
-    let buffer = [0u8; 80];
-    // SAFETY: `err` is the error manager set up in `decode_region`, alive while `common` is.
-    let format = unsafe { (*common.err).format_message };
-    if let Some(format) = format {
-        // SAFETY: libjpeg's own formatter writes a nul-terminated message of at most 80 bytes.
-        unsafe { format(common, &buffer) };
-    }
-    CStr::from_bytes_until_nul(&buffer)
-        .map(|m| m.to_string_lossy().into_owned())
-        .unwrap_or_else(|_| "libjpeg error".into())
-}
+/// Why libjpeg stopped (its message code), carried by the unwind from its callbacks.
+struct Failure(c_int);
 
 unsafe extern "C-unwind" fn error_exit(common: &mut sys::jpeg_common_struct) {
-    // SAFETY: called by libjpeg with its own (valid) struct.
-    let why = unsafe { message(common) };
-    resume_unwind(Box::new(Failure(why)));
+    // SAFETY: `err` is the error manager set up in `decode_region`, alive while `common` is.
+    let code = unsafe { (*common.err).msg_code };
+    resume_unwind(Box::new(Failure(code)));
 }
 
 unsafe extern "C-unwind" fn emit_message(common: &mut sys::jpeg_common_struct, level: c_int) {
     if level < 0 {
         // SAFETY: as in `error_exit`.
-        let why = unsafe { message(common) };
-        resume_unwind(Box::new(Failure(why)));
+        let code = unsafe { (*common.err).msg_code };
+        resume_unwind(Box::new(Failure(code)));
     }
 }
 
@@ -100,7 +87,7 @@ pub fn decode_region(
     match result {
         Ok(region) => region,
         Err(payload) => match payload.downcast::<Failure>() {
-            Ok(failure) => Err(failure.0),
+            Ok(failure) => Err(format!("libjpeg stopped with its message {}", failure.0)),
             Err(other) => resume_unwind(other),
         },
     }
