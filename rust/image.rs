@@ -47,7 +47,15 @@ pub struct Spec {
     pub crop: Crop,
     pub seed: u64,
     pub epoch: u64,
+    /// A JPEG decoded only where its crop lies, at the largest DCT scale that still covers
+    /// the output ([`jpeg_plan`]); otherwise every pixel at full size.
+    pub jpeg_crop: bool,
 }
+
+/// Below this fraction of the image's area, a crop that no DCT scale helps is still decoded
+/// as a region by libjpeg; above it the full decode by zune-jpeg (about twice as fast a pixel
+/// as libjpeg's C code without SIMD) costs less (see docs/performance.md).
+const REGION_AREA: f64 = 0.3;
 
 /// An image's pixels as 8-bit RGB, row-major.
 #[derive(Debug)]
@@ -59,7 +67,7 @@ struct Rgb {
 
 fn decode(bytes: &[u8]) -> std::result::Result<Rgb, String> {
     if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(bytes)
+        decode_jpeg(bytes, &jpeg_layout(bytes)?)
     } else if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes)
     } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
@@ -86,22 +94,19 @@ fn checked(width: u32, height: u32) -> std::result::Result<(), String> {
 /// A JPEG decoded strictly: a file cut short, a header claiming more pixels than the file's
 /// scans can code (see [`crate::jpeg`]), entropy-coded data the decoder cannot read, or a last
 /// scan whose data runs out before its last block is an error, not an image with a gray part.
-/// The layout is read, and the size checked, before any pixel is allocated.
-fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
+/// The layout is read, and the size checked, before any pixel is allocated ([`jpeg_layout`]).
+fn decode_jpeg(bytes: &[u8], layout: &crate::jpeg::Layout) -> std::result::Result<Rgb, String> {
     use zune_core::bytestream::ZCursor;
     use zune_core::colorspace::ColorSpace;
     use zune_core::options::DecoderOptions;
 
     let jpeg = |why: String| format!("JPEG: {why}");
-    let layout = crate::jpeg::layout(bytes).map_err(jpeg)?;
-    checked(layout.width, layout.height)?;
-    layout.check_coded_bytes(bytes.len()).map_err(jpeg)?;
     let options = DecoderOptions::default()
         .jpeg_set_out_colorspace(ColorSpace::RGB)
         .set_strict_mode(true)
         .set_max_width(1 << 16)
         .set_max_height(1 << 16);
-    let guarded = crate::jpeg::with_sentinel(bytes, &layout);
+    let guarded = crate::jpeg::with_sentinel(bytes, layout);
     let bytes = guarded.as_deref().unwrap_or(bytes);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(bytes), options);
     decoder.decode_headers().map_err(|e| jpeg(e.to_string()))?;
@@ -130,6 +135,33 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<Rgb, String> {
         height,
         pixels,
     })
+}
+
+/// A JPEG's layout, its size within the limit and its scans holding the bytes that size
+/// needs: what is checked before either decoder allocates a pixel.
+fn jpeg_layout(bytes: &[u8]) -> std::result::Result<crate::jpeg::Layout, String> {
+    let jpeg = |why: String| format!("JPEG: {why}");
+    let layout = crate::jpeg::layout(bytes).map_err(jpeg)?;
+    checked(layout.width, layout.height)?;
+    layout.check_coded_bytes(bytes.len()).map_err(jpeg)?;
+    Ok(layout)
+}
+
+/// The DCT scale denominator (1, 2, 4 or 8) to decode a JPEG's `crop` at with libjpeg: the
+/// largest at which the crop still has at least the output's pixels in both dimensions; or
+/// `None` where the full decode is the cheaper (no scale helps and the crop is over
+/// [`REGION_AREA`] of the image) or libjpeg would not give RGB (a CMYK JPEG).
+fn jpeg_plan(layout: &crate::jpeg::Layout, crop: (f64, f64, f64, f64), spec: &Spec) -> Option<u32> {
+    if !matches!(layout.sampling.len(), 1 | 3) {
+        return None;
+    }
+    let (_, _, cw, ch) = crop;
+    let denom = [8u32, 4, 2]
+        .into_iter()
+        .find(|&d| cw / d as f64 >= spec.width as f64 && ch / d as f64 >= spec.height as f64)
+        .unwrap_or(1);
+    let area = layout.width as f64 * layout.height as f64;
+    (denom > 1 || cw * ch < REGION_AREA * area).then_some(denom)
 }
 
 /// `size` zeroed bytes for decoded pixels, from [`crate::memory::zeroed`]: refused past the
@@ -287,10 +319,46 @@ fn crop_of(
 
 /// One image into its place in the output (`height * width * 3` bytes).
 fn render(bytes: &[u8], spec: &Spec, out: &mut [u8]) -> std::result::Result<(), String> {
-    let rgb = decode(bytes)?;
     let key = spec.seed ^ spec.epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ content_key(bytes);
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(key);
-    let ((left, top, cw, ch), mirror) = crop_of((rgb.width, rgb.height), spec, &mut rng);
+    // The crop is drawn from the image's size (a JPEG's from its header, the size its full
+    // decode has), so either decode crops the same rectangle.
+    let (rgb, (left, top, cw, ch), mirror) = if bytes.starts_with(&[0xFF, 0xD8]) {
+        let layout = jpeg_layout(bytes)?;
+        let (crop, mirror) = crop_of((layout.width, layout.height), spec, &mut rng);
+        match spec
+            .jpeg_crop
+            .then(|| jpeg_plan(&layout, crop, spec))
+            .flatten()
+        {
+            None => (decode_jpeg(bytes, &layout)?, crop, mirror),
+            // Anything libjpeg stops at, an error or a warning (some harmless, such as an
+            // unknown JFIF version), is left to the full decode, strict as before: a damaged
+            // file is refused with its reason, a harmless oddity read.
+            Some(denom) => match crate::libjpeg::decode_region(bytes, denom, crop) {
+                Err(_) => (decode_jpeg(bytes, &layout)?, crop, mirror),
+                Ok(region) => {
+                    let s = denom as f64;
+                    let (x, y) = (
+                        (crop.0 / s - region.left as f64).max(0.0),
+                        (crop.1 / s - region.top as f64).max(0.0),
+                    );
+                    let w = (crop.2 / s).min(region.width as f64 - x);
+                    let h = (crop.3 / s).min(region.height as f64 - y);
+                    let rgb = Rgb {
+                        width: region.width,
+                        height: region.height,
+                        pixels: region.pixels,
+                    };
+                    (rgb, (x, y, w, h), mirror)
+                }
+            },
+        }
+    } else {
+        let rgb = decode(bytes)?;
+        let (crop, mirror) = crop_of((rgb.width, rgb.height), spec, &mut rng);
+        (rgb, crop, mirror)
+    };
     let src = Image::from_vec_u8(rgb.width, rgb.height, rgb.pixels, PixelType::U8x3)
         .map_err(|e| format!("{e}"))?;
     let mut dst = Image::new(spec.width, spec.height, PixelType::U8x3);
@@ -405,6 +473,7 @@ mod tests {
             crop: Crop::Center { flip: false },
             seed: 0,
             epoch: 0,
+            jpeg_crop: true,
         };
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(0);
         assert_eq!(
@@ -426,6 +495,7 @@ mod tests {
             crop: Crop::Center { flip },
             seed: 0,
             epoch: 0,
+            jpeg_crop: true,
         };
         let mirrored = |flip| {
             (0..1000u64)
@@ -458,6 +528,7 @@ mod tests {
             crop,
             seed: 7,
             epoch: 0,
+            jpeg_crop: true,
         };
         for key in 0..200u64 {
             let draw = |k| crop_of((64, 48), &spec, &mut Xoshiro256PlusPlus::seed_from_u64(k));
@@ -465,6 +536,50 @@ mod tests {
             assert!(l >= 0.0 && t >= 0.0 && l + w <= 64.0 + 1e-9 && t + h <= 48.0 + 1e-9);
             assert_eq!(draw(key), draw(key));
         }
+    }
+
+    #[test]
+    fn the_largest_dct_scale_that_covers_the_output_is_chosen() {
+        let layout = |components: usize| crate::jpeg::Layout {
+            width: 2000,
+            height: 1000,
+            progressive: false,
+            sampling: [(1, 1); 4][..components].to_vec(),
+            coded_bytes: 0,
+            last_scan_end: None,
+        };
+        let spec = Spec {
+            width: 100,
+            height: 100,
+            channels_last: true,
+            crop: Crop::Center { flip: false },
+            seed: 0,
+            epoch: 0,
+            jpeg_crop: true,
+        };
+        let plan =
+            |w: f64, h: f64, components| jpeg_plan(&layout(components), (0.0, 0.0, w, h), &spec);
+        assert_eq!(plan(1000.0, 1000.0, 3), Some(8));
+        assert_eq!(plan(1000.0, 799.0, 3), Some(4)); // 799 / 8 < 100
+        assert_eq!(plan(400.0, 1000.0, 1), Some(4));
+        assert_eq!(plan(399.0, 399.0, 3), Some(2));
+        assert_eq!(plan(200.0, 200.0, 3), Some(2));
+        // No scale helps: a region where the crop is a small part of the image, else all.
+        assert_eq!(plan(199.0, 1000.0, 3), Some(1));
+        assert_eq!(plan(1999.0, 199.0, 3), Some(1));
+        let large = Spec {
+            width: 600,
+            height: 600,
+            ..spec
+        };
+        let full = (0.0, 0.0, 1000.0, 1000.0); // half the image; half of it is under 600
+        assert_eq!(jpeg_plan(&layout(3), full, &large), None);
+        assert_eq!(
+            jpeg_plan(&layout(3), (0.0, 0.0, 700.0, 700.0), &large),
+            Some(1)
+        );
+        // CMYK: zune-jpeg's full decode, which converts it to RGB.
+        assert_eq!(plan(1000.0, 1000.0, 4), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! The core modules depend on each other in one direction, lowest first: `error`, `dtype`,
 //! `dlpack`, `memory`, `threads`, `pool`, `lending`; `tensor`; `row_block`; `store`;
 //! `gather`; `loader` (the prefetcher), with `permutation`, `bijection`, `tokens`, `image`
-//! (which reads a file's layout with `jpeg` first) and `sql` beside them.
+//! (which reads a file's layout with `jpeg` first, and decodes a JPEG's crop with `libjpeg`) and `sql` beside them.
 
 pub mod bijection;
 pub mod dlpack;
@@ -16,6 +16,7 @@ pub mod gather;
 pub mod image;
 pub mod jpeg;
 pub mod lending;
+pub mod libjpeg;
 pub mod loader;
 pub mod memory;
 pub mod permutation;

@@ -502,3 +502,153 @@ def test_random_crops_are_the_same_in_another_process():
         check=True,
     ).stdout
     assert out == here.numpy().tobytes()
+
+
+# -- jpeg="crop": only the crop decoded, DCT-scaled where the crop allows ------------------------
+# The tolerance Image's docstring states against a full decode with the same crop and resize.
+MEAN_LEVELS, MAX_LEVELS = 2.0, 32
+
+
+def edged_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """``photo`` with sharp-edged blocks of other colours on it: detail a scaled DCT loses."""
+    out = photo(h, w, seed).astype(np.int16)
+    rng = np.random.default_rng(seed + 100)
+    for _ in range(40):
+        y, x = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        out[y : y + rng.integers(4, h // 4), x : x + rng.integers(4, w // 4)] += rng.integers(
+            -90, 90, 3
+        )
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def center_box(w: int, h: int, out_h: int, out_w: int) -> tuple[float, float, float, float]:
+    """The center crop Image draws: the largest centered box of the output's aspect."""
+    aspect = out_w / out_h
+    cw, ch = (h * aspect, h) if w / h > aspect else (w, w / aspect)
+    return ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+
+
+def assert_within_tolerance(got: np.ndarray, want: np.ndarray) -> None:
+    error = np.abs(got.astype(float) - want.astype(float))
+    assert error.mean() <= MEAN_LEVELS and error.max() <= MAX_LEVELS, (
+        error.mean(),
+        error.max(),
+    )
+
+
+FUSED_KINDS = {
+    "baseline 4:4:4": dict(quality=90, subsampling=0),
+    "baseline 4:2:0": dict(quality=90, subsampling=2),
+    "progressive": dict(quality=90, progressive=True),
+    "restart markers": dict(quality=90, restart_marker_blocks=3),
+    "gray": dict(quality=90),
+}
+
+
+# Output sizes of a 960x720 photo's center crop at each DCT scale (the crop 720 px high): 1/8
+# (90 px, the crop 8 times it), 1/4 (160), 1/2 (300), none but a region (a 60x900 strip, 8% of
+# the image), and none at all (a 400 px square: its crop is 75% of the image, decoded whole).
+SCALES = {"1/8": (90, 90), "1/4": (160, 160), "1/2": (300, 300), "region": (60, 900)}
+
+
+@pytest.mark.parametrize("kind", sorted(FUSED_KINDS))
+@pytest.mark.parametrize("scale", sorted(SCALES) + ["whole"])
+def test_a_center_crop_is_within_the_tolerance_of_pils_full_decode(kind, scale):
+    rgb = edged_photo(720, 960, seed=len(kind))
+    data = encode(rgb[..., 1] if kind == "gray" else rgb, "JPEG", **FUSED_KINDS[kind])
+    out_h, out_w = SCALES.get(scale, (400, 400))
+    full = PILImage.open(io.BytesIO(data)).convert("RGB")
+    want = np.asarray(
+        full.resize((out_w, out_h), PILImage.BILINEAR, box=center_box(960, 720, out_h, out_w))
+    )
+    got = decode([data], size=(out_h, out_w), layout="NHWC")[0].numpy()
+    assert_within_tolerance(got, want)
+    exact = decode([data], size=(out_h, out_w), layout="NHWC", jpeg="full")[0].numpy()
+    assert np.abs(exact.astype(float) - want).mean() <= 1.0  # the full decode, as before
+    if scale == "whole":  # no scale helps and the crop is most of the image: the same decode
+        assert np.array_equal(got, exact)
+
+
+def test_random_crops_are_the_same_rectangles_in_either_mode():
+    """The crops are drawn from the header's size as the full decode draws them: each image of
+    the batch, each epoch, is within the tolerance of its full decode (another rectangle would
+    be far off), and the output of a crop too large for any scale is the full decode's."""
+    data = [encode(edged_photo(600 + 40 * s, 800, s), "JPEG", quality=90) for s in range(6)]
+    for size, epoch in [((224, 224), 0), ((224, 224), 1), ((64, 96), 2)]:
+        kw = dict(size=size, crop="random", flip=True, seed=3, layout="NHWC")
+        batch = pa.record_batch({"img": pa.array(data, pa.binary())})
+        fused = to_batch(batch, {"img": Image(**kw)}, epoch=epoch)["img"].numpy()
+        exact = to_batch(batch, {"img": Image(**kw, jpeg="full")}, epoch=epoch)["img"].numpy()
+        for got, want in zip(fused, exact):
+            assert_within_tolerance(got, want)
+        assert not np.array_equal(fused, exact)  # some of them did decode scaled
+
+
+def test_a_cmyk_jpeg_is_decoded_whole_in_either_mode():
+    rgb = edged_photo(400, 400)
+    out = io.BytesIO()
+    PILImage.fromarray(rgb).convert("CMYK").save(out, format="JPEG", quality=95)
+    got = decode([out.getvalue()], size=(50, 50), crop="random", seed=2)
+    assert torch.equal(
+        got, decode([out.getvalue()], size=(50, 50), crop="random", seed=2, jpeg="full")
+    )
+    want = np.asarray(PILImage.fromarray(rgb).resize((50, 50), PILImage.BILINEAR)).astype(float)
+    assert np.abs(got[0].permute(1, 2, 0).numpy() - want).mean() < 40  # RGB, not CMYK bytes
+
+
+def test_fused_random_crops_repeat_across_runs_and_in_spawned_dataloader_workers():
+    """Seeded by (seed, epoch, bytes) as before: two runs, and the 2 spawned workers of a
+    DataLoader reading a Permutation's torch_dict format, make the same crops."""
+    from lancetorch.permutation import Permutation
+    from torch.utils.data import DataLoader
+
+    data = [encode(edged_photo(500, 700, s), "JPEG", quality=85) for s in range(8)]
+    spec = Image(size=(112, 112), crop="random", flip=True, seed=9)
+    batch = pa.record_batch({"img": pa.array(data, pa.binary())})
+    first = to_batch(batch, {"img": spec})["img"]
+    assert torch.equal(first, to_batch(batch, {"img": spec})["img"])
+    table = lancetorch.connect("memory://").create_table("t", pa.table({"img": batch["img"]}))
+    perm = Permutation.identity(table).with_format("torch_dict", decode={"img": spec})
+    loader = DataLoader(
+        perm,
+        batch_size=2,
+        shuffle=False,
+        num_workers=2,
+        multiprocessing_context="spawn",
+    )
+    images = torch.cat([b["img"] for b in loader])
+    assert torch.equal(images, first)
+
+
+def test_the_jpeg_setting_is_checked():
+    with pytest.raises(ValueError, match="jpeg must be one of 'crop', 'full', got 'fast'"):
+        Image(jpeg="fast")
+    with pytest.raises(TypeError, match="jpeg"):
+        Image(jpeg=1)
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_a_cut_jpeg_is_refused_when_its_crop_is_decoded_scaled(keep):
+    """Cut short: refused as before. Cut and given its end marker back inside the rows the
+    crop needs (a center crop keeps them all here): libjpeg's warning is an error."""
+    data = encode(edged_photo(480, 480), "JPEG", quality=90)
+    cut = data[: int(len(data) * keep)]
+    with pytest.raises(ValueError, match=r"JPEG: it ends after .* it is truncated"):
+        decode([cut], size=(60, 60))
+    with pytest.raises(
+        ValueError,
+        match=r"row 0 of the batch cannot be read: JPEG: its image data cannot be decoded "
+        r"\(.*\): it is corrupt or cut short",
+    ):
+        decode([cut + b"\xff\xd9"], size=(60, 60))
+
+
+def test_a_jpeg_libjpeg_warns_about_is_decoded_whole_instead():
+    """An unknown JFIF version is harmless, but libjpeg warns: the full decode reads the file
+    (the same pixels as jpeg="full"), where the same file with version 1 is decoded scaled."""
+    data = encode(edged_photo(480, 480), "JPEG", quality=90)
+    assert data[6:11] == b"JFIF\0" and data[11] == 1
+    odd = data[:11] + b"\x02" + data[12:]
+    full = decode([odd], size=(60, 60), jpeg="full")
+    assert torch.equal(decode([odd], size=(60, 60)), full)
+    assert not torch.equal(decode([data], size=(60, 60)), full)

@@ -320,6 +320,14 @@ def _image(spec_args: dict, batch: pa.RecordBatch | None = None, epoch: int = 0)
     return seen(util.to_batch(batch, {"img": Image(**{"size": (4, 4), **spec_args})}, epoch=epoch))
 
 
+def _jpeg_batch() -> pa.RecordBatch:
+    """A JPEG 24 times the output's size a side: decoded at 1/8 scale with ``jpeg="crop"``."""
+    rng = np.random.default_rng(0)
+    out = io.BytesIO()
+    PILImage.fromarray(rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)).save(out, format="JPEG")
+    return pa.record_batch({"img": pa.array([out.getvalue()], pa.binary())})
+
+
 def _deprecated(method: Callable[[Any], Any], value: Any) -> Any:
     """A deprecated method's result (its warning is checked in test_permutation.py)."""
     with warnings.catch_warnings():
@@ -1265,6 +1273,9 @@ CASES: dict[str, Case] = {
     "lancetorch.decode.Image:flip": Case(lambda v: _image({"flip": v}), False, True, 1),
     "lancetorch.decode.Image:seed": Case(
         lambda v: _image({"crop": "random", "seed": v}), 0, 1, 1.5
+    ),
+    "lancetorch.decode.Image:jpeg": Case(
+        lambda v: _image({"jpeg": v}, batch=_jpeg_batch()), "crop", "full", 5
     ),
     "lancetorch.decode.Image:on_error": Case(
         lambda v: outcome(lambda: _image({"on_error": v}, _bad_images())), "raise", "skip", 5

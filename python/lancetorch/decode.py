@@ -368,6 +368,17 @@ class Image:
     ``on_error="skip"``. Files are read strictly: one cut short is refused, not completed in
     gray.
 
+    A JPEG is decoded only where its crop lies (``jpeg="crop"``, the default): the crop is
+    drawn from the header's size exactly as for a full decode, then only the rows and columns
+    around it are decoded, and where the crop has at least twice the output's pixels a side,
+    at 1/2, 1/4 or 1/8 of the size by a scaled inverse DCT (the largest that still covers the
+    output), as libjpeg-turbo and PIL's ``draft()`` do. The pixels then differ slightly from a
+    full decode with the same crop and resize: within a mean of 2 levels and at most 32 of 255
+    on photos (the scaled DCT keeps the crop's low frequencies, where the bilinear resize of a
+    full decode aliases a little). Damage to a JPEG's image data outside its crop may then go
+    unseen (a file cut short is still refused). ``jpeg="full"`` decodes every pixel, as
+    earlier versions did.
+
     Parameters
     ----------
     size : int or tuple[int, int], default (224, 224)
@@ -391,6 +402,10 @@ class Image:
     on_error : {"raise", "skip"}, default "raise"
         ``"skip"``: an image that cannot be read takes its row out of the batch (every column
         of it; the Loader counts such rows in ``stats()["skipped"]``) instead of raising.
+    jpeg : {"crop", "full"}, default "crop"
+        ``"crop"``: decode a JPEG's crop only, DCT-scaled where the crop allows (above).
+        ``"full"``: decode every pixel at full size, then crop and resize (exact, slower on
+        large photos). PNG and WebP are always decoded whole.
 
     Raises
     ------
@@ -409,11 +424,13 @@ class Image:
     flip: bool = False
     seed: int = 0
     on_error: str = "raise"
+    jpeg: str = "crop"
 
     def __post_init__(self) -> None:
         # Frozen: the checked values are set through object.__setattr__ (size=224 as
         # (224, 224), NumPy numbers as Python's).
         _checks.choice("on_error", self.on_error, ("raise", "skip"))
+        _checks.choice("jpeg", self.jpeg, ("crop", "full"))
         size = self.size
         if isinstance(size, (bool, np.bool_)) or not isinstance(
             size, (int, np.integer, tuple, list)

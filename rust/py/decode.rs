@@ -67,6 +67,7 @@ pub struct ImageSpec {
     flip: bool,
     seed: u64,
     on_error: String,
+    jpeg: String,
 }
 
 impl ImageSpec {
@@ -99,6 +100,7 @@ impl ImageSpec {
             crop,
             seed: self.seed,
             epoch,
+            jpeg_crop: !choice("jpeg", &self.jpeg, "crop", "full")?,
         };
         Ok((spec, choice("on_error", &self.on_error, "raise", "skip")?))
     }
