@@ -490,6 +490,34 @@ def test_workers_map_the_tier_instead_of_a_shared_copy(tmp_path):
     assert back.__getitems__([299_998]).to_pydict() == t.__getitems__([299_998]).to_pydict()
 
 
+FORKS = """
+import multiprocessing, sys
+import lancetorch
+import concurrent.futures.thread  # its fork hook registered after lancetorch's: it runs first
+
+table = lancetorch.connect(sys.argv[1]).open_table("t", cache_dir=sys.argv[2])
+child = multiprocessing.get_context("fork").Process(target=print, args=("child",))
+child.start()  # lancetorch fills the cache through the tier before the fork
+child.join()
+print(table._backend._cached is not None)
+"""
+
+
+def test_a_fork_fills_a_cache_through_the_tier_without_a_hang(tmp_path):
+    """The fill before a fork takes the tier's pieces one after another: a submit to a
+    thread pool there waits for a lock concurrent.futures' own fork hook holds."""
+    _disk_table(tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", FORKS, str(tmp_path / "db"), str(tmp_path / "tier")],
+        capture_output=True,
+        text=True,
+        timeout=120,  # (it hung for good)
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["child", "True"]
+    assert len(NodeTier(tmp_path / "tier").pieces()) == 3
+
+
 def test_cache_dir_false_keeps_no_tier(tmp_path, monkeypatch):
     monkeypatch.setenv("LANCETORCH_CACHE_DIR", str(tmp_path / "default"))
     _disk_table(tmp_path)

@@ -140,12 +140,21 @@ def _fill_before_fork() -> None:
     """Before this process forks (DataLoader workers under ``fork``), fill the cache of every
     open disk table where the cache allows, so that forked workers read memory and never
     Lance. A table whose cache is off, or over its budget, is left as it is: a forked worker
-    reading it raises a RuntimeError saying so."""
-    for backend in list(_OPEN):
-        try:
-            backend.fill_cache()
-        except Exception:  # a store that fails now fails again, named, where it is read
-            pass
+    reading it raises a RuntimeError saying so. No thread pool is used meanwhile: a fork
+    hook of ``concurrent.futures`` may hold the lock a submit takes (see ``_store_from_tier``)."""
+    _FORKING.append(True)
+    try:
+        for backend in list(_OPEN):
+            try:
+                backend.fill_cache()
+            except Exception:  # a store that fails now fails again, named, where it is read
+                pass
+    finally:
+        _FORKING.pop()
+
+
+# Non-empty while this process fills caches before a fork (_fill_before_fork).
+_FORKING: list[bool] = []
 
 
 def _track_open(backend: _LanceBackend) -> None:
@@ -834,9 +843,12 @@ def _store_from_tier(
     bar = _progress(rows, f"reading {os.path.basename(backend.uri)}") if shown else _Count()
     with bar as progress:
         todo = list(range(len(starts)))
+        # One piece after another before a fork: concurrent.futures' own fork hook may hold
+        # the lock every submit takes by then (whether it does depends on the import order).
+        each = map if _FORKING else _pool("piece").map
         for wait in (False, True):  # the pieces others are fetching now, waited for last
             busy = []
-            got = _pool("piece").map(functools.partial(get, wait=wait), todo)
+            got = each(functools.partial(get, wait=wait), todo)
             for i, (piece, fetched) in zip(todo, got):
                 if piece is None:
                     busy.append(i)

@@ -501,18 +501,21 @@ class NodeTier:
 
     def _evict(self, keep: Path) -> None:
         """Remove the versions of ``keep``'s location older than its own, then the least
-        recently used pieces until the tier is within its budget (``keep`` stays)."""
-        self._evict_older_versions(keep.parent)
-        held = sorted(self.pieces(), key=lambda p: p[1].st_mtime_ns)
-        total = sum(st.st_size for _, st in held)
-        for path, st in held:
-            if total <= self.budget_bytes:
-                break
-            if path == keep:
-                continue
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-                total -= st.st_size
+        recently used pieces until the tier is within its budget (``keep`` stays). One thread
+        of a process at a time: two that list the pieces together would each remove the
+        other's."""
+        with _EVICTING:
+            self._evict_older_versions(keep.parent)
+            held = sorted(self.pieces(), key=lambda p: p[1].st_mtime_ns)
+            total = sum(st.st_size for _, st in held)
+            for path, st in held:
+                if total <= self.budget_bytes:
+                    break
+                if path == keep:
+                    continue
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                    total -= st.st_size
 
     def _evict_older_versions(self, folder: Path) -> None:
         mine = _version_note(folder)
@@ -526,6 +529,8 @@ class NodeTier:
             if theirs is not None and theirs < mine:
                 shutil.rmtree(other, ignore_errors=True)
 
+
+_EVICTING = threading.Lock()  # see NodeTier._evict
 
 # Pieces of a process waiting for their write to the tier (see NodeTier.get_behind), at most.
 _PENDING = 8
