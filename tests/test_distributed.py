@@ -83,9 +83,9 @@ def test_ranks_on_one_machine_share_one_node_tier(s3_server, tmp_path):
     """Two torchrun ranks open one SeaweedFS table with the same node tier: together they
     read every row of the epoch once, and each piece of the table is fetched from the store
     by one of them only (the other maps it)."""
-    from lancetorch import _lance
+    from lancetorch import _lance_reads
 
-    rows = 2 * _lance.PIECE_ROWS + 1000  # three pieces
+    rows = 2 * _lance_reads.PIECE_ROWS + 1000  # three pieces
     uri = f"s3://tests/{uuid.uuid4().hex}"
     options = s3_server.options
     data = pa.table({"id": np.arange(rows, dtype=np.int64), "x": np.ones(rows, np.float32)})

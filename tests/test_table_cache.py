@@ -355,7 +355,7 @@ def test_shared_files_are_owner_only(mem_db):
 def test_progress_bar_only_where_someone_sees_it(monkeypatch):
     import io
 
-    from lancetorch._lance import _Count, _progress
+    from lancetorch._lance_reads import _Count, _progress
 
     monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
     monkeypatch.setattr(sys, "stderr", io.StringIO())

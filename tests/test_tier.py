@@ -21,7 +21,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lancetorch import _lance
+from lancetorch import _lance_reads
 from lancetorch._tier import NodeTier, PieceKey, default_root
 
 ROWS = 5_000  # rows of a piece
@@ -638,8 +638,8 @@ def test_windowed_reads_take_from_the_tier_as_lance_would(tmp_path_factory, rows
     backend = t._backend
     # Too small a budget for the columns: pieces held are read, no piece is fetched.
     tier = NodeTier(folder / "tier", budget_bytes=1 << 30 if fill else 1000)
-    saved = _lance.PIECE_ROWS
-    _lance.PIECE_ROWS = 100
+    saved = _lance_reads.PIECE_ROWS
+    _lance_reads.PIECE_ROWS = 100
     try:
         for p in held:
             key = backend.piece_key(["id", "s", "z"], 100 * p, 100 * p + 100)
@@ -649,7 +649,7 @@ def test_windowed_reads_take_from_the_tier_as_lance_would(tmp_path_factory, rows
         backend._node_tier = tier
         store, places = backend.read_rows(np.array(rows, dtype=np.int64), ["z", "id"])
     finally:
-        _lance.PIECE_ROWS = saved
+        _lance_reads.PIECE_ROWS = saved
     got = store.take(pa.array(places))
     want = data.select(["z", "id"]).take(pa.array(rows, type=pa.int64()))
     assert got.to_pydict() == want.to_pydict()

@@ -19,7 +19,8 @@ import pyarrow as pa
 from . import _checks, _native
 from ._arrow import as_offsets, as_offsets_unsigned, as_table, conform
 from ._backends import Backend, CacheSettings, LanceLocation, Recipe, _MemoryBackend, is_backend
-from ._lance import _LanceBackend, tier_folder
+from ._lance import _LanceBackend
+from ._lance_reads import tier_folder
 from ._lancedb import lancedb_source, missing
 from ._vectors import check_policy, mend_vectors
 from .query import TableQueries
