@@ -804,3 +804,41 @@ def test_settings_of_another_type_are_refused_not_converted(mem_db, name, bad):
         args["world_size"] = 2
     with pytest.raises(TypeError, match=rf"{name}={re.escape(repr(bad))} is {type(bad).__name__}"):
         Loader(table, **args)
+
+
+def test_a_source_failing_on_its_first_read_is_closed_and_the_last_counted_once(
+    mem_db, monkeypatch
+):
+    """A window (or any source of batches) whose first read fails is closed, and the source
+    before it, finished and closed, is not closed or counted again."""
+    table = mem_db.create_table("t", {"x": np.arange(64, dtype=np.float32)})
+    loader = Loader(table, 16, shuffle=False)
+    real = loader._epoch_in_memory
+    closes: dict[str, int] = {"first": 0, "second": 0}
+
+    def counted(source, name):
+        close = source.close
+
+        def close_and_count():
+            closes[name] += 1
+            close()
+
+        source.close = close_and_count
+        return source
+
+    def fail() -> None:
+        raise OSError("the store failed")
+
+    def sources(epoch, position):
+        yield counted(next(real(epoch, position)), "first")
+        second = counted(next(real(epoch, position)), "second")
+        second.next = fail
+        yield second
+
+    monkeypatch.setattr(loader, "_epoch_in_memory", sources)
+    seen = []
+    with pytest.raises(OSError, match="the store failed"):
+        for batch in loader:
+            seen += batch[0].tolist()
+    assert seen == list(range(64))
+    assert closes == {"first": 1, "second": 1}

@@ -434,7 +434,7 @@ class Loader(_EpochReads):
             pin_range = lambda: torch.profiler.record_function("lancetorch.loader.pin")  # noqa: E731
         else:
             wait_range = pin_range = contextlib.nullcontext
-        prefetcher: _Source | None = None
+        held: list[_Source | None] = [None]  # the source being read, closed once, in finally
         packer = None
         if self._pack is not None:
             packer = self._packer = Packer(*self._pack, skip=self._resume_skip)
@@ -448,13 +448,14 @@ class Loader(_EpochReads):
             while True:
                 t0 = time.perf_counter()
                 with wait_range():
-                    prefetcher, capsule = self._next_capsule(prefetcher, sources)
+                    capsule = self._next_capsule(held, sources)
                 self._stats["wait_s"] += time.perf_counter() - t0
                 if capsule is None:
                     for packed in packer.finish() if packer is not None else ():
                         yield deliver(packed)
                     finished = True
                     return
+                prefetcher = held[0]
                 assert prefetcher is not None  # the capsule came from it
                 batch = self._batch_of(capsule, prefetcher, torch)
                 self._sampler.record()
@@ -464,8 +465,8 @@ class Loader(_EpochReads):
                 for packed in packer.feed(batch[packer.column]):
                     yield deliver(packed)
         finally:
-            if prefetcher is not None:
-                self._close(prefetcher)
+            if held[0] is not None:
+                self._close(held[0])
             sources.close()
             self._stats["total_s"] += time.perf_counter() - start
             read = self._stats["store_bytes"] or self._stats["tier_bytes"]
@@ -473,20 +474,22 @@ class Loader(_EpochReads):
                 line = summary(self._stats, before, epoch, self._table.name, self._sampler.n)
                 print(line, file=sys.stderr, flush=True)
 
-    def _next_capsule(
-        self, prefetcher: _Source | None, sources: Iterator[_Source]
-    ) -> tuple[_Source | None, Any]:
-        """The next batch's capsule, from ``prefetcher`` or, once it runs out (then closed),
-        the next of ``sources``; the source it came from. None at the end of the epoch."""
+    def _next_capsule(self, held: list[_Source | None], sources: Iterator[_Source]) -> Any:
+        """The next batch's capsule, from the source in ``held`` or, once it runs out (then
+        closed), the next of ``sources``, which ``held`` then holds before it is read (so
+        that one failing on its first read is closed, once, by the caller). None at the end
+        of the epoch."""
+        prefetcher = held[0]
         capsule = prefetcher.next() if prefetcher is not None else None
         while capsule is None:
             if prefetcher is not None:
+                held[0] = None
                 self._close(prefetcher)
-            prefetcher = next(sources, None)
+            prefetcher = held[0] = next(sources, None)
             if prefetcher is None:
                 break
             capsule = prefetcher.next()
-        return prefetcher, capsule
+        return capsule
 
     def _batch_of(self, capsule: Any, prefetcher: _Source, torch: Any) -> Any:
         """The batch of ``capsule``: a transform's output, ``{column: value}``, or one
