@@ -500,6 +500,12 @@ def test_a_spec_of_ones_own_works_on_every_path(mem_db):
     with pytest.raises(TypeError, match="rows='some'"):
         to_batch(table.to_arrow(), {"v": NoRows()})
 
+    class SkipsWithoutSaying(Doubled):
+        rows = "skips"
+
+    with pytest.raises(TypeError, match="no decode_rows"):
+        to_batch(table.to_arrow(), {"v": SkipsWithoutSaying()})
+
 
 def test_a_spec_crosses_into_rust_as_the_object_itself():
     """decode_tokens and decode_images read the spec object's fields: anything else is refused

@@ -160,6 +160,21 @@ def test_add_bad_vectors_as_create_table_does(any_db):
     assert table.to_arrow().column("vector").to_pylist()[2:] == [[3.0, 9.0], [4.0, 5.0], [6.0, 9.0]]
 
 
+def test_add_null_for_vectors_of_another_fixed_size(any_db):
+    """A fixed-size list of another size than the table's: every row bad; "null" stores
+    them as null vectors, "fill" cuts or pads them to the table's size."""
+    wide = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(20, dtype=np.float32)), 10)
+    table = any_db.create_table("t", {"e": wide, "i": [0, 1]})
+    longer = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(12, dtype=np.float32)), 12)
+    with pytest.raises(ValueError, match="row 0 has 12 values, not 10"):
+        table.add({"e": longer, "i": [2]})
+    table.add({"e": longer, "i": [2]}, on_bad_vectors="null")
+    table.add({"e": longer, "i": [3]}, on_bad_vectors="fill")
+    got = table.to_arrow()
+    assert got.schema.field("e").type == pa.list_(pa.float32(), 10)
+    assert got.column("e").to_pylist()[2:] == [None, list(range(10))]
+
+
 def test_add_empty_changes_nothing(table):
     table.add(sample_table(0))
     assert len(table) == 10

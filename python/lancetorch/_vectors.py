@@ -25,13 +25,13 @@ def _listlike(kind: pa.DataType) -> bool:
 
 
 def _is_vector(name: str, kind: pa.DataType) -> bool:
-    """A column named ``vector`` of number lists, or a fixed-size list of floats of at least
+    """A column named ``vector`` of float lists, or a fixed-size list of floats of at least
     ten values (LanceDB's rule, so that the same data is refused or mended alike)."""
     if not _listlike(kind):
         return False
     value = kind.value_type
     if name == VECTOR:
-        return pa.types.is_floating(value) or pa.types.is_integer(value)
+        return pa.types.is_floating(value)
     return (
         pa.types.is_fixed_size_list(kind)
         and pa.types.is_floating(value)
@@ -71,6 +71,8 @@ def mend_vectors(
         size = _length(kind, column)
         if size is None:
             continue
+        if pa.types.is_fixed_size_list(column.type) and column.type.list_size != size:
+            column = column.cast(pa.list_(column.type.value_type))  # every row the wrong length
         bad, why = _bad_rows(column, size)
         if not bad.any():
             continue
@@ -130,8 +132,12 @@ def _filled(column: pa.Array, bad: np.ndarray, size: int, fill_value: float) -> 
     """The column with each bad vector mended to ``size`` values: NaN and missing values
     become ``fill_value``, values past ``size`` are cut; good rows as they were."""
     value = column.type.value_type
-    out = value if pa.types.is_floating(value) else pa.float32()
-    kind = pa.list_(out, size) if pa.types.is_fixed_size_list(column.type) else pa.list_(out)
+    if pa.types.is_fixed_size_list(column.type):
+        kind = pa.list_(value, size)
+    elif pa.types.is_large_list(column.type):
+        kind = pa.large_list(value)
+    else:
+        kind = pa.list_(value)
     rows = np.flatnonzero(bad)
     mended = []
     for i in rows:

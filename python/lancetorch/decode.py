@@ -597,6 +597,11 @@ def check_specs(decode: Any) -> dict[str, Any]:
                 f"decode['{column}'] ({type(spec).__name__}) says rows={spec.rows!r}; a spec's "
                 "rows is 'each', 'skips' (with decode_rows) or 'packs'"
             )
+        if spec.rows == "skips" and not callable(getattr(spec, "decode_rows", None)):
+            raise TypeError(
+                f"decode['{column}'] ({type(spec).__name__}) skips rows but has no "
+                "decode_rows(batch, column, epoch) -> (values, skipped rows)"
+            )
     return dict(decode)
 
 
