@@ -87,9 +87,55 @@ pub fn zeroed(n: usize) -> Result<Vec<u8>> {
     Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
 }
 
+/// The CRC-32 (IEEE, as zlib computes it) of the first `len` bytes of the open file `fd`,
+/// read in chunks at their offsets (the file's own position untouched): the node tier's
+/// piece checksum, taken without mapping the file.
+pub fn crc32_of_file(fd: std::os::fd::RawFd, len: u64) -> std::io::Result<u32> {
+    use std::os::unix::fs::FileExt;
+    // SAFETY: the caller keeps `fd` open for the call; ManuallyDrop leaves it open after.
+    let file = std::mem::ManuallyDrop::new(unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    let mut hasher = crc32fast::Hasher::new();
+    #[allow(clippy::disallowed_methods)] // at most 1 MiB, a constant
+    let mut chunk = vec![0u8; (1 << 20).min(len as usize)];
+    let mut at = 0u64;
+    while at < len {
+        let n = chunk.len().min((len - at) as usize);
+        file.read_exact_at(&mut chunk[..n], at)?;
+        hasher.update(&chunk[..n]);
+        at += n as u64;
+    }
+    Ok(hasher.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_file_checksum_is_zlib_crc32_of_its_first_bytes() {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let path = std::env::temp_dir().join(format!("lancetorch-crc-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        // 3 MiB and a bit of a pattern, then a tail left out of the checksum.
+        let body: Vec<u8> = (0..(3 << 20) + 7).map(|i: u32| (i % 251) as u8).collect();
+        file.write_all(&body).unwrap();
+        file.write_all(b"tail").unwrap();
+        let reader = std::fs::File::open(&path).unwrap();
+        let fd = reader.as_raw_fd();
+        assert_eq!(
+            crc32_of_file(fd, body.len() as u64).unwrap(),
+            crc32fast::hash(&body)
+        );
+        assert_eq!(crc32_of_file(fd, 0).unwrap(), 0);
+        std::fs::write(&path, b"123456789").unwrap();
+        let check = std::fs::File::open(&path).unwrap();
+        assert_eq!(crc32_of_file(check.as_raw_fd(), 9).unwrap(), 0xCBF4_3926);
+        assert!(crc32_of_file(check.as_raw_fd(), 10).is_err()); // past its end
+        std::fs::remove_file(&path).unwrap();
+    }
 
     #[test]
     fn more_than_the_machine_has_is_an_error() {

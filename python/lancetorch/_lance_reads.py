@@ -430,15 +430,13 @@ def _rows_from_tier(
         piece: pa.Table, at: np.ndarray, start: int, fetched: bool = False, copy: bool = False
     ) -> None:
         """The rows ``unique[at]`` of ``piece`` (rows ``start`` on): slices of a mapped
-        piece, a copy of those of a piece in memory (which goes once it is written)."""
-        rows = _gather(piece.select(names), unique[at] - start)
-        if copy and rows:
-            merged = pa.Table.from_batches(rows)
-            rows = [
-                pa.record_batch(
-                    [pa.concat_arrays(c.chunks) for c in merged.columns], schema=merged.schema
-                )
-            ]
+        piece, one take (a copy) of those of a piece in memory (which goes once it is
+        written)."""
+        local = unique[at] - start
+        if copy:
+            rows = piece.select(names).take(pa.array(local)).combine_chunks().to_batches()
+        else:
+            rows = _gather(piece.select(names), local)
         if not fetched:
             backend.from_tier(sum(b.nbytes for b in rows))
         parts.extend(rows)

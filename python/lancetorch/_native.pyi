@@ -18,6 +18,7 @@ __all__ = [
     "normalize_offsets",
     "view_offsets",
     "available_memory",
+    "crc32_of_file",
     "batches_to_tensor",
     "taken_to_tensor",
     "remember_alias",
@@ -95,6 +96,7 @@ class DLPackTensor:
 
 def normalize_offsets(offsets: list[int] | pa.Int64Array, num_rows: int) -> pa.Int64Array: ...
 def available_memory() -> int | None: ...
+def crc32_of_file(fd: int, length: int) -> int: ...
 def view_offsets(
     positions: list[int] | pa.Int64Array,
     length: int,

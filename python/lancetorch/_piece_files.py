@@ -2,11 +2,14 @@
 of the folders that hold them (``_tier.py`` keeps the pieces, their locks and their budget).
 
 A piece file is an uncompressed Arrow IPC file followed by a 24-byte trailer: the magic
-``LTTIER01``, the IPC file's length (u64) and its CRC-32 (u32, ``zlib.crc32``), little-endian,
-then four zero bytes. The file is whole or absent (written to a temporary file in the same
-folder, fsynced, renamed); a file whose length, trailer, checksum or IPC does not check out
-(a disk fault, a hand that edited it) is removed and fetched again, never read. A process
-checks a file once (by device, inode and size) the first time it maps it.
+``LTTIER01``, the IPC file's length (u64) and its CRC-32 (u32, zlib's, taken by the native
+``crc32_of_file``), little-endian, then four zero bytes. The file is whole or absent (written
+to a temporary file in the same folder, renamed); a file whose length, trailer, checksum or
+IPC does not check out (a disk fault, a crash before the kernel wrote it out, a hand that
+edited it) is removed and fetched again, never read. A process checks a file once (by
+device, inode and size) the first time it maps it, so nothing is fsynced: a piece torn by a
+crash is found by the first process that maps it after, and a process that wrote a piece
+reads it from the page cache it wrote to.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import errno
 import os
 import stat
 import struct
-import zlib
 from pathlib import Path
 
 import pyarrow as pa
+
+from ._native import crc32_of_file
 
 _MAGIC = b"LTTIER01"
 _TRAILER = struct.Struct("<8sQI4x")  # magic, IPC length, CRC-32 of the IPC bytes
@@ -84,18 +88,16 @@ def _checked_table(table: object) -> pa.Table:
 
 def _write_piece(path: Path, table: pa.Table) -> int:
     """``table`` as an uncompressed Arrow IPC file at ``path`` (made 0600, no file there),
-    its trailer after it, fsynced; the IPC file's length."""
+    its trailer after it; the IPC file's length."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     os.close(fd)
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)
-    with pa.memory_map(str(path), "r") as mapped:
-        size = mapped.size()
-        crc = zlib.crc32(memoryview(mapped.read_buffer()))
-    with open(path, "ab") as f:
+    with open(path, "r+b") as f:
+        size = os.fstat(f.fileno()).st_size
+        crc = crc32_of_file(f.fileno(), size)
+        f.seek(size)
         f.write(_TRAILER.pack(_MAGIC, size, crc))
-        f.flush()
-        os.fsync(f.fileno())
     return size
 
 
@@ -104,15 +106,6 @@ def _trust(path: Path) -> None:
     file's bytes, under its lock) is not checked again when this process maps it."""
     st = os.stat(path)
     _checked.add((str(path), st.st_dev, st.st_ino, st.st_size))
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _map_checked(path: Path) -> pa.Table | None:
@@ -137,7 +130,7 @@ def _map_checked(path: Path) -> pa.Table | None:
         body = whole.slice(0, size)
         seen = (str(path), st.st_dev, st.st_ino, st.st_size)
         if seen not in _checked:
-            if zlib.crc32(memoryview(body)) != crc:
+            if crc32_of_file(source.fileno(), size) != crc:
                 raise CorruptPiece(f"{path}: its checksum does not match its bytes")
             table = pa.ipc.open_file(body).read_all()
             _checked.add(seen)

@@ -50,7 +50,6 @@ from ._piece_files import (
     CorruptPiece,
     _check_folder,
     _checked_table,
-    _fsync_folder,
     _make_folder,
     _map_checked,
     _trust,
@@ -413,7 +412,6 @@ class NodeTier:
                 return mapped if mapped is not None else table
             os.rename(tmp, path)
             _trust(path)
-            _fsync_folder(path.parent)
             mapped = _map_checked(path)
         except (OSError, CorruptPiece) as e:
             with contextlib.suppress(OSError):

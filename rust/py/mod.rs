@@ -35,6 +35,7 @@ fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(store::normalize_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::view_offsets, m)?)?;
     m.add_function(wrap_pyfunction!(store::available_memory, m)?)?;
+    m.add_function(wrap_pyfunction!(store::crc32_of_file, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::batches_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(tensor::taken_to_tensor, m)?)?;
     m.add_function(wrap_pyfunction!(recent::remember_alias, m)?)?;

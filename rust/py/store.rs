@@ -46,6 +46,13 @@ pub fn available_memory() -> Option<u64> {
     crate::memory::available_bytes()
 }
 
+/// The CRC-32 (zlib's) of the first `length` bytes of the open file `fd`, read without
+/// the GIL.
+#[pyfunction]
+pub fn crc32_of_file(py: Python<'_>, fd: i32, length: u64) -> PyResult<u32> {
+    Ok(py.detach(|| crate::memory::crc32_of_file(fd, length))?)
+}
+
 /// A memory table's data, held in Rust.
 #[pyclass(name = "ColumnStore", module = "lancetorch._native", frozen)]
 pub struct PyColumnStore {
