@@ -99,6 +99,7 @@ class _LanceBackend(_LanceReads):
         self.location = location
         self.settings = cache if cache is not None else CacheSettings()
         self._dataset: Any = None
+        self._rows: int | None = None  # this version's rows, counted once (Lance reads to count)
         self._pid = os.getpid()
         self._opening = threading.Lock()
         # The version's identity, where it was sent from another process: checked when the
@@ -247,6 +248,7 @@ class _LanceBackend(_LanceReads):
 
     def _open(self, dataset: Any) -> None:
         self._dataset = dataset
+        self._rows = None
         self._schema = dataset.schema
         self.version = dataset.version
         self._identity = _identity_of(dataset)
@@ -369,7 +371,9 @@ class _LanceBackend(_LanceReads):
     def count_rows(self) -> int:
         if self._cached is not None:
             return self._cached[1].num_rows
-        return self.dataset.count_rows()
+        if self._rows is None:
+            self._rows = self.dataset.count_rows()
+        return self._rows
 
     def cache_for(self, names: list[str]) -> tuple[list[str], _native.ColumnStore] | None:
         """The cached columns covering ``names``, reading them now if the budget allows (one

@@ -19,6 +19,8 @@ import errno
 import os
 import stat
 import struct
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,6 +37,14 @@ class CorruptPiece(Exception):
 
 # Files this process has checked, by (path, device, inode, size): checked once a process.
 _checked: set[tuple[str, int, int, int]] = set()
+
+# Pieces this process has mapped, by path, with the (device, inode, size) of the file mapped:
+# a read of a few rows of a piece maps it once, not each time (a map and its IPC footer cost
+# more than a take of a batch's rows). At most _KEPT, the least recently used dropped first;
+# a piece removed from the tier keeps its disk space while a process keeps it mapped.
+_KEPT = 16
+_kept: OrderedDict[str, tuple[tuple[int, int, int], pa.Table]] = OrderedDict()
+_keeping = threading.Lock()
 
 
 def _check_folder(path: Path) -> None:
@@ -108,9 +118,46 @@ def _trust(path: Path) -> None:
     _checked.add((str(path), st.st_dev, st.st_ino, st.st_size))
 
 
+def _map_kept(path: Path) -> pa.Table | None:
+    """``_map_checked(path)``, served from this process's kept mappings while the file at
+    ``path`` is the one mapped (see ``_KEPT``)."""
+    key = str(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    with _keeping:
+        kept = _kept.get(key)
+        if kept is not None and st is not None and kept[0] == _identity(st):
+            _kept.move_to_end(key)
+            return kept[1]
+        _kept.pop(key, None)
+    if st is None:
+        return None
+    mapped = _map_and_check(path)
+    if mapped is None:
+        return None
+    table, identity = mapped
+    with _keeping:
+        _kept[key] = (identity, table)
+        while len(_kept) > _KEPT:
+            _kept.popitem(last=False)
+    return table
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    return st.st_dev, st.st_ino, st.st_size
+
+
 def _map_checked(path: Path) -> pa.Table | None:
     """The piece at ``path`` mapped (its buffers point into the mapping), None when there is
     no file; raises CorruptPiece when it does not check out."""
+    mapped = _map_and_check(path)
+    return None if mapped is None else mapped[0]
+
+
+def _map_and_check(path: Path) -> tuple[pa.Table, tuple[int, int, int]] | None:
+    """``_map_checked``, with the (device, inode, size) of the file mapped."""
     try:
         source = pa.memory_map(str(path), "r")
     except FileNotFoundError:
@@ -128,14 +175,14 @@ def _map_checked(path: Path) -> pa.Table | None:
         if magic != _MAGIC or size != whole.size - _TRAILER.size:
             raise CorruptPiece(f"{path}: its trailer does not match its length ({whole.size})")
         body = whole.slice(0, size)
-        seen = (str(path), st.st_dev, st.st_ino, st.st_size)
+        seen = (str(path), *_identity(st))
         if seen not in _checked:
             if crc32_of_file(source.fileno(), size) != crc:
                 raise CorruptPiece(f"{path}: its checksum does not match its bytes")
             table = pa.ipc.open_file(body).read_all()
             _checked.add(seen)
-            return table
-        return pa.ipc.open_file(body).read_all()
+            return table, _identity(st)
+        return pa.ipc.open_file(body).read_all(), _identity(st)
     except CorruptPiece:
         raise
     except (pa.ArrowException, OSError, ValueError, struct.error) as e:

@@ -52,6 +52,7 @@ from ._piece_files import (
     _checked_table,
     _make_folder,
     _map_checked,
+    _map_kept,
     _trust,
     _write_piece,
 )
@@ -204,7 +205,7 @@ class NodeTier:
         """The piece of ``key`` when the tier holds a sound copy, else None (nothing fetched)."""
         path = self.path_of(key)
         try:
-            table = _map_checked(path)
+            table = _map_kept(path)
         except CorruptPiece:
             return None
         if table is not None:
@@ -280,7 +281,7 @@ class NodeTier:
     ) -> pa.Table | None:
         path = self.path_of(key)
         try:
-            table = _map_checked(path)
+            table = _map_kept(path)
         except CorruptPiece:
             table = None  # checked again, and removed, under the lock
         if table is not None:
