@@ -281,8 +281,20 @@ class _LanceReads:
         return data.select(names).combine_chunks()
 
 
-# Rows of a node tier's piece of a disk table's cache: large reads, few files.
+# A node tier's piece of a disk table: about _PIECE_BYTES of the table's rows (all its columns,
+# so that a piece of fewer columns has the same rows), a power of two from _FEWEST_PIECE_ROWS
+# to PIECE_ROWS rows. Large reads and few files, while the memory of the pieces in flight stays
+# bounded: Lance's read of a piece holds about twice its bytes, and its allocator keeps some.
 PIECE_ROWS = 1 << 17
+_FEWEST_PIECE_ROWS = 1 << 12
+_PIECE_BYTES = 32 << 20
+
+
+def piece_rows(schema: pa.Schema) -> int:
+    """The rows of each node tier piece of a table of ``schema`` (see ``_PIECE_BYTES``)."""
+    per_row = max(_estimated_bytes(schema, schema.names, 1), 1)
+    fit = 1 << max((_PIECE_BYTES // per_row).bit_length() - 1, 0)
+    return min(PIECE_ROWS, max(_FEWEST_PIECE_ROWS, fit))
 
 
 def tier_folder(cache_dir: str | os.PathLike[str] | bool | None) -> str | bool:
@@ -328,12 +340,13 @@ def _store_from_tier(
     a piece another process is fetching is waited for after the others): the processes of
     a node share one copy of the rows in the page cache, none holds its own. A progress bar
     when ``shown`` (and on a terminal)."""
-    starts = list(range(0, rows, PIECE_ROWS))
+    size = piece_rows(backend.schema)
+    starts = list(range(0, rows, size))
     pieces: list[pa.Table | None] = [None] * len(starts)
 
     def get(i: int, wait: bool) -> tuple[pa.Table | None, bool]:
         start = starts[i]
-        return _piece(backend, tier, names, start, min(start + PIECE_ROWS, rows), wait)
+        return _piece(backend, tier, names, start, min(start + size, rows), wait)
 
     bar = _progress(rows, f"reading {os.path.basename(backend.uri)}") if shown else _Count()
     with bar as progress:
@@ -499,12 +512,13 @@ def _pieces_of(
     held: list[tuple[pa.Table, np.ndarray, int, bool]] = []
     wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     missing: list[np.ndarray] = []
-    first = unique // PIECE_ROWS
+    size = piece_rows(backend.schema)
+    first = unique // size
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):
             continue
-        start = int(first[at[0]]) * PIECE_ROWS
-        stop = min(start + PIECE_ROWS, rows)
+        start = int(first[at[0]]) * size
+        stop = min(start + size, rows)
         key = backend.piece_key(columns, start, stop)
         piece = tier.pending(key)
         if piece is not None:  # fetched for a window before, still being written
