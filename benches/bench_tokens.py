@@ -183,9 +183,9 @@ def packing(args, table, data, batches, values) -> None:
 
     def pack_way() -> None:
         # The Loader's in-order step alone, on batches taken before timing.
-        from lancetorch._packing import Packer
+        from lancetorch._packing import Packer, Shard
 
-        packer = Packer("tokens", spec)
+        packer = Packer("tokens", spec, Shard(0, 0, 1, n, n, size))
         for batch in taken:
             for _ in packer.feed(batch):
                 pass

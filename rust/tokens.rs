@@ -614,9 +614,22 @@ impl Carry {
         })
     }
 
-    /// Take the next row batch's token column.
-    pub fn push(&mut self, list: ArrayRef) -> Result<()> {
-        let (ranges, values) = row_ranges(list.as_ref(), &self.name)?;
+    /// Take the next row batch's token column, the first `tokens` of each `(row, tokens)` of
+    /// `handed` (all of the row's, when it has fewer) left out: handed out before a resume.
+    pub fn push(&mut self, list: ArrayRef, handed: &[(usize, usize)]) -> Result<()> {
+        let (mut ranges, values) = row_ranges(list.as_ref(), &self.name)?;
+        for &(row, tokens) in handed {
+            let Some(range) = ranges.get_mut(row) else {
+                return Err(Error::Value(format!(
+                    "column '{}': row {row} handed out before is past the {} rows of its \
+                     row batch",
+                    self.name,
+                    list.len()
+                )));
+            };
+            let out = tokens.min(range.1);
+            *range = (range.0 + out, range.1 - out);
+        }
         if let Some(head) = self.pending.first() {
             same_token_type(
                 [values_of(head.list.as_ref()), values].into_iter(),
@@ -697,6 +710,28 @@ impl Carry {
     /// where a resumed pass starts.
     pub fn state(&self) -> (usize, usize) {
         (self.first, self.skip)
+    }
+
+    /// The tokens of [`Carry::state`]'s row batch already handed out as rows: `(rows, tokens)`,
+    /// its first `rows` rows whole (left out when fed, or empty, included) and the first
+    /// `tokens` of the row after them.
+    pub fn progress(&self) -> (usize, usize) {
+        let Some(head) = self.pending.first() else {
+            return (0, 0);
+        };
+        let mut left = self.skip;
+        let rows = head
+            .ranges
+            .iter()
+            .take_while(|&&(_, n)| {
+                let whole = n <= left;
+                if whole {
+                    left -= n;
+                }
+                whole
+            })
+            .count();
+        (rows, left)
     }
 }
 
@@ -825,7 +860,7 @@ mod tests {
         let a: ArrayRef = std::sync::Arc::new(lists(&[Some(vec![1, 2, 3]), Some(vec![4, 5])]));
         let b: ArrayRef = std::sync::Arc::new(lists(&[Some(vec![6, 7, 8, 9])]));
         let mut carry = Carry::new("t", packing(3, Some(1), -1), 0).unwrap();
-        carry.push(a.clone()).unwrap();
+        carry.push(a.clone(), &[]).unwrap();
         let mut got = Vec::new();
         let mut states = Vec::new();
         for batch in [b.clone()] {
@@ -833,7 +868,7 @@ mod tests {
                 got.push(values(&carry.take().unwrap().tokens));
                 states.push(carry.state());
             }
-            carry.push(batch).unwrap();
+            carry.push(batch, &[]).unwrap();
         }
         while carry.available() > 0 {
             let p = carry.take().unwrap();
@@ -846,11 +881,40 @@ mod tests {
         // Resumed at batch 1 with 1 token out: the same rest, its documents from 2 on as
         // the caller numbers them.
         let mut resumed = Carry::new("t", packing(3, Some(1), -1), 1).unwrap();
-        resumed.push(b).unwrap();
+        resumed.push(b, &[]).unwrap();
         let p = resumed.take().unwrap();
         assert_eq!(values(&p.tokens), vec![7, 8, 9]);
         assert_eq!(values(&p.positions), vec![0, 1, 2]);
         assert!(Carry::new("t", packing(3, None, 0), 0).is_err());
+    }
+
+    #[test]
+    fn rows_handed_out_before_are_left_out_and_progress_counts_rows() {
+        let a: ArrayRef = std::sync::Arc::new(lists(&[
+            Some(vec![1, 2, 3]),
+            None,
+            Some(vec![4, 5]),
+            Some(vec![6, 7, 8]),
+        ]));
+        let mut carry = Carry::new("t", packing(2, Some(1), -1), 0).unwrap();
+        assert_eq!(carry.progress(), (0, 0));
+        // Row 0 handed out whole (more than it holds), row 3's first token.
+        carry.push(a.clone(), &[(0, usize::MAX), (3, 1)]).unwrap();
+        assert_eq!(carry.progress(), (2, 0)); // row 0 left out and row 1 empty: whole
+        let p = carry.take().unwrap();
+        assert_eq!(values(&p.tokens), vec![4, 5]);
+        assert_eq!(longs(&p.documents), vec![2, 2]);
+        assert_eq!(carry.progress(), (3, 0));
+        let p = carry.take().unwrap();
+        assert_eq!(values(&p.tokens), vec![7, 8]);
+        assert_eq!(carry.state(), (1, 0));
+        assert_eq!(carry.progress(), (0, 0));
+        let mut partial = Carry::new("t", packing(2, Some(1), -1), 0).unwrap();
+        partial.push(a.clone(), &[]).unwrap();
+        partial.take().unwrap();
+        assert_eq!(partial.progress(), (0, 2)); // two of row 0's three tokens
+        let err = partial.push(a, &[(4, 1)]).unwrap_err().to_string();
+        assert!(err.contains("row 4") && err.contains("4 rows"), "{err}");
     }
 
     #[test]

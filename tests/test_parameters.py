@@ -402,6 +402,12 @@ def _loader_state(batches: int) -> dict:
     return state
 
 
+def _relaid(positions: Any, world_size: int = 2) -> Any:
+    s = _windowed()
+    s.load_state_dict(s.state_dict())  # saved on 2 ranks
+    return s.resumed_positions(positions, world_size).tolist()
+
+
 def _with_epoch(epoch: Any) -> Any:
     loader = Loader(_numbers(_t()), 5, seed=0)
     loader.set_epoch(epoch)
@@ -1006,6 +1012,10 @@ CASES: dict[str, Case] = {
     f"{SAMPLER}.record:batches": Case(_recorded, 1, 2, -1),
     f"{SAMPLER}.shard_rows:epoch": Case(lambda v: _s().shard_rows(v).tolist(), 0, 1, 1.5),
     f"{SAMPLER}.shard_rows:start": Case(lambda v: _s().shard_rows(0, v).tolist(), 0, 5, 1.5),
+    f"{SAMPLER}.resumed_positions:positions": Case(
+        _relaid, np.array([0, 1, 2]), np.array([3, 4, 5]), [0.5]
+    ),
+    f"{SAMPLER}.resumed_positions:world_size": Case(lambda v: _relaid(np.arange(10), v), 2, 1, 1.5),
     f"{SAMPLER}.state_dict:batches": Case(lambda v: _sampler_state(v)["position"], None, 1, 1.5),
     f"{SAMPLER}.load_state_dict:state": Case(_after, _sampler_state(0), _sampler_state(1), 5),
     "lancetorch.sampler.Windows:clump_size": Case(
@@ -1101,6 +1111,12 @@ CASES: dict[str, Case] = {
     "lancetorch.loader.Loader.set_epoch:epoch": Case(_with_epoch, 0, 1, 1.5),
     "lancetorch.loader.Loader.load_state_dict:state": Case(
         _loader_after, _loader_state(0), _loader_state(2), 5
+    ),
+    "lancetorch.loader.Loader.merge_state_dicts:states": Case(
+        lambda v: Loader.merge_state_dicts(v)["position"],
+        [_loader_state(0)],
+        [_loader_state(2)],
+        5,
     ),
     # -- StreamingDataset ------------------------------------------------------------------------
     "lancetorch.streaming.StreamingDataset:table": Case(lambda v: _stream(table=v), _t(), _t2(), 5),

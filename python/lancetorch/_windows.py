@@ -34,6 +34,15 @@ def _window(starts: np.ndarray, position: int) -> int:
     return int(np.searchsorted(starts, position, side="right")) - 1
 
 
+def _from(saved: Layouts, position: int, world: int) -> Layouts:
+    """The layouts of the window a pass from ``position`` on ``world`` ranks reads: those of
+    ``saved`` before ``position``, then one for ``world`` ranks where the number changed."""
+    layouts = [(q, w) for q, w in saved if q < position]
+    if not layouts or layouts[-1][1] != world:
+        layouts.append((position, world))
+    return layouts
+
+
 @dataclass(frozen=True)
 class Windows:
     """The windowed order, an ``order`` of :class:`lancetorch.sampler.BatchSampler`: clumps of
@@ -197,11 +206,34 @@ class WindowedOrder:
             saved = [(int(starts[k]), world)]
             if self._resume is not None and self._resume[:2] == (epoch, position):
                 saved = self._resume[2]
-            layouts = [(q, w) for q, w in saved if q < position]
-            if not layouts or layouts[-1][1] != world:
-                layouts.append((position, world))
-            self._pass = (epoch, k, layouts)
+            self._pass = (epoch, k, _from(saved, position, world))
         self._resume = None
+
+    def moved(self, places: np.ndarray, saved: int, world: int) -> np.ndarray:
+        """Where the rows at global ``places`` (at or past the position of the state last
+        loaded) of a run on ``saved`` ranks are in the pass that resumes it on ``world``:
+        the window of the position and the windows after it laid out for each run's ranks
+        (``begin``'s layouts), the rows of each window staying in it."""
+        if saved == world or not len(places):
+            return places
+        if self._resume is None:
+            raise ValueError(
+                "resumed_positions() places the rows of the state load_state_dict() loaded, "
+                "before its pass begins: load the state first"
+            )
+        epoch, position, loaded = self._resume
+        starts = self.starts(epoch)
+        k = _window(starts, position)
+        windows = np.searchsorted(starts, places, side="right") - 1
+        out = np.empty(len(places), dtype=np.int64)
+        for j in np.unique(windows).tolist():
+            first, base = (position, loaded) if j == k else (int(starts[j]), [])
+            before = self.window_order(epoch, j, _from(base, first, saved))
+            after = self.window_order(epoch, j, _from(base, first, world))
+            rows = before[places[windows == j] - starts[j]]
+            by_row = np.argsort(after)
+            out[windows == j] = starts[j] + by_row[np.searchsorted(after[by_row], rows)]
+        return out
 
     def state(self, epoch: int, position: int, world: int) -> list[list[int]]:
         """``window_layout`` of a state at ``position``: how its window was laid out, up to

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from . import _checks
+from . import _checks, _packing
 from ._delivery import _device, _each_tensor, _x_y
 from ._epoch_reads import _EpochReads
 from ._loader_stats import _NO_STATS, _on_a_terminal, summary, totals
-from ._packing import ArrowColumn, Packer
+from ._packing import ArrowColumn, Packer, Shard
 from ._read_plan import _fixed_packing, _fixed_width, _Plan, _plan_of, _side_columns
 from ._source import _Source
 from .decode import check_specs
@@ -116,8 +116,9 @@ class Loader(_EpochReads):
         read with ``per_column=True``. ``Tokens(pack=True, blocks=B)`` makes batches of tokens,
         not rows: exactly ``(B, max_length)`` each, the tokens that do not fit carried into the
         next (every token of the epoch once; the last batch padded); that column is then the
-        only one read, and ``state_dict()`` adds ``pack_skip``, the tokens of the row batch
-        the carry starts at already handed out (resumed on as many ranks as saved it).
+        only one read, and ``state_dict()`` adds ``rank`` and ``pack_done``, the tokens of
+        this rank's rows already handed out past its position (resumed by the same rank, or
+        on any number of ranks through :meth:`merge_state_dicts`).
     features : list of str, optional
         Yield ``x``, the ``(rows, features)`` tensor of these columns in their common type (or
         ``dtype``), or ``(x, y)`` with ``target``.
@@ -244,7 +245,9 @@ class Loader(_EpochReads):
         self._side_specs = dict(self._decode)
         if self._pack is not None:
             self._side_specs[self._pack[0]] = ArrowColumn()
-        self._resume_skip = 0
+        # A loaded packing state, until its pass begins: (epoch, position, pack_done of this
+        # rank, pack_skip of an earlier lancetorch's state).
+        self._resume: tuple[int, int, dict[int, int], int] | None = None
         self._packer: Packer | None = None  # the carry of the pass underway
         # The next epoch's first window, read while the last one's batches go out (see
         # _read_ahead): (epoch, its (lo, hi), its rows, the read's Future).
@@ -357,15 +360,84 @@ class Loader(_EpochReads):
         :meth:`lancetorch.sampler.BatchSampler.state_dict`. A table read by windows is read in
         the sampler's :class:`~lancetorch.sampler.Windows` order, whose state adds
         ``window_layout``: how the window the position is in was laid out for the ranks, so
-        that a resume on another number of ranks knows which of its rows were read. Fixed
-        packing adds ``pack_skip``."""
+        that a resume on another number of ranks knows which of its rows were read.
+
+        Fixed packing (``Tokens(pack=True, blocks=B)``) adds this ``rank`` and ``pack_done``:
+        its state's ``position`` is that of the row batch its carry starts at, and
+        ``pack_done`` lists ``[position, tokens]`` for each of its rows past it already
+        handed out (the first ``tokens`` of the row at that global position; -1: all of
+        them): whole rows and at most one partial row of that batch, and any a resume left.
+        The ranks' states differ: each loads its own, or every rank the state
+        :meth:`merge_state_dicts` makes of them all."""
+        sampler = self._sampler
+        if self._pack is None:
+            return sampler.state_dict()
         if self._packer is None:  # no pass underway: where the next one starts
-            state = self._sampler.state_dict()
-            if self._pack is not None:
-                state["pack_skip"] = self._resume_skip
-            return state
-        first, skip = self._packer.state()
-        return {**self._sampler.state_dict(batches=first), "pack_skip": skip}
+            state = sampler.state_dict()
+            resume = self._resume
+            if resume is None or resume[:2] != (state["epoch"], state["position"]):
+                resume = (0, 0, {}, 0)
+            if resume[3]:
+                return {**state, "pack_skip": resume[3]}
+            done = [[q, t] for q, t in sorted(resume[2].items())]
+            return {**state, "rank": sampler.rank, "pack_done": done}
+        first, done = self._packer.state()
+        return {**sampler.state_dict(batches=first), "rank": sampler.rank, "pack_done": done}
+
+    @staticmethod
+    def merge_state_dicts(states: list[dict[str, Any]]) -> dict[str, Any]:
+        """One state of the states every rank of a run saved at one step, which every rank
+        of the next run loads, whatever its number of ranks. With fixed packing
+        (``Tokens(pack=True, blocks=B)``) each rank's state holds the tokens its own carry
+        handed out; the merged one has the position of the rank furthest behind and, in
+        ``pack_done``, every rank's rows past it already handed out, whole or in part (its
+        ``rank`` is None). Without fixed packing every rank saves the same state, which this
+        checks and returns.
+
+        Parameters
+        ----------
+        states : list of dict
+            The :meth:`state_dict` of every rank, in any order (as
+            ``torch.distributed.all_gather_object`` gathers them, or as each rank saved its
+            own).
+
+        Returns
+        -------
+        dict
+            A state for :meth:`load_state_dict`.
+
+        Raises
+        ------
+        ValueError
+            For no states, a rank's state missing or given twice, a state merged already or
+            saved by a lancetorch that wrote ``pack_skip``, or states of different runs or
+            steps: another ``seed``, ``rows``, ``order``, ``shuffle``, ``clump_size`` or
+            ``world_size``, another epoch (but for a rank whose pass is over), positions that
+            are not of one pass, or (without packing) states that differ at all.
+        TypeError
+            For ``states`` that is not a list of dicts.
+
+        Examples
+        --------
+        Two ranks (in one process here) hand out a batch each, then one rank reads the rest:
+
+        >>> import lancetorch, pyarrow as pa
+        >>> from lancetorch.decode import Tokens
+        >>> db = lancetorch.connect("memory://")
+        >>> t = db.create_table("docs", pa.table({"t": [[1, 2, 3]] * 8}))
+        >>> spec = {"t": Tokens(max_length=4, pack=True, blocks=1)}
+        >>> def loader(rank, world):
+        ...     return Loader(t, 2, seed=0, rank=rank, world_size=world, per_column=True,
+        ...                   decode=spec)
+        >>> ranks = [loader(r, 2) for r in range(2)]
+        >>> firsts = [next(iter(each)) for each in ranks]  # 4 tokens each
+        >>> merged = Loader.merge_state_dicts([each.state_dict() for each in ranks])
+        >>> one = loader(0, 1)
+        >>> one.load_state_dict(merged)
+        >>> sum(int((b["t_document"] >= 0).sum()) for b in one)  # 24 tokens in all
+        16
+        """
+        return _packing.merge_states(states)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume: the next ``for`` loop yields the rest of the saved epoch, in the same
@@ -374,25 +446,34 @@ class Loader(_EpochReads):
         another number of ranks, the rows of the current window not yet read are laid out
         anew for the ranks there are now.
 
+        With fixed packing, each rank loads the state it saved itself, on as many ranks; or
+        every rank the state :meth:`merge_state_dicts` made of all of them, on any number of
+        ranks: the rows from its position on are laid out for the ranks there are now, and
+        the tokens ``pack_done`` names left out (rows handed out whole are skipped, a
+        partial row starts after its tokens handed out), so that every token of the epoch
+        comes once (``uneven="pad"``'s padding aside).
+
         Parameters
         ----------
         state : dict[str, Any]
-            What :meth:`state_dict` returned.
+            What :meth:`state_dict` (or :meth:`merge_state_dicts`) returned.
 
         Raises
         ------
         ValueError
             For a state saved reading in another order (the cache decision, ``clump_size`` and
             ``window_rows``), a ``window_layout`` that does not fit the saved position, one
-            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses, one with
-            ``pack_skip`` for a loader without ``Tokens(blocks=...)``, or a fixed-packing state
-            saved on another number of ranks.
+            :meth:`lancetorch.sampler.BatchSampler.load_state_dict` refuses, a packing state
+            for a loader without ``Tokens(blocks=...)``, a rank's own packing state on
+            another number of ranks or another rank, or a ``pack_done`` that does not fit the
+            state (positions outside it, or not of its rank).
         """
         if not isinstance(state, dict):
             raise TypeError(
                 f"state={state!r} is {type(state).__name__}; give what state_dict() returned"
             )
-        order = self._sampler.order_kind
+        sampler = self._sampler
+        order = sampler.order_kind
         if state.get("order") != order:
             raise ValueError(
                 f"the state was saved reading in the order {state.get('order')!r}, this loader "
@@ -401,21 +482,44 @@ class Loader(_EpochReads):
                 "clump_size and window_rows)"
             )
         skip = _checks.integer("state['pack_skip']", state.get("pack_skip", 0), low=0)
-        if skip and self._pack is None:
+        if (skip or "pack_done" in state) and self._pack is None:
             raise ValueError(
-                "the state was saved packing tokens into fixed blocks (pack_skip="
-                f"{skip}); this loader has no Tokens(pack=True, blocks=...) spec: build it as "
-                "it was built then"
+                "the state was saved packing tokens into fixed blocks (it has "
+                f"'{'pack_skip' if skip else 'pack_done'}'); this loader has no "
+                "Tokens(pack=True, blocks=...) spec: build it as it was built then"
             )
-        if self._pack is not None and state.get("world_size") != self._sampler.world_size:
-            raise ValueError(
-                f"the state was saved on {state.get('world_size')} ranks packing fixed blocks, "
-                f"this loader runs on {self._sampler.world_size}: each rank's carry starts at "
-                "its own row, so a packing state resumes on as many ranks as saved it (each "
-                "rank loading its own state)"
-            )
-        self._sampler.load_state_dict({k: v for k, v in state.items() if k != "pack_skip"})
-        self._resume_skip = skip
+        world, rank = sampler.world_size, sampler.rank
+        merged = "pack_done" in state and state.get("rank") is None
+        if self._pack is not None and not merged:
+            saved, owner = state.get("world_size"), state.get("rank", rank)
+            if saved != world:
+                raise ValueError(
+                    f"the state is rank {owner}'s of {saved} ranks packing fixed blocks, this "
+                    f"loader runs on {world}: a rank's state holds only the tokens its own "
+                    "carry handed out; load Loader.merge_state_dicts(every rank's state) on "
+                    "every rank instead"
+                )
+            if owner != rank:
+                raise ValueError(
+                    f"the state is rank {owner}'s, this loader is rank {rank} (of {world}): "
+                    "each rank loads the state it saved itself (or every rank the one "
+                    "Loader.merge_state_dicts makes of them all)"
+                )
+        done = _packing.done_of(state) if "pack_done" in state else {}
+        saved = world
+        if merged:
+            saved = _checks.integer("state['world_size']", state.get("world_size"), low=1)
+        elif done:
+            _packing.check_own(done, state["position"], rank, world, "state")
+        sampler.load_state_dict({k: v for k, v in state.items() if k not in _packing.STATE_KEYS})
+        epoch, position = state["epoch"], state["position"]
+        if merged and done:  # where its rows are read now, and which are this rank's
+            before = np.fromiter(done, dtype=np.int64, count=len(done))
+            now = sampler.resumed_positions(before, saved)
+            mine = (now - position - rank) % world == 0
+            tokens = np.fromiter(done.values(), dtype=np.int64, count=len(done))
+            done = dict(zip(now[mine].tolist(), tokens[mine].tolist()))
+        self._resume = (epoch, position, done, skip)
         self._packer = None
 
     def __iter__(self) -> Iterator[Any]:
@@ -437,8 +541,15 @@ class Loader(_EpochReads):
         held: list[_Source | None] = [None]  # the source being read, closed once, in finally
         packer = None
         if self._pack is not None:
-            packer = self._packer = Packer(*self._pack, skip=self._resume_skip)
-            self._resume_skip = 0
+            sampler, resume = self._sampler, self._resume
+            if resume is None or resume[:2] != (epoch, position):
+                resume = (epoch, position, {}, 0)  # a state loaded for another pass
+            rows = sampler.batched_rows(sampler.shard_size(position))
+            shard = Shard(
+                position, sampler.rank, sampler.world_size, sampler.n, rows, sampler.batch_size
+            )
+            packer = self._packer = Packer(*self._pack, shard, resume[2], skip=resume[3])
+            self._resume = None
 
         def deliver(batch: Any) -> Any:
             """The batch pinned, moved and split as asked."""

@@ -419,6 +419,45 @@ class BatchSampler:
         """Batches in the next pass (shorter when resuming mid-epoch)."""
         return self.batch_count(self.shard_size(self._start))
 
+    def resumed_positions(self, positions: np.ndarray, world_size: int) -> np.ndarray:
+        """Where the rows at global ``positions`` of the state last loaded (at or past its
+        position; saved on ``world_size`` ranks) are read in the pass that resumes it on this
+        sampler's ranks: at the same positions, but in the :class:`Windows` order, whose
+        windows from the state's position on are laid out anew for the ranks there are now.
+
+        Parameters
+        ----------
+        positions : np.ndarray
+            Global positions (int64), at or past the loaded state's position.
+        world_size : int
+            The ranks of the run that saved the state.
+
+        Returns
+        -------
+        np.ndarray
+            One position each, int64.
+
+        Raises
+        ------
+        TypeError
+            For ``positions`` that are not a 1-d array of integers, a ``world_size`` that is
+            not an integer.
+        ValueError
+            For a ``world_size`` under 1, or (the windowed order, on another number of
+            ranks) no state loaded since the last pass began.
+        """
+        positions = np.asarray(positions)
+        if positions.dtype.kind not in "iu" or positions.ndim != 1:
+            raise TypeError(
+                f"positions of {positions.dtype} values, {positions.ndim}-d; "
+                "resumed_positions takes a 1-d array of integer positions"
+            )
+        positions = positions.astype(np.int64, copy=False)
+        world_size = _checks.integer("world_size", world_size, low=1)
+        if self._windows is None:
+            return positions
+        return self._windows.moved(positions, world_size, self.world_size)
+
     # -- passes and resuming ----------------------------------------------------------------
     def begin_epoch(self) -> tuple[int, int]:
         """Start a pass, as ``iter(sampler)`` does, for a reader that reads the sampler's rows

@@ -204,10 +204,12 @@ impl PyTokenPacker {
         })
     }
 
-    /// Take column `index` of the next row batch.
-    fn push(&mut self, batch: PyBatch, index: usize) -> PyResult<()> {
+    /// Take column `index` of the next row batch, the first `tokens` of each `(row, tokens)`
+    /// of `handed` (all of the row's, when it has fewer) left out.
+    #[pyo3(signature = (batch, index, handed=Vec::new()))]
+    fn push(&mut self, batch: PyBatch, index: usize, handed: Vec<(usize, usize)>) -> PyResult<()> {
         let (column, _) = column_of(&batch.into_inner(), index)?;
-        Ok(self.carry.push(column)?)
+        Ok(self.carry.push(column, &handed)?)
     }
 
     /// The tokens fed and not yet handed out.
@@ -242,6 +244,11 @@ impl PyTokenPacker {
     /// `(row batches of the pass before the carry, tokens of the next already handed out)`.
     fn state(&self) -> (usize, usize) {
         self.carry.state()
+    }
+
+    /// Those tokens as `(whole rows, tokens of the row after them)`.
+    fn progress(&self) -> (usize, usize) {
+        self.carry.progress()
     }
 }
 
