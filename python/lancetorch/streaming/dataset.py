@@ -21,7 +21,7 @@ from ..permutation.layout import SPLIT_ID
 from ..table import as_lancetorch_table
 from . import state as _state
 from .arguments import DEFAULT_PREFETCH_BATCHES, DEFAULT_READ_BATCH_SIZE, check_types, check_values
-from .packing import PackConfig, Packer, estimate_blocks_per_epoch, token_rows
+from .packing import PackConfig, Packer, estimate_blocks_per_epoch
 from .pipeline import (
     BYTES,
     CONSUMED,
@@ -319,7 +319,9 @@ class StreamingDataset(IterableDataset):
                 return
             if self._pack_sequences is not None:
                 packer = Packer(self._pack_config(), self._progress, splits)
-                yield from self._run(splits, packer.starts, token_rows, packer.blocks, batched=True)
+                yield from self._run(
+                    splits, packer.starts, packer.rows, packer.blocks, batched=True
+                )
             else:
                 progress = self._progress
                 samples, starts = progress.resume_points(splits)

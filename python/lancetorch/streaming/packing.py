@@ -84,36 +84,20 @@ class PackConfig:
 
 @dataclass(frozen=True)
 class TokenRows:
-    """The token lists of a read batch, as the packer takes them: the tokens of every row
-    one after another (int64), and where each row starts in them (``offsets``, one more
-    than the rows)."""
+    """The token lists of a read batch, as the packer takes them: every row's tokens and
+    then EOS, one after another (``stream``, int64), and where each row starts in that
+    (``bounds``, one more than the rows: the last is the stream's end)."""
 
-    values: np.ndarray
-    offsets: np.ndarray
+    stream: np.ndarray
+    bounds: np.ndarray
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def ends(self, first: int) -> np.ndarray:
-        """Where each row from ``first`` on ends, its EOS counted, in the stream of them
-        that starts at row ``first``."""
-        offsets = self.offsets[first:]
-        return offsets[1:] - offsets[0] + np.arange(1, len(offsets), dtype=np.int64)
-
-    def stream(self, first: int, ends: np.ndarray, eos: int) -> np.ndarray:
-        """The rows from ``first`` on, each followed by ``eos``, one after another, up to the
-        last of ``ends`` (:meth:`ends`, cut)."""
-        out = np.empty(int(ends[-1]), dtype=np.int64)
-        tokens = np.ones(len(out), dtype=bool)
-        tokens[ends - 1] = False
-        start = int(self.offsets[first])
-        out[tokens] = self.values[start : start + len(out) - len(ends)]
-        out[ends - 1] = eos
-        return out
+        return len(self.bounds) - 1
 
 
-def token_rows(batch: pa.RecordBatch) -> TokenRows:
-    """The pipeline's transform when packing: a batch's token lists (nulls refused)."""
+def token_rows(batch: pa.RecordBatch, eos: int) -> TokenRows:
+    """The pipeline's transform when packing: a batch's token lists, each followed by
+    ``eos`` (nulls refused). Made on the transform threads, off the consumer's."""
     column = batch.column(0)
     values = pc.list_flatten(column)
     if column.null_count or values.null_count:
@@ -124,9 +108,15 @@ def token_rows(batch: pa.RecordBatch) -> TokenRows:
             f"column '{batch.schema.names[0]}' holds the token {tokens.max()}, past int64, "
             "the type packed tokens are given in"
         )
-    offsets = np.zeros(len(column) + 1, dtype=np.int64)
-    np.cumsum(pc.list_value_length(column).to_numpy(), out=offsets[1:])
-    return TokenRows(tokens.astype(np.int64, copy=False), offsets)
+    bounds = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(pc.list_value_length(column).to_numpy() + 1, out=bounds[1:])
+    stream = np.empty(bounds[-1], dtype=np.int64)
+    eos_at = bounds[1:] - 1
+    kept = np.ones(len(stream), dtype=bool)
+    kept[eos_at] = False
+    stream[kept] = tokens
+    stream[eos_at] = eos
+    return TokenRows(stream, bounds)
 
 
 class Packer:
@@ -137,8 +127,9 @@ class Packer:
     The partial item of each split is checkpoint state (``pack_buffers``) that must stand
     between any two items: a :class:`Partial` of numpy arrays, given to the progress with
     each item (it is never written to) and saved as lists only when a state is made. The
-    pipeline hands over a read batch's rows at once (:class:`TokenRows`); an item takes the
-    rows it needs of them in a few numpy calls, and each ``pack_blocks`` item is packed by
+    pipeline hands over a read batch's rows at once (:class:`TokenRows`, made on its
+    transform threads with the EOS tokens in place); an item takes the rows it needs of them
+    in a few numpy calls, and each ``pack_blocks`` item is packed by
     Rust's ``tokens::pack_lists`` (``_native.pack_tokens``), the Loader's packer, for the
     same positions and cu_seqlens. LanceDB's one-block samples are cut here: their
     ``doc_ids`` (counted from 0 in each block, padding keeping the last document's) are not
@@ -178,6 +169,10 @@ class Packer:
                 max_length=config.length, pack=True, blocks=config.per_item, pad_value=config.pad
             )
 
+    def rows(self, batch: pa.RecordBatch) -> TokenRows:
+        """The pipeline's transform (:func:`token_rows`, with this packing's EOS)."""
+        return token_rows(batch, self.config.eos)
+
     def _fill(self, pipe: Pipeline, i: int) -> Partial:
         """Split ``i``'s partial item, with rows added until it holds an item's tokens or the
         split runs dry."""
@@ -191,16 +186,15 @@ class Packer:
         documents = [] if buffer.documents is None else [buffer.documents]
         while have < config.cells and pipe.ready(i):
             positions, rows, first = pipe.front(i)
-            ends = rows.ends(first)
+            bounds = rows.bounds[first:] - rows.bounds[first]
             # The rows up to the first that fills the item, all where none does.
-            k = min(int(np.searchsorted(ends, config.cells - have)) + 1, len(ends))
-            ends = ends[:k]
-            tokens.append(rows.stream(first, ends, config.eos))
-            starts.append(have + np.concatenate(([0], ends[:-1])))  # after the last's EOS
+            k = min(int(np.searchsorted(bounds[1:], config.cells - have)) + 1, len(rows) - first)
+            tokens.append(rows.stream[rows.bounds[first] : rows.bounds[first + k]])
+            starts.append(have + bounds[:k])
             if numbered:  # each row's place in the epoch's stream
                 read = _array(positions[first : first + k])
                 documents.append(read * config.num_splits + split)
-            have += int(ends[-1])
+            have += int(bounds[k])
             self.consumed[split] = positions[first + k - 1] + 1
             pipe.take(i, k)
         if len(tokens) > 1:
