@@ -913,6 +913,75 @@ def test_pack_blocks_through_a_streaming_dataloader_resumes_between_any_two_batc
         assert head + rest == full
 
 
+# Golden: states saved by the packer that carried its stream in Python lists (before the
+# partial items were numpy arrays), and the two items that followed each; the saved form is
+# the same since.
+GOLDEN_STATES = [
+    (
+        {"pack_sequences": 4, "pack_blocks": 2, "blocks_per_epoch": 12},
+        3,
+        {
+            "samples_consumed_per_split": [3, 2],
+            "blocks_emitted_per_split": [4, 2],
+            "pack_buffers": {
+                0: {"tokens": [2, 2, 2, 2, -1], "starts": [0], "documents": [4]},
+                1: {"tokens": [7, 7, -1], "starts": [0], "documents": [3]},
+            },
+            "pack_blocks": 2,
+        },
+        [
+            {
+                "tokens": [[7, 7, -1, 8], [8, 8, 8, -1]],
+                "tokens_document": [[3, 3, 3, 5], [5, 5, 5, 5]],
+                "tokens_position": [[0, 1, 2, 0], [0, 1, 2, 3]],
+                "tokens_cu_seqlens": [0, 3, 4, 8],
+                "tokens_max_seqlen": 4,
+            },
+            {
+                "tokens": [[2, 2, 2, 2], [-1, 3, 3, 3]],
+                "tokens_document": [[4, 4, 4, 4], [4, 6, 6, 6]],
+                "tokens_position": [[0, 1, 2, 3], [0, 0, 1, 2]],
+                "tokens_cu_seqlens": [0, 4, 5, 8],
+                "tokens_max_seqlen": 4,
+            },
+        ],
+    ),
+    (
+        {"pack_sequences": 5, "blocks_per_epoch": 8},
+        2,
+        {
+            "samples_consumed_per_split": [1, 1],
+            "blocks_emitted_per_split": [1, 1],
+            "pack_buffers": {
+                0: {"tokens": [0, 0, -1], "starts": []},
+                1: {"tokens": [-1], "starts": []},
+            },
+        },
+        [
+            {"input_ids": [0, 0, -1, 1, 1], "doc_ids": [0, 0, 0, 1, 1]},
+            {"input_ids": [-1, 7, 7, 7, 7], "doc_ids": [0, 1, 1, 1, 1]},
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("packing_kw, after, saved, then", GOLDEN_STATES)
+def test_packed_states_keep_their_saved_form_and_resume_as_before(packing_kw, after, saved, then):
+    table = docs_table(12, 0)
+    kw = dict(packing_kw, num_splits=2, shuffle=False, columns=["tokens"], eos_id=-1, pad_id=-2)
+    state = dict(saved, shuffle_seed=0, num_splits=2, epoch=0, pack_sequences=kw["pack_sequences"])
+    state.update(eos_id=-1, pad_id=-2, blocks_per_epoch=kw["blocks_per_epoch"])
+    ds = StreamingDataset(table, **kw)
+    it = iter(ds)
+    for _ in range(after):
+        next(it)
+    assert ds.state_dict() == state
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    got = [{k: v.tolist() for k, v in item.items()} for item in resumed]
+    assert got[:2] == then == [{k: v.tolist() for k, v in next(it).items()} for _ in range(2)]
+
+
 @pytest.mark.parametrize("per", [None, 2])
 def test_packed_tokens_past_int64_are_refused(per):
     tokens = pa.array([[1, 2], [2**63]], pa.list_(pa.uint64()))
