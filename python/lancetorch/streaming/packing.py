@@ -238,10 +238,12 @@ class Packer:
         )
         batch = pa.record_batch([column], names=[config.column])
         item, _ = self.spec._packed([batch], 0, config.column)
-        # Rust numbers the runs 0, 1, ...; -1 (padding) picks the -1 appended.
+        # Rust numbers the runs 0, 1, ...: each run's tokens get its document's number
+        # instead, the padding after them -1, as Rust's.
         numbers = np.append(documents[: len(runs)], -1)
+        counts = np.diff(np.append(runs, [used, cells]))
         name = f"{config.column}_document"
-        item[name] = torch.from_numpy(numbers[item[name].numpy()])
+        item[name] = torch.from_numpy(np.repeat(numbers, counts).reshape(item[name].shape))
         rest = Partial.empty(True)
         if used < len(tokens):  # the document cut at the item's end goes on, from the start
             later = starts >= used
