@@ -601,9 +601,10 @@ def test_an_interrupt_anywhere_leaves_a_state_of_the_rows_received(rows, kw, bad
     assert [r["id"] for r in ds] == rest  # the interrupted dataset is free and goes on
 
 
-def docs_table(n: int, seed: int):
-    rng = random.Random(seed)
-    docs = [[i] * rng.randint(1, 7) for i in range(n)]
+def docs_table(n: int, seed: int, nulls: frozenset[int] = frozenset()):
+    """Rows ``id`` and ``tokens`` (:func:`docs_of`: row ``i``'s tokens are ``i``), the rows
+    ``nulls`` without tokens."""
+    docs = docs_of(n, seed, nulls)
     return lancetorch.connect("memory://").create_table(
         "docs",
         pa.table(
@@ -670,6 +671,48 @@ def test_a_packed_state_resumes_with_exactly_the_rest(rows, kw, blocks, how, at,
     stop_after.open = None
 
 
+@PROPS
+@given(
+    rows=st.integers(3, 40),
+    kw=PACK_KW,
+    blocks=st.integers(1, 12),
+    nulls=st.frozensets(st.integers(0, 39), max_size=3),
+)
+def test_packed_blocks_against_a_plain_reference(rows, kw, blocks, nulls):
+    """LanceDB's blocks of a whole epoch, in plain Python from the permutation table: each
+    split's rows one after another, each followed by EOS (rows without tokens skipped), cut
+    into blocks of L (padded once the split runs dry), one block per split in turn;
+    ``doc_ids`` count the documents started in the block after its first token."""
+    table = docs_table(rows, kw["shuffle_seed"], nulls)
+    docs = docs_of(rows, kw["shuffle_seed"], nulls)
+    kw = dict(packing(kw, blocks), on_transform_error="skip")
+    if rows < kw["num_splits"]:
+        return
+    ds = StreamingDataset(table, **kw)
+    got = [{k: v.tolist() for k, v in b.items()} for b in ds]
+    length, n = kw["pack_sequences"], kw["num_splits"]
+    per_split = []
+    for split_rows in splits_of(ds):
+        stream: list[int] = []
+        starts = set()
+        for row in split_rows:
+            if docs[row] is not None:
+                starts.add(len(stream))
+                stream += docs[row] + [kw["eos_id"]]
+        out = []
+        for j in range(blocks):
+            part = stream[j * length : (j + 1) * length]
+            doc_ids, doc = [], 0
+            for t in range(length):
+                doc += t > 0 and j * length + t in starts
+                doc_ids.append(doc)
+            out.append(
+                {"input_ids": part + [kw["pad_id"]] * (length - len(part)), "doc_ids": doc_ids}
+            )
+        per_split.append(out)
+    assert got == [per_split[s][j] for j in range(blocks) for s in range(n)]
+
+
 # -- pack_blocks: the Loader's packed outputs, fixed (B, L) ------------------------------------
 
 
@@ -682,7 +725,12 @@ def packed_reference(ds, docs, kw) -> list[dict]:
     cells, items = length * per, kw["blocks_per_epoch"] // n // per
     per_split = []
     for s, rows in enumerate(splits_of(ds)):
-        stream = [(t, k * n + s) for k, row in enumerate(rows) for t in docs[row] + [kw["eos_id"]]]
+        stream = [
+            (t, k * n + s)
+            for k, row in enumerate(rows)
+            if docs[row] is not None  # skipped: its position is not reused
+            for t in docs[row] + [kw["eos_id"]]
+        ]
         per_split.append(
             [reference_item(stream[j * cells : (j + 1) * cells], kw) for j in range(items)]
         )
@@ -740,17 +788,24 @@ def blocks_kw(kw: dict, items: int) -> dict:
     return dict(kw, columns=["tokens"], eos_id=-1, pad_id=-2, blocks_per_epoch=items * per)
 
 
-def docs_of(n: int, seed: int) -> list[list[int]]:
+def docs_of(n: int, seed: int, nulls: frozenset[int] = frozenset()) -> list[list[int] | None]:
     rng = random.Random(seed)
-    return [[i] * rng.randint(1, 7) for i in range(n)]
+    docs: list[list[int] | None] = [[i] * rng.randint(1, 7) for i in range(n)]
+    return [None if i in nulls else d for i, d in enumerate(docs)]
 
 
 @PROPS
-@given(rows=st.integers(4, 40), kw=BLOCKS_KW, items=st.integers(1, 8))
-def test_pack_blocks_gives_the_loaders_outputs_against_a_plain_reference(rows, kw, items):
-    table = docs_table(rows, kw["shuffle_seed"])
-    docs = docs_of(rows, kw["shuffle_seed"])
-    kw = blocks_kw(kw, items)
+@given(
+    rows=st.integers(4, 40),
+    kw=BLOCKS_KW,
+    items=st.integers(1, 8),
+    nulls=st.frozensets(st.integers(0, 39), max_size=3),
+)
+def test_pack_blocks_gives_the_loaders_outputs_against_a_plain_reference(rows, kw, items, nulls):
+    """Rows without tokens (``nulls``) are skipped: the others keep their numbers."""
+    table = docs_table(rows, kw["shuffle_seed"], nulls)
+    docs = docs_of(rows, kw["shuffle_seed"], nulls)
+    kw = dict(blocks_kw(kw, items), on_transform_error="skip")
     ds = StreamingDataset(table, **kw)
     got = [plain(item, kw) for item in ds]
     assert got == packed_reference(ds, docs, kw)
@@ -858,6 +913,85 @@ def test_pack_blocks_through_a_streaming_dataloader_resumes_between_any_two_batc
         assert head + rest == full
 
 
+# Golden: states saved by the packer that carried its stream in Python lists (before the
+# partial items were numpy arrays), and the two items that followed each; the saved form is
+# the same since.
+GOLDEN_STATES = [
+    (
+        {"pack_sequences": 4, "pack_blocks": 2, "blocks_per_epoch": 12},
+        3,
+        {
+            "samples_consumed_per_split": [3, 2],
+            "blocks_emitted_per_split": [4, 2],
+            "pack_buffers": {
+                0: {"tokens": [2, 2, 2, 2, -1], "starts": [0], "documents": [4]},
+                1: {"tokens": [7, 7, -1], "starts": [0], "documents": [3]},
+            },
+            "pack_blocks": 2,
+        },
+        [
+            {
+                "tokens": [[7, 7, -1, 8], [8, 8, 8, -1]],
+                "tokens_document": [[3, 3, 3, 5], [5, 5, 5, 5]],
+                "tokens_position": [[0, 1, 2, 0], [0, 1, 2, 3]],
+                "tokens_cu_seqlens": [0, 3, 4, 8],
+                "tokens_max_seqlen": 4,
+            },
+            {
+                "tokens": [[2, 2, 2, 2], [-1, 3, 3, 3]],
+                "tokens_document": [[4, 4, 4, 4], [4, 6, 6, 6]],
+                "tokens_position": [[0, 1, 2, 3], [0, 0, 1, 2]],
+                "tokens_cu_seqlens": [0, 4, 5, 8],
+                "tokens_max_seqlen": 4,
+            },
+        ],
+    ),
+    (
+        {"pack_sequences": 5, "blocks_per_epoch": 8},
+        2,
+        {
+            "samples_consumed_per_split": [1, 1],
+            "blocks_emitted_per_split": [1, 1],
+            "pack_buffers": {
+                0: {"tokens": [0, 0, -1], "starts": []},
+                1: {"tokens": [-1], "starts": []},
+            },
+        },
+        [
+            {"input_ids": [0, 0, -1, 1, 1], "doc_ids": [0, 0, 0, 1, 1]},
+            {"input_ids": [-1, 7, 7, 7, 7], "doc_ids": [0, 1, 1, 1, 1]},
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("packing_kw, after, saved, then", GOLDEN_STATES)
+def test_packed_states_keep_their_saved_form_and_resume_as_before(packing_kw, after, saved, then):
+    table = docs_table(12, 0)
+    kw = dict(packing_kw, num_splits=2, shuffle=False, columns=["tokens"], eos_id=-1, pad_id=-2)
+    state = dict(saved, shuffle_seed=0, num_splits=2, epoch=0, pack_sequences=kw["pack_sequences"])
+    state.update(eos_id=-1, pad_id=-2, blocks_per_epoch=kw["blocks_per_epoch"])
+    ds = StreamingDataset(table, **kw)
+    it = iter(ds)
+    for _ in range(after):
+        next(it)
+    assert ds.state_dict() == state
+    resumed = StreamingDataset(table, **kw)
+    resumed.load_state_dict(state)
+    got = [{k: v.tolist() for k, v in item.items()} for item in resumed]
+    assert got[:2] == then == [{k: v.tolist() for k, v in next(it).items()} for _ in range(2)]
+
+
+@pytest.mark.parametrize("per", [None, 2])
+def test_packed_tokens_past_int64_are_refused(per):
+    tokens = pa.array([[1, 2], [2**63]], pa.list_(pa.uint64()))
+    table = lancetorch.connect("memory://").create_table("t", pa.table({"tokens": tokens}))
+    kw = blocks_kw({"num_splits": 1, "pack_sequences": 4, "pack_blocks": per or 1}, 1)
+    ds = StreamingDataset(table, shuffle=False, **dict(kw, pack_blocks=per))
+    with pytest.raises(ValueError, match=r"column 'tokens' holds the token 9223372036854775808"):
+        list(ds)
+
+
 def test_pack_blocks_arguments_are_checked():
     table = docs_table(20, 0)
     kw = blocks_kw({"num_splits": 2, "pack_sequences": 4, "pack_blocks": 3}, 2)
@@ -879,6 +1013,9 @@ def test_pack_blocks_arguments_are_checked():
     broken = {0: dict(state["pack_buffers"][0], documents=[])}
     with pytest.raises(ValueError, match="number each document"):
         StreamingDataset(table, **kw).load_state_dict(dict(state, pack_buffers=broken))
+    unnumbered = {0: {k: v for k, v in state["pack_buffers"][0].items() if k != "documents"}}
+    with pytest.raises(ValueError, match=r"\[0\] has \['starts', 'tokens'\], no 'documents'"):
+        StreamingDataset(table, **kw).load_state_dict(dict(state, pack_buffers=unnumbered))
 
 
 HAMMER = textwrap.dedent(
@@ -1062,6 +1199,7 @@ def test_inconsistent_packed_states_are_refused():
         ({"pack_buffers": {0: {"tokens": [1, 2]}}}, r"'tokens' and 'starts'"),
         ({"pack_buffers": {0: {"tokens": [1, 2], "starts": [2]}}}, r"starts \[2\] outside"),
         ({"pack_buffers": {0: {"tokens": [1, 0.5], "starts": [0]}}}, r"list of whole numbers"),
+        ({"pack_buffers": {0: {"tokens": [2**63], "starts": [0]}}}, r"whole numbers \(int64\)"),
     ]
     for change, words in cases:
         with pytest.raises(ValueError, match=words):

@@ -21,7 +21,7 @@ from ..permutation.layout import SPLIT_ID
 from ..table import as_lancetorch_table
 from . import state as _state
 from .arguments import DEFAULT_PREFETCH_BATCHES, DEFAULT_READ_BATCH_SIZE, check_types, check_values
-from .packing import PackConfig, Packer, estimate_blocks_per_epoch, token_lists
+from .packing import PackConfig, Packer, estimate_blocks_per_epoch
 from .pipeline import (
     BYTES,
     CONSUMED,
@@ -319,7 +319,9 @@ class StreamingDataset(IterableDataset):
                 return
             if self._pack_sequences is not None:
                 packer = Packer(self._pack_config(), self._progress, splits)
-                yield from self._run(splits, packer.starts, token_lists, packer.blocks)
+                yield from self._run(
+                    splits, packer.starts, packer.rows, packer.blocks, batched=True
+                )
             else:
                 progress = self._progress
                 samples, starts = progress.resume_points(splits)
@@ -343,9 +345,11 @@ class StreamingDataset(IterableDataset):
         starts: list[int],
         transform: Callable[[pa.RecordBatch], Any],
         consume: Callable[[Pipeline], Iterator[Any]],
+        batched: bool = False,
     ) -> Iterator[Any]:
         """What ``consume`` hands over of ``splits`` read from ``starts`` through a pipeline
-        (``transform`` its transform), the pipeline closed however the iteration ends."""
+        (``transform`` its transform, ``batched`` as the pipeline's), the pipeline closed
+        however the iteration ends."""
         perms = []
         for split, start in zip(splits, starts):
             perm = self._split(split)
@@ -357,7 +361,7 @@ class StreamingDataset(IterableDataset):
             self._transform_queue_depth,
             self._on_transform_error,
         )
-        pipe = Pipeline(config, self._totals, perms, starts, transform)
+        pipe = Pipeline(config, self._totals, perms, starts, transform, batched)
         self._live = pipe
         try:
             pipe.start()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ from .. import _native
 from ..decode import Tokens
 from ..permutation import Permutation
 from .pipeline import Pipeline
-from .state import Progress
+from .state import Partial, Progress
 
 
 @dataclass(frozen=True)
@@ -82,17 +82,58 @@ class PackConfig:
         return self.length * self.item_blocks
 
 
+@dataclass(frozen=True)
+class TokenRows:
+    """The token lists of a read batch, as the packer takes them: every row's tokens and
+    then EOS, one after another (``stream``, int64), and where each row starts in that
+    (``bounds``, one more than the rows: the last is the stream's end)."""
+
+    stream: np.ndarray
+    bounds: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+
+def token_rows(batch: pa.RecordBatch, eos: int) -> TokenRows:
+    """The pipeline's transform when packing: a batch's token lists, each followed by
+    ``eos`` (nulls refused). Made on the transform threads, off the consumer's."""
+    column = batch.column(0)
+    values = pc.list_flatten(column)
+    if column.null_count or values.null_count:
+        raise ValueError("pack_sequences does not support null token lists or values")
+    tokens = values.to_numpy(zero_copy_only=False)
+    if tokens.dtype == np.uint64 and len(tokens) and tokens.max() > np.iinfo(np.int64).max:
+        raise ValueError(
+            f"column '{batch.schema.names[0]}' holds the token {tokens.max()}, past int64, "
+            "the type packed tokens are given in"
+        )
+    bounds = np.zeros(len(column) + 1, dtype=np.int64)
+    np.cumsum(pc.list_value_length(column).to_numpy() + 1, out=bounds[1:])
+    stream = np.empty(bounds[-1], dtype=np.int64)
+    eos_at = bounds[1:] - 1
+    kept = np.ones(len(stream), dtype=bool)
+    kept[eos_at] = False
+    stream[kept] = tokens
+    stream[eos_at] = eos
+    return TokenRows(stream, bounds)
+
+
 class Packer:
     """Token lists of the owned splits packed into blocks of ``length`` tokens, one item (a
     block, or ``pack_blocks`` of them) per split in turn, ``budget`` blocks per split (padded
     with ``pad`` once a split runs dry; tokens past the budget are left out).
 
-    The partial block of each split is checkpoint state (``pack_buffers``) that must stand
-    between any two items, so the stream is carried here, in Python lists; each
-    ``pack_blocks`` item is then packed by Rust's ``tokens::pack_lists``
-    (``_native.pack_tokens``), the Loader's packer, for the same positions and cu_seqlens.
-    LanceDB's one-block samples are cut here in Python: their ``doc_ids`` (counted from 0 in
-    each block, padding keeping the last document's) are not what the Rust packer gives.
+    The partial item of each split is checkpoint state (``pack_buffers``) that must stand
+    between any two items: a :class:`Partial` of numpy arrays, given to the progress with
+    each item (it is never written to) and saved as lists only when a state is made. The
+    pipeline hands over a read batch's rows at once (:class:`TokenRows`, made on its
+    transform threads with the EOS tokens in place); an item takes the rows it needs of them
+    in a few numpy calls, and each ``pack_blocks`` item is packed by
+    Rust's ``tokens::pack_lists`` (``_native.pack_tokens``), the Loader's packer, for the
+    same positions and cu_seqlens. LanceDB's one-block samples are cut here: their
+    ``doc_ids`` (counted from 0 in each block, padding keeping the last document's) are not
+    what the Rust packer gives.
 
     Parameters
     ----------
@@ -120,7 +161,7 @@ class Packer:
                 "topology"
             )
         self.consumed = list(progress.pack_consumed)
-        self.buffers = _copied(progress.pack_buffers)
+        self.buffers = dict(progress.pack_buffers)
         self.starts = [self.consumed[s] for s in splits]  # the positions the splits read from
         self.spec = None
         if config.per_item is not None:
@@ -128,84 +169,103 @@ class Packer:
                 max_length=config.length, pack=True, blocks=config.per_item, pad_value=config.pad
             )
 
-    def _fill(self, pipe: Pipeline, i: int) -> dict[str, list[int]]:
+    def rows(self, batch: pa.RecordBatch) -> TokenRows:
+        """The pipeline's transform (:func:`token_rows`, with this packing's EOS)."""
+        return token_rows(batch, self.config.eos)
+
+    def _fill(self, pipe: Pipeline, i: int) -> Partial:
         """Split ``i``'s partial item, with rows added until it holds an item's tokens or the
         split runs dry."""
-        split = self.splits[i]
-        numbered = self.config.per_item is not None
-        empty: dict[str, list[int]] = {"tokens": [], "starts": []}
-        if numbered:
-            empty["documents"] = []
-        buffer = self.buffers.setdefault(split, empty)
-        while len(buffer["tokens"]) < self.config.cells and pipe.ready(i):
-            position, tokens = pipe.pop(i)
-            buffer["starts"].append(len(buffer["tokens"]))
-            if numbered:  # the row's place in the epoch's stream
-                buffer["documents"].append(position * self.config.num_splits + split)
-            buffer["tokens"].extend(tokens)
-            buffer["tokens"].append(self.config.eos)
-            self.consumed[split] = position + 1
+        split, config = self.splits[i], self.config
+        numbered = config.per_item is not None
+        buffer = self.buffers.get(split)
+        if buffer is None:
+            buffer = Partial.empty(numbered)
+        have = len(buffer.tokens)
+        tokens, starts = [buffer.tokens], [buffer.starts]
+        documents = [] if buffer.documents is None else [buffer.documents]
+        while have < config.cells and pipe.ready(i):
+            positions, rows, first = pipe.front(i)
+            bounds = rows.bounds[first:] - rows.bounds[first]
+            # The rows up to the first that fills the item, all where none does.
+            k = min(int(np.searchsorted(bounds[1:], config.cells - have)) + 1, len(rows) - first)
+            tokens.append(rows.stream[rows.bounds[first] : rows.bounds[first + k]])
+            starts.append(have + bounds[:k])
+            if numbered:  # each row's place in the epoch's stream
+                read = _array(positions[first : first + k])
+                documents.append(read * config.num_splits + split)
+            have += int(bounds[k])
+            self.consumed[split] = positions[first + k - 1] + 1
+            pipe.take(i, k)
+        if len(tokens) > 1:
+            buffer = Partial(
+                np.concatenate(tokens),
+                np.concatenate(starts),
+                np.concatenate(documents) if numbered else None,
+            )
+        self.buffers[split] = buffer
         return buffer
 
-    def _cut(self, buffer: dict[str, list[int]]) -> dict[str, Any]:
-        """The block at the head of ``buffer`` (padded), taken out of it."""
+    def _cut(self, split: int, buffer: Partial) -> dict[str, Any]:
+        """The item at the head of split ``split``'s ``buffer`` (padded), the rest left as its
+        partial item."""
         if self.config.per_item is not None:
-            return self._cut_item(buffer)
-        length = self.config.length
-        tokens = buffer["tokens"]
-        tokens.extend([self.config.pad] * (length - len(tokens)))
-        doc_ids = torch.zeros(length, dtype=torch.int64)
-        doc_ids[[s for s in buffer["starts"] if 0 < s < length]] = 1
-        block = {
-            "input_ids": torch.tensor(tokens[:length], dtype=torch.int64),
-            "doc_ids": doc_ids.cumsum(0),
+            return self._cut_item(split, buffer)
+        length, tokens, starts = self.config.length, buffer.tokens, buffer.starts
+        block = tokens[:length]
+        if len(block) < length:
+            block = np.concatenate([block, np.full(length - len(block), self.config.pad)])
+        doc_ids = np.zeros(length, dtype=np.int64)
+        doc_ids[starts[(0 < starts) & (starts < length)]] = 1
+        item = {
+            "input_ids": torch.from_numpy(block.copy()),
+            "doc_ids": torch.from_numpy(doc_ids.cumsum()),
         }
-        del tokens[:length]
-        buffer["starts"] = [s - length for s in buffer["starts"] if s >= length]
-        return block
-
-    def _cut_item(self, buffer: dict[str, list[int]]) -> dict[str, Any]:
-        """The ``pack_blocks`` item at the head of ``buffer`` (padded at its end), taken out of
-        it: the documents' runs of it packed by Rust, each document numbered as read."""
-        cells, config = self.config.cells, self.config
-        tokens, starts, documents = buffer["tokens"], buffer["starts"], buffer["documents"]
-        used = min(cells, len(tokens))
-        runs = [s for s in starts if s < used]  # starts[0] == 0 whenever there are tokens
-        offsets = [*runs, used]
-        # Through numpy: pyarrow and torch are many times slower at a list of ints, and
-        # torch's threads at a gather on busy cores.
-        column = pa.LargeListArray.from_arrays(
-            pa.array(np.array(offsets, dtype=np.int64)),
-            pa.array(np.array(tokens[:used], dtype=np.int64)),
-        )
-        batch = pa.record_batch([column], names=[config.column])
-        assert self.spec is not None  # made with per_item
-        item, _ = self.spec._packed([batch], 0, config.column)
-        # Rust numbers the runs 0, 1, ...; -1 (padding) picks the -1 appended.
-        numbers = np.array([*documents[: len(runs)], -1], dtype=np.int64)
-        name = f"{config.column}_document"
-        item[name] = torch.from_numpy(numbers[item[name].numpy()])
-        del tokens[:used]
-        if tokens:  # the document cut at the item's end goes on, from the next item's start
-            last = len(runs) - 1
-            rest = [(s - used, d) for s, d in zip(starts, documents) if s >= used]
-            if not rest or rest[0][0] > 0:
-                rest.insert(0, (0, documents[last]))
-            buffer["starts"] = [s for s, _ in rest]
-            buffer["documents"] = [d for _, d in rest]
-        else:
-            buffer["starts"], buffer["documents"] = [], []
+        self.buffers[split] = Partial(tokens[length:], starts[starts >= length] - length)
         return item
 
-    def _item(self, i: int, buffer: dict[str, list[int]], pipe: Pipeline) -> Iterator[Any]:
+    def _cut_item(self, split: int, buffer: Partial) -> dict[str, Any]:
+        """The ``pack_blocks`` item at the head of ``buffer`` (padded at its end), the rest
+        left as split ``split``'s partial item: the documents' runs of it packed by Rust,
+        each document numbered as read."""
+        cells, config = self.config.cells, self.config
+        tokens, starts, documents = buffer.tokens, buffer.starts, buffer.documents
+        assert documents is not None and self.spec is not None  # made with per_item
+        used = min(cells, len(tokens))
+        runs = starts[starts < used]  # starts[0] == 0 whenever there are tokens
+        column = pa.LargeListArray.from_arrays(
+            pa.array(np.append(runs, used)), pa.array(tokens[:used])
+        )
+        batch = pa.record_batch([column], names=[config.column])
+        item, _ = self.spec._packed([batch], 0, config.column)
+        # Rust numbers the runs 0, 1, ...: each run's tokens get its document's number
+        # instead, the padding after them -1, as Rust's.
+        numbers = np.append(documents[: len(runs)], -1)
+        counts = np.diff(np.append(runs, [used, cells]))
+        name = f"{config.column}_document"
+        item[name] = torch.from_numpy(np.repeat(numbers, counts).reshape(item[name].shape))
+        rest = Partial.empty(True)
+        if used < len(tokens):  # the document cut at the item's end goes on, from the start
+            later = starts >= used
+            rest_starts, rest_documents = starts[later] - used, documents[later]
+            if not len(rest_starts) or rest_starts[0] > 0:
+                rest_starts = np.concatenate(([0], rest_starts))
+                rest_documents = np.concatenate(
+                    (documents[len(runs) - 1 : len(runs)], rest_documents)
+                )
+            rest = Partial(tokens[used:], rest_starts, rest_documents)
+        self.buffers[split] = rest
+        return item
+
+    def _item(self, i: int, buffer: Partial, pipe: Pipeline) -> Iterator[Any]:
         """Split ``i``'s next item, committed to the progress right before it is handed
         over."""
         progress, split = self.progress, self.splits[i]
-        item = self._cut(buffer)
+        item = self._cut(split, buffer)
         # The progress with this item, made first; it is committed right before the
         # ``yield`` with no call in between, so a state counts exactly the items handed over
         # (a StreamingDataLoader sends it with the item).
-        now_consumed, now_buffers = list(self.consumed), _copied(self.buffers)
+        now_consumed, now_buffers = list(self.consumed), dict(self.buffers)
         now_emitted = progress.pack_emitted[split] + self.config.item_blocks
         pipe.publish()
         progress.pack_consumed = now_consumed
@@ -229,17 +289,11 @@ class Packer:
                 yield from self._item(i, self._fill(pipe, i), pipe)
 
 
-def _copied(buffers: dict[int, dict[str, list[int]]]) -> dict[int, dict[str, list[int]]]:
-    """A copy of partial blocks, their lists copied (lists of ints: no deep copy needed)."""
-    return {split: {k: list(v) for k, v in b.items()} for split, b in buffers.items()}
-
-
-def token_lists(batch: pa.RecordBatch) -> list[list[int]]:
-    """The pipeline's transform when packing: a batch's token lists (nulls refused)."""
-    column = batch.column(0)
-    if column.null_count or pc.list_flatten(column).null_count:
-        raise ValueError("pack_sequences does not support null token lists or values")
-    return column.to_pylist()
+def _array(positions: Sequence[int]) -> np.ndarray:
+    """Row positions (a ``range``, or a list where rows were skipped) as int64."""
+    if isinstance(positions, range):
+        return np.arange(positions.start, positions.stop, dtype=np.int64)
+    return np.array(positions, dtype=np.int64)
 
 
 def estimate_blocks_per_epoch(

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import RawArray
 from queue import Empty, SimpleQueue
@@ -145,7 +145,8 @@ class Pipeline:
     threads; read batches wait (``raw``) for one of ``transform_parallelism`` transform slots;
     transformed rows wait (``cooked``) for the consumer, at most ``transform_queue_depth``
     batches of them. Each row carries its position in its split, counted from the split's
-    start.
+    start. The consumer takes the rows one at a time (:meth:`pop`) or, with ``batched``,
+    a transformed batch's rows at once (:meth:`front`, :meth:`take`).
 
     The consumer starts it with :meth:`start` and, in a ``finally``, sets ``closed`` (a plain
     store, which no interrupt splits) before :meth:`close`, which waits for the threads a
@@ -162,7 +163,11 @@ class Pipeline:
     starts : list of int
         Each split's position of the first of those rows.
     transform : callable
-        A ``pyarrow.RecordBatch`` to one item per row.
+        A ``pyarrow.RecordBatch`` to one item per row or, with ``batched``, to one object
+        of its rows (``len`` of it the rows).
+    batched : bool
+        ``transform`` gives one object for a batch's rows. Where it fails and fails are
+        skipped, the rows it takes are found a row at a time and transformed again together.
     """
 
     def __init__(
@@ -172,6 +177,7 @@ class Pipeline:
         perms: list[Permutation],
         starts: list[int],
         transform: Callable[[pa.RecordBatch], Any],
+        batched: bool = False,
     ) -> None:
         self.config, self.totals = config, totals
         self.perms = perms
@@ -181,9 +187,13 @@ class Pipeline:
         self.reading: list[deque[tuple[int, _Call]]] = [deque() for _ in perms]
         self.raw: list[deque[tuple[int, pa.RecordBatch]]] = [deque() for _ in perms]
         self.transforming: list[deque[_Call]] = [deque() for _ in perms]
-        self.cooked: list[deque[tuple[int, Any]]] = [deque() for _ in perms]
+        # Transformed batches, each its rows' positions and its rows; ``first``: the rows of
+        # the head one given, ``waiting``: the rows not given.
+        self.cooked: list[deque[tuple[Sequence[int], Any]]] = [deque() for _ in perms]
+        self.first = [0] * len(perms)
+        self.waiting = [0] * len(perms)
         self.given = [0] * len(perms)
-        self.transform = transform
+        self.transform, self.batched = transform, batched
         self.workers = config.transform_parallelism or os.cpu_count() or 1
         self.transforms = 0  # transforms started whose end the consumer has not seen yet
         depth = config.transform_queue_depth
@@ -253,35 +263,45 @@ class Pipeline:
             call = self.io.submit(self._read, self.perms[i], list(range(start, start + n)))
             self.reading[i].append((self.starts[i] + start, call))
 
-    def _transformed(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
+    def _transformed(self, start: int, batch: pa.RecordBatch) -> tuple[Sequence[int], Any]:
         began = time.perf_counter()
         rows = self._apply(start, batch)
         with self.counting:
             self.totals.transform_time += time.perf_counter() - began
         return rows
 
-    def _apply(self, start: int, batch: pa.RecordBatch) -> list[tuple[int, Any]]:
+    def _apply(self, start: int, batch: pa.RecordBatch) -> tuple[Sequence[int], Any]:
+        """The positions and the transformed rows of ``batch``, whose first row is at
+        ``start``."""
         try:
-            out = list(self.transform(batch))
+            out = self.transform(batch)
+            if not self.batched:
+                out = list(out)
         except Exception as exc:
             if not self._skips(exc):
                 raise
             return self._row_by_row(start, batch, exc)
         # A wrong count is a bug in the transform, never a row to skip.
-        return [(start + j, row) for j, row in enumerate(_one_per_row(out, batch.num_rows))]
+        return range(start, start + batch.num_rows), _one_per_row(out, batch.num_rows)
 
-    def _row_by_row(self, start: int, batch: pa.RecordBatch, failure: Exception) -> list:
-        """The batch transformed a row at a time, the failing rows dropped."""
-        kept, skipped, first = [], 0, None
+    def _row_by_row(
+        self, start: int, batch: pa.RecordBatch, failure: Exception
+    ) -> tuple[Sequence[int], Any]:
+        """The batch transformed a row at a time, the failing rows dropped (``batched``: the
+        rows kept then transformed together)."""
+        kept, rows, skipped, first = [], [], 0, None
         for j in range(batch.num_rows):
             try:
-                out = list(self.transform(batch.slice(j, 1)))
+                out = self.transform(batch.slice(j, 1))
+                if not self.batched:
+                    out = list(out)
             except Exception as exc:
                 if not self._skips(exc):
                     raise
                 skipped, first = skipped + 1, first or exc
                 continue
-            kept.append((start + j, _one_per_row(out, 1)[0]))
+            kept.append(j)
+            rows.append(_one_per_row(out, 1))
         with self.counting:
             self.totals.rows_skipped += skipped
         if skipped and self.config.on_transform_error == "warn":
@@ -291,7 +311,13 @@ class Pipeline:
                 batch.num_rows,
                 first or failure,
             )
-        return kept
+        positions = [start + j for j in kept]
+        if not self.batched:
+            return positions, [out[0] for out in rows]
+        if not kept:
+            return positions, rows
+        kept_rows = batch.take(pa.array(kept, pa.int64()))
+        return positions, _one_per_row(self.transform(kept_rows), len(kept))
 
     def _skips(self, exc: Exception) -> bool:
         mode = self.config.on_transform_error
@@ -303,13 +329,19 @@ class Pipeline:
         if self.max_cooked is None:
             return True
         size = self.config.read_batch_size
-        queued = len(self.cooked[i]) + len(self.transforming[i]) * size
+        queued = self.waiting[i] + len(self.transforming[i]) * size
         return queued + size <= self.max_cooked
 
     def _start_transform(self, i: int) -> None:
         start, batch = self.raw[i].popleft()
         self.transforms += 1
         self.transforming[i].append(self.tx.submit(self._transformed, start, batch, slot=True))
+
+    def _cook(self, i: int, transformed: tuple[Sequence[int], Any]) -> None:
+        """Queue a transformed batch of split ``i`` for the consumer (if it kept any rows)."""
+        if transformed[0]:
+            self.cooked[i].append(transformed)
+            self.waiting[i] += len(transformed[0])
 
     def pump(self, i: int) -> None:
         """Move split ``i``'s finished work along without waiting (a failure raises here)."""
@@ -318,7 +350,7 @@ class Pipeline:
             start, call = self.reading[i].popleft()
             self.raw[i].append((start, call.result()))
         while self.transforming[i] and self.transforming[i][0].done:
-            self.cooked[i].extend(self.transforming[i].popleft().result())
+            self._cook(i, self.transforming[i].popleft().result())
         while self.raw[i] and self._room(i) and self.transforms < self.workers:
             self._start_transform(i)
         self._read_ahead(i)
@@ -328,9 +360,9 @@ class Pipeline:
         self.pump(i)
         while not self.cooked[i]:
             if self.transforming[i]:
-                rows = self._wait(self.transforming[i][0])
+                transformed = self._wait(self.transforming[i][0])
                 self.transforming[i].popleft()
-                self.cooked[i].extend(rows)
+                self._cook(i, transformed)
             elif self.raw[i]:
                 while self.transforms >= self.workers:  # wait for a slot
                     self._settle(self.finished.get())
@@ -346,17 +378,34 @@ class Pipeline:
 
     def pop(self, i: int) -> tuple[int, Any]:
         """The next row of split ``i`` (``ready`` said there is one) and its position."""
-        entry = self.cooked[i].popleft()
-        self.pump(i)
-        self.given[i] += 1
+        positions, rows = self.cooked[i][0]
+        k = self.first[i]
+        entry = positions[k], rows[k]
+        self.take(i, 1)
         return entry
+
+    def front(self, i: int) -> tuple[Sequence[int], Any, int]:
+        """Split ``i``'s next transformed batch (``ready`` said there is one): its rows'
+        positions, its rows, and how many of them were given already."""
+        positions, rows = self.cooked[i][0]
+        return positions, rows, self.first[i]
+
+    def take(self, i: int, n: int) -> None:
+        """Give the next ``n`` rows of split ``i``'s :meth:`front` (at most those left)."""
+        self.first[i] += n
+        self.waiting[i] -= n
+        if self.first[i] == len(self.cooked[i][0][0]):
+            self.cooked[i].popleft()
+            self.first[i] = 0
+        self.pump(i)
+        self.given[i] += n
 
     # -- statistics ---------------------------------------------------------------------------
     def raw_rows(self) -> int:
         return sum(b.num_rows for q in self.raw for _, b in q)
 
     def cooked_rows(self) -> int:
-        return sum(len(q) for q in self.cooked)
+        return sum(self.waiting)
 
     def unscanned(self) -> int:
         return sum(s - h for s, h in zip(self.sizes, self.head))
@@ -377,8 +426,9 @@ class Pipeline:
         stats[SKIPPED] = totals.rows_skipped
 
 
-def _one_per_row(out: Any, n: int) -> list:
-    rows = list(out)
+def _one_per_row(rows: Any, n: int) -> Any:
+    """``rows``, what the transform gave for a batch of ``n`` rows, refused unless it is
+    ``n`` rows."""
     if len(rows) != n:
         raise ValueError(
             f"transform returned {len(rows)} rows for a batch of {n}; transforms must return "

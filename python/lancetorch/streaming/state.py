@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
-from copy import deepcopy
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,42 @@ class StateConfig:
         return blocks // self.num_splits if isinstance(blocks, int) else None
 
 
+@dataclass(frozen=True)
+class Partial:
+    """A split's partial item, packed: its tokens (each row's, then EOS), where each row
+    starts in them and, with ``pack_blocks``, each row's document number. Its arrays are
+    never written to once made, so progress and packer share them.
+
+    A state saves it as lists (:meth:`saved`, ``{"tokens", "starts"[, "documents"]}``).
+    """
+
+    tokens: np.ndarray  # int64
+    starts: np.ndarray  # int64, ascending
+    documents: np.ndarray | None = None  # int64, one per start; None: LanceDB's blocks
+
+    @classmethod
+    def empty(cls, numbered: bool) -> Partial:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, none, none if numbered else None)
+
+    @classmethod
+    def of(cls, saved: Mapping[str, Any]) -> Partial:
+        """The partial item a state saved (checked by :func:`checked_state`)."""
+        documents = saved.get("documents")
+        return cls(
+            np.array(saved["tokens"], dtype=np.int64),
+            np.array(saved["starts"], dtype=np.int64),
+            None if documents is None else np.array(documents, dtype=np.int64),
+        )
+
+    def saved(self) -> dict[str, list[int]]:
+        """The form a state saves."""
+        out = {"tokens": self.tokens.tolist(), "starts": self.starts.tolist()}
+        if self.documents is not None:
+            out["documents"] = self.documents.tolist()
+        return out
+
+
 class Progress:
     """What a dataset has handed over, per split, and whether a checkpoint of it holds.
 
@@ -62,7 +99,7 @@ class Progress:
     the samples where rows were skipped) per split; splits without an entry are at
     ``offset``, the count every split had reached at the last complete cycle. Packed:
     ``pack_consumed`` (positions read), ``pack_emitted`` (blocks given) and ``pack_buffers``
-    (the partial block) of each split.
+    (the partial item, saved as lists only when a state is made) of each split.
 
     Parameters
     ----------
@@ -77,7 +114,7 @@ class Progress:
         self.positions: dict[int, int] = {}
         self.pack_consumed = [0] * config.num_splits
         self.pack_emitted = [0] * config.num_splits
-        self.pack_buffers: dict[int, dict[str, list[int]]] = {}
+        self.pack_buffers: dict[int, Partial] = {}
         self.invalid_reason: str | None = None
         self.requires_uniform = False  # a StreamingDataLoader committed at complete steps
 
@@ -133,7 +170,7 @@ class Progress:
                 blocks_per_epoch=config.blocks_per_epoch,
                 samples_consumed_per_split=list(self.pack_consumed),
                 blocks_emitted_per_split=list(self.pack_emitted),
-                pack_buffers=deepcopy(self.pack_buffers),
+                pack_buffers={s: b.saved() for s, b in self.pack_buffers.items()},
             )
             if config.pack_blocks is not None:
                 state["pack_blocks"] = config.pack_blocks
@@ -174,7 +211,7 @@ class Progress:
                     if buffer is None:
                         self.pack_buffers.pop(split, None)
                     else:
-                        self.pack_buffers[split] = deepcopy(buffer)
+                        self.pack_buffers[split] = Partial.of(buffer)
             return
         samples = state["samples_consumed_per_split"]
         positions = state.get("positions_consumed_per_split", samples)
@@ -220,7 +257,15 @@ class Progress:
                     )
             self.pack_consumed = checked["samples_consumed_per_split"]
             self.pack_emitted = checked["blocks_emitted_per_split"]
-            self.pack_buffers = checked["pack_buffers"]
+            buffers = checked["pack_buffers"]
+            for split, buffer in buffers.items():
+                if config.pack_blocks is not None and "documents" not in buffer:
+                    raise ValueError(
+                        f"state['pack_buffers'][{split}] has {sorted(buffer)}, no 'documents': "
+                        "a pack_blocks state numbers each document of its partial item; pass "
+                        "the state that state_dict() or merge_state_dicts() returned"
+                    )
+            self.pack_buffers = {s: Partial.of(b) for s, b in buffers.items()}
             return
         samples = checked["samples_consumed_per_split"]
         if isinstance(samples, list):
@@ -421,11 +466,10 @@ def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, lis
         lists = {}
         for part in ("tokens", "starts"):
             values = buffer[part]
-            if not isinstance(values, (list, tuple)) or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values
-            ):
+            if not _int64s(values):
                 raise ValueError(
-                    f"{where}[{key!r}]['{part}'] (split {split}) must be a list of whole numbers"
+                    f"{where}[{key!r}]['{part}'] (split {split}) must be a list of whole numbers "
+                    "(int64)"
                 )
             lists[part] = [int(v) for v in values]
         if any(not 0 <= start < len(lists["tokens"]) for start in lists["starts"]):
@@ -435,11 +479,10 @@ def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, lis
             )
         if "documents" in buffer:  # pack_blocks: the number of each document started
             documents = buffer["documents"]
-            if not isinstance(documents, (list, tuple)) or not all(
-                isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in documents
-            ):
+            if not _int64s(documents):
                 raise ValueError(
-                    f"{where}[{key!r}]['documents'] (split {split}) must be a list of whole numbers"
+                    f"{where}[{key!r}]['documents'] (split {split}) must be a list of whole "
+                    "numbers (int64)"
                 )
             starts = lists["starts"]
             if len(documents) != len(starts) or (lists["tokens"] and starts[:1] != [0]):
@@ -451,3 +494,11 @@ def _checked_buffers(buffers: Any, name: str, n: int) -> dict[int, dict[str, lis
             lists["documents"] = [int(v) for v in documents]
         out[split] = lists
     return out
+
+
+def _int64s(values: Any) -> bool:
+    """Whether ``values`` is a list (or tuple) of whole numbers that int64 holds."""
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(v, numbers.Integral) and not isinstance(v, bool) and -(2**63) <= int(v) < 2**63
+        for v in values
+    )
