@@ -411,8 +411,9 @@ def test_merging_refuses_states_that_are_not_one_step_of_one_run():
     with pytest.raises(ValueError, match="'pack_done'.*does not"):
         Loader.merge_state_dicts([states[0], states[1], _unpacked(table).state_dict()])
     legacy = {k: v for k, v in states[0].items() if k not in ("rank", "pack_done")}
-    with pytest.raises(ValueError, match="pack_skip .*earlier lancetorch"):
-        Loader.merge_state_dicts([{**legacy, "pack_skip": 2}, states[1], states[2]])
+    for skip in (2, 0):  # pack_skip 0 too: such a state is an earlier lancetorch's
+        with pytest.raises(ValueError, match="pack_skip .*earlier lancetorch"):
+            Loader.merge_state_dicts([{**legacy, "pack_skip": skip}, states[1], states[2]])
     stray = {**states[1], "pack_done": [[states[1]["position"], 1]]}
     with pytest.raises(ValueError, match="does not read from position"):
         Loader.merge_state_dicts([states[0], stray, states[2]])
@@ -458,6 +459,22 @@ def test_a_state_of_an_earlier_lancetorch_still_resumes_on_as_many_ranks():
     resumed.load_state_dict(legacy)
     assert resumed.state_dict() == legacy
     assert _stream(resumed)[0] == [t for r in rows for t in r][2:]
+
+
+@pytest.mark.parametrize("tail", [[[], []], [[]], []])
+def test_a_full_pass_ends_its_epoch_though_row_batches_without_tokens_close_it(tail):
+    """Row batches that bring no token after the last packed batch stay in the carry; the
+    state after the pass still says the next epoch, and a resume from it reads that epoch
+    whole."""
+    rows = [[1, 2], [3, 4], *tail]
+    loader = Loader(_table(rows), 2, shuffle=False, per_column=True, decode=_spec(2, 1))
+    for epoch in range(2):
+        assert _stream(loader)[0] == [1, 2, 3, 4]
+        state = loader.state_dict()
+        assert (state["epoch"], state["position"], state["pack_done"]) == (epoch + 1, 0, [])
+    resumed = Loader(_table(rows), 2, shuffle=False, per_column=True, decode=_spec(2, 1))
+    resumed.load_state_dict(state)
+    assert _stream(resumed)[0] == [1, 2, 3, 4]
 
 
 def test_fixed_blocks_read_only_the_token_column():

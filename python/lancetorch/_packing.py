@@ -117,6 +117,7 @@ class Packer:
         assert spec.blocks is not None and spec.max_length is not None
         self.column, self.names = column, spec.outputs(column)
         self._carry = _native.TokenPacker(column, spec, skip)
+        self._skip = skip
         self._from_dlpack = _torch().from_dlpack
         self._shard, self._fed = shard, 0
         # The rows handed out before, as rows of this rank's share, in order.
@@ -175,15 +176,24 @@ class Packer:
         while carry.available() > 0:
             yield self._batch(carry.take())
 
-    def state(self) -> tuple[int, list[list[int]]]:
-        """``(row batches of the pass before the carry, pack_done)``: where a resumed pass
-        starts, and ``[position, tokens]`` of each row past it already handed out (in the
-        epoch: the padding's are left out)."""
+    def state(self) -> tuple[int, list[list[int]], int]:
+        """``(row batches of the pass before the carry, pack_done, pack_skip)``: where a
+        resumed pass starts, ``[position, tokens]`` of each row past it already handed out
+        (in the epoch: the padding's are left out), and, until a row batch is fed, the
+        ``pack_skip`` of an earlier lancetorch's state this pass was resumed from (0 if
+        none)."""
         first, _ = self._carry.state()
         shard = self._shard
         lo = first * shard.batch_size
         if lo >= shard.rows:  # the pass is over
-            return first, []
+            return first, [], 0
+        if self._fed * shard.batch_size >= shard.rows and not self._carry.available():
+            # Every row fed and every token handed out: over too, though row batches with
+            # no tokens left (empty rows, rows handed out before a resume) stay in the carry
+            # until a take that never comes.
+            return self._fed, [], 0
+        if not self._fed and self._skip:
+            return 0, [], self._skip
         whole, part = self._carry.progress()
         rows, tokens = self._done(lo, sys.maxsize)
         done = dict(zip(rows.tolist(), tokens.tolist()))
@@ -196,7 +206,7 @@ class Packer:
             position = shard.start + row * shard.world + shard.rank
             if position < shard.n:
                 pairs.append([position, done[row]])
-        return first, pairs
+        return first, pairs, 0
 
 
 # A packing state's keys beside the sampler's: this rank (None: merged, for every rank), the
@@ -263,7 +273,7 @@ def merge_states(states: Any) -> dict[str, Any]:
                 "each rank"
             )
     packed = ["pack_done" in state for state in states]
-    old = [i for i, state in enumerate(states) if state.get("pack_skip")]
+    old = [i for i, state in enumerate(states) if "pack_skip" in state]
     if old:
         raise ValueError(
             f"states[{old[0]}] has pack_skip (saved by an earlier lancetorch): the tokens of "

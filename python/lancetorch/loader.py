@@ -381,8 +381,11 @@ class Loader(_EpochReads):
                 return {**state, "pack_skip": resume[3]}
             done = [[q, t] for q, t in sorted(resume[2].items())]
             return {**state, "rank": sampler.rank, "pack_done": done}
-        first, done = self._packer.state()
-        return {**sampler.state_dict(batches=first), "rank": sampler.rank, "pack_done": done}
+        first, done, skip = self._packer.state()
+        state = sampler.state_dict(batches=first)
+        if skip:  # resumed from an earlier lancetorch's state, nothing of the pass read yet
+            return {**state, "pack_skip": skip}
+        return {**state, "rank": sampler.rank, "pack_done": done}
 
     @staticmethod
     def merge_state_dicts(states: list[dict[str, Any]]) -> dict[str, Any]:
@@ -434,7 +437,7 @@ class Loader(_EpochReads):
         >>> merged = Loader.merge_state_dicts([each.state_dict() for each in ranks])
         >>> one = loader(0, 1)
         >>> one.load_state_dict(merged)
-        >>> sum(int((b["t_document"] >= 0).sum()) for b in one)  # 24 tokens in all
+        >>> sum(int((b["t_document"] >= 0).sum()) for b in one)  # the rest of the 24 tokens
         16
         """
         return _packing.merge_states(states)
