@@ -6,12 +6,12 @@ Two spawned processes open the same Lance table (``--rows`` x ``--dim`` float32 
 label) with ``cache=True`` and read every row once in shuffled batches of 1024, at once. Each
 samples its memory from /proc/self every 50 ms: private memory (RssAnon), its proportional
 share of every page it maps (Pss: a page two processes map counts half in each), and VmHWM.
-The node's memory is the peak over time of the two processes' Pss summed at one instant
-(each process's latest sample at each sample time of either); its ratio to the table's bytes
-(also net of two processes that open the table and read nothing) and between the two ways is
-printed, with the sum of the two processes' own peaks (which may come at different times: a
-process that maps a piece first holds all of its pages until the other maps it too) and the
-runs' rows/s.
+The node's memory is the peak of the two processes' Pss summed at one instant (the parent
+reads both processes' /proc/<pid>/smaps_rollup together, every 50 ms); its ratio to the
+table's bytes (also net of two processes that open the table and read nothing) and between
+the two ways is printed, with the sum of the two processes' own peaks (which may come at
+different times: a process that maps a piece first holds all of its pages until the other
+maps it too) and the runs' rows/s.
 
     python benches/bench_node_tier.py [--rows N] [--dim D]
 """

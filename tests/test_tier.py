@@ -727,3 +727,56 @@ def test_a_cache_of_many_narrow_columns_keeps_a_row_major_copy(tmp_path):
         assert t.__getitems__([ROWS - 1, 7]).column("label").to_pylist() == [ROWS - 1, 7]
         blocks[name] = t._backend._cached[1].block_columns
     assert blocks == {"narrow": list(range(17)), "wide": []}
+
+
+def test_a_kept_mapping_goes_with_its_file_and_at_most_sixteen_are_kept(tmp_path):
+    """A process keeps the pieces it mapped, each while the file at its path is the one it
+    mapped: a piece removed (evicted) is not served from the mapping kept, nor kept past the
+    next mapping made; one written anew is mapped anew; no more than 16 are kept."""
+    from lancetorch import _piece_files
+
+    tier = NodeTier(tmp_path / "tier", budget_bytes=1 << 30)
+    tier.get(key(0), lambda: piece_rows(0))
+    assert tier.peek(key(0)).equals(piece_rows(0))
+    path = str(tier.path_of(key(0)))
+    assert path in _piece_files._kept
+    os.unlink(path)
+    assert tier.peek(key(0)) is None
+    tier.get(key(0), lambda: piece_rows(7))  # the same key written anew (other rows)
+    assert tier.peek(key(0)).equals(piece_rows(7))
+    tier.peek(key(0))
+    os.unlink(path)
+    tier.get(key(1), lambda: piece_rows(1))
+    tier.peek(key(1))  # a mapping made: the removed piece's is dropped
+    assert path not in _piece_files._kept
+    for i in range(2, 22):
+        tier.get(key(i), lambda i=i: piece_rows(i))
+        assert tier.peek(key(i)).equals(piece_rows(i))
+    assert len(_piece_files._kept) == _piece_files._KEPT == 16
+
+
+def test_the_native_file_checksum_is_zlibs(tmp_path):
+    import zlib
+
+    from lancetorch._native import crc32_of_file
+
+    data = np.random.default_rng(0).integers(0, 256, (3 << 20) + 5, dtype=np.uint8).tobytes()
+    path = tmp_path / "f"
+    path.write_bytes(data + b"tail")
+    with open(path, "rb") as f:
+        assert crc32_of_file(f.fileno(), len(data)) == zlib.crc32(data)
+        with pytest.raises(OSError):
+            crc32_of_file(f.fileno(), len(data) + 5)  # past its end
+
+
+def test_pieces_hold_16_to_32_mib_of_a_tables_rows():
+    """Pieces are sized by a row's bytes: the fixed-width columns', or what the table's files
+    store a row where more (text, images); 16 to 131,072 rows, a power of two."""
+    wide = pa.schema([("v", pa.list_(pa.float32(), 128)), ("label", pa.int64())])  # 520 B
+    rows = _lance_reads.piece_rows(wide)
+    assert rows == 1 << 15 and 16 << 20 < rows * 520 <= 32 << 20
+    assert _lance_reads.piece_rows(pa.schema([("x", pa.int8())])) == 1 << 17
+    images = pa.schema([("image", pa.binary()), ("label", pa.int64())])
+    assert _lance_reads.piece_rows(images, stored=100_000) == 256  # 25.6 MB
+    assert _lance_reads.piece_rows(images, stored=50 << 20) == 16
+    assert _lance_reads.piece_rows(wide, stored=1) == rows  # the fixed width counts

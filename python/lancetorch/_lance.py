@@ -139,6 +139,7 @@ class _LanceBackend(_LanceReads):
         # Live Permutations over this table and the columns each reads (for the fork fill).
         self.views: weakref.WeakKeyDictionary[object, tuple[str, ...]] = weakref.WeakKeyDictionary()
         self._node_tier: NodeTier | None = None  # opened (its folder checked) when first used
+        self._piece_rows: int | None = None  # see _LanceReads.piece_rows
         _track_open(self)
 
     @classmethod

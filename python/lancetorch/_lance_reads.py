@@ -131,6 +131,7 @@ class _LanceReads:
     version: int
     _node_tier: NodeTier | None
     _fragments: tuple[list[Any], np.ndarray] | None
+    _piece_rows: int | None
     call: Callable[..., Any]
     identity: Callable[[], str | None]
 
@@ -144,6 +145,9 @@ class _LanceReads:
         def cache(self) -> bool | str: ...
         @property
         def dataset(self) -> Any: ...
+        @property
+        def schema(self) -> pa.Schema: ...
+        def count_rows(self) -> int: ...
 
     def read_rows(
         self, rows: np.ndarray, names: list[str]
@@ -252,6 +256,21 @@ class _LanceReads:
             self._node_tier = node_tier(tier_folder(folder), self.settings.dir_budget)
         return self._node_tier
 
+    def piece_rows(self) -> int:
+        """The rows of each of this version's node tier pieces (see ``_PIECE_BYTES``), from
+        the bytes a row of its columns takes: the fixed-width ones' own, or the bytes of its
+        data files a row where more (variable-width columns: text, images; the sizes are in
+        the manifest, nothing is read). The same in every process, so that the ranks of a
+        node share the pieces."""
+        if self._piece_rows is None:
+            files = sum(
+                d.file_size_bytes or 0
+                for fragment in self.dataset.get_fragments()
+                for d in fragment.data_files()
+            )
+            self._piece_rows = piece_rows(self.schema, files // max(self.count_rows(), 1))
+        return self._piece_rows
+
     def piece_key(self, names: Sequence[str], start: int, stop: int) -> PieceKey:
         """The node tier's key of the rows ``[start, stop)`` of the columns ``names`` of this
         version (its location is the URI alone: never the storage options)."""
@@ -281,18 +300,21 @@ class _LanceReads:
         return data.select(names).combine_chunks()
 
 
-# A node tier's piece of a disk table: about _PIECE_BYTES of the table's rows (all its columns,
-# so that a piece of fewer columns has the same rows), a power of two from _FEWEST_PIECE_ROWS
-# to PIECE_ROWS rows. Large reads and few files, while the memory of the pieces in flight stays
-# bounded: Lance's read of a piece holds about twice its bytes, and its allocator keeps some.
+# A node tier's piece of a disk table: half _PIECE_BYTES to _PIECE_BYTES of the table's rows
+# (all its columns, so that a piece of fewer columns has the same rows), a power of two from
+# _FEWEST_PIECE_ROWS to PIECE_ROWS rows. Large reads and few files, while the memory of the
+# pieces in flight stays bounded: Lance's read of a piece holds about twice its bytes, and its
+# allocator keeps some.
 PIECE_ROWS = 1 << 17
-_FEWEST_PIECE_ROWS = 1 << 12
+_FEWEST_PIECE_ROWS = 1 << 4
 _PIECE_BYTES = 32 << 20
 
 
-def piece_rows(schema: pa.Schema) -> int:
-    """The rows of each node tier piece of a table of ``schema`` (see ``_PIECE_BYTES``)."""
-    per_row = max(_estimated_bytes(schema, schema.names, 1), 1)
+def piece_rows(schema: pa.Schema, stored: int = 0) -> int:
+    """The rows of each node tier piece of a table of ``schema`` whose rows take ``stored``
+    bytes each in its files (see ``_PIECE_BYTES``): the larger of that and the fixed-width
+    columns' bytes counts."""
+    per_row = max(_estimated_bytes(schema, schema.names, 1), stored, 1)
     fit = 1 << max((_PIECE_BYTES // per_row).bit_length() - 1, 0)
     return min(PIECE_ROWS, max(_FEWEST_PIECE_ROWS, fit))
 
@@ -340,7 +362,7 @@ def _store_from_tier(
     a piece another process is fetching is waited for after the others): the processes of
     a node share one copy of the rows in the page cache, none holds its own. A progress bar
     when ``shown`` (and on a terminal)."""
-    size = piece_rows(backend.schema)
+    size = backend.piece_rows()
     starts = list(range(0, rows, size))
     pieces: list[pa.Table | None] = [None] * len(starts)
 
@@ -512,7 +534,7 @@ def _pieces_of(
     held: list[tuple[pa.Table, np.ndarray, int, bool]] = []
     wanted: list[tuple[np.ndarray, PieceKey]] = []  # pieces to fetch, and their rows
     missing: list[np.ndarray] = []
-    size = piece_rows(backend.schema)
+    size = backend.piece_rows()
     first = unique // size
     for at in np.split(np.arange(len(unique)), np.flatnonzero(np.diff(first)) + 1):
         if not len(at):

@@ -40,11 +40,23 @@ _checked: set[tuple[str, int, int, int]] = set()
 
 # Pieces this process has mapped, by path, with the (device, inode, size) of the file mapped:
 # a read of a few rows of a piece maps it once, not each time (a map and its IPC footer cost
-# more than a take of a batch's rows). At most _KEPT, the least recently used dropped first;
-# a piece removed from the tier keeps its disk space while a process keeps it mapped.
+# more than a take of a batch's rows). At most _KEPT, the least recently used dropped first.
+# A piece removed from the tier keeps its disk space while a process maps it: each mapping
+# made drops those whose file has gone or been replaced since.
 _KEPT = 16
 _kept: OrderedDict[str, tuple[tuple[int, int, int], pa.Table]] = OrderedDict()
 _keeping = threading.Lock()
+
+
+def _keep_none_in_child() -> None:
+    """In a forked child: a fresh lock (a thread of the parent may have held it at the fork),
+    and no mapping kept (the child maps what it reads itself)."""
+    global _keeping
+    _keeping = threading.Lock()
+    _kept.clear()
+
+
+os.register_at_fork(after_in_child=_keep_none_in_child)
 
 
 def _check_folder(path: Path) -> None:
@@ -139,10 +151,22 @@ def _map_kept(path: Path) -> pa.Table | None:
         return None
     table, identity = mapped
     with _keeping:
+        held = [(k, ident) for k, (ident, _) in _kept.items()]
+    gone = [k for k, ident in held if _identity_at(k) != ident]
+    with _keeping:
+        for k in gone:
+            _kept.pop(k, None)
         _kept[key] = (identity, table)
         while len(_kept) > _KEPT:
             _kept.popitem(last=False)
     return table
+
+
+def _identity_at(path: str) -> tuple[int, int, int] | None:
+    try:
+        return _identity(os.stat(path))
+    except OSError:
+        return None
 
 
 def _identity(st: os.stat_result) -> tuple[int, int, int]:
