@@ -521,3 +521,17 @@ def test_a_table_read_by_windows_packs_and_resumes_every_token_once(tmp_path):
     resumed = loader()
     resumed.load_state_dict(first.state_dict())
     assert head + _stream(resumed)[0] == whole
+
+
+def test_a_pass_resumed_from_pack_skip_keeps_it_until_its_first_row_batch():
+    """A state taken after such a resume but before its pass read anything (its first read
+    failed, say) still says what the loaded one said; once a row batch is fed, the rows."""
+    from lancetorch._packing import Packer, Shard
+
+    spec = Tokens(max_length=2, pad_value=-1, pack=True, blocks=1)
+    packer = Packer("t", spec, Shard(0, 0, 1, 4, 4, 2), skip=2)
+    assert packer.state() == (0, [], 2)
+    batch = pa.record_batch([pa.array([[1, 2, 3], [4]], pa.list_(pa.int64()))], names=["t"])
+    handed = [b["t"].flatten().tolist() for b in packer.feed(batch)]
+    assert handed == [[3, 4]]  # the first two tokens were handed out before
+    assert packer.state() == (1, [], 0)
