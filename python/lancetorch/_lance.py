@@ -165,10 +165,13 @@ class _LanceBackend(_LanceReads):
         sent: SentVersion,
         columns: list[str],
         rows: int,
+        piece_rows: int,
     ) -> _LanceBackend:
         """This version in a worker, its cache of ``columns`` (``rows`` rows) mapped from the
-        node tier's pieces, where the parent put them (a piece gone since is read again)."""
+        node tier's pieces of ``piece_rows`` rows, where the parent put them (a piece gone
+        since is read again; the dataset is opened only then)."""
         backend = cls(location, cache, sent=sent)
+        backend._piece_rows = piece_rows
         tier = backend.tier()
         assert tier is not None, "only a backend with a node tier is sent its pieces"
         backend._cached = (columns, _store_from_tier(backend, tier, columns, rows, False))
@@ -274,6 +277,7 @@ class _LanceBackend(_LanceReads):
                 self.settings,
                 self.sent(),
                 *tiered,
+                self.piece_rows(),
             )
         shared = self.shared_cache(names)
         if shared is None:
