@@ -369,33 +369,40 @@ fn render(bytes: &[u8], spec: &Spec, out: &mut [u8]) -> std::result::Result<(), 
         .resize(&src, &mut dst, &options)
         .map_err(|e| format!("{e}"))?;
     let (w, h) = (spec.width as usize, spec.height as usize);
-    let hwc = dst.buffer();
-    let at = |y: usize, x: usize| {
-        if mirror {
-            (y * w + (w - 1 - x)) * 3
-        } else {
-            (y * w + x) * 3
-        }
-    };
+    let rows = dst.buffer().chunks_exact(w * 3);
     if spec.channels_last {
-        for y in 0..h {
-            for x in 0..w {
-                let (s, d) = (at(y, x), (y * w + x) * 3);
-                out[d..d + 3].copy_from_slice(&hwc[s..s + 3]);
+        for (src, row) in rows.zip(out.chunks_exact_mut(w * 3)) {
+            if mirror {
+                for (s, d) in src.chunks_exact(3).rev().zip(row.chunks_exact_mut(3)) {
+                    d.copy_from_slice(s);
+                }
+            } else {
+                row.copy_from_slice(src);
             }
         }
     } else {
-        let plane = w * h;
-        for y in 0..h {
-            for x in 0..w {
-                let s = at(y, x);
-                for c in 0..3 {
-                    out[c * plane + y * w + x] = hwc[s + c];
-                }
+        let (r, gb) = out.split_at_mut(w * h);
+        let (g, b) = gb.split_at_mut(w * h);
+        let planes = r
+            .chunks_exact_mut(w)
+            .zip(g.chunks_exact_mut(w))
+            .zip(b.chunks_exact_mut(w));
+        for (src, ((r, g), b)) in rows.zip(planes) {
+            if mirror {
+                to_planes(src.chunks_exact(3).rev(), r, g, b);
+            } else {
+                to_planes(src.chunks_exact(3), r, g, b);
             }
         }
     }
     Ok(())
+}
+
+/// RGB pixels into their places in the three planes, one plane a channel.
+fn to_planes<'a>(pixels: impl Iterator<Item = &'a [u8]>, r: &mut [u8], g: &mut [u8], b: &mut [u8]) {
+    for (px, ((r, g), b)) in pixels.zip(r.iter_mut().zip(g.iter_mut()).zip(b.iter_mut())) {
+        (*r, *g, *b) = (px[0], px[1], px[2]);
+    }
 }
 
 /// The images of a binary column as one uint8 tensor. A null is refused like a bad image.
