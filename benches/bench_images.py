@@ -429,9 +429,11 @@ def run_set(
 ) -> list[str]:
     """Every way on one set, each in a process of its own: the set's lines of the table."""
     results = {}
-    runs = [(name, None) for name in WAYS]
-    if before:
-        runs += [(name + BEFORE, before) for name in WAYS if name.startswith("lancetorch")]
+    runs = []  # each lancetorch way beside its run with the build before, if any
+    for name in WAYS:
+        runs.append((name, None))
+        if before and name.startswith("lancetorch"):
+            runs.append((name + BEFORE, before))
     for name, package in runs:
         if name in skipped:
             continue
