@@ -79,9 +79,9 @@ bench-images: install
 # bench-images written as files first): benches/bench_jpeg_stages.rs.
 bench-jpeg-stages: install
 	$(PIP) install --quiet scikit-image
-	$(PY) benches/bench_images.py --images 1000 --large 120 --files /tmp/lancetorch-jpegs
+	$(PY) benches/bench_images.py --images 1000 --large 120 --files target/bench-jpegs
 	cargo bench --no-default-features --bench bench_jpeg_stages -- \
-		/tmp/lancetorch-jpegs/photos /tmp/lancetorch-jpegs/large-photos
+		target/bench-jpegs/photos target/bench-jpegs/large-photos
 
 wheel: $(PY)
 	$(PIP) wheel --no-deps . -w dist

@@ -21,8 +21,8 @@
 //! - `render crop`, `render full`: `images_to_tensor` of one image, the whole path.
 //!
 //! ```text
-//! python benches/bench_images.py --images 1000 --large 200 --files /tmp/jpegs
-//! cargo bench --no-default-features --bench bench_jpeg_stages -- /tmp/jpegs/*
+//! python benches/bench_images.py --images 1000 --large 200 --files target/bench-jpegs
+//! cargo bench --no-default-features --bench bench_jpeg_stages -- target/bench-jpegs/*
 //! ```
 
 use std::hint::black_box;
