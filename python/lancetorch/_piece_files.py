@@ -126,25 +126,21 @@ def _write_piece(path: Path, table: pa.Table) -> int:
 def _trust(path: Path) -> None:
     """The piece this process has just written at ``path`` (its checksum taken from the
     file's bytes, under its lock) is not checked again when this process maps it."""
-    st = os.stat(path)
-    _checked.add((str(path), st.st_dev, st.st_ino, st.st_size))
+    _checked.add((str(path), *_identity(os.stat(path))))
 
 
 def _map_kept(path: Path) -> pa.Table | None:
     """``_map_checked(path)``, served from this process's kept mappings while the file at
     ``path`` is the one mapped (see ``_KEPT``)."""
     key = str(path)
-    try:
-        st = os.stat(path)
-    except OSError:
-        st = None
+    now = _identity_at(key)
     with _keeping:
         kept = _kept.get(key)
-        if kept is not None and st is not None and kept[0] == _identity(st):
+        if kept is not None and now is not None and kept[0] == now:
             _kept.move_to_end(key)
             return kept[1]
         _kept.pop(key, None)
-    if st is None:
+    if now is None:
         return None
     mapped = _map_and_check(path)
     if mapped is None:
